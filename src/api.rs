@@ -1,0 +1,631 @@
+//! The public OpenAI types: the parsed chat request, usage, and writers for
+//! `chat.completion` objects and `chat.completion.chunk` SSE events.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
+
+/// Token counts, as OpenAI reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// `prompt_tokens_details.cached_tokens`, when the upstream reports it.
+    #[serde(skip)]
+    pub cached_tokens: u64,
+}
+
+impl Usage {
+    pub fn new(prompt: u64, completion: u64) -> Self {
+        Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            cached_tokens: 0,
+        }
+    }
+
+    /// Reads an OpenAI `usage` object.
+    pub fn from_value(v: &Value) -> Option<Usage> {
+        let o = v.as_object()?;
+        let p = o.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
+        let c = o.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
+        let t = o.get("total_tokens").and_then(Value::as_u64).unwrap_or(p + c);
+        let cached = o
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        Some(Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+            total_tokens: t,
+            cached_tokens: cached,
+        })
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut v = serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        });
+        if self.cached_tokens > 0 {
+            v["prompt_tokens_details"] = serde_json::json!({"cached_tokens": self.cached_tokens});
+        }
+        v
+    }
+}
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+
+/// A client's chat request: the whole body as sent (unknown fields kept, order kept), plus the
+/// few fields the gateway itself needs.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub body: Map<String, Value>,
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+impl ChatRequest {
+    /// Parses and validates; every error is a 400 naming the field.
+    pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
+        let body = parse_object(bytes)?;
+        let model = required_model(&body)?;
+        let messages = match body.get("messages") {
+            None | Some(Value::Null) => {
+                return Err(GatewayError::bad_request(
+                    "messages",
+                    "missing required parameter: 'messages'",
+                ))
+            }
+            Some(Value::Array(m)) => m,
+            Some(_) => {
+                return Err(GatewayError::bad_request(
+                    "messages",
+                    "'messages' must be an array of message objects",
+                ))
+            }
+        };
+        if messages.is_empty() {
+            return Err(GatewayError::bad_request(
+                "messages",
+                "'messages' must contain at least one message",
+            ));
+        }
+        for (i, m) in messages.iter().enumerate() {
+            validate_message(i, m)?;
+        }
+        let stream = optional_bool(&body, "stream")?;
+        check_number(&body, "temperature")?;
+        check_number(&body, "top_p")?;
+        check_number(&body, "presence_penalty")?;
+        check_number(&body, "frequency_penalty")?;
+        check_integer(&body, "max_tokens")?;
+        check_integer(&body, "max_completion_tokens")?;
+        check_integer(&body, "n")?;
+        check_integer(&body, "seed")?;
+        if let Some(s) = body.get("stop") {
+            let ok = match s {
+                Value::Null | Value::String(_) => true,
+                Value::Array(a) => a.iter().all(Value::is_string),
+                _ => false,
+            };
+            if !ok {
+                return Err(GatewayError::bad_request(
+                    "stop",
+                    "'stop' must be a string or an array of strings",
+                ));
+            }
+        }
+        if let Some(t) = body.get("tools") {
+            if !(t.is_array() || t.is_null()) {
+                return Err(GatewayError::bad_request("tools", "'tools' must be an array"));
+            }
+        }
+        let include_usage = match body.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) => match o.get("include_usage") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err(GatewayError::bad_request(
+                        "stream_options.include_usage",
+                        "'stream_options.include_usage' must be a boolean",
+                    ))
+                }
+            },
+            Some(_) => {
+                return Err(GatewayError::bad_request(
+                    "stream_options",
+                    "'stream_options' must be an object",
+                ))
+            }
+        };
+        Ok(ChatRequest {
+            body,
+            model,
+            stream,
+            include_usage,
+        })
+    }
+
+    pub fn messages(&self) -> &[Value] {
+        self.body
+            .get("messages")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// Parses a JSON object body (400 on anything else).
+pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(GatewayError::bad_request(
+            "",
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(GatewayError::bad_request(
+            "",
+            format!("the request body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// The `model` field: present, a non-empty string.
+pub fn required_model(body: &Map<String, Value>) -> Result<String, GatewayError> {
+    match body.get("model") {
+        None | Some(Value::Null) => Err(GatewayError::bad_request(
+            "model",
+            "missing required parameter: 'model'",
+        )),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(GatewayError::bad_request(
+            "model",
+            "'model' must not be empty",
+        )),
+        Some(_) => Err(GatewayError::bad_request("model", "'model' must be a string")),
+    }
+}
+
+fn validate_message(i: usize, m: &Value) -> Result<(), GatewayError> {
+    let param = || format!("messages[{i}]");
+    let o = m.as_object().ok_or_else(|| {
+        GatewayError::bad_request(&param(), format!("messages[{i}] must be an object"))
+    })?;
+    match o.get("role") {
+        Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
+        Some(Value::String(r)) => {
+            return Err(GatewayError::bad_request(
+                &format!("messages[{i}].role"),
+                format!(
+                    "messages[{i}].role {r:?} is not one of system, developer, user, assistant, tool"
+                ),
+            ))
+        }
+        _ => {
+            return Err(GatewayError::bad_request(
+                &format!("messages[{i}].role"),
+                format!("messages[{i}].role is required and must be a string"),
+            ))
+        }
+    }
+    match o.get("content") {
+        None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Array(_)) => Ok(()),
+        Some(_) => Err(GatewayError::bad_request(
+            &format!("messages[{i}].content"),
+            format!("messages[{i}].content must be a string, an array of parts, or null"),
+        )),
+    }
+}
+
+fn optional_bool(body: &Map<String, Value>, key: &str) -> Result<bool, GatewayError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(GatewayError::bad_request(
+            key,
+            format!("'{key}' must be a boolean"),
+        )),
+    }
+}
+
+fn check_number(body: &Map<String, Value>, key: &str) -> Result<(), GatewayError> {
+    match body.get(key) {
+        None | Some(Value::Null) | Some(Value::Number(_)) => Ok(()),
+        Some(_) => Err(GatewayError::bad_request(
+            key,
+            format!("'{key}' must be a number"),
+        )),
+    }
+}
+
+fn check_integer(body: &Map<String, Value>, key: &str) -> Result<(), GatewayError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(()),
+        Some(_) => Err(GatewayError::bad_request(
+            key,
+            format!("'{key}' must be an integer"),
+        )),
+    }
+}
+
+/// Text of a message's `content` (string, or the text parts joined).
+pub fn content_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            let mut out = String::new();
+            for p in parts {
+                if let Some(t) = p.get("text").and_then(Value::as_str) {
+                    out.push_str(t);
+                }
+            }
+            out
+        }
+        _ => String::new(),
+    }
+}
+
+/// A fresh `chatcmpl-...` id.
+pub fn completion_id() -> String {
+    format!("chatcmpl-{}", random_token(24))
+}
+
+/// Random alphanumeric text.
+pub fn random_token(n: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// One tool call in a finished message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// JSON text.
+    pub arguments: String,
+}
+
+/// A finished assistant answer in a provider-neutral form: what a translator or the cache
+/// assembles, and what [`completion_body`] and [`ChunkWriter::replay`] render.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: String,
+    pub usage: Option<Usage>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: FunctionOut<'a>,
+}
+
+/// Renders a `chat.completion` object.
+pub fn completion_body(id: &str, created: u64, model: &str, answer: &Answer) -> Bytes {
+    let tool_calls: Vec<ToolCallOut> = answer
+        .tool_calls
+        .iter()
+        .map(|t| ToolCallOut {
+            id: &t.id,
+            kind: "function",
+            function: FunctionOut {
+                name: &t.name,
+                arguments: &t.arguments,
+            },
+        })
+        .collect();
+    let mut message = serde_json::json!({
+        "role": "assistant",
+        "content": answer.content,
+        "refusal": null,
+    });
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = serde_json::to_value(&tool_calls).unwrap_or(Value::Null);
+    }
+    let mut v = serde_json::json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": message,
+            "logprobs": null,
+            "finish_reason": answer.finish_reason,
+        }],
+    });
+    if let Some(u) = &answer.usage {
+        v["usage"] = u.to_value();
+    }
+    Bytes::from(v.to_string())
+}
+
+#[derive(Serialize)]
+struct ChunkOut<'a, D: Serialize> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [ChoiceOut<D>; 1],
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<D: Serialize> {
+    index: u32,
+    delta: D,
+    logprobs: Option<()>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RoleDelta {
+    role: &'static str,
+    content: &'static str,
+}
+
+#[derive(Serialize)]
+struct ContentDelta<'a> {
+    content: &'a str,
+}
+
+#[derive(Serialize)]
+struct EmptyDelta {}
+
+#[derive(Serialize)]
+struct ToolDelta<'a> {
+    tool_calls: [ToolDeltaItem<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ToolDeltaItem<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: ToolDeltaFn<'a>,
+}
+
+#[derive(Serialize)]
+struct ToolDeltaFn<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct UsageChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [(); 0],
+    usage: Value,
+}
+
+/// Writes `chat.completion.chunk` SSE events in OpenAI's order, with one id and created time.
+#[derive(Debug, Clone)]
+pub struct ChunkWriter {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+impl ChunkWriter {
+    pub fn new(model: &str) -> Self {
+        ChunkWriter {
+            id: completion_id(),
+            created: unix_now(),
+            model: model.to_string(),
+        }
+    }
+
+    fn event<T: Serialize>(out: &mut BytesMut, v: &T) {
+        out.put_slice(b"data: ");
+        let mut w = out.writer();
+        // Serializing these plain structs cannot fail.
+        let _ = serde_json::to_writer(&mut w, v);
+        let out = w.into_inner();
+        out.put_slice(b"\n\n");
+    }
+
+    fn choice<D: Serialize>(&self, out: &mut BytesMut, delta: D, finish: Option<&str>) {
+        Self::event(
+            out,
+            &ChunkOut {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                choices: [ChoiceOut {
+                    index: 0,
+                    delta,
+                    logprobs: None,
+                    finish_reason: finish.map(str::to_string),
+                }],
+            },
+        );
+    }
+
+    /// First chunk: `{"role":"assistant","content":""}`.
+    pub fn role(&self, out: &mut BytesMut) {
+        self.choice(
+            out,
+            RoleDelta {
+                role: "assistant",
+                content: "",
+            },
+            None,
+        );
+    }
+
+    pub fn content(&self, out: &mut BytesMut, text: &str) {
+        self.choice(out, ContentDelta { content: text }, None);
+    }
+
+    /// First delta of a tool call: index, id, type, name and empty arguments.
+    pub fn tool_start(&self, out: &mut BytesMut, index: u32, id: &str, name: &str) {
+        self.choice(
+            out,
+            ToolDelta {
+                tool_calls: [ToolDeltaItem {
+                    index,
+                    id: Some(id),
+                    kind: Some("function"),
+                    function: ToolDeltaFn {
+                        name: Some(name),
+                        arguments: "",
+                    },
+                }],
+            },
+            None,
+        );
+    }
+
+    pub fn tool_args(&self, out: &mut BytesMut, index: u32, fragment: &str) {
+        self.choice(
+            out,
+            ToolDelta {
+                tool_calls: [ToolDeltaItem {
+                    index,
+                    id: None,
+                    kind: None,
+                    function: ToolDeltaFn {
+                        name: None,
+                        arguments: fragment,
+                    },
+                }],
+            },
+            None,
+        );
+    }
+
+    pub fn finish(&self, out: &mut BytesMut, reason: &str) {
+        self.choice(out, EmptyDelta {}, Some(reason));
+    }
+
+    pub fn usage(&self, out: &mut BytesMut, usage: &Usage) {
+        Self::event(
+            out,
+            &UsageChunk {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: &self.model,
+                choices: [],
+                usage: usage.to_value(),
+            },
+        );
+    }
+
+    pub fn done(out: &mut BytesMut) {
+        out.put_slice(b"data: [DONE]\n\n");
+    }
+
+    /// A whole answer as a stream: role, content, tool calls, finish, usage (when asked), done.
+    pub fn replay(&self, out: &mut BytesMut, answer: &Answer, include_usage: bool) {
+        self.role(out);
+        if let Some(c) = &answer.content {
+            if !c.is_empty() {
+                self.content(out, c);
+            }
+        }
+        for (i, t) in answer.tool_calls.iter().enumerate() {
+            self.tool_start(out, i as u32, &t.id, &t.name);
+            if !t.arguments.is_empty() {
+                self.tool_args(out, i as u32, &t.arguments);
+            }
+        }
+        self.finish(out, &answer.finish_reason);
+        if include_usage {
+            if let Some(u) = &answer.usage {
+                self.usage(out, u);
+            }
+        }
+        Self::done(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_validates_fields() {
+        let ok = ChatRequest::parse(br#"{"messages":[{"role":"user","content":"hi"}],"model":"m","x_unknown":1,"stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
+        assert_eq!(ok.model, "m");
+        assert!(ok.stream && ok.include_usage);
+        assert!(ok.body.contains_key("x_unknown"));
+        let cases: &[(&[u8], &str)] = &[
+            (b"{not json", ""),
+            (b"[1]", ""),
+            (br#"{"messages":[{"role":"user","content":"hi"}]}"#, "model"),
+            (br#"{"model":7,"messages":[]}"#, "model"),
+            (br#"{"model":"m"}"#, "messages"),
+            (br#"{"model":"m","messages":"hi"}"#, "messages"),
+            (br#"{"model":"m","messages":[{"role":"boss","content":"x"}]}"#, "messages[0].role"),
+            (br#"{"model":"m","messages":[{"role":"user","content":5}]}"#, "messages[0].content"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "temperature"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, "stream"),
+            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.5}"#, "max_tokens"),
+        ];
+        for (body, param) in cases {
+            let e = ChatRequest::parse(body).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert_eq!(e.param.as_deref().unwrap_or(""), *param, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn chunk_writer_replays_in_openai_order() {
+        let w = ChunkWriter::new("m");
+        let mut out = BytesMut::new();
+        let a = Answer {
+            content: Some("hi".into()),
+            tool_calls: vec![ToolCall { id: "c1".into(), name: "f".into(), arguments: "{}".into() }],
+            finish_reason: "tool_calls".into(),
+            usage: Some(Usage::new(3, 4)),
+        };
+        w.replay(&mut out, &a, true);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 7);
+        assert!(events[0].contains(r#""delta":{"role":"assistant","content":""}"#));
+        assert!(events[1].contains(r#""content":"hi""#));
+        assert!(events[2].contains(r#""id":"c1""#) && events[2].contains(r#""name":"f""#));
+        assert!(events[4].contains(r#""finish_reason":"tool_calls""#));
+        assert!(events[5].contains(r#""choices":[]"#) && events[5].contains(r#""total_tokens":7"#));
+        assert_eq!(events[6], "data: [DONE]");
+    }
+}

@@ -1,0 +1,379 @@
+//! `/v1/chat/completions` and `/v1/embeddings`: parse, resolve, exchange with the upstream, and
+//! answer the client (JSON, or SSE forwarded chunk by chunk as it arrives).
+
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+
+use crate::api::{completion_body, parse_object, required_model, ChatRequest, ChunkWriter};
+use crate::config::WireKind;
+use crate::error::GatewayError;
+use crate::providers::{echo, CallInfo, StreamStatus};
+use crate::proxy::{read_body, respond, response_head, Ctx, Gateway};
+use crate::routing::Route;
+use crate::upstream::{SendError, UpstreamResponse, MAX_ERROR_BODY};
+
+/// Largest non-streamed upstream answer the gateway accepts.
+const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
+
+/// How one attempt against one upstream ended.
+pub enum Attempt {
+    /// The client got its answer (possibly a stream that ended with an error event).
+    Served,
+    /// Nothing reached the client; `retryable` says whether another provider may be tried.
+    Failed { err: GatewayError, retryable: bool },
+}
+
+/// Statuses after which another provider is tried.
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504 | 529)
+}
+
+pub async fn handle(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    let body = read_body(session, gw.config.max_body_bytes).await?;
+    let req = ChatRequest::parse(&body)?;
+    ctx.model = Some(req.model.clone());
+    ctx.stream = req.stream;
+    let route = gw.router.resolve(&req.model)?;
+    ctx.provider = Some(route.provider_name().to_string());
+    let call = CallInfo {
+        client_model: req.model.clone(),
+        upstream_model: route.upstream_model.clone(),
+        stream: req.stream,
+        include_usage: req.include_usage,
+    };
+    ctx.attempts = 1;
+    match attempt(gw, session, ctx, &req, &route, &call).await {
+        Attempt::Served => Ok(()),
+        Attempt::Failed { err, .. } => Err(err),
+    }
+}
+
+/// One attempt against one route.
+pub async fn attempt(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    req: &ChatRequest,
+    route: &Route,
+    call: &CallInfo,
+) -> Attempt {
+    let cfg = route.provider.config();
+    if cfg.kind == WireKind::Echo {
+        serve_echo(gw, session, ctx, req, call).await;
+        return Attempt::Served;
+    }
+    let Some(backend) = cfg.backends.first() else {
+        return Attempt::Failed {
+            err: GatewayError::internal(format!("provider {} has no backend", cfg.name)),
+            retryable: true,
+        };
+    };
+    let up_req = match route.provider.chat_request(req, call, backend) {
+        Ok(r) => r,
+        Err(err) => return Attempt::Failed { err, retryable: false },
+    };
+    // Wait for the response head, or for the client to hang up (which cancels the upstream
+    // request by dropping it).
+    let sent = tokio::select! {
+        r = gw.upstreams.send(backend, &up_req) => r,
+        _ = client_gone(session) => {
+            ctx.outcome = "client_closed";
+            return Attempt::Served;
+        }
+    };
+    let mut resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            return Attempt::Failed {
+                err: e.into_gateway(&cfg.name),
+                retryable: true,
+            }
+        }
+    };
+    let status = resp.status();
+    if !(200..300).contains(&status) {
+        let retry_after = resp.header("retry-after").map(str::to_string);
+        let body = resp.read_all(MAX_ERROR_BODY).await.unwrap_or_default();
+        resp.release().await;
+        let mut err = route.provider.error(status, &body);
+        if err.retry_after.is_none() {
+            err.retry_after = retry_after;
+        }
+        return Attempt::Failed {
+            retryable: retryable_status(status) || retryable_status(err.status),
+            err,
+        };
+    }
+    if call.stream {
+        stream_response(session, ctx, route, call, resp).await
+    } else {
+        let body = match resp.read_all(MAX_RESPONSE_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                resp.abort().await;
+                return Attempt::Failed {
+                    err: e.into_gateway(&cfg.name),
+                    retryable: true,
+                };
+            }
+        };
+        resp.release().await;
+        match route.provider.chat_response(body, call) {
+            Ok(t) => {
+                ctx.usage = t.usage;
+                respond(session, ctx, 200, "application/json", &[], t.body).await;
+                Attempt::Served
+            }
+            Err(err) => Attempt::Failed {
+                err,
+                retryable: true,
+            },
+        }
+    }
+}
+
+/// Resolves when the client has gone away (reset, closed). Pending otherwise.
+async fn client_gone(session: &mut Session) {
+    loop {
+        match session.downstream_session.read_body_or_idle(true).await {
+            Ok(Some(_)) => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn write_stream_head(session: &mut Session, ctx: &mut Ctx) -> bool {
+    let mut extra: Vec<(&str, &str)> = vec![("cache-control", "no-cache")];
+    if !session.downstream_session.is_http2() {
+        extra.push(("transfer-encoding", "chunked"));
+    }
+    let head = match response_head(ctx, 200, "text/event-stream", &extra, None) {
+        Ok(h) => h,
+        Err(_) => return false,
+    };
+    ctx.status = 200;
+    ctx.responded = true;
+    session.write_response_header(Box::new(head), false).await.is_ok()
+}
+
+async fn write_chunk(session: &mut Session, ctx: &mut Ctx, out: &mut BytesMut, end: bool) -> bool {
+    if out.is_empty() && !end {
+        return true;
+    }
+    ctx.mark_first_byte();
+    ctx.bytes += out.len();
+    let data = out.split().freeze();
+    session
+        .write_response_body(if data.is_empty() { None } else { Some(data) }, end)
+        .await
+        .is_ok()
+}
+
+/// Forwards a successful upstream stream, translated, chunk by chunk. Nothing is written to
+/// the client until the first translated bytes exist, so a stream that dies before that can
+/// still be retried elsewhere.
+async fn stream_response(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    route: &Route,
+    call: &CallInfo,
+    mut resp: UpstreamResponse<'_>,
+) -> Attempt {
+    let provider = route.provider_name().to_string();
+    let mut tr = route.provider.stream_translator(call);
+    let mut out = BytesMut::with_capacity(4096);
+    let mut started = false;
+    loop {
+        let next = tokio::select! {
+            c = resp.chunk() => c,
+            _ = client_gone(session) => {
+                ctx.outcome = "client_closed";
+                resp.abort().await;
+                return Attempt::Served;
+            }
+        };
+        let status = match next {
+            Ok(Some(chunk)) => tr.feed(&chunk, &mut out),
+            Ok(None) => tr.finish(&mut out),
+            Err(e) => {
+                let err = match e {
+                    SendError::Timeout(m) => GatewayError::gateway_timeout(format!(
+                        "provider {provider} stopped sending mid-stream: {m}"
+                    )),
+                    other => other.into_gateway(&provider),
+                };
+                StreamStatus::Failed(err.with_label("stream_interrupted"))
+            }
+        };
+        ctx.usage = tr.usage().or(ctx.usage);
+        if let StreamStatus::Failed(err) = status {
+            resp.abort().await;
+            if !started && out.is_empty() {
+                return Attempt::Failed {
+                    err,
+                    retryable: true,
+                };
+            }
+            // Bytes already reached the client: the stream ends with an error event, never
+            // silently.
+            if !started && !write_stream_head(session, ctx).await {
+                ctx.outcome = "client_closed";
+                return Attempt::Served;
+            }
+            out.extend_from_slice(&err.sse_event());
+            ctx.outcome = "stream_error";
+            ctx.error = Some(err.message.clone());
+            write_chunk(session, ctx, &mut out, true).await;
+            return Attempt::Served;
+        }
+        if !out.is_empty() && !started {
+            started = true;
+            if !write_stream_head(session, ctx).await {
+                ctx.outcome = "client_closed";
+                resp.abort().await;
+                return Attempt::Served;
+            }
+        }
+        let done = status == StreamStatus::Done;
+        if done && !started {
+            started = true;
+            if !write_stream_head(session, ctx).await {
+                ctx.outcome = "client_closed";
+                resp.abort().await;
+                return Attempt::Served;
+            }
+        }
+        if !write_chunk(session, ctx, &mut out, done).await {
+            ctx.outcome = "client_closed";
+            resp.abort().await;
+            return Attempt::Served;
+        }
+        if done {
+            // Let the connection go back to the pool if the body ends right after [DONE].
+            let drain = async {
+                while let Ok(Some(_)) = resp.chunk().await {}
+                resp
+            };
+            if let Ok(resp) = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await {
+                resp.release().await;
+            }
+            return Attempt::Served;
+        }
+    }
+}
+
+async fn serve_echo(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    req: &ChatRequest,
+    call: &CallInfo,
+) {
+    let answer = echo::answer(req);
+    ctx.usage = answer.usage;
+    let w = ChunkWriter::new(&call.client_model);
+    if !call.stream {
+        let body = completion_body(&w.id, w.created, &call.client_model, &answer);
+        respond(session, ctx, 200, "application/json", &[], body).await;
+        return;
+    }
+    if !write_stream_head(session, ctx).await {
+        ctx.outcome = "client_closed";
+        return;
+    }
+    let delay = gw.config.echo_chunk_delay;
+    let mut out = BytesMut::with_capacity(1024);
+    w.role(&mut out);
+    let text = answer.content.clone().unwrap_or_default();
+    for piece in echo::word_pieces(&text) {
+        w.content(&mut out, piece);
+        if !delay.is_zero() {
+            if !write_chunk(session, ctx, &mut out, false).await {
+                ctx.outcome = "client_closed";
+                return;
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+    w.finish(&mut out, &answer.finish_reason);
+    if call.include_usage {
+        if let Some(u) = &answer.usage {
+            w.usage(&mut out, u);
+        }
+    }
+    ChunkWriter::done(&mut out);
+    if !write_chunk(session, ctx, &mut out, true).await {
+        ctx.outcome = "client_closed";
+    }
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<(), GatewayError> {
+    let body = read_body(session, gw.config.max_body_bytes).await?;
+    let obj = parse_object(&body)?;
+    let model = required_model(&obj)?;
+    match obj.get("input") {
+        Some(serde_json::Value::String(_)) | Some(serde_json::Value::Array(_)) => {}
+        None | Some(serde_json::Value::Null) => {
+            return Err(GatewayError::bad_request(
+                "input",
+                "missing required parameter: 'input'",
+            ))
+        }
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "input",
+                "'input' must be a string or an array",
+            ))
+        }
+    }
+    ctx.model = Some(model.clone());
+    let route = gw.router.resolve(&model)?;
+    ctx.provider = Some(route.provider_name().to_string());
+    ctx.attempts = 1;
+    let (bytes, usage) = embed(gw, &route, &obj, &model).await?;
+    ctx.usage = usage;
+    respond(session, ctx, 200, "application/json", &[], bytes).await;
+    Ok(())
+}
+
+/// One embeddings exchange (also used by the semantic cache).
+pub async fn embed(
+    gw: &Gateway,
+    route: &Route,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    client_model: &str,
+) -> Result<(Bytes, Option<crate::api::Usage>), GatewayError> {
+    let cfg = route.provider.config();
+    let backend = cfg
+        .backends
+        .first()
+        .ok_or_else(|| GatewayError::bad_request("model", format!("provider {} does not offer embeddings", cfg.name)))?;
+    let up = route
+        .provider
+        .embeddings_request(obj, &route.upstream_model, backend)?;
+    let mut resp = gw
+        .upstreams
+        .send(backend, &up)
+        .await
+        .map_err(|e| e.into_gateway(&cfg.name))?;
+    let status = resp.status();
+    let limit = if (200..300).contains(&status) {
+        MAX_RESPONSE_BODY
+    } else {
+        MAX_ERROR_BODY
+    };
+    let body = resp
+        .read_all(limit)
+        .await
+        .map_err(|e| e.into_gateway(&cfg.name))?;
+    resp.release().await;
+    if !(200..300).contains(&status) {
+        return Err(route.provider.error(status, &body));
+    }
+    route.provider.embeddings_response(body, client_model)
+}

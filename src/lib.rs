@@ -1,0 +1,32 @@
+//! # ai-gateway
+//!
+//! One OpenAI-compatible endpoint in front of OpenAI, Anthropic, Gemini, Ollama, Hugging Face,
+//! vLLM and any OpenAI-compatible host, built on Cloudflare's Pingora.
+//!
+//! # Layout
+//!
+//! - [`config`]: every environment variable, parsed once into a validated `Config`.
+//! - [`server`]: Pingora bootstrap, listeners, signals and graceful shutdown.
+//! - [`proxy`]: the `ProxyHttp` phases (route by path in `request_filter`, log in `logging`).
+//! - [`chat`]: `/v1/chat/completions` and `/v1/embeddings`: the upstream exchange and streaming.
+//! - [`models`]: `/v1/models`.
+//! - [`api`]: the public OpenAI types: request parsing, usage, completion and chunk writers.
+//! - [`error`]: the OpenAI error object every client sees.
+//! - [`providers`]: one file per upstream wire format (`openai`, `anthropic`, `gemini`, `echo`).
+//! - [`routing`]: model name -> provider and upstream model.
+//! - [`upstream`]: Pingora's HTTP connector: pooled sessions, TLS, timeouts, DNS cache.
+//! - [`sse`]: SSE framing over arbitrary body chunks.
+//! - [`telemetry`]: the logger and the one structured line per request.
+
+pub mod api;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod models;
+pub mod providers;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod sse;
+pub mod telemetry;
+pub mod upstream;

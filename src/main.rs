@@ -1,0 +1,47 @@
+//! `ai-gateway`: parse the configuration, then run. No logic here.
+
+use ai_gateway::config::Config;
+use ai_gateway::server::{self, Args};
+use ai_gateway::telemetry;
+
+const USAGE: &str = "ai-gateway: an OpenAI-compatible LLM gateway (configured through environment variables; see README)
+
+usage: ai-gateway [--check-config] [--upgrade] [--version]
+  --check-config  print the resolved configuration (secrets masked) and exit; non-zero on errors
+  --upgrade       take over the listening sockets of a running ai-gateway (graceful upgrade)";
+
+fn main() {
+    let mut args = Args::default();
+    let mut check = false;
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "--check-config" => check = true,
+            "--upgrade" | "-u" => args.upgrade = true,
+            "--version" | "-V" => {
+                println!("ai-gateway {}", env!("CARGO_PKG_VERSION"));
+                return;
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return;
+            }
+            other => {
+                eprintln!("unknown argument {other:?}\n\n{USAGE}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ai-gateway: {e}");
+            std::process::exit(2);
+        }
+    };
+    if check {
+        print!("{}", config.describe());
+        return;
+    }
+    telemetry::init_logging(&config.log_level, config.log_format);
+    server::run(config, args);
+}

@@ -1,0 +1,210 @@
+//! Upstream wire formats. One file per format, each implementing [`Provider`]; OpenAI-compatible
+//! vendors are configuration, not code.
+//!
+//! To add a wire format: write `providers/<format>.rs` implementing [`Provider`], add a
+//! [`WireKind`] variant in `config.rs`, and register it in [`build`].
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::api::{ChatRequest, Usage};
+use crate::config::{BaseUrl, Config, ProviderConfig, WireKind};
+use crate::error::GatewayError;
+
+pub mod anthropic;
+pub mod echo;
+pub mod gemini;
+pub mod openai;
+
+/// A request to send upstream, fully encoded.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    pub method: &'static str,
+    /// Path and query, base path included (`/v1/chat/completions`).
+    pub path: String,
+    /// Extra headers (auth, versions). `Host`, `Content-Type` and `Content-Length` are added by
+    /// the connector layer.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl UpstreamRequest {
+    pub fn get(path: String, headers: Vec<(&'static str, String)>) -> Self {
+        UpstreamRequest {
+            method: "GET",
+            path,
+            headers,
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn post(path: String, headers: Vec<(&'static str, String)>, body: Bytes) -> Self {
+        UpstreamRequest {
+            method: "POST",
+            path,
+            headers,
+            body,
+        }
+    }
+}
+
+/// What a translator needs to know about the call.
+#[derive(Debug, Clone)]
+pub struct CallInfo {
+    /// The model name as the client asked for it (reported back in responses).
+    pub client_model: String,
+    /// The model name sent upstream.
+    pub upstream_model: String,
+    pub stream: bool,
+    /// The client asked for a usage chunk.
+    pub include_usage: bool,
+}
+
+/// A translated non-streamed answer.
+#[derive(Debug, Clone)]
+pub struct Translated {
+    /// OpenAI `chat.completion` JSON.
+    pub body: Bytes,
+    pub usage: Option<Usage>,
+}
+
+/// What a stream translator says after a piece of input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamStatus {
+    /// More to come.
+    Continue,
+    /// The upstream signalled the end; `data: [DONE]` has been written.
+    Done,
+    /// The upstream signalled an error: the caller ends the stream with this error event.
+    Failed(GatewayError),
+}
+
+/// Translates one upstream stream into OpenAI `chat.completion.chunk` SSE, chunk by chunk.
+pub trait StreamTranslator: Send {
+    /// Consumes bytes as they came off the wire and appends OpenAI SSE bytes to `out`.
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> StreamStatus;
+    /// The upstream body ended. Formats whose streams simply end (Gemini) write their closing
+    /// chunks and `[DONE]` here; for the others an end before the terminal event is an error.
+    fn finish(&mut self, out: &mut BytesMut) -> StreamStatus;
+    /// Usage seen so far (final once the stream is done).
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// One upstream wire format.
+pub trait Provider: Send + Sync {
+    fn config(&self) -> &ProviderConfig;
+
+    /// Encodes a chat request for this upstream.
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        call: &CallInfo,
+        backend: &BaseUrl,
+    ) -> Result<UpstreamRequest, GatewayError>;
+
+    /// Translates a successful (2xx) non-streamed response body.
+    fn chat_response(&self, body: Bytes, call: &CallInfo) -> Result<Translated, GatewayError>;
+
+    /// A translator for a successful streamed response.
+    fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator>;
+
+    /// Maps an upstream error response to the OpenAI error object, keeping a meaningful status.
+    fn error(&self, status: u16, body: &[u8]) -> GatewayError;
+
+    /// Encodes an embeddings request (`body` is the client's JSON object).
+    fn embeddings_request(
+        &self,
+        _body: &serde_json::Map<String, serde_json::Value>,
+        _upstream_model: &str,
+        _backend: &BaseUrl,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        Err(GatewayError::bad_request(
+            "model",
+            format!(
+                "provider {:?} does not offer embeddings",
+                self.config().name
+            ),
+        ))
+    }
+
+    /// Translates a successful embeddings response to OpenAI's shape.
+    fn embeddings_response(
+        &self,
+        body: Bytes,
+        _client_model: &str,
+    ) -> Result<(Bytes, Option<Usage>), GatewayError> {
+        Ok((body, None))
+    }
+
+    /// `GET` that lists models, if the upstream has one.
+    fn models_request(&self, _backend: &BaseUrl) -> Option<UpstreamRequest> {
+        None
+    }
+
+    /// Model ids from a models listing.
+    fn parse_models(&self, _body: &[u8]) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A request that costs no tokens, for active health checks.
+    fn health_probe(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
+        self.models_request(backend)
+    }
+}
+
+/// Builds the provider for one configured entry.
+pub fn build(cfg: &ProviderConfig, config: &Config) -> Arc<dyn Provider> {
+    match cfg.kind {
+        WireKind::OpenAi => Arc::new(openai::OpenAiCompatible::new(cfg.clone())),
+        WireKind::Anthropic => Arc::new(anthropic::Anthropic::new(
+            cfg.clone(),
+            config.anthropic_max_tokens,
+        )),
+        WireKind::Gemini => Arc::new(gemini::Gemini::new(cfg.clone())),
+        WireKind::Echo => Arc::new(echo::Echo::new(cfg.clone())),
+    }
+}
+
+/// Reads an error message out of any JSON error body: OpenAI's `{"error":{"message"}}`,
+/// TGI's `{"error":"..."}`, Anthropic's and Gemini's nested objects, or plain text.
+pub fn upstream_error_message(body: &[u8]) -> (String, Option<String>, Option<String>) {
+    let text = || {
+        let s = String::from_utf8_lossy(body).trim().to_string();
+        if s.is_empty() {
+            "upstream returned an error with no body".to_string()
+        } else {
+            s.chars().take(2000).collect()
+        }
+    };
+    let v: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => return (text(), None, None),
+    };
+    let err = v.get("error").unwrap_or(&v);
+    let as_string = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match err {
+        serde_json::Value::String(s) => {
+            let t = v.get("error_type").and_then(as_string);
+            (s.clone(), t, None)
+        }
+        serde_json::Value::Object(o) => {
+            let msg = o
+                .get("message")
+                .and_then(as_string)
+                .or_else(|| v.get("message").and_then(as_string))
+                .unwrap_or_else(text);
+            let kind = o
+                .get("type")
+                .and_then(as_string)
+                .or_else(|| o.get("status").and_then(as_string));
+            let code = o.get("code").and_then(as_string);
+            (msg, kind, code)
+        }
+        _ => (text(), None, None),
+    }
+}

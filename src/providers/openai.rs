@@ -1,0 +1,373 @@
+//! The OpenAI-compatible family: OpenAI, vLLM, Ollama's `/v1`, Hugging Face router/TGI, and any
+//! host configured with `GATEWAY_PROVIDER_<NAME>_BASE_URL`. Requests pass through with every
+//! field the client sent (only `model` rewritten, and usage asked for on streams); responses
+//! pass through byte for byte.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::{ChatRequest, Usage};
+use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
+use crate::error::{kind_for_status, label_for_status, GatewayError};
+use crate::providers::{
+    upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
+    UpstreamRequest,
+};
+use crate::sse::SseFramer;
+
+pub struct OpenAiCompatible {
+    cfg: ProviderConfig,
+}
+
+impl OpenAiCompatible {
+    pub fn new(cfg: ProviderConfig) -> Self {
+        OpenAiCompatible { cfg }
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        match &self.cfg.api_key {
+            Some(k) => vec![("authorization", format!("Bearer {}", k.expose()))],
+            None => Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+/// Reads `usage` out of an OpenAI-shaped response body.
+pub fn usage_of(body: &[u8]) -> Option<Usage> {
+    serde_json::from_slice::<UsageOnly>(body)
+        .ok()?
+        .usage
+        .as_ref()
+        .and_then(Usage::from_value)
+}
+
+impl Provider for OpenAiCompatible {
+    fn config(&self) -> &ProviderConfig {
+        &self.cfg
+    }
+
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        call: &CallInfo,
+        backend: &BaseUrl,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mut body = req.body.clone();
+        body.insert("model".into(), Value::String(call.upstream_model.clone()));
+        if req.stream {
+            // Usage is always asked for, so logs and token limits see real counts; the usage
+            // chunk is dropped again on the way back when the client did not ask for it.
+            let opts = body
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if !opts.is_object() {
+                *opts = Value::Object(Default::default());
+            }
+            if let Some(o) = opts.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
+        Ok(UpstreamRequest::post(
+            format!("{}/chat/completions", backend.path),
+            self.headers(),
+            Bytes::from(bytes),
+        ))
+    }
+
+    fn chat_response(&self, body: Bytes, _call: &CallInfo) -> Result<Translated, GatewayError> {
+        let usage = usage_of(&body);
+        Ok(Translated { body, usage })
+    }
+
+    fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator> {
+        Box::new(OpenAiStream {
+            framer: SseFramer::new(),
+            include_usage: call.include_usage,
+            usage: None,
+            done: false,
+        })
+    }
+
+    fn error(&self, status: u16, body: &[u8]) -> GatewayError {
+        openai_error(status, body)
+    }
+
+    fn embeddings_request(
+        &self,
+        body: &serde_json::Map<String, Value>,
+        upstream_model: &str,
+        backend: &BaseUrl,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mut body = body.clone();
+        body.insert("model".into(), Value::String(upstream_model.to_string()));
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
+        Ok(UpstreamRequest::post(
+            format!("{}/embeddings", backend.path),
+            self.headers(),
+            Bytes::from(bytes),
+        ))
+    }
+
+    fn embeddings_response(
+        &self,
+        body: Bytes,
+        _client_model: &str,
+    ) -> Result<(Bytes, Option<Usage>), GatewayError> {
+        let usage = usage_of(&body);
+        Ok((body, usage))
+    }
+
+    fn models_request(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
+        Some(UpstreamRequest::get(
+            format!("{}/models", backend.path),
+            self.headers(),
+        ))
+    }
+
+    fn parse_models(&self, body: &[u8]) -> Vec<String> {
+        parse_model_list(body)
+    }
+
+    fn health_probe(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
+        let root = backend
+            .path
+            .strip_suffix("/v1")
+            .unwrap_or(&backend.path)
+            .to_string();
+        let path = match self.cfg.flavor {
+            HostFlavor::Ollama => format!("{root}/api/version"),
+            HostFlavor::Vllm => format!("{root}/health"),
+            _ => format!("{}/models", backend.path),
+        };
+        Some(UpstreamRequest::get(path, self.headers()))
+    }
+}
+
+/// `{"data":[{"id":..}]}` -> ids.
+pub fn parse_model_list(body: &[u8]) -> Vec<String> {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => return Vec::new(),
+    };
+    let list = v
+        .get("data")
+        .or_else(|| v.get("models"))
+        .and_then(Value::as_array);
+    list.map(|a| {
+        a.iter()
+            .filter_map(|m| {
+                m.get("id")
+                    .or_else(|| m.get("name"))
+                    .and_then(Value::as_str)
+                    .map(|s| s.trim_start_matches("models/").to_string())
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Any upstream error body as an OpenAI error, status kept.
+pub fn openai_error(status: u16, body: &[u8]) -> GatewayError {
+    let (message, kind, code) = upstream_error_message(body);
+    let kind = kind.unwrap_or_else(|| kind_for_status(status).to_string());
+    GatewayError {
+        status,
+        message,
+        kind,
+        param: None,
+        code,
+        retry_after: None,
+        label: label_for_status(status),
+    }
+}
+
+/// Pass-through of an OpenAI SSE stream: events are forwarded byte for byte as each completes;
+/// usage is read on the side; the usage-only chunk is dropped if the client did not ask for it.
+struct OpenAiStream {
+    framer: SseFramer,
+    include_usage: bool,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl OpenAiStream {
+    fn event(&mut self, raw: &[u8], data: &str, out: &mut BytesMut) -> StreamStatus {
+        if data == "[DONE]" {
+            out.extend_from_slice(raw);
+            self.done = true;
+            return StreamStatus::Done;
+        }
+        // Only events that can carry usage or an error are parsed; the rest are copied.
+        let has_usage = data.contains("\"usage\"");
+        let has_error = data.contains("\"error\"");
+        if has_usage || has_error {
+            if let Ok(v) = serde_json::from_str::<Value>(data) {
+                if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+                    let body = serde_json::json!({ "error": err }).to_string();
+                    let mut e = openai_error(500, body.as_bytes());
+                    e.label = "upstream_stream_error";
+                    return StreamStatus::Failed(e);
+                }
+                if let Some(u) = v.get("usage").and_then(Usage::from_value) {
+                    self.usage = Some(u);
+                    let usage_only = v
+                        .get("choices")
+                        .and_then(Value::as_array)
+                        .is_some_and(|c| c.is_empty());
+                    if usage_only && !self.include_usage {
+                        return StreamStatus::Continue;
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(raw);
+        StreamStatus::Continue
+    }
+}
+
+impl StreamTranslator for OpenAiStream {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> StreamStatus {
+        if self.done {
+            return StreamStatus::Done;
+        }
+        self.framer.push(input);
+        while let Some(ev) = self.framer.next_event() {
+            if ev.is_empty() {
+                // Comments and keep-alives pass through unchanged.
+                out.extend_from_slice(&ev.raw);
+                continue;
+            }
+            match self.event(&ev.raw, &ev.data, out) {
+                StreamStatus::Continue => {}
+                other => return other,
+            }
+        }
+        StreamStatus::Continue
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> StreamStatus {
+        if self.done {
+            return StreamStatus::Done;
+        }
+        if let Some(ev) = self.framer.finish() {
+            // A final event without its blank line: accept it.
+            let status = self.event(&ev.raw, &ev.data, out);
+            if status != StreamStatus::Continue {
+                if status == StreamStatus::Done {
+                    out.extend_from_slice(b"\n\n");
+                }
+                return status;
+            }
+        }
+        StreamStatus::Failed(
+            GatewayError::new(
+                502,
+                "upstream_error",
+                Some("stream_truncated"),
+                "the upstream stream ended before data: [DONE]",
+            )
+            .with_label("stream_truncated"),
+        )
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn translator(include_usage: bool) -> OpenAiStream {
+        OpenAiStream {
+            framer: SseFramer::new(),
+            include_usage,
+            usage: None,
+            done: false,
+        }
+    }
+
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn run(t: &mut OpenAiStream, input: &[u8], split: usize) -> (Vec<u8>, StreamStatus) {
+        let mut out = BytesMut::new();
+        let mut status = StreamStatus::Continue;
+        for part in [&input[..split], &input[split..]] {
+            if status == StreamStatus::Continue {
+                status = t.feed(part, &mut out);
+            }
+        }
+        if status == StreamStatus::Continue {
+            status = t.finish(&mut out);
+        }
+        (out.to_vec(), status)
+    }
+
+    #[test]
+    fn passes_through_and_drops_unasked_usage_at_every_split() {
+        let input = STREAM.as_bytes();
+        for split in 0..=input.len() {
+            let mut t = translator(true);
+            let (out, status) = run(&mut t, input, split);
+            assert_eq!(out, input, "split {split}");
+            assert_eq!(status, StreamStatus::Done);
+            assert_eq!(t.usage(), Some(Usage::new(5, 2)));
+
+            let mut t = translator(false);
+            let (out, _) = run(&mut t, input, split);
+            let text = String::from_utf8(out).unwrap();
+            assert!(!text.contains("\"usage\""), "split {split}");
+            assert!(text.ends_with("data: [DONE]\n\n"));
+            assert_eq!(t.usage(), Some(Usage::new(5, 2)));
+        }
+    }
+
+    #[test]
+    fn truncated_stream_fails() {
+        let input = &STREAM.as_bytes()[..STREAM.len() - 20];
+        let mut t = translator(false);
+        let (_, status) = run(&mut t, input, 10);
+        assert!(matches!(status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")));
+    }
+
+    #[test]
+    fn error_event_fails_with_upstream_message() {
+        let input = b"data: {\"error\":{\"message\":\"boom\",\"type\":\"server_error\"}}\n\n";
+        let mut t = translator(false);
+        let (_, status) = run(&mut t, input, 3);
+        match status {
+            StreamStatus::Failed(e) => assert_eq!(e.message, "boom"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_bodies_of_every_family() {
+        let e = openai_error(429, br#"{"error":{"message":"slow down","type":"rate_limit_error","code":"rate_limit_exceeded"}}"#);
+        assert_eq!((e.status, e.message.as_str(), e.code.as_deref()), (429, "slow down", Some("rate_limit_exceeded")));
+        let e = openai_error(400, br#"{"object":"error","message":"bad","type":"BadRequestError","code":400}"#);
+        assert_eq!((e.message.as_str(), e.code.as_deref()), ("bad", Some("400")));
+        let e = openai_error(422, br#"{"error":"Input validation error","error_type":"validation"}"#);
+        assert_eq!((e.message.as_str(), e.kind.as_str()), ("Input validation error", "validation"));
+        let e = openai_error(502, b"<html>bad gateway</html>");
+        assert_eq!(e.message, "<html>bad gateway</html>");
+        assert_eq!(e.kind, "server_error");
+    }
+}

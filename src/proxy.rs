@@ -1,0 +1,371 @@
+//! The Pingora `ProxyHttp` implementation: phases only, thin glue.
+//!
+//! `request_filter` routes by path and answers every request itself (see DESIGN.md for why the
+//! upstream exchange is driven from here); `logging` writes the one line per request.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use parking_lot::Mutex;
+use pingora::http::ResponseHeader;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::api::{random_token, Usage};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::routing::Router;
+use crate::telemetry::{duration_ms, RequestLog};
+use crate::upstream::{Timeouts, Upstreams};
+use crate::{chat, models};
+
+/// State shared by all requests.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub upstreams: Upstreams,
+    pub models_cache: Mutex<Option<(Instant, Bytes)>>,
+    /// Requests in flight (for graceful shutdown).
+    pub inflight: Arc<AtomicUsize>,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Self {
+        let router = Router::new(&config);
+        let upstreams = Upstreams::new(Timeouts {
+            connect: config.connect_timeout,
+            first_byte: config.first_byte_timeout,
+            idle: config.idle_timeout,
+        });
+        Gateway {
+            config: Arc::new(config),
+            router,
+            upstreams,
+            models_cache: Mutex::new(None),
+            inflight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// Decrements the in-flight count when the request's context is dropped.
+pub struct InflightGuard(Arc<AtomicUsize>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    pub request_id: String,
+    pub start: Instant,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub status: u16,
+    pub outcome: &'static str,
+    pub stream: bool,
+    pub ttfb: Option<Duration>,
+    pub usage: Option<Usage>,
+    pub bytes: usize,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub cache: Option<&'static str>,
+    pub key_name: Option<String>,
+    /// Whether any response header has gone to the client.
+    pub responded: bool,
+    _inflight: InflightGuard,
+}
+
+impl Ctx {
+    pub fn mark_first_byte(&mut self) {
+        if self.ttfb.is_none() {
+            self.ttfb = Some(self.start.elapsed());
+        }
+    }
+}
+
+fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// Writes a complete response with the gateway's standard headers.
+pub async fn respond(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    body: Bytes,
+) {
+    let head = match response_head(ctx, status, content_type, extra, Some(body.len())) {
+        Ok(h) => h,
+        Err(_) => return,
+    };
+    ctx.status = status;
+    ctx.responded = true;
+    let head_only = session.req_header().method == Method::HEAD;
+    if session
+        .write_response_header(Box::new(head), head_only || body.is_empty())
+        .await
+        .is_err()
+    {
+        ctx.outcome = "client_closed";
+        return;
+    }
+    if head_only || body.is_empty() {
+        return;
+    }
+    ctx.mark_first_byte();
+    ctx.bytes += body.len();
+    if session.write_response_body(Some(body), true).await.is_err() {
+        ctx.outcome = "client_closed";
+    }
+}
+
+/// A response head with `X-Request-Id`, `X-Provider` and the given headers.
+pub fn response_head(
+    ctx: &Ctx,
+    status: u16,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    content_length: Option<usize>,
+) -> pingora::Result<ResponseHeader> {
+    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    h.insert_header("content-type", content_type)?;
+    if let Some(n) = content_length {
+        h.insert_header("content-length", n.to_string())?;
+    }
+    h.insert_header("x-request-id", ctx.request_id.as_str())?;
+    h.insert_header("x-provider", ctx.provider.as_deref().unwrap_or("gateway"))?;
+    for (k, v) in extra {
+        h.append_header(k.to_string(), *v)?;
+    }
+    Ok(h)
+}
+
+/// Sends an error in OpenAI shape.
+pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayError) {
+    ctx.error = Some(e.message.clone());
+    if ctx.outcome == "ok" {
+        ctx.outcome = e.label;
+    }
+    let mut extra: Vec<(&str, &str)> = Vec::new();
+    if let Some(r) = &e.retry_after {
+        extra.push(("retry-after", r.as_str()));
+    }
+    if e.status == 405 {
+        extra.push(("allow", allowed_methods(session.req_header().uri.path())));
+    }
+    if e.status == 413 {
+        // The rest of the body is not read: the connection cannot be reused.
+        session.set_keepalive(None);
+    }
+    respond(session, ctx, e.status, "application/json", &extra, e.body()).await;
+}
+
+fn allowed_methods(path: &str) -> &'static str {
+    match endpoint(path) {
+        Some(Endpoint::Chat) | Some(Endpoint::Embeddings) => "POST",
+        _ => "GET, HEAD",
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Endpoint {
+    Chat,
+    Embeddings,
+    Models,
+    Health,
+}
+
+/// Paths are accepted with or without the `/v1` prefix.
+fn endpoint(path: &str) -> Option<Endpoint> {
+    let p = path.trim_end_matches('/');
+    let p = p.strip_prefix("/v1").unwrap_or(p);
+    match p {
+        "/chat/completions" => Some(Endpoint::Chat),
+        "/embeddings" => Some(Endpoint::Embeddings),
+        "/models" => Some(Endpoint::Models),
+        "/health" | "/healthz" => Some(Endpoint::Health),
+        _ => None,
+    }
+}
+
+/// Reads the whole request body, up to `limit` bytes (413 above it).
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::new(
+            413,
+            "invalid_request_error",
+            Some("request_too_large"),
+            format!("the request body is larger than {limit} bytes (GATEWAY_MAX_BODY_BYTES)"),
+        )
+        .with_label("too_large")
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Err(GatewayError::bad_request(
+                    "",
+                    format!("could not read the request body: {e}"),
+                )
+                .with_label("bad_body"))
+            }
+        }
+    }
+    Ok(buf.freeze())
+}
+
+impl Gateway {
+    async fn route(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+        let (method, path) = {
+            let h = session.req_header();
+            (h.method.clone(), h.uri.path().to_string())
+        };
+        let ep = endpoint(&path)
+            .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
+        let is_get = method == Method::GET || method == Method::HEAD;
+        match ep {
+            Endpoint::Health if is_get => {
+                respond(
+                    session,
+                    ctx,
+                    200,
+                    "application/json",
+                    &[],
+                    Bytes::from_static(b"{\"status\":\"ok\"}"),
+                )
+                .await;
+                Ok(())
+            }
+            Endpoint::Models if is_get => models::list(self, session, ctx).await,
+            Endpoint::Chat if method == Method::POST => chat::handle(self, session, ctx).await,
+            Endpoint::Embeddings if method == Method::POST => {
+                chat::embeddings(self, session, ctx).await
+            }
+            _ => Err(GatewayError::method_not_allowed(method.as_str(), &path)),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        Ctx {
+            request_id: String::new(),
+            start: Instant::now(),
+            model: None,
+            provider: None,
+            status: 0,
+            outcome: "ok",
+            stream: false,
+            ttfb: None,
+            usage: None,
+            bytes: 0,
+            attempts: 0,
+            error: None,
+            cache: None,
+            key_name: None,
+            responded: false,
+            _inflight: InflightGuard(self.inflight.clone()),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        // Every request is answered in request_filter.
+        Err(pingora::Error::new(pingora::ErrorType::InternalError))
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.start = Instant::now();
+        ctx.request_id = match session.req_header().headers.get("x-request-id") {
+            Some(v) if valid_request_id(v.as_bytes()) => {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            }
+            _ => format!("req_{}", random_token(24)),
+        };
+        if let Err(e) = self.route(session, ctx).await {
+            if !ctx.responded {
+                respond_error(session, ctx, &e).await;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let h = session.req_header();
+        let usage = ctx.usage;
+        let line = RequestLog {
+            req: &ctx.request_id,
+            method: h.method.as_str(),
+            path: h.uri.path(),
+            model: ctx.model.as_deref(),
+            provider: ctx.provider.as_deref(),
+            status: ctx.status,
+            outcome: ctx.outcome,
+            cache: ctx.cache,
+            key: ctx.key_name.as_deref(),
+            stream: ctx.stream,
+            latency_ms: duration_ms(ctx.start.elapsed()),
+            ttfb_ms: ctx.ttfb.map(duration_ms),
+            prompt_tokens: usage.map(|u| u.prompt_tokens),
+            completion_tokens: usage.map(|u| u.completion_tokens),
+            tokens: usage.map(|u| u.total_tokens).unwrap_or(0),
+            cost_usd: None,
+            bytes: ctx.bytes,
+            attempts: ctx.attempts,
+            error: ctx.error.as_deref(),
+        };
+        line.emit(self.config.log_format);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_with_and_without_v1() {
+        assert_eq!(endpoint("/v1/chat/completions"), Some(Endpoint::Chat));
+        assert_eq!(endpoint("/chat/completions/"), Some(Endpoint::Chat));
+        assert_eq!(endpoint("/v1/models"), Some(Endpoint::Models));
+        assert_eq!(endpoint("/health"), Some(Endpoint::Health));
+        assert_eq!(endpoint("/v1/nope"), None);
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id(b"abc-123"));
+        assert!(!valid_request_id(b"has space"));
+        assert!(!valid_request_id(b""));
+    }
+}

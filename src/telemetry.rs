@@ -1,0 +1,238 @@
+//! Logs: the logger set-up (`GATEWAY_LOG_LEVEL`/`RUST_LOG`, `GATEWAY_LOG_FORMAT=text|json`) and
+//! the one structured line written per request. Keys never appear: only key names.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::LogFormat;
+
+/// Target of the per-request line, so the formatter can tell it from other messages.
+pub const ACCESS_TARGET: &str = "access";
+
+/// Installs the global logger. Safe to call once; later calls are ignored.
+pub fn init_logging(level: &str, format: LogFormat) {
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(level);
+    // Pingora logs each failed request at error level; ours carries the same information.
+    if !level.contains("pingora") {
+        b.filter_module("pingora_proxy", log::LevelFilter::Off);
+        b.filter_module("pingora_core", log::LevelFilter::Warn);
+    }
+    b.target(env_logger::Target::Stderr);
+    match format {
+        LogFormat::Text => {
+            b.format(|buf, r| writeln!(buf, "{} {}", r.level(), r.args()));
+        }
+        LogFormat::Json => {
+            b.format(|buf, r| {
+                if r.target() == ACCESS_TARGET {
+                    // Already a JSON object.
+                    writeln!(buf, "{}", r.args())
+                } else {
+                    let line = serde_json::json!({
+                        "ts": rfc3339_now(),
+                        "level": r.level().as_str(),
+                        "target": r.target(),
+                        "msg": r.args().to_string(),
+                    });
+                    writeln!(buf, "{line}")
+                }
+            });
+        }
+    }
+    let _ = b.try_init();
+}
+
+/// `2026-11-24T16:18:07.123Z`.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86400));
+    let rem = secs.rem_euclid(86400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+// Howard Hinnant's days -> civil date.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Everything the per-request line says.
+#[derive(Debug, Default, Serialize)]
+pub struct RequestLog<'a> {
+    pub req: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<&'a str>,
+    pub status: u16,
+    pub outcome: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
+    pub stream: bool,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    pub tokens: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    pub bytes: usize,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
+}
+
+fn ms(d: f64) -> String {
+    if d < 10.0 {
+        format!("{d:.2}ms")
+    } else {
+        format!("{d:.0}ms")
+    }
+}
+
+pub fn duration_ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn quote_if_needed(s: &str) -> String {
+    if s.is_empty() || s.contains([' ', '"', '=']) {
+        format!("{s:?}")
+    } else {
+        s.to_string()
+    }
+}
+
+impl RequestLog<'_> {
+    pub fn text(&self) -> String {
+        let mut s = String::with_capacity(200);
+        if let Some(m) = self.model {
+            let _ = write!(s, "model={} ", quote_if_needed(m));
+        }
+        if let Some(p) = self.provider {
+            let _ = write!(s, "provider={p} ");
+        }
+        if let Some(c) = self.cache {
+            let _ = write!(s, "cache={c} ");
+        }
+        let _ = write!(
+            s,
+            "status={} outcome={} latency={}",
+            self.status,
+            self.outcome,
+            ms(self.latency_ms)
+        );
+        if let Some(t) = self.ttfb_ms {
+            let _ = write!(s, " ttfb={}", ms(t));
+        }
+        let _ = write!(s, " tokens={}", self.tokens);
+        if let (Some(p), Some(c)) = (self.prompt_tokens, self.completion_tokens) {
+            let _ = write!(s, " prompt_tokens={p} completion_tokens={c}");
+        }
+        if let Some(c) = self.cost_usd {
+            let _ = write!(s, " cost_usd={c:.6}");
+        }
+        if let Some(k) = self.key {
+            let _ = write!(s, " key={}", quote_if_needed(k));
+        }
+        let _ = write!(
+            s,
+            " stream={} attempts={} bytes={} method={} path={} req={}",
+            self.stream,
+            self.attempts,
+            self.bytes,
+            self.method,
+            quote_if_needed(self.path),
+            self.req
+        );
+        if let Some(e) = self.error {
+            let _ = write!(s, " error={:?}", e);
+        }
+        s
+    }
+
+    pub fn json(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("ts".into(), rfc3339_now().into());
+            o.insert("level".into(), "INFO".into());
+        }
+        v.to_string()
+    }
+
+    pub fn emit(&self, format: LogFormat) {
+        if !log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
+            return;
+        }
+        let line = match format {
+            LogFormat::Text => self.text(),
+            LogFormat::Json => self.json(),
+        };
+        log::info!(target: ACCESS_TARGET, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_line_has_the_documented_fields() {
+        let l = RequestLog {
+            req: "req_1",
+            method: "POST",
+            path: "/v1/chat/completions",
+            model: Some("gpt-4o"),
+            provider: Some("openai"),
+            status: 200,
+            outcome: "ok",
+            cache: Some("miss"),
+            key: Some("team-a"),
+            latency_ms: 320.0,
+            ttfb_ms: Some(95.0),
+            tokens: 847,
+            ..Default::default()
+        };
+        let t = l.text();
+        assert!(t.starts_with("model=gpt-4o provider=openai cache=miss status=200"), "{t}");
+        assert!(t.contains("latency=320ms ttfb=95ms tokens=847"));
+        assert!(t.contains("key=team-a") && t.contains("req=req_1"));
+        let j: serde_json::Value = serde_json::from_str(&l.json()).unwrap();
+        assert_eq!(j["model"], "gpt-4o");
+        assert_eq!(j["status"], 200);
+        assert_eq!(j["level"], "INFO");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20781), (2026, 11, 24));
+    }
+}

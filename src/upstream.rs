@@ -1,0 +1,297 @@
+//! The upstream exchange over Pingora's HTTP connector: pooled keep-alive HTTP/1.1 and h2
+//! sessions, rustls with SNI and certificate verification, connect / first-byte / idle
+//! timeouts, and DNS answers cached briefly.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use crate::config::BaseUrl;
+use crate::error::GatewayError;
+use crate::providers::UpstreamRequest;
+
+const DNS_TTL: Duration = Duration::from_secs(30);
+/// How long an idle upstream connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Error bodies are read whole, up to this size.
+pub const MAX_ERROR_BODY: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+/// Shared by all requests: the connector (and its pools) and the DNS cache.
+pub struct Upstreams {
+    connector: Connector,
+    dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
+    pub timeouts: Timeouts,
+}
+
+/// Why an exchange failed before a response head arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendError {
+    Connect(String),
+    Timeout(String),
+    /// The connection closed or broke before the response head.
+    Broken(String),
+}
+
+impl SendError {
+    pub fn into_gateway(self, provider: &str) -> GatewayError {
+        match self {
+            SendError::Connect(m) => GatewayError::bad_gateway(format!(
+                "could not connect to provider {provider}: {m}"
+            )),
+            SendError::Timeout(m) => {
+                GatewayError::gateway_timeout(format!("provider {provider} timed out: {m}"))
+            }
+            SendError::Broken(m) => GatewayError::bad_gateway(format!(
+                "provider {provider} closed the connection before answering: {m}"
+            ))
+            .with_label("upstream_broken"),
+        }
+    }
+
+    /// Low-cardinality reason for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SendError::Connect(_) => "connect_error",
+            SendError::Timeout(_) => "timeout",
+            SendError::Broken(_) => "connection_broken",
+        }
+    }
+}
+
+fn classify(e: &Error) -> SendError {
+    let msg = e.to_string();
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        | ErrorType::TLSHandshakeTimedout => SendError::Timeout(msg),
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::InvalidCert
+        | ErrorType::HandshakeError
+        | ErrorType::BindError
+        | ErrorType::SocketError
+        | ErrorType::TLSWantX509Lookup => SendError::Connect(msg),
+        _ => SendError::Broken(msg),
+    }
+}
+
+impl Upstreams {
+    pub fn new(timeouts: Timeouts) -> Self {
+        Upstreams {
+            connector: Connector::new(None),
+            dns: Mutex::new(HashMap::new()),
+            timeouts,
+        }
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, SendError> {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let key = (host.to_string(), port);
+        if let Some((addr, at)) = self.dns.lock().get(&key) {
+            if at.elapsed() < DNS_TTL {
+                return Ok(*addr);
+            }
+        }
+        let lookup = tokio::time::timeout(
+            self.timeouts.connect,
+            tokio::net::lookup_host((host, port)),
+        )
+        .await
+        .map_err(|_| SendError::Timeout(format!("resolving {host}")))?
+        .map_err(|e| SendError::Connect(format!("resolving {host}: {e}")))?;
+        let addrs: Vec<SocketAddr> = lookup.collect();
+        // Prefer IPv4 (the common case for API hosts); fall back to whatever there is.
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| SendError::Connect(format!("{host} has no address")))?;
+        self.dns.lock().insert(key, (addr, Instant::now()));
+        Ok(addr)
+    }
+
+    async fn peer(&self, base: &BaseUrl) -> Result<HttpPeer, SendError> {
+        let addr = self.resolve(&base.host, base.port).await?;
+        let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.timeouts.connect);
+        o.total_connection_timeout = Some(self.timeouts.connect);
+        o.idle_timeout = Some(POOL_IDLE);
+        o.alpn = if base.tls { ALPN::H2H1 } else { ALPN::H1 };
+        o.tcp_keepalive = None;
+        Ok(peer)
+    }
+
+    /// Sends a request and reads the response head (bounded by the first-byte timeout).
+    /// A pooled connection that turns out to be dead is replaced once by a fresh one.
+    pub async fn send(
+        &self,
+        base: &BaseUrl,
+        req: &UpstreamRequest,
+    ) -> Result<UpstreamResponse<'_>, SendError> {
+        let peer = self.peer(base).await?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (mut session, reused) = self
+                .connector
+                .get_http_session(&peer)
+                .await
+                .map_err(|e| classify(&e))?;
+            match self.exchange_head(&mut session, base, req).await {
+                Ok(()) => {
+                    session.set_read_timeout(Some(self.timeouts.idle));
+                    let head = session
+                        .response_header()
+                        .cloned()
+                        .ok_or_else(|| SendError::Broken("no response header".into()))?;
+                    return Ok(UpstreamResponse {
+                        upstreams: self,
+                        session: Some(session),
+                        peer,
+                        head,
+                    });
+                }
+                Err(e) => {
+                    session.shutdown().await;
+                    let err = classify(&e);
+                    // A kept-alive connection the server had already closed: try a new one.
+                    if reused && attempts < 3 && matches!(err, SendError::Broken(_)) {
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    async fn exchange_head(
+        &self,
+        session: &mut HttpSession,
+        base: &BaseUrl,
+        req: &UpstreamRequest,
+    ) -> pingora::Result<()> {
+        let mut head = RequestHeader::build(req.method, req.path.as_bytes(), Some(6 + req.headers.len()))?;
+        head.insert_header("host", base.authority())?;
+        head.insert_header("user-agent", concat!("ai-gateway/", env!("CARGO_PKG_VERSION")))?;
+        head.insert_header("accept", "application/json, text/event-stream")?;
+        for (k, v) in &req.headers {
+            head.insert_header(*k, v.as_str())?;
+        }
+        let has_body = req.method != "GET";
+        if has_body {
+            head.insert_header("content-type", "application/json")?;
+            head.insert_header("content-length", req.body.len().to_string())?;
+        }
+        session.set_write_timeout(Some(self.timeouts.first_byte));
+        session.set_read_timeout(Some(self.timeouts.first_byte));
+        session.write_request_header(Box::new(head)).await?;
+        if has_body {
+            session.write_request_body(req.body.clone(), true).await?;
+        }
+        session.finish_request_body().await?;
+        session.read_response_header().await?;
+        Ok(())
+    }
+}
+
+/// A response whose head has arrived; the body is read chunk by chunk.
+pub struct UpstreamResponse<'a> {
+    upstreams: &'a Upstreams,
+    session: Option<HttpSession>,
+    peer: HttpPeer,
+    pub head: ResponseHeader,
+}
+
+impl UpstreamResponse<'_> {
+    pub fn status(&self) -> u16 {
+        self.head.status.as_u16()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The next body chunk; `None` at the end. Each read is bounded by the idle timeout.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, SendError> {
+        let session = match self.session.as_mut() {
+            Some(s) => s,
+            None => return Ok(None),
+        };
+        match session.read_response_body().await {
+            Ok(Some(b)) => Ok(Some(b)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    /// Reads the rest of the body, up to `limit` bytes (more is an error).
+    pub async fn read_all(&mut self, limit: usize) -> Result<Bytes, SendError> {
+        let too_big = || SendError::Broken(format!("response body larger than {limit} bytes"));
+        let first = match self.chunk().await? {
+            None => return Ok(Bytes::new()),
+            Some(c) => c,
+        };
+        // Most bodies arrive in one piece: no copy then.
+        let second = match self.chunk().await? {
+            None if first.len() <= limit => return Ok(first),
+            None => return Err(too_big()),
+            Some(c) => c,
+        };
+        let mut buf = BytesMut::with_capacity(first.len() + second.len());
+        buf.extend_from_slice(&first);
+        buf.extend_from_slice(&second);
+        while let Some(c) = self.chunk().await? {
+            if buf.len() + c.len() > limit {
+                return Err(too_big());
+            }
+            buf.extend_from_slice(&c);
+        }
+        if buf.len() > limit {
+            return Err(too_big());
+        }
+        Ok(buf.freeze())
+    }
+
+    /// Returns the connection to the pool if the body was read to its end; closes it otherwise.
+    pub async fn release(mut self) {
+        if let Some(mut s) = self.session.take() {
+            if s.response_done() {
+                self.upstreams
+                    .connector
+                    .release_http_session(s, &self.peer, Some(POOL_IDLE))
+                    .await;
+            } else {
+                s.shutdown().await;
+            }
+        }
+    }
+
+    /// Abandons the exchange (client went away, or a stream failed): closes the connection or
+    /// resets the h2 stream, which cancels the upstream request.
+    pub async fn abort(mut self) {
+        if let Some(mut s) = self.session.take() {
+            s.shutdown().await;
+        }
+    }
+}
