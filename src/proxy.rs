@@ -78,6 +78,9 @@ pub struct Ctx {
     pub key_name: Option<String>,
     /// Whether any response header has gone to the client.
     pub responded: bool,
+    /// Headers every response to this request carries (set by features such as rate limits
+    /// and the cache before the response is written).
+    pub headers: Vec<(&'static str, String)>,
     _inflight: InflightGuard,
 }
 
@@ -135,13 +138,16 @@ pub fn response_head(
     extra: &[(&str, &str)],
     content_length: Option<usize>,
 ) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    let mut h = ResponseHeader::build(status, Some(4 + extra.len() + ctx.headers.len()))?;
     h.insert_header("content-type", content_type)?;
     if let Some(n) = content_length {
         h.insert_header("content-length", n.to_string())?;
     }
     h.insert_header("x-request-id", ctx.request_id.as_str())?;
     h.insert_header("x-provider", ctx.provider.as_deref().unwrap_or("gateway"))?;
+    for (k, v) in &ctx.headers {
+        h.insert_header(*k, v.as_str())?;
+    }
     for (k, v) in extra {
         h.append_header(k.to_string(), *v)?;
     }
@@ -292,6 +298,7 @@ impl ProxyHttp for Gateway {
             cache: None,
             key_name: None,
             responded: false,
+            headers: Vec::new(),
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
