@@ -4,12 +4,14 @@
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
+use std::time::{Duration, Instant};
+
 use crate::api::{completion_body, parse_object, required_model, ChatRequest, ChunkWriter};
-use crate::config::WireKind;
+use crate::config::{BaseUrl, WireKind};
 use crate::error::GatewayError;
 use crate::providers::{echo, CallInfo, StreamStatus};
 use crate::proxy::{read_body, respond, response_head, Ctx, Gateway};
-use crate::routing::Route;
+use crate::routing::{all_unavailable, Route};
 use crate::upstream::{SendError, UpstreamResponse, MAX_ERROR_BODY};
 
 /// Largest non-streamed upstream answer the gateway accepts.
@@ -33,18 +35,137 @@ pub async fn handle(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resul
     let req = ChatRequest::parse(&body)?;
     ctx.model = Some(req.model.clone());
     ctx.stream = req.stream;
-    let route = gw.router.resolve(&req.model)?;
-    ctx.provider = Some(route.provider_name().to_string());
-    let call = CallInfo {
-        client_model: req.model.clone(),
-        upstream_model: route.upstream_model.clone(),
-        stream: req.stream,
-        include_usage: req.include_usage,
-    };
-    ctx.attempts = 1;
-    match attempt(gw, session, ctx, &req, &route, &call).await {
-        Attempt::Served => Ok(()),
-        Attempt::Failed { err, .. } => Err(err),
+    let failover = !session
+        .req_header()
+        .headers
+        .get(FAILOVER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("off"));
+    let routes = gw.router.plan(&req.model, failover)?;
+    if let Some(first) = routes.first() {
+        ctx.provider = Some(first.provider_name().to_string());
+    }
+    run_candidates(gw, session, ctx, &req, &routes).await
+}
+
+/// Request header that turns failover off for one request.
+pub const FAILOVER_HEADER: &str = "x-gateway-failover";
+
+/// Tries the candidates in order (each backend of a pool at most once) until one serves the
+/// request or `GATEWAY_RETRY_MAX` retries are spent.
+async fn run_candidates(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    req: &ChatRequest,
+    routes: &[Route],
+) -> Result<(), GatewayError> {
+    let max_attempts = 1 + gw.config.routing.retry_max;
+    let lone = routes.len() == 1;
+    let mut last_upstream_err: Option<GatewayError> = None;
+    let mut last_err: Option<GatewayError> = None;
+    let mut previous: Option<(String, Duration)> = None;
+    'routes: for route in routes {
+        let name = route.provider_name().to_string();
+        let pool = gw.router.pool(&name);
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            if ctx.attempts as usize >= max_attempts {
+                break 'routes;
+            }
+            // Which backend: the pool's pick (breakers, active checks, round robin). A lone
+            // candidate whose backends all cool down is still tried: there is no alternative.
+            let backend = match pool {
+                None => None,
+                Some(p) => match p.pick(&tried) {
+                    Some((i, _)) => Some(i),
+                    None if lone && tried.is_empty() => Some(0),
+                    None => continue 'routes,
+                },
+            };
+            if let Some(i) = backend {
+                tried.push(i);
+            }
+            ctx.attempts += 1;
+            if let Some((from, took)) = &previous {
+                log::info!(
+                    "failover from={} to={} attempt={} latency={}ms",
+                    from,
+                    name,
+                    ctx.attempts,
+                    took.as_millis()
+                );
+            }
+            ctx.provider = Some(name.clone());
+            let call = CallInfo {
+                client_model: req.model.clone(),
+                upstream_model: route.upstream_model.clone(),
+                stream: req.stream,
+                include_usage: req.include_usage,
+            };
+            let started = Instant::now();
+            let target = backend.and_then(|i| pool.and_then(|p| p.backends.get(i)));
+            let url = target.map(|b| &b.url);
+            match attempt(gw, session, ctx, req, route, &call, url).await {
+                Attempt::Served => {
+                    if let (Some(p), Some(b)) = (pool, target) {
+                        b.breaker.record_success();
+                        if let Some(head) = ctx.upstream_head {
+                            p.record_latency(head);
+                        }
+                    }
+                    return Ok(());
+                }
+                Attempt::Failed { err, retryable } => {
+                    if let Some(b) = target {
+                        if retryable {
+                            b.breaker.record_failure(&failure_reason(&err));
+                        } else {
+                            // The client's own error: the provider answered, so it is up.
+                            b.breaker.record_success();
+                        }
+                    }
+                    if !retryable {
+                        return Err(err);
+                    }
+                    if err.upstream {
+                        last_upstream_err = Some(err.clone());
+                    }
+                    last_err = Some(err);
+                    previous = Some((name.clone(), started.elapsed()));
+                    if pool.is_none() {
+                        continue 'routes;
+                    }
+                }
+            }
+        }
+    }
+    // Nothing served the request.
+    if ctx.attempts <= 1 {
+        return Err(last_err.unwrap_or_else(|| all_unavailable(Duration::from_secs(1))));
+    }
+    if let Some(e) = last_upstream_err {
+        return Err(e);
+    }
+    let wait = routes
+        .iter()
+        .filter_map(|r| gw.router.pool(r.provider_name()))
+        .map(|p| p.retry_in())
+        .min()
+        .unwrap_or_default();
+    let mut e = all_unavailable(wait);
+    if let Some(last) = last_err {
+        e.message = format!("{} (last error: {})", e.message, last.message);
+    }
+    Err(e)
+}
+
+/// How a failure reads in the health log line.
+fn failure_reason(err: &GatewayError) -> String {
+    if err.upstream {
+        format!("{} from upstream", err.status)
+    } else {
+        err.label.to_string()
     }
 }
 
@@ -56,13 +177,14 @@ pub async fn attempt(
     req: &ChatRequest,
     route: &Route,
     call: &CallInfo,
+    backend: Option<&BaseUrl>,
 ) -> Attempt {
     let cfg = route.provider.config();
     if cfg.kind == WireKind::Echo {
         serve_echo(gw, session, ctx, req, call).await;
         return Attempt::Served;
     }
-    let Some(backend) = cfg.backends.first() else {
+    let Some(backend) = backend.or(cfg.backends.first()) else {
         return Attempt::Failed {
             err: GatewayError::internal(format!("provider {} has no backend", cfg.name)),
             retryable: true,
@@ -74,6 +196,7 @@ pub async fn attempt(
     };
     // Wait for the response head, or for the client to hang up (which cancels the upstream
     // request by dropping it).
+    let asked = Instant::now();
     let sent = tokio::select! {
         r = gw.upstreams.send(backend, &up_req) => r,
         _ = client_gone(session) => {
@@ -90,12 +213,14 @@ pub async fn attempt(
             }
         }
     };
+    ctx.upstream_head = Some(asked.elapsed());
     let status = resp.status();
     if !(200..300).contains(&status) {
         let retry_after = resp.header("retry-after").map(str::to_string);
         let body = resp.read_all(MAX_ERROR_BODY).await.unwrap_or_default();
         resp.release().await;
         let mut err = route.provider.error(status, &body);
+        err.upstream = true;
         if err.retry_after.is_none() {
             err.retry_after = retry_after;
         }

@@ -17,6 +17,8 @@ pub struct GatewayError {
     pub retry_after: Option<String>,
     /// Low-cardinality reason for logs and metrics (`bad_request`, `upstream_5xx`, ...).
     pub label: &'static str,
+    /// An HTTP error answered by an upstream (not one the gateway made up).
+    pub upstream: bool,
 }
 
 impl GatewayError {
@@ -29,6 +31,7 @@ impl GatewayError {
             code: code.map(str::to_string),
             retry_after: None,
             label: label_for_status(status),
+            upstream: false,
         }
     }
 

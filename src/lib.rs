@@ -13,7 +13,9 @@
 //! - [`api`]: the public OpenAI types: request parsing, usage, completion and chunk writers.
 //! - [`error`]: the OpenAI error object every client sees.
 //! - [`providers`]: one file per upstream wire format (`openai`, `anthropic`, `gemini`, `echo`).
-//! - [`routing`]: model name -> provider and upstream model.
+//! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
+//! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
+//! - [`pricing`]: model prices for the `cost` strategy.
 //! - [`upstream`]: Pingora's HTTP connector: pooled sessions, TLS, timeouts, DNS cache.
 //! - [`sse`]: SSE framing over arbitrary body chunks.
 //! - [`telemetry`]: the logger and the one structured line per request.
@@ -22,7 +24,9 @@ pub mod api;
 pub mod chat;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod models;
+pub mod pricing;
 pub mod providers;
 pub mod proxy;
 pub mod routing;

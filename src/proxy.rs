@@ -27,7 +27,7 @@ use crate::{chat, models};
 pub struct Gateway {
     pub config: Arc<Config>,
     pub router: Router,
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
     pub models_cache: Mutex<Option<(Instant, Bytes)>>,
     /// Requests in flight (for graceful shutdown).
     pub inflight: Arc<AtomicUsize>,
@@ -35,12 +35,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Config) -> Self {
-        let router = Router::new(&config);
-        let upstreams = Upstreams::new(Timeouts {
+        let upstreams = Arc::new(Upstreams::new(Timeouts {
             connect: config.connect_timeout,
             first_byte: config.first_byte_timeout,
             idle: config.idle_timeout,
-        });
+        }));
+        let router = Router::new(&config, upstreams.clone());
         Gateway {
             config: Arc::new(config),
             router,
@@ -81,6 +81,8 @@ pub struct Ctx {
     /// Headers every response to this request carries (set by features such as rate limits
     /// and the cache before the response is written).
     pub headers: Vec<(&'static str, String)>,
+    /// Time to the response head of the last upstream attempt.
+    pub upstream_head: Option<Duration>,
     _inflight: InflightGuard,
 }
 
@@ -187,6 +189,8 @@ enum Endpoint {
     Embeddings,
     Models,
     Health,
+    Ready,
+    ProvidersHealth,
 }
 
 /// Paths are accepted with or without the `/v1` prefix.
@@ -198,6 +202,8 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/embeddings" => Some(Endpoint::Embeddings),
         "/models" => Some(Endpoint::Models),
         "/health" | "/healthz" => Some(Endpoint::Health),
+        "/ready" | "/readyz" => Some(Endpoint::Ready),
+        "/health/providers" => Some(Endpoint::ProvidersHealth),
         _ => None,
     }
 }
@@ -267,6 +273,24 @@ impl Gateway {
                 Ok(())
             }
             Endpoint::Models if is_get => models::list(self, session, ctx).await,
+            Endpoint::Ready if is_get => {
+                // Ready while at least one configured upstream provider can take a request;
+                // with none configured (echo only), always.
+                let pools = &self.router.pools;
+                let ready = pools.is_empty() || pools.values().any(|p| p.is_available());
+                let (status, body): (u16, &'static [u8]) = if ready {
+                    (200, b"{\"status\":\"ready\"}")
+                } else {
+                    (503, b"{\"status\":\"unavailable\"}")
+                };
+                respond(session, ctx, status, "application/json", &[], Bytes::from_static(body)).await;
+                Ok(())
+            }
+            Endpoint::ProvidersHealth if is_get => {
+                let body = crate::health::providers_status(&self.router.pools).to_string();
+                respond(session, ctx, 200, "application/json", &[], Bytes::from(body)).await;
+                Ok(())
+            }
             Endpoint::Chat if method == Method::POST => chat::handle(self, session, ctx).await,
             Endpoint::Embeddings if method == Method::POST => {
                 chat::embeddings(self, session, ctx).await
@@ -299,6 +323,7 @@ impl ProxyHttp for Gateway {
             key_name: None,
             responded: false,
             headers: Vec::new(),
+            upstream_head: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }

@@ -5,10 +5,21 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::config::{canonical_provider_name, enabling_variable, vars, Config, BUILTIN_PROVIDERS};
+use rand::Rng;
+
+use crate::config::{
+    canonical_provider_name, enabling_variable, vars, Config, RoutingConfig, Strategy,
+    BUILTIN_PROVIDERS,
+};
 use crate::error::GatewayError;
+use crate::health::Pool;
 use crate::providers::{self, Provider};
+use crate::upstream::Upstreams;
+
+/// The model name that asks for the whole pool (`GATEWAY_PROVIDERS`).
+pub const AUTO: &str = "auto";
 
 /// One place a request can be sent: a provider and the model name it gets.
 #[derive(Clone)]
@@ -31,7 +42,10 @@ impl std::fmt::Debug for Route {
 
 pub struct Router {
     pub providers: BTreeMap<String, Arc<dyn Provider>>,
+    /// Health and load balancing per provider (not for `echo`, which is always up).
+    pub pools: BTreeMap<String, Arc<Pool>>,
     default_provider: Option<String>,
+    routing: RoutingConfig,
 }
 
 /// The provider a bare model name belongs to, by its well-known prefix.
@@ -55,16 +69,202 @@ pub fn detect_provider(model: &str) -> Option<&'static str> {
 }
 
 impl Router {
-    pub fn new(config: &Config) -> Self {
-        let providers = config
+    pub fn new(config: &Config, upstreams: Arc<Upstreams>) -> Self {
+        let providers: BTreeMap<String, Arc<dyn Provider>> = config
             .providers
             .values()
             .map(|p| (p.name.clone(), providers::build(p, config)))
             .collect();
+        let rc = &config.routing;
+        let pools = providers
+            .iter()
+            .filter(|(_, p)| !p.config().backends.is_empty())
+            .map(|(name, p)| {
+                let pool = Pool::new(
+                    p,
+                    upstreams.clone(),
+                    rc.failure_threshold,
+                    rc.cooldown,
+                    rc.health_check_interval,
+                );
+                (name.clone(), Arc::new(pool))
+            })
+            .collect();
         Router {
             providers,
+            pools,
             default_provider: config.default_provider.clone(),
+            routing: rc.clone(),
         }
+    }
+
+    pub fn pool(&self, provider: &str) -> Option<&Arc<Pool>> {
+        self.pools.get(provider)
+    }
+
+    fn available(&self, provider: &str) -> bool {
+        self.pools.get(provider).is_none_or(|p| p.is_available())
+    }
+
+    fn weight(&self, provider: &str) -> f64 {
+        if self.routing.weights.is_empty() {
+            return 1.0;
+        }
+        match self.routing.weights.get(provider) {
+            Some(w) => *w as f64,
+            // Not listed: the average share of those that are.
+            None => {
+                let sum: u32 = self.routing.weights.values().sum();
+                sum as f64 / self.routing.weights.len() as f64
+            }
+        }
+    }
+
+    /// The pool for `auto`: `GATEWAY_PROVIDERS`, or every configured provider (echo only when
+    /// nothing else is), each with its default model.
+    fn auto_members(&self) -> Vec<Route> {
+        let names: Vec<String> = if !self.routing.providers.is_empty() {
+            self.routing.providers.clone()
+        } else {
+            let real: Vec<String> = self.providers.keys().filter(|n| *n != "echo").cloned().collect();
+            if real.is_empty() {
+                vec!["echo".to_string()]
+            } else {
+                real
+            }
+        };
+        names
+            .iter()
+            .filter_map(|n| {
+                let p = self.providers.get(n)?;
+                let model = p.config().default_model.clone()?;
+                Some(Route {
+                    provider: p.clone(),
+                    upstream_model: model,
+                })
+            })
+            .collect()
+    }
+
+    /// Orders routes by the configured strategy.
+    fn order(&self, mut routes: Vec<Route>) -> Vec<Route> {
+        let mut rng = rand::thread_rng();
+        match self.routing.strategy {
+            Strategy::Priority => routes,
+            Strategy::Weighted => {
+                // Sampling without replacement, by weight.
+                let mut out = Vec::with_capacity(routes.len());
+                while !routes.is_empty() {
+                    let weights: Vec<f64> = routes.iter().map(|r| self.weight(r.provider_name())).collect();
+                    let total: f64 = weights.iter().sum();
+                    let mut i = 0;
+                    if total > 0.0 {
+                        let mut x = rng.gen_range(0.0..total);
+                        for (j, w) in weights.iter().enumerate() {
+                            if x < *w {
+                                i = j;
+                                break;
+                            }
+                            x -= w;
+                            i = j;
+                        }
+                    }
+                    out.push(routes.remove(i));
+                }
+                out
+            }
+            Strategy::Latency => {
+                let lat = |r: &Route| {
+                    self.pools
+                        .get(r.provider_name())
+                        .and_then(|p| p.latency())
+                        .unwrap_or(Duration::ZERO)
+                };
+                // Unmeasured (zero) first, so every provider gets measured.
+                routes.sort_by_key(lat);
+                // Exploration: now and then, try another one first.
+                if routes.len() > 1 && rng.gen_bool(0.1) {
+                    let i = rng.gen_range(1..routes.len());
+                    let r = routes.remove(i);
+                    routes.insert(0, r);
+                }
+                routes
+            }
+            Strategy::Cost => {
+                let price = |r: &Route| {
+                    crate::pricing::price(r.provider_name(), &r.upstream_model)
+                        .map(|(i, o)| i + o)
+                        .unwrap_or(f64::INFINITY)
+                };
+                routes.sort_by(|a, b| price(a).total_cmp(&price(b)));
+                routes
+            }
+        }
+    }
+
+    /// Candidates for a request, in the order they are tried: the model's own provider first
+    /// (or, for `auto` and aliases, the pool ordered by the strategy), then the failover order.
+    /// Providers in cooldown are left out while others remain; when none remains the answer
+    /// is 503 with `Retry-After` (a lone candidate is still tried: there is nothing better).
+    pub fn plan(&self, model: &str, failover: bool) -> Result<Vec<Route>, GatewayError> {
+        let model = model.trim();
+        let mut routes = if model == AUTO || self.routing.aliases.contains_key(model) {
+            let members = match self.routing.aliases.get(model) {
+                Some(list) => list
+                    .iter()
+                    .map(|m| self.resolve(m))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => self.auto_members(),
+            };
+            if members.is_empty() {
+                return Err(GatewayError::model_not_found(format!(
+                    "model '{model}' has no members: set {} and each provider's default model",
+                    vars::PROVIDERS
+                )));
+            }
+            self.order(members)
+        } else {
+            let primary = self.resolve(model)?;
+            let mut routes = vec![primary.clone()];
+            if failover {
+                let key = format!("{}/{}", primary.provider_name(), primary.upstream_model);
+                let fallbacks = match self
+                    .routing
+                    .fallbacks
+                    .get(model)
+                    .or_else(|| self.routing.fallbacks.get(&key))
+                {
+                    Some(list) => list.iter().filter_map(|m| self.resolve(m).ok()).collect(),
+                    None => self
+                        .auto_members()
+                        .into_iter()
+                        .filter(|r| {
+                            !self.routing.providers.is_empty()
+                                && r.provider_name() != primary.provider_name()
+                        })
+                        .collect(),
+                };
+                routes.extend(self.order(fallbacks));
+            }
+            routes
+        };
+        if !failover {
+            routes.truncate(1);
+        }
+        if routes.len() > 1 {
+            let all = routes.clone();
+            routes.retain(|r| self.available(r.provider_name()));
+            if routes.is_empty() {
+                let wait = all
+                    .iter()
+                    .filter_map(|r| self.pools.get(r.provider_name()))
+                    .map(|p| p.retry_in())
+                    .min()
+                    .unwrap_or(Duration::from_secs(1));
+                return Err(all_unavailable(wait));
+            }
+        }
+        Ok(routes)
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
@@ -112,6 +312,19 @@ impl Router {
     }
 }
 
+/// 503 when every candidate is down or cooling down.
+pub fn all_unavailable(wait: Duration) -> GatewayError {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    GatewayError::new(
+        503,
+        "server_error",
+        Some("providers_unavailable"),
+        format!("every provider for this model is unavailable; retry in {secs}s"),
+    )
+    .with_retry_after(secs.to_string())
+    .with_label("all_unavailable")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,7 +335,13 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Router::new(&Config::from_map(&env).unwrap())
+        let c = Config::from_map(&env).unwrap();
+        let up = Arc::new(Upstreams::new(crate::upstream::Timeouts {
+            connect: Duration::from_secs(1),
+            first_byte: Duration::from_secs(1),
+            idle: Duration::from_secs(1),
+        }));
+        Router::new(&c, up)
     }
 
     fn route(r: &Router, m: &str) -> Result<(String, String), GatewayError> {

@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::proxy::http_proxy_service;
+use pingora::services::background::background_service;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
+use crate::health::PoolService;
 use crate::proxy::Gateway;
 
 /// Command-line switches (everything else is configured through the environment).
@@ -122,6 +124,19 @@ pub fn run(config: Config, args: Args) {
     let inflight = gateway.inflight.clone();
     log_startup(&gateway);
 
+    // Load each pool's backend list before the first request, then keep it and the active
+    // health checks running as background services.
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        for pool in gateway.router.pools.values() {
+            rt.block_on(pool.load());
+        }
+    }
+    for (name, pool) in &gateway.router.pools {
+        server.add_service(background_service(
+            &format!("health {name}"),
+            PoolService(pool.clone()),
+        ));
+    }
     let mut service = http_proxy_service(&server.configuration, gateway);
     service.add_tcp(&listen);
     server.add_service(service);

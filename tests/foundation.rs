@@ -167,7 +167,10 @@ async fn streaming_is_unbuffered() {
     // The mock notes when it releases each event; the client notes when it sees the first.
     let sent_at: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
     let s2 = sent_at.clone();
-    let mock = Mock::start(Arc::new(move |_r: &Recorded| {
+    let mock = Mock::start(Arc::new(move |r: &Recorded| {
+        if r.method == "GET" {
+            return json_response(200, json!({"object": "list", "data": []}));
+        }
         let events = openai_stream_events("m", &["one", "two", "three"], false);
         let s3 = s2.clone();
         let stream = futures::stream::iter(events.into_iter().enumerate()).then(move |(i, e)| {
@@ -219,7 +222,10 @@ async fn client_disconnect_cancels_the_upstream_stream() {
             self.0.store(true, Ordering::SeqCst);
         }
     }
-    let mock = Mock::start(Arc::new(move |_r: &Recorded| {
+    let mock = Mock::start(Arc::new(move |r: &Recorded| {
+        if r.method == "GET" {
+            return json_response(200, json!({"object": "list", "data": []}));
+        }
         let flag = Flag(d2.clone());
         let stream = futures::stream::unfold((0u32, flag), |(i, flag)| async move {
             if i > 0 {
@@ -371,7 +377,8 @@ async fn models_lists_configured_and_upstream_models() {
     let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert!(ids.contains(&"groq/mock-model"), "{ids:?}");
     assert!(ids.contains(&"echo/echo"), "{ids:?}");
-    assert_eq!(mock.last().header("authorization"), Some("Bearer gsk-secret"));
+    let listing = mock.requests().into_iter().rev().find(|r| r.path == "/v1/models").unwrap();
+    assert_eq!(listing.header("authorization"), Some("Bearer gsk-secret"));
     // A custom provider is reached by its prefix.
     let r = client().post(gw.url("/v1/chat/completions")).json(&chat_body("groq/llama-3.1-70b", "x", false)).send().await.unwrap();
     assert_eq!(r.status(), 200);

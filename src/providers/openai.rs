@@ -188,6 +188,7 @@ pub fn openai_error(status: u16, body: &[u8]) -> GatewayError {
         code,
         retry_after: None,
         label: label_for_status(status),
+        upstream: true,
     }
 }
 

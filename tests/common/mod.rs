@@ -239,17 +239,28 @@ impl Mock {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Calls received so far.
+    /// Calls received so far, not counting `GET`s (the gateway's health probes and model
+    /// listings are `GET`s; everything a client causes is a `POST`).
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
+    }
+
+    /// Every request, `GET`s included.
+    pub fn all_calls(&self) -> usize {
+        self.state.requests.lock().unwrap().len()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// The last `POST` received.
     pub fn last(&self) -> Recorded {
-        self.requests().pop().expect("the mock received a request")
+        self.requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.method == "POST")
+            .expect("the mock received a POST")
     }
 
     /// Replaces the handler.
@@ -280,7 +291,9 @@ async fn mock_handler(State(state): State<MockState>, req: Request) -> Response 
         headers,
         body,
     };
-    state.calls.fetch_add(1, Ordering::SeqCst);
+    if rec.method != "GET" {
+        state.calls.fetch_add(1, Ordering::SeqCst);
+    }
     state.requests.lock().unwrap().push(rec.clone());
     let handler = state.handler.lock().unwrap().clone();
     handler(&rec)
