@@ -35,6 +35,9 @@ pub async fn handle(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resul
     ctx.stream = req.stream;
     let route = gw.router.resolve(&req.model)?;
     ctx.provider = Some(route.provider_name().to_string());
+    if crate::cache::lookup(gw, session, ctx, &req, &route).await? {
+        return Ok(());
+    }
     let call = CallInfo {
         client_model: req.model.clone(),
         upstream_model: route.upstream_model.clone(),
@@ -42,7 +45,9 @@ pub async fn handle(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resul
         include_usage: req.include_usage,
     };
     ctx.attempts = 1;
-    match attempt(gw, session, ctx, &req, &route, &call).await {
+    let outcome = attempt(gw, session, ctx, &req, &route, &call).await;
+    crate::cache::finish(gw, ctx).await;
+    match outcome {
         Attempt::Served => Ok(()),
         Attempt::Failed { err, .. } => Err(err),
     }
@@ -121,6 +126,7 @@ pub async fn attempt(
         match route.provider.chat_response(body, call) {
             Ok(t) => {
                 ctx.usage = t.usage;
+                crate::cache::record_body(ctx, &t.body);
                 respond(session, ctx, 200, "application/json", &[], t.body).await;
                 Attempt::Served
             }
@@ -163,10 +169,16 @@ async fn write_chunk(session: &mut Session, ctx: &mut Ctx, out: &mut BytesMut, e
     ctx.mark_first_byte();
     ctx.bytes += out.len();
     let data = out.split().freeze();
-    session
+    // The cache reads a copy only after the client has the bytes: it never delays them.
+    let copy = crate::cache::wants_tee(ctx).then(|| data.clone());
+    let ok = session
         .write_response_body(if data.is_empty() { None } else { Some(data) }, end)
         .await
-        .is_ok()
+        .is_ok();
+    if let (true, Some(copy)) = (ok, copy) {
+        crate::cache::tee(ctx, &copy);
+    }
+    ok
 }
 
 /// Forwards a successful upstream stream, translated, chunk by chunk. Nothing is written to
@@ -273,6 +285,7 @@ async fn serve_echo(
     ctx.usage = answer.usage;
     let w = ChunkWriter::new(&call.client_model);
     if !call.stream {
+        crate::cache::record_answer(ctx, &answer);
         let body = completion_body(&w.id, w.created, &call.client_model, &answer);
         respond(session, ctx, 200, "application/json", &[], body).await;
         return;

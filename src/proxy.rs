@@ -31,6 +31,7 @@ pub struct Gateway {
     pub models_cache: Mutex<Option<(Instant, Bytes)>>,
     /// Requests in flight (for graceful shutdown).
     pub inflight: Arc<AtomicUsize>,
+    pub cache: crate::cache::Cache,
 }
 
 impl Gateway {
@@ -41,7 +42,9 @@ impl Gateway {
             first_byte: config.first_byte_timeout,
             idle: config.idle_timeout,
         });
+        let cache = crate::cache::Cache::new(&config.cache);
         Gateway {
+            cache,
             config: Arc::new(config),
             router,
             upstreams,
@@ -81,6 +84,8 @@ pub struct Ctx {
     /// Headers every response to this request carries (set by features such as rate limits
     /// and the cache before the response is written).
     pub headers: Vec<(&'static str, String)>,
+    /// The response cache's state between its lookup and its store.
+    pub cache_fill: Option<Box<crate::cache::Fill>>,
     _inflight: InflightGuard,
 }
 
@@ -299,6 +304,7 @@ impl ProxyHttp for Gateway {
             key_name: None,
             responded: false,
             headers: Vec::new(),
+            cache_fill: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
