@@ -381,7 +381,9 @@ pub async fn finish(gw: &Gateway, ctx: &mut Ctx) {
     let Some(backend) = gw.cache.backend.as_ref() else {
         return;
     };
-    if ctx.status != 200 || ctx.outcome != "ok" {
+    // A client that hung up does not make a complete answer incomplete (a stream cut short
+    // never reached `[DONE]`, so its assembler holds nothing); storing it spares the retry.
+    if ctx.status != 200 || !matches!(ctx.outcome, "ok" | "client_closed") {
         return;
     }
     let answer = match stream {
