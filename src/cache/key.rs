@@ -114,19 +114,18 @@ fn header(id: Identity, kind: &str) -> Sha256 {
 /// The body as a sorted object without `model` and the excluded fields; with `without_final`
 /// the final message's `content` is left out too (its other fields, e.g. `name`, stay).
 fn write_body(h: &mut Sha256, body: &Map<String, Value>, without_final: Option<()>) {
-    let mut keys: Vec<&String> = body
-        .keys()
-        .filter(|k| k.as_str() != "model" && !EXCLUDED.contains(&k.as_str()))
+    let mut fields: Vec<(&String, &Value)> = body
+        .iter()
+        .filter(|(k, _)| k.as_str() != "model" && !EXCLUDED.contains(&k.as_str()))
         .collect();
-    keys.sort_unstable();
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
     h.update(b"{");
-    for (i, k) in keys.iter().enumerate() {
+    for (i, (k, v)) in fields.into_iter().enumerate() {
         if i > 0 {
             h.update(b",");
         }
         write_str(h, k);
         h.update(b":");
-        let v = &body[k.as_str()];
         match (k.as_str(), v, without_final) {
             ("messages", Value::Array(msgs), Some(())) if !msgs.is_empty() => {
                 h.update(b"[");
@@ -157,16 +156,16 @@ fn write_str(h: &mut Sha256, s: &str) {
 }
 
 fn write_object(h: &mut Sha256, o: &Map<String, Value>) {
-    let mut keys: Vec<&String> = o.keys().collect();
-    keys.sort_unstable();
+    let mut fields: Vec<(&String, &Value)> = o.iter().collect();
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
     h.update(b"{");
-    for (i, k) in keys.iter().enumerate() {
+    for (i, (k, v)) in fields.into_iter().enumerate() {
         if i > 0 {
             h.update(b",");
         }
         write_str(h, k);
         h.update(b":");
-        write_value(h, &o[k.as_str()]);
+        write_value(h, v);
     }
     h.update(b"}");
 }
