@@ -42,10 +42,19 @@ pub async fn handle(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resul
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("off"));
     let routes = gw.router.plan(&req.model, failover)?;
-    if let Some(first) = routes.first() {
-        ctx.provider = Some(first.provider_name().to_string());
+    let Some(first) = routes.first() else {
+        return Err(all_unavailable(Duration::from_secs(1)));
+    };
+    ctx.provider = Some(first.provider_name().to_string());
+    // The cache key names the first candidate (the model's own provider, or for a pool the
+    // one the strategy picked).
+    if crate::cache::lookup(gw, session, ctx, &req, first).await? {
+        return Ok(());
     }
-    run_candidates(gw, session, ctx, &req, &routes).await
+    let result = run_candidates(gw, session, ctx, &req, &routes).await;
+    // Releases coalesced followers and stores the answer, whatever the outcome.
+    crate::cache::finish(gw, ctx).await;
+    result
 }
 
 /// Request header that turns failover off for one request.
@@ -246,6 +255,7 @@ pub async fn attempt(
         match route.provider.chat_response(body, call) {
             Ok(t) => {
                 ctx.usage = t.usage;
+                crate::cache::record_body(ctx, &t.body);
                 respond(session, ctx, 200, "application/json", &[], t.body).await;
                 Attempt::Served
             }
@@ -288,10 +298,16 @@ async fn write_chunk(session: &mut Session, ctx: &mut Ctx, out: &mut BytesMut, e
     ctx.mark_first_byte();
     ctx.bytes += out.len();
     let data = out.split().freeze();
-    session
+    // The cache reads a copy only after the client has the bytes: it never delays them.
+    let copy = crate::cache::wants_tee(ctx).then(|| data.clone());
+    let ok = session
         .write_response_body(if data.is_empty() { None } else { Some(data) }, end)
         .await
-        .is_ok()
+        .is_ok();
+    if let (true, Some(copy)) = (ok, copy) {
+        crate::cache::tee(ctx, &copy);
+    }
+    ok
 }
 
 /// Forwards a successful upstream stream, translated, chunk by chunk. Nothing is written to
@@ -398,6 +414,7 @@ async fn serve_echo(
     ctx.usage = answer.usage;
     let w = ChunkWriter::new(&call.client_model);
     if !call.stream {
+        crate::cache::record_answer(ctx, &answer);
         let body = completion_body(&w.id, w.created, &call.client_model, &answer);
         respond(session, ctx, 200, "application/json", &[], body).await;
         return;

@@ -26,6 +26,18 @@ pub mod vars {
     pub const MODELS_CACHE_TTL: &str = "GATEWAY_MODELS_CACHE_TTL";
     pub const ECHO_CHUNK_DELAY_MS: &str = "GATEWAY_ECHO_CHUNK_DELAY_MS";
 
+    // Response cache (src/cache/).
+    pub const CACHE_BACKEND: &str = "GATEWAY_CACHE_BACKEND";
+    pub const CACHE_TTL: &str = "GATEWAY_CACHE_TTL";
+    pub const CACHE_MAX_SIZE: &str = "GATEWAY_CACHE_MAX_SIZE";
+    pub const CACHE_SCOPE: &str = "GATEWAY_CACHE_SCOPE";
+    pub const CACHE_PREFIX: &str = "GATEWAY_CACHE_PREFIX";
+    pub const SEMANTIC_CACHE: &str = "GATEWAY_SEMANTIC_CACHE";
+    pub const SEMANTIC_CACHE_MODEL: &str = "GATEWAY_SEMANTIC_CACHE_MODEL";
+    pub const SEMANTIC_CACHE_THRESHOLD: &str = "GATEWAY_SEMANTIC_CACHE_THRESHOLD";
+    /// Shared by every feature that uses Redis (cache, rate limits).
+    pub const REDIS_URL: &str = "GATEWAY_REDIS_URL";
+
     pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
     pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
     pub const OPENAI_DEFAULT_MODEL: &str = "OPENAI_DEFAULT_MODEL";
@@ -280,6 +292,7 @@ pub struct Config {
     /// Configured providers by name (`echo` always present).
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routing: RoutingConfig,
+    pub cache: crate::cache::config::CacheConfig,
 }
 
 /// Every error found, one per line.
@@ -434,6 +447,7 @@ impl Config {
         });
 
         let providers = read_providers(&mut r);
+        let cache = crate::cache::config::read(&mut r);
 
         let default_provider = r.get(vars::DEFAULT_PROVIDER).map(|s| s.to_ascii_lowercase());
         if let Some(dp) = &default_provider {
@@ -469,6 +483,7 @@ impl Config {
             anthropic_max_tokens,
             providers,
             routing,
+            cache,
         })
     }
 }
@@ -493,6 +508,7 @@ impl Config {
             "default provider {}",
             self.default_provider.as_deref().unwrap_or("(none)")
         );
+        let _ = writeln!(s, "cache            {}", self.cache.describe());
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();

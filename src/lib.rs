@@ -9,6 +9,7 @@
 //! - [`server`]: Pingora bootstrap, listeners, signals and graceful shutdown.
 //! - [`proxy`]: the `ProxyHttp` phases (route by path in `request_filter`, log in `logging`).
 //! - [`chat`]: `/v1/chat/completions` and `/v1/embeddings`: the upstream exchange and streaming.
+//! - [`cache`]: the response cache: keys, memory and Redis backends, coalescing, semantic layer.
 //! - [`models`]: `/v1/models`.
 //! - [`api`]: the public OpenAI types: request parsing, usage, completion and chunk writers.
 //! - [`error`]: the OpenAI error object every client sees.
@@ -21,6 +22,7 @@
 //! - [`telemetry`]: the logger and the one structured line per request.
 
 pub mod api;
+pub mod cache;
 pub mod chat;
 pub mod config;
 pub mod error;

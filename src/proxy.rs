@@ -31,6 +31,7 @@ pub struct Gateway {
     pub models_cache: Mutex<Option<(Instant, Bytes)>>,
     /// Requests in flight (for graceful shutdown).
     pub inflight: Arc<AtomicUsize>,
+    pub cache: crate::cache::Cache,
 }
 
 impl Gateway {
@@ -41,7 +42,9 @@ impl Gateway {
             idle: config.idle_timeout,
         }));
         let router = Router::new(&config, upstreams.clone());
+        let cache = crate::cache::Cache::new(&config.cache);
         Gateway {
+            cache,
             config: Arc::new(config),
             router,
             upstreams,
@@ -83,6 +86,8 @@ pub struct Ctx {
     pub headers: Vec<(&'static str, String)>,
     /// Time to the response head of the last upstream attempt.
     pub upstream_head: Option<Duration>,
+    /// The response cache's state between its lookup and its store.
+    pub cache_fill: Option<Box<crate::cache::Fill>>,
     _inflight: InflightGuard,
 }
 
@@ -324,6 +329,7 @@ impl ProxyHttp for Gateway {
             responded: false,
             headers: Vec::new(),
             upstream_head: None,
+            cache_fill: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }

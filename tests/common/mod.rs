@@ -61,6 +61,12 @@ impl Gateway {
             }
         }
         cmd.env("GATEWAY_THREADS", "2");
+        // The response cache is on by default; tests that count upstream calls for repeated
+        // identical requests would see hits. Cache tests turn it on explicitly.
+        cmd.env("GATEWAY_CACHE_BACKEND", "off");
+        // Active health checks send GET probes to every upstream at start-up and on a timer;
+        // health tests turn them on explicitly.
+        cmd.env("GATEWAY_HEALTH_CHECK_INTERVAL", "off");
         for (k, v) in vars {
             cmd.env(k, v);
         }

@@ -1,0 +1,199 @@
+//! What the cache stores: a finished [`Answer`] and the provider that produced it, in a
+//! compact encoding for Redis; and how an answer is read out of a `chat.completion` body.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::api::{Answer, ToolCall, Usage};
+
+/// Finish reasons worth keeping. `content_filter` is left out: a filter decision may be
+/// transient, and pinning it for a whole TTL would surprise.
+pub const CACHEABLE_FINISH: &[&str] = &["stop", "length", "tool_calls", "function_call"];
+
+/// Answers larger than this are served but not stored.
+pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub answer: Answer,
+    /// Who produced it (sent back as `X-Provider` on a hit).
+    pub provider: String,
+}
+
+impl Entry {
+    /// Whether this answer may be stored.
+    pub fn cacheable(&self) -> bool {
+        CACHEABLE_FINISH.contains(&self.answer.finish_reason.as_str()) && self.size() <= MAX_ENTRY_BYTES
+    }
+
+    fn size(&self) -> usize {
+        self.answer.content.as_ref().map_or(0, String::len)
+            + self
+                .answer
+                .tool_calls
+                .iter()
+                .map(|t| t.id.len() + t.name.len() + t.arguments.len())
+                .sum::<usize>()
+    }
+
+    /// Compact JSON: short field names, no whitespace.
+    pub fn encode(&self) -> Vec<u8> {
+        let a = &self.answer;
+        let c = Compact {
+            p: self.provider.clone(),
+            c: a.content.clone(),
+            t: a
+                .tool_calls
+                .iter()
+                .map(|t| (t.id.clone(), t.name.clone(), t.arguments.clone()))
+                .collect(),
+            f: a.finish_reason.clone(),
+            u: a.usage.map(|u| [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens]),
+        };
+        serde_json::to_vec(&c).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Entry> {
+        let c: Compact = serde_json::from_slice(bytes).ok()?;
+        Some(Entry {
+            provider: c.p,
+            answer: Answer {
+                content: c.c,
+                tool_calls: c
+                    .t
+                    .into_iter()
+                    .map(|(id, name, arguments)| ToolCall { id, name, arguments })
+                    .collect(),
+                finish_reason: c.f,
+                usage: c.u.map(|[p, c, t, cached]| Usage {
+                    prompt_tokens: p,
+                    completion_tokens: c,
+                    total_tokens: t,
+                    cached_tokens: cached,
+                }),
+            },
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Compact {
+    p: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    c: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    t: Vec<(String, String, String)>,
+    f: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    u: Option<[u64; 4]>,
+}
+
+/// Reads the answer out of an OpenAI `chat.completion` body. `None` when the body holds
+/// anything an [`Answer`] cannot carry (several choices, logprobs, audio, a refusal), so a
+/// replay would never lose part of what the upstream said.
+pub fn answer_from_completion(body: &[u8]) -> Option<Answer> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let choices = v.get("choices")?.as_array()?;
+    if choices.len() != 1 {
+        return None;
+    }
+    let choice = &choices[0];
+    if !is_absent(choice.get("logprobs")) {
+        return None;
+    }
+    let msg = choice.get("message")?.as_object()?;
+    for k in ["audio", "refusal", "function_call"] {
+        if !is_absent(msg.get(k)) {
+            return None;
+        }
+    }
+    let content = match msg.get("content") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return None,
+    };
+    let mut tool_calls = Vec::new();
+    if let Some(calls) = msg.get("tool_calls").filter(|t| !t.is_null()) {
+        for t in calls.as_array()? {
+            let f = t.get("function")?;
+            tool_calls.push(ToolCall {
+                id: t.get("id")?.as_str()?.to_string(),
+                name: f.get("name")?.as_str()?.to_string(),
+                arguments: f.get("arguments").and_then(Value::as_str).unwrap_or("").to_string(),
+            });
+        }
+    }
+    let finish_reason = choice.get("finish_reason")?.as_str()?.to_string();
+    Some(Answer {
+        content,
+        tool_calls,
+        finish_reason,
+        usage: v.get("usage").and_then(Usage::from_value),
+    })
+}
+
+fn is_absent(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::String(s)) => s.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_round_trip() {
+        let e = Entry {
+            provider: "openai".into(),
+            answer: Answer {
+                content: None,
+                tool_calls: vec![ToolCall { id: "call_1".into(), name: "get".into(), arguments: "{\"a\":1}".into() }],
+                finish_reason: "tool_calls".into(),
+                usage: Some(Usage { prompt_tokens: 5, completion_tokens: 6, total_tokens: 11, cached_tokens: 2 }),
+            },
+        };
+        let bytes = e.encode();
+        assert!(!bytes.contains(&b' '));
+        assert_eq!(Entry::decode(&bytes), Some(e));
+        assert_eq!(Entry::decode(b"{}"), None);
+    }
+
+    #[test]
+    fn plain_bodies() {
+        let a = answer_from_completion(br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#).unwrap();
+        assert_eq!(a.content.as_deref(), Some("Hi"));
+        assert_eq!(a.finish_reason, "stop");
+        assert_eq!(a.usage, Some(Usage::new(3, 1)));
+
+        let t = answer_from_completion(br#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#).unwrap();
+        assert_eq!(t.content, None);
+        assert_eq!(t.tool_calls[0].name, "f");
+
+        for bad in [
+            &br#"{"choices":[{"message":{"content":"a"},"finish_reason":"stop"},{"message":{"content":"b"},"finish_reason":"stop"}]}"#[..],
+            br#"{"choices":[{"message":{"content":"a"},"logprobs":{"content":[{"token":"a"}]},"finish_reason":"stop"}]}"#,
+            br#"{"choices":[{"message":{"content":null,"refusal":"no"},"finish_reason":"stop"}]}"#,
+            br#"{"choices":[{"message":{"content":"a"}}]}"#,
+            b"not json",
+        ] {
+            assert_eq!(answer_from_completion(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn only_complete_answers_are_cacheable() {
+        let mut e = Entry { provider: "p".into(), answer: Answer { content: Some("x".into()), finish_reason: "stop".into(), ..Default::default() } };
+        assert!(e.cacheable());
+        e.answer.finish_reason = "content_filter".into();
+        assert!(!e.cacheable());
+        e.answer.finish_reason = String::new();
+        assert!(!e.cacheable());
+        e.answer.finish_reason = "length".into();
+        e.answer.content = Some("x".repeat(MAX_ENTRY_BYTES + 1));
+        assert!(!e.cacheable());
+    }
+}

@@ -1,0 +1,354 @@
+//! Cache keys: SHA-256 over a canonical form of everything that can change an answer.
+//!
+//! The canonical form is JSON with object keys sorted at every depth, no whitespace, and
+//! integral floats written as integers (`1.0` and `1` are the same temperature). It is written
+//! straight into the hasher, so no second copy of a large prompt is made.
+//!
+//! What goes in: a format version, the resolved provider and upstream model (so `gpt-4o` and
+//! `openai/gpt-4o` share entries, and two providers serving the same model name do not), the
+//! scope (the gateway key name when `GATEWAY_CACHE_SCOPE=key`), and every body field except
+//! [`EXCLUDED`] and `model`.
+
+use std::io::Write;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// Body fields that cannot change the answer: how it is delivered, and who asked.
+pub const EXCLUDED: &[&str] = &["stream", "stream_options", "user", "metadata"];
+
+/// Bumped whenever the key or the stored value changes shape, so old entries are never read.
+const VERSION: &str = "aigw-cache-v1";
+
+/// A SHA-256 digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Key> {
+        let mut k = [0u8; 32];
+        hex::decode_to_slice(s, &mut k).ok()?;
+        Some(Key(k))
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hex()[..16])
+    }
+}
+
+/// What a key is computed over besides the body.
+#[derive(Debug, Clone, Copy)]
+pub struct Identity<'a> {
+    pub provider: &'a str,
+    pub upstream_model: &'a str,
+    /// `Some(key name)` when entries are scoped per gateway key.
+    pub scope: Option<&'a str>,
+}
+
+/// The exact-match key of a chat request body.
+pub fn exact(id: Identity, body: &Map<String, Value>) -> Key {
+    let mut h = header(id, "exact");
+    write_body(&mut h, body, None);
+    Key(h.finalize().into())
+}
+
+/// The semantic "context key": everything except the content of the final message. Two
+/// requests with the same context key differ at most in what the user asked last.
+pub fn context(id: Identity, body: &Map<String, Value>) -> Key {
+    let mut h = header(id, "context");
+    write_body(&mut h, body, Some(()));
+    Key(h.finalize().into())
+}
+
+/// The text of the final message when it is a user message made only of text: what the
+/// semantic cache embeds. `None` when the request is not eligible.
+pub fn final_user_text(body: &Map<String, Value>) -> Option<String> {
+    let last = body.get("messages")?.as_array()?.last()?.as_object()?;
+    if last.get("role").and_then(Value::as_str) != Some("user") {
+        return None;
+    }
+    let text = match last.get("content")? {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => {
+            let mut out = String::new();
+            for p in parts {
+                if p.get("type").and_then(Value::as_str) != Some("text") {
+                    // Images, audio, files: text similarity says nothing about them.
+                    return None;
+                }
+                out.push_str(p.get("text").and_then(Value::as_str)?);
+            }
+            out
+        }
+        _ => return None,
+    };
+    if text.trim().is_empty() {
+        None
+    } else {
+        Some(text)
+    }
+}
+
+fn header(id: Identity, kind: &str) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(VERSION.as_bytes());
+    h.update([0]);
+    h.update(kind.as_bytes());
+    h.update([0]);
+    // JSON strings: no separator inside them can be mistaken for the next field.
+    write_str(&mut h, id.provider);
+    write_str(&mut h, id.upstream_model);
+    match id.scope {
+        Some(s) => write_str(&mut h, s),
+        None => h.update(b"null"),
+    }
+    h
+}
+
+/// The body as a sorted object without `model` and the excluded fields; with `without_final`
+/// the final message's `content` is left out too (its other fields, e.g. `name`, stay).
+fn write_body(h: &mut Sha256, body: &Map<String, Value>, without_final: Option<()>) {
+    let mut fields: Vec<(&String, &Value)> = body
+        .iter()
+        .filter(|(k, _)| k.as_str() != "model" && !EXCLUDED.contains(&k.as_str()))
+        .collect();
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    h.update(b"{");
+    for (i, (k, v)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            h.update(b",");
+        }
+        write_str(h, k);
+        h.update(b":");
+        match (k.as_str(), v, without_final) {
+            ("messages", Value::Array(msgs), Some(())) if !msgs.is_empty() => {
+                h.update(b"[");
+                let (last, earlier) = msgs.split_last().unwrap_or((&Value::Null, &[]));
+                for m in earlier {
+                    write_value(h, m);
+                    h.update(b",");
+                }
+                match last {
+                    Value::Object(o) => {
+                        let mut o = o.clone();
+                        o.remove("content");
+                        write_object(h, &o);
+                    }
+                    other => write_value(h, other),
+                }
+                h.update(b"]");
+            }
+            _ => write_value(h, v),
+        }
+    }
+    h.update(b"}");
+}
+
+fn write_str(h: &mut Sha256, s: &str) {
+    // Writing into a hasher cannot fail.
+    let _ = serde_json::to_writer(HashWriter(h), s);
+}
+
+fn write_object(h: &mut Sha256, o: &Map<String, Value>) {
+    let mut fields: Vec<(&String, &Value)> = o.iter().collect();
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    h.update(b"{");
+    for (i, (k, v)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            h.update(b",");
+        }
+        write_str(h, k);
+        h.update(b":");
+        write_value(h, v);
+    }
+    h.update(b"}");
+}
+
+fn write_value(h: &mut Sha256, v: &Value) {
+    match v {
+        Value::Null => h.update(b"null"),
+        Value::Bool(true) => h.update(b"true"),
+        Value::Bool(false) => h.update(b"false"),
+        Value::Number(n) => {
+            let integral = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64);
+            match integral {
+                Some(i) => {
+                    let _ = write!(HashWriter(h), "{i}");
+                }
+                None => {
+                    let _ = write!(HashWriter(h), "{n}");
+                }
+            }
+        }
+        Value::String(s) => write_str(h, s),
+        Value::Array(a) => {
+            h.update(b"[");
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    h.update(b",");
+                }
+                write_value(h, x);
+            }
+            h.update(b"]");
+        }
+        Value::Object(o) => write_object(h, o),
+    }
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ID: Identity = Identity {
+        provider: "openai",
+        upstream_model: "gpt-4o",
+        scope: None,
+    };
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    fn base() -> Value {
+        json!({
+            "model": "openai/gpt-4o",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"}
+            ],
+            "temperature": 0.2
+        })
+    }
+
+    #[test]
+    fn key_order_whitespace_and_number_spelling_do_not_matter() {
+        let a: Map<String, Value> = serde_json::from_str(
+            r#"{"model":"gpt-4o","temperature":1,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"a":1,"b":2}}}]}"#,
+        )
+        .unwrap();
+        let b: Map<String, Value> = serde_json::from_str(
+            r#"{ "tools" : [ {"function": {"parameters": {"b":2, "a":1}, "name":"f"}, "type":"function"} ],
+                "messages": [ {"content":"hi", "role":"user"} ], "temperature": 1.0, "model": "openai/gpt-4o" }"#,
+        )
+        .unwrap();
+        assert_eq!(exact(ID, &a), exact(ID, &b));
+    }
+
+    #[test]
+    fn excluded_fields_do_not_change_the_key() {
+        let k = exact(ID, &obj(base()));
+        let mut v = base();
+        v["stream"] = json!(true);
+        v["stream_options"] = json!({"include_usage": true});
+        v["user"] = json!("alice");
+        v["metadata"] = json!({"trace": "x"});
+        v["model"] = json!("gpt-4o");
+        assert_eq!(exact(ID, &obj(v)), k);
+    }
+
+    #[test]
+    fn every_answer_affecting_field_changes_the_key() {
+        let k = exact(ID, &obj(base()));
+        let changes: Vec<(&str, Value)> = vec![
+            ("messages", json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi!"}])),
+            ("messages", json!([{"role": "system", "content": "be long"}, {"role": "user", "content": "hi"}])),
+            ("messages", json!([{"role": "user", "content": "hi"}])),
+            ("temperature", json!(0.3)),
+            ("top_p", json!(0.9)),
+            ("max_tokens", json!(10)),
+            ("max_completion_tokens", json!(10)),
+            ("stop", json!(["\n"])),
+            ("seed", json!(7)),
+            ("response_format", json!({"type": "json_object"})),
+            ("n", json!(2)),
+            ("tools", json!([{"type": "function", "function": {"name": "f"}}])),
+            ("tool_choice", json!("required")),
+            ("parallel_tool_calls", json!(false)),
+            ("presence_penalty", json!(0.5)),
+            ("frequency_penalty", json!(0.5)),
+            ("logit_bias", json!({"50256": -100})),
+            ("logprobs", json!(true)),
+            ("reasoning_effort", json!("high")),
+            ("x_vendor_option", json!({"a": 1})),
+        ];
+        for (field, value) in changes {
+            let mut v = base();
+            v[field] = value.clone();
+            assert_ne!(exact(ID, &obj(v)), k, "{field} = {value}");
+        }
+        let other_model = Identity { upstream_model: "gpt-4o-mini", ..ID };
+        assert_ne!(exact(other_model, &obj(base())), k);
+        let other_provider = Identity { provider: "azure", ..ID };
+        assert_ne!(exact(other_provider, &obj(base())), k);
+        let scoped = Identity { scope: Some("team-a"), ..ID };
+        assert_ne!(exact(scoped, &obj(base())), k);
+        let scoped_b = Identity { scope: Some("team-b"), ..ID };
+        assert_ne!(exact(scoped, &obj(base())), exact(scoped_b, &obj(base())));
+    }
+
+    #[test]
+    fn context_key_ignores_only_the_final_message_content() {
+        let c = context(ID, &obj(base()));
+        let mut v = base();
+        v["messages"][1]["content"] = json!("hello there");
+        assert_eq!(context(ID, &obj(v.clone())), c);
+        assert_ne!(exact(ID, &obj(v)), exact(ID, &obj(base())));
+        let mut v = base();
+        v["messages"][0]["content"] = json!("be verbose");
+        assert_ne!(context(ID, &obj(v)), c);
+        let mut v = base();
+        v["temperature"] = json!(0.9);
+        assert_ne!(context(ID, &obj(v)), c);
+        let mut v = base();
+        v["messages"][1]["name"] = json!("bob");
+        assert_ne!(context(ID, &obj(v)), c);
+        // The context key is never an exact key.
+        assert_ne!(c, exact(ID, &obj(base())));
+    }
+
+    #[test]
+    fn final_user_text_only_for_text_user_messages() {
+        assert_eq!(final_user_text(&obj(base())).as_deref(), Some("hi"));
+        let parts = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]});
+        assert_eq!(final_user_text(&obj(parts)).as_deref(), Some("ab"));
+        let image = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "data:"}}]}]});
+        assert_eq!(final_user_text(&obj(image)), None);
+        let tool = json!({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "c", "content": "42"}]});
+        assert_eq!(final_user_text(&obj(tool)), None);
+        let blank = json!({"messages": [{"role": "user", "content": "  "}]});
+        assert_eq!(final_user_text(&obj(blank)), None);
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let k = exact(ID, &obj(base()));
+        assert_eq!(Key::from_hex(&k.hex()), Some(k));
+        assert_eq!(k.hex().len(), 64);
+        assert_eq!(Key::from_hex("zz"), None);
+    }
+}

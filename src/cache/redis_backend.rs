@@ -1,0 +1,229 @@
+//! The Redis backend: entries shared by every gateway instance that points at the same Redis
+//! and prefix.
+//!
+//! Keys: `<prefix>e:<sha256 hex>` holds an entry (compact JSON, `SET ... EX`);
+//! `<prefix>s:<context hex>` is a hash of entry key -> little-endian f32 embedding, the
+//! semantic index of one context (capped at [`MAX_VECTORS_PER_CONTEXT`] fields).
+//!
+//! An outage never reaches the client: every call is bounded by [`TIMEOUT`], any failure reads
+//! as "not cached" and drops the write, and a warning is logged (at most every
+//! [`super::WARN_EVERY`]). The connection is made on first use and re-made by the redis crate's
+//! `ConnectionManager` after a failure, so the cache comes back by itself with Redis.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::backend::{Backend, Hit, MAX_VECTORS_PER_CONTEXT};
+use super::entry::Entry;
+use super::key::Key;
+use super::WarnThrottle;
+
+/// Longest a cache call may add to a request.
+pub const TIMEOUT: Duration = Duration::from_millis(500);
+/// After a failed connect, requests skip Redis this long before the next try.
+const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Adds one vector to a context's hash, replacing a random field when the hash is full, and
+/// keeps the hash alive at least as long as its newest entry.
+static ADD_VECTOR: Lazy<redis::Script> = Lazy::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+  local victim = redis.call('HRANDFIELD', KEYS[1])
+  if victim then redis.call('HDEL', KEYS[1], victim) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+",
+    )
+});
+
+pub struct RedisBackend {
+    client: redis::Client,
+    prefix: String,
+    conn: Mutex<Option<ConnectionManager>>,
+    /// Serialises connection attempts so a burst of first requests makes one.
+    connecting: tokio::sync::Mutex<()>,
+    next_try: Mutex<Instant>,
+    warn: WarnThrottle,
+}
+
+impl RedisBackend {
+    pub fn new(client: redis::Client, prefix: &str) -> Self {
+        RedisBackend {
+            client,
+            prefix: prefix.to_string(),
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            next_try: Mutex::new(Instant::now()),
+            warn: WarnThrottle::new(),
+        }
+    }
+
+    fn entry_key(&self, k: &Key) -> String {
+        format!("{}e:{}", self.prefix, k.hex())
+    }
+
+    fn vectors_key(&self, k: &Key) -> String {
+        format!("{}s:{}", self.prefix, k.hex())
+    }
+
+    fn warn(&self, what: &str, err: &dyn std::fmt::Display) {
+        if self.warn.ready() {
+            log::warn!("cache: Redis {what} failed, serving without the cache: {err}");
+        }
+    }
+
+    /// The shared connection, made on first use. `None` while Redis is unreachable.
+    async fn conn(&self) -> Option<ConnectionManager> {
+        if let Some(c) = self.conn.lock().clone() {
+            return Some(c);
+        }
+        if Instant::now() < *self.next_try.lock() {
+            return None;
+        }
+        let _one = tokio::time::timeout(TIMEOUT, self.connecting.lock()).await.ok()?;
+        if let Some(c) = self.conn.lock().clone() {
+            return Some(c);
+        }
+        if Instant::now() < *self.next_try.lock() {
+            return None;
+        }
+        // No retries inside the manager: a request must not wait through a backoff schedule.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(TIMEOUT)
+            .set_response_timeout(TIMEOUT);
+        let made = tokio::time::timeout(
+            TIMEOUT * 2,
+            ConnectionManager::new_with_config(self.client.clone(), config),
+        )
+        .await;
+        match made {
+            Ok(Ok(c)) => {
+                log::info!("cache: connected to Redis");
+                *self.conn.lock() = Some(c.clone());
+                Some(c)
+            }
+            Ok(Err(e)) => {
+                *self.next_try.lock() = Instant::now() + RECONNECT_BACKOFF;
+                self.warn("connect", &e);
+                None
+            }
+            Err(_) => {
+                *self.next_try.lock() = Instant::now() + RECONNECT_BACKOFF;
+                self.warn("connect", &"timed out");
+                None
+            }
+        }
+    }
+
+    /// Runs one call with the timeout; failures are logged and become `None`.
+    async fn run<T, F>(&self, what: &str, f: impl FnOnce(ConnectionManager) -> F) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let c = self.conn().await?;
+        match tokio::time::timeout(TIMEOUT, f(c)).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.warn(what, &e);
+                None
+            }
+            Err(_) => {
+                self.warn(what, &"timed out");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn get(&self, key: &Key) -> Option<Hit> {
+        let k = self.entry_key(key);
+        let (value, pttl): (Option<Vec<u8>>, i64) = self
+            .run("GET", |mut c| async move {
+                redis::pipe().get(&k).pttl(&k).query_async(&mut c).await
+            })
+            .await?;
+        let entry = Entry::decode(&value?)?;
+        // -1: no expiry (never written so by the gateway, but harmless); -2: just expired.
+        let ttl_left = match pttl {
+            -2 => return None,
+            n if n < 0 => Duration::ZERO,
+            n => Duration::from_millis(n as u64),
+        };
+        Some(Hit {
+            entry: Arc::new(entry),
+            ttl_left,
+        })
+    }
+
+    async fn put(&self, key: &Key, entry: Arc<Entry>, ttl: Duration) {
+        let k = self.entry_key(key);
+        let value = entry.encode();
+        let secs = ttl.as_secs().max(1);
+        let _: Option<()> = self
+            .run("SET", |mut c| async move {
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(secs)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+    }
+
+    async fn add_vector(&self, context: &Key, key: &Key, vector: Arc<[f32]>, ttl: Duration) {
+        let k = self.vectors_key(context);
+        let field = key.hex();
+        let bytes: Vec<u8> = vector.iter().flat_map(|f| f.to_le_bytes()).collect();
+        let secs = ttl.as_secs().max(1);
+        let _: Option<i64> = self
+            .run("semantic index write", |mut c| async move {
+                ADD_VECTOR
+                    .key(&k)
+                    .arg(field)
+                    .arg(bytes)
+                    .arg(secs)
+                    .arg(MAX_VECTORS_PER_CONTEXT)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await;
+    }
+
+    async fn vectors(&self, context: &Key) -> Vec<(Key, Arc<[f32]>)> {
+        let k = self.vectors_key(context);
+        let all: Option<std::collections::HashMap<String, Vec<u8>>> = self
+            .run("HGETALL", |mut c| async move {
+                redis::cmd("HGETALL").arg(&k).query_async(&mut c).await
+            })
+            .await;
+        all.unwrap_or_default()
+            .into_iter()
+            .filter_map(|(field, bytes)| {
+                let key = Key::from_hex(&field)?;
+                if bytes.len() % 4 != 0 {
+                    return None;
+                }
+                let v: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                Some((key, Arc::from(v)))
+            })
+            .collect()
+    }
+}
