@@ -59,22 +59,7 @@ impl Provider for OpenAiCompatible {
         call: &CallInfo,
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let mut body = req.body.clone();
-        body.insert("model".into(), Value::String(call.upstream_model.clone()));
-        if req.stream {
-            // Usage is always asked for, so logs and token limits see real counts; the usage
-            // chunk is dropped again on the way back when the client did not ask for it.
-            let opts = body
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if !opts.is_object() {
-                *opts = Value::Object(Default::default());
-            }
-            if let Some(o) = opts.as_object_mut() {
-                o.insert("include_usage".into(), Value::Bool(true));
-            }
-        }
-        let bytes = serde_json::to_vec(&body)
+        let bytes = encode_with_overrides(&req.body, &call.upstream_model, req.stream)
             .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
         Ok(UpstreamRequest::post(
             format!("{}/chat/completions", backend.path),
@@ -151,6 +136,61 @@ impl Provider for OpenAiCompatible {
         };
         Some(UpstreamRequest::get(path, self.headers()))
     }
+}
+
+/// The client's body with `model` replaced and, on streams, `stream_options.include_usage`
+/// set: every other field is written as it came, in its order, without copying the tree.
+fn encode_with_overrides(
+    body: &serde_json::Map<String, Value>,
+    model: &str,
+    stream: bool,
+) -> serde_json::Result<Vec<u8>> {
+    use serde::ser::{SerializeMap, Serializer};
+
+    struct Body<'a> {
+        body: &'a serde_json::Map<String, Value>,
+        model: &'a str,
+        stream: bool,
+    }
+    struct WithUsage<'a>(Option<&'a serde_json::Map<String, Value>>);
+
+    impl serde::Serialize for WithUsage<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            if let Some(o) = self.0 {
+                for (k, v) in o {
+                    if k != "include_usage" {
+                        m.serialize_entry(k, v)?;
+                    }
+                }
+            }
+            m.serialize_entry("include_usage", &true)?;
+            m.end()
+        }
+    }
+
+    impl serde::Serialize for Body<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            for (k, v) in self.body {
+                match k.as_str() {
+                    "model" => m.serialize_entry(k, self.model)?,
+                    "stream_options" if self.stream => {
+                        m.serialize_entry(k, &WithUsage(v.as_object()))?
+                    }
+                    _ => m.serialize_entry(k, v)?,
+                }
+            }
+            if self.stream && !self.body.contains_key("stream_options") {
+                m.serialize_entry("stream_options", &WithUsage(None))?;
+            }
+            m.end()
+        }
+    }
+
+    let mut out = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut out, &Body { body, model, stream })?;
+    Ok(out)
 }
 
 /// `{"data":[{"id":..}]}` -> ids.
@@ -357,6 +397,25 @@ mod tests {
             StreamStatus::Failed(e) => assert_eq!(e.message, "boom"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn encoding_rewrites_model_and_usage_only() {
+        let body: serde_json::Map<String, Value> = serde_json::from_str(
+            r#"{"model":"openai/x","messages":[{"role":"user","content":"hi"}],"z":1,"stream_options":{"other":2,"include_usage":false},"stream":true}"#,
+        )
+        .unwrap();
+        let out = String::from_utf8(encode_with_overrides(&body, "x", true).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            r#"{"model":"x","messages":[{"role":"user","content":"hi"}],"z":1,"stream_options":{"other":2,"include_usage":true},"stream":true}"#
+        );
+        let body: serde_json::Map<String, Value> =
+            serde_json::from_str(r#"{"model":"a","messages":[],"stream":true}"#).unwrap();
+        let out = String::from_utf8(encode_with_overrides(&body, "b", true).unwrap()).unwrap();
+        assert_eq!(out, r#"{"model":"b","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#);
+        let out = String::from_utf8(encode_with_overrides(&body, "b", false).unwrap()).unwrap();
+        assert_eq!(out, r#"{"model":"b","messages":[],"stream":true}"#);
     }
 
     #[test]
