@@ -118,7 +118,9 @@ impl ShutdownSignalWatch for Signals {
 pub fn run(config: Config, args: Args) {
     let conf = ServerConf {
         threads: config.threads,
-        grace_period_seconds: Some(config.shutdown_grace.as_secs().max(1)),
+        // A second longer than ours, so the drain thread ends it (and says how many requests
+        // were cut) rather than Pingora's runtime shutdown.
+        grace_period_seconds: Some(config.shutdown_grace.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: config.upgrade_sock.clone(),
         pid_file: config.pid_file.clone(),
