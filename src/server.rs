@@ -136,7 +136,14 @@ pub fn run(config: Config, args: Args) {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
+    // A daemon must take the sockets over (and tell the waiting parent it is ready) after the
+    // fork, so there the bootstrap runs as a service the listeners depend on.
+    let bootstrap = if args.daemon {
+        Some(server.bootstrap_as_a_service())
+    } else {
+        server.bootstrap();
+        None
+    };
 
     let listen = config.listen.clone();
     let metrics_listen = config.metrics_listen.clone();
@@ -149,11 +156,17 @@ pub fn run(config: Config, args: Args) {
 
     let mut service = http_proxy_service(&server.configuration, gateway);
     service.add_tcp(&listen);
-    server.add_service(service);
+    let handle = server.add_service(service);
+    if let Some(b) = &bootstrap {
+        handle.add_dependency(b);
+    }
     if let Some(addr) = &metrics_listen {
         let mut metrics = Service::new("metrics".to_string(), crate::metrics::MetricsApp);
         metrics.add_tcp(addr);
-        server.add_service(metrics);
+        let handle = server.add_service(metrics);
+        if let Some(b) = &bootstrap {
+            handle.add_dependency(b);
+        }
         log::info!("metrics on http://{addr}/metrics");
     }
     log::info!("ai-gateway listening on http://{listen}");

@@ -669,3 +669,123 @@ async fn graceful_upgrade_hands_the_socket_over_while_the_old_stream_finishes() 
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "after the upgrade");
 }
+
+/// Daemons started by a test: not our children, so they are stopped by the PIDs they wrote.
+struct Daemons(Vec<u32>);
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn read_pid(path: &std::path::Path) -> u32 {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// What `systemctl start` and `systemctl reload` do with conf/ai-gateway.service: `--daemon`
+/// returns once the server is ready and leaves its PID in GATEWAY_PID_FILE; `--daemon
+/// --upgrade` returns once the new process waits for the socket; then SIGQUIT to the old PID.
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_style_start_and_reload_with_daemon_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pid_file = dir.path().join("ai-gateway.pid");
+    let sock = dir.path().join("upgrade.sock");
+    let log = dir.path().join("journal.log");
+    let bee = format!("http://127.0.0.1:{}", free_port());
+    let mut daemons = Daemons(Vec::new());
+    let run = |extra: &[(&str, &str)], args: &[&str]| {
+        let mut vars = vec![
+            ("GATEWAY_LISTEN", listen.as_str()),
+            ("GATEWAY_ECHO_CHUNK_DELAY_MS", "150"),
+        ];
+        vars.extend_from_slice(extra);
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let mut child = Gateway::command(&vars)
+            .args(args)
+            .env("GATEWAY_PID_FILE", &pid_file)
+            .env("GATEWAY_UPGRADE_SOCK", &sock)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The parent of the fork exits once the daemon is ready (bounded wait).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?} did not return: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let journal = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // ExecStart=ai-gateway --daemon
+    let s = run(&[], &["--daemon"]);
+    assert!(s.success(), "{s}: {}", journal());
+    let old = read_pid(&pid_file);
+    daemons.0.push(old);
+    assert!(pid_alive(old));
+    assert_eq!(answered_by_successor(port).await, Ok(false), "{}", journal());
+
+    let body = start_stream(&format!("http://{listen}/v1/chat/completions"), 40).await;
+    let reader = tokio::spawn(collect(body));
+
+    // ExecReload=ai-gateway --daemon --upgrade ; ExecReload=kill -QUIT $MAINPID
+    let s = run(&[("GATEWAY_PROVIDER_BEE_BASE_URL", &bee)], &["--daemon", "--upgrade"]);
+    assert!(s.success(), "{s}: {}", journal());
+    let new = read_pid(&pid_file);
+    daemons.0.push(new);
+    assert_ne!(new, old, "the new daemon writes its PID");
+    let _ = Command::new("kill").args(["-QUIT", &old.to_string()]).status();
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut served_by_new = 0;
+    while served_by_new < 3 {
+        assert!(Instant::now() < deadline, "the new daemon never took over: {}", journal());
+        match answered_by_successor(port).await {
+            Ok(true) => served_by_new += 1,
+            Ok(false) => {}
+            Err(e) => panic!("a request failed during the reload ({e}): {}", journal()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sse = reader.await.unwrap();
+    assert_eq!(echoed_words(&sse).split_whitespace().count(), 40);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while pid_alive(old) {
+        assert!(Instant::now() < deadline, "the old daemon did not exit: {}", journal());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(journal().contains("graceful upgrade: no request in flight"), "{}", journal());
+
+    // systemctl stop: SIGTERM to the PID in the pid file.
+    let _ = Command::new("kill").args(["-TERM", &new.to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pid_alive(new) {
+        assert!(Instant::now() < deadline, "the daemon did not stop: {}", journal());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
