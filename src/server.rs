@@ -170,6 +170,9 @@ pub fn run(config: Config, args: Args) {
         log::info!("metrics on http://{addr}/metrics");
     }
     log::info!("ai-gateway listening on http://{listen}");
+    if args.daemon {
+        exit_on_readiness_signal();
+    }
     let phases = parking_lot::Mutex::new(Some(server.watch_execution_phase()));
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
@@ -183,4 +186,20 @@ pub fn run(config: Config, args: Args) {
 fn log_startup(gw: &Gateway) {
     let names: Vec<&str> = gw.router.providers.keys().map(String::as_str).collect();
     log::info!("providers: {}", names.join(", "));
+}
+
+/// In `--daemon` mode the parent of the fork waits for the daemon's SIGUSR1 ("ready"), but
+/// Pingora 0.9.1 installs its handler only after forking: a daemon that is ready first kills
+/// the parent with SIGUSR1's default action, and systemd sees the start or reload fail. Set
+/// before the fork, this handler makes an early signal mean what a late one means: exit 0.
+/// (The daemon inherits it; SIGUSR1 ended it before as well.)
+fn exit_on_readiness_signal() {
+    extern "C" fn ready(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) }
+    }
+    // SAFETY: installs a handler that only calls an async-signal-safe function.
+    unsafe {
+        libc::signal(libc::SIGUSR1, ready as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
 }

@@ -748,6 +748,12 @@ async fn systemd_style_start_and_reload_with_daemon_mode() {
     let old = read_pid(&pid_file);
     daemons.0.push(old);
     assert!(pid_alive(old));
+    // Pingora reports "ready" once it could take sockets over, a moment before it listens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the daemon never listened: {}", journal());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(answered_by_successor(port).await, Ok(false), "{}", journal());
 
     let body = start_stream(&format!("http://{listen}/v1/chat/completions"), 40).await;
