@@ -258,7 +258,9 @@ pub fn init(config: &Config) {
 
 /// Paths that are not traffic: scrapes and liveness probes are not counted as requests.
 pub fn is_probe(path: &str) -> bool {
-    matches!(path.trim_end_matches('/'), "/metrics" | "/health" | "/healthz" | "/v1/health")
+    let p = path.trim_end_matches('/');
+    let p = p.strip_prefix("/v1").unwrap_or(p);
+    matches!(p, "/metrics" | "/health" | "/healthz")
 }
 
 /// One finished request, as the `logging` phase sees it.
@@ -452,6 +454,15 @@ mod tests {
         assert!(cap.admit("a"));
         assert!(!cap.admit("c"));
         assert_eq!(cut(&"é".repeat(100)).len(), MAX_LABEL_LEN);
+    }
+
+    #[test]
+    fn probes_are_not_traffic() {
+        for p in ["/metrics", "/v1/metrics", "/health/", "/healthz", "/v1/health"] {
+            assert!(is_probe(p), "{p}");
+        }
+        assert!(!is_probe("/v1/chat/completions"));
+        assert!(!is_probe("/v1/models"));
     }
 
     #[test]
