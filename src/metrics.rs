@@ -299,7 +299,12 @@ pub fn request(r: &RequestRecord) {
         };
         let stream = if r.stream { "true" } else { "false" };
         m.requests
-            .with_label_values(&[provider, model, status_class(r.status), r.cache.unwrap_or("none")])
+            .with_label_values(&[
+                provider,
+                model,
+                status_class(r.status),
+                r.cache.unwrap_or("none"),
+            ])
             .inc();
         m.latency
             .with_label_values(&[provider, stream])
@@ -356,7 +361,10 @@ pub fn cache_lookup(outcome: &'static str) {
 
 /// The number of entries in the response cache now.
 pub fn cache_size(entries: u64) {
-    with(|m| m.cache_entries.set(i64::try_from(entries).unwrap_or(i64::MAX)));
+    with(|m| {
+        m.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX))
+    });
 }
 
 /// A request refused by a rate limit. `key_name` is the key's configured NAME, never the key;
@@ -411,9 +419,11 @@ impl ServeHttp for MetricsApp {
                 let (ctype, body) = render();
                 (200, ctype, body)
             }
-            "/health" | "/healthz" if get => {
-                (200, "application/json".to_string(), b"{\"status\":\"ok\"}".to_vec())
-            }
+            "/health" | "/healthz" if get => (
+                200,
+                "application/json".to_string(),
+                b"{\"status\":\"ok\"}".to_vec(),
+            ),
             "/metrics" | "/health" | "/healthz" => (
                 405,
                 "application/json".to_string(),
@@ -458,7 +468,13 @@ mod tests {
 
     #[test]
     fn probes_are_not_traffic() {
-        for p in ["/metrics", "/v1/metrics", "/health/", "/healthz", "/v1/health"] {
+        for p in [
+            "/metrics",
+            "/v1/metrics",
+            "/health/",
+            "/healthz",
+            "/v1/health",
+        ] {
             assert!(is_probe(p), "{p}");
         }
         assert!(!is_probe("/v1/chat/completions"));
@@ -488,8 +504,12 @@ mod tests {
         assert!(text.contains(
             "gateway_requests_total{cache=\"none\",model=\"test\",provider=\"echo\",status_class=\"2xx\"} 1"
         ), "{text}");
-        assert!(text.contains("gateway_completion_tokens_total{model=\"test\",provider=\"echo\"} 4"));
-        assert!(text.contains("gateway_upstream_errors_total{provider=\"openai\",reason=\"upstream_timeout\"} 1"));
+        assert!(
+            text.contains("gateway_completion_tokens_total{model=\"test\",provider=\"echo\"} 4")
+        );
+        assert!(text.contains(
+            "gateway_upstream_errors_total{provider=\"openai\",reason=\"upstream_timeout\"} 1"
+        ));
         assert!(text.contains("gateway_active_streams 1"));
         assert!(text.contains("gateway_rate_limited_total{key=\"team-a\",limit=\"requests\"} 1"));
     }

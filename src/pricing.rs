@@ -118,7 +118,11 @@ pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Optio
         if o.model == "*" {
             offer(0, 4, (o.input, o.output));
         } else if matches(&o.model, &model) {
-            offer(o.model.len(), if qualified { 4 } else { 3 }, (o.input, o.output));
+            offer(
+                o.model.len(),
+                if qualified { 4 } else { 3 },
+                (o.input, o.output),
+            );
         }
     }
     if SELF_HOSTED.contains(&provider.as_str()) {
@@ -137,9 +141,13 @@ pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Optio
 pub fn parse_overrides(raw: &str) -> Result<Vec<PriceOverride>, String> {
     let mut out = Vec::new();
     for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let bad = |why: &str| format!("entry {entry:?}: {why} (expected MODEL=INPUT/OUTPUT in USD per 1M tokens, e.g. gpt-4o=2.5/10)");
+        let bad = |why: &str| {
+            format!("entry {entry:?}: {why} (expected MODEL=INPUT/OUTPUT in USD per 1M tokens, e.g. gpt-4o=2.5/10)")
+        };
         let (name, prices) = entry.split_once('=').ok_or_else(|| bad("no '='"))?;
-        let (i, o) = prices.split_once('/').ok_or_else(|| bad("no '/' between the two prices"))?;
+        let (i, o) = prices
+            .split_once('/')
+            .ok_or_else(|| bad("no '/' between the two prices"))?;
         let num = |s: &str| -> Result<f64, String> {
             match s.trim().parse::<f64>() {
                 Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
@@ -154,9 +162,10 @@ pub fn parse_overrides(raw: &str) -> Result<Vec<PriceOverride>, String> {
         // A provider name never contains '/', a model name may (`meta-llama/Llama-3.1-8B`):
         // `a/b` is read as provider `a`, model `b`; bare names stay bare.
         let (provider, model) = match name.split_once('/') {
-            Some((p, m)) if !p.is_empty() && !m.is_empty() => {
-                (Some(crate::config::canonical_provider_name(p).to_string()), m.to_string())
-            }
+            Some((p, m)) if !p.is_empty() && !m.is_empty() => (
+                Some(crate::config::canonical_provider_name(p).to_string()),
+                m.to_string(),
+            ),
             Some(_) => return Err(bad("empty provider or model")),
             None if name == "*" => return Err(bad("'*' needs a provider: provider/*")),
             None => (None, name),
@@ -197,19 +206,40 @@ mod tests {
     #[test]
     fn builtin_prices_match_variants_but_not_siblings() {
         assert_eq!(lookup(&[], "openai", "gpt-4o"), Some((2.5, 10.0)));
-        assert_eq!(lookup(&[], "openai", "gpt-4o-2024-08-06"), Some((2.5, 10.0)));
-        assert_eq!(lookup(&[], "openai", "gpt-4o-mini-2024-07-18"), Some((0.15, 0.6)));
+        assert_eq!(
+            lookup(&[], "openai", "gpt-4o-2024-08-06"),
+            Some((2.5, 10.0))
+        );
+        assert_eq!(
+            lookup(&[], "openai", "gpt-4o-mini-2024-07-18"),
+            Some((0.15, 0.6))
+        );
         assert_eq!(lookup(&[], "openai", "gpt-4.1-mini"), Some((0.4, 1.6)));
         assert_eq!(lookup(&[], "openai", "o3-mini"), Some((1.1, 4.4)));
-        assert_eq!(lookup(&[], "anthropic", "claude-sonnet-4-20250514"), Some((3.0, 15.0)));
-        assert_eq!(lookup(&[], "anthropic", "claude-3-5-haiku-latest"), Some((0.8, 4.0)));
-        assert_eq!(lookup(&[], "google", "gemini-2.0-flash-001"), Some((0.1, 0.4)));
-        assert_eq!(lookup(&[], "google", "gemini-2.0-flash-lite"), Some((0.075, 0.3)));
+        assert_eq!(
+            lookup(&[], "anthropic", "claude-sonnet-4-20250514"),
+            Some((3.0, 15.0))
+        );
+        assert_eq!(
+            lookup(&[], "anthropic", "claude-3-5-haiku-latest"),
+            Some((0.8, 4.0))
+        );
+        assert_eq!(
+            lookup(&[], "google", "gemini-2.0-flash-001"),
+            Some((0.1, 0.4))
+        );
+        assert_eq!(
+            lookup(&[], "google", "gemini-2.0-flash-lite"),
+            Some((0.075, 0.3))
+        );
         // `gpt-4` must not price `gpt-4.5-preview`, `o1` must not price `o10`.
         assert_eq!(lookup(&[], "openai", "gpt-4.5-preview"), None);
         assert_eq!(lookup(&[], "openai", "o10"), None);
         assert_eq!(lookup(&[], "groq", "llama-3.3-70b"), None);
-        assert_eq!(lookup(&[], "vllm", "meta-llama/Llama-3.1-8B"), Some((0.0, 0.0)));
+        assert_eq!(
+            lookup(&[], "vllm", "meta-llama/Llama-3.1-8B"),
+            Some((0.0, 0.0))
+        );
         assert_eq!(lookup(&[], "echo", "anything"), Some((0.0, 0.0)));
     }
 
@@ -223,11 +253,25 @@ mod tests {
         assert_eq!(lookup(&o, "openai", "gpt-4o-2024-08-06"), Some((5.0, 20.0)));
         // The more specific built-in name still wins over a shorter override.
         assert_eq!(lookup(&o, "openai", "gpt-4o-mini"), Some((0.15, 0.6)));
-        assert_eq!(lookup(&o, "groq", "llama-3.3-70b-versatile"), Some((0.59, 0.79)));
+        assert_eq!(
+            lookup(&o, "groq", "llama-3.3-70b-versatile"),
+            Some((0.59, 0.79))
+        );
         assert_eq!(lookup(&o, "other", "llama-3.3-70b"), None);
         assert_eq!(lookup(&o, "vllm", "anything"), Some((0.1, 0.2)));
-        assert_eq!(lookup(&o, "huggingface", "meta-llama/Llama-3.1-8B"), Some((1.0, 1.0)));
-        for bad in ["gpt-4o", "gpt-4o=1", "gpt-4o=a/1", "gpt-4o=-1/1", "=1/1", "*=1/1", "/x=1/1"] {
+        assert_eq!(
+            lookup(&o, "huggingface", "meta-llama/Llama-3.1-8B"),
+            Some((1.0, 1.0))
+        );
+        for bad in [
+            "gpt-4o",
+            "gpt-4o=1",
+            "gpt-4o=a/1",
+            "gpt-4o=-1/1",
+            "=1/1",
+            "*=1/1",
+            "/x=1/1",
+        ] {
             assert!(parse_overrides(bad).is_err(), "{bad}");
         }
         assert!(parse_overrides("").unwrap().is_empty());
@@ -236,9 +280,8 @@ mod tests {
     #[test]
     fn cost_is_tokens_times_price() {
         let u = Usage::new(1_000_000, 500_000);
-        let c = lookup(&[], "openai", "gpt-4o").map(|(i, o)| {
-            (u.prompt_tokens as f64 * i + u.completion_tokens as f64 * o) / 1e6
-        });
+        let c = lookup(&[], "openai", "gpt-4o")
+            .map(|(i, o)| (u.prompt_tokens as f64 * i + u.completion_tokens as f64 * o) / 1e6);
         assert_eq!(c, Some(7.5));
         assert_eq!(cost_usd("echo", "x", &u), Some(0.0));
         assert_eq!(cost_usd("groq", "unknown-model", &u), None);
