@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::api::{completion_body, parse_object, required_model, ChatRequest, ChunkWriter};
 use crate::config::{BaseUrl, WireKind};
 use crate::error::GatewayError;
+use crate::metrics;
 use crate::providers::{echo, CallInfo, StreamStatus};
 use crate::proxy::{read_body, respond, response_head, Ctx, Gateway};
 use crate::routing::{all_unavailable, Route};
@@ -46,6 +47,7 @@ pub async fn handle(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Resul
         return Err(all_unavailable(Duration::from_secs(1)));
     };
     ctx.provider = Some(first.provider_name().to_string());
+    ctx.upstream_model = Some(first.upstream_model.clone());
     // The cache key names the first candidate (the model's own provider, or for a pool the
     // one the strategy picked).
     if crate::cache::lookup(gw, session, ctx, &req, first).await? {
@@ -97,6 +99,7 @@ async fn run_candidates(
             }
             ctx.attempts += 1;
             if let Some((from, took)) = &previous {
+                crate::metrics::failover(from, &name);
                 log::info!(
                     "failover from={} to={} attempt={} latency={}ms",
                     from,
@@ -106,6 +109,7 @@ async fn run_candidates(
                 );
             }
             ctx.provider = Some(name.clone());
+            ctx.upstream_model = Some(route.upstream_model.clone());
             let call = CallInfo {
                 client_model: req.model.clone(),
                 upstream_model: route.upstream_model.clone(),
@@ -216,10 +220,12 @@ pub async fn attempt(
     let mut resp = match sent {
         Ok(r) => r,
         Err(e) => {
+            let err = e.into_gateway(&cfg.name);
+            metrics::upstream_error(&cfg.name, err.label);
             return Attempt::Failed {
-                err: e.into_gateway(&cfg.name),
+                err,
                 retryable: true,
-            }
+            };
         }
     };
     ctx.upstream_head = Some(asked.elapsed());
@@ -233,6 +239,7 @@ pub async fn attempt(
         if err.retry_after.is_none() {
             err.retry_after = retry_after;
         }
+        metrics::upstream_error(&cfg.name, err.label);
         return Attempt::Failed {
             retryable: retryable_status(status) || retryable_status(err.status),
             err,
@@ -245,8 +252,10 @@ pub async fn attempt(
             Ok(b) => b,
             Err(e) => {
                 resp.abort().await;
+                let err = e.into_gateway(&cfg.name);
+                metrics::upstream_error(&cfg.name, err.label);
                 return Attempt::Failed {
-                    err: e.into_gateway(&cfg.name),
+                    err,
                     retryable: true,
                 };
             }
@@ -259,10 +268,13 @@ pub async fn attempt(
                 respond(session, ctx, 200, "application/json", &[], t.body).await;
                 Attempt::Served
             }
-            Err(err) => Attempt::Failed {
-                err,
-                retryable: true,
-            },
+            Err(err) => {
+                metrics::upstream_error(&cfg.name, err.label);
+                Attempt::Failed {
+                    err,
+                    retryable: true,
+                }
+            }
         }
     }
 }
@@ -321,6 +333,7 @@ async fn stream_response(
     mut resp: UpstreamResponse<'_>,
 ) -> Attempt {
     let provider = route.provider_name().to_string();
+    let _active = metrics::StreamGuard::new();
     let mut tr = route.provider.stream_translator(call);
     let mut out = BytesMut::with_capacity(4096);
     let mut started = false;
@@ -348,6 +361,7 @@ async fn stream_response(
         };
         ctx.usage = tr.usage().or(ctx.usage);
         if let StreamStatus::Failed(err) = status {
+            metrics::upstream_error(&provider, err.label);
             resp.abort().await;
             if !started && out.is_empty() {
                 return Attempt::Failed {
@@ -423,6 +437,7 @@ async fn serve_echo(
         ctx.outcome = "client_closed";
         return;
     }
+    let _active = metrics::StreamGuard::new();
     let delay = gw.config.echo_chunk_delay;
     let mut out = BytesMut::with_capacity(1024);
     w.role(&mut out);
@@ -476,6 +491,7 @@ pub async fn embeddings(
     ctx.model = Some(model.clone());
     let route = gw.router.resolve(&model)?;
     ctx.provider = Some(route.provider_name().to_string());
+    ctx.upstream_model = Some(route.upstream_model.clone());
     ctx.attempts = 1;
     let (bytes, usage) = embed(gw, &route, &obj, &model).await?;
     ctx.usage = usage;
@@ -498,11 +514,11 @@ pub async fn embed(
     let up = route
         .provider
         .embeddings_request(obj, &route.upstream_model, backend)?;
-    let mut resp = gw
-        .upstreams
-        .send(backend, &up)
-        .await
-        .map_err(|e| e.into_gateway(&cfg.name))?;
+    let mut resp = gw.upstreams.send(backend, &up).await.map_err(|e| {
+        let err = e.into_gateway(&cfg.name);
+        metrics::upstream_error(&cfg.name, err.label);
+        err
+    })?;
     let status = resp.status();
     let limit = if (200..300).contains(&status) {
         MAX_RESPONSE_BODY
@@ -515,7 +531,9 @@ pub async fn embed(
         .map_err(|e| e.into_gateway(&cfg.name))?;
     resp.release().await;
     if !(200..300).contains(&status) {
-        return Err(route.provider.error(status, &body));
+        let err = route.provider.error(status, &body);
+        metrics::upstream_error(&cfg.name, err.label);
+        return Err(err);
     }
     route.provider.embeddings_response(body, client_model)
 }

@@ -70,7 +70,79 @@ pub mod vars {
     pub const FALLBACK_MODELS: &str = "GATEWAY_FALLBACK_MODELS";
     /// `GATEWAY_PROVIDER_<NAME>_BASE_URL` / `_API_KEY` / `_DEFAULT_MODEL`.
     pub const PROVIDER_PREFIX: &str = "GATEWAY_PROVIDER_";
+
+    pub const METRICS_LISTEN: &str = "GATEWAY_METRICS_LISTEN";
+    pub const PRICES: &str = "GATEWAY_PRICES";
+    pub const UPGRADE_SOCK: &str = "GATEWAY_UPGRADE_SOCK";
+    pub const PID_FILE: &str = "GATEWAY_PID_FILE";
+
+    /// Every variable the gateway reads, templates with `<NAME>` included. `conf/ai-gateway.env`
+    /// must list exactly these (a test checks both directions): add a new variable here too.
+    pub const ALL: &[&str] = &[
+        LISTEN,
+        THREADS,
+        MAX_BODY_BYTES,
+        DEFAULT_PROVIDER,
+        LOG_LEVEL,
+        RUST_LOG,
+        LOG_FORMAT,
+        CONNECT_TIMEOUT,
+        FIRST_BYTE_TIMEOUT,
+        IDLE_TIMEOUT,
+        SHUTDOWN_GRACE,
+        MODELS_CACHE_TTL,
+        ECHO_CHUNK_DELAY_MS,
+        METRICS_LISTEN,
+        PRICES,
+        UPGRADE_SOCK,
+        PID_FILE,
+        PROVIDERS,
+        WEIGHTS,
+        STRATEGY,
+        RETRY_MAX,
+        HEALTH_CHECK_INTERVAL,
+        UNHEALTHY_COOLDOWN,
+        FAILURE_THRESHOLD,
+        MODEL_ALIASES,
+        FALLBACK_MODELS,
+        CACHE_BACKEND,
+        CACHE_TTL,
+        CACHE_MAX_SIZE,
+        CACHE_SCOPE,
+        CACHE_PREFIX,
+        SEMANTIC_CACHE,
+        SEMANTIC_CACHE_MODEL,
+        SEMANTIC_CACHE_THRESHOLD,
+        REDIS_URL,
+        OPENAI_API_KEY,
+        OPENAI_BASE_URL,
+        OPENAI_DEFAULT_MODEL,
+        ANTHROPIC_API_KEY,
+        ANTHROPIC_BASE_URL,
+        ANTHROPIC_DEFAULT_MODEL,
+        ANTHROPIC_MAX_TOKENS,
+        GEMINI_API_KEY,
+        GOOGLE_API_KEY,
+        GEMINI_BASE_URL,
+        GEMINI_DEFAULT_MODEL,
+        OLLAMA_HOST,
+        OLLAMA_BASE_URL,
+        OLLAMA_DEFAULT_MODEL,
+        VLLM_BASE_URL,
+        VLLM_API_KEY,
+        VLLM_DEFAULT_MODEL,
+        HF_TOKEN,
+        HUGGINGFACE_API_KEY,
+        HF_BASE_URL,
+        HF_DEFAULT_MODEL,
+        "GATEWAY_PROVIDER_<NAME>_BASE_URL",
+        "GATEWAY_PROVIDER_<NAME>_API_KEY",
+        "GATEWAY_PROVIDER_<NAME>_DEFAULT_MODEL",
+    ];
 }
+
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/ai-gateway-upgrade.sock";
+pub const DEFAULT_PID_FILE: &str = "/tmp/ai-gateway.pid";
 
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
@@ -293,6 +365,12 @@ pub struct Config {
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routing: RoutingConfig,
     pub cache: crate::cache::config::CacheConfig,
+    /// A second listener that serves only `/metrics` (then the main listener does not).
+    pub metrics_listen: Option<String>,
+    /// `GATEWAY_PRICES` entries, consulted before the built-in price table.
+    pub prices: Vec<crate::pricing::PriceOverride>,
+    pub upgrade_sock: String,
+    pub pid_file: String,
 }
 
 /// Every error found, one per line.
@@ -448,6 +526,28 @@ impl Config {
 
         let providers = read_providers(&mut r);
         let cache = crate::cache::config::read(&mut r);
+        let metrics_listen = r
+            .get(vars::METRICS_LISTEN)
+            .map(|v| match v.parse::<SocketAddr>() {
+                Ok(_) if v == listen => Err("must differ from GATEWAY_LISTEN".to_string()),
+                Ok(_) => Ok(v.to_string()),
+                Err(_) => Err("expected ADDRESS:PORT, e.g. 127.0.0.1:9090".to_string()),
+            });
+        let metrics_listen = match metrics_listen {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                let v = r.get(vars::METRICS_LISTEN).unwrap_or_default();
+                r.error(vars::METRICS_LISTEN, v, &e);
+                None
+            }
+            None => None,
+        };
+        let prices = r.parse(vars::PRICES, Vec::new(), crate::pricing::parse_overrides);
+        let upgrade_sock = r
+            .get(vars::UPGRADE_SOCK)
+            .unwrap_or(DEFAULT_UPGRADE_SOCK)
+            .to_string();
+        let pid_file = r.get(vars::PID_FILE).unwrap_or(DEFAULT_PID_FILE).to_string();
 
         let default_provider = r.get(vars::DEFAULT_PROVIDER).map(|s| s.to_ascii_lowercase());
         if let Some(dp) = &default_provider {
@@ -484,6 +584,10 @@ impl Config {
             providers,
             routing,
             cache,
+            metrics_listen,
+            prices,
+            upgrade_sock,
+            pid_file,
         })
     }
 }
@@ -522,6 +626,20 @@ impl Config {
                 urls.join(", ")
             );
         }
+        let _ = writeln!(
+            s,
+            "metrics          {}",
+            match &self.metrics_listen {
+                Some(a) => format!("http://{a}/metrics (separate listener)"),
+                None => format!("http://{}/metrics", self.listen),
+            }
+        );
+        let _ = writeln!(s, "prices           {}", crate::pricing::describe(&self.prices));
+        let _ = writeln!(
+            s,
+            "upgrade          sock={} pid_file={}",
+            self.upgrade_sock, self.pid_file
+        );
         s
     }
 }

@@ -43,6 +43,9 @@ pub struct Breaker {
     cooldown: Duration,
     /// Who this is, for log lines.
     label: String,
+    /// The provider this backend belongs to, and its other backends' breakers are consulted
+    /// through `Pool`; the metric is set from transitions here.
+    provider: String,
 }
 
 /// What a caller may do with a backend now.
@@ -56,6 +59,12 @@ pub enum Admission {
 
 impl Breaker {
     pub fn new(label: String, threshold: u32, cooldown: Duration) -> Self {
+        let provider = label
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.strip_prefix("provider="))
+            .unwrap_or_default()
+            .to_string();
         Breaker {
             state: Mutex::new(BreakerState {
                 failures: 0,
@@ -66,6 +75,7 @@ impl Breaker {
             threshold: threshold.max(1),
             cooldown,
             label,
+            provider,
         }
     }
 
@@ -100,6 +110,7 @@ impl Breaker {
         s.trial = false;
         if was_open {
             log::info!("{} status=recovered", self.label);
+            crate::metrics::provider_health(&self.provider, true);
         }
     }
 
@@ -113,6 +124,7 @@ impl Breaker {
             s.trial = false;
             if !was_open {
                 log::info!("{} status=unhealthy reason={:?}", self.label, reason);
+                crate::metrics::provider_health(&self.provider, false);
             }
         }
     }

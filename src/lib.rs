@@ -20,6 +20,8 @@
 //! - [`upstream`]: Pingora's HTTP connector: pooled sessions, TLS, timeouts, DNS cache.
 //! - [`sse`]: SSE framing over arbitrary body chunks.
 //! - [`telemetry`]: the logger and the one structured line per request.
+//! - [`metrics`]: Prometheus metrics, the hooks other parts call, and `/metrics`.
+//! - [`pricing`]: estimated cost in USD (built-in price table, `GATEWAY_PRICES`).
 
 pub mod api;
 pub mod cache;
@@ -27,6 +29,7 @@ pub mod chat;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod models;
 pub mod pricing;
 pub mod providers;

@@ -6,9 +6,10 @@ use ai_gateway::telemetry;
 
 const USAGE: &str = "ai-gateway: an OpenAI-compatible LLM gateway (configured through environment variables; see README)
 
-usage: ai-gateway [--check-config] [--upgrade] [--version]
+usage: ai-gateway [--check-config] [--upgrade] [--daemon] [--version]
   --check-config  print the resolved configuration (secrets masked) and exit; non-zero on errors
-  --upgrade       take over the listening sockets of a running ai-gateway (graceful upgrade)";
+  --upgrade       take over the listening sockets of a running ai-gateway (graceful upgrade)
+  --daemon        fork into the background once ready and write GATEWAY_PID_FILE (systemd Type=forking)";
 
 fn main() {
     let mut args = Args::default();
@@ -17,6 +18,7 @@ fn main() {
         match a.as_str() {
             "--check-config" => check = true,
             "--upgrade" | "-u" => args.upgrade = true,
+            "--daemon" | "-d" => args.daemon = true,
             "--version" | "-V" => {
                 println!("ai-gateway {}", env!("CARGO_PKG_VERSION"));
                 return;

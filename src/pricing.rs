@@ -1,19 +1,289 @@
-//! Prices of well-known models, USD per 1M input and output tokens (used by the `cost`
-//! strategy). Minimal table; the operations feature extends it with overrides and per-request
-//! cost.
+//! Estimated cost of a request in USD: a built-in table of well-known models' list prices,
+//! overridable with `GATEWAY_PRICES`.
+//!
+//! Prices are USD per 1M tokens, `(input, output)`. A price applies to its model and to that
+//! model's dated or tagged variants (`gpt-4o` prices `gpt-4o-2024-08-06`, `claude-sonnet-4`
+//! prices `claude-sonnet-4-20250514`); the longest matching name wins, so `gpt-4o-mini` is not
+//! priced as `gpt-4o`. Self-hosted providers (`echo`, `ollama`, `vllm`) cost 0 unless
+//! overridden. Everything else without a price has no cost (`None`), never a guess.
+//!
+//! `GATEWAY_PRICES="gpt-4o=2.5/10,groq/llama-3.3-70b-versatile=0.59/0.79,vllm/*=0.1/0.1"`:
+//! entries are `MODEL=INPUT/OUTPUT`; `MODEL` may be qualified by its provider
+//! (`provider/model`), and `provider/*` prices every model of that provider that has no more
+//! specific price. The estimate ignores cached-input discounts and batch pricing.
 
-/// `(input, output)` USD per 1M tokens.
-pub fn price(_provider: &str, model: &str) -> Option<(f64, f64)> {
-    let m = model.to_ascii_lowercase();
-    let table: &[(&str, f64, f64)] = &[
-        ("gpt-4o-mini", 0.15, 0.60),
-        ("gpt-4o", 2.50, 10.00),
-        ("claude-3-5-haiku", 0.80, 4.00),
-        ("claude-sonnet-4", 3.00, 15.00),
-        ("gemini-2.0-flash", 0.10, 0.40),
-    ];
-    table
-        .iter()
-        .find(|(prefix, _, _)| m.starts_with(prefix))
-        .map(|(_, i, o)| (*i, *o))
+use once_cell::sync::Lazy;
+use parking_lot::RwLock;
+
+use crate::api::Usage;
+
+/// Built-in list prices (USD per 1M input and output tokens).
+const BUILTIN: &[(&str, f64, f64)] = &[
+    // OpenAI
+    ("gpt-4o", 2.5, 10.0),
+    ("gpt-4o-mini", 0.15, 0.6),
+    ("chatgpt-4o-latest", 5.0, 15.0),
+    ("gpt-4.1", 2.0, 8.0),
+    ("gpt-4.1-mini", 0.4, 1.6),
+    ("gpt-4.1-nano", 0.1, 0.4),
+    ("gpt-4-turbo", 10.0, 30.0),
+    ("gpt-4", 30.0, 60.0),
+    ("gpt-3.5-turbo", 0.5, 1.5),
+    ("o1", 15.0, 60.0),
+    ("o1-mini", 1.1, 4.4),
+    ("o3", 2.0, 8.0),
+    ("o3-mini", 1.1, 4.4),
+    ("o4-mini", 1.1, 4.4),
+    ("text-embedding-3-small", 0.02, 0.0),
+    ("text-embedding-3-large", 0.13, 0.0),
+    ("text-embedding-ada-002", 0.1, 0.0),
+    // Anthropic
+    ("claude-opus-4", 15.0, 75.0),
+    ("claude-opus-4-5", 5.0, 25.0),
+    ("claude-sonnet-4", 3.0, 15.0),
+    ("claude-haiku-4-5", 1.0, 5.0),
+    ("claude-3-7-sonnet", 3.0, 15.0),
+    ("claude-3-5-sonnet", 3.0, 15.0),
+    ("claude-3-5-haiku", 0.8, 4.0),
+    ("claude-3-opus", 15.0, 75.0),
+    ("claude-3-haiku", 0.25, 1.25),
+    // Google
+    ("gemini-2.5-pro", 1.25, 10.0),
+    ("gemini-2.5-flash", 0.3, 2.5),
+    ("gemini-2.5-flash-lite", 0.1, 0.4),
+    ("gemini-2.0-flash", 0.1, 0.4),
+    ("gemini-2.0-flash-lite", 0.075, 0.3),
+    ("gemini-1.5-pro", 1.25, 5.0),
+    ("gemini-1.5-flash", 0.075, 0.3),
+];
+
+/// Providers that run on the operator's own hardware: no per-token bill.
+const SELF_HOSTED: &[&str] = &["echo", "ollama", "vllm"];
+
+/// One `GATEWAY_PRICES` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PriceOverride {
+    /// Lower-case provider, when the entry was `provider/model` or `provider/*`.
+    pub provider: Option<String>,
+    /// Lower-case model name, or `*`.
+    pub model: String,
+    pub input: f64,
+    pub output: f64,
+}
+
+static OVERRIDES: Lazy<RwLock<Vec<PriceOverride>>> = Lazy::new(|| RwLock::new(Vec::new()));
+
+/// Installs the `GATEWAY_PRICES` entries (once, at start-up).
+pub fn set_overrides(o: Vec<PriceOverride>) {
+    *OVERRIDES.write() = o;
+}
+
+/// USD per 1M input and output tokens for this provider's model, if known.
+pub fn price(provider: &str, model: &str) -> Option<(f64, f64)> {
+    lookup(&OVERRIDES.read(), provider, model)
+}
+
+/// Estimated cost of one request in USD, if the model's price is known.
+pub fn cost_usd(provider: &str, model: &str, usage: &Usage) -> Option<f64> {
+    let (input, output) = price(provider, model)?;
+    Some((usage.prompt_tokens as f64 * input + usage.completion_tokens as f64 * output) / 1e6)
+}
+
+/// Whether `key` prices `name`: the same name, or a variant of it (`-2024-08-06`, `:8b`, `@001`).
+fn matches(key: &str, name: &str) -> bool {
+    match name.strip_prefix(key) {
+        Some("") => true,
+        Some(rest) => rest.starts_with(['-', ':', '@']),
+        None => false,
+    }
+}
+
+/// The price from `overrides`, then the built-in table. The longest matching model name wins;
+/// on a tie a provider-qualified entry beats a bare one, and an override beats the table.
+pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Option<(f64, f64)> {
+    let provider = provider.to_ascii_lowercase();
+    let model = model.to_ascii_lowercase();
+    // (length of the matched model name, rank of the source, price)
+    let mut best: Option<(usize, u8, (f64, f64))> = None;
+    let mut offer = |len: usize, rank: u8, p: (f64, f64)| {
+        if best.is_none_or(|(l, r, _)| (len, rank) > (l, r)) {
+            best = Some((len, rank, p));
+        }
+    };
+    for o in overrides {
+        let qualified = o.provider.is_some();
+        if qualified && o.provider.as_deref() != Some(provider.as_str()) {
+            continue;
+        }
+        if o.model == "*" {
+            offer(0, 4, (o.input, o.output));
+        } else if matches(&o.model, &model) {
+            offer(
+                o.model.len(),
+                if qualified { 4 } else { 3 },
+                (o.input, o.output),
+            );
+        }
+    }
+    if SELF_HOSTED.contains(&provider.as_str()) {
+        offer(0, 1, (0.0, 0.0));
+    } else {
+        for (k, i, out) in BUILTIN {
+            if matches(k, &model) {
+                offer(k.len(), 2, (*i, *out));
+            }
+        }
+    }
+    best.map(|(_, _, p)| p)
+}
+
+/// Parses `GATEWAY_PRICES`.
+pub fn parse_overrides(raw: &str) -> Result<Vec<PriceOverride>, String> {
+    let mut out = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let bad = |why: &str| {
+            format!("entry {entry:?}: {why} (expected MODEL=INPUT/OUTPUT in USD per 1M tokens, e.g. gpt-4o=2.5/10)")
+        };
+        let (name, prices) = entry.split_once('=').ok_or_else(|| bad("no '='"))?;
+        let (i, o) = prices
+            .split_once('/')
+            .ok_or_else(|| bad("no '/' between the two prices"))?;
+        let num = |s: &str| -> Result<f64, String> {
+            match s.trim().parse::<f64>() {
+                Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+                _ => Err(bad("prices must be non-negative numbers")),
+            }
+        };
+        let (input, output) = (num(i)?, num(o)?);
+        let name = name.trim().to_ascii_lowercase();
+        if name.is_empty() {
+            return Err(bad("empty model name"));
+        }
+        // A provider name never contains '/', a model name may (`meta-llama/Llama-3.1-8B`):
+        // `a/b` is read as provider `a`, model `b`; bare names stay bare.
+        let (provider, model) = match name.split_once('/') {
+            Some((p, m)) if !p.is_empty() && !m.is_empty() => (
+                Some(crate::config::canonical_provider_name(p).to_string()),
+                m.to_string(),
+            ),
+            Some(_) => return Err(bad("empty provider or model")),
+            None if name == "*" => return Err(bad("'*' needs a provider: provider/*")),
+            None => (None, name),
+        };
+        out.push(PriceOverride {
+            provider,
+            model,
+            input,
+            output,
+        });
+    }
+    Ok(out)
+}
+
+/// One line for `--check-config`.
+pub fn describe(overrides: &[PriceOverride]) -> String {
+    let mut s = format!(
+        "built-in table ({} models; echo, ollama, vllm cost 0)",
+        BUILTIN.len()
+    );
+    if !overrides.is_empty() {
+        let list: Vec<String> = overrides
+            .iter()
+            .map(|o| match &o.provider {
+                Some(p) => format!("{p}/{}={}/{}", o.model, o.input, o.output),
+                None => format!("{}={}/{}", o.model, o.input, o.output),
+            })
+            .collect();
+        s.push_str(&format!(" + GATEWAY_PRICES: {}", list.join(", ")));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_prices_match_variants_but_not_siblings() {
+        assert_eq!(lookup(&[], "openai", "gpt-4o"), Some((2.5, 10.0)));
+        assert_eq!(
+            lookup(&[], "openai", "gpt-4o-2024-08-06"),
+            Some((2.5, 10.0))
+        );
+        assert_eq!(
+            lookup(&[], "openai", "gpt-4o-mini-2024-07-18"),
+            Some((0.15, 0.6))
+        );
+        assert_eq!(lookup(&[], "openai", "gpt-4.1-mini"), Some((0.4, 1.6)));
+        assert_eq!(lookup(&[], "openai", "o3-mini"), Some((1.1, 4.4)));
+        assert_eq!(
+            lookup(&[], "anthropic", "claude-sonnet-4-20250514"),
+            Some((3.0, 15.0))
+        );
+        assert_eq!(
+            lookup(&[], "anthropic", "claude-3-5-haiku-latest"),
+            Some((0.8, 4.0))
+        );
+        assert_eq!(
+            lookup(&[], "google", "gemini-2.0-flash-001"),
+            Some((0.1, 0.4))
+        );
+        assert_eq!(
+            lookup(&[], "google", "gemini-2.0-flash-lite"),
+            Some((0.075, 0.3))
+        );
+        // `gpt-4` must not price `gpt-4.5-preview`, `o1` must not price `o10`.
+        assert_eq!(lookup(&[], "openai", "gpt-4.5-preview"), None);
+        assert_eq!(lookup(&[], "openai", "o10"), None);
+        assert_eq!(lookup(&[], "groq", "llama-3.3-70b"), None);
+        assert_eq!(
+            lookup(&[], "vllm", "meta-llama/Llama-3.1-8B"),
+            Some((0.0, 0.0))
+        );
+        assert_eq!(lookup(&[], "echo", "anything"), Some((0.0, 0.0)));
+    }
+
+    #[test]
+    fn overrides_parse_and_win_on_the_same_name() {
+        let o = parse_overrides(
+            "gpt-4o=5/20, groq/llama-3.3-70b=0.59/0.79,vllm/*=0.1/0.2,hf/meta-llama/Llama-3.1-8B=1/1",
+        )
+        .unwrap();
+        assert_eq!(o.len(), 4);
+        assert_eq!(lookup(&o, "openai", "gpt-4o-2024-08-06"), Some((5.0, 20.0)));
+        // The more specific built-in name still wins over a shorter override.
+        assert_eq!(lookup(&o, "openai", "gpt-4o-mini"), Some((0.15, 0.6)));
+        assert_eq!(
+            lookup(&o, "groq", "llama-3.3-70b-versatile"),
+            Some((0.59, 0.79))
+        );
+        assert_eq!(lookup(&o, "other", "llama-3.3-70b"), None);
+        assert_eq!(lookup(&o, "vllm", "anything"), Some((0.1, 0.2)));
+        assert_eq!(
+            lookup(&o, "huggingface", "meta-llama/Llama-3.1-8B"),
+            Some((1.0, 1.0))
+        );
+        for bad in [
+            "gpt-4o",
+            "gpt-4o=1",
+            "gpt-4o=a/1",
+            "gpt-4o=-1/1",
+            "=1/1",
+            "*=1/1",
+            "/x=1/1",
+        ] {
+            assert!(parse_overrides(bad).is_err(), "{bad}");
+        }
+        assert!(parse_overrides("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn cost_is_tokens_times_price() {
+        let u = Usage::new(1_000_000, 500_000);
+        let c = lookup(&[], "openai", "gpt-4o")
+            .map(|(i, o)| (u.prompt_tokens as f64 * i + u.completion_tokens as f64 * o) / 1e6);
+        assert_eq!(c, Some(7.5));
+        assert_eq!(cost_usd("echo", "x", &u), Some(0.0));
+        assert_eq!(cost_usd("groq", "unknown-model", &u), None);
+    }
 }

@@ -79,6 +79,9 @@ pub struct Ctx {
     pub error: Option<String>,
     pub cache: Option<&'static str>,
     pub key_name: Option<String>,
+    /// The model name the serving provider was asked for (set once the model resolved; the
+    /// failover feature updates it with `provider`). Metrics and cost use it.
+    pub upstream_model: Option<String>,
     /// Whether any response header has gone to the client.
     pub responded: bool,
     /// Headers every response to this request carries (set by features such as rate limits
@@ -196,6 +199,7 @@ enum Endpoint {
     Health,
     Ready,
     ProvidersHealth,
+    Metrics,
 }
 
 /// Paths are accepted with or without the `/v1` prefix.
@@ -209,6 +213,7 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/health" | "/healthz" => Some(Endpoint::Health),
         "/ready" | "/readyz" => Some(Endpoint::Ready),
         "/health/providers" => Some(Endpoint::ProvidersHealth),
+        "/metrics" => Some(Endpoint::Metrics),
         _ => None,
     }
 }
@@ -296,6 +301,15 @@ impl Gateway {
                 respond(session, ctx, 200, "application/json", &[], Bytes::from(body)).await;
                 Ok(())
             }
+            // With GATEWAY_METRICS_LISTEN set, metrics stay off the public listener.
+            Endpoint::Metrics if self.config.metrics_listen.is_some() => {
+                Err(GatewayError::not_found(format!("no route for {method} {path}")))
+            }
+            Endpoint::Metrics if is_get => {
+                let (ctype, body) = crate::metrics::render();
+                respond(session, ctx, 200, &ctype, &[], Bytes::from(body)).await;
+                Ok(())
+            }
             Endpoint::Chat if method == Method::POST => chat::handle(self, session, ctx).await,
             Endpoint::Embeddings if method == Method::POST => {
                 chat::embeddings(self, session, ctx).await
@@ -326,6 +340,7 @@ impl ProxyHttp for Gateway {
             error: None,
             cache: None,
             key_name: None,
+            upstream_model: None,
             responded: false,
             headers: Vec::new(),
             upstream_head: None,
@@ -362,6 +377,24 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let h = session.req_header();
         let usage = ctx.usage;
+        let upstream_model = ctx.upstream_model.as_deref().or(ctx.model.as_deref());
+        let cost_usd = match (ctx.provider.as_deref(), upstream_model, usage) {
+            (Some(p), Some(m), Some(u)) => crate::pricing::cost_usd(p, m, &u),
+            _ => None,
+        };
+        if !crate::metrics::is_probe(h.uri.path()) {
+            crate::metrics::request(&crate::metrics::RequestRecord {
+                provider: ctx.provider.as_deref(),
+                model: upstream_model,
+                status: ctx.status,
+                cache: ctx.cache,
+                stream: ctx.stream,
+                latency: ctx.start.elapsed(),
+                ttfb: ctx.ttfb,
+                usage,
+                cost_usd,
+            });
+        }
         let line = RequestLog {
             req: &ctx.request_id,
             method: h.method.as_str(),
@@ -378,7 +411,7 @@ impl ProxyHttp for Gateway {
             prompt_tokens: usage.map(|u| u.prompt_tokens),
             completion_tokens: usage.map(|u| u.completion_tokens),
             tokens: usage.map(|u| u.total_tokens).unwrap_or(0),
-            cost_usd: None,
+            cost_usd,
             bytes: ctx.bytes,
             attempts: ctx.attempts,
             error: ctx.error.as_deref(),

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use pingora::proxy::http_proxy_service;
 use pingora::services::background::background_service;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use tokio::sync::broadcast;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::Config;
@@ -25,25 +27,46 @@ use crate::proxy::Gateway;
 pub struct Args {
     /// Take over the listening sockets of a running gateway (graceful upgrade).
     pub upgrade: bool,
+    /// Fork into the background once ready and write `GATEWAY_PID_FILE` (for systemd's
+    /// `Type=forking` units, whose reload runs the upgrade).
+    pub daemon: bool,
 }
 
 /// Where a running gateway hands its sockets to its successor.
-pub const UPGRADE_SOCK_VAR: &str = "GATEWAY_UPGRADE_SOCK";
-pub const PID_FILE_VAR: &str = "GATEWAY_PID_FILE";
+pub const UPGRADE_SOCK_VAR: &str = crate::config::vars::UPGRADE_SOCK;
+pub const PID_FILE_VAR: &str = crate::config::vars::PID_FILE;
 
 struct Signals {
     inflight: Arc<AtomicUsize>,
     grace: Duration,
+    /// Pingora's execution phases: draining starts only once its listeners are closed.
+    phases: parking_lot::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
 
 impl Signals {
     /// Exits the process once no request is in flight, or when the grace period ends.
+    ///
+    /// Counting starts when Pingora has stopped accepting: right away for SIGTERM, but only
+    /// after the sockets were handed over and Pingora's close timeout (5 s) for SIGQUIT, since
+    /// the old process keeps accepting until then and must serve what it accepted.
     fn exit_when_drained(&self, why: &'static str) {
         let inflight = self.inflight.clone();
         let grace = self.grace;
+        let phases = self.phases.lock().take();
         std::thread::spawn(move || {
+            if let Some(mut rx) = phases {
+                loop {
+                    match rx.blocking_recv() {
+                        Ok(ExecutionPhase::ShutdownStarted)
+                        | Ok(ExecutionPhase::ShutdownGracePeriod)
+                        | Err(broadcast::error::RecvError::Closed) => break,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    }
+                }
+            }
             let start = Instant::now();
-            // Give Pingora a moment to stop its listeners first.
+            // Connections accepted just before the listeners closed get a moment to become
+            // requests (and count as in flight).
             std::thread::sleep(Duration::from_millis(100));
             loop {
                 let n = inflight.load(Ordering::Acquire);
@@ -95,31 +118,40 @@ impl ShutdownSignalWatch for Signals {
 
 /// Builds and runs the server; returns when it has shut down.
 pub fn run(config: Config, args: Args) {
-    let mut conf = ServerConf {
+    let conf = ServerConf {
         threads: config.threads,
-        grace_period_seconds: Some(config.shutdown_grace.as_secs().max(1)),
+        // A second longer than ours, so the drain thread ends it (and says how many requests
+        // were cut) rather than Pingora's runtime shutdown.
+        grace_period_seconds: Some(config.shutdown_grace.as_secs() + 1),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.upgrade_sock.clone(),
+        pid_file: config.pid_file.clone(),
+        daemon: args.daemon,
+        // The parent of the fork exits only once the daemon is ready, so systemd's reload
+        // sends SIGQUIT to the old process only when the new one waits for its sockets.
+        daemon_wait_for_ready: args.daemon,
         ..ServerConf::default()
     };
-    if let Ok(s) = std::env::var(UPGRADE_SOCK_VAR) {
-        conf.upgrade_sock = s;
-    } else {
-        conf.upgrade_sock = "/tmp/ai-gateway-upgrade.sock".into();
-    }
-    if let Ok(p) = std::env::var(PID_FILE_VAR) {
-        conf.pid_file = p;
-    } else {
-        conf.pid_file = "/tmp/ai-gateway.pid".into();
-    }
     let opt = Opt {
         upgrade: args.upgrade,
+        daemon: args.daemon,
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
+    // A daemon must take the sockets over (and tell the waiting parent it is ready) after the
+    // fork, so there the bootstrap runs as a service the listeners depend on.
+    let bootstrap = if args.daemon {
+        Some(server.bootstrap_as_a_service())
+    } else {
+        server.bootstrap();
+        None
+    };
 
     let listen = config.listen.clone();
+    let metrics_listen = config.metrics_listen.clone();
     let grace = config.shutdown_grace;
+    crate::pricing::set_overrides(config.prices.clone());
+    crate::metrics::init(&config);
     let gateway = Gateway::new(config);
     let inflight = gateway.inflight.clone();
     log_startup(&gateway);
@@ -139,14 +171,50 @@ pub fn run(config: Config, args: Args) {
     }
     let mut service = http_proxy_service(&server.configuration, gateway);
     service.add_tcp(&listen);
-    server.add_service(service);
+    let handle = server.add_service(service);
+    if let Some(b) = &bootstrap {
+        handle.add_dependency(b);
+    }
+    if let Some(addr) = &metrics_listen {
+        let mut metrics = Service::new("metrics".to_string(), crate::metrics::MetricsApp);
+        metrics.add_tcp(addr);
+        let handle = server.add_service(metrics);
+        if let Some(b) = &bootstrap {
+            handle.add_dependency(b);
+        }
+        log::info!("metrics on http://{addr}/metrics");
+    }
     log::info!("ai-gateway listening on http://{listen}");
+    if args.daemon {
+        exit_on_readiness_signal();
+    }
+    let phases = parking_lot::Mutex::new(Some(server.watch_execution_phase()));
     server.run(RunArgs {
-        shutdown_signal: Box::new(Signals { inflight, grace }),
+        shutdown_signal: Box::new(Signals {
+            inflight,
+            grace,
+            phases,
+        }),
     });
 }
 
 fn log_startup(gw: &Gateway) {
     let names: Vec<&str> = gw.router.providers.keys().map(String::as_str).collect();
     log::info!("providers: {}", names.join(", "));
+}
+
+/// In `--daemon` mode the parent of the fork waits for the daemon's SIGUSR1 ("ready"), but
+/// Pingora 0.9.1 installs its handler only after forking: a daemon that is ready first kills
+/// the parent with SIGUSR1's default action, and systemd sees the start or reload fail. Set
+/// before the fork, this handler makes an early signal mean what a late one means: exit 0.
+/// (The daemon inherits it; SIGUSR1 ended it before as well.)
+fn exit_on_readiness_signal() {
+    extern "C" fn ready(_: libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(0) }
+    }
+    // SAFETY: installs a handler that only calls an async-signal-safe function.
+    unsafe {
+        libc::signal(libc::SIGUSR1, ready as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
 }

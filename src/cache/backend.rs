@@ -36,6 +36,10 @@ pub trait Backend: Send + Sync {
     async fn add_vector(&self, context: &Key, key: &Key, vector: Arc<[f32]>, ttl: Duration);
     /// Every vector indexed under a context, with the entry key it points to.
     async fn vectors(&self, context: &Key) -> Vec<(Key, Arc<[f32]>)>;
+    /// Entries held, where the backend can tell cheaply (for the cache size metric).
+    fn entries(&self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Clone)]
@@ -101,6 +105,10 @@ impl Memory {
 
 #[async_trait]
 impl Backend for Memory {
+    fn entries(&self) -> Option<u64> {
+        Some(self.entries.entry_count())
+    }
+
     async fn get(&self, key: &Key) -> Option<Hit> {
         let e = self.entries.get(key)?;
         let ttl_left = e.expires.checked_duration_since(Instant::now())?;

@@ -173,6 +173,7 @@ fn push_header(ctx: &mut Ctx, name: &'static str, value: String) {
 
 fn set_status(ctx: &mut Ctx, label: &'static str, header: &str) {
     ctx.cache = Some(label);
+    crate::metrics::cache_lookup(label);
     push_header(ctx, X_CACHE, header.to_string());
 }
 
@@ -414,6 +415,9 @@ pub async fn finish(gw: &Gateway, ctx: &mut Ctx) {
     // The leader's slot is freed only once the entry is stored (when `leader` drops at the
     // end), so a request arriving in between waits for it rather than going upstream again.
     backend.put(&key, entry, ttl).await;
+    if let Some(n) = backend.entries() {
+        crate::metrics::cache_size(n);
+    }
     if let Some((context, vector)) = semantic {
         backend.add_vector(&context, &key, vector, ttl).await;
     }
