@@ -608,8 +608,10 @@ enum StartBlock {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Delta {
-    TextDelta { text: String },
-    InputJsonDelta { partial_json: String },
+    #[serde(rename = "text_delta")]
+    Text { text: String },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: String },
     #[serde(other)]
     Other,
 }
@@ -729,24 +731,20 @@ impl AnthropicStream {
             Event::ContentBlockDelta { index, delta } => {
                 let kind = self.blocks.get(&index).copied();
                 match (delta, kind) {
-                    (Delta::TextDelta { text }, None | Some(BlockKind::Text)) => {
-                        if !text.is_empty() {
-                            self.role(out);
-                            self.w.content(out, &text);
-                        }
+                    (Delta::Text { text }, None | Some(BlockKind::Text)) if !text.is_empty() => {
+                        self.role(out);
+                        self.w.content(out, &text);
                     }
-                    (Delta::InputJsonDelta { partial_json }, Some(BlockKind::Tool { index: i, .. })) => {
-                        if !partial_json.is_empty() {
-                            self.role(out);
-                            self.w.tool_args(out, i, &partial_json);
-                            self.blocks.insert(index, BlockKind::Tool { index: i, args: true });
-                        }
+                    (Delta::InputJson { partial_json }, Some(BlockKind::Tool { index: i, .. }))
+                        if !partial_json.is_empty() =>
+                    {
+                        self.role(out);
+                        self.w.tool_args(out, i, &partial_json);
+                        self.blocks.insert(index, BlockKind::Tool { index: i, args: true });
                     }
-                    (Delta::InputJsonDelta { partial_json }, Some(BlockKind::Json)) => {
-                        if !partial_json.is_empty() {
-                            self.role(out);
-                            self.w.content(out, &partial_json);
-                        }
+                    (Delta::InputJson { partial_json }, Some(BlockKind::Json)) if !partial_json.is_empty() => {
+                        self.role(out);
+                        self.w.content(out, &partial_json);
                     }
                     _ => {}
                 }

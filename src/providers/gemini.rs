@@ -431,10 +431,8 @@ fn reduce(v: &Value, defs: &Map<String, Value>, depth: u32) -> Value {
                     out.insert("enum".into(), Value::Array(list.clone()));
                 }
             }
-            "const" => {
-                if val.is_string() {
-                    out.insert("enum".into(), json!([val]));
-                }
+            "const" if val.is_string() => {
+                out.insert("enum".into(), json!([val]));
             }
             "format" => {
                 if matches!(

@@ -190,7 +190,7 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
     if !o.get("model").is_some_and(Value::is_string) {
         return Err("model: Field required".into());
     }
-    if !o.get("max_tokens").and_then(Value::as_u64).is_some_and(|n| n >= 1) {
+    if o.get("max_tokens").and_then(Value::as_u64).unwrap_or(0) == 0 {
         return Err("max_tokens: Field required".into());
     }
     if let Some(t) = o.get("temperature") {
