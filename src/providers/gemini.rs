@@ -657,6 +657,8 @@ struct CandidateState {
     role_sent: bool,
     tools: u32,
     finish: Option<String>,
+    /// The prompt was blocked (`promptFeedback.blockReason`): nothing will come.
+    blocked: bool,
 }
 
 /// Gemini `alt=sse` -> OpenAI chunks. Each event is a whole `GenerateContentResponse` with the
@@ -726,6 +728,7 @@ impl GeminiStream {
             if let Some(reason) = r.prompt_feedback.and_then(|f| f.block_reason) {
                 if let Some(s) = state(&mut self.candidates, 0) {
                     s.finish = Some(reason);
+                    s.blocked = true;
                 }
             }
         }
@@ -824,7 +827,11 @@ impl StreamTranslator for GeminiStream {
             if !s.seen {
                 continue;
             }
-            let reason = finish_reason(s.finish.as_deref(), s.tools > 0);
+            let reason = if s.blocked {
+                "content_filter"
+            } else {
+                finish_reason(s.finish.as_deref(), s.tools > 0)
+            };
             role(&self.w, s, idx, out);
             self.w.finish_at(out, idx as u32, reason);
         }
@@ -1344,6 +1351,17 @@ mod tests {
             chunk(1, json!({"content": "b"}), None),
             chunk(0, json!({}), Some("stop")),
             chunk(1, json!({}), Some("length")),
+            json!("[DONE]"),
+        ];
+        check(&input, &call(false, true), &want, &StreamStatus::Done);
+    }
+
+    #[test]
+    fn blocked_prompt_stream_ends_with_content_filter() {
+        let input = ev(json!({"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4}, "responseId": "r1"}));
+        let want = [
+            chunk(0, json!({"role": "assistant", "content": ""}), None),
+            chunk(0, json!({}), Some("content_filter")),
             json!("[DONE]"),
         ];
         check(&input, &call(false, true), &want, &StreamStatus::Done);
