@@ -45,6 +45,7 @@ fn bench(c: &mut Criterion) {
         upstream_model: "gpt-4o-mini".into(),
         stream: true,
         include_usage: false,
+        parallel_tool_calls: true,
     };
     for name in ["openai", "anthropic", "google"] {
         let p = providers::build(&config.providers[name], &config);

@@ -163,6 +163,11 @@ impl ChatRequest {
             .map(Vec::as_slice)
             .unwrap_or(&[])
     }
+
+    /// False only when the client sent `"parallel_tool_calls": false`.
+    pub fn parallel_tool_calls(&self) -> bool {
+        !matches!(self.body.get("parallel_tool_calls"), Some(Value::Bool(false)))
+    }
 }
 
 /// Parses a JSON object body (400 on anything else).
@@ -371,6 +376,47 @@ pub fn completion_body(id: &str, created: u64, model: &str, answer: &Answer) -> 
     Bytes::from(v.to_string())
 }
 
+/// Renders a `chat.completion` object with one choice per answer (`n > 1`); `usage` covers all.
+pub fn completion_body_choices(
+    id: &str,
+    created: u64,
+    model: &str,
+    answers: &[Answer],
+    usage: Option<&Usage>,
+) -> Bytes {
+    let choices: Vec<Value> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let mut message = serde_json::json!({
+                "role": "assistant",
+                "content": a.content,
+                "refusal": null,
+            });
+            if !a.tool_calls.is_empty() {
+                let calls: Vec<Value> = a
+                    .tool_calls
+                    .iter()
+                    .map(|t| serde_json::json!({"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}))
+                    .collect();
+                message["tool_calls"] = Value::Array(calls);
+            }
+            serde_json::json!({"index": i, "message": message, "logprobs": null, "finish_reason": a.finish_reason})
+        })
+        .collect();
+    let mut v = serde_json::json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    });
+    if let Some(u) = usage {
+        v["usage"] = u.to_value();
+    }
+    Bytes::from(v.to_string())
+}
+
 #[derive(Serialize)]
 struct ChunkOut<'a, D: Serialize> {
     id: &'a str,
@@ -461,6 +507,10 @@ impl ChunkWriter {
     }
 
     fn choice<D: Serialize>(&self, out: &mut BytesMut, delta: D, finish: Option<&str>) {
+        self.choice_at(out, 0, delta, finish)
+    }
+
+    fn choice_at<D: Serialize>(&self, out: &mut BytesMut, index: u32, delta: D, finish: Option<&str>) {
         Self::event(
             out,
             &ChunkOut {
@@ -469,7 +519,7 @@ impl ChunkWriter {
                 created: self.created,
                 model: &self.model,
                 choices: [ChoiceOut {
-                    index: 0,
+                    index,
                     delta,
                     logprobs: None,
                     finish_reason: finish.map(str::to_string),
@@ -547,6 +597,32 @@ impl ChunkWriter {
                 usage: usage.to_value(),
             },
         );
+    }
+
+    /// The writers below address one choice of several (`n > 1`); the ones above write choice 0.
+    pub fn role_at(&self, out: &mut BytesMut, choice: u32) {
+        let delta = RoleDelta { role: "assistant", content: "" };
+        self.choice_at(out, choice, delta, None);
+    }
+
+    pub fn content_at(&self, out: &mut BytesMut, choice: u32, text: &str) {
+        self.choice_at(out, choice, ContentDelta { content: text }, None);
+    }
+
+    pub fn tool_start_at(&self, out: &mut BytesMut, choice: u32, index: u32, id: &str, name: &str) {
+        let function = ToolDeltaFn { name: Some(name), arguments: "" };
+        let item = ToolDeltaItem { index, id: Some(id), kind: Some("function"), function };
+        self.choice_at(out, choice, ToolDelta { tool_calls: [item] }, None);
+    }
+
+    pub fn tool_args_at(&self, out: &mut BytesMut, choice: u32, index: u32, fragment: &str) {
+        let function = ToolDeltaFn { name: None, arguments: fragment };
+        let item = ToolDeltaItem { index, id: None, kind: None, function };
+        self.choice_at(out, choice, ToolDelta { tool_calls: [item] }, None);
+    }
+
+    pub fn finish_at(&self, out: &mut BytesMut, choice: u32, reason: &str) {
+        self.choice_at(out, choice, EmptyDelta {}, Some(reason));
     }
 
     pub fn done(out: &mut BytesMut) {

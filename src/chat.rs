@@ -115,6 +115,7 @@ async fn run_candidates(
                 upstream_model: route.upstream_model.clone(),
                 stream: req.stream,
                 include_usage: req.include_usage,
+                parallel_tool_calls: req.parallel_tool_calls(),
             };
             let started = Instant::now();
             let target = backend.and_then(|i| pool.and_then(|p| p.backends.get(i)));
@@ -535,5 +536,10 @@ pub async fn embed(
         metrics::upstream_error(&cfg.name, err.label);
         return Err(err);
     }
-    route.provider.embeddings_response(body, client_model)
+    let (bytes, usage) = route.provider.embeddings_response(body, client_model)?;
+    if cfg.kind == WireKind::OpenAi {
+        return Ok((bytes, usage));
+    }
+    // Translated answers: usage estimated if uncounted, base64 encoding applied.
+    Ok(crate::providers::translate::finish_embeddings(obj, bytes, usage))
 }

@@ -13,7 +13,8 @@
 //! - [`models`]: `/v1/models`.
 //! - [`api`]: the public OpenAI types: request parsing, usage, completion and chunk writers.
 //! - [`error`]: the OpenAI error object every client sees.
-//! - [`providers`]: one file per upstream wire format (`openai`, `anthropic`, `gemini`, `echo`).
+//! - [`providers`]: one file per upstream wire format (`openai`, `anthropic`, `gemini`, `echo`);
+//!   `translate` holds what the translating formats share.
 //! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
 //! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
 //! - [`pricing`]: model prices for the `cost` strategy.

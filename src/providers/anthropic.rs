@@ -1,40 +1,1290 @@
-//! Anthropic Messages: translation to and from OpenAI Chat Completions.
-//! (Work in progress: see issue 3. Until it lands every call answers 501.)
+//! Anthropic Messages API (`POST /v1/messages`) behind OpenAI Chat Completions: requests,
+//! answers, streams and errors translated both ways.
+//!
+//! Choices (README, "Anthropic and Gemini"): `temperature` above 1 is clamped to 1 (Anthropic's
+//! maximum); `n > 1` is a 400; `response_format` JSON is emulated with one forced tool whose
+//! input is the answer; `seed`, `user` (sent as `metadata.user_id`) and the fields of
+//! [`translate::harmless`] cannot change the answer; any other field without an equivalent is a
+//! 400 naming it.
 
-use bytes::Bytes;
+use std::collections::HashMap;
 
-use crate::api::{ChatRequest, Usage};
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::api::{completion_body, unix_now, Answer, ChatRequest, ChunkWriter, ToolCall, Usage};
 use crate::config::{BaseUrl, ProviderConfig};
-use crate::error::GatewayError;
-use crate::providers::{CallInfo, Provider, StreamStatus, StreamTranslator, Translated, UpstreamRequest};
+use crate::error::{kind_for_status, label_for_status, GatewayError};
+use crate::providers::translate::{
+    self, unsupported, Conversation, Msg, Part, ResponseFormat, Source, ToolChoice,
+};
+use crate::providers::{
+    upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
+    UpstreamRequest,
+};
+use crate::sse::SseFramer;
+
+/// The API version every request names (`anthropic-version`).
+pub const API_VERSION: &str = "2023-06-01";
+
+/// The tool that carries the answer when the client asked for JSON (`response_format`):
+/// Anthropic has no JSON mode, so the gateway forces a call to this tool and returns its input
+/// as the message content. Client tools may not use the name.
+pub const JSON_TOOL: &str = "gateway_json_response";
+
+const NAME: &str = "Anthropic";
 
 pub struct Anthropic {
     cfg: ProviderConfig,
-    #[allow(dead_code)]
     default_max_tokens: u32,
 }
 
 impl Anthropic {
     pub fn new(cfg: ProviderConfig, default_max_tokens: u32) -> Self {
-        Anthropic { cfg, default_max_tokens }
+        Anthropic {
+            cfg,
+            default_max_tokens,
+        }
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![("anthropic-version", API_VERSION.to_string())];
+        if let Some(k) = &self.cfg.api_key {
+            h.push(("x-api-key", k.expose().to_string()));
+        }
+        h
     }
 }
 
-fn not_yet() -> GatewayError {
-    GatewayError::new(501, "invalid_request_error", Some("not_implemented"), "anthropic translation is not implemented yet")
-}
-
 impl Provider for Anthropic {
-    fn config(&self) -> &ProviderConfig { &self.cfg }
-    fn chat_request(&self, _r: &ChatRequest, _c: &CallInfo, _b: &BaseUrl) -> Result<UpstreamRequest, GatewayError> { Err(not_yet()) }
-    fn chat_response(&self, _b: Bytes, _c: &CallInfo) -> Result<Translated, GatewayError> { Err(not_yet()) }
-    fn stream_translator(&self, _c: &CallInfo) -> Box<dyn StreamTranslator> { Box::new(Never) }
-    fn error(&self, status: u16, body: &[u8]) -> GatewayError { crate::providers::openai::openai_error(status, body) }
+    fn config(&self) -> &ProviderConfig {
+        &self.cfg
+    }
+
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        call: &CallInfo,
+        backend: &BaseUrl,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let body = encode_request(req, call, self.default_max_tokens)?;
+        let bytes = serde_json::to_vec(&body)
+            .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
+        Ok(UpstreamRequest::post(
+            format!("{}/v1/messages", backend.path),
+            self.headers(),
+            Bytes::from(bytes),
+        ))
+    }
+
+    fn chat_response(&self, body: Bytes, call: &CallInfo) -> Result<Translated, GatewayError> {
+        decode_response(&body, call)
+    }
+
+    fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator> {
+        Box::new(AnthropicStream::new(call))
+    }
+
+    fn error(&self, status: u16, body: &[u8]) -> GatewayError {
+        map_error(status, body)
+    }
+
+    fn embeddings_request(
+        &self,
+        _body: &Map<String, Value>,
+        _upstream_model: &str,
+        _backend: &BaseUrl,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mut e = GatewayError::bad_request(
+            "model",
+            "Anthropic has no embeddings API: use an embeddings model of another provider \
+             (for example openai/text-embedding-3-small or google/text-embedding-004)",
+        );
+        e.code = Some("embeddings_not_supported".into());
+        Err(e)
+    }
+
+    fn models_request(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
+        Some(UpstreamRequest::get(
+            format!("{}/v1/models?limit=1000", backend.path),
+            self.headers(),
+        ))
+    }
+
+    fn parse_models(&self, body: &[u8]) -> Vec<String> {
+        crate::providers::openai::parse_model_list(body)
+    }
+
+    fn health_probe(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
+        Some(UpstreamRequest::get(
+            format!("{}/v1/models?limit=1", backend.path),
+            self.headers(),
+        ))
+    }
 }
 
-struct Never;
-impl StreamTranslator for Never {
-    fn feed(&mut self, _i: &[u8], _o: &mut bytes::BytesMut) -> StreamStatus { StreamStatus::Failed(not_yet()) }
-    fn finish(&mut self, _o: &mut bytes::BytesMut) -> StreamStatus { StreamStatus::Failed(not_yet()) }
-    fn usage(&self) -> Option<Usage> { None }
+// ---------------------------------------------------------------------------------------------
+// Request encoding
+
+/// The Anthropic Messages body for an OpenAI chat request.
+pub fn encode_request(
+    req: &ChatRequest,
+    call: &CallInfo,
+    default_max_tokens: u32,
+) -> Result<Value, GatewayError> {
+    let b = &req.body;
+    for (k, v) in b {
+        if v.is_null() {
+            continue;
+        }
+        match k.as_str() {
+            "model" | "messages" | "stream" | "stream_options" | "temperature" | "top_p"
+            | "top_k" | "max_tokens" | "max_completion_tokens" | "stop" | "n" | "tools"
+            | "tool_choice" | "parallel_tool_calls" | "response_format" | "user" => {}
+            // Sampling determinism only: it cannot change what is asked.
+            "seed" => {}
+            "presence_penalty" | "frequency_penalty" if v.as_f64() == Some(0.0) => {}
+            "reasoning_effort" if v == "none" => {}
+            k if translate::harmless(k, v) => {}
+            "reasoning_effort" => {
+                return Err(unsupported(NAME, k, "extended thinking cannot be requested through the OpenAI API of this gateway; omit it"))
+            }
+            other => {
+                return Err(unsupported(
+                    NAME,
+                    other,
+                    "the Messages API has no equivalent and dropping it could change the answer; remove it",
+                ))
+            }
+        }
+    }
+    if translate::choices(b)? > 1 {
+        return Err(GatewayError::bad_request(
+            "n",
+            "Anthropic returns one choice per request: 'n' must be 1 (send several requests instead)",
+        ));
+    }
+
+    let conv = Conversation::parse(req.messages())?;
+    let messages = encode_messages(&conv)?;
+    if messages.is_empty() {
+        return Err(GatewayError::bad_request(
+            "messages",
+            "'messages' needs at least one user or assistant message with content",
+        ));
+    }
+
+    let mut out = Map::new();
+    out.insert("model".into(), Value::String(call.upstream_model.clone()));
+    let max = translate::max_tokens(b)?.unwrap_or(u64::from(default_max_tokens));
+    out.insert("max_tokens".into(), json!(max));
+    if !conv.system.is_empty() {
+        let blocks: Vec<Value> = conv
+            .system
+            .iter()
+            .map(|t| text_block(&t.text, t.cache_control.as_ref()))
+            .collect();
+        out.insert("system".into(), Value::Array(blocks));
+    }
+    out.insert("messages".into(), Value::Array(messages));
+
+    // Anthropic rejects whitespace-only stop sequences.
+    let stop: Vec<String> = translate::stop_sequences(b)
+        .into_iter()
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    if !stop.is_empty() {
+        out.insert("stop_sequences".into(), json!(stop));
+    }
+    if let Some(t) = translate::temperature(b)? {
+        // Anthropic's range is 0-1; OpenAI's 0-2. Values above 1 get Anthropic's most random.
+        out.insert("temperature".into(), json!(t.min(1.0)));
+    }
+    if let Some(p) = b.get("top_p").filter(|v| !v.is_null()) {
+        out.insert("top_p".into(), p.clone());
+    }
+    if let Some(k) = b.get("top_k").filter(|v| !v.is_null()) {
+        out.insert("top_k".into(), k.clone());
+    }
+
+    let tools = translate::tools(b)?;
+    let choice = translate::tool_choice(b, &tools)?;
+    let single = !req.parallel_tool_calls();
+    let format = translate::response_format(b)?;
+    if tools.iter().any(|t| t.name == JSON_TOOL) {
+        return Err(GatewayError::bad_request(
+            "tools",
+            format!("the tool name {JSON_TOOL:?} is reserved by the gateway"),
+        ));
+    }
+    match format {
+        ResponseFormat::Text => {
+            if !tools.is_empty() {
+                let list: Vec<Value> = tools
+                    .iter()
+                    .map(|t| {
+                        let mut o = Map::new();
+                        o.insert("name".into(), json!(t.name));
+                        if let Some(d) = &t.description {
+                            o.insert("description".into(), json!(d));
+                        }
+                        o.insert("input_schema".into(), input_schema(t.parameters.as_ref()));
+                        Value::Object(o)
+                    })
+                    .collect();
+                out.insert("tools".into(), Value::Array(list));
+                let mut tc = match &choice {
+                    None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
+                    Some(ToolChoice::None) => json!({"type": "none"}),
+                    Some(ToolChoice::Required) => json!({"type": "any"}),
+                    Some(ToolChoice::Named(n)) => json!({"type": "tool", "name": n}),
+                };
+                if single && tc["type"] != "none" {
+                    tc["disable_parallel_tool_use"] = json!(true);
+                }
+                if choice.is_some() || single {
+                    out.insert("tool_choice".into(), tc);
+                }
+            }
+        }
+        ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. } => {
+            if !tools.is_empty() {
+                return Err(GatewayError::bad_request(
+                    "response_format",
+                    "Anthropic has no JSON mode; the gateway emulates 'response_format' with a forced tool call, which cannot be combined with 'tools'",
+                ));
+            }
+            let (schema, description) = match format {
+                ResponseFormat::JsonSchema {
+                    schema,
+                    description,
+                    name,
+                } => (schema, description.unwrap_or(name)),
+                _ => (json!({"type": "object"}), "a JSON object".to_string()),
+            };
+            if schema.get("type").is_some_and(|t| t != "object") {
+                return Err(GatewayError::bad_request(
+                    "response_format.json_schema.schema",
+                    "the schema's root must be an object for Anthropic models",
+                ));
+            }
+            out.insert(
+                "tools".into(),
+                json!([{
+                    "name": JSON_TOOL,
+                    "description": format!("Give the final answer by calling this tool with {description}."),
+                    "input_schema": input_schema(Some(&schema)),
+                }]),
+            );
+            out.insert(
+                "tool_choice".into(),
+                json!({"type": "tool", "name": JSON_TOOL, "disable_parallel_tool_use": true}),
+            );
+        }
+    }
+    if let Some(u) = b.get("user").and_then(Value::as_str) {
+        out.insert("metadata".into(), json!({"user_id": u}));
+    }
+    if req.stream {
+        out.insert("stream".into(), json!(true));
+    }
+    Ok(Value::Object(out))
+}
+
+/// A tool's `input_schema`: Anthropic requires an object schema.
+fn input_schema(params: Option<&Value>) -> Value {
+    match params {
+        Some(Value::Object(o)) => {
+            let mut o = o.clone();
+            o.entry("type").or_insert_with(|| json!("object"));
+            Value::Object(o)
+        }
+        _ => json!({"type": "object", "properties": {}}),
+    }
+}
+
+fn text_block(text: &str, cache_control: Option<&Value>) -> Value {
+    let mut b = json!({"type": "text", "text": text});
+    if let Some(cc) = cache_control {
+        b["cache_control"] = cc.clone();
+    }
+    b
+}
+
+fn part_block(p: &Part) -> Result<Value, GatewayError> {
+    Ok(match p {
+        Part::Text(t) => text_block(&t.text, t.cache_control.as_ref()),
+        Part::Image(src, cc) => {
+            let source = match src {
+                Source::Inline { mime, data } => {
+                    json!({"type": "base64", "media_type": mime, "data": data})
+                }
+                Source::Url { url, .. } => json!({"type": "url", "url": url}),
+            };
+            let mut b = json!({"type": "image", "source": source});
+            if let Some(cc) = cc {
+                b["cache_control"] = cc.clone();
+            }
+            b
+        }
+        Part::File { mime, data } if mime == "application/pdf" => json!({
+            "type": "document",
+            "source": {"type": "base64", "media_type": mime, "data": data},
+        }),
+        Part::File { mime, .. } => {
+            return Err(unsupported(
+                NAME,
+                "messages",
+                &format!("file parts of type {mime:?} cannot be sent (PDF only)"),
+            ))
+        }
+        Part::Audio { .. } => {
+            return Err(unsupported(
+                NAME,
+                "messages",
+                "input_audio parts cannot be sent to Anthropic models",
+            ))
+        }
+    })
+}
+
+/// OpenAI messages -> Anthropic turns: tool results become `user` turns of `tool_result`
+/// blocks, consecutive same-role turns merge, empty ones disappear.
+fn encode_messages(conv: &Conversation) -> Result<Vec<Value>, GatewayError> {
+    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    for t in &conv.turns {
+        let (role, blocks) = match t {
+            Msg::User(parts) => (
+                "user",
+                parts.iter().map(part_block).collect::<Result<Vec<_>, _>>()?,
+            ),
+            Msg::Assistant { parts, calls } => {
+                let mut blocks = parts.iter().map(part_block).collect::<Result<Vec<_>, _>>()?;
+                for c in calls {
+                    blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args}));
+                }
+                ("assistant", blocks)
+            }
+            Msg::Tool { id, content, .. } => {
+                let mut b = json!({"type": "tool_result", "tool_use_id": id});
+                if !content.is_empty() {
+                    b["content"] = json!(content);
+                }
+                ("user", vec![b])
+            }
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((r, existing)) if *r == role => existing.extend(blocks),
+            _ => turns.push((role, blocks)),
+        }
+    }
+    // Anthropic wants a user turn's tool results before anything else in it.
+    for (role, blocks) in &mut turns {
+        if *role == "user" {
+            blocks.sort_by_key(|b| b["type"] != "tool_result");
+        }
+    }
+    // A final assistant turn is a prefill, which must not end with whitespace.
+    if let Some(("assistant", blocks)) = turns.last_mut() {
+        if let Some(Value::String(s)) = blocks.last_mut().and_then(|b| b.get_mut("text")) {
+            let trimmed = s.trim_end().len();
+            s.truncate(trimmed);
+        }
+        blocks.retain(|b| b["type"] != "text" || b["text"] != "");
+        if blocks.is_empty() {
+            turns.pop();
+        }
+    }
+    Ok(turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response decoding
+
+#[derive(Deserialize)]
+struct MessageResponse {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    content: Vec<Block>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: AnthropicUsage,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block {
+    Text {
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+}
+
+/// Token counts as they arrive (`message_delta` counts are cumulative and replace earlier ones).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    input: u64,
+    output: u64,
+    cache_creation: u64,
+    cache_read: u64,
+}
+
+impl Counts {
+    fn update(&mut self, u: &AnthropicUsage) {
+        if let Some(v) = u.input_tokens {
+            self.input = v;
+        }
+        if let Some(v) = u.output_tokens {
+            self.output = v;
+        }
+        if let Some(v) = u.cache_creation_input_tokens {
+            self.cache_creation = v;
+        }
+        if let Some(v) = u.cache_read_input_tokens {
+            self.cache_read = v;
+        }
+    }
+
+    /// OpenAI counts every prompt token, cached or not, in `prompt_tokens`.
+    fn usage(&self) -> Usage {
+        let mut u = Usage::new(self.input + self.cache_read + self.cache_creation, self.output);
+        u.cached_tokens = self.cache_read;
+        u
+    }
+}
+
+pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
+    match stop_reason {
+        Some("tool_use") => "tool_calls",
+        Some("max_tokens") | Some("model_context_window_exceeded") => "length",
+        Some("refusal") => "content_filter",
+        // end_turn, stop_sequence, pause_turn, and anything new.
+        _ => "stop",
+    }
+}
+
+fn completion_id(upstream: &str) -> String {
+    if upstream.is_empty() {
+        crate::api::completion_id()
+    } else {
+        format!("chatcmpl-{upstream}")
+    }
+}
+
+fn decode_response(body: &[u8], call: &CallInfo) -> Result<Translated, GatewayError> {
+    let m: MessageResponse =
+        serde_json::from_slice(body).map_err(|e| translate::bad_upstream_body(NAME, e))?;
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    let mut json_answer = false;
+    for b in m.content {
+        match b {
+            Block::Text { text: t } => text.push_str(&t),
+            Block::ToolUse { name, input, .. } if name == JSON_TOOL => {
+                json_answer = true;
+                text.push_str(&input.to_string());
+            }
+            Block::ToolUse { id, name, input } => {
+                let arguments = if input.is_null() {
+                    "{}".to_string()
+                } else {
+                    input.to_string()
+                };
+                calls.push(ToolCall {
+                    id,
+                    name,
+                    arguments,
+                });
+            }
+            Block::Other => {}
+        }
+    }
+    let mut finish = finish_reason(m.stop_reason.as_deref());
+    if json_answer && finish == "tool_calls" {
+        finish = "stop";
+    }
+    let mut counts = Counts::default();
+    counts.update(&m.usage);
+    let usage = Some(counts.usage());
+    let answer = Answer {
+        content: if text.is_empty() && !calls.is_empty() {
+            None
+        } else {
+            Some(text)
+        },
+        tool_calls: calls,
+        finish_reason: finish.to_string(),
+        usage,
+    };
+    let body = completion_body(&completion_id(&m.id), unix_now(), &call.client_model, &answer);
+    Ok(Translated { body, usage })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream decoding
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Event {
+    MessageStart {
+        message: StartMessage,
+    },
+    ContentBlockStart {
+        index: u64,
+        content_block: StartBlock,
+    },
+    ContentBlockDelta {
+        index: u64,
+        delta: Delta,
+    },
+    ContentBlockStop {
+        index: u64,
+    },
+    MessageDelta {
+        #[serde(default)]
+        delta: MessageDeltaBody,
+        #[serde(default)]
+        usage: Option<AnthropicUsage>,
+    },
+    MessageStop,
+    Error {
+        error: Value,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct StartMessage {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    usage: AnthropicUsage,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StartBlock {
+    Text {
+        #[serde(default)]
+        text: String,
+    },
+    ToolUse {
+        id: String,
+        name: String,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Delta {
+    #[serde(rename = "text_delta")]
+    Text { text: String },
+    #[serde(rename = "input_json_delta")]
+    InputJson { partial_json: String },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default)]
+struct MessageDeltaBody {
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+/// What an Anthropic content block becomes on the OpenAI side.
+#[derive(Debug, Clone, Copy)]
+enum BlockKind {
+    Text,
+    /// A tool call at this OpenAI `index`; `args` once an arguments fragment went out.
+    Tool { index: u32, args: bool },
+    /// The forced JSON tool: its input is the answer's content.
+    Json,
+    /// Thinking, server tools, anything new: not shown.
+    Hidden,
+}
+
+/// Anthropic SSE -> OpenAI chunks. The role chunk is written with the first thing there is to
+/// show, so an `error` event right after `message_start` leaves nothing written and the
+/// request can still fail over. The finish chunk waits for `message_stop`: a stream that dies
+/// after `message_delta` must end with an error, not with a finish_reason.
+pub struct AnthropicStream {
+    framer: SseFramer,
+    w: ChunkWriter,
+    include_usage: bool,
+    role_sent: bool,
+    blocks: HashMap<u64, BlockKind>,
+    next_tool: u32,
+    json_answer: bool,
+    stop_reason: Option<String>,
+    counts: Option<Counts>,
+    done: bool,
+}
+
+impl AnthropicStream {
+    pub fn new(call: &CallInfo) -> Self {
+        AnthropicStream {
+            framer: SseFramer::new(),
+            w: ChunkWriter::new(&call.client_model),
+            include_usage: call.include_usage,
+            role_sent: false,
+            blocks: HashMap::new(),
+            next_tool: 0,
+            json_answer: false,
+            stop_reason: None,
+            counts: None,
+            done: false,
+        }
+    }
+
+    /// Fixes the chunk id and time (tests compare exact output).
+    pub fn with_writer(mut self, id: &str, created: u64) -> Self {
+        self.w.id = id.to_string();
+        self.w.created = created;
+        self
+    }
+
+    fn role(&mut self, out: &mut BytesMut) {
+        if !self.role_sent {
+            self.role_sent = true;
+            self.w.role(out);
+        }
+    }
+
+    fn event(&mut self, data: &str, out: &mut BytesMut) -> StreamStatus {
+        let ev: Event = match serde_json::from_str(data) {
+            Ok(ev) => ev,
+            Err(e) => {
+                return StreamStatus::Failed(
+                    translate::bad_upstream_body(NAME, format!("stream event: {e}"))
+                        .with_label("upstream_stream_error"),
+                )
+            }
+        };
+        match ev {
+            Event::MessageStart { message } => {
+                if !message.id.is_empty() && !self.role_sent {
+                    self.w.id = completion_id(&message.id);
+                }
+                self.counts.get_or_insert_with(Counts::default).update(&message.usage);
+            }
+            Event::ContentBlockStart {
+                index,
+                content_block,
+            } => {
+                let kind = match content_block {
+                    StartBlock::Text { text } => {
+                        if !text.is_empty() {
+                            self.role(out);
+                            self.w.content(out, &text);
+                        }
+                        BlockKind::Text
+                    }
+                    StartBlock::ToolUse { name, .. } if name == JSON_TOOL => {
+                        self.json_answer = true;
+                        BlockKind::Json
+                    }
+                    StartBlock::ToolUse { id, name } => {
+                        self.role(out);
+                        let i = self.next_tool;
+                        self.next_tool += 1;
+                        self.w.tool_start(out, i, &id, &name);
+                        BlockKind::Tool {
+                            index: i,
+                            args: false,
+                        }
+                    }
+                    StartBlock::Other => BlockKind::Hidden,
+                };
+                self.blocks.insert(index, kind);
+            }
+            Event::ContentBlockDelta { index, delta } => {
+                let kind = self.blocks.get(&index).copied();
+                match (delta, kind) {
+                    (Delta::Text { text }, None | Some(BlockKind::Text)) if !text.is_empty() => {
+                        self.role(out);
+                        self.w.content(out, &text);
+                    }
+                    (Delta::InputJson { partial_json }, Some(BlockKind::Tool { index: i, .. }))
+                        if !partial_json.is_empty() =>
+                    {
+                        self.role(out);
+                        self.w.tool_args(out, i, &partial_json);
+                        self.blocks.insert(index, BlockKind::Tool { index: i, args: true });
+                    }
+                    (Delta::InputJson { partial_json }, Some(BlockKind::Json)) if !partial_json.is_empty() => {
+                        self.role(out);
+                        self.w.content(out, &partial_json);
+                    }
+                    _ => {}
+                }
+            }
+            Event::ContentBlockStop { index } => {
+                // A call without arguments still gets a parseable `{}`.
+                if let Some(BlockKind::Tool { index: i, args: false }) = self.blocks.get(&index).copied() {
+                    self.w.tool_args(out, i, "{}");
+                    self.blocks.insert(index, BlockKind::Tool { index: i, args: true });
+                }
+            }
+            Event::MessageDelta { delta, usage } => {
+                if delta.stop_reason.is_some() {
+                    self.stop_reason = delta.stop_reason;
+                }
+                if let Some(u) = usage {
+                    self.counts.get_or_insert_with(Counts::default).update(&u);
+                }
+            }
+            Event::MessageStop => {
+                self.role(out);
+                let mut reason = finish_reason(self.stop_reason.as_deref());
+                if self.json_answer && reason == "tool_calls" {
+                    reason = "stop";
+                }
+                self.w.finish(out, reason);
+                if self.include_usage {
+                    let u = self.counts.unwrap_or_default().usage();
+                    self.w.usage(out, &u);
+                }
+                ChunkWriter::done(out);
+                self.done = true;
+                return StreamStatus::Done;
+            }
+            Event::Error { error } => {
+                let body = json!({ "error": error }).to_string();
+                let status = error
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .map(status_for_type)
+                    .unwrap_or(500);
+                let mut e = map_error(status, body.as_bytes());
+                e.label = "upstream_stream_error";
+                return StreamStatus::Failed(e);
+            }
+            Event::Other => {}
+        }
+        StreamStatus::Continue
+    }
+}
+
+impl StreamTranslator for AnthropicStream {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> StreamStatus {
+        if self.done {
+            return StreamStatus::Done;
+        }
+        self.framer.push(input);
+        while let Some(ev) = self.framer.next_event() {
+            if ev.data.is_empty() {
+                continue;
+            }
+            match self.event(&ev.data, out) {
+                StreamStatus::Continue => {}
+                other => return other,
+            }
+        }
+        StreamStatus::Continue
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> StreamStatus {
+        if self.done {
+            return StreamStatus::Done;
+        }
+        if let Some(ev) = self.framer.finish() {
+            if !ev.data.is_empty() {
+                // A final event without its blank line counts; a cut one is a truncation.
+                match self.event(&ev.data, out) {
+                    StreamStatus::Failed(e) if !translate::is_unreadable(&e) => {
+                        return StreamStatus::Failed(e)
+                    }
+                    StreamStatus::Done => return StreamStatus::Done,
+                    _ => {}
+                }
+            }
+        }
+        StreamStatus::Failed(translate::truncated(NAME, "message_stop"))
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.counts.map(|c| c.usage())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error mapping
+
+/// The HTTP status Anthropic uses for an error `type` (stream errors carry only the type).
+fn status_for_type(t: &str) -> u16 {
+    match t {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => 500,
+    }
+}
+
+/// An Anthropic error body -> the OpenAI error object. 529 (overloaded) becomes 503 so every
+/// client treats it as retryable; the Anthropic error type is kept as `code`.
+pub fn map_error(status: u16, body: &[u8]) -> GatewayError {
+    let (message, kind, _) = upstream_error_message(body);
+    let status = if status == 529 { 503 } else { status };
+    GatewayError {
+        status,
+        message,
+        kind: kind_for_status(status).to_string(),
+        param: None,
+        code: kind,
+        retry_after: None,
+        label: label_for_status(status),
+        upstream: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn call(include_usage: bool) -> CallInfo {
+        CallInfo {
+            client_model: "anthropic/claude-sonnet-4-20250514".into(),
+            upstream_model: "claude-sonnet-4-20250514".into(),
+            stream: true,
+            include_usage,
+            parallel_tool_calls: true,
+        }
+    }
+
+    fn encode(body: Value) -> Result<Value, GatewayError> {
+        let req = ChatRequest::parse(body.to_string().as_bytes())?;
+        encode_request(&req, &call(false), 4096)
+    }
+
+    #[test]
+    fn request_translation() {
+        let v = encode(json!({
+            "model": "anthropic/claude-sonnet-4-20250514",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "developer", "content": "use metric"},
+                {"role": "user", "content": "weather in Paris and Rome?"},
+                {"role": "user", "content": [{"type": "text", "text": "and "}, {"type": "text", "text": ""},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}}]},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "21C"},
+                {"role": "assistant", "content": ""},
+                {"role": "user", "content": "thanks"}
+            ],
+            "max_completion_tokens": 100, "max_tokens": 5, "temperature": 1.7, "top_p": 0.9,
+            "stop": ["END", "  "], "user": "u-42", "seed": 7, "n": 1, "store": false,
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+                      {"type": "function", "function": {"name": "noargs"}}],
+            "tool_choice": "required", "parallel_tool_calls": false, "stream": true
+        }))
+        .unwrap();
+        assert_eq!(v["model"], "claude-sonnet-4-20250514");
+        assert_eq!(v["max_tokens"], 100);
+        assert_eq!(v["temperature"], 1.0);
+        assert_eq!(v["top_p"], 0.9);
+        assert_eq!(v["stop_sequences"], json!(["END"]));
+        assert_eq!(v["metadata"], json!({"user_id": "u-42"}));
+        assert_eq!(v["stream"], true);
+        assert!(v.get("seed").is_none() && v.get("store").is_none() && v.get("n").is_none());
+        assert_eq!(v["system"], json!([{"type": "text", "text": "be brief"}, {"type": "text", "text": "use metric"}]));
+        assert_eq!(v["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+        assert_eq!(v["tools"][1], json!({"name": "noargs", "input_schema": {"type": "object", "properties": {}}}));
+        assert_eq!(v["tools"][0]["input_schema"]["properties"]["city"]["type"], "string");
+        let m = v["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 3, "the empty assistant message is dropped, tool results and the next user text merge: {m:?}");
+        assert_eq!(m[0]["role"], "user");
+        assert_eq!(m[0]["content"], json!([
+            {"type": "text", "text": "weather in Paris and Rome?"},
+            {"type": "text", "text": "and "},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}}
+        ]));
+        assert_eq!(m[1], json!({"role": "assistant", "content": [
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}}
+        ]}));
+        assert_eq!(m[2], json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "21C"},
+            {"type": "text", "text": "thanks"}
+        ]}));
+    }
+
+    #[test]
+    fn defaults_and_json_mode() {
+        let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure:  "}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}}))
+        .unwrap();
+        assert_eq!(v["max_tokens"], 4096);
+        assert!(v.get("stream").is_none() && v.get("temperature").is_none());
+        assert_eq!(v["messages"][1]["content"][0]["text"], "Sure:", "a prefill loses its trailing whitespace");
+        assert_eq!(v["tools"][0]["name"], JSON_TOOL);
+        assert_eq!(v["tools"][0]["input_schema"]["properties"]["name"]["type"], "string");
+        assert_eq!(v["tool_choice"], json!({"type": "tool", "name": JSON_TOOL, "disable_parallel_tool_use": true}));
+        let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"})).unwrap();
+        assert_eq!(v["tool_choice"], json!({"type": "none"}));
+        let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]})).unwrap();
+        assert!(v.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn untranslatable_fields_are_400s_naming_them() {
+        let base = |extra: Value| {
+            let mut b = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            b
+        };
+        for (extra, param) in [
+            (json!({"n": 2}), "n"),
+            (json!({"logprobs": true}), "logprobs"),
+            (json!({"presence_penalty": 0.5}), "presence_penalty"),
+            (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
+            (json!({"reasoning_effort": "high"}), "reasoning_effort"),
+            (json!({"x_unknown": 1}), "x_unknown"),
+            (json!({"temperature": 3}), "temperature"),
+            (json!({"response_format": {"type": "json_object"}, "tools": [{"type": "function", "function": {"name": "f"}}]}), "response_format"),
+            (json!({"tools": [{"type": "function", "function": {"name": JSON_TOOL}}]}), "tools"),
+            (json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]}), "messages"),
+            (json!({"messages": [{"role": "system", "content": "only a system prompt"}]}), "messages"),
+        ] {
+            let e = encode(base(extra.clone())).unwrap_err();
+            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{extra}");
+        }
+        // Harmless ones pass.
+        encode(base(json!({"presence_penalty": 0, "logprobs": false, "metadata": {"a": "b"}, "reasoning_effort": "none", "modalities": ["text"]}))).unwrap();
+    }
+
+    #[test]
+    fn response_translation() {
+        let body = br#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-20250514",
+            "content":[{"type":"thinking","thinking":"hmm","signature":"x"},{"type":"text","text":"Checking."},
+                       {"type":"tool_use","id":"toolu_01","name":"get_weather","input":{"location":"Paris"}}],
+            "stop_reason":"tool_use","stop_sequence":null,
+            "usage":{"input_tokens":377,"output_tokens":65,"cache_creation_input_tokens":10,"cache_read_input_tokens":100}}"#;
+        let t = decode_response(body, &call(false)).unwrap();
+        let v: Value = serde_json::from_slice(&t.body).unwrap();
+        assert_eq!(v["id"], "chatcmpl-msg_01");
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["model"], "anthropic/claude-sonnet-4-20250514");
+        assert!(v["created"].as_u64().unwrap() > 1_700_000_000);
+        let c = &v["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls");
+        assert_eq!(c["message"]["content"], "Checking.");
+        assert_eq!(c["message"]["tool_calls"][0], json!({"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}}));
+        assert_eq!(v["usage"], json!({"prompt_tokens": 487, "completion_tokens": 65, "total_tokens": 552, "prompt_tokens_details": {"cached_tokens": 100}}));
+        assert_eq!(t.usage.unwrap().cached_tokens, 100);
+
+        for (reason, want) in [("end_turn", "stop"), ("stop_sequence", "stop"), ("pause_turn", "stop"), ("max_tokens", "length"),
+                               ("model_context_window_exceeded", "length"), ("refusal", "content_filter")] {
+            let body = json!({"id": "m", "content": [{"type": "text", "text": "x"}], "stop_reason": reason, "usage": {"input_tokens": 1, "output_tokens": 1}});
+            let v: Value = serde_json::from_slice(&decode_response(body.to_string().as_bytes(), &call(false)).unwrap().body).unwrap();
+            assert_eq!(v["choices"][0]["finish_reason"], want, "{reason}");
+        }
+        let json_mode = br#"{"id":"m","content":[{"type":"tool_use","id":"t","name":"gateway_json_response","input":{"name":"Ada"}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":1}}"#;
+        let v: Value = serde_json::from_slice(&decode_response(json_mode, &call(false)).unwrap().body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "{\"name\":\"Ada\"}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+        assert_eq!(decode_response(b"<html>", &call(false)).unwrap_err().status, 502);
+    }
+
+    #[test]
+    fn errors_map_to_openai_shape() {
+        let e = map_error(529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#);
+        assert_eq!((e.status, e.message.as_str(), e.kind.as_str(), e.code.as_deref()), (503, "Overloaded", "server_error", Some("overloaded_error")));
+        let e = map_error(401, br#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#);
+        assert_eq!((e.status, e.kind.as_str()), (401, "authentication_error"));
+        let e = map_error(429, br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#);
+        assert_eq!((e.status, e.kind.as_str(), e.message.as_str()), (429, "rate_limit_error", "slow"));
+        let v: Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["message"], "slow");
+    }
+
+    // ---- streams: recorded-shape fixtures, fed split at every byte offset ----
+
+    fn ev(name: &str, data: Value) -> String {
+        format!("event: {name}\ndata: {data}\n\n")
+    }
+
+    fn start() -> String {
+        ev("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 5}}}))
+    }
+
+    fn text_stream() -> String {
+        [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            "event: ping\ndata: {\"type\": \"ping\"}\n\n".to_string(),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " wörld"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 12}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ]
+        .concat()
+    }
+
+    fn tools_stream() -> String {
+        [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_A", "name": "get_weather", "input": {}}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"locati"}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "on\": \"Paris\"}"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 1})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_B", "name": "get_time", "input": {}}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"tz\":\"CET\"}"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 2})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 3, "content_block": {"type": "tool_use", "id": "toolu_C", "name": "ping_all", "input": {}}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 3})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 65}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ]
+        .concat()
+    }
+
+    fn chunk(delta: Value, finish: Option<&str>) -> Value {
+        json!({"id": "chatcmpl-msg_1", "object": "chat.completion.chunk", "created": 7, "model": "anthropic/claude-sonnet-4-20250514",
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    }
+
+    fn usage_chunk(p: u64, c: u64, cached: u64) -> Value {
+        json!({"id": "chatcmpl-msg_1", "object": "chat.completion.chunk", "created": 7, "model": "anthropic/claude-sonnet-4-20250514",
+               "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c, "prompt_tokens_details": {"cached_tokens": cached}}})
+    }
+
+    /// Runs `input` split in two at `split`, returns the output events and the final status.
+    fn run(input: &[u8], split: usize, include_usage: bool) -> (Vec<u8>, StreamStatus, Option<Usage>) {
+        let mut t = AnthropicStream::new(&call(include_usage)).with_writer("chatcmpl-x", 7);
+        let mut out = BytesMut::new();
+        let mut status = StreamStatus::Continue;
+        for part in [&input[..split], &input[split..]] {
+            if status == StreamStatus::Continue {
+                status = t.feed(part, &mut out);
+            }
+        }
+        if status == StreamStatus::Continue {
+            status = t.finish(&mut out);
+        }
+        (out.to_vec(), status, t.usage())
+    }
+
+    fn events(out: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(out).unwrap();
+        assert!(text.is_empty() || text.ends_with("\n\n"), "{text}");
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let d = e.strip_prefix("data: ").unwrap_or_else(|| panic!("not a data event: {e}"));
+                if d == "[DONE]" {
+                    json!("[DONE]")
+                } else {
+                    serde_json::from_str(d).unwrap()
+                }
+            })
+            .collect()
+    }
+
+    /// Every split gives the same bytes as the whole, and those bytes are `want`.
+    fn check(input: &str, include_usage: bool, want: &[Value], want_status: &StreamStatus) {
+        let input = input.as_bytes();
+        let (whole, status, _) = run(input, 0, include_usage);
+        assert_eq!(&status, want_status);
+        assert_eq!(events(&whole), want);
+        for split in 0..=input.len() {
+            let (out, status, _) = run(input, split, include_usage);
+            assert_eq!(out, whole, "split at {split}");
+            assert_eq!(&status, want_status, "split at {split}");
+        }
+        // And one byte at a time.
+        let mut t = AnthropicStream::new(&call(include_usage)).with_writer("chatcmpl-x", 7);
+        let mut out = BytesMut::new();
+        let mut status = StreamStatus::Continue;
+        for b in input {
+            if status == StreamStatus::Continue {
+                status = t.feed(std::slice::from_ref(b), &mut out);
+            }
+        }
+        if status == StreamStatus::Continue {
+            status = t.finish(&mut out);
+        }
+        assert_eq!(out.to_vec(), whole);
+        assert_eq!(&status, want_status);
+    }
+
+    #[test]
+    fn text_stream_at_every_split() {
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Hello"}), None),
+            chunk(json!({"content": " wörld"}), None),
+            chunk(json!({}), Some("stop")),
+            json!("[DONE]"),
+        ];
+        check(&text_stream(), false, &want, &StreamStatus::Done);
+        let mut with_usage = want.to_vec();
+        with_usage.insert(4, usage_chunk(30, 12, 5));
+        check(&text_stream(), true, &with_usage, &StreamStatus::Done);
+        let (_, _, usage) = run(text_stream().as_bytes(), 3, false);
+        let u = usage.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached_tokens), (30, 12, 5), "usage known without the usage chunk");
+    }
+
+    #[test]
+    fn tool_stream_with_several_calls_at_every_split() {
+        let tc = |v: Value| chunk(json!({"tool_calls": [v]}), None);
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Let me check."}), None),
+            tc(json!({"index": 0, "id": "toolu_A", "type": "function", "function": {"name": "get_weather", "arguments": ""}})),
+            tc(json!({"index": 0, "function": {"arguments": "{\"locati"}})),
+            tc(json!({"index": 0, "function": {"arguments": "on\": \"Paris\"}"}})),
+            tc(json!({"index": 1, "id": "toolu_B", "type": "function", "function": {"name": "get_time", "arguments": ""}})),
+            tc(json!({"index": 1, "function": {"arguments": "{\"tz\":\"CET\"}"}})),
+            tc(json!({"index": 2, "id": "toolu_C", "type": "function", "function": {"name": "ping_all", "arguments": ""}})),
+            tc(json!({"index": 2, "function": {"arguments": "{}"}})),
+            chunk(json!({}), Some("tool_calls")),
+            usage_chunk(30, 65, 5),
+            json!("[DONE]"),
+        ];
+        check(&tools_stream(), true, &want, &StreamStatus::Done);
+    }
+
+    #[test]
+    fn json_mode_stream_becomes_content() {
+        let input = [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_J", "name": JSON_TOOL, "input": {}}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"name\":"}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "\"Ada\"}"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ]
+        .concat();
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "{\"name\":"}), None),
+            chunk(json!({"content": "\"Ada\"}"}), None),
+            chunk(json!({}), Some("stop")),
+            json!("[DONE]"),
+        ];
+        check(&input, false, &want, &StreamStatus::Done);
+    }
+
+    #[test]
+    fn error_event_fails_without_a_finish_chunk() {
+        let input = [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}})),
+            ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+        ]
+        .concat();
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Hel"}), None),
+        ];
+        let (_, status, _) = run(input.as_bytes(), 0, false);
+        let StreamStatus::Failed(e) = &status else { panic!("{status:?}") };
+        assert_eq!((e.status, e.message.as_str(), e.code.as_deref()), (503, "Overloaded", Some("overloaded_error")));
+        check(&input, true, &want, &status);
+    }
+
+    #[test]
+    fn error_before_any_content_writes_nothing_so_failover_stays_possible() {
+        let input = [start(), ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))].concat();
+        let (out, status, _) = run(input.as_bytes(), 0, false);
+        assert!(out.is_empty());
+        assert!(matches!(status, StreamStatus::Failed(e) if e.status == 503));
+    }
+
+    #[test]
+    fn truncated_streams_fail_and_never_finish() {
+        let full = tools_stream();
+        // Cut after message_delta: the finish_reason is known but must not be sent.
+        let cut = full.find("event: message_stop").unwrap();
+        let input = &full[..cut];
+        let (out, status, _) = run(input.as_bytes(), 0, true);
+        assert!(matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")), "{status:?}");
+        let evs = events(&out);
+        assert!(evs.iter().all(|e| e["choices"][0]["finish_reason"].is_null() && e != "[DONE]" && e.get("usage").is_none()));
+        check(input, true, &evs, &status);
+        // Cut in the middle of an event.
+        let input = &full[..full.len() / 2];
+        let (out, status, _) = run(input.as_bytes(), 0, false);
+        assert!(matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")));
+        check(input, false, &events(&out), &status);
+    }
+
+    #[test]
+    fn unknown_events_and_thinking_are_ignored_and_done_is_final() {
+        let input = [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}})),
+            ev("brand_new_event", json!({"type": "brand_new_event", "x": 1})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 3}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n".to_string(),
+        ]
+        .concat();
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Hi"}), None),
+            chunk(json!({}), Some("length")),
+            json!("[DONE]"),
+        ];
+        check(&input, false, &want, &StreamStatus::Done);
+    }
 }

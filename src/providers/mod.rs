@@ -16,6 +16,7 @@ pub mod anthropic;
 pub mod echo;
 pub mod gemini;
 pub mod openai;
+pub mod translate;
 
 /// A request to send upstream, fully encoded.
 #[derive(Debug, Clone)]
@@ -59,6 +60,9 @@ pub struct CallInfo {
     pub stream: bool,
     /// The client asked for a usage chunk.
     pub include_usage: bool,
+    /// False when the client sent `parallel_tool_calls: false`: formats that cannot be told so
+    /// upstream (Gemini) keep only the first tool call of an answer.
+    pub parallel_tool_calls: bool,
 }
 
 /// A translated non-streamed answer.
