@@ -58,6 +58,16 @@ pub mod vars {
     pub const FALLBACK_MODELS: &str = "GATEWAY_FALLBACK_MODELS";
     /// `GATEWAY_PROVIDER_<NAME>_BASE_URL` / `_API_KEY` / `_DEFAULT_MODEL`.
     pub const PROVIDER_PREFIX: &str = "GATEWAY_PROVIDER_";
+
+    pub const API_KEYS: &str = "GATEWAY_API_KEYS";
+    pub const API_KEYS_FILE: &str = "GATEWAY_API_KEYS_FILE";
+    pub const API_KEYS_RELOAD_INTERVAL: &str = "GATEWAY_API_KEYS_RELOAD_INTERVAL";
+    pub const RATE_LIMIT_RPM: &str = "GATEWAY_RATE_LIMIT_RPM";
+    pub const RATE_LIMIT_BURST: &str = "GATEWAY_RATE_LIMIT_BURST";
+    pub const RATE_LIMIT_TPM: &str = "GATEWAY_RATE_LIMIT_TPM";
+    pub const RATE_LIMIT_BACKEND: &str = "GATEWAY_RATE_LIMIT_BACKEND";
+    /// Shared by every Redis user (rate limits, cache).
+    pub const REDIS_URL: &str = "GATEWAY_REDIS_URL";
 }
 
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
@@ -280,6 +290,10 @@ pub struct Config {
     /// Configured providers by name (`echo` always present).
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routing: RoutingConfig,
+    /// Gateway API keys (`GATEWAY_API_KEYS*`).
+    pub auth: crate::auth::AuthConfig,
+    /// Rate limits (`GATEWAY_RATE_LIMIT_*`, `GATEWAY_REDIS_URL`).
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
 }
 
 /// Every error found, one per line.
@@ -449,6 +463,8 @@ impl Config {
         }
         let default_provider = default_provider.map(|d| canonical_provider_name(&d).to_string());
         let routing = read_routing(&mut r, &providers);
+        let auth = crate::auth::read_config(&mut r);
+        let rate_limit = crate::ratelimit::read_config(&mut r);
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -469,6 +485,8 @@ impl Config {
             anthropic_max_tokens,
             providers,
             routing,
+            auth,
+            rate_limit,
         })
     }
 }
@@ -493,6 +511,8 @@ impl Config {
             "default provider {}",
             self.default_provider.as_deref().unwrap_or("(none)")
         );
+        let _ = writeln!(s, "api keys         {}", self.auth.describe());
+        let _ = writeln!(s, "rate limits      {}", self.rate_limit.describe());
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();

@@ -19,8 +19,11 @@
 //! - [`upstream`]: Pingora's HTTP connector: pooled sessions, TLS, timeouts, DNS cache.
 //! - [`sse`]: SSE framing over arbitrary body chunks.
 //! - [`telemetry`]: the logger and the one structured line per request.
+//! - [`auth`]: gateway API keys (env and reloadable file), constant-time check, key names.
+//! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
 
 pub mod api;
+pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod error;
@@ -29,6 +32,7 @@ pub mod models;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod server;
 pub mod sse;

@@ -31,6 +31,8 @@ pub struct Gateway {
     pub models_cache: Mutex<Option<(Instant, Bytes)>>,
     /// Requests in flight (for graceful shutdown).
     pub inflight: Arc<AtomicUsize>,
+    pub auth: Arc<crate::auth::Auth>,
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 impl Gateway {
@@ -41,12 +43,16 @@ impl Gateway {
             idle: config.idle_timeout,
         }));
         let router = Router::new(&config, upstreams.clone());
+        let auth = Arc::new(crate::auth::Auth::new(config.auth.clone(), config.rate_limit.clone()));
+        let limiter = crate::ratelimit::Limiter::new(config.rate_limit.clone());
         Gateway {
             config: Arc::new(config),
             router,
             upstreams,
             models_cache: Mutex::new(None),
             inflight: Arc::new(AtomicUsize::new(0)),
+            auth,
+            limiter,
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct Ctx {
     pub headers: Vec<(&'static str, String)>,
     /// Time to the response head of the last upstream attempt.
     pub upstream_head: Option<Duration>,
+    /// Whose token bucket pays for this request's usage (charged in `logging`).
+    pub rate_limit: Option<crate::ratelimit::Charge>,
     _inflight: InflightGuard,
 }
 
@@ -259,6 +267,9 @@ impl Gateway {
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
+        if matches!(ep, Endpoint::Chat | Endpoint::Embeddings | Endpoint::Models) {
+            crate::auth::admit(self, session, ctx).await?;
+        }
         match ep {
             Endpoint::Health if is_get => {
                 respond(
@@ -324,6 +335,7 @@ impl ProxyHttp for Gateway {
             responded: false,
             headers: Vec::new(),
             upstream_head: None,
+            rate_limit: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
@@ -354,6 +366,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        if let (Some(c), Some(u)) = (ctx.rate_limit.take(), ctx.usage) {
+            self.limiter.charge(&c, u.total_tokens).await;
+        }
         let h = session.req_header();
         let usage = ctx.usage;
         let line = RequestLog {

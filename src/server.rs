@@ -137,6 +137,12 @@ pub fn run(config: Config, args: Args) {
             PoolService(pool.clone()),
         ));
     }
+    if gateway.auth.config().file.is_some() {
+        server.add_service(background_service(
+            "api keys",
+            crate::auth::KeysWatcher(gateway.auth.clone()),
+        ));
+    }
     let mut service = http_proxy_service(&server.configuration, gateway);
     service.add_tcp(&listen);
     server.add_service(service);
@@ -149,4 +155,5 @@ pub fn run(config: Config, args: Args) {
 fn log_startup(gw: &Gateway) {
     let names: Vec<&str> = gw.router.providers.keys().map(String::as_str).collect();
     log::info!("providers: {}", names.join(", "));
+    crate::auth::log_startup(gw);
 }
