@@ -485,6 +485,12 @@ pub struct Charge {
     limits: Limits,
 }
 
+impl Charge {
+    pub fn new(name: Arc<str>, limits: Limits) -> Self {
+        Charge { name, limits }
+    }
+}
+
 /// The limiter every request goes through.
 pub struct Limiter {
     config: RateLimitConfig,
