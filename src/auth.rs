@@ -509,16 +509,27 @@ fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
 #[async_trait]
 impl pingora::services::background::BackgroundService for KeysWatcher {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let Some(path) = self.0.config.file.clone() else {
-            return;
-        };
         use tokio::signal::unix::{signal, SignalKind};
+        // Listening for SIGHUP even without a keys file: `systemctl reload` (or a stray HUP)
+        // must never kill the gateway.
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
                 log::error!("api keys: cannot listen for SIGHUP ({e}); reloading on file change only");
                 None
             }
+        };
+        let Some(path) = self.0.config.file.clone() else {
+            if let Some(h) = hup.as_mut() {
+                log::info!("api keys: no keys file; SIGHUP has nothing to reload");
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = h.recv() => log::info!("SIGHUP: no GATEWAY_API_KEYS_FILE, nothing to reload"),
+                    }
+                }
+            }
+            return;
         };
         let interval = self.0.config.reload_interval;
         // Polling the content (not inotify) also sees Kubernetes ConfigMap symlink swaps and

@@ -137,12 +137,10 @@ pub fn run(config: Config, args: Args) {
             PoolService(pool.clone()),
         ));
     }
-    if gateway.auth.config().file.is_some() {
-        server.add_service(background_service(
-            "api keys",
-            crate::auth::KeysWatcher(gateway.auth.clone()),
-        ));
-    }
+    server.add_service(background_service(
+        "api keys",
+        crate::auth::KeysWatcher(gateway.auth.clone()),
+    ));
     let mut service = http_proxy_service(&server.configuration, gateway);
     service.add_tcp(&listen);
     server.add_service(service);

@@ -123,6 +123,11 @@ async fn without_keys_auth_is_off_and_start_up_warns() {
     assert_eq!(r.status(), 200);
     assert!(gw.wait_log("AUTH IS OFF", Duration::from_secs(5)), "{}", gw.logs());
     assert!(gw.logs().contains("WARN"));
+    // A stray SIGHUP (or `systemctl reload`) does not kill it.
+    assert!(gw.wait_log("SIGHUP has nothing to reload", Duration::from_secs(10)), "{}", gw.logs());
+    gw.signal("HUP");
+    assert!(gw.wait_log("SIGHUP: no GATEWAY_API_KEYS_FILE", Duration::from_secs(10)), "{}", gw.logs());
+    assert_eq!(status_with(&gw, "anything").await, 200);
 }
 
 #[test]
