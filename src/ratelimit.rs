@@ -353,7 +353,8 @@ end
 local r, tk = nil, nil
 if rcap > 0 then r = level(KEYS[1], rcap, rrate) end
 if tcap > 0 then tk = level(KEYS[2], tcap, trate) end
-local function s(x) if x == nil then return '' end return string.format('%.6f', x) end
+-- 17 digits: Rust reads back the very double compared here, so both decide alike.
+local function s(x) if x == nil then return '' end return string.format('%.17g', x) end
 
 if mode == 'charge' then
   if tk ~= nil then
