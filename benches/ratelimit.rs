@@ -15,16 +15,25 @@ use ai_gateway::ratelimit::{self, Charge, Limiter, Limits, MemoryLimiter, RateLi
 
 fn limits() -> Limits {
     // Generous enough that the bench measures the allowed path, which is the common one.
-    Limits { rpm: Some(u64::MAX / 4), burst: None, tpm: Some(u64::MAX / 4) }
+    Limits {
+        rpm: Some(u64::MAX / 4),
+        burst: None,
+        tpm: Some(u64::MAX / 4),
+    }
 }
 
 fn auth_with(n: usize) -> Auth {
-    let text: String = (0..n).map(|i| format!("team-{i}=sk-gw-bench-key-{i:08}\n")).collect();
+    let text: String = (0..n)
+        .map(|i| format!("team-{i}=sk-gw-bench-key-{i:08}\n"))
+        .collect();
     let cfg = AuthConfig {
         env_keys: auth::parse_file(&text).expect("keys"),
         ..AuthConfig::default()
     };
-    let rl = RateLimitConfig { defaults: limits(), ..RateLimitConfig::default() };
+    let rl = RateLimitConfig {
+        defaults: limits(),
+        ..RateLimitConfig::default()
+    };
     Auth::new(cfg, rl)
 }
 
@@ -36,19 +45,28 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(mem.acquire_at(black_box(&name), &l, Instant::now())))
     });
 
-    let limiter = Limiter::new(RateLimitConfig { defaults: l, ..RateLimitConfig::default() });
+    let limiter = Limiter::new(RateLimitConfig {
+        defaults: l,
+        ..RateLimitConfig::default()
+    });
     for n in [3usize, 10_000] {
         let a = auth_with(n);
         let header = format!("Bearer sk-gw-bench-key-{:08}", n / 2);
-        c.bench_function(&format!("per request: key check + limits + headers + charge ({n} keys)"), |b| {
-            b.iter(|| {
-                let e = a.authenticate(Some(black_box(header.as_bytes()))).expect("ok").expect("on");
-                let d = futures::executor::block_on(limiter.acquire(&e.name, &e.limits));
-                black_box(ratelimit::headers(&d));
-                let ch = Charge::new(e.name.clone(), e.limits);
-                futures::executor::block_on(limiter.charge(&ch, 42));
-            })
-        });
+        c.bench_function(
+            &format!("per request: key check + limits + headers + charge ({n} keys)"),
+            |b| {
+                b.iter(|| {
+                    let e = a
+                        .authenticate(Some(black_box(header.as_bytes())))
+                        .expect("ok")
+                        .expect("on");
+                    let d = futures::executor::block_on(limiter.acquire(&e.name, &e.limits));
+                    black_box(ratelimit::headers(&d));
+                    let ch = Charge::new(e.name.clone(), e.limits);
+                    futures::executor::block_on(limiter.charge(&ch, 42));
+                })
+            },
+        );
     }
 
     // Threads on one key: the per-key mutex is the only shared point. The figure is the time

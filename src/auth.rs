@@ -95,7 +95,10 @@ pub(crate) fn read_config(r: &mut Reader) -> AuthConfig {
         ..AuthConfig::default()
     };
     if let Some(raw) = r.get(vars::API_KEYS) {
-        match parse_entries(raw.split(',').enumerate().map(|(i, e)| (i + 1, e)), Source::Env) {
+        match parse_entries(
+            raw.split(',').enumerate().map(|(i, e)| (i + 1, e)),
+            Source::Env,
+        ) {
             Ok(keys) => cfg.env_keys = keys,
             Err(errs) => {
                 for e in errs {
@@ -113,7 +116,10 @@ pub(crate) fn read_config(r: &mut Reader) -> AuthConfig {
         cfg.file = Some(path);
     }
     cfg.reload_interval = r.parse(vars::API_KEYS_RELOAD_INTERVAL, cfg.reload_interval, |v| {
-        if matches!(v.to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no") {
+        if matches!(
+            v.to_ascii_lowercase().as_str(),
+            "off" | "0" | "false" | "no"
+        ) {
             return Ok(None);
         }
         let d = parse_duration(v)?;
@@ -123,7 +129,11 @@ pub(crate) fn read_config(r: &mut Reader) -> AuthConfig {
         Ok(Some(d))
     });
     if let Err(e) = check_unique(cfg.env_keys.iter().chain(&cfg.file_keys)) {
-        r.error(vars::API_KEYS_FILE, "", &format!("{e} (across GATEWAY_API_KEYS and the file)"));
+        r.error(
+            vars::API_KEYS_FILE,
+            "",
+            &format!("{e} (across GATEWAY_API_KEYS and the file)"),
+        );
     }
     cfg
 }
@@ -136,7 +146,8 @@ enum Source {
 
 /// Reads and parses a keys file. Errors name the line, never the key.
 pub fn load_file(path: &std::path::Path) -> Result<Vec<KeySpec>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the keys file: {e}"))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the keys file: {e}"))?;
     parse_file(&text)
 }
 
@@ -209,7 +220,9 @@ fn parse_entry(raw: &str) -> Result<(Option<String>, String, LimitOverrides), St
     if let Some(n) = name {
         if n.is_empty()
             || n.len() > MAX_NAME_LEN
-            || !n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
             return Err(format!(
                 "key name {n:?} must be 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
@@ -228,7 +241,10 @@ fn parse_entry(raw: &str) -> Result<(Option<String>, String, LimitOverrides), St
             return Err(format!("option {opt:?} must be rpm=, burst= or tpm="));
         };
         let v = v.trim();
-        let off = matches!(v.to_ascii_lowercase().as_str(), "off" | "none" | "unlimited");
+        let off = matches!(
+            v.to_ascii_lowercase().as_str(),
+            "off" | "none" | "unlimited"
+        );
         let num = || match v.parse::<u64>() {
             Ok(n) if n >= 1 => Ok(n),
             _ => Err(format!("{k}={v:?}: expected a whole number >= 1 or off")),
@@ -384,7 +400,13 @@ impl Auth {
             return Err("no GATEWAY_API_KEYS_FILE configured".into());
         };
         let file_keys = load_file(path)?;
-        let all: Vec<KeySpec> = self.config.env_keys.iter().chain(&file_keys).cloned().collect();
+        let all: Vec<KeySpec> = self
+            .config
+            .env_keys
+            .iter()
+            .chain(&file_keys)
+            .cloned()
+            .collect();
         check_unique(all.iter())?;
         let new = self.build(&all);
         let mut guard = self.set.write();
@@ -398,8 +420,14 @@ impl Auth {
                 .any(|(d, e)| guard.by_digest.get(d).map(|o| o.as_ref()) != Some(e.as_ref()));
         let mut report = ReloadReport {
             keys: new.by_digest.len(),
-            added: new_names.difference(&old_names).map(|n| n.to_string()).collect(),
-            removed: old_names.difference(&new_names).map(|n| n.to_string()).collect(),
+            added: new_names
+                .difference(&old_names)
+                .map(|n| n.to_string())
+                .collect(),
+            removed: old_names
+                .difference(&new_names)
+                .map(|n| n.to_string())
+                .collect(),
             changed,
         };
         report.added.sort();
@@ -434,12 +462,16 @@ impl std::fmt::Display for ReloadReport {
 
 /// The key in `Bearer <key>` (scheme case-insensitive, as RFC 9110 says).
 fn bearer(value: &[u8]) -> Result<&str, Refusal> {
-    let v = std::str::from_utf8(value).map_err(|_| Refusal::Malformed)?.trim();
-    let (scheme, rest) = v.split_once(' ').ok_or(if v.eq_ignore_ascii_case("bearer") {
-        Refusal::Missing
-    } else {
-        Refusal::Malformed
-    })?;
+    let v = std::str::from_utf8(value)
+        .map_err(|_| Refusal::Malformed)?
+        .trim();
+    let (scheme, rest) = v
+        .split_once(' ')
+        .ok_or(if v.eq_ignore_ascii_case("bearer") {
+            Refusal::Missing
+        } else {
+            Refusal::Malformed
+        })?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Refusal::Malformed);
     }
@@ -496,7 +528,9 @@ impl KeysWatcher {
         match self.0.reload() {
             Ok(r) if r.changed => log::info!("api keys reloaded ({why}): {r}"),
             Ok(r) => log::info!("api keys reloaded ({why}): unchanged, {r}"),
-            Err(e) => log::error!("api keys NOT reloaded ({why}), the previous keys stay in force: {e}"),
+            Err(e) => {
+                log::error!("api keys NOT reloaded ({why}), the previous keys stay in force: {e}")
+            }
         }
     }
 }
@@ -515,7 +549,9 @@ impl pingora::services::background::BackgroundService for KeysWatcher {
         let mut hup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(e) => {
-                log::error!("api keys: cannot listen for SIGHUP ({e}); reloading on file change only");
+                log::error!(
+                    "api keys: cannot listen for SIGHUP ({e}); reloading on file change only"
+                );
                 None
             }
         };
@@ -538,7 +574,9 @@ impl pingora::services::background::BackgroundService for KeysWatcher {
         log::info!(
             "api keys: watching {} (SIGHUP{})",
             path.display(),
-            interval.map(|d| format!(", every {d:?}")).unwrap_or_default()
+            interval
+                .map(|d| format!(", every {d:?}"))
+                .unwrap_or_default()
         );
         loop {
             let tick = async {
@@ -573,6 +611,30 @@ impl pingora::services::background::BackgroundService for KeysWatcher {
     }
 }
 
+/// Start-up lines: which keys (names only), or a loud warning that anyone may call.
+pub fn log_startup(gw: &crate::proxy::Gateway) {
+    let listen = &gw.config.listen;
+    if gw.auth.enabled() {
+        log::info!("api keys: {}", gw.auth.config().describe());
+    } else {
+        let exposed = listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        let msg = format!(
+            "AUTH IS OFF: neither {} nor {} is set, so anyone who can reach http://{listen} can \
+             use the gateway and the provider keys behind it",
+            vars::API_KEYS,
+            vars::API_KEYS_FILE
+        );
+        if exposed {
+            log::error!("{msg}. {listen} is not a loopback address: set gateway keys now.");
+        } else {
+            log::warn!("{msg}.");
+        }
+    }
+    log::info!("rate limits: {}", gw.limiter.config().describe());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,7 +662,15 @@ mod tests {
         // A key with '=' (base64 padding) works when named.
         let (_, k, _) = parse_entry("b=abc==").unwrap();
         assert_eq!(k, "abc==");
-        for bad in ["=k", "a b=k", "n=", "n=k:rpm=0", "n=k:rpm=x", "n=k:foo=1", "n=k:rpm"] {
+        for bad in [
+            "=k",
+            "a b=k",
+            "n=",
+            "n=k:rpm=0",
+            "n=k:rpm=x",
+            "n=k:foo=1",
+            "n=k:rpm",
+        ] {
             assert!(parse_entry(bad).is_err(), "{bad}");
         }
     }
@@ -608,9 +678,14 @@ mod tests {
     #[test]
     fn errors_never_contain_the_key() {
         let errs = parse_entries(
-            ["a=sk-secret-1:nope=1", "a=sk-secret-2", "b=sk-secret-2", "sk-secret-3 x"]
-                .into_iter()
-                .enumerate(),
+            [
+                "a=sk-secret-1:nope=1",
+                "a=sk-secret-2",
+                "b=sk-secret-2",
+                "sk-secret-3 x",
+            ]
+            .into_iter()
+            .enumerate(),
             Source::Env,
         )
         .unwrap_err();
@@ -624,7 +699,11 @@ mod tests {
 
     #[test]
     fn names_and_duplicates() {
-        let keys = parse_entries(["k1", " team=k2 ", "k3"].into_iter().enumerate(), Source::Env).unwrap();
+        let keys = parse_entries(
+            ["k1", " team=k2 ", "k3"].into_iter().enumerate(),
+            Source::Env,
+        )
+        .unwrap();
         let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(names, ["key-1", "team", "key-2"]);
         assert!(parse_entries(["a=k", "a=j"].into_iter().enumerate(), Source::Env).is_err());
@@ -637,7 +716,10 @@ mod tests {
     #[test]
     fn bearer_header() {
         let a = auth("team-a=sk-aaa,team-b=sk-bbb");
-        let name = |h: &[u8]| a.authenticate(Some(h)).map(|e| e.map(|e| e.name.to_string()));
+        let name = |h: &[u8]| {
+            a.authenticate(Some(h))
+                .map(|e| e.map(|e| e.name.to_string()))
+        };
         assert_eq!(name(b"Bearer sk-aaa"), Ok(Some("team-a".into())));
         assert_eq!(name(b"bearer   sk-bbb "), Ok(Some("team-b".into())));
         assert_eq!(name(b"Bearer sk-aa"), Err(Refusal::Invalid));
@@ -651,7 +733,8 @@ mod tests {
         assert_eq!(a.authenticate(None), Err(Refusal::Missing));
         let off = Auth::new(AuthConfig::default(), RateLimitConfig::default());
         assert_eq!(off.authenticate(None), Ok(None));
-        let v: serde_json::Value = serde_json::from_slice(&Refusal::Invalid.error().body()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&Refusal::Invalid.error().body()).unwrap();
         assert_eq!(v["error"]["code"], "invalid_api_key");
     }
 
@@ -669,7 +752,10 @@ mod tests {
         assert!(a.authenticate(Some(b"Bearer sk-a")).is_ok());
         std::fs::write(&path, "team-b=sk-b\n").unwrap();
         let r = a.reload().unwrap();
-        assert_eq!((r.added, r.removed), (vec!["team-b".to_string()], vec!["team-a".to_string()]));
+        assert_eq!(
+            (r.added, r.removed),
+            (vec!["team-b".to_string()], vec!["team-a".to_string()])
+        );
         assert_eq!(a.authenticate(Some(b"Bearer sk-a")), Err(Refusal::Invalid));
         assert!(a.authenticate(Some(b"Bearer sk-b")).is_ok());
         std::fs::write(&path, "team-c=sk-c:rpm=zero\n").unwrap();
@@ -681,28 +767,4 @@ mod tests {
         assert_eq!(a.authenticate(Some(b"Bearer sk-b")), Err(Refusal::Invalid));
         assert_eq!(a.authenticate(None), Err(Refusal::Missing));
     }
-}
-
-/// Start-up lines: which keys (names only), or a loud warning that anyone may call.
-pub fn log_startup(gw: &crate::proxy::Gateway) {
-    let listen = &gw.config.listen;
-    if gw.auth.enabled() {
-        log::info!("api keys: {}", gw.auth.config().describe());
-    } else {
-        let exposed = listen
-            .parse::<std::net::SocketAddr>()
-            .is_ok_and(|a| !a.ip().is_loopback());
-        let msg = format!(
-            "AUTH IS OFF: neither {} nor {} is set, so anyone who can reach http://{listen} can \
-             use the gateway and the provider keys behind it",
-            vars::API_KEYS,
-            vars::API_KEYS_FILE
-        );
-        if exposed {
-            log::error!("{msg}. {listen} is not a loopback address: set gateway keys now.");
-        } else {
-            log::warn!("{msg}.");
-        }
-    }
-    log::info!("rate limits: {}", gw.limiter.config().describe());
 }

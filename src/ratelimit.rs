@@ -113,7 +113,10 @@ impl RateLimitConfig {
             BackendKind::Memory => "memory".to_string(),
             BackendKind::Redis => format!(
                 "redis ({})",
-                self.redis_url.as_ref().map(|u| redact_url(u.expose())).unwrap_or_default()
+                self.redis_url
+                    .as_ref()
+                    .map(|u| redact_url(u.expose()))
+                    .unwrap_or_default()
             ),
         };
         format!(
@@ -134,7 +137,10 @@ fn redact_url(url: &str) -> String {
 }
 
 fn limit_value(v: &str) -> Result<Option<u64>, String> {
-    if matches!(v.to_ascii_lowercase().as_str(), "off" | "none" | "unlimited") {
+    if matches!(
+        v.to_ascii_lowercase().as_str(),
+        "off" | "none" | "unlimited"
+    ) {
         return Ok(None);
     }
     match v.parse::<u64>() {
@@ -158,17 +164,19 @@ pub(crate) fn read_config(r: &mut Reader) -> RateLimitConfig {
             _ => Err("expected memory or redis".into()),
         }
     });
-    let redis_url = r.get(vars::REDIS_URL).and_then(|u| match redis::Client::open(u) {
-        Ok(_) => Some(Secret::new(u)),
-        Err(_) => {
-            r.error(
+    let redis_url = r
+        .get(vars::REDIS_URL)
+        .and_then(|u| match redis::Client::open(u) {
+            Ok(_) => Some(Secret::new(u)),
+            Err(_) => {
+                r.error(
                 vars::REDIS_URL,
                 &redact_url(u),
                 "not a Redis URL (redis://[user:password@]host[:port][/db] or redis+unix:///path)",
             );
-            None
-        }
-    });
+                None
+            }
+        });
     if backend == BackendKind::Redis && r.get(vars::REDIS_URL).is_none() {
         r.error(
             vars::RATE_LIMIT_BACKEND,
@@ -308,14 +316,23 @@ impl MemoryLimiter {
         let d = decide(limits, req, tok);
         if d.allowed() {
             if let Some(l) = req {
-                b.req = Some(Level { level: l - 1.0, at: now });
+                b.req = Some(Level {
+                    level: l - 1.0,
+                    at: now,
+                });
             }
         }
         d
     }
 
     /// Takes `tokens` from the token bucket (possibly below zero). Returns the new level.
-    pub fn charge_at(&self, name: &Arc<str>, limits: &Limits, tokens: u64, now: Instant) -> Option<f64> {
+    pub fn charge_at(
+        &self,
+        name: &Arc<str>,
+        limits: &Limits,
+        tokens: u64,
+        now: Instant,
+    ) -> Option<f64> {
         let r = limits.tokens()?;
         let b = self.buckets(name);
         let mut b = b.lock();
@@ -424,10 +441,22 @@ impl RedisLimiter {
         Ok(c)
     }
 
-    async fn eval(&self, mode: &str, name: &str, limits: &Limits, tokens: u64) -> redis::RedisResult<ScriptReply> {
+    async fn eval(
+        &self,
+        mode: &str,
+        name: &str,
+        limits: &Limits,
+        tokens: u64,
+    ) -> redis::RedisResult<ScriptReply> {
         let mut conn = self.connection().await?;
-        let (rcap, rrate) = limits.requests().map(|r| (r.cap, r.per_sec)).unwrap_or((0.0, 0.0));
-        let (tcap, trate) = limits.tokens().map(|r| (r.cap, r.per_sec)).unwrap_or((0.0, 0.0));
+        let (rcap, rrate) = limits
+            .requests()
+            .map(|r| (r.cap, r.per_sec))
+            .unwrap_or((0.0, 0.0));
+        let (tcap, trate) = limits
+            .tokens()
+            .map(|r| (r.cap, r.per_sec))
+            .unwrap_or((0.0, 0.0));
         self.script
             .key(format!("gw:rl:{{{name}}}:r"))
             .key(format!("gw:rl:{{{name}}}:t"))
@@ -442,17 +471,28 @@ impl RedisLimiter {
     }
 
     /// Runs the script; `None` when Redis is (or was just found) unreachable.
-    async fn call(&self, mode: &str, name: &str, limits: &Limits, tokens: u64) -> Option<ScriptReply> {
+    async fn call(
+        &self,
+        mode: &str,
+        name: &str,
+        limits: &Limits,
+        tokens: u64,
+    ) -> Option<ScriptReply> {
         if let Some(at) = *self.retry_at.lock() {
             if Instant::now() < at {
                 return None;
             }
         }
-        let why = match tokio::time::timeout(REDIS_TIMEOUT, self.eval(mode, name, limits, tokens)).await {
+        let why = match tokio::time::timeout(REDIS_TIMEOUT, self.eval(mode, name, limits, tokens))
+            .await
+        {
             Ok(Ok(reply)) => {
                 *self.retry_at.lock() = None;
                 if self.down.swap(false, Ordering::AcqRel) {
-                    log::warn!("rate limits: Redis at {} is reachable again; limits are shared again", self.addr);
+                    log::warn!(
+                        "rate limits: Redis at {} is reachable again; limits are shared again",
+                        self.addr
+                    );
                 }
                 return Some(reply);
             }
@@ -533,16 +573,26 @@ impl Limiter {
             return;
         }
         if let Some(redis) = &self.redis {
-            if redis.call("charge", &c.name, &c.limits, tokens).await.is_some() {
+            if redis
+                .call("charge", &c.name, &c.limits, tokens)
+                .await
+                .is_some()
+            {
                 return;
             }
         }
-        self.local.charge_at(&c.name, &c.limits, tokens, Instant::now());
+        self.local
+            .charge_at(&c.name, &c.limits, tokens, Instant::now());
     }
 
     /// Applies `limits` to one request: sets its `x-ratelimit-*` headers and, when it may
     /// proceed, what the logging phase charges; otherwise the 429.
-    pub async fn admit(&self, name: Arc<str>, limits: Limits, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    pub async fn admit(
+        &self,
+        name: Arc<str>,
+        limits: Limits,
+        ctx: &mut Ctx,
+    ) -> Result<(), GatewayError> {
         if !limits.is_limited() {
             return Ok(());
         }
@@ -640,18 +690,27 @@ mod tests {
         let k: Arc<str> = Arc::from("k");
         let l = limits(Some(600), Some(10), None);
         let t0 = Instant::now();
-        let allowed = (0..50).filter(|_| m.acquire_at(&k, &l, t0).allowed()).count();
+        let allowed = (0..50)
+            .filter(|_| m.acquire_at(&k, &l, t0).allowed())
+            .count();
         assert_eq!(allowed, 10);
         // 10 per second: 1 s later, 10 more.
         let t1 = t0 + Duration::from_secs(1);
-        let allowed = (0..50).filter(|_| m.acquire_at(&k, &l, t1).allowed()).count();
+        let allowed = (0..50)
+            .filter(|_| m.acquire_at(&k, &l, t1).allowed())
+            .count();
         assert_eq!(allowed, 10);
         let d = m.acquire_at(&k, &l, t1);
         assert_eq!(d.exceeded, Some(Exceeded::Requests));
-        assert!(d.retry_after > Duration::from_millis(90) && d.retry_after <= Duration::from_millis(100));
+        assert!(
+            d.retry_after > Duration::from_millis(90)
+                && d.retry_after <= Duration::from_millis(100)
+        );
         // Never above capacity, however long the key was idle.
         let t2 = t1 + Duration::from_secs(3600);
-        let allowed = (0..50).filter(|_| m.acquire_at(&k, &l, t2).allowed()).count();
+        let allowed = (0..50)
+            .filter(|_| m.acquire_at(&k, &l, t2).allowed())
+            .count();
         assert_eq!(allowed, 10);
         // Another key has its own bucket.
         let other: Arc<str> = Arc::from("other");
@@ -668,7 +727,11 @@ mod tests {
         assert_eq!(m.charge_at(&k, &l, 80, t0), Some(-20.0));
         let d = m.acquire_at(&k, &l, t0 + Duration::from_secs(10));
         assert_eq!(d.exceeded, Some(Exceeded::Tokens));
-        assert!((d.retry_after.as_secs_f64() - 11.0).abs() < 0.01, "{:?}", d.retry_after);
+        assert!(
+            (d.retry_after.as_secs_f64() - 11.0).abs() < 0.01,
+            "{:?}",
+            d.retry_after
+        );
         assert!(m.acquire_at(&k, &l, t0 + Duration::from_secs(21)).allowed());
         // Requests do not use tokens: only answers do.
         assert!(m.acquire_at(&k, &l, t0 + Duration::from_secs(21)).allowed());
@@ -685,19 +748,37 @@ mod tests {
         assert_eq!((r.limit, r.remaining), (5, 4));
         assert_eq!(r.reset, Duration::from_secs(1));
         let t = d.tokens.unwrap();
-        assert_eq!((t.limit, t.remaining, t.reset), (1000, 1000, Duration::ZERO));
+        assert_eq!(
+            (t.limit, t.remaining, t.reset),
+            (1000, 1000, Duration::ZERO)
+        );
         let h = headers(&d);
         assert_eq!(h.len(), 6);
         assert!(h.contains(&("x-ratelimit-reset-requests", "1s".to_string())));
-        let e = too_many("team-a", &l, &Decision { exceeded: Some(Exceeded::Requests), retry_after: Duration::from_millis(100), ..d });
-        assert_eq!((e.status, e.code.as_deref(), e.retry_after.as_deref()), (429, Some("rate_limit_exceeded"), Some("1")));
+        let e = too_many(
+            "team-a",
+            &l,
+            &Decision {
+                exceeded: Some(Exceeded::Requests),
+                retry_after: Duration::from_millis(100),
+                ..d
+            },
+        );
+        assert_eq!(
+            (e.status, e.code.as_deref(), e.retry_after.as_deref()),
+            (429, Some("rate_limit_exceeded"), Some("1"))
+        );
         assert!(e.message.contains("team-a") && e.message.contains("100ms"));
     }
 
     #[test]
     fn overrides_and_reset_format() {
         let d = limits(Some(600), Some(10), Some(1000));
-        let o = LimitOverrides { rpm: Some(None), burst: None, tpm: Some(Some(5)) };
+        let o = LimitOverrides {
+            rpm: Some(None),
+            burst: None,
+            tpm: Some(Some(5)),
+        };
         assert_eq!(o.apply(&d), limits(None, Some(10), Some(5)));
         assert_eq!(LimitOverrides::default().apply(&d), d);
         assert_eq!(format_reset(Duration::from_millis(250)), "250ms");

@@ -42,7 +42,9 @@ async fn assert_401(r: reqwest::Response, what: &str) {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_api_key", "{what}: {v}");
     assert_eq!(v["error"]["type"], "invalid_request_error", "{what}: {v}");
-    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(v["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
     assert!(v["error"].get("param").is_some());
 }
 
@@ -58,30 +60,96 @@ async fn missing_wrong_or_malformed_keys_get_401_and_never_reach_the_upstream() 
     let body = chat_body("openai/gpt-4o", "hi", false);
 
     assert_401(post(&chat, None, &body).await, "no header").await;
-    assert_401(post(&chat, Some("Bearer sk-gw-wrong"), &body).await, "wrong key").await;
-    assert_401(post(&chat, Some(&format!("Bearer {KEY_A}x")), &body).await, "key + 1 char").await;
-    assert_401(post(&chat, Some(&format!("Bearer {}", &KEY_A[..KEY_A.len() - 1])), &body).await, "prefix of a key").await;
+    assert_401(
+        post(&chat, Some("Bearer sk-gw-wrong"), &body).await,
+        "wrong key",
+    )
+    .await;
+    assert_401(
+        post(&chat, Some(&format!("Bearer {KEY_A}x")), &body).await,
+        "key + 1 char",
+    )
+    .await;
+    assert_401(
+        post(
+            &chat,
+            Some(&format!("Bearer {}", &KEY_A[..KEY_A.len() - 1])),
+            &body,
+        )
+        .await,
+        "prefix of a key",
+    )
+    .await;
     assert_401(post(&chat, Some(KEY_A), &body).await, "no scheme").await;
-    assert_401(post(&chat, Some(&format!("Basic {KEY_A}")), &body).await, "Basic").await;
+    assert_401(
+        post(&chat, Some(&format!("Basic {KEY_A}")), &body).await,
+        "Basic",
+    )
+    .await;
     assert_401(post(&chat, Some("Bearer "), &body).await, "empty bearer").await;
-    assert_401(post(&chat, Some(&format!("Bearer {KEY_A} {KEY_B}")), &body).await, "two keys").await;
+    assert_401(
+        post(&chat, Some(&format!("Bearer {KEY_A} {KEY_B}")), &body).await,
+        "two keys",
+    )
+    .await;
     let r = client()
         .post(&chat)
-        .header("authorization", reqwest::header::HeaderValue::from_bytes(b"Bearer \xffkey").unwrap())
+        .header(
+            "authorization",
+            reqwest::header::HeaderValue::from_bytes(b"Bearer \xffkey").unwrap(),
+        )
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_401(r, "not UTF-8").await;
     // Every /v1 API endpoint, with or without the /v1 prefix, streams included.
-    assert_401(post(&gw.url("/v1/embeddings"), None, &json!({"model": "openai/e", "input": "x"})).await, "embeddings").await;
-    assert_401(post(&gw.url("/chat/completions"), None, &body).await, "no /v1 prefix").await;
-    assert_401(post(&chat, Some("Bearer nope"), &chat_body("openai/gpt-4o", "hi", true)).await, "stream").await;
-    assert_401(client().get(gw.url("/v1/models")).send().await.unwrap(), "models").await;
-    assert_eq!(mock.calls(), 0, "a refused request must not reach the upstream");
+    assert_401(
+        post(
+            &gw.url("/v1/embeddings"),
+            None,
+            &json!({"model": "openai/e", "input": "x"}),
+        )
+        .await,
+        "embeddings",
+    )
+    .await;
+    assert_401(
+        post(&gw.url("/chat/completions"), None, &body).await,
+        "no /v1 prefix",
+    )
+    .await;
+    assert_401(
+        post(
+            &chat,
+            Some("Bearer nope"),
+            &chat_body("openai/gpt-4o", "hi", true),
+        )
+        .await,
+        "stream",
+    )
+    .await;
+    assert_401(
+        client().get(gw.url("/v1/models")).send().await.unwrap(),
+        "models",
+    )
+    .await;
+    assert_eq!(
+        mock.calls(),
+        0,
+        "a refused request must not reach the upstream"
+    );
 
     // Health stays open.
-    assert_eq!(client().get(gw.url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(gw.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     // Every configured key works, plain and streamed, and models too.
     for key in [KEY_A, KEY_B, KEY_UNNAMED] {
@@ -92,23 +160,50 @@ async fn missing_wrong_or_malformed_keys_get_401_and_never_reach_the_upstream() 
         assert_eq!(v["choices"][0]["message"]["content"], "hello from upstream");
         let r = post(&chat, Some(&auth), &chat_body("openai/gpt-4o", "hi", true)).await;
         assert_eq!(r.status(), 200);
-        assert_eq!(sse_data(&r.text().await.unwrap()).last().map(String::as_str), Some("[DONE]"));
-        let r = client().get(gw.url("/v1/models")).header("authorization", &auth).send().await.unwrap();
+        assert_eq!(
+            sse_data(&r.text().await.unwrap())
+                .last()
+                .map(String::as_str),
+            Some("[DONE]")
+        );
+        let r = client()
+            .get(gw.url("/v1/models"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     // The scheme is case-insensitive (RFC 9110).
-    assert_eq!(post(&chat, Some(&format!("bearer {KEY_B}")), &body).await.status(), 200);
+    assert_eq!(
+        post(&chat, Some(&format!("bearer {KEY_B}")), &body)
+            .await
+            .status(),
+        200
+    );
     assert_eq!(mock.calls(), 7);
     // The client's key never goes upstream.
-    assert!(mock.requests().iter().all(|r| r.header("authorization").map_or(true, |h| !h.contains("sk-gw"))));
+    assert!(mock.requests().iter().all(|r| r
+        .header("authorization")
+        .map_or(true, |h| !h.contains("sk-gw"))));
 
     // Logs name the key, never show it.
     for name in ["key=team-a", "key=team-b", "key=key-1"] {
-        assert!(gw.wait_log(name, Duration::from_secs(5)), "{name} missing:\n{}", gw.logs());
+        assert!(
+            gw.wait_log(name, Duration::from_secs(5)),
+            "{name} missing:\n{}",
+            gw.logs()
+        );
     }
     assert!(gw.wait_log("status=401", Duration::from_secs(5)));
     let logs = gw.logs();
-    for k in [KEY_A, KEY_B, KEY_UNNAMED, "sk-gw-wrong", &KEY_A[..KEY_A.len() - 1]] {
+    for k in [
+        KEY_A,
+        KEY_B,
+        KEY_UNNAMED,
+        "sk-gw-wrong",
+        &KEY_A[..KEY_A.len() - 1],
+    ] {
         assert!(!logs.contains(k), "key {k} leaked into the log:\n{logs}");
     }
     assert!(logs.contains("api keys: on, 3 key(s)"), "{logs}");
@@ -119,14 +214,31 @@ async fn missing_wrong_or_malformed_keys_get_401_and_never_reach_the_upstream() 
 async fn without_keys_auth_is_off_and_start_up_warns() {
     let gw = Gateway::start(&[]);
     assert_eq!(status_with(&gw, "anything").await, 200);
-    let r = post(&gw.url("/v1/chat/completions"), None, &chat_body("echo/x", "hi", false)).await;
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        None,
+        &chat_body("echo/x", "hi", false),
+    )
+    .await;
     assert_eq!(r.status(), 200);
-    assert!(gw.wait_log("AUTH IS OFF", Duration::from_secs(5)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("AUTH IS OFF", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
     assert!(gw.logs().contains("WARN"));
     // A stray SIGHUP (or `systemctl reload`) does not kill it.
-    assert!(gw.wait_log("SIGHUP has nothing to reload", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("SIGHUP has nothing to reload", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     gw.signal("HUP");
-    assert!(gw.wait_log("SIGHUP: no GATEWAY_API_KEYS_FILE", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("SIGHUP: no GATEWAY_API_KEYS_FILE", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     assert_eq!(status_with(&gw, "anything").await, 200);
 }
 
@@ -136,7 +248,10 @@ fn bad_key_configuration_stops_start_up_without_echoing_keys() {
     let file = dir.path().join("keys");
     std::fs::write(&file, "ok=sk-file-secret-1\nsk-file-secret-2\n").unwrap();
     let out = Gateway::command(&[
-        ("GATEWAY_API_KEYS", "a=sk-env-secret-1:rpm=fast,a=sk-env-secret-2"),
+        (
+            "GATEWAY_API_KEYS",
+            "a=sk-env-secret-1:rpm=fast,a=sk-env-secret-2",
+        ),
         ("GATEWAY_API_KEYS_FILE", file.to_str().unwrap()),
         ("GATEWAY_RATE_LIMIT_BACKEND", "redis"),
         ("GATEWAY_RATE_LIMIT_RPM", "0"),
@@ -154,8 +269,14 @@ fn bad_key_configuration_stops_start_up_without_echoing_keys() {
     ] {
         assert!(err.contains(var), "{var} not named in:\n{err}");
     }
-    assert!(err.contains("line 2") && err.contains("GATEWAY_REDIS_URL"), "{err}");
-    assert!(!err.contains("sk-env-secret") && !err.contains("sk-file-secret"), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("GATEWAY_REDIS_URL"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("sk-env-secret") && !err.contains("sk-file-secret"),
+        "{err}"
+    );
 
     // A valid configuration prints key names only.
     let out = Gateway::command(&[
@@ -167,7 +288,10 @@ fn bad_key_configuration_stops_start_up_without_echoing_keys() {
     .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("on, 1 key(s) [a]") && text.contains("tpm=1000"), "{text}");
+    assert!(
+        text.contains("on, 1 key(s) [a]") && text.contains("tpm=1000"),
+        "{text}"
+    );
     assert!(!text.contains("sk-env-secret"), "{text}");
 }
 
@@ -206,19 +330,38 @@ async fn keys_file_change_adds_and_removes_keys_without_restart() {
     assert_eq!(status_with(&gw, "sk-file-bbb").await, 401);
 
     write_keys(&file, "team-b=sk-file-bbb\n");
-    assert!(wait_status(&gw, "sk-file-bbb", 200).await, "team-b never added:\n{}", gw.logs());
-    assert_eq!(status_with(&gw, "sk-file-aaa").await, 401, "team-a must be gone");
+    assert!(
+        wait_status(&gw, "sk-file-bbb", 200).await,
+        "team-b never added:\n{}",
+        gw.logs()
+    );
+    assert_eq!(
+        status_with(&gw, "sk-file-aaa").await,
+        401,
+        "team-a must be gone"
+    );
     assert_eq!(status_with(&gw, "sk-env-ops").await, 200, "env keys stay");
-    assert!(gw.wait_log("added [team-b], removed [team-a]", Duration::from_secs(5)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("added [team-b], removed [team-a]", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
 
     // A broken file leaves the keys in force.
     write_keys(&file, "team-c=sk-file-ccc:rpm=lots\n");
-    assert!(gw.wait_log("NOT reloaded (file changed)", Duration::from_secs(20)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("NOT reloaded (file changed)", Duration::from_secs(20)),
+        "{}",
+        gw.logs()
+    );
     assert_eq!(status_with(&gw, "sk-file-bbb").await, 200);
     assert_eq!(status_with(&gw, "sk-file-ccc").await, 401);
     assert_eq!(gw.pid(), pid);
     let logs = gw.logs();
-    assert!(!logs.contains("sk-file-") && !logs.contains("sk-env-ops"), "{logs}");
+    assert!(
+        !logs.contains("sk-file-") && !logs.contains("sk-env-ops"),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -230,7 +373,11 @@ async fn sighup_reloads_the_keys_file() {
         ("GATEWAY_API_KEYS_FILE", file.to_str().unwrap()),
         ("GATEWAY_API_KEYS_RELOAD_INTERVAL", "off"),
     ]);
-    assert!(gw.wait_log("api keys: watching", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("api keys: watching", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     assert_eq!(status_with(&gw, "sk-hup-aaa").await, 200);
 
     write_keys(&file, "team-c=sk-hup-ccc:rpm=600\n");
@@ -244,9 +391,17 @@ async fn sighup_reloads_the_keys_file() {
     assert_eq!(status_with(&gw, "sk-hup-aaa").await, 401);
     assert!(gw.wait_log("api keys reloaded (SIGHUP)", Duration::from_secs(5)));
     // The new key's own limits are in force.
-    let r = post(&gw.url("/v1/chat/completions"), Some("Bearer sk-hup-ccc"), &chat_body("echo/x", "hi", false)).await;
+    let r = post(
+        &gw.url("/v1/chat/completions"),
+        Some("Bearer sk-hup-ccc"),
+        &chat_body("echo/x", "hi", false),
+    )
+    .await;
     assert_eq!(r.headers()["x-ratelimit-limit-requests"], "600");
-    assert!(gw.child.try_wait().unwrap().is_none(), "SIGHUP must not stop the gateway");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the gateway"
+    );
 }
 
 fn python() -> PathBuf {
@@ -254,7 +409,10 @@ fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(venv.exists(), "no Python with the openai package: run scripts/test.sh (it creates .venv)");
+    assert!(
+        venv.exists(),
+        "no Python with the openai package: run scripts/test.sh (it creates .venv)"
+    );
     venv
 }
 

@@ -28,14 +28,27 @@ impl Redis {
     fn start_on(port: u16) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (.ci/run installs it)");
-        let mut r = Redis { port, child, _dir: dir };
+        let mut r = Redis {
+            port,
+            child,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(s)) = r.child.try_wait() {
@@ -85,7 +98,12 @@ async fn shoot(c: &reqwest::Client, url: &str, key: &str) -> Shot {
         .send()
         .await
         .unwrap();
-    let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let h = |n: &str| {
+        r.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let (retry_after, remaining) = (h("retry-after"), h("x-ratelimit-remaining-requests"));
     let status = r.status().as_u16();
     let _ = r.bytes().await;
@@ -136,7 +154,9 @@ fn assert_bucket_math(shots: &[Shot], burst: f64, per_sec: f64, what: &str) {
     let first_done = shots.iter().map(|s| s.done).min().unwrap();
     let last_send = shots.iter().map(|s| s.sent).max().unwrap();
     let last_done = shots.iter().map(|s| s.done).max().unwrap();
-    let lo = last_send.saturating_duration_since(first_done).as_secs_f64();
+    let lo = last_send
+        .saturating_duration_since(first_done)
+        .as_secs_f64();
     let hi = last_done.duration_since(first_send).as_secs_f64();
     let allowed = shots.iter().filter(|s| s.status == 200).count() as f64;
     let refused = shots.iter().filter(|s| s.status == 429).count();
@@ -150,11 +170,19 @@ fn assert_bucket_math(shots: &[Shot], burst: f64, per_sec: f64, what: &str) {
         allowed >= min && allowed <= max,
         "{what}: {allowed} allowed, bucket math says {min}..{max} (window {lo:.3}..{hi:.3}s)"
     );
-    let others: Vec<u16> = shots.iter().map(|s| s.status).filter(|s| *s != 200 && *s != 429).collect();
+    let others: Vec<u16> = shots
+        .iter()
+        .map(|s| s.status)
+        .filter(|s| *s != 200 && *s != 429)
+        .collect();
     assert!(others.is_empty(), "{what}: unexpected statuses {others:?}");
     assert!(refused > 0, "{what}: the limit never bit");
     for s in shots.iter().filter(|s| s.status == 429) {
-        let ra: u64 = s.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After on every 429");
+        let ra: u64 = s
+            .retry_after
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After on every 429");
         // At 10 requests per second the next one is at most 100 ms away: 1 s rounded up.
         assert!((1..=2).contains(&ra), "{what}: Retry-After {ra}");
         assert_eq!(s.remaining.as_deref(), Some("0"));
@@ -184,7 +212,10 @@ async fn rpm_600_burst_10_allows_burst_plus_rate_and_other_keys_are_unaffected()
     let shots = hammer(&[url.clone()], "sk-rl-hot", Duration::from_secs(10), 3).await;
     assert_bucket_math(&shots, 10.0, 10.0, "one instance, one key");
     let calm = calm.await.unwrap();
-    assert!(calm.len() >= 5 && calm.iter().all(|s| *s == 200), "calm key: {calm:?}");
+    assert!(
+        calm.len() >= 5 && calm.iter().all(|s| *s == 200),
+        "calm key: {calm:?}"
+    );
 
     // Headers on an allowed response: capacity, what is left, when it is full again.
     let r = client()
@@ -196,10 +227,20 @@ async fn rpm_600_burst_10_allows_burst_plus_rate_and_other_keys_are_unaffected()
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-ratelimit-limit-requests"], "10");
-    let left: u64 = r.headers()["x-ratelimit-remaining-requests"].to_str().unwrap().parse().unwrap();
+    let left: u64 = r.headers()["x-ratelimit-remaining-requests"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(left <= 9);
-    assert!(r.headers()["x-ratelimit-reset-requests"].to_str().unwrap().ends_with('s'));
-    assert!(!r.headers().contains_key("x-ratelimit-limit-tokens"), "no TPM configured");
+    assert!(r.headers()["x-ratelimit-reset-requests"]
+        .to_str()
+        .unwrap()
+        .ends_with('s'));
+    assert!(
+        !r.headers().contains_key("x-ratelimit-limit-tokens"),
+        "no TPM configured"
+    );
 
     // A refused request says why, in OpenAI's shape.
     let mut refused = None;
@@ -219,7 +260,10 @@ async fn rpm_600_burst_10_allows_burst_plus_rate_and_other_keys_are_unaffected()
     let v = refused.expect("a 429 for the hot key");
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
     assert_eq!(v["error"]["type"], "requests");
-    assert!(v["error"]["message"].as_str().unwrap().contains("key hot"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("key hot"),
+        "{v}"
+    );
     assert!(gw.wait_log("status=429", Duration::from_secs(5)));
     assert!(!gw.logs().contains("sk-rl-"));
 }
@@ -263,7 +307,10 @@ async fn token_limit_is_charged_with_real_usage_plain_and_streamed() {
     let mock = Mock::start(openai_handler("one two three four five")).await;
     let gw = Gateway::start(&[
         ("OPENAI_BASE_URL", &mock.url()),
-        ("GATEWAY_API_KEYS", "plain=sk-tpm-plain:tpm=40,streamer=sk-tpm-stream:tpm=30"),
+        (
+            "GATEWAY_API_KEYS",
+            "plain=sk-tpm-plain:tpm=40,streamer=sk-tpm-stream:tpm=30",
+        ),
     ]);
     // 40 tokens, refilling at 0.67/s: 18 + 18 leave ~4, a third answer is let in (the bucket is
     // not empty) and drives it to ~-14: the fourth request waits ~20 s.
@@ -273,20 +320,34 @@ async fn token_limit_is_charged_with_real_usage_plain_and_streamed() {
         assert_eq!(header_u64(&r, "x-ratelimit-limit-tokens"), 40);
         let left = header_u64(&r, "x-ratelimit-remaining-tokens");
         let expected = 40 - 18 * (i - 1);
-        assert!(left >= expected && left <= expected + 8, "request {i}: {left} tokens left, expected ~{expected}");
-        assert!(!r.headers().contains_key("x-ratelimit-limit-requests"), "no RPM configured");
+        assert!(
+            left >= expected && left <= expected + 8,
+            "request {i}: {left} tokens left, expected ~{expected}"
+        );
+        assert!(
+            !r.headers().contains_key("x-ratelimit-limit-requests"),
+            "no RPM configured"
+        );
         r.bytes().await.unwrap();
         wait_charged(&gw, "plain", i as usize);
     }
     let r = chat(&gw, "sk-tpm-plain", false).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "0");
-    let ra: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let ra: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((5..=60).contains(&ra), "Retry-After {ra}");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
     assert_eq!(v["error"]["type"], "tokens");
-    assert_eq!(mock.calls(), 3, "the refused request never reached the upstream");
+    assert_eq!(
+        mock.calls(),
+        3,
+        "the refused request never reached the upstream"
+    );
 
     // Streams are charged with the usage of their final chunk, even when the client did not
     // ask for it.
@@ -309,7 +370,10 @@ async fn two_instances_share_one_limit_through_redis() {
     let redis = Redis::start();
     let mock = Mock::start(openai_handler("one two three four five")).await;
     let vars = [
-        ("GATEWAY_API_KEYS", "shared=sk-shared,tok=sk-shared-tok:rpm=off:tpm=40"),
+        (
+            "GATEWAY_API_KEYS",
+            "shared=sk-shared,tok=sk-shared-tok:rpm=off:tpm=40",
+        ),
         ("GATEWAY_RATE_LIMIT_RPM", "600"),
         ("GATEWAY_RATE_LIMIT_BURST", "10"),
         ("GATEWAY_RATE_LIMIT_BACKEND", "redis"),
@@ -318,13 +382,22 @@ async fn two_instances_share_one_limit_through_redis() {
     ];
     let gw1 = Gateway::start(&vars);
     let gw2 = Gateway::start(&vars);
-    let urls = [gw1.url("/v1/chat/completions"), gw2.url("/v1/chat/completions")];
+    let urls = [
+        gw1.url("/v1/chat/completions"),
+        gw2.url("/v1/chat/completions"),
+    ];
     let shots = hammer(&urls, "sk-shared", Duration::from_secs(6), 4).await;
     // Each instance alone would allow burst + rate x t: together they must too.
     assert_bucket_math(&shots, 10.0, 10.0, "two instances, one Redis");
     for i in 0..2 {
-        let n = shots.iter().filter(|s| s.status == 200 && s.target == i).count();
-        assert!(n > 0, "instance {i} let nothing through: not a shared limit test");
+        let n = shots
+            .iter()
+            .filter(|s| s.status == 200 && s.target == i)
+            .count();
+        assert!(
+            n > 0,
+            "instance {i} let nothing through: not a shared limit test"
+        );
     }
 
     // Tokens charged through one instance count on the other.
@@ -335,7 +408,11 @@ async fn two_instances_share_one_limit_through_redis() {
         wait_charged(&gw1, "tok", i);
     }
     let r = chat(&gw2, "sk-shared-tok", false).await;
-    assert_eq!(r.status(), 429, "54 of 40 tokens used through the other instance");
+    assert_eq!(
+        r.status(),
+        429,
+        "54 of 40 tokens used through the other instance"
+    );
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "tokens");
     for gw in [&gw1, &gw2] {
@@ -377,7 +454,11 @@ async fn redis_down_means_local_limits_with_a_warning_never_a_500() {
     // The local bucket starts full: at most the burst gets through, then limits hold.
     assert_eq!(after.iter().filter(|s| **s == 200).count(), 3, "{after:?}");
     assert_eq!(after[3..], [429, 429, 429]);
-    assert!(gw.wait_log("is unreachable", Duration::from_secs(5)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("is unreachable", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
     assert!(gw.logs().contains("limiting locally"));
 
     // Redis back (empty): the gateway returns to it by itself.
@@ -402,8 +483,16 @@ async fn redis_down_means_local_limits_with_a_warning_never_a_500() {
     let c2 = client();
     let mut v = Vec::new();
     for _ in 0..5 {
-        v.push(shoot(&c2, &gw2.url("/v1/chat/completions"), "sk-down").await.status);
+        v.push(
+            shoot(&c2, &gw2.url("/v1/chat/completions"), "sk-down")
+                .await
+                .status,
+        );
     }
     assert_eq!(v, [200, 200, 200, 429, 429]);
-    assert!(gw2.wait_log("is unreachable", Duration::from_secs(5)), "{}", gw2.logs());
+    assert!(
+        gw2.wait_log("is unreachable", Duration::from_secs(5)),
+        "{}",
+        gw2.logs()
+    );
 }
