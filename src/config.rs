@@ -71,6 +71,13 @@ pub mod vars {
     /// `GATEWAY_PROVIDER_<NAME>_BASE_URL` / `_API_KEY` / `_DEFAULT_MODEL`.
     pub const PROVIDER_PREFIX: &str = "GATEWAY_PROVIDER_";
 
+    pub const API_KEYS: &str = "GATEWAY_API_KEYS";
+    pub const API_KEYS_FILE: &str = "GATEWAY_API_KEYS_FILE";
+    pub const API_KEYS_RELOAD_INTERVAL: &str = "GATEWAY_API_KEYS_RELOAD_INTERVAL";
+    pub const RATE_LIMIT_RPM: &str = "GATEWAY_RATE_LIMIT_RPM";
+    pub const RATE_LIMIT_BURST: &str = "GATEWAY_RATE_LIMIT_BURST";
+    pub const RATE_LIMIT_TPM: &str = "GATEWAY_RATE_LIMIT_TPM";
+    pub const RATE_LIMIT_BACKEND: &str = "GATEWAY_RATE_LIMIT_BACKEND";
     pub const METRICS_LISTEN: &str = "GATEWAY_METRICS_LISTEN";
     pub const PRICES: &str = "GATEWAY_PRICES";
     pub const UPGRADE_SOCK: &str = "GATEWAY_UPGRADE_SOCK";
@@ -114,6 +121,13 @@ pub mod vars {
         SEMANTIC_CACHE_MODEL,
         SEMANTIC_CACHE_THRESHOLD,
         REDIS_URL,
+        API_KEYS,
+        API_KEYS_FILE,
+        API_KEYS_RELOAD_INTERVAL,
+        RATE_LIMIT_RPM,
+        RATE_LIMIT_BURST,
+        RATE_LIMIT_TPM,
+        RATE_LIMIT_BACKEND,
         OPENAI_API_KEY,
         OPENAI_BASE_URL,
         OPENAI_DEFAULT_MODEL,
@@ -371,6 +385,10 @@ pub struct Config {
     pub prices: Vec<crate::pricing::PriceOverride>,
     pub upgrade_sock: String,
     pub pid_file: String,
+    /// Gateway API keys (`GATEWAY_API_KEYS*`).
+    pub auth: crate::auth::AuthConfig,
+    /// Rate limits (`GATEWAY_RATE_LIMIT_*`, `GATEWAY_REDIS_URL`).
+    pub rate_limit: crate::ratelimit::RateLimitConfig,
 }
 
 /// Every error found, one per line.
@@ -563,6 +581,8 @@ impl Config {
         }
         let default_provider = default_provider.map(|d| canonical_provider_name(&d).to_string());
         let routing = read_routing(&mut r, &providers);
+        let auth = crate::auth::read_config(&mut r);
+        let rate_limit = crate::ratelimit::read_config(&mut r);
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -588,6 +608,8 @@ impl Config {
             prices,
             upgrade_sock,
             pid_file,
+            auth,
+            rate_limit,
         })
     }
 }
@@ -613,6 +635,8 @@ impl Config {
             self.default_provider.as_deref().unwrap_or("(none)")
         );
         let _ = writeln!(s, "cache            {}", self.cache.describe());
+        let _ = writeln!(s, "api keys         {}", self.auth.describe());
+        let _ = writeln!(s, "rate limits      {}", self.rate_limit.describe());
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();

@@ -17,14 +17,16 @@
 //!   `translate` holds what the translating formats share.
 //! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
 //! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
-//! - [`pricing`]: model prices for the `cost` strategy.
 //! - [`upstream`]: Pingora's HTTP connector: pooled sessions, TLS, timeouts, DNS cache.
 //! - [`sse`]: SSE framing over arbitrary body chunks.
 //! - [`telemetry`]: the logger and the one structured line per request.
 //! - [`metrics`]: Prometheus metrics, the hooks other parts call, and `/metrics`.
 //! - [`pricing`]: estimated cost in USD (built-in price table, `GATEWAY_PRICES`).
+//! - [`auth`]: gateway API keys (env and reloadable file), constant-time check, key names.
+//! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
 
 pub mod api;
+pub mod auth;
 pub mod cache;
 pub mod chat;
 pub mod config;
@@ -35,6 +37,7 @@ pub mod models;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod server;
 pub mod sse;

@@ -32,6 +32,8 @@ pub struct Gateway {
     /// Requests in flight (for graceful shutdown).
     pub inflight: Arc<AtomicUsize>,
     pub cache: crate::cache::Cache,
+    pub auth: Arc<crate::auth::Auth>,
+    pub limiter: crate::ratelimit::Limiter,
 }
 
 impl Gateway {
@@ -43,6 +45,8 @@ impl Gateway {
         }));
         let router = Router::new(&config, upstreams.clone());
         let cache = crate::cache::Cache::new(&config.cache);
+        let auth = Arc::new(crate::auth::Auth::new(config.auth.clone(), config.rate_limit.clone()));
+        let limiter = crate::ratelimit::Limiter::new(config.rate_limit.clone());
         Gateway {
             cache,
             config: Arc::new(config),
@@ -50,6 +54,8 @@ impl Gateway {
             upstreams,
             models_cache: Mutex::new(None),
             inflight: Arc::new(AtomicUsize::new(0)),
+            auth,
+            limiter,
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct Ctx {
     pub upstream_head: Option<Duration>,
     /// The response cache's state between its lookup and its store.
     pub cache_fill: Option<Box<crate::cache::Fill>>,
+    /// Whose token bucket pays for this request's usage (charged in `logging`).
+    pub rate_limit: Option<crate::ratelimit::Charge>,
     _inflight: InflightGuard,
 }
 
@@ -269,6 +277,9 @@ impl Gateway {
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
+        if matches!(ep, Endpoint::Chat | Endpoint::Embeddings | Endpoint::Models) {
+            crate::auth::admit(self, session, ctx).await?;
+        }
         match ep {
             Endpoint::Health if is_get => {
                 respond(
@@ -345,6 +356,7 @@ impl ProxyHttp for Gateway {
             headers: Vec::new(),
             upstream_head: None,
             cache_fill: None,
+            rate_limit: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
@@ -375,6 +387,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        if let (Some(c), Some(u)) = (ctx.rate_limit.take(), ctx.usage) {
+            self.limiter.charge(&c, u.total_tokens).await;
+        }
         let h = session.req_header();
         let usage = ctx.usage;
         let upstream_model = ctx.upstream_model.as_deref().or(ctx.model.as_deref());

@@ -169,6 +169,10 @@ pub fn run(config: Config, args: Args) {
             PoolService(pool.clone()),
         ));
     }
+    server.add_service(background_service(
+        "api keys",
+        crate::auth::KeysWatcher(gateway.auth.clone()),
+    ));
     let mut service = http_proxy_service(&server.configuration, gateway);
     service.add_tcp(&listen);
     let handle = server.add_service(service);
@@ -201,6 +205,7 @@ pub fn run(config: Config, args: Args) {
 fn log_startup(gw: &Gateway) {
     let names: Vec<&str> = gw.router.providers.keys().map(String::as_str).collect();
     log::info!("providers: {}", names.join(", "));
+    crate::auth::log_startup(gw);
 }
 
 /// In `--daemon` mode the parent of the fork waits for the daemon's SIGUSR1 ("ready"), but

@@ -1,0 +1,770 @@
+//! Gateway API keys: who may call the `/v1` API, under which name, with which limits.
+//!
+//! Keys come from `GATEWAY_API_KEYS` (comma-separated) and/or `GATEWAY_API_KEYS_FILE` (one per
+//! line). An entry is
+//!
+//! ```text
+//! [name=]key[:rpm=N|off][:burst=N][:tpm=N|off]
+//! team-a=sk-gw-aaa
+//! team-b=sk-gw-bbb:rpm=60:burst=5:tpm=20000
+//! ```
+//!
+//! The name is what logs and metrics show; the key itself is kept only as its SHA-256 digest.
+//! The keys file is re-read on `SIGHUP` and when its content changes (polled every
+//! `GATEWAY_API_KEYS_RELOAD_INTERVAL`); a file that no longer parses leaves the keys as they
+//! were. Try it:
+//!
+//! ```sh
+//! GATEWAY_API_KEYS=team-a=sk-gw-aaa cargo run
+//! curl localhost:8080/v1/models -H 'Authorization: Bearer sk-gw-aaa'
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{parse_duration, vars, Reader, Secret};
+use crate::error::GatewayError;
+use crate::ratelimit::{LimitOverrides, Limits, RateLimitConfig};
+
+/// Longest key name (names end up in log lines and Redis keys).
+const MAX_NAME_LEN: usize = 64;
+
+/// One key as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    pub name: String,
+    pub key: Secret,
+    pub overrides: LimitOverrides,
+}
+
+/// Keys settings, validated.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Keys from `GATEWAY_API_KEYS`.
+    pub env_keys: Vec<KeySpec>,
+    /// `GATEWAY_API_KEYS_FILE`.
+    pub file: Option<PathBuf>,
+    /// Keys read from the file at start-up.
+    pub file_keys: Vec<KeySpec>,
+    /// How often the file is checked for changes (`None`: only on SIGHUP).
+    pub reload_interval: Option<Duration>,
+}
+
+impl AuthConfig {
+    /// Auth is on as soon as keys are configured at all. A keys file that is (or becomes)
+    /// empty keeps it on: emptying the file locks everyone out rather than opening up.
+    pub fn enabled(&self) -> bool {
+        !self.env_keys.is_empty() || self.file.is_some()
+    }
+
+    pub fn describe(&self) -> String {
+        if !self.enabled() {
+            return "off (no GATEWAY_API_KEYS or GATEWAY_API_KEYS_FILE)".into();
+        }
+        let names: Vec<&str> = self
+            .env_keys
+            .iter()
+            .chain(&self.file_keys)
+            .map(|k| k.name.as_str())
+            .collect();
+        let file = match &self.file {
+            Some(f) => format!(
+                " file={} reload={}",
+                f.display(),
+                self.reload_interval
+                    .map(|d| format!("{d:?}+SIGHUP"))
+                    .unwrap_or_else(|| "SIGHUP".into())
+            ),
+            None => String::new(),
+        };
+        format!("on, {} key(s) [{}]{file}", names.len(), names.join(", "))
+    }
+}
+
+/// Reads `GATEWAY_API_KEYS`, `GATEWAY_API_KEYS_FILE` and `GATEWAY_API_KEYS_RELOAD_INTERVAL`.
+pub(crate) fn read_config(r: &mut Reader) -> AuthConfig {
+    let mut cfg = AuthConfig {
+        reload_interval: Some(Duration::from_secs(2)),
+        ..AuthConfig::default()
+    };
+    if let Some(raw) = r.get(vars::API_KEYS) {
+        match parse_entries(
+            raw.split(',').enumerate().map(|(i, e)| (i + 1, e)),
+            Source::Env,
+        ) {
+            Ok(keys) => cfg.env_keys = keys,
+            Err(errs) => {
+                for e in errs {
+                    r.error(vars::API_KEYS, raw, &e);
+                }
+            }
+        }
+    }
+    if let Some(path) = r.get(vars::API_KEYS_FILE) {
+        let path = PathBuf::from(path);
+        match load_file(&path) {
+            Ok(keys) => cfg.file_keys = keys,
+            Err(e) => r.error(vars::API_KEYS_FILE, &path.display().to_string(), &e),
+        }
+        cfg.file = Some(path);
+    }
+    cfg.reload_interval = r.parse(vars::API_KEYS_RELOAD_INTERVAL, cfg.reload_interval, |v| {
+        if matches!(
+            v.to_ascii_lowercase().as_str(),
+            "off" | "0" | "false" | "no"
+        ) {
+            return Ok(None);
+        }
+        let d = parse_duration(v)?;
+        if d < Duration::from_millis(100) {
+            return Err("use at least 100ms, or off".into());
+        }
+        Ok(Some(d))
+    });
+    if let Err(e) = check_unique(cfg.env_keys.iter().chain(&cfg.file_keys)) {
+        r.error(
+            vars::API_KEYS_FILE,
+            "",
+            &format!("{e} (across GATEWAY_API_KEYS and the file)"),
+        );
+    }
+    cfg
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    Env,
+    File,
+}
+
+/// Reads and parses a keys file. Errors name the line, never the key.
+pub fn load_file(path: &std::path::Path) -> Result<Vec<KeySpec>, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read the keys file: {e}"))?;
+    parse_file(&text)
+}
+
+/// One entry per line; blank lines and lines starting with `#` are skipped.
+pub fn parse_file(text: &str) -> Result<Vec<KeySpec>, String> {
+    let lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    parse_entries(lines, Source::File).map_err(|errs| errs.join("; "))
+}
+
+fn parse_entries<'a>(
+    entries: impl Iterator<Item = (usize, &'a str)>,
+    source: Source,
+) -> Result<Vec<KeySpec>, Vec<String>> {
+    let mut keys = Vec::new();
+    let mut errors = Vec::new();
+    let mut unnamed = 0;
+    for (pos, raw) in entries {
+        let at = match source {
+            Source::Env => format!("entry {pos}"),
+            Source::File => format!("line {pos}"),
+        };
+        let raw = raw.trim();
+        if raw.is_empty() {
+            continue;
+        }
+        match parse_entry(raw) {
+            Ok((name, key, overrides)) => {
+                let name = match name {
+                    Some(n) => n,
+                    None if source == Source::Env => {
+                        unnamed += 1;
+                        format!("key-{unnamed}")
+                    }
+                    None => {
+                        errors.push(format!("{at}: a key in the file needs a name (name=key)"));
+                        continue;
+                    }
+                };
+                keys.push(KeySpec {
+                    name,
+                    key: Secret::new(key),
+                    overrides,
+                });
+            }
+            Err(e) => errors.push(format!("{at}: {e}")),
+        }
+    }
+    if let Err(e) = check_unique(keys.iter()) {
+        errors.push(e);
+    }
+    if errors.is_empty() {
+        Ok(keys)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `[name=]key[:opt=value]...`. Error messages never contain the key.
+fn parse_entry(raw: &str) -> Result<(Option<String>, String, LimitOverrides), String> {
+    let mut parts = raw.split(':');
+    let head = parts.next().unwrap_or("").trim();
+    let (name, key) = match head.split_once('=') {
+        Some((n, k)) => (Some(n.trim()), k.trim()),
+        None => (None, head),
+    };
+    if let Some(n) = name {
+        if n.is_empty()
+            || n.len() > MAX_NAME_LEN
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(format!(
+                "key name {n:?} must be 1-{MAX_NAME_LEN} letters, digits, '-', '_' or '.'"
+            ));
+        }
+    }
+    if key.is_empty() {
+        return Err("empty key".into());
+    }
+    if key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("the key contains whitespace or control characters".into());
+    }
+    let mut ov = LimitOverrides::default();
+    for opt in parts.map(str::trim).filter(|o| !o.is_empty()) {
+        let Some((k, v)) = opt.split_once('=') else {
+            return Err(format!("option {opt:?} must be rpm=, burst= or tpm="));
+        };
+        let v = v.trim();
+        let off = matches!(
+            v.to_ascii_lowercase().as_str(),
+            "off" | "none" | "unlimited"
+        );
+        let num = || match v.parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("{k}={v:?}: expected a whole number >= 1 or off")),
+        };
+        match k.trim() {
+            "rpm" => ov.rpm = Some(if off { None } else { Some(num()?) }),
+            "tpm" => ov.tpm = Some(if off { None } else { Some(num()?) }),
+            "burst" => ov.burst = Some(num()?),
+            other => return Err(format!("unknown option {other:?} (rpm, burst, tpm)")),
+        }
+    }
+    Ok((name.map(str::to_string), key.to_string(), ov))
+}
+
+fn check_unique<'a>(keys: impl Iterator<Item = &'a KeySpec>) -> Result<(), String> {
+    let mut names = HashSet::new();
+    let mut digests = HashSet::new();
+    for k in keys {
+        if !names.insert(k.name.as_str()) {
+            return Err(format!("key name {:?} is used twice", k.name));
+        }
+        if !digests.insert(digest(k.key.expose())) {
+            return Err(format!("key {:?} repeats the key of another entry", k.name));
+        }
+    }
+    Ok(())
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// A key that authenticated: its name and effective limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyEntry {
+    pub name: Arc<str>,
+    pub limits: Limits,
+    digest: [u8; 32],
+}
+
+/// The current keys, replaced whole on reload.
+#[derive(Default)]
+struct KeySet {
+    by_digest: HashMap<[u8; 32], Arc<KeyEntry>>,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    Malformed,
+    Invalid,
+}
+
+impl Refusal {
+    pub fn error(self) -> GatewayError {
+        let msg = match self {
+            Refusal::Missing => {
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+            }
+            Refusal::Malformed => {
+                "Malformed Authorization header: expected 'Authorization: Bearer <key>'."
+            }
+            Refusal::Invalid => "Incorrect API key provided.",
+        };
+        GatewayError::new(401, "invalid_request_error", Some("invalid_api_key"), msg)
+            .with_label("unauthorized")
+    }
+}
+
+/// The keys in force, and how to reload them.
+pub struct Auth {
+    config: AuthConfig,
+    defaults: RateLimitConfig,
+    set: RwLock<Arc<KeySet>>,
+}
+
+impl Auth {
+    pub fn new(config: AuthConfig, defaults: RateLimitConfig) -> Self {
+        let auth = Auth {
+            config,
+            defaults,
+            set: RwLock::new(Arc::new(KeySet::default())),
+        };
+        let keys: Vec<KeySpec> = auth
+            .config
+            .env_keys
+            .iter()
+            .chain(&auth.config.file_keys)
+            .cloned()
+            .collect();
+        *auth.set.write() = Arc::new(auth.build(&keys));
+        auth
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled()
+    }
+
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    fn build(&self, keys: &[KeySpec]) -> KeySet {
+        let by_digest = keys
+            .iter()
+            .map(|k| {
+                let d = digest(k.key.expose());
+                let entry = KeyEntry {
+                    name: Arc::from(k.name.as_str()),
+                    limits: k.overrides.apply(&self.defaults.defaults),
+                    digest: d,
+                };
+                (d, Arc::new(entry))
+            })
+            .collect();
+        KeySet { by_digest }
+    }
+
+    /// Checks an `Authorization` header value. `Ok(None)`: auth is off.
+    ///
+    /// The presented key is hashed and looked up by digest, then the digests are compared with
+    /// `subtle`: the time taken depends on the SHA-256 of the guess, which tells an attacker
+    /// nothing about any configured key, and stays flat however many keys are configured.
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Option<Arc<KeyEntry>>, Refusal> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let key = bearer(header.ok_or(Refusal::Missing)?)?;
+        let d = digest(key);
+        let set = self.set.read().clone();
+        match set.by_digest.get(&d) {
+            Some(e) if bool::from(e.digest.ct_eq(&d)) => Ok(Some(e.clone())),
+            _ => Err(Refusal::Invalid),
+        }
+    }
+
+    pub fn key_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .set
+            .read()
+            .by_digest
+            .values()
+            .map(|e| e.name.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Re-reads the keys file; on error the keys in force stay as they are.
+    pub fn reload(&self) -> Result<ReloadReport, String> {
+        let Some(path) = &self.config.file else {
+            return Err("no GATEWAY_API_KEYS_FILE configured".into());
+        };
+        let file_keys = load_file(path)?;
+        let all: Vec<KeySpec> = self
+            .config
+            .env_keys
+            .iter()
+            .chain(&file_keys)
+            .cloned()
+            .collect();
+        check_unique(all.iter())?;
+        let new = self.build(&all);
+        let mut guard = self.set.write();
+        let old_names: HashSet<Arc<str>> =
+            guard.by_digest.values().map(|e| e.name.clone()).collect();
+        let new_names: HashSet<Arc<str>> = new.by_digest.values().map(|e| e.name.clone()).collect();
+        let changed = guard.by_digest.len() != new.by_digest.len()
+            || new
+                .by_digest
+                .iter()
+                .any(|(d, e)| guard.by_digest.get(d).map(|o| o.as_ref()) != Some(e.as_ref()));
+        let mut report = ReloadReport {
+            keys: new.by_digest.len(),
+            added: new_names
+                .difference(&old_names)
+                .map(|n| n.to_string())
+                .collect(),
+            removed: old_names
+                .difference(&new_names)
+                .map(|n| n.to_string())
+                .collect(),
+            changed,
+        };
+        report.added.sort();
+        report.removed.sort();
+        *guard = Arc::new(new);
+        Ok(report)
+    }
+}
+
+/// What a reload changed (names only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadReport {
+    pub keys: usize,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Any key, name or limit differs.
+    pub changed: bool,
+}
+
+impl std::fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} key(s)", self.keys)?;
+        if !self.added.is_empty() {
+            write!(f, ", added [{}]", self.added.join(", "))?;
+        }
+        if !self.removed.is_empty() {
+            write!(f, ", removed [{}]", self.removed.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The key in `Bearer <key>` (scheme case-insensitive, as RFC 9110 says).
+fn bearer(value: &[u8]) -> Result<&str, Refusal> {
+    let v = std::str::from_utf8(value)
+        .map_err(|_| Refusal::Malformed)?
+        .trim();
+    let (scheme, rest) = v
+        .split_once(' ')
+        .ok_or(if v.eq_ignore_ascii_case("bearer") {
+            Refusal::Missing
+        } else {
+            Refusal::Malformed
+        })?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Refusal::Malformed);
+    }
+    let key = rest.trim();
+    if key.is_empty() {
+        return Err(Refusal::Missing);
+    }
+    if key.contains(char::is_whitespace) {
+        return Err(Refusal::Malformed);
+    }
+    Ok(key)
+}
+
+impl From<Refusal> for GatewayError {
+    fn from(r: Refusal) -> Self {
+        r.error()
+    }
+}
+
+/// Name of the shared bucket when auth is off (rate limits still apply to everyone together).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// `request_filter`'s gate for the `/v1` API: authenticate, name the key in `ctx`, then apply
+/// its rate limits (which also put the `x-ratelimit-*` headers on the response).
+pub async fn admit(
+    gw: &crate::proxy::Gateway,
+    session: &pingora::proxy::Session,
+    ctx: &mut crate::proxy::Ctx,
+) -> Result<(), GatewayError> {
+    let header = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let (name, limits) = match gw.auth.authenticate(header) {
+        Ok(Some(e)) => {
+            ctx.key_name = Some(e.name.to_string());
+            (e.name.clone(), e.limits)
+        }
+        Ok(None) => (Arc::from(ANONYMOUS), gw.limiter.config().defaults),
+        Err(refusal) => {
+            ctx.headers.push(("www-authenticate", "Bearer".into()));
+            return Err(refusal.error());
+        }
+    };
+    gw.limiter.admit(name, limits, ctx).await
+}
+
+/// Reloads the keys file on `SIGHUP` and whenever its content changes.
+pub struct KeysWatcher(pub Arc<Auth>);
+
+impl KeysWatcher {
+    fn apply(&self, why: &str) {
+        match self.0.reload() {
+            Ok(r) if r.changed => log::info!("api keys reloaded ({why}): {r}"),
+            Ok(r) => log::info!("api keys reloaded ({why}): unchanged, {r}"),
+            Err(e) => {
+                log::error!("api keys NOT reloaded ({why}), the previous keys stay in force: {e}")
+            }
+        }
+    }
+}
+
+/// The file's content digest; `None` when it cannot be read.
+fn fingerprint(path: &std::path::Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for KeysWatcher {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Listening for SIGHUP even without a keys file: `systemctl reload` (or a stray HUP)
+        // must never kill the gateway.
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!(
+                    "api keys: cannot listen for SIGHUP ({e}); reloading on file change only"
+                );
+                None
+            }
+        };
+        let Some(path) = self.0.config.file.clone() else {
+            if let Some(h) = hup.as_mut() {
+                log::info!("api keys: no keys file; SIGHUP has nothing to reload");
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = h.recv() => log::info!("SIGHUP: no GATEWAY_API_KEYS_FILE, nothing to reload"),
+                    }
+                }
+            }
+            return;
+        };
+        let interval = self.0.config.reload_interval;
+        // Polling the content (not inotify) also sees Kubernetes ConfigMap symlink swaps and
+        // files edited in place on any filesystem; reading a keys file is cheap.
+        let mut last = fingerprint(&path);
+        log::info!(
+            "api keys: watching {} (SIGHUP{})",
+            path.display(),
+            interval
+                .map(|d| format!(", every {d:?}"))
+                .unwrap_or_default()
+        );
+        loop {
+            let tick = async {
+                match interval {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => futures::future::pending::<()>().await,
+                }
+            };
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => futures::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hangup => {
+                    last = fingerprint(&path);
+                    self.apply("SIGHUP");
+                }
+                _ = tick => {
+                    let now = fingerprint(&path);
+                    if now != last {
+                        last = now;
+                        self.apply("file changed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Start-up lines: which keys (names only), or a loud warning that anyone may call.
+pub fn log_startup(gw: &crate::proxy::Gateway) {
+    let listen = &gw.config.listen;
+    if gw.auth.enabled() {
+        log::info!("api keys: {}", gw.auth.config().describe());
+    } else {
+        let exposed = listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| !a.ip().is_loopback());
+        let msg = format!(
+            "AUTH IS OFF: neither {} nor {} is set, so anyone who can reach http://{listen} can \
+             use the gateway and the provider keys behind it",
+            vars::API_KEYS,
+            vars::API_KEYS_FILE
+        );
+        if exposed {
+            log::error!("{msg}. {listen} is not a loopback address: set gateway keys now.");
+        } else {
+            log::warn!("{msg}.");
+        }
+    }
+    log::info!("rate limits: {}", gw.limiter.config().describe());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::RateLimitConfig;
+
+    fn auth(env: &str) -> Auth {
+        let keys = parse_entries(env.split(',').enumerate(), Source::Env).unwrap();
+        let cfg = AuthConfig {
+            env_keys: keys,
+            ..AuthConfig::default()
+        };
+        Auth::new(cfg, RateLimitConfig::default())
+    }
+
+    #[test]
+    fn entry_syntax() {
+        let (n, k, o) = parse_entry("team-a=sk-gw-aaa:rpm=60:burst=5:tpm=off").unwrap();
+        assert_eq!(n.as_deref(), Some("team-a"));
+        assert_eq!(k, "sk-gw-aaa");
+        assert_eq!(o.rpm, Some(Some(60)));
+        assert_eq!(o.burst, Some(5));
+        assert_eq!(o.tpm, Some(None));
+        let (n, k, _) = parse_entry("bare-key").unwrap();
+        assert_eq!((n, k.as_str()), (None, "bare-key"));
+        // A key with '=' (base64 padding) works when named.
+        let (_, k, _) = parse_entry("b=abc==").unwrap();
+        assert_eq!(k, "abc==");
+        for bad in [
+            "=k",
+            "a b=k",
+            "n=",
+            "n=k:rpm=0",
+            "n=k:rpm=x",
+            "n=k:foo=1",
+            "n=k:rpm",
+        ] {
+            assert!(parse_entry(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_never_contain_the_key() {
+        let errs = parse_entries(
+            [
+                "a=sk-secret-1:nope=1",
+                "a=sk-secret-2",
+                "b=sk-secret-2",
+                "sk-secret-3 x",
+            ]
+            .into_iter()
+            .enumerate(),
+            Source::Env,
+        )
+        .unwrap_err();
+        assert!(errs.len() >= 2);
+        for e in &errs {
+            assert!(!e.contains("sk-secret"), "{e}");
+        }
+        let e = parse_file("a=sk-secret-1\nsk-secret-9\n").unwrap_err();
+        assert!(e.contains("line 2") && !e.contains("sk-secret"), "{e}");
+    }
+
+    #[test]
+    fn names_and_duplicates() {
+        let keys = parse_entries(
+            ["k1", " team=k2 ", "k3"].into_iter().enumerate(),
+            Source::Env,
+        )
+        .unwrap();
+        let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["key-1", "team", "key-2"]);
+        assert!(parse_entries(["a=k", "a=j"].into_iter().enumerate(), Source::Env).is_err());
+        assert!(parse_entries(["a=k", "b=k"].into_iter().enumerate(), Source::Env).is_err());
+        let f = parse_file("# comment\n\nteam-a=sk-a:tpm=100\n  team-b=sk-b\n").unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].overrides.tpm, Some(Some(100)));
+    }
+
+    #[test]
+    fn bearer_header() {
+        let a = auth("team-a=sk-aaa,team-b=sk-bbb");
+        let name = |h: &[u8]| {
+            a.authenticate(Some(h))
+                .map(|e| e.map(|e| e.name.to_string()))
+        };
+        assert_eq!(name(b"Bearer sk-aaa"), Ok(Some("team-a".into())));
+        assert_eq!(name(b"bearer   sk-bbb "), Ok(Some("team-b".into())));
+        assert_eq!(name(b"Bearer sk-aa"), Err(Refusal::Invalid));
+        assert_eq!(name(b"Bearer sk-aaaa"), Err(Refusal::Invalid));
+        assert_eq!(name(b"Basic c2stYWFhOg=="), Err(Refusal::Malformed));
+        assert_eq!(name(b"sk-aaa"), Err(Refusal::Malformed));
+        assert_eq!(name(b"Bearer a b"), Err(Refusal::Malformed));
+        assert_eq!(name(b"Bearer \xff"), Err(Refusal::Malformed));
+        assert_eq!(name(b"Bearer "), Err(Refusal::Missing));
+        assert_eq!(name(b"Bearer"), Err(Refusal::Missing));
+        assert_eq!(a.authenticate(None), Err(Refusal::Missing));
+        let off = Auth::new(AuthConfig::default(), RateLimitConfig::default());
+        assert_eq!(off.authenticate(None), Ok(None));
+        let v: serde_json::Value =
+            serde_json::from_slice(&Refusal::Invalid.error().body()).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+    }
+
+    #[test]
+    fn reload_adds_removes_and_keeps_old_keys_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        std::fs::write(&path, "team-a=sk-a\n").unwrap();
+        let cfg = AuthConfig {
+            file: Some(path.clone()),
+            file_keys: load_file(&path).unwrap(),
+            ..AuthConfig::default()
+        };
+        let a = Auth::new(cfg, RateLimitConfig::default());
+        assert!(a.authenticate(Some(b"Bearer sk-a")).is_ok());
+        std::fs::write(&path, "team-b=sk-b\n").unwrap();
+        let r = a.reload().unwrap();
+        assert_eq!(
+            (r.added, r.removed),
+            (vec!["team-b".to_string()], vec!["team-a".to_string()])
+        );
+        assert_eq!(a.authenticate(Some(b"Bearer sk-a")), Err(Refusal::Invalid));
+        assert!(a.authenticate(Some(b"Bearer sk-b")).is_ok());
+        std::fs::write(&path, "team-c=sk-c:rpm=zero\n").unwrap();
+        assert!(a.reload().is_err());
+        assert!(a.authenticate(Some(b"Bearer sk-b")).is_ok());
+        // An emptied file locks everyone out; it does not turn auth off.
+        std::fs::write(&path, "").unwrap();
+        a.reload().unwrap();
+        assert_eq!(a.authenticate(Some(b"Bearer sk-b")), Err(Refusal::Invalid));
+        assert_eq!(a.authenticate(None), Err(Refusal::Missing));
+    }
+}
