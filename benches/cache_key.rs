@@ -26,7 +26,9 @@ fn small() -> Map<String, Value> {
 
 /// A system prompt, ten turns of conversation, three tools with schemas.
 fn typical() -> Map<String, Value> {
-    let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant for a travel company. ".repeat(10)})];
+    let mut messages = vec![
+        json!({"role": "system", "content": "You are a helpful assistant for a travel company. ".repeat(10)}),
+    ];
     for i in 0..10 {
         messages.push(json!({"role": "user", "content": format!("Question {i}: what should I see in Paris if I have a free afternoon and like museums? ")}));
         messages.push(json!({"role": "assistant", "content": format!("Answer {i}: the Musée d'Orsay, then a walk along the Seine to the Louvre and the Tuileries. ")}));
@@ -60,8 +62,12 @@ fn bench(c: &mut Criterion) {
     for (name, body) in [("small", small()), ("typical", typical())] {
         let bytes = serde_json::to_vec(&body).map(|b| b.len()).unwrap_or(0);
         g.throughput(Throughput::Bytes(bytes as u64));
-        g.bench_function(format!("exact/{name}_{bytes}B"), |b| b.iter(|| exact(ID, black_box(&body))));
-        g.bench_function(format!("context/{name}_{bytes}B"), |b| b.iter(|| context(ID, black_box(&body))));
+        g.bench_function(format!("exact/{name}_{bytes}B"), |b| {
+            b.iter(|| exact(ID, black_box(&body)))
+        });
+        g.bench_function(format!("context/{name}_{bytes}B"), |b| {
+            b.iter(|| context(ID, black_box(&body)))
+        });
     }
     g.finish();
 }

@@ -110,25 +110,35 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let mock_port = listener.local_addr().expect("addr").port();
         tokio::spawn(async move {
             let app = axum::Router::new().fallback(sse);
             let _ = axum::serve(listener, app).await;
         });
 
-        let bin = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/ai-gateway");
-        assert!(bin.exists(), "build the gateway first: cargo build --release");
+        let bin =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/ai-gateway");
+        assert!(
+            bin.exists(),
+            "build the gateway first: cargo build --release"
+        );
         let gw_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("port");
-        let dir = std::env::temp_dir().join(format!("ai-gateway-stream-bench-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("ai-gateway-stream-bench-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let mut gw = Command::new(&bin)
             .env_clear()
             .env("GATEWAY_LISTEN", format!("127.0.0.1:{gw_port}"))
-            .env("GATEWAY_THREADS", std::env::var("GATEWAY_THREADS").unwrap_or_else(|_| "1".into()))
+            .env(
+                "GATEWAY_THREADS",
+                std::env::var("GATEWAY_THREADS").unwrap_or_else(|_| "1".into()),
+            )
             .env("GATEWAY_HEALTH_CHECK_INTERVAL", "off")
             .env("GATEWAY_LOG_LEVEL", "warn")
             .env("GATEWAY_CACHE_BACKEND", "off")
@@ -140,29 +150,62 @@ fn main() {
             .spawn()
             .expect("start gateway");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", gw_port)).is_err() && Instant::now() < deadline {
+        while std::net::TcpStream::connect(("127.0.0.1", gw_port)).is_err()
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let idle_rss = rss_kb(gw.id(), "VmRSS");
 
-        let body = r#"{"model":"openai/m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-        let (direct, derr) = run(&format!("http://127.0.0.1:{mock_port}/v1/chat/completions"), body).await;
-        let (via, verr) = run(&format!("http://127.0.0.1:{gw_port}/v1/chat/completions"), body).await;
+        let body =
+            r#"{"model":"openai/m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let (direct, derr) = run(
+            &format!("http://127.0.0.1:{mock_port}/v1/chat/completions"),
+            body,
+        )
+        .await;
+        let (via, verr) = run(
+            &format!("http://127.0.0.1:{gw_port}/v1/chat/completions"),
+            body,
+        )
+        .await;
         let peak_rss = rss_kb(gw.id(), "VmHWM");
         let _ = gw.kill();
         let _ = gw.wait();
         let _ = std::fs::remove_dir_all(&dir);
 
-        println!("streams={STREAMS} chunks={CHUNKS} gap={}ms", GAP.as_millis());
-        println!("{:<10} {:>8} {:>8} {:>8}", "ttfb ms", "p50", "p99", "errors");
-        println!("{:<10} {:>8.2} {:>8.2} {:>8}", "direct", pct(&direct, 0.5), pct(&direct, 0.99), derr);
-        println!("{:<10} {:>8.2} {:>8.2} {:>8}", "gateway", pct(&via, 0.5), pct(&via, 0.99), verr);
+        println!(
+            "streams={STREAMS} chunks={CHUNKS} gap={}ms",
+            GAP.as_millis()
+        );
+        println!(
+            "{:<10} {:>8} {:>8} {:>8}",
+            "ttfb ms", "p50", "p99", "errors"
+        );
+        println!(
+            "{:<10} {:>8.2} {:>8.2} {:>8}",
+            "direct",
+            pct(&direct, 0.5),
+            pct(&direct, 0.99),
+            derr
+        );
+        println!(
+            "{:<10} {:>8.2} {:>8.2} {:>8}",
+            "gateway",
+            pct(&via, 0.5),
+            pct(&via, 0.99),
+            verr
+        );
         println!(
             "added ttfb: p50 {:.2} ms, p99 {:.2} ms",
             pct(&via, 0.5) - pct(&direct, 0.5),
             pct(&via, 0.99) - pct(&direct, 0.99)
         );
-        println!("gateway rss: idle {} MB, peak {} MB", idle_rss / 1024, peak_rss / 1024);
+        println!(
+            "gateway rss: idle {} MB, peak {} MB",
+            idle_rss / 1024,
+            peak_rss / 1024
+        );
     });
 }

@@ -13,7 +13,9 @@ use ai_gateway::providers::{self, CallInfo};
 
 /// A typical chat request of about 2 KB: a system prompt, a few turns, parameters.
 pub fn request_2kb() -> Vec<u8> {
-    let mut msgs = vec![serde_json::json!({"role": "system", "content": "You are a helpful assistant. ".repeat(12)})];
+    let mut msgs = vec![
+        serde_json::json!({"role": "system", "content": "You are a helpful assistant. ".repeat(12)}),
+    ];
     for i in 0..5 {
         msgs.push(serde_json::json!({"role": "user", "content": format!("Question {i}: {}", "what is the capital of France? ".repeat(4))}));
         msgs.push(serde_json::json!({"role": "assistant", "content": "Paris is the capital of France. ".repeat(4)}));
@@ -39,7 +41,12 @@ fn bench(c: &mut Criterion) {
     let body = request_2kb();
     assert!((1800..2600).contains(&body.len()), "{} bytes", body.len());
     let config = config();
-    let backend = BaseUrl { tls: false, host: "127.0.0.1".into(), port: 9, path: "/v1".into() };
+    let backend = BaseUrl {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: 9,
+        path: "/v1".into(),
+    };
     let call = CallInfo {
         client_model: "openai/gpt-4o-mini".into(),
         upstream_model: "gpt-4o-mini".into(),
@@ -49,7 +56,14 @@ fn bench(c: &mut Criterion) {
     };
     for name in ["openai", "anthropic", "google"] {
         let p = providers::build(&config.providers[name], &config);
-        let backend = if name == "openai" { backend.clone() } else { BaseUrl { path: String::new(), ..backend.clone() } };
+        let backend = if name == "openai" {
+            backend.clone()
+        } else {
+            BaseUrl {
+                path: String::new(),
+                ..backend.clone()
+            }
+        };
         c.bench_function(&format!("parse + encode 2KB request for {name}"), |b| {
             b.iter(|| {
                 let req = ChatRequest::parse(black_box(&body)).expect("parse");
@@ -61,7 +75,11 @@ fn bench(c: &mut Criterion) {
     let openai_event = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" Paris\"},\"finish_reason\":null}]}\n\n";
     let anthropic_event = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" Paris\"}}\n\n";
     let gemini_event = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" Paris\"}],\"role\":\"model\"},\"index\":0}],\"modelVersion\":\"gemini-2.0-flash\"}\n\n";
-    for (name, event) in [("openai", &openai_event[..]), ("anthropic", &anthropic_event[..]), ("google", &gemini_event[..])] {
+    for (name, event) in [
+        ("openai", &openai_event[..]),
+        ("anthropic", &anthropic_event[..]),
+        ("google", &gemini_event[..]),
+    ] {
         let p = providers::build(&config.providers[name], &config);
         let mut t = p.stream_translator(&call);
         let mut out = BytesMut::with_capacity(4096);

@@ -32,8 +32,14 @@ impl Usage {
     pub fn from_value(v: &Value) -> Option<Usage> {
         let o = v.as_object()?;
         let p = o.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
-        let c = o.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0);
-        let t = o.get("total_tokens").and_then(Value::as_u64).unwrap_or(p + c);
+        let c = o
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let t = o
+            .get("total_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(p + c);
         let cached = o
             .get("prompt_tokens_details")
             .and_then(|d| d.get("cached_tokens"))
@@ -60,7 +66,14 @@ impl Usage {
     }
 }
 
-const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// A client's chat request: the whole body as sent (unknown fields kept, order kept), plus the
 /// few fields the gateway itself needs.
@@ -126,7 +139,10 @@ impl ChatRequest {
         }
         if let Some(t) = body.get("tools") {
             if !(t.is_array() || t.is_null()) {
-                return Err(GatewayError::bad_request("tools", "'tools' must be an array"));
+                return Err(GatewayError::bad_request(
+                    "tools",
+                    "'tools' must be an array",
+                ));
             }
         }
         let include_usage = match body.get("stream_options") {
@@ -166,7 +182,10 @@ impl ChatRequest {
 
     /// False only when the client sent `"parallel_tool_calls": false`.
     pub fn parallel_tool_calls(&self) -> bool {
-        !matches!(self.body.get("parallel_tool_calls"), Some(Value::Bool(false)))
+        !matches!(
+            self.body.get("parallel_tool_calls"),
+            Some(Value::Bool(false))
+        )
     }
 }
 
@@ -197,7 +216,10 @@ pub fn required_model(body: &Map<String, Value>) -> Result<String, GatewayError>
             "model",
             "'model' must not be empty",
         )),
-        Some(_) => Err(GatewayError::bad_request("model", "'model' must be a string")),
+        Some(_) => Err(GatewayError::bad_request(
+            "model",
+            "'model' must be a string",
+        )),
     }
 }
 
@@ -208,14 +230,12 @@ fn validate_message(i: usize, m: &Value) -> Result<(), GatewayError> {
     })?;
     match o.get("role") {
         Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
-        Some(Value::String(r)) => {
-            return Err(GatewayError::bad_request(
-                &format!("messages[{i}].role"),
-                format!(
-                    "messages[{i}].role {r:?} is not one of system, developer, user, assistant, tool"
-                ),
-            ))
-        }
+        Some(Value::String(r)) => return Err(GatewayError::bad_request(
+            &format!("messages[{i}].role"),
+            format!(
+                "messages[{i}].role {r:?} is not one of system, developer, user, assistant, tool"
+            ),
+        )),
         _ => {
             return Err(GatewayError::bad_request(
                 &format!("messages[{i}].role"),
@@ -510,7 +530,13 @@ impl ChunkWriter {
         self.choice_at(out, 0, delta, finish)
     }
 
-    fn choice_at<D: Serialize>(&self, out: &mut BytesMut, index: u32, delta: D, finish: Option<&str>) {
+    fn choice_at<D: Serialize>(
+        &self,
+        out: &mut BytesMut,
+        index: u32,
+        delta: D,
+        finish: Option<&str>,
+    ) {
         Self::event(
             out,
             &ChunkOut {
@@ -601,7 +627,10 @@ impl ChunkWriter {
 
     /// The writers below address one choice of several (`n > 1`); the ones above write choice 0.
     pub fn role_at(&self, out: &mut BytesMut, choice: u32) {
-        let delta = RoleDelta { role: "assistant", content: "" };
+        let delta = RoleDelta {
+            role: "assistant",
+            content: "",
+        };
         self.choice_at(out, choice, delta, None);
     }
 
@@ -610,14 +639,30 @@ impl ChunkWriter {
     }
 
     pub fn tool_start_at(&self, out: &mut BytesMut, choice: u32, index: u32, id: &str, name: &str) {
-        let function = ToolDeltaFn { name: Some(name), arguments: "" };
-        let item = ToolDeltaItem { index, id: Some(id), kind: Some("function"), function };
+        let function = ToolDeltaFn {
+            name: Some(name),
+            arguments: "",
+        };
+        let item = ToolDeltaItem {
+            index,
+            id: Some(id),
+            kind: Some("function"),
+            function,
+        };
         self.choice_at(out, choice, ToolDelta { tool_calls: [item] }, None);
     }
 
     pub fn tool_args_at(&self, out: &mut BytesMut, choice: u32, index: u32, fragment: &str) {
-        let function = ToolDeltaFn { name: None, arguments: fragment };
-        let item = ToolDeltaItem { index, id: None, kind: None, function };
+        let function = ToolDeltaFn {
+            name: None,
+            arguments: fragment,
+        };
+        let item = ToolDeltaItem {
+            index,
+            id: None,
+            kind: None,
+            function,
+        };
         self.choice_at(out, choice, ToolDelta { tool_calls: [item] }, None);
     }
 
@@ -670,16 +715,36 @@ mod tests {
             (br#"{"model":7,"messages":[]}"#, "model"),
             (br#"{"model":"m"}"#, "messages"),
             (br#"{"model":"m","messages":"hi"}"#, "messages"),
-            (br#"{"model":"m","messages":[{"role":"boss","content":"x"}]}"#, "messages[0].role"),
-            (br#"{"model":"m","messages":[{"role":"user","content":5}]}"#, "messages[0].content"),
-            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#, "temperature"),
-            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, "stream"),
-            (br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.5}"#, "max_tokens"),
+            (
+                br#"{"model":"m","messages":[{"role":"boss","content":"x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":5}]}"#,
+                "messages[0].content",
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+                "temperature",
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+                "stream",
+            ),
+            (
+                br#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.5}"#,
+                "max_tokens",
+            ),
         ];
         for (body, param) in cases {
             let e = ChatRequest::parse(body).unwrap_err();
             assert_eq!(e.status, 400);
-            assert_eq!(e.param.as_deref().unwrap_or(""), *param, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                e.param.as_deref().unwrap_or(""),
+                *param,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 
@@ -689,7 +754,11 @@ mod tests {
         let mut out = BytesMut::new();
         let a = Answer {
             content: Some("hi".into()),
-            tool_calls: vec![ToolCall { id: "c1".into(), name: "f".into(), arguments: "{}".into() }],
+            tool_calls: vec![ToolCall {
+                id: "c1".into(),
+                name: "f".into(),
+                arguments: "{}".into(),
+            }],
             finish_reason: "tool_calls".into(),
             usage: Some(Usage::new(3, 4)),
         };

@@ -31,7 +31,11 @@ pub fn retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504 | 529)
 }
 
-pub async fn handle(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+pub async fn handle(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<(), GatewayError> {
     let body = read_body(session, gw.config.max_body_bytes).await?;
     let req = ChatRequest::parse(&body)?;
     ctx.model = Some(req.model.clone());
@@ -206,7 +210,12 @@ pub async fn attempt(
     };
     let up_req = match route.provider.chat_request(req, call, backend) {
         Ok(r) => r,
-        Err(err) => return Attempt::Failed { err, retryable: false },
+        Err(err) => {
+            return Attempt::Failed {
+                err,
+                retryable: false,
+            }
+        }
     };
     // Wait for the response head, or for the client to hang up (which cancels the upstream
     // request by dropping it).
@@ -301,7 +310,10 @@ async fn write_stream_head(session: &mut Session, ctx: &mut Ctx) -> bool {
     };
     ctx.status = 200;
     ctx.responded = true;
-    session.write_response_header(Box::new(head), false).await.is_ok()
+    session
+        .write_response_header(Box::new(head), false)
+        .await
+        .is_ok()
 }
 
 async fn write_chunk(session: &mut Session, ctx: &mut Ctx, out: &mut BytesMut, end: bool) -> bool {
@@ -508,10 +520,12 @@ pub async fn embed(
     client_model: &str,
 ) -> Result<(Bytes, Option<crate::api::Usage>), GatewayError> {
     let cfg = route.provider.config();
-    let backend = cfg
-        .backends
-        .first()
-        .ok_or_else(|| GatewayError::bad_request("model", format!("provider {} does not offer embeddings", cfg.name)))?;
+    let backend = cfg.backends.first().ok_or_else(|| {
+        GatewayError::bad_request(
+            "model",
+            format!("provider {} does not offer embeddings", cfg.name),
+        )
+    })?;
     let up = route
         .provider
         .embeddings_request(obj, &route.upstream_model, backend)?;
@@ -541,5 +555,7 @@ pub async fn embed(
         return Ok((bytes, usage));
     }
     // Translated answers: usage estimated if uncounted, base64 encoding applied.
-    Ok(crate::providers::translate::finish_embeddings(obj, bytes, usage))
+    Ok(crate::providers::translate::finish_embeddings(
+        obj, bytes, usage,
+    ))
 }

@@ -479,8 +479,7 @@ impl<'a> Reader<'a> {
     pub fn error(&mut self, name: &str, value: &str, why: &str) {
         // Values of secret variables are never echoed.
         let shown = if is_secret_var(name) { "***" } else { value };
-        self.errors
-            .push(format!("{name}={shown:?}: {why}"));
+        self.errors.push(format!("{name}={shown:?}: {why}"));
     }
 }
 
@@ -533,8 +532,7 @@ impl Config {
         let idle_timeout = r.duration(vars::IDLE_TIMEOUT, Duration::from_secs(120));
         let shutdown_grace = r.duration(vars::SHUTDOWN_GRACE, Duration::from_secs(30));
         let models_cache_ttl = r.duration(vars::MODELS_CACHE_TTL, Duration::from_secs(60));
-        let echo_chunk_delay =
-            Duration::from_millis(r.number(vars::ECHO_CHUNK_DELAY_MS, 0u64));
+        let echo_chunk_delay = Duration::from_millis(r.number(vars::ECHO_CHUNK_DELAY_MS, 0u64));
         let anthropic_max_tokens = r.parse(vars::ANTHROPIC_MAX_TOKENS, 4096u32, |v| {
             match v.parse::<u32>() {
                 Ok(n) if n >= 1 => Ok(n),
@@ -565,9 +563,14 @@ impl Config {
             .get(vars::UPGRADE_SOCK)
             .unwrap_or(DEFAULT_UPGRADE_SOCK)
             .to_string();
-        let pid_file = r.get(vars::PID_FILE).unwrap_or(DEFAULT_PID_FILE).to_string();
+        let pid_file = r
+            .get(vars::PID_FILE)
+            .unwrap_or(DEFAULT_PID_FILE)
+            .to_string();
 
-        let default_provider = r.get(vars::DEFAULT_PROVIDER).map(|s| s.to_ascii_lowercase());
+        let default_provider = r
+            .get(vars::DEFAULT_PROVIDER)
+            .map(|s| s.to_ascii_lowercase());
         if let Some(dp) = &default_provider {
             let canonical = canonical_provider_name(dp);
             if !providers.contains_key(canonical) {
@@ -623,7 +626,11 @@ impl Config {
         let _ = writeln!(s, "listen           {}", self.listen);
         let _ = writeln!(s, "threads          {}", self.threads);
         let _ = writeln!(s, "max body bytes   {}", self.max_body_bytes);
-        let _ = writeln!(s, "log              level={} format={:?}", self.log_level, self.log_format);
+        let _ = writeln!(
+            s,
+            "log              level={} format={:?}",
+            self.log_level, self.log_format
+        );
         let _ = writeln!(
             s,
             "timeouts         connect={:?} first_byte={:?} idle={:?} shutdown_grace={:?}",
@@ -658,7 +665,11 @@ impl Config {
                 None => format!("http://{}/metrics", self.listen),
             }
         );
-        let _ = writeln!(s, "prices           {}", crate::pricing::describe(&self.prices));
+        let _ = writeln!(
+            s,
+            "prices           {}",
+            crate::pricing::describe(&self.prices)
+        );
         let _ = writeln!(
             s,
             "upgrade          sock={} pid_file={}",
@@ -686,7 +697,11 @@ fn check_model_ref(
     }
     if !providers.contains_key(&name) {
         let hint = enabling_variable(&name);
-        r.error(var, m, &format!("provider {name:?} is not configured (set {hint})"));
+        r.error(
+            var,
+            m,
+            &format!("provider {name:?} is not configured (set {hint})"),
+        );
         return false;
     }
     true
@@ -702,7 +717,11 @@ fn read_model_map(
     let Some(raw) = r.get(var) else {
         return out;
     };
-    for entry in raw.split([';', ',']).map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in raw
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         let Some((name, members)) = entry.split_once('=') else {
             r.error(var, entry, "expected name=provider/model|provider/model");
             continue;
@@ -734,7 +753,11 @@ fn read_routing(r: &mut Reader, providers: &BTreeMap<String, ProviderConfig>) ->
             let name = canonical_provider_name(&p.to_ascii_lowercase()).to_string();
             if !providers.contains_key(&name) {
                 let hint = enabling_variable(&name);
-                r.error(vars::PROVIDERS, p, &format!("provider {name:?} is not configured (set {hint})"));
+                r.error(
+                    vars::PROVIDERS,
+                    p,
+                    &format!("provider {name:?} is not configured (set {hint})"),
+                );
             } else if names.contains(&name) {
                 r.error(vars::PROVIDERS, p, "listed twice");
             } else {
@@ -749,14 +772,24 @@ fn read_routing(r: &mut Reader, providers: &BTreeMap<String, ProviderConfig>) ->
             Err(_) => r.error(vars::WEIGHTS, raw, "expected comma-separated whole numbers"),
             Ok(ws) if r.get(vars::PROVIDERS).is_none() => {
                 let _ = ws;
-                r.error(vars::WEIGHTS, raw, "weights need GATEWAY_PROVIDERS (one weight per provider, same order)");
+                r.error(
+                    vars::WEIGHTS,
+                    raw,
+                    "weights need GATEWAY_PROVIDERS (one weight per provider, same order)",
+                );
             }
             Ok(ws) if ws.len() != names.len() => r.error(
                 vars::WEIGHTS,
                 raw,
-                &format!("{} weights for {} providers in GATEWAY_PROVIDERS", ws.len(), names.len()),
+                &format!(
+                    "{} weights for {} providers in GATEWAY_PROVIDERS",
+                    ws.len(),
+                    names.len()
+                ),
             ),
-            Ok(ws) if ws.iter().all(|w| *w == 0) => r.error(vars::WEIGHTS, raw, "at least one weight must be above 0"),
+            Ok(ws) if ws.iter().all(|w| *w == 0) => {
+                r.error(vars::WEIGHTS, raw, "at least one weight must be above 0")
+            }
             Ok(ws) => {
                 for (n, w) in names.iter().zip(ws) {
                     weights.insert(n.clone(), w);
@@ -774,16 +807,23 @@ fn read_routing(r: &mut Reader, providers: &BTreeMap<String, ProviderConfig>) ->
         }
     });
     let retry_max = r.number(vars::RETRY_MAX, 3usize);
-    let interval = r.parse(vars::HEALTH_CHECK_INTERVAL, Some(Duration::from_secs(30)), |v| {
-        if matches!(v.to_ascii_lowercase().as_str(), "off" | "0" | "false" | "no") {
-            return Ok(None);
-        }
-        let d = parse_duration(v)?;
-        if d < Duration::from_millis(100) {
-            return Err("use at least 100ms, or off".into());
-        }
-        Ok(Some(d))
-    });
+    let interval = r.parse(
+        vars::HEALTH_CHECK_INTERVAL,
+        Some(Duration::from_secs(30)),
+        |v| {
+            if matches!(
+                v.to_ascii_lowercase().as_str(),
+                "off" | "0" | "false" | "no"
+            ) {
+                return Ok(None);
+            }
+            let d = parse_duration(v)?;
+            if d < Duration::from_millis(100) {
+                return Err("use at least 100ms, or off".into());
+            }
+            Ok(Some(d))
+        },
+    );
     let cooldown = r.duration(vars::UNHEALTHY_COOLDOWN, Duration::from_secs(30));
     let failure_threshold = r.parse(vars::FAILURE_THRESHOLD, 1u32, |v| match v.parse::<u32>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -1060,22 +1100,40 @@ mod tests {
     fn base_urls_follow_sdk_conventions() {
         let c = Config::from_map(&env(&[
             ("OPENAI_BASE_URL", "http://127.0.0.1:9000"),
-            ("VLLM_BASE_URL", "http://10.0.0.5:8000/v1/,http://10.0.0.6:8000"),
+            (
+                "VLLM_BASE_URL",
+                "http://10.0.0.5:8000/v1/,http://10.0.0.6:8000",
+            ),
             ("OLLAMA_HOST", "localhost:11434"),
             ("ANTHROPIC_API_KEY", "k"),
             ("GEMINI_BASE_URL", "http://127.0.0.1:7000/"),
-            ("GATEWAY_PROVIDER_GROQ_BASE_URL", "https://api.groq.com/openai/v1/"),
+            (
+                "GATEWAY_PROVIDER_GROQ_BASE_URL",
+                "https://api.groq.com/openai/v1/",
+            ),
         ]))
         .unwrap();
-        assert_eq!(c.providers["openai"].backends[0].to_string(), "http://127.0.0.1:9000/v1");
+        assert_eq!(
+            c.providers["openai"].backends[0].to_string(),
+            "http://127.0.0.1:9000/v1"
+        );
         let v = &c.providers["vllm"].backends;
         assert_eq!(v.len(), 2);
         assert_eq!(v[0].path, "/v1");
         assert_eq!(v[1].path, "/v1");
-        assert_eq!(c.providers["ollama"].backends[0].to_string(), "http://localhost:11434/v1");
-        assert_eq!(c.providers["anthropic"].backends[0].to_string(), "https://api.anthropic.com");
+        assert_eq!(
+            c.providers["ollama"].backends[0].to_string(),
+            "http://localhost:11434/v1"
+        );
+        assert_eq!(
+            c.providers["anthropic"].backends[0].to_string(),
+            "https://api.anthropic.com"
+        );
         assert_eq!(c.providers["google"].backends[0].path, "");
-        assert_eq!(c.providers["groq"].backends[0].to_string(), "https://api.groq.com/openai/v1");
+        assert_eq!(
+            c.providers["groq"].backends[0].to_string(),
+            "https://api.groq.com/openai/v1"
+        );
     }
 
     #[test]
@@ -1088,7 +1146,12 @@ mod tests {
         ]))
         .unwrap_err();
         let s = e.to_string();
-        for v in ["GATEWAY_LISTEN", "GATEWAY_THREADS", "GATEWAY_CONNECT_TIMEOUT", "OPENAI_BASE_URL"] {
+        for v in [
+            "GATEWAY_LISTEN",
+            "GATEWAY_THREADS",
+            "GATEWAY_CONNECT_TIMEOUT",
+            "OPENAI_BASE_URL",
+        ] {
             assert!(s.contains(v), "{s}");
         }
     }

@@ -49,7 +49,12 @@ impl GatewayError {
     }
 
     pub fn model_not_found(message: impl Into<String>) -> Self {
-        let mut e = Self::new(404, "invalid_request_error", Some("model_not_found"), message);
+        let mut e = Self::new(
+            404,
+            "invalid_request_error",
+            Some("model_not_found"),
+            message,
+        );
         e.param = Some("model".into());
         e
     }
@@ -64,7 +69,12 @@ impl GatewayError {
     }
 
     pub fn bad_gateway(message: impl Into<String>) -> Self {
-        let mut e = Self::new(502, "upstream_error", Some("upstream_connect_error"), message);
+        let mut e = Self::new(
+            502,
+            "upstream_error",
+            Some("upstream_connect_error"),
+            message,
+        );
         e.label = "upstream_connect";
         e
     }

@@ -290,7 +290,11 @@ impl Pool {
     pub fn record_latency(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         let old = self.latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 { us.max(1) } else { (old * 7 + us * 3) / 10 };
+        let new = if old == 0 {
+            us.max(1)
+        } else {
+            (old * 7 + us * 3) / 10
+        };
         self.latency_us.store(new.max(1), Ordering::Relaxed);
     }
 
@@ -347,9 +351,8 @@ struct Probe {
 #[async_trait]
 impl HealthCheck for Probe {
     async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        let fail = |why: String| {
-            pingora::Error::explain(pingora::ErrorType::Custom("probe_failed"), why)
-        };
+        let fail =
+            |why: String| pingora::Error::explain(pingora::ErrorType::Custom("probe_failed"), why);
         let Some(BackendIndex(i)) = target.ext.get::<BackendIndex>().copied() else {
             return Err(fail("unknown backend".into()));
         };

@@ -43,10 +43,8 @@ async fn upstream_models(gw: &Gateway, p: &dyn Provider) -> Vec<String> {
 
 async fn build(gw: &Gateway) -> Bytes {
     let providers: Vec<_> = gw.router.providers.values().cloned().collect();
-    let listings = futures::future::join_all(
-        providers.iter().map(|p| upstream_models(gw, p.as_ref())),
-    )
-    .await;
+    let listings =
+        futures::future::join_all(providers.iter().map(|p| upstream_models(gw, p.as_ref()))).await;
     let created = unix_now();
     let mut data = Vec::new();
     for (p, listed) in providers.iter().zip(listings) {

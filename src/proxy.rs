@@ -45,7 +45,10 @@ impl Gateway {
         }));
         let router = Router::new(&config, upstreams.clone());
         let cache = crate::cache::Cache::new(&config.cache);
-        let auth = Arc::new(crate::auth::Auth::new(config.auth.clone(), config.rate_limit.clone()));
+        let auth = Arc::new(crate::auth::Auth::new(
+            config.auth.clone(),
+            config.rate_limit.clone(),
+        ));
         let limiter = crate::ratelimit::Limiter::new(config.rate_limit.clone());
         Gateway {
             cache,
@@ -304,18 +307,34 @@ impl Gateway {
                 } else {
                     (503, b"{\"status\":\"unavailable\"}")
                 };
-                respond(session, ctx, status, "application/json", &[], Bytes::from_static(body)).await;
+                respond(
+                    session,
+                    ctx,
+                    status,
+                    "application/json",
+                    &[],
+                    Bytes::from_static(body),
+                )
+                .await;
                 Ok(())
             }
             Endpoint::ProvidersHealth if is_get => {
                 let body = crate::health::providers_status(&self.router.pools).to_string();
-                respond(session, ctx, 200, "application/json", &[], Bytes::from(body)).await;
+                respond(
+                    session,
+                    ctx,
+                    200,
+                    "application/json",
+                    &[],
+                    Bytes::from(body),
+                )
+                .await;
                 Ok(())
             }
             // With GATEWAY_METRICS_LISTEN set, metrics stay off the public listener.
-            Endpoint::Metrics if self.config.metrics_listen.is_some() => {
-                Err(GatewayError::not_found(format!("no route for {method} {path}")))
-            }
+            Endpoint::Metrics if self.config.metrics_listen.is_some() => Err(
+                GatewayError::not_found(format!("no route for {method} {path}")),
+            ),
             Endpoint::Metrics if is_get => {
                 let (ctype, body) = crate::metrics::render();
                 respond(session, ctx, 200, &ctype, &[], Bytes::from(body)).await;

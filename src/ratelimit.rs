@@ -643,7 +643,14 @@ fn too_many(name: &str, limits: &Limits, d: &Decision) -> GatewayError {
         }
     };
     let retry = d.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    crate::metrics::rate_limited(name, if kind == "tokens" { "tokens" } else { "requests" });
+    crate::metrics::rate_limited(
+        name,
+        if kind == "tokens" {
+            "tokens"
+        } else {
+            "requests"
+        },
+    );
     GatewayError::new(
         429,
         kind,

@@ -126,7 +126,12 @@ impl Router {
         let names: Vec<String> = if !self.routing.providers.is_empty() {
             self.routing.providers.clone()
         } else {
-            let real: Vec<String> = self.providers.keys().filter(|n| *n != "echo").cloned().collect();
+            let real: Vec<String> = self
+                .providers
+                .keys()
+                .filter(|n| *n != "echo")
+                .cloned()
+                .collect();
             if real.is_empty() {
                 vec!["echo".to_string()]
             } else {
@@ -155,7 +160,10 @@ impl Router {
                 // Sampling without replacement, by weight.
                 let mut out = Vec::with_capacity(routes.len());
                 while !routes.is_empty() {
-                    let weights: Vec<f64> = routes.iter().map(|r| self.weight(r.provider_name())).collect();
+                    let weights: Vec<f64> = routes
+                        .iter()
+                        .map(|r| self.weight(r.provider_name()))
+                        .collect();
                     let total: f64 = weights.iter().sum();
                     let mut i = 0;
                     if total > 0.0 {

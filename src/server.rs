@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::proxy::http_proxy_service;
-use pingora::services::background::background_service;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use tokio::sync::broadcast;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::health::PoolService;
@@ -158,7 +158,10 @@ pub fn run(config: Config, args: Args) {
 
     // Load each pool's backend list before the first request, then keep it and the active
     // health checks running as background services.
-    if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         for pool in gateway.router.pools.values() {
             rt.block_on(pool.load());
         }
@@ -220,6 +223,9 @@ fn exit_on_readiness_signal() {
     }
     // SAFETY: installs a handler that only calls an async-signal-safe function.
     unsafe {
-        libc::signal(libc::SIGUSR1, ready as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(
+            libc::SIGUSR1,
+            ready as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
     }
 }

@@ -221,7 +221,10 @@ mod tests {
             ..Default::default()
         };
         let t = l.text();
-        assert!(t.starts_with("model=gpt-4o provider=openai cache=miss status=200"), "{t}");
+        assert!(
+            t.starts_with("model=gpt-4o provider=openai cache=miss status=200"),
+            "{t}"
+        );
         assert!(t.contains("latency=320ms ttfb=95ms tokens=847"));
         assert!(t.contains("key=team-a") && t.contains("req=req_1"));
         let j: serde_json::Value = serde_json::from_str(&l.json()).unwrap();

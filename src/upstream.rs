@@ -51,9 +51,9 @@ pub enum SendError {
 impl SendError {
     pub fn into_gateway(self, provider: &str) -> GatewayError {
         match self {
-            SendError::Connect(m) => GatewayError::bad_gateway(format!(
-                "could not connect to provider {provider}: {m}"
-            )),
+            SendError::Connect(m) => {
+                GatewayError::bad_gateway(format!("could not connect to provider {provider}: {m}"))
+            }
             SendError::Timeout(m) => {
                 GatewayError::gateway_timeout(format!("provider {provider} timed out: {m}"))
             }
@@ -77,7 +77,9 @@ impl SendError {
 fn classify(e: &Error) -> SendError {
     let msg = e.to_string();
     match e.etype() {
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ErrorType::ConnectTimedout
+        | ErrorType::ReadTimedout
+        | ErrorType::WriteTimedout
         | ErrorType::TLSHandshakeTimedout => SendError::Timeout(msg),
         ErrorType::ConnectRefused
         | ErrorType::ConnectNoRoute
@@ -111,13 +113,11 @@ impl Upstreams {
                 return Ok(*addr);
             }
         }
-        let lookup = tokio::time::timeout(
-            self.timeouts.connect,
-            tokio::net::lookup_host((host, port)),
-        )
-        .await
-        .map_err(|_| SendError::Timeout(format!("resolving {host}")))?
-        .map_err(|e| SendError::Connect(format!("resolving {host}: {e}")))?;
+        let lookup =
+            tokio::time::timeout(self.timeouts.connect, tokio::net::lookup_host((host, port)))
+                .await
+                .map_err(|_| SendError::Timeout(format!("resolving {host}")))?
+                .map_err(|e| SendError::Connect(format!("resolving {host}: {e}")))?;
         let addrs: Vec<SocketAddr> = lookup.collect();
         // Prefer IPv4 (the common case for API hosts); fall back to whatever there is.
         let addr = addrs
@@ -191,9 +191,13 @@ impl Upstreams {
         base: &BaseUrl,
         req: &UpstreamRequest,
     ) -> pingora::Result<()> {
-        let mut head = RequestHeader::build(req.method, req.path.as_bytes(), Some(6 + req.headers.len()))?;
+        let mut head =
+            RequestHeader::build(req.method, req.path.as_bytes(), Some(6 + req.headers.len()))?;
         head.insert_header("host", base.authority())?;
-        head.insert_header("user-agent", concat!("ai-gateway/", env!("CARGO_PKG_VERSION")))?;
+        head.insert_header(
+            "user-agent",
+            concat!("ai-gateway/", env!("CARGO_PKG_VERSION")),
+        )?;
         head.insert_header("accept", "application/json, text/event-stream")?;
         for (k, v) in &req.headers {
             head.insert_header(*k, v.as_str())?;

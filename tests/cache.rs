@@ -37,7 +37,9 @@ fn logged_latencies(gw: &Gateway, needle: &str) -> Vec<f64> {
         .lines()
         .filter(|l| l.contains(needle))
         .filter_map(|l| {
-            let v = l.split_whitespace().find_map(|w| w.strip_prefix("latency="))?;
+            let v = l
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("latency="))?;
             v.trim_end_matches("ms").parse().ok()
         })
         .collect()
@@ -72,8 +74,15 @@ async fn identical_request_is_a_hit_with_zero_upstream_calls() {
     assert_eq!(v["choices"][0]["message"]["content"], "Hello from the mock");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     // The original counts, as the upstream reported them.
-    assert_eq!(v["usage"], json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}));
-    assert_ne!(v["id"], first.json()["id"], "a hit is a new completion object");
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18})
+    );
+    assert_ne!(
+        v["id"],
+        first.json()["id"],
+        "a hit is a new completion object"
+    );
 
     // Fields that cannot change the answer do not change the key; neither does naming the
     // same upstream model without its provider prefix.
@@ -87,13 +96,27 @@ async fn identical_request_is_a_hit_with_zero_upstream_calls() {
     assert_eq!(mock.calls(), 1);
 
     // The log line says it was a hit and counts zero upstream tokens.
-    assert!(gw.wait_log("req=trace-hit-1", Duration::from_secs(5)), "{}", gw.logs());
-    let line = gw.logs().lines().find(|l| l.contains("req=trace-hit-1")).unwrap().to_string();
+    assert!(
+        gw.wait_log("req=trace-hit-1", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
+    let line = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("req=trace-hit-1"))
+        .unwrap()
+        .to_string();
     assert!(line.contains("cache=hit"), "{line}");
     assert!(line.contains("tokens=0"), "{line}");
     assert!(line.contains("provider=openai"), "{line}");
     assert!(line.contains("attempts=0"), "{line}");
-    let miss_line = gw.logs().lines().find(|l| l.contains("cache=miss")).unwrap().to_string();
+    let miss_line = gw
+        .logs()
+        .lines()
+        .find(|l| l.contains("cache=miss"))
+        .unwrap()
+        .to_string();
     assert!(miss_line.contains("tokens=18"), "{miss_line}");
 }
 
@@ -110,8 +133,14 @@ async fn every_answer_affecting_field_is_a_miss() {
     assert_eq!(post(&gw, &base, &[]).await.cache(), "MISS");
     assert_eq!(post(&gw, &base, &[]).await.cache(), "HIT");
     let variants: Vec<(&str, Value)> = vec![
-        ("messages", json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi!"}])),
-        ("messages", json!([{"role": "system", "content": "be long"}, {"role": "user", "content": "hi"}])),
+        (
+            "messages",
+            json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi!"}]),
+        ),
+        (
+            "messages",
+            json!([{"role": "system", "content": "be long"}, {"role": "user", "content": "hi"}]),
+        ),
         ("model", json!("openai/gpt-4o-mini")),
         ("model", json!("other/gpt-4o")),
         ("temperature", json!(0.3)),
@@ -121,7 +150,10 @@ async fn every_answer_affecting_field_is_a_miss() {
         ("stop", json!(["END"])),
         ("seed", json!(42)),
         ("response_format", json!({"type": "json_object"})),
-        ("tools", json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}])),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]),
+        ),
         ("tool_choice", json!("none")),
         ("presence_penalty", json!(0.1)),
         ("frequency_penalty", json!(0.1)),
@@ -185,7 +217,10 @@ async fn entries_expire_after_their_ttl() {
     let e = r.json();
     assert_eq!(e["error"]["type"], "invalid_request_error");
     assert_eq!(e["error"]["code"], "invalid_cache_ttl");
-    assert!(e["error"]["message"].as_str().unwrap().contains("X-Cache-TTL"));
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("X-Cache-TTL"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,7 +228,10 @@ async fn max_size_is_honoured() {
     async fn hits_after_refill(mock: &Mock, max: &str) -> usize {
         let gw = memory(mock, &[("GATEWAY_CACHE_MAX_SIZE", max)]);
         for i in 0..8 {
-            assert_eq!(post(&gw, &chat(&format!("q{i}")), &[]).await.cache(), "MISS");
+            assert_eq!(
+                post(&gw, &chat(&format!("q{i}")), &[]).await.cache(),
+                "MISS"
+            );
         }
         let mut hits = 0;
         for i in 0..8 {
@@ -227,7 +265,12 @@ async fn cache_control_and_off() {
     // no-store: neither serves nor stores.
     let r = post(&gw, &chat("cc"), &[("cache-control", "no-store")]).await;
     assert_eq!((r.cache(), r.content().as_str()), ("BYPASS", "answer 3"));
-    let r = post(&gw, &chat("fresh"), &[("cache-control", "private, no-store")]).await;
+    let r = post(
+        &gw,
+        &chat("fresh"),
+        &[("cache-control", "private, no-store")],
+    )
+    .await;
     assert_eq!(r.cache(), "BYPASS");
     assert_eq!(post(&gw, &chat("fresh"), &[]).await.cache(), "MISS");
     assert_eq!(mock.calls(), 5);
@@ -240,7 +283,10 @@ async fn cache_control_and_off() {
     assert_eq!(mock.calls(), 7);
 
     // GATEWAY_CACHE_BACKEND=off: no cache at all, no X-Cache header.
-    let off = Gateway::start(&[("OPENAI_BASE_URL", &mock.url()), ("GATEWAY_CACHE_BACKEND", "off")]);
+    let off = Gateway::start(&[
+        ("OPENAI_BASE_URL", &mock.url()),
+        ("GATEWAY_CACHE_BACKEND", "off"),
+    ]);
     let a = post(&off, &chat("cc"), &[]).await;
     let b = post(&off, &chat("cc"), &[]).await;
     assert_eq!(a.h("x-cache"), None);
@@ -256,7 +302,8 @@ async fn streamed_answers_are_stored_and_serve_both_forms() {
     // A stream miss: the client gets exactly what it would get with the cache off.
     let miss = post(&gw, &chat_body("openai/gpt-4o", "s", true), &[]).await;
     assert_eq!(miss.cache(), "MISS");
-    let upstream = openai_stream_events("gpt-4o", &["Streams ", "are ", "cached ", "too"], false).concat();
+    let upstream =
+        openai_stream_events("gpt-4o", &["Streams ", "are ", "cached ", "too"], false).concat();
     assert_eq!(miss.body, upstream);
     assert_eq!(mock.calls(), 1);
 
@@ -265,10 +312,16 @@ async fn streamed_answers_are_stored_and_serve_both_forms() {
     with_usage["stream_options"] = json!({"include_usage": true});
     let hit = post(&gw, &with_usage, &[]).await;
     assert_eq!(hit.cache(), "HIT");
-    assert!(hit.h("content-type").unwrap().starts_with("text/event-stream"));
+    assert!(hit
+        .h("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
     let (text, chunks) = parse_stream(&hit.body);
     assert_eq!(text, "Streams are cached too");
-    let finish: Vec<&Value> = chunks.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).collect();
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| !c["choices"][0]["finish_reason"].is_null())
+        .collect();
     assert_eq!(finish.len(), 1);
     assert_eq!(finish[0]["choices"][0]["finish_reason"], "stop");
     let usage = chunks.last().unwrap();
@@ -278,7 +331,9 @@ async fn streamed_answers_are_stored_and_serve_both_forms() {
     assert_eq!(usage["usage"]["total_tokens"], 15);
     let hit = post(&gw, &chat_body("openai/gpt-4o", "s", true), &[]).await;
     let (_, chunks) = parse_stream(&hit.body);
-    assert!(chunks.iter().all(|c| c.get("usage").is_none() || c["usage"].is_null()));
+    assert!(chunks
+        .iter()
+        .all(|c| c.get("usage").is_none() || c["usage"].is_null()));
 
     // Replayed to a plain request as a chat.completion.
     let plain = post(&gw, &chat("s"), &[]).await;
@@ -306,13 +361,25 @@ async fn streamed_tool_calls_are_replayed() {
     };
     let events = vec![
         chunk(json!({"role": "assistant", "content": null}), None),
-        chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}), None),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}), None),
-        chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}), None),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+            None,
+        ),
         chunk(json!({}), Some("tool_calls")),
         "data: [DONE]\n\n".to_string(),
     ];
-    let mock = Mock::start(Arc::new(move |_r: &Recorded| sse_response(events.clone(), Duration::ZERO, None))).await;
+    let mock = Mock::start(Arc::new(move |_r: &Recorded| {
+        sse_response(events.clone(), Duration::ZERO, None)
+    }))
+    .await;
     let gw = memory(&mock, &[]);
     let mut body = chat_body("openai/gpt-4o", "weather?", true);
     body["tools"] = json!([{"type": "function", "function": {"name": "get_weather"}}]);
@@ -324,8 +391,14 @@ async fn streamed_tool_calls_are_replayed() {
     assert_eq!(m["finish_reason"], "tool_calls");
     assert_eq!(m["message"]["content"], Value::Null);
     assert_eq!(m["message"]["tool_calls"][0]["id"], "call_1");
-    assert_eq!(m["message"]["tool_calls"][0]["function"]["name"], "get_weather");
-    assert_eq!(m["message"]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+    assert_eq!(
+        m["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    assert_eq!(
+        m["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"city\":\"Paris\"}"
+    );
     assert_eq!(mock.calls(), 1);
 }
 
@@ -361,7 +434,12 @@ async fn only_complete_successful_answers_are_stored() {
     }))
     .await;
     let gw = memory(&mock, &[]);
-    for (text, stream) in [("cut", true), ("error-event", true), ("status-500", false), ("filtered", false)] {
+    for (text, stream) in [
+        ("cut", true),
+        ("error-event", true),
+        ("status-500", false),
+        ("filtered", false),
+    ] {
         calls.store(0, Ordering::SeqCst);
         let first = post(&gw, &chat_body("openai/gpt-4o", text, stream), &[]).await;
         assert_eq!(first.cache(), "MISS", "{text}");
@@ -371,7 +449,13 @@ async fn only_complete_successful_answers_are_stored() {
         assert!(second.body.contains("good"), "{text}: {}", second.body);
         assert_eq!(calls.load(Ordering::SeqCst), 2, "{text}");
         // The good one is stored.
-        assert_eq!(post(&gw, &chat_body("openai/gpt-4o", text, stream), &[]).await.cache(), "HIT", "{text}");
+        assert_eq!(
+            post(&gw, &chat_body("openai/gpt-4o", text, stream), &[])
+                .await
+                .cache(),
+            "HIT",
+            "{text}"
+        );
     }
 }
 
@@ -393,7 +477,8 @@ async fn a_stream_miss_is_not_delayed_by_the_cache() {
             }
         });
         let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
         r
     }))
     .await;
@@ -415,14 +500,28 @@ async fn a_stream_miss_is_not_delayed_by_the_cache() {
     let sent = sent_at.lock().unwrap().clone();
     let first_seen = first_seen.unwrap();
     // The first event reached the client long before the upstream sent its last one.
-    assert!(first_seen < *sent.last().unwrap(), "first byte arrived only after the stream ended");
+    assert!(
+        first_seen < *sent.last().unwrap(),
+        "first byte arrived only after the stream ended"
+    );
     let whole = sent.last().unwrap().duration_since(sent[0]);
     let lag = first_seen.saturating_duration_since(sent[0]);
-    assert!(lag * 3 < whole, "first event lagged {lag:?} of a {whole:?} stream");
-    assert_eq!(received, openai_stream_events("m", &["one", "two", "three"], false).concat().into_bytes());
+    assert!(
+        lag * 3 < whole,
+        "first event lagged {lag:?} of a {whole:?} stream"
+    );
+    assert_eq!(
+        received,
+        openai_stream_events("m", &["one", "two", "three"], false)
+            .concat()
+            .into_bytes()
+    );
     // ...and the stream was still stored.
     let hit = post(&gw, &chat_body("openai/m", "slow", false), &[]).await;
-    assert_eq!((hit.cache(), hit.content().as_str()), ("HIT", "onetwothree"));
+    assert_eq!(
+        (hit.cache(), hit.content().as_str()),
+        ("HIT", "onetwothree")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -442,14 +541,29 @@ async fn concurrent_identical_requests_make_one_upstream_call() {
     for t in tasks {
         replies.push(t.await.unwrap());
     }
-    assert_eq!(mock.calls(), 1, "20 identical requests in flight make one upstream call");
-    assert!(replies.iter().all(|r| r.status == 200 && r.content() == "answer 1"));
+    assert_eq!(
+        mock.calls(),
+        1,
+        "20 identical requests in flight make one upstream call"
+    );
+    assert!(replies
+        .iter()
+        .all(|r| r.status == 200 && r.content() == "answer 1"));
     let misses = replies.iter().filter(|r| r.cache() == "MISS").count();
-    let coalesced = replies.iter().filter(|r| r.h("x-cache-coalesced") == Some("true")).count();
+    let coalesced = replies
+        .iter()
+        .filter(|r| r.h("x-cache-coalesced") == Some("true"))
+        .count();
     assert_eq!(misses, 1);
-    assert!(replies.iter().filter(|r| r.cache() != "MISS").all(|r| r.cache() == "HIT"));
+    assert!(replies
+        .iter()
+        .filter(|r| r.cache() != "MISS")
+        .all(|r| r.cache() == "HIT"));
     assert!(coalesced >= 1, "no request waited for the leader");
-    assert!(replies.iter().filter(|r| r.h("x-cache-coalesced").is_some()).all(|r| r.cache() == "HIT"));
+    assert!(replies
+        .iter()
+        .filter(|r| r.h("x-cache-coalesced").is_some())
+        .all(|r| r.cache() == "HIT"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -494,7 +608,11 @@ async fn a_failed_leader_lets_followers_go_on_their_own() {
     assert!(leader.body.contains("leader failed"));
     for f in followers {
         let f = f.await.unwrap();
-        assert_eq!(f.status, 200, "a follower got the leader's failure: {}", f.body);
+        assert_eq!(
+            f.status, 200,
+            "a follower got the leader's failure: {}",
+            f.body
+        );
         assert_eq!(f.content(), "fine");
     }
     assert!(mock.calls() >= 2);
@@ -544,7 +662,11 @@ async fn semantic_hits_need_the_same_context_and_a_close_final_message() {
         ],
     );
     semantic_checks(&gw, &gw, &chat_mock, &emb_mock).await;
-    assert!(gw.logs().contains("semantic lookup skipped"), "{}", gw.logs());
+    assert!(
+        gw.logs().contains("semantic lookup skipped"),
+        "{}",
+        gw.logs()
+    );
 
     // A stricter threshold turns the paraphrase into a miss.
     let (h, _) = numbered(Duration::ZERO);
@@ -559,7 +681,12 @@ async fn semantic_hits_need_the_same_context_and_a_close_final_message() {
         ],
     );
     post(&strict, &ask("t", "What is the capital of France?"), &[]).await;
-    let r = post(&strict, &ask("t", "Tell me the capital city of France"), &[]).await;
+    let r = post(
+        &strict,
+        &ask("t", "Tell me the capital city of France"),
+        &[],
+    )
+    .await;
     assert_eq!(r.cache(), "MISS");
 }
 
@@ -570,7 +697,10 @@ fn python() -> PathBuf {
         return PathBuf::from(p);
     }
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(venv.exists(), "no Python with the openai package: run scripts/test.sh or set AI_GATEWAY_TEST_PYTHON");
+    assert!(
+        venv.exists(),
+        "no Python with the openai package: run scripts/test.sh or set AI_GATEWAY_TEST_PYTHON"
+    );
     venv
 }
 
@@ -605,8 +735,15 @@ async fn openai_python_sdk_reads_cached_answers_in_both_forms() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.logs());
-    for check in ["ok cache_plain_then_both_forms", "ok cache_stream_then_both_forms"] {
+    assert!(
+        out.status.success(),
+        "SDK checks failed:\n{stdout}\n{stderr}\ngateway log:\n{}",
+        gw.logs()
+    );
+    for check in [
+        "ok cache_plain_then_both_forms",
+        "ok cache_stream_then_both_forms",
+    ] {
         assert!(stdout.contains(check), "{check} did not run:\n{stdout}");
     }
 }

@@ -30,7 +30,16 @@ impl RedisServer {
     fn start_on(port: u16) -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdin(Stdio::null())
@@ -38,10 +47,17 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test.sh checks)");
-        let mut s = RedisServer { port, child: Some(child), _dir: dir };
+        let mut s = RedisServer {
+            port,
+            child: Some(child),
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !s.ping() {
-            assert!(Instant::now() < deadline, "redis-server did not answer PING on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING on port {port}"
+            );
             if let Some(Ok(Some(status))) = s.child.as_mut().map(|c| c.try_wait()) {
                 panic!("redis-server exited: {status}");
             }
@@ -56,7 +72,10 @@ impl RedisServer {
         };
         let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
         let mut buf = [0u8; 16];
-        c.write_all(b"PING\r\n").is_ok() && c.read(&mut buf).map(|n| buf[..n].starts_with(b"+PONG")).unwrap_or(false)
+        c.write_all(b"PING\r\n").is_ok()
+            && c.read(&mut buf)
+                .map(|n| buf[..n].starts_with(b"+PONG"))
+                .unwrap_or(false)
     }
 
     fn url(&self) -> String {
@@ -107,7 +126,12 @@ async fn two_instances_share_entries() {
     let r = post(&a, &chat("shared"), &[]).await;
     assert_eq!((r.cache(), r.content().as_str()), ("MISS", "answer 1"));
     let r = post(&b, &chat("shared"), &[]).await;
-    assert_eq!((r.cache(), r.content().as_str()), ("HIT", "answer 1"), "{}", b.logs());
+    assert_eq!(
+        (r.cache(), r.content().as_str()),
+        ("HIT", "answer 1"),
+        "{}",
+        b.logs()
+    );
     let ttl: u64 = r.h("x-cache-ttl").unwrap().parse().unwrap();
     assert!((100..=120).contains(&ttl), "{ttl}");
     assert_eq!(r.h("x-provider"), Some("openai"));
@@ -122,14 +146,23 @@ async fn two_instances_share_entries() {
 
     // What is in Redis: prefixed keys with the TTL set, compact values.
     let mut c = redis.conn().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("aigw:cache:e:*").query_async(&mut c).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("aigw:cache:e:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
     for k in &keys {
         assert_eq!(k.len(), "aigw:cache:e:".len() + 64);
         let ttl: i64 = redis::cmd("TTL").arg(k).query_async(&mut c).await.unwrap();
         assert!(ttl > 0 && ttl <= 120, "{k}: {ttl}");
         let v: Vec<u8> = redis::cmd("GET").arg(k).query_async(&mut c).await.unwrap();
-        assert!(v.len() < 120, "{} bytes: {}", v.len(), String::from_utf8_lossy(&v));
+        assert!(
+            v.len() < 120,
+            "{} bytes: {}",
+            v.len(),
+            String::from_utf8_lossy(&v)
+        );
         let j: serde_json::Value = serde_json::from_slice(&v).unwrap();
         assert_eq!(j["p"], "openai");
     }
@@ -161,9 +194,23 @@ async fn a_redis_outage_degrades_to_misses_and_the_cache_comes_back() {
     }
     assert_eq!(mock.calls(), 5, "every request went upstream");
     // Each cache call is bounded; four requests take nowhere near the sum of the timeouts.
-    assert!(start.elapsed() < Duration::from_secs(8), "{:?}", start.elapsed());
-    assert!(gw.wait_log("Redis", Duration::from_secs(5)), "no warning about Redis:\n{}", gw.logs());
-    assert!(gw.logs().lines().any(|l| l.starts_with("WARN") && l.contains("Redis")), "{}", gw.logs());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        gw.wait_log("Redis", Duration::from_secs(5)),
+        "no warning about Redis:\n{}",
+        gw.logs()
+    );
+    assert!(
+        gw.logs()
+            .lines()
+            .any(|l| l.starts_with("WARN") && l.contains("Redis")),
+        "{}",
+        gw.logs()
+    );
 
     // Redis is back on the same port: the cache works again without a restart.
     let _redis = RedisServer::start_on(port);
@@ -222,7 +269,9 @@ async fn concurrent_identical_requests_make_one_upstream_call() {
         replies.push(t.await.unwrap());
     }
     assert_eq!(mock.calls(), 1);
-    assert!(replies.iter().all(|r| r.status == 200 && r.content() == "answer 1"));
+    assert!(replies
+        .iter()
+        .all(|r| r.status == 200 && r.content() == "answer 1"));
     assert_eq!(replies.iter().filter(|r| r.cache() == "MISS").count(), 1);
 }
 
@@ -243,8 +292,16 @@ async fn semantic_vectors_are_shared_through_redis() {
     // Stored on A, paraphrase answered by B: the vector came through Redis.
     semantic_checks(&a, &b, &chat_mock, &emb_mock).await;
     let mut c = redis.conn().await;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("aigw:cache:s:*").query_async(&mut c).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("aigw:cache:s:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert!(!keys.is_empty());
-    let ttl: i64 = redis::cmd("TTL").arg(&keys[0]).query_async(&mut c).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert!(ttl > 0 && ttl <= 300, "{ttl}");
 }

@@ -30,9 +30,9 @@ fn env_lines(text: &str) -> Vec<(String, String, bool)> {
             let (name, value) = rest.split_once('=')?;
             let ok = !name.is_empty()
                 && name.starts_with(|c: char| c.is_ascii_uppercase())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '<' || c == '>');
+                && name.chars().all(|c| {
+                    c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '<' || c == '>'
+                });
             ok.then(|| (name.to_string(), value.to_string(), commented))
         })
         .collect()
@@ -59,7 +59,11 @@ fn vars_module_names() -> BTreeSet<String> {
 #[test]
 fn env_example_names_exactly_the_variables_the_config_reads() {
     let all: BTreeSet<String> = vars::ALL.iter().map(|s| s.to_string()).collect();
-    assert_eq!(all.len(), vars::ALL.len(), "config::vars::ALL lists a name twice");
+    assert_eq!(
+        all.len(),
+        vars::ALL.len(),
+        "config::vars::ALL lists a name twice"
+    );
 
     let declared = vars_module_names();
     let missing_from_all: Vec<_> = declared.difference(&all).collect();
@@ -82,7 +86,11 @@ fn env_example_names_exactly_the_variables_the_config_reads() {
     );
     // Each variable once, and every line in the example commented out: it documents defaults.
     let lines = env_lines(&example);
-    assert_eq!(lines.len(), listed.len(), "a variable is listed twice in conf/ai-gateway.env");
+    assert_eq!(
+        lines.len(),
+        listed.len(),
+        "a variable is listed twice in conf/ai-gateway.env"
+    );
     assert!(lines.iter().all(|(_, _, commented)| *commented));
 
     let readme = read("README.md");
@@ -105,7 +113,8 @@ fn env_example_defaults_are_the_real_defaults() {
         .filter(|(n, _, _)| !n.contains('<'))
         .map(|(n, v, _)| (n, v))
         .collect();
-    let shown = Config::from_map(&env).unwrap_or_else(|e| panic!("conf/ai-gateway.env defaults: {e}"));
+    let shown =
+        Config::from_map(&env).unwrap_or_else(|e| panic!("conf/ai-gateway.env defaults: {e}"));
     let real = Config::from_map(&HashMap::new()).unwrap();
     assert_eq!(shown.listen, real.listen);
     assert_eq!(shown.threads, real.threads);
@@ -126,11 +135,23 @@ fn env_example_defaults_are_the_real_defaults() {
     assert_eq!(shown.default_provider, real.default_provider);
     // The base URLs shown enable their providers with the built-in defaults.
     let p = &shown.providers;
-    assert_eq!(p["openai"].backends[0].to_string(), ai_gateway::config::DEFAULT_OPENAI_BASE_URL);
+    assert_eq!(
+        p["openai"].backends[0].to_string(),
+        ai_gateway::config::DEFAULT_OPENAI_BASE_URL
+    );
     assert_eq!(p["openai"].default_model.as_deref(), Some("gpt-4o-mini"));
-    assert_eq!(p["anthropic"].backends[0].to_string(), ai_gateway::config::DEFAULT_ANTHROPIC_BASE_URL);
-    assert_eq!(p["google"].backends[0].to_string(), ai_gateway::config::DEFAULT_GEMINI_BASE_URL);
-    assert_eq!(p["huggingface"].backends[0].to_string(), ai_gateway::config::DEFAULT_HF_BASE_URL);
+    assert_eq!(
+        p["anthropic"].backends[0].to_string(),
+        ai_gateway::config::DEFAULT_ANTHROPIC_BASE_URL
+    );
+    assert_eq!(
+        p["google"].backends[0].to_string(),
+        ai_gateway::config::DEFAULT_GEMINI_BASE_URL
+    );
+    assert_eq!(
+        p["huggingface"].backends[0].to_string(),
+        ai_gateway::config::DEFAULT_HF_BASE_URL
+    );
 }
 
 /// Runs `ai-gateway --check-config` with the active lines of an env file.
@@ -171,7 +192,10 @@ fn every_example_in_conf_passes_check_config() {
     assert!(checked >= 2, "conf/ai-gateway.env and conf/sidecar.env");
     let (_, out) = check_env_file("conf/sidecar.env");
     assert!(out.contains("vllm"), "{out}");
-    assert!(out.contains("http://127.0.0.1:8000/v1, http://127.0.0.1:8001/v1"), "{out}");
+    assert!(
+        out.contains("http://127.0.0.1:8000/v1, http://127.0.0.1:8001/v1"),
+        "{out}"
+    );
     assert!(out.contains("ollama"), "{out}");
     assert!(out.contains("default provider vllm"), "{out}");
 }
@@ -193,7 +217,10 @@ fn systemd_unit_is_hardened_and_passes_systemd_analyze_verify() {
     assert_eq!(one("Type"), "forking");
     assert!(one("EnvironmentFile").starts_with('/'));
     assert_eq!(one("DynamicUser"), "yes");
-    assert!(directive(&unit, "User").is_empty(), "no fixed user with DynamicUser");
+    assert!(
+        directive(&unit, "User").is_empty(),
+        "no fixed user with DynamicUser"
+    );
     assert_eq!(one("Restart"), "on-failure");
     for (k, v) in [
         ("NoNewPrivileges", "yes"),
@@ -238,9 +265,10 @@ fn systemd_unit_is_hardened_and_passes_systemd_analyze_verify() {
     // systemd-analyze verify, with ExecStart at the binary just built.
     let bin = env!("CARGO_BIN_EXE_ai-gateway");
     let dir = tempfile::tempdir().unwrap();
-    let local = unit
-        .replace("/usr/local/bin/ai-gateway", bin)
-        .replace("/etc/ai-gateway/ai-gateway.env", &root().join("conf/ai-gateway.env").to_string_lossy());
+    let local = unit.replace("/usr/local/bin/ai-gateway", bin).replace(
+        "/etc/ai-gateway/ai-gateway.env",
+        &root().join("conf/ai-gateway.env").to_string_lossy(),
+    );
     let path = dir.path().join("ai-gateway.service");
     std::fs::write(&path, local).unwrap();
     let (ok, out) = systemd_verify(&path);
@@ -251,7 +279,13 @@ fn systemd_unit_is_hardened_and_passes_systemd_analyze_verify() {
     );
     // The check can fail: an unknown directive is reported.
     let broken = dir.path().join("broken.service");
-    std::fs::write(&broken, std::fs::read_to_string(&path).unwrap().replace("ProtectHome=yes", "ProtectHomee=yes")).unwrap();
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("ProtectHome=yes", "ProtectHomee=yes"),
+    )
+    .unwrap();
     let (_, out) = systemd_verify(&broken);
     assert!(out.contains("ProtectHomee"), "{out}");
 }
@@ -286,23 +320,45 @@ fn dockerfile_is_multi_stage_slim_non_root_with_healthcheck() {
     let last = froms.last().unwrap();
     assert!(last.contains("slim"), "slim runtime image: {last}");
     let runtime = &df[df.rfind("\nFROM ").unwrap()..];
-    assert!(runtime.contains("ca-certificates"), "CA certificates in the runtime image");
-    assert!(runtime.contains("COPY --from="), "the binary comes from the build stage");
-    assert!(!runtime.contains("cargo "), "no toolchain in the runtime image");
+    assert!(
+        runtime.contains("ca-certificates"),
+        "CA certificates in the runtime image"
+    );
+    assert!(
+        runtime.contains("COPY --from="),
+        "the binary comes from the build stage"
+    );
+    assert!(
+        !runtime.contains("cargo "),
+        "no toolchain in the runtime image"
+    );
     let user = lines
         .iter()
         .rev()
         .find_map(|l| l.strip_prefix("USER "))
         .expect("USER");
-    assert!(!["root", "0", "0:0"].contains(&user.trim()), "non-root user: {user}");
-    assert!(lines.iter().any(|l| l.starts_with("HEALTHCHECK ") && df.contains("/health")));
+    assert!(
+        !["root", "0", "0:0"].contains(&user.trim()),
+        "non-root user: {user}"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("HEALTHCHECK ") && df.contains("/health")));
     assert!(df.contains("GATEWAY_LISTEN=0.0.0.0:8080"));
     assert!(lines.iter().any(|l| *l == "EXPOSE 8080"));
     assert!(lines.iter().any(|l| *l == "STOPSIGNAL SIGTERM"));
-    assert!(lines.iter().any(|l| l.starts_with("ENTRYPOINT [")), "exec-form ENTRYPOINT gets the signals");
+    assert!(
+        lines.iter().any(|l| l.starts_with("ENTRYPOINT [")),
+        "exec-form ENTRYPOINT gets the signals"
+    );
     // The build context leaves out the multi-gigabyte target/ and the venv.
     let ignore = read(".dockerignore");
     for p in ["target", ".venv", ".git"] {
-        assert!(ignore.lines().any(|l| l.trim().trim_start_matches('/').trim_end_matches('/') == p), "{p} in .dockerignore");
+        assert!(
+            ignore
+                .lines()
+                .any(|l| l.trim().trim_start_matches('/').trim_end_matches('/') == p),
+            "{p} in .dockerignore"
+        );
     }
 }

@@ -93,10 +93,19 @@ fn three(ups: &[&Upstream], extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<(String, String)> = Vec::new();
     let names = ["A", "B", "C"];
     for (i, u) in ups.iter().enumerate() {
-        v.push((format!("GATEWAY_PROVIDER_{}_BASE_URL", names[i]), u.mock.url()));
-        v.push((format!("GATEWAY_PROVIDER_{}_DEFAULT_MODEL", names[i]), "m".into()));
+        v.push((
+            format!("GATEWAY_PROVIDER_{}_BASE_URL", names[i]),
+            u.mock.url(),
+        ));
+        v.push((
+            format!("GATEWAY_PROVIDER_{}_DEFAULT_MODEL", names[i]),
+            "m".into(),
+        ));
     }
-    let list: Vec<String> = names[..ups.len()].iter().map(|n| n.to_lowercase()).collect();
+    let list: Vec<String> = names[..ups.len()]
+        .iter()
+        .map(|n| n.to_lowercase())
+        .collect();
     v.push(("GATEWAY_PROVIDERS".into(), list.join(",")));
     v.push(("GATEWAY_HEALTH_CHECK_INTERVAL".into(), "off".into()));
     for (k, val) in extra {
@@ -111,7 +120,12 @@ fn start(vars: &[(String, String)]) -> Gateway {
     Gateway::start(&refs)
 }
 
-async fn chat(c: &reqwest::Client, gw: &Gateway, model: &str, stream: bool) -> (u16, String, String) {
+async fn chat(
+    c: &reqwest::Client,
+    gw: &Gateway,
+    model: &str,
+    stream: bool,
+) -> (u16, String, String) {
     let r = c
         .post(gw.url("/v1/chat/completions"))
         .json(&chat_body(model, "hi", stream))
@@ -138,7 +152,10 @@ async fn one_failing_provider_never_fails_a_request_and_sits_out_its_cooldown() 
     let a = Upstream::start("alpha", Mode::Ok).await;
     let b = Upstream::start("bravo", Mode::Status(500)).await;
     let c3 = Upstream::start("charlie", Mode::Ok).await;
-    let gw = start(&three(&[&a, &b, &c3], &[("GATEWAY_UNHEALTHY_COOLDOWN", "8s")]));
+    let gw = start(&three(
+        &[&a, &b, &c3],
+        &[("GATEWAY_UNHEALTHY_COOLDOWN", "8s")],
+    ));
     let c = client();
 
     // 200 sequential, alternating plain and stream.
@@ -155,7 +172,12 @@ async fn one_failing_provider_never_fails_a_request_and_sits_out_its_cooldown() 
         let c = c.clone();
         let url = gw.url("/v1/chat/completions");
         async move {
-            let r = c.post(url).json(&chat_body("auto", "hi", i % 2 == 0)).send().await.unwrap();
+            let r = c
+                .post(url)
+                .json(&chat_body("auto", "hi", i % 2 == 0))
+                .send()
+                .await
+                .unwrap();
             let s = r.status().as_u16();
             let t = r.text().await.unwrap();
             (s, t, i % 2 == 0)
@@ -170,8 +192,18 @@ async fn one_failing_provider_never_fails_a_request_and_sits_out_its_cooldown() 
     }
     // b failed once and was taken out: it saw at most a handful (in-flight when it opened).
     let during = b.mock.calls();
-    assert!(during >= 1 && during <= 3, "b got {during} calls during its cooldown");
-    assert!(gw.wait_log("provider=b status=unhealthy reason=\"500 from upstream\"", Duration::from_secs(2)), "{}", gw.logs());
+    assert!(
+        during >= 1 && during <= 3,
+        "b got {during} calls during its cooldown"
+    );
+    assert!(
+        gw.wait_log(
+            "provider=b status=unhealthy reason=\"500 from upstream\"",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        gw.logs()
+    );
     assert!(gw.logs().contains("failover from=b to="), "{}", gw.logs());
 
     // After the cooldown it gets traffic again (a half-open trial).
@@ -182,8 +214,15 @@ async fn one_failing_provider_never_fails_a_request_and_sits_out_its_cooldown() 
         let (status, _, _) = chat(&c, &gw, "auto", false).await;
         assert_eq!(status, 200);
     }
-    assert!(b.mock.calls() > during, "b never got traffic after its cooldown");
-    assert!(gw.wait_log("provider=b status=recovered", Duration::from_secs(5)), "{}", gw.logs());
+    assert!(
+        b.mock.calls() > during,
+        "b never got traffic after its cooldown"
+    );
+    assert!(
+        gw.wait_log("provider=b status=recovered", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -202,7 +241,12 @@ async fn weights_spread_requests() {
                 let c = c.clone();
                 let url = gw.url("/v1/chat/completions");
                 async move {
-                    let r = c.post(url).json(&chat_body("auto", "hi", false)).send().await.unwrap();
+                    let r = c
+                        .post(url)
+                        .json(&chat_body("auto", "hi", false))
+                        .send()
+                        .await
+                        .unwrap();
                     assert_eq!(r.status(), 200);
                     r.headers()["x-provider"].to_str().unwrap().to_string()
                 }
@@ -215,7 +259,10 @@ async fn weights_spread_requests() {
     }
     for (name, want) in [("a", 50.0), ("b", 30.0), ("c", 20.0)] {
         let share = *counts.get(name).unwrap_or(&0) as f64 * 100.0 / total as f64;
-        assert!((share - want).abs() <= 5.0, "{name}: {share}% (want {want}±5) {counts:?}");
+        assert!(
+            (share - want).abs() <= 5.0,
+            "{name}: {share}% (want {want}±5) {counts:?}"
+        );
     }
 }
 
@@ -246,7 +293,11 @@ async fn specific_model_fails_over_to_the_next_provider() {
     let (status, provider, body) = chat(&c, &gw, "a/special", false).await;
     assert_eq!((status, provider.as_str()), (200, "b"), "{body}");
     assert_eq!(a.mock.last().json()["model"], "special");
-    assert_eq!(b.mock.last().json()["model"], "m", "the fallback gets its default model");
+    assert_eq!(
+        b.mock.last().json()["model"],
+        "m",
+        "the fallback gets its default model"
+    );
 
     // Opt-out: the client sees a's error.
     a.set(Mode::Status(503));
@@ -267,7 +318,10 @@ async fn specific_model_fails_over_to_the_next_provider() {
 async fn fallback_models_map_each_provider_to_its_model() {
     let a = Upstream::start("alpha", Mode::Status(529)).await;
     let b = Upstream::start("bravo", Mode::Ok).await;
-    let gw = start(&three(&[&a, &b], &[("GATEWAY_FALLBACK_MODELS", "a/big=b/large")]));
+    let gw = start(&three(
+        &[&a, &b],
+        &[("GATEWAY_FALLBACK_MODELS", "a/big=b/large")],
+    ));
     let (status, provider, _) = chat(&client(), &gw, "a/big", false).await;
     assert_eq!((status, provider.as_str()), (200, "b"));
     assert_eq!(b.mock.last().json()["model"], "large");
@@ -279,7 +333,10 @@ async fn aliases_are_pools() {
     let b = Upstream::start("bravo", Mode::Ok).await;
     let gw = start(&three(
         &[&a, &b],
-        &[("GATEWAY_MODEL_ALIASES", "smart=a/m-large|b/m-xl"), ("GATEWAY_STRATEGY", "priority")],
+        &[
+            ("GATEWAY_MODEL_ALIASES", "smart=a/m-large|b/m-xl"),
+            ("GATEWAY_STRATEGY", "priority"),
+        ],
     ));
     let (status, provider, _) = chat(&client(), &gw, "smart", false).await;
     assert_eq!((status, provider.as_str()), (200, "a"));
@@ -312,7 +369,10 @@ async fn all_down_is_503_with_retry_after_within_the_timeouts() {
     let dead1 = free_port();
     let stall = Upstream::start("stall", Mode::Stall).await;
     let gw = start(&[
-        ("GATEWAY_PROVIDER_A_BASE_URL".into(), format!("http://127.0.0.1:{dead1}")),
+        (
+            "GATEWAY_PROVIDER_A_BASE_URL".into(),
+            format!("http://127.0.0.1:{dead1}"),
+        ),
         ("GATEWAY_PROVIDER_A_DEFAULT_MODEL".into(), "m".into()),
         ("GATEWAY_PROVIDER_B_BASE_URL".into(), stall.mock.url()),
         ("GATEWAY_PROVIDER_B_DEFAULT_MODEL".into(), "m".into()),
@@ -332,16 +392,36 @@ async fn all_down_is_503_with_retry_after_within_the_timeouts() {
             .await
             .unwrap();
         assert_eq!(r.status(), 503);
-        let ra: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let ra: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((1..=30).contains(&ra));
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "providers_unavailable");
-        assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t.elapsed()
+        );
     }
     let r = c.get(gw.url("/ready")).send().await.unwrap();
     assert_eq!(r.status(), 503);
-    let v: Value = c.get(gw.url("/health/providers")).send().await.unwrap().json().await.unwrap();
-    let states: Vec<&str> = v["providers"].as_array().unwrap().iter().map(|p| p["backends"][0]["state"].as_str().unwrap()).collect();
+    let v: Value = c
+        .get(gw.url("/health/providers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let states: Vec<&str> = v["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["backends"][0]["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, vec!["unhealthy", "unhealthy"], "{v}");
 }
 
@@ -358,7 +438,11 @@ async fn a_stream_that_fails_before_its_first_byte_is_retried_elsewhere() {
         .iter()
         .filter(|d| *d != "[DONE]")
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(text, "bravo");
 }
@@ -385,8 +469,16 @@ async fn a_stream_cut_after_its_first_byte_ends_with_an_error_event() {
     let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
     assert!(last["error"]["message"].is_string(), "{body}");
     assert!(!body.contains("\"finish_reason\":\"stop\""), "{body}");
-    assert_eq!(b.mock.calls(), 0, "no failover once bytes reached the client");
-    assert!(gw.wait_log("outcome=stream_error", Duration::from_secs(2)), "{}", gw.logs());
+    assert_eq!(
+        b.mock.calls(),
+        0,
+        "no failover once bytes reached the client"
+    );
+    assert!(
+        gw.wait_log("outcome=stream_error", Duration::from_secs(2)),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -407,7 +499,11 @@ async fn an_active_check_brings_a_provider_back_before_its_cooldown() {
     assert!(gw.wait_log("provider=a status=unhealthy", Duration::from_secs(2)));
     a.set(Mode::Ok);
     // The probe (GET /v1/models) passes on its next run: a is back long before 10 minutes.
-    assert!(gw.wait_log("provider=a status=recovered", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("provider=a status=recovered", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     let (_, provider, _) = chat(&c, &gw, "auto", false).await;
     assert_eq!(provider, "a");
 
@@ -415,7 +511,14 @@ async fn an_active_check_brings_a_provider_back_before_its_cooldown() {
     *a.probe_fails.lock().unwrap() = true;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let v: Value = c.get(gw.url("/health/providers")).send().await.unwrap().json().await.unwrap();
+        let v: Value = c
+            .get(gw.url("/health/providers"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         if v["providers"][0]["healthy"] == json!(false) {
             break;
         }
@@ -431,7 +534,10 @@ async fn a_pool_of_identical_backends_is_balanced_and_survives_one_down() {
     let x = Upstream::start("x", Mode::Ok).await;
     let y = Upstream::start("y", Mode::Ok).await;
     let gw = Gateway::start(&[
-        ("VLLM_BASE_URL", &format!("{},{}", x.mock.url(), y.mock.url())),
+        (
+            "VLLM_BASE_URL",
+            &format!("{},{}", x.mock.url(), y.mock.url()),
+        ),
         ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
     ]);
     let c = client();
@@ -446,9 +552,22 @@ async fn a_pool_of_identical_backends_is_balanced_and_survives_one_down() {
         let (s, _, body) = chat(&c, &gw, "vllm/llama", i % 2 == 0).await;
         assert_eq!(s, 200, "{body}");
     }
-    assert!(x.mock.calls() <= 11, "the failed backend sits out its cooldown");
-    let v: Value = c.get(gw.url("/health/providers")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(v["providers"][0]["healthy"], true, "the provider is up while one backend is: {v}");
+    assert!(
+        x.mock.calls() <= 11,
+        "the failed backend sits out its cooldown"
+    );
+    let v: Value = c
+        .get(gw.url("/health/providers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v["providers"][0]["healthy"], true,
+        "the provider is up while one backend is: {v}"
+    );
     assert_eq!(v["providers"][0]["backends"].as_array().unwrap().len(), 2);
 }
 

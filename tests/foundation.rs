@@ -26,7 +26,10 @@ async fn echo_works_with_no_configuration() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-provider"], "echo");
-    assert!(r.headers()["x-request-id"].to_str().unwrap().starts_with("req_"));
+    assert!(r.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("req_"));
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["content"], "hello big world");
@@ -40,7 +43,10 @@ async fn echo_works_with_no_configuration() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let body = r.text().await.unwrap();
     let data = sse_data(&body);
     assert_eq!(data.last().unwrap(), "[DONE]");
@@ -55,7 +61,9 @@ async fn echo_works_with_no_configuration() {
         .collect();
     assert_eq!(text, "hello big world");
     assert_eq!(chunks.len(), 5, "role + 3 words + finish");
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
     assert_eq!(chunks[4]["choices"][0]["finish_reason"], "stop");
 }
 
@@ -65,7 +73,8 @@ async fn plain_pass_through_is_byte_exact_and_forwards_every_field() {
     let e2 = exact.clone();
     let mock = Mock::start(Arc::new(move |_r: &Recorded| {
         let mut resp = Response::new(Body::from(e2.clone()));
-        resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        resp.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
         resp
     }))
     .await;
@@ -95,7 +104,10 @@ async fn plain_pass_through_is_byte_exact_and_forwards_every_field() {
 
     let up = mock.last();
     assert_eq!(up.path, "/v1/chat/completions");
-    assert_eq!(up.header("authorization"), Some("Bearer sk-provider-secret"));
+    assert_eq!(
+        up.header("authorization"),
+        Some("Bearer sk-provider-secret")
+    );
     let sent = up.json();
     assert_eq!(sent["model"], "gpt-4o");
     assert_eq!(sent["x_unknown_field"], json!({"keep": ["me", 1]}));
@@ -103,7 +115,11 @@ async fn plain_pass_through_is_byte_exact_and_forwards_every_field() {
     assert_eq!(sent["temperature"], 0.3);
     assert!(sent.get("stream_options").is_none());
 
-    assert!(gw.wait_log("req=my-trace-42", Duration::from_secs(2)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("req=my-trace-42", Duration::from_secs(2)),
+        "{}",
+        gw.logs()
+    );
     let logs = gw.logs();
     assert!(!logs.contains("sk-provider-secret") && !logs.contains("client-key-must-not-leak"));
 }
@@ -122,9 +138,17 @@ async fn stream_pass_through_is_byte_exact_and_usage_is_asked_for() {
     // The client asks for usage: every byte comes back as sent.
     let mut body = chat_body("openai/gpt-4o", "hi", true);
     body["stream_options"] = json!({"include_usage": true});
-    let r = c.post(gw.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     assert_eq!(r.text().await.unwrap(), events.concat());
 
     // The client does not ask: usage is still requested upstream, and dropped on the way back.
@@ -135,11 +159,19 @@ async fn stream_pass_through_is_byte_exact_and_usage_is_asked_for() {
         .await
         .unwrap();
     let text = r.text().await.unwrap();
-    let expected: String = events.iter().filter(|e| !e.contains("\"usage\"")).cloned().collect();
+    let expected: String = events
+        .iter()
+        .filter(|e| !e.contains("\"usage\""))
+        .cloned()
+        .collect();
     assert_eq!(text, expected);
     assert_eq!(mock.last().json()["stream_options"]["include_usage"], true);
     // The log line still has the real counts.
-    assert!(gw.wait_log("tokens=14", Duration::from_secs(2)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("tokens=14", Duration::from_secs(2)),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,7 +216,8 @@ async fn streaming_is_unbuffered() {
             }
         });
         let mut r = Response::new(Body::from_stream(stream));
-        r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        r.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
         r
     }))
     .await;
@@ -253,8 +286,15 @@ async fn client_disconnect_cancels_the_upstream_stream() {
     while !dropped.load(Ordering::SeqCst) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(dropped.load(Ordering::SeqCst), "the upstream stream was not cancelled");
-    assert!(gw.wait_log("outcome=client_closed", Duration::from_secs(2)), "{}", gw.logs());
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the upstream stream was not cancelled"
+    );
+    assert!(
+        gw.wait_log("outcome=client_closed", Duration::from_secs(2)),
+        "{}",
+        gw.logs()
+    );
 }
 
 async fn expect_error(r: reqwest::Response, status: u16, code_or_param: Option<&str>) -> Value {
@@ -264,7 +304,10 @@ async fn expect_error(r: reqwest::Response, status: u16, code_or_param: Option<&
     let e = &v["error"];
     assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     assert!(e["type"].is_string(), "{v}");
-    assert!(e.as_object().unwrap().contains_key("param") && e.as_object().unwrap().contains_key("code"), "{v}");
+    assert!(
+        e.as_object().unwrap().contains_key("param") && e.as_object().unwrap().contains_key("code"),
+        "{v}"
+    );
     if let Some(x) = code_or_param {
         assert!(e["code"] == x || e["param"] == x, "{v}");
     }
@@ -283,16 +326,79 @@ async fn bad_requests_get_openai_errors() {
     };
     let v = expect_error(post(b"{nope".to_vec()).await.unwrap(), 400, None).await;
     assert_eq!(v["error"]["type"], "invalid_request_error");
-    expect_error(post(br#"{"messages":[{"role":"user","content":"x"}]}"#.to_vec()).await.unwrap(), 400, Some("model")).await;
-    expect_error(post(br#"{"model":"echo/x"}"#.to_vec()).await.unwrap(), 400, Some("messages")).await;
-    expect_error(post(br#"{"model":"echo/x","messages":"hi"}"#.to_vec()).await.unwrap(), 400, Some("messages")).await;
-    expect_error(post(br#"{"model":["echo"],"messages":[]}"#.to_vec()).await.unwrap(), 400, Some("model")).await;
-    expect_error(post(br#"{"model":"echo/x","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#.to_vec()).await.unwrap(), 400, Some("temperature")).await;
-    expect_error(post(vec![b' '; 5000]).await.unwrap(), 413, Some("request_too_large")).await;
-    let v = expect_error(post(br#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}"#.to_vec()).await.unwrap(), 404, Some("model_not_found")).await;
-    assert!(v["error"]["message"].as_str().unwrap().contains("OPENAI_API_KEY"));
-    expect_error(post(br#"{"model":"nobody-knows","messages":[{"role":"user","content":"x"}]}"#.to_vec()).await.unwrap(), 404, Some("model_not_found")).await;
-    expect_error(c.get(gw.url("/v1/nothing")).send().await.unwrap(), 404, None).await;
+    expect_error(
+        post(br#"{"messages":[{"role":"user","content":"x"}]}"#.to_vec())
+            .await
+            .unwrap(),
+        400,
+        Some("model"),
+    )
+    .await;
+    expect_error(
+        post(br#"{"model":"echo/x"}"#.to_vec()).await.unwrap(),
+        400,
+        Some("messages"),
+    )
+    .await;
+    expect_error(
+        post(br#"{"model":"echo/x","messages":"hi"}"#.to_vec())
+            .await
+            .unwrap(),
+        400,
+        Some("messages"),
+    )
+    .await;
+    expect_error(
+        post(br#"{"model":["echo"],"messages":[]}"#.to_vec())
+            .await
+            .unwrap(),
+        400,
+        Some("model"),
+    )
+    .await;
+    expect_error(
+        post(
+            br#"{"model":"echo/x","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#
+                .to_vec(),
+        )
+        .await
+        .unwrap(),
+        400,
+        Some("temperature"),
+    )
+    .await;
+    expect_error(
+        post(vec![b' '; 5000]).await.unwrap(),
+        413,
+        Some("request_too_large"),
+    )
+    .await;
+    let v = expect_error(
+        post(br#"{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}"#.to_vec())
+            .await
+            .unwrap(),
+        404,
+        Some("model_not_found"),
+    )
+    .await;
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("OPENAI_API_KEY"));
+    expect_error(
+        post(br#"{"model":"nobody-knows","messages":[{"role":"user","content":"x"}]}"#.to_vec())
+            .await
+            .unwrap(),
+        404,
+        Some("model_not_found"),
+    )
+    .await;
+    expect_error(
+        c.get(gw.url("/v1/nothing")).send().await.unwrap(),
+        404,
+        None,
+    )
+    .await;
     let r = c.get(gw.url("/v1/chat/completions")).send().await.unwrap();
     assert_eq!(r.headers()["allow"], "POST");
     expect_error(r, 405, None).await;
@@ -310,14 +416,24 @@ async fn upstream_errors_keep_status_message_and_retry_after() {
     .await;
     let gw = Gateway::start(&[("OPENAI_BASE_URL", &mock.url())]);
     let c = client();
-    let r = c.post(gw.url("/v1/chat/completions")).json(&chat_body("openai/gpt-4o", "x", false)).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "x", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["retry-after"], "7");
     let v = expect_error(r, 429, Some("rate_limit_exceeded")).await;
     assert_eq!(v["error"]["message"], "Rate limit reached for gpt-4o");
 
     // vLLM-style error (integer code) and a 400 that is the client's fault.
     mock.set(Arc::new(|_r: &Recorded| json_response(400, json!({"object": "error", "message": "max_tokens is too large", "type": "BadRequestError", "param": null, "code": 400}))));
-    let r = c.post(gw.url("/v1/chat/completions")).json(&chat_body("openai/gpt-4o", "x", true)).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "x", true))
+        .send()
+        .await
+        .unwrap();
     let v = expect_error(r, 400, None).await;
     assert_eq!(v["error"]["message"], "max_tokens is too large");
 }
@@ -327,7 +443,12 @@ async fn connect_failure_is_502_and_timeout_is_504() {
     let dead = free_port();
     let gw = Gateway::start(&[("OPENAI_BASE_URL", &format!("http://127.0.0.1:{dead}"))]);
     let c = client();
-    let r = c.post(gw.url("/v1/chat/completions")).json(&chat_body("openai/gpt-4o", "x", false)).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "x", false))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 502, Some("upstream_connect_error")).await;
     drop(gw);
 
@@ -350,16 +471,29 @@ async fn connect_failure_is_502_and_timeout_is_504() {
         }
     });
     let gw = Gateway::start(&[
-        ("OPENAI_BASE_URL", &format!("http://127.0.0.1:{silent_port}")),
+        (
+            "OPENAI_BASE_URL",
+            &format!("http://127.0.0.1:{silent_port}"),
+        ),
         ("GATEWAY_PROVIDER_SLOW_BASE_URL", &mock.url()),
         ("GATEWAY_FIRST_BYTE_TIMEOUT", "300ms"),
         ("GATEWAY_IDLE_TIMEOUT", "300ms"),
     ]);
     let t = Instant::now();
-    let r = c.post(gw.url("/v1/chat/completions")).json(&chat_body("openai/gpt-4o", "x", false)).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "x", false))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 504, Some("upstream_timeout")).await;
     assert!(t.elapsed() < Duration::from_secs(4));
-    let r = c.post(gw.url("/v1/chat/completions")).json(&chat_body("slow/m", "x", false)).send().await.unwrap();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("slow/m", "x", false))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 504, Some("upstream_timeout")).await;
 }
 
@@ -374,13 +508,28 @@ async fn models_lists_configured_and_upstream_models() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&"groq/mock-model"), "{ids:?}");
     assert!(ids.contains(&"echo/echo"), "{ids:?}");
-    let listing = mock.requests().into_iter().rev().find(|r| r.path == "/v1/models").unwrap();
+    let listing = mock
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path == "/v1/models")
+        .unwrap();
     assert_eq!(listing.header("authorization"), Some("Bearer gsk-secret"));
     // A custom provider is reached by its prefix.
-    let r = client().post(gw.url("/v1/chat/completions")).json(&chat_body("groq/llama-3.1-70b", "x", false)).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("groq/llama-3.1-70b", "x", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(mock.last().json()["model"], "llama-3.1-70b");
 }
@@ -392,7 +541,12 @@ async fn default_provider_gets_the_whole_name() {
         ("VLLM_BASE_URL", &format!("{}/v1/", mock.url())),
         ("GATEWAY_DEFAULT_PROVIDER", "vllm"),
     ]);
-    let r = client().post(gw.url("/v1/chat/completions")).json(&chat_body("meta-llama/Llama-3.1-8B-Instruct", "x", false)).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("meta-llama/Llama-3.1-8B-Instruct", "x", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-provider"], "vllm");
     let up = mock.last();
@@ -402,10 +556,16 @@ async fn default_provider_gets_the_whole_name() {
 
 #[test]
 fn invalid_configuration_stops_startup_naming_the_variable() {
-    let out = Gateway::command(&[("GATEWAY_LISTEN", "not-an-address"), ("OPENAI_BASE_URL", "ftp://x")])
-        .output()
-        .unwrap();
+    let out = Gateway::command(&[
+        ("GATEWAY_LISTEN", "not-an-address"),
+        ("OPENAI_BASE_URL", "ftp://x"),
+    ])
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("GATEWAY_LISTEN") && err.contains("OPENAI_BASE_URL"), "{err}");
+    assert!(
+        err.contains("GATEWAY_LISTEN") && err.contains("OPENAI_BASE_URL"),
+        "{err}"
+    );
 }

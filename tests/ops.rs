@@ -76,7 +76,11 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     let matching: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.name == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|s| {
+            labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .collect();
     matching.iter().map(|s| s.value).sum()
 }
@@ -154,19 +158,83 @@ async fn metrics_count_a_known_sequence_and_parse() {
     assert_eq!(r.status(), 400);
 
     // The last request's line is written after its response: wait for it.
-    assert!(gw.wait_log("\"status\":400", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("\"status\":400", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     let text = scrape(&gw.url("/metrics")).await;
     let m = parse_exposition(&text);
 
     let req = "gateway_requests_total";
-    let ok_openai = [("provider", "openai"), ("status_class", "2xx"), ("cache", "none")];
-    assert_eq!(value(&m, req, &[("model", "gpt-4o"), ok_openai[0], ok_openai[1], ok_openai[2]]), 2.0, "{text}");
+    let ok_openai = [
+        ("provider", "openai"),
+        ("status_class", "2xx"),
+        ("cache", "none"),
+    ];
+    assert_eq!(
+        value(
+            &m,
+            req,
+            &[
+                ("model", "gpt-4o"),
+                ok_openai[0],
+                ok_openai[1],
+                ok_openai[2]
+            ]
+        ),
+        2.0,
+        "{text}"
+    );
     // Dated variants are their own (capped) model label.
-    assert_eq!(value(&m, req, &[("model", "gpt-4o-2024-08-06"), ok_openai[0], ok_openai[1]]), 1.0);
-    assert_eq!(value(&m, req, &[("provider", "openai"), ("model", "broken"), ("status_class", "5xx")]), 1.0);
-    assert_eq!(value(&m, req, &[("provider", "groq"), ("status_class", "5xx")]), 1.0);
-    assert_eq!(value(&m, req, &[("provider", "echo"), ("model", "test"), ("status_class", "2xx")]), 1.0);
-    assert_eq!(value(&m, req, &[("provider", "none"), ("model", "none"), ("status_class", "4xx")]), 1.0);
+    assert_eq!(
+        value(
+            &m,
+            req,
+            &[("model", "gpt-4o-2024-08-06"), ok_openai[0], ok_openai[1]]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            req,
+            &[
+                ("provider", "openai"),
+                ("model", "broken"),
+                ("status_class", "5xx")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&m, req, &[("provider", "groq"), ("status_class", "5xx")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            req,
+            &[
+                ("provider", "echo"),
+                ("model", "test"),
+                ("status_class", "2xx")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            req,
+            &[
+                ("provider", "none"),
+                ("model", "none"),
+                ("status_class", "4xx")
+            ]
+        ),
+        1.0
+    );
     // Every request so far had no cache outcome (the cache feature adds hit/miss).
     assert_eq!(value(&m, req, &[]), 7.0, "{text}");
     assert_eq!(value(&m, req, &[("cache", "none")]), 7.0);
@@ -175,45 +243,110 @@ async fn metrics_count_a_known_sequence_and_parse() {
     // when streamed.
     let pt = "gateway_prompt_tokens_total";
     let ct = "gateway_completion_tokens_total";
-    assert_eq!(value(&m, pt, &[("provider", "openai"), ("model", "gpt-4o")]), 22.0);
-    assert_eq!(value(&m, ct, &[("provider", "openai"), ("model", "gpt-4o")]), 14.0);
-    assert_eq!(value(&m, ct, &[("provider", "openai"), ("model", "gpt-4o-2024-08-06")]), 4.0);
-    assert_eq!(value(&m, ct, &[("provider", "echo"), ("model", "test")]), 2.0);
+    assert_eq!(
+        value(&m, pt, &[("provider", "openai"), ("model", "gpt-4o")]),
+        22.0
+    );
+    assert_eq!(
+        value(&m, ct, &[("provider", "openai"), ("model", "gpt-4o")]),
+        14.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            ct,
+            &[("provider", "openai"), ("model", "gpt-4o-2024-08-06")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(&m, ct, &[("provider", "echo"), ("model", "test")]),
+        2.0
+    );
 
     // Cost: gpt-4o is 2.5 / 10 USD per 1M tokens.
     let cost = value(&m, "gateway_cost_usd_total", &[("provider", "openai")]);
     let expected = (33.0 * 2.5 + 18.0 * 10.0) / 1e6;
     assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
-    assert_eq!(value(&m, "gateway_cost_usd_total", &[("provider", "echo")]), 0.0);
+    assert_eq!(
+        value(&m, "gateway_cost_usd_total", &[("provider", "echo")]),
+        0.0
+    );
 
     // Upstream errors by provider and reason.
     let ue = "gateway_upstream_errors_total";
-    assert_eq!(value(&m, ue, &[("provider", "openai"), ("reason", "server_error")]), 1.0);
-    assert_eq!(value(&m, ue, &[("provider", "groq"), ("reason", "upstream_connect")]), 1.0);
+    assert_eq!(
+        value(
+            &m,
+            ue,
+            &[("provider", "openai"), ("reason", "server_error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            ue,
+            &[("provider", "groq"), ("reason", "upstream_connect")]
+        ),
+        1.0
+    );
     assert_eq!(value(&m, ue, &[]), 2.0);
 
     // Histograms: one observation per request, TTFB only where a body byte went out.
     let lat = "gateway_request_duration_seconds_count";
     assert_eq!(value(&m, lat, &[("provider", "openai")]), 4.0);
-    assert_eq!(value(&m, lat, &[("provider", "openai"), ("stream", "true")]), 1.0);
-    assert_eq!(value(&m, lat, &[]), 7.0);
-    assert_eq!(value(&m, "gateway_time_to_first_byte_seconds_count", &[("provider", "echo")]), 1.0);
-    assert!(value(&m, "gateway_request_duration_seconds_sum", &[("provider", "openai")]) > 0.0);
     assert_eq!(
-        value(&m, "gateway_request_duration_seconds_bucket", &[("provider", "echo"), ("le", "+Inf")]),
+        value(&m, lat, &[("provider", "openai"), ("stream", "true")]),
+        1.0
+    );
+    assert_eq!(value(&m, lat, &[]), 7.0);
+    assert_eq!(
+        value(
+            &m,
+            "gateway_time_to_first_byte_seconds_count",
+            &[("provider", "echo")]
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            &m,
+            "gateway_request_duration_seconds_sum",
+            &[("provider", "openai")]
+        ) > 0.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "gateway_request_duration_seconds_bucket",
+            &[("provider", "echo"), ("le", "+Inf")]
+        ),
         1.0
     );
 
     // Gauges.
     assert_eq!(value(&m, "gateway_active_streams", &[]), 0.0);
     // The 503 and the connect failure opened both providers' breakers (threshold 1).
-    assert_eq!(value(&m, "gateway_provider_up", &[("provider", "openai")]), 0.0);
-    assert_eq!(value(&m, "gateway_provider_up", &[("provider", "groq")]), 0.0);
+    assert_eq!(
+        value(&m, "gateway_provider_up", &[("provider", "openai")]),
+        0.0
+    );
+    assert_eq!(
+        value(&m, "gateway_provider_up", &[("provider", "groq")]),
+        0.0
+    );
     assert_eq!(value(&m, "gateway_build_info", &[]), 1.0);
 
     assert_eq!(family_type(&m, "gateway_requests"), "counter");
-    assert_eq!(family_type(&m, "gateway_request_duration_seconds"), "histogram");
-    assert_eq!(family_type(&m, "gateway_time_to_first_byte_seconds"), "histogram");
+    assert_eq!(
+        family_type(&m, "gateway_request_duration_seconds"),
+        "histogram"
+    );
+    assert_eq!(
+        family_type(&m, "gateway_time_to_first_byte_seconds"),
+        "histogram"
+    );
     assert_eq!(family_type(&m, "gateway_active_streams"), "gauge");
     assert_eq!(family_type(&m, "gateway_provider_up"), "gauge");
 
@@ -253,7 +386,10 @@ async fn active_streams_gauge_counts_a_stream_in_flight() {
         if value(&m, "gateway_active_streams", &[]) == 0.0 {
             break;
         }
-        assert!(Instant::now() < deadline, "the stream gauge never went back to 0");
+        assert!(
+            Instant::now() < deadline,
+            "the stream gauge never went back to 0"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -277,14 +413,29 @@ async fn metrics_listener_serves_metrics_and_hides_them_from_the_main_port() {
     assert_eq!(v["error"]["code"], "not_found");
     assert!(gw.wait_log("path=/v1/chat/completions", Duration::from_secs(10)));
     let m = parse_exposition(&scrape(&format!("http://{maddr}/metrics")).await);
-    assert_eq!(value(&m, "gateway_requests_total", &[("provider", "echo")]), 1.0);
-    let r = c.get(format!("http://{maddr}/health")).send().await.unwrap();
+    assert_eq!(
+        value(&m, "gateway_requests_total", &[("provider", "echo")]),
+        1.0
+    );
+    let r = c
+        .get(format!("http://{maddr}/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.get(format!("http://{maddr}/v1/models")).send().await.unwrap();
+    let r = c
+        .get(format!("http://{maddr}/v1/models"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"]["message"].as_str().unwrap().contains("/metrics"));
-    let r = c.post(format!("http://{maddr}/metrics")).send().await.unwrap();
+    let r = c
+        .post(format!("http://{maddr}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
 }
 
@@ -314,19 +465,28 @@ async fn json_log_lines_parse_and_carry_the_fields() {
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    assert!(gw.wait_log("req-json-2", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("req-json-2", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     let logs = gw.logs();
     let mut lines = Vec::new();
     for l in logs.lines().filter(|l| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(l)
-            .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {l}"));
+        let v: Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {l}"));
         assert!(v["level"].is_string() && v["ts"].is_string(), "{l}");
         lines.push(v);
     }
     // Start-up messages are JSON objects too (events such as health changes use the same path).
-    assert!(lines.iter().any(|v| v["msg"].as_str().is_some_and(|m| m.contains("listening"))));
+    assert!(lines
+        .iter()
+        .any(|v| v["msg"].as_str().is_some_and(|m| m.contains("listening"))));
 
-    let ok = lines.iter().find(|v| v["req"] == "req-json-1").expect("the line of request 1");
+    let ok = lines
+        .iter()
+        .find(|v| v["req"] == "req-json-1")
+        .expect("the line of request 1");
     assert_eq!(ok["model"], "openai/gpt-4o");
     assert_eq!(ok["provider"], "openai");
     assert_eq!(ok["status"], 200);
@@ -343,10 +503,16 @@ async fn json_log_lines_parse_and_carry_the_fields() {
     assert!(ok["bytes"].as_u64().unwrap() > 0);
     // GATEWAY_PRICES overrides the built-in 2.5/10.
     let cost = ok["cost_usd"].as_f64().unwrap();
-    assert!((cost - (11.0 * 3.0 + 7.0 * 12.0) / 1e6).abs() < 1e-12, "{cost}");
+    assert!(
+        (cost - (11.0 * 3.0 + 7.0 * 12.0) / 1e6).abs() < 1e-12,
+        "{cost}"
+    );
     assert!(ok.get("error").is_none());
 
-    let bad = lines.iter().find(|v| v["req"] == "req-json-2").expect("the line of request 2");
+    let bad = lines
+        .iter()
+        .find(|v| v["req"] == "req-json-2")
+        .expect("the line of request 2");
     assert_eq!(bad["status"], 503);
     assert_eq!(bad["outcome"], "server_error");
     assert_eq!(bad["error"], "overloaded");
@@ -376,8 +542,14 @@ fn check_config(vars: &[(&str, &str)]) -> (bool, String, String) {
 fn check_config_prints_the_resolved_configuration_without_secrets() {
     let (ok, out, err) = check_config(&[
         ("OPENAI_API_KEY", OPENAI_KEY),
-        ("VLLM_BASE_URL", "http://127.0.0.1:8000/v1,http://127.0.0.1:8001/v1"),
-        ("GATEWAY_PROVIDER_GROQ_BASE_URL", "https://api.groq.com/openai/v1"),
+        (
+            "VLLM_BASE_URL",
+            "http://127.0.0.1:8000/v1,http://127.0.0.1:8001/v1",
+        ),
+        (
+            "GATEWAY_PROVIDER_GROQ_BASE_URL",
+            "https://api.groq.com/openai/v1",
+        ),
         ("GATEWAY_PROVIDER_GROQ_API_KEY", GROQ_KEY),
         ("GATEWAY_METRICS_LISTEN", "127.0.0.1:9090"),
         ("GATEWAY_PRICES", "groq/llama-3.3-70b=0.59/0.79"),
@@ -401,8 +573,14 @@ fn check_config_prints_the_resolved_configuration_without_secrets() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
-    assert!(!out.contains(OPENAI_KEY) && !out.contains(GROQ_KEY), "{out}");
-    assert!(!err.contains(OPENAI_KEY) && !err.contains(GROQ_KEY), "{err}");
+    assert!(
+        !out.contains(OPENAI_KEY) && !out.contains(GROQ_KEY),
+        "{out}"
+    );
+    assert!(
+        !err.contains(OPENAI_KEY) && !err.contains(GROQ_KEY),
+        "{err}"
+    );
 }
 
 #[test]
@@ -428,7 +606,10 @@ fn check_config_fails_on_a_bad_environment_naming_every_variable() {
         assert!(err.contains(v), "{v} not named in:\n{err}");
     }
     let all = format!("{out}{err}");
-    assert!(!all.contains(OPENAI_KEY) && !all.contains(GROQ_KEY), "{all}");
+    assert!(
+        !all.contains(OPENAI_KEY) && !all.contains(GROQ_KEY),
+        "{all}"
+    );
 }
 
 /// Streams `words` words from the echo provider; returns the response body stream after its
@@ -467,7 +648,11 @@ fn echoed_words(sse: &str) -> String {
     data.iter()
         .filter(|d| *d != "[DONE]")
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect()
 }
 
@@ -489,7 +674,10 @@ async fn sigterm_lets_a_stream_in_flight_finish() {
     }
     let sse = reader.await.unwrap();
     let expected: Vec<String> = (0..words).map(|i| format!("w{i}")).collect();
-    assert_eq!(echoed_words(&sse).split_whitespace().collect::<Vec<_>>(), expected);
+    assert_eq!(
+        echoed_words(&sse).split_whitespace().collect::<Vec<_>>(),
+        expected
+    );
     let status = tokio::task::spawn_blocking(move || {
         let s = gw.wait_exit(Duration::from_secs(30));
         (s, gw)
@@ -499,7 +687,11 @@ async fn sigterm_lets_a_stream_in_flight_finish() {
     let (s, gw) = status;
     let s = s.unwrap_or_else(|| panic!("the gateway did not exit after draining: {}", gw.logs()));
     assert!(s.success(), "{s}: {}", gw.logs());
-    assert!(gw.logs().contains("shutdown: no request in flight"), "{}", gw.logs());
+    assert!(
+        gw.logs().contains("shutdown: no request in flight"),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[test]
@@ -535,8 +727,15 @@ async fn shutdown_grace_bounds_a_stream_that_would_run_too_long() {
         .await
         .unwrap();
     let took = t.elapsed();
-    assert!(s.is_some(), "the gateway outlived its grace period: {}", gw.logs());
-    assert!(took < Duration::from_secs(25), "exit took {took:?} with a 1 s grace");
+    assert!(
+        s.is_some(),
+        "the gateway outlived its grace period: {}",
+        gw.logs()
+    );
+    assert!(
+        took < Duration::from_secs(25),
+        "exit took {took:?} with a 1 s grace"
+    );
     assert!(gw.logs().contains("grace period over"), "{}", gw.logs());
     // The client saw the stream end without [DONE].
     let chunks = reader.await.unwrap();
@@ -634,11 +833,20 @@ async fn graceful_upgrade_hands_the_socket_over_while_the_old_stream_finishes() 
     let mut served_by_b = 0;
     let mut total = 0;
     while served_by_b < 3 {
-        assert!(Instant::now() < deadline, "B never took over: A: {}\nB: {}", a.logs(), b.logs());
+        assert!(
+            Instant::now() < deadline,
+            "B never took over: A: {}\nB: {}",
+            a.logs(),
+            b.logs()
+        );
         match answered_by_successor(port).await {
             Ok(true) => served_by_b += 1,
             Ok(false) => {}
-            Err(e) => panic!("a request failed during the upgrade ({e}): A: {}\nB: {}", a.logs(), b.logs()),
+            Err(e) => panic!(
+                "a request failed during the upgrade ({e}): A: {}\nB: {}",
+                a.logs(),
+                b.logs()
+            ),
         }
         total += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -648,7 +856,10 @@ async fn graceful_upgrade_hands_the_socket_over_while_the_old_stream_finishes() 
     // A's stream completes, intact, after the handover.
     let sse = reader.await.unwrap();
     let expected: Vec<String> = (0..words).map(|i| format!("w{i}")).collect();
-    assert_eq!(echoed_words(&sse).split_whitespace().collect::<Vec<_>>(), expected);
+    assert_eq!(
+        echoed_words(&sse).split_whitespace().collect::<Vec<_>>(),
+        expected
+    );
 
     // A exits once drained; B keeps serving on the same port.
     let (s, a) = tokio::task::spawn_blocking(move || (a.wait_exit(Duration::from_secs(40)), a))
@@ -656,9 +867,18 @@ async fn graceful_upgrade_hands_the_socket_over_while_the_old_stream_finishes() 
         .unwrap();
     let s = s.unwrap_or_else(|| panic!("A did not exit: {}", a.logs()));
     assert!(s.success(), "{s}");
-    assert!(a.logs().contains("graceful upgrade: no request in flight"), "{}", a.logs());
+    assert!(
+        a.logs().contains("graceful upgrade: no request in flight"),
+        "{}",
+        a.logs()
+    );
     for _ in 0..3 {
-        assert_eq!(answered_by_successor(port).await, Ok(true), "B: {}", b.logs());
+        assert_eq!(
+            answered_by_successor(port).await,
+            Ok(true),
+            "B: {}",
+            b.logs()
+        );
     }
     let r = client()
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
@@ -677,7 +897,9 @@ struct Daemons(Vec<u32>);
 impl Drop for Daemons {
     fn drop(&mut self) {
         for pid in &self.0 {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }
@@ -717,7 +939,11 @@ async fn systemd_style_start_and_reload_with_daemon_mode() {
             ("GATEWAY_ECHO_CHUNK_DELAY_MS", "150"),
         ];
         vars.extend_from_slice(extra);
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let mut child = Gateway::command(&vars)
             .args(args)
             .env("GATEWAY_PID_FILE", &pid_file)
@@ -736,7 +962,10 @@ async fn systemd_style_start_and_reload_with_daemon_mode() {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{args:?} did not return: {}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!(
+                    "{args:?} did not return: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -752,26 +981,44 @@ async fn systemd_style_start_and_reload_with_daemon_mode() {
     // Pingora reports "ready" once it could take sockets over, a moment before it listens.
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the daemon never listened: {}", journal());
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never listened: {}",
+            journal()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(answered_by_successor(port).await, Ok(false), "{}", journal());
+    assert_eq!(
+        answered_by_successor(port).await,
+        Ok(false),
+        "{}",
+        journal()
+    );
 
     let body = start_stream(&format!("http://{listen}/v1/chat/completions"), 40).await;
     let reader = tokio::spawn(collect(body));
 
     // ExecReload=ai-gateway --daemon --upgrade ; ExecReload=kill -QUIT $MAINPID
-    let s = run(&[("GATEWAY_PROVIDER_BEE_BASE_URL", &bee)], &["--daemon", "--upgrade"]);
+    let s = run(
+        &[("GATEWAY_PROVIDER_BEE_BASE_URL", &bee)],
+        &["--daemon", "--upgrade"],
+    );
     assert!(s.success(), "{s}: {}", journal());
     let new = read_pid(&pid_file);
     daemons.0.push(new);
     assert_ne!(new, old, "the new daemon writes its PID");
-    let _ = Command::new("kill").args(["-QUIT", &old.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-QUIT", &old.to_string()])
+        .status();
 
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut served_by_new = 0;
     while served_by_new < 3 {
-        assert!(Instant::now() < deadline, "the new daemon never took over: {}", journal());
+        assert!(
+            Instant::now() < deadline,
+            "the new daemon never took over: {}",
+            journal()
+        );
         match answered_by_successor(port).await {
             Ok(true) => served_by_new += 1,
             Ok(false) => {}
@@ -783,16 +1030,30 @@ async fn systemd_style_start_and_reload_with_daemon_mode() {
     assert_eq!(echoed_words(&sse).split_whitespace().count(), 40);
     let deadline = Instant::now() + Duration::from_secs(40);
     while pid_alive(old) {
-        assert!(Instant::now() < deadline, "the old daemon did not exit: {}", journal());
+        assert!(
+            Instant::now() < deadline,
+            "the old daemon did not exit: {}",
+            journal()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(journal().contains("graceful upgrade: no request in flight"), "{}", journal());
+    assert!(
+        journal().contains("graceful upgrade: no request in flight"),
+        "{}",
+        journal()
+    );
 
     // systemctl stop: SIGTERM to the PID in the pid file.
-    let _ = Command::new("kill").args(["-TERM", &new.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &new.to_string()])
+        .status();
     let deadline = Instant::now() + Duration::from_secs(20);
     while pid_alive(new) {
-        assert!(Instant::now() < deadline, "the daemon did not stop: {}", journal());
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop: {}",
+            journal()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

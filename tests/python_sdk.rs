@@ -28,8 +28,14 @@ fn upstream() -> Handler {
     let ok = openai_handler("Hello from the mock");
     Arc::new(move |r: &Recorded| {
         let model = r.json()["model"].as_str().unwrap_or("").to_string();
-        if let Some(code) = model.strip_prefix("status-").and_then(|c| c.parse::<u16>().ok()) {
-            return json_response(code, json!({"error": {"message": format!("mock says {code}"), "type": "mock_error", "param": null, "code": null}}));
+        if let Some(code) = model
+            .strip_prefix("status-")
+            .and_then(|c| c.parse::<u16>().ok())
+        {
+            return json_response(
+                code,
+                json!({"error": {"message": format!("mock says {code}"), "type": "mock_error", "param": null, "code": null}}),
+            );
         }
         ok(r)
     })
@@ -38,7 +44,10 @@ fn upstream() -> Handler {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_sdk_works_unchanged() {
     let mock = Mock::start(upstream()).await;
-    let gw = Gateway::start(&[("OPENAI_BASE_URL", &mock.url()), ("OPENAI_API_KEY", "sk-mock")]);
+    let gw = Gateway::start(&[
+        ("OPENAI_BASE_URL", &mock.url()),
+        ("OPENAI_API_KEY", "sk-mock"),
+    ]);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_sdk.py");
     let py = python();
     let base = gw.base();
@@ -55,6 +64,10 @@ async fn openai_python_sdk_works_unchanged() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.logs());
+    assert!(
+        out.status.success(),
+        "SDK checks failed:\n{stdout}\n{stderr}\ngateway log:\n{}",
+        gw.logs()
+    );
     assert!(stdout.contains("sdk: ") && stdout.contains(" 0 failed"));
 }

@@ -50,8 +50,17 @@ async fn openai_python_sdk_through_anthropic_and_gemini() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "SDK checks failed:\n{stdout}\n{stderr}\ngateway log:\n{}", gw.logs());
+    assert!(
+        out.status.success(),
+        "SDK checks failed:\n{stdout}\n{stderr}\ngateway log:\n{}",
+        gw.logs()
+    );
     assert!(stdout.contains("sdk: 5 passed, 0 failed"), "{stdout}");
     // Both upstreams were really used.
-    assert!(claude.calls() >= 4 && google.calls() >= 4, "anthropic {} gemini {}", claude.calls(), google.calls());
+    assert!(
+        claude.calls() >= 4 && google.calls() >= 4,
+        "anthropic {} gemini {}",
+        claude.calls(),
+        google.calls()
+    );
 }

@@ -91,7 +91,9 @@ impl Assembler {
             return;
         };
         for c in choices {
-            if c.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 || !absent(c.get("logprobs")) {
+            if c.get("index").and_then(Value::as_u64).unwrap_or(0) != 0
+                || !absent(c.get("logprobs"))
+            {
                 return self.set_broken();
             }
             if let Some(d) = c.get("delta") {
@@ -170,8 +172,16 @@ mod tests {
         Answer {
             content: Some("Hello, wörld".into()),
             tool_calls: vec![
-                ToolCall { id: "call_a".into(), name: "get_weather".into(), arguments: "{\"city\":\"Paris\"}".into() },
-                ToolCall { id: "call_b".into(), name: "get_time".into(), arguments: "{}".into() },
+                ToolCall {
+                    id: "call_a".into(),
+                    name: "get_weather".into(),
+                    arguments: "{\"city\":\"Paris\"}".into(),
+                },
+                ToolCall {
+                    id: "call_b".into(),
+                    name: "get_time".into(),
+                    arguments: "{}".into(),
+                },
             ],
             finish_reason: "tool_calls".into(),
             usage: Some(Usage::new(12, 9)),

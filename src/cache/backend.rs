@@ -189,7 +189,8 @@ mod tests {
             assert!(m.len() <= 3, "after {i}: {}", m.len());
         }
         let m = Memory::new(10, Duration::from_secs(60));
-        m.put(&key(1), entry("short"), Duration::from_millis(50)).await;
+        m.put(&key(1), entry("short"), Duration::from_millis(50))
+            .await;
         m.put(&key(2), entry("long"), Duration::from_secs(60)).await;
         let h = m.get(&key(2)).await.unwrap();
         assert!(h.ttl_left <= Duration::from_secs(60) && h.ttl_left > Duration::from_secs(50));
@@ -204,8 +205,47 @@ mod tests {
         let m = Memory::new(10, Duration::from_secs(60));
         let ctx = key(200);
         for i in 0..(MAX_VECTORS_PER_CONTEXT + 10) {
-            let k = Key([(i % 250) as u8, (i / 250) as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-            m.add_vector(&ctx, &k, Arc::from(vec![1.0f32, 0.0]), Duration::from_secs(60)).await;
+            let k = Key([
+                (i % 250) as u8,
+                (i / 250) as u8,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ]);
+            m.add_vector(
+                &ctx,
+                &k,
+                Arc::from(vec![1.0f32, 0.0]),
+                Duration::from_secs(60),
+            )
+            .await;
         }
         assert_eq!(m.vectors(&ctx).await.len(), MAX_VECTORS_PER_CONTEXT);
         assert!(m.vectors(&key(201)).await.is_empty());

@@ -92,23 +92,41 @@ mod tests {
     async fn followers_get_the_leaders_answer_or_go_alone() {
         let f = Inflight::default();
         let k = Key([1; 32]);
-        let Join::Leader(leader) = f.join(&k) else { panic!("first is the leader") };
-        let Join::Follower(a) = f.join(&k) else { panic!("second follows") };
-        let Join::Follower(b) = f.join(&k) else { panic!("third follows") };
+        let Join::Leader(leader) = f.join(&k) else {
+            panic!("first is the leader")
+        };
+        let Join::Follower(a) = f.join(&k) else {
+            panic!("second follows")
+        };
+        let Join::Follower(b) = f.join(&k) else {
+            panic!("third follows")
+        };
         let wa = tokio::spawn(follow(a));
-        let entry = Arc::new(Entry { provider: "p".into(), answer: Answer::default() });
-        leader.publish(Hit { entry: entry.clone(), ttl_left: Duration::from_secs(5) });
+        let entry = Arc::new(Entry {
+            provider: "p".into(),
+            answer: Answer::default(),
+        });
+        leader.publish(Hit {
+            entry: entry.clone(),
+            ttl_left: Duration::from_secs(5),
+        });
         assert_eq!(wa.await.unwrap().map(|h| h.entry), Some(entry.clone()));
         // Late joiners see the answer at once while the leader is still finishing.
-        let Join::Follower(late) = f.join(&k) else { panic!("still in flight") };
+        let Join::Follower(late) = f.join(&k) else {
+            panic!("still in flight")
+        };
         assert_eq!(follow(late).await.map(|h| h.entry), Some(entry.clone()));
         drop(leader);
         // A follower that subscribed before the publish but looks after it still sees it.
         assert_eq!(follow(b).await.map(|h| h.entry), Some(entry));
         assert!(f.is_empty());
 
-        let Join::Leader(leader) = f.join(&k) else { panic!("slot was freed") };
-        let Join::Follower(c) = f.join(&k) else { panic!("follows") };
+        let Join::Leader(leader) = f.join(&k) else {
+            panic!("slot was freed")
+        };
+        let Join::Follower(c) = f.join(&k) else {
+            panic!("follows")
+        };
         drop(leader);
         assert!(follow(c).await.is_none());
         assert!(f.is_empty());

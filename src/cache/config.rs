@@ -105,7 +105,10 @@ pub(crate) fn read(r: &mut Reader) -> CacheConfig {
             _ => Err("expected global or key".into()),
         }
     });
-    let prefix = r.get(vars::CACHE_PREFIX).unwrap_or(DEFAULT_PREFIX).to_string();
+    let prefix = r
+        .get(vars::CACHE_PREFIX)
+        .unwrap_or(DEFAULT_PREFIX)
+        .to_string();
 
     let redis_url = r.get(vars::REDIS_URL).map(str::to_string);
     if let Some(url) = &redis_url {
@@ -114,7 +117,9 @@ pub(crate) fn read(r: &mut Reader) -> CacheConfig {
             r.error(
                 vars::REDIS_URL,
                 "***",
-                &format!("not a usable Redis URL ({e}); expected redis://[:password@]host:port[/db]"),
+                &format!(
+                    "not a usable Redis URL ({e}); expected redis://[:password@]host:port[/db]"
+                ),
             );
         }
     } else if backend == BackendKind::Redis {
@@ -132,19 +137,24 @@ pub(crate) fn read(r: &mut Reader) -> CacheConfig {
             _ => Err("expected on or off".into()),
         }
     });
-    let threshold = r.parse(vars::SEMANTIC_CACHE_THRESHOLD, DEFAULT_THRESHOLD, |v| {
-        match v.parse::<f32>() {
+    let threshold = r.parse(
+        vars::SEMANTIC_CACHE_THRESHOLD,
+        DEFAULT_THRESHOLD,
+        |v| match v.parse::<f32>() {
             Ok(t) if t > 0.0 && t <= 1.0 => Ok(t),
             _ => Err("expected a cosine similarity in (0, 1], e.g. 0.95".into()),
-        }
-    });
+        },
+    );
     let model = r.get(vars::SEMANTIC_CACHE_MODEL).map(str::to_string);
     let semantic = if semantic_on {
         if backend == BackendKind::Off {
             r.error(
                 vars::SEMANTIC_CACHE,
                 "on",
-                &format!("the semantic cache needs a cache backend ({} is off)", vars::CACHE_BACKEND),
+                &format!(
+                    "the semantic cache needs a cache backend ({} is off)",
+                    vars::CACHE_BACKEND
+                ),
             );
         }
         match model {
@@ -183,7 +193,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -204,7 +217,10 @@ mod tests {
             ("GATEWAY_CACHE_TTL", "2m"),
             ("GATEWAY_CACHE_SCOPE", "key"),
             ("GATEWAY_SEMANTIC_CACHE", "on"),
-            ("GATEWAY_SEMANTIC_CACHE_MODEL", "openai/text-embedding-3-small"),
+            (
+                "GATEWAY_SEMANTIC_CACHE_MODEL",
+                "openai/text-embedding-3-small",
+            ),
             ("GATEWAY_SEMANTIC_CACHE_THRESHOLD", "0.9"),
         ]))
         .unwrap();
@@ -245,7 +261,10 @@ mod tests {
         let e = Config::from_map(&env(&[("GATEWAY_CACHE_BACKEND", "redis")])).unwrap_err();
         assert!(e.to_string().contains("GATEWAY_REDIS_URL"), "{e}");
         let e = Config::from_map(&env(&[("GATEWAY_SEMANTIC_CACHE", "on")])).unwrap_err();
-        assert!(e.to_string().contains("GATEWAY_SEMANTIC_CACHE_MODEL"), "{e}");
+        assert!(
+            e.to_string().contains("GATEWAY_SEMANTIC_CACHE_MODEL"),
+            "{e}"
+        );
         let e = Config::from_map(&env(&[
             ("GATEWAY_CACHE_BACKEND", "off"),
             ("GATEWAY_SEMANTIC_CACHE", "on"),

@@ -23,7 +23,8 @@ pub struct Entry {
 impl Entry {
     /// Whether this answer may be stored.
     pub fn cacheable(&self) -> bool {
-        CACHEABLE_FINISH.contains(&self.answer.finish_reason.as_str()) && self.size() <= MAX_ENTRY_BYTES
+        CACHEABLE_FINISH.contains(&self.answer.finish_reason.as_str())
+            && self.size() <= MAX_ENTRY_BYTES
     }
 
     fn size(&self) -> usize {
@@ -42,13 +43,19 @@ impl Entry {
         let c = Compact {
             p: self.provider.clone(),
             c: a.content.clone(),
-            t: a
-                .tool_calls
+            t: a.tool_calls
                 .iter()
                 .map(|t| (t.id.clone(), t.name.clone(), t.arguments.clone()))
                 .collect(),
             f: a.finish_reason.clone(),
-            u: a.usage.map(|u| [u.prompt_tokens, u.completion_tokens, u.total_tokens, u.cached_tokens]),
+            u: a.usage.map(|u| {
+                [
+                    u.prompt_tokens,
+                    u.completion_tokens,
+                    u.total_tokens,
+                    u.cached_tokens,
+                ]
+            }),
         };
         serde_json::to_vec(&c).unwrap_or_default()
     }
@@ -62,7 +69,11 @@ impl Entry {
                 tool_calls: c
                     .t
                     .into_iter()
-                    .map(|(id, name, arguments)| ToolCall { id, name, arguments })
+                    .map(|(id, name, arguments)| ToolCall {
+                        id,
+                        name,
+                        arguments,
+                    })
                     .collect(),
                 finish_reason: c.f,
                 usage: c.u.map(|[p, c, t, cached]| Usage {
@@ -119,7 +130,11 @@ pub fn answer_from_completion(body: &[u8]) -> Option<Answer> {
             tool_calls.push(ToolCall {
                 id: t.get("id")?.as_str()?.to_string(),
                 name: f.get("name")?.as_str()?.to_string(),
-                arguments: f.get("arguments").and_then(Value::as_str).unwrap_or("").to_string(),
+                arguments: f
+                    .get("arguments")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
             });
         }
     }
@@ -151,9 +166,18 @@ mod tests {
             provider: "openai".into(),
             answer: Answer {
                 content: None,
-                tool_calls: vec![ToolCall { id: "call_1".into(), name: "get".into(), arguments: "{\"a\":1}".into() }],
+                tool_calls: vec![ToolCall {
+                    id: "call_1".into(),
+                    name: "get".into(),
+                    arguments: "{\"a\":1}".into(),
+                }],
                 finish_reason: "tool_calls".into(),
-                usage: Some(Usage { prompt_tokens: 5, completion_tokens: 6, total_tokens: 11, cached_tokens: 2 }),
+                usage: Some(Usage {
+                    prompt_tokens: 5,
+                    completion_tokens: 6,
+                    total_tokens: 11,
+                    cached_tokens: 2,
+                }),
             },
         };
         let bytes = e.encode();
@@ -186,7 +210,14 @@ mod tests {
 
     #[test]
     fn only_complete_answers_are_cacheable() {
-        let mut e = Entry { provider: "p".into(), answer: Answer { content: Some("x".into()), finish_reason: "stop".into(), ..Default::default() } };
+        let mut e = Entry {
+            provider: "p".into(),
+            answer: Answer {
+                content: Some("x".into()),
+                finish_reason: "stop".into(),
+                ..Default::default()
+            },
+        };
         assert!(e.cacheable());
         e.answer.finish_reason = "content_filter".into();
         assert!(!e.cacheable());

@@ -275,8 +275,14 @@ mod tests {
     fn every_answer_affecting_field_changes_the_key() {
         let k = exact(ID, &obj(base()));
         let changes: Vec<(&str, Value)> = vec![
-            ("messages", json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi!"}])),
-            ("messages", json!([{"role": "system", "content": "be long"}, {"role": "user", "content": "hi"}])),
+            (
+                "messages",
+                json!([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi!"}]),
+            ),
+            (
+                "messages",
+                json!([{"role": "system", "content": "be long"}, {"role": "user", "content": "hi"}]),
+            ),
             ("messages", json!([{"role": "user", "content": "hi"}])),
             ("temperature", json!(0.3)),
             ("top_p", json!(0.9)),
@@ -286,7 +292,10 @@ mod tests {
             ("seed", json!(7)),
             ("response_format", json!({"type": "json_object"})),
             ("n", json!(2)),
-            ("tools", json!([{"type": "function", "function": {"name": "f"}}])),
+            (
+                "tools",
+                json!([{"type": "function", "function": {"name": "f"}}]),
+            ),
             ("tool_choice", json!("required")),
             ("parallel_tool_calls", json!(false)),
             ("presence_penalty", json!(0.5)),
@@ -301,13 +310,25 @@ mod tests {
             v[field] = value.clone();
             assert_ne!(exact(ID, &obj(v)), k, "{field} = {value}");
         }
-        let other_model = Identity { upstream_model: "gpt-4o-mini", ..ID };
+        let other_model = Identity {
+            upstream_model: "gpt-4o-mini",
+            ..ID
+        };
         assert_ne!(exact(other_model, &obj(base())), k);
-        let other_provider = Identity { provider: "azure", ..ID };
+        let other_provider = Identity {
+            provider: "azure",
+            ..ID
+        };
         assert_ne!(exact(other_provider, &obj(base())), k);
-        let scoped = Identity { scope: Some("team-a"), ..ID };
+        let scoped = Identity {
+            scope: Some("team-a"),
+            ..ID
+        };
         assert_ne!(exact(scoped, &obj(base())), k);
-        let scoped_b = Identity { scope: Some("team-b"), ..ID };
+        let scoped_b = Identity {
+            scope: Some("team-b"),
+            ..ID
+        };
         assert_ne!(exact(scoped, &obj(base())), exact(scoped_b, &obj(base())));
     }
 

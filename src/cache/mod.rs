@@ -77,7 +77,11 @@ impl Cache {
             BackendKind::Off => None,
             BackendKind::Memory => Some(Arc::new(Memory::new(c.max_size, c.ttl))),
             BackendKind::Redis => {
-                match c.redis_url.as_ref().map(|u| ::redis::Client::open(u.expose())) {
+                match c
+                    .redis_url
+                    .as_ref()
+                    .map(|u| ::redis::Client::open(u.expose()))
+                {
                     Some(Ok(client)) => Some(Arc::new(RedisBackend::new(client, &c.prefix))),
                     // The configuration was validated: this is not expected.
                     _ => {
@@ -191,7 +195,11 @@ pub async fn lookup(
     };
     let control = Control::from_headers(&session.req_header().headers)?;
     // An answer holds one choice; `n > 1` asks for several.
-    let several = req.body.get("n").and_then(|n| n.as_u64()).is_some_and(|n| n > 1);
+    let several = req
+        .body
+        .get("n")
+        .and_then(|n| n.as_u64())
+        .is_some_and(|n| n > 1);
     if control.no_store || several {
         set_status(ctx, "bypass", "BYPASS");
         return Ok(false);
@@ -294,7 +302,10 @@ async fn semantic_match(
 ) -> Option<(Hit, f32)> {
     let candidates = backend.vectors(context).await;
     // A few tries: the best match's entry may have expired before its vector.
-    for (k, similarity) in semantic::ranked(vector, &candidates, threshold).into_iter().take(3) {
+    for (k, similarity) in semantic::ranked(vector, &candidates, threshold)
+        .into_iter()
+        .take(3)
+    {
         if let Some(hit) = backend.get(&k).await {
             return Some((hit, similarity));
         }
@@ -471,8 +482,12 @@ mod tests {
 
     #[test]
     fn client_control() {
-        assert_eq!(Control::from_headers(&headers(&[])).unwrap(), Control::default());
-        let c = Control::from_headers(&headers(&[("cache-control", "max-age=0, No-Cache")])).unwrap();
+        assert_eq!(
+            Control::from_headers(&headers(&[])).unwrap(),
+            Control::default()
+        );
+        let c =
+            Control::from_headers(&headers(&[("cache-control", "max-age=0, No-Cache")])).unwrap();
         assert!(c.no_cache && !c.no_store);
         let c = Control::from_headers(&headers(&[
             ("cache-control", "private"),

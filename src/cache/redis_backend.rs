@@ -90,7 +90,9 @@ impl RedisBackend {
         if Instant::now() < *self.next_try.lock() {
             return None;
         }
-        let _one = tokio::time::timeout(TIMEOUT, self.connecting.lock()).await.ok()?;
+        let _one = tokio::time::timeout(TIMEOUT, self.connecting.lock())
+            .await
+            .ok()?;
         if let Some(c) = self.conn.lock().clone() {
             return Some(c);
         }

@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn parse_and_rank() {
-        let q = parse_embedding(br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[3.0,4.0]}]}"#).unwrap();
+        let q = parse_embedding(
+            br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[3.0,4.0]}]}"#,
+        )
+        .unwrap();
         assert!((q[0] - 0.6).abs() < 1e-6 && (q[1] - 0.8).abs() < 1e-6);
         assert!(parse_embedding(br#"{"data":[{"embedding":[0,0]}]}"#).is_err());
         assert!(parse_embedding(br#"{"data":[]}"#).is_err());

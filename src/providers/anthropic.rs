@@ -357,12 +357,20 @@ fn encode_messages(conv: &Conversation) -> Result<Vec<Value>, GatewayError> {
         let (role, blocks) = match t {
             Msg::User(parts) => (
                 "user",
-                parts.iter().map(part_block).collect::<Result<Vec<_>, _>>()?,
+                parts
+                    .iter()
+                    .map(part_block)
+                    .collect::<Result<Vec<_>, _>>()?,
             ),
             Msg::Assistant { parts, calls } => {
-                let mut blocks = parts.iter().map(part_block).collect::<Result<Vec<_>, _>>()?;
+                let mut blocks = parts
+                    .iter()
+                    .map(part_block)
+                    .collect::<Result<Vec<_>, _>>()?;
                 for c in calls {
-                    blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args}));
+                    blocks.push(
+                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args}),
+                    );
                 }
                 ("assistant", blocks)
             }
@@ -475,7 +483,10 @@ impl Counts {
 
     /// OpenAI counts every prompt token, cached or not, in `prompt_tokens`.
     fn usage(&self) -> Usage {
-        let mut u = Usage::new(self.input + self.cache_read + self.cache_creation, self.output);
+        let mut u = Usage::new(
+            self.input + self.cache_read + self.cache_creation,
+            self.output,
+        );
         u.cached_tokens = self.cache_read;
         u
     }
@@ -544,7 +555,12 @@ fn decode_response(body: &[u8], call: &CallInfo) -> Result<Translated, GatewayEr
         finish_reason: finish.to_string(),
         usage,
     };
-    let body = completion_body(&completion_id(&m.id), unix_now(), &call.client_model, &answer);
+    let body = completion_body(
+        &completion_id(&m.id),
+        unix_now(),
+        &call.client_model,
+        &answer,
+    );
     Ok(Translated { body, usage })
 }
 
@@ -627,7 +643,10 @@ struct MessageDeltaBody {
 enum BlockKind {
     Text,
     /// A tool call at this OpenAI `index`; `args` once an arguments fragment went out.
-    Tool { index: u32, args: bool },
+    Tool {
+        index: u32,
+        args: bool,
+    },
     /// The forced JSON tool: its input is the answer's content.
     Json,
     /// Thinking, server tools, anything new: not shown.
@@ -696,7 +715,9 @@ impl AnthropicStream {
                 if !message.id.is_empty() && !self.role_sent {
                     self.w.id = completion_id(&message.id);
                 }
-                self.counts.get_or_insert_with(Counts::default).update(&message.usage);
+                self.counts
+                    .get_or_insert_with(Counts::default)
+                    .update(&message.usage);
             }
             Event::ContentBlockStart {
                 index,
@@ -740,9 +761,17 @@ impl AnthropicStream {
                     {
                         self.role(out);
                         self.w.tool_args(out, i, &partial_json);
-                        self.blocks.insert(index, BlockKind::Tool { index: i, args: true });
+                        self.blocks.insert(
+                            index,
+                            BlockKind::Tool {
+                                index: i,
+                                args: true,
+                            },
+                        );
                     }
-                    (Delta::InputJson { partial_json }, Some(BlockKind::Json)) if !partial_json.is_empty() => {
+                    (Delta::InputJson { partial_json }, Some(BlockKind::Json))
+                        if !partial_json.is_empty() =>
+                    {
                         self.role(out);
                         self.w.content(out, &partial_json);
                     }
@@ -751,9 +780,19 @@ impl AnthropicStream {
             }
             Event::ContentBlockStop { index } => {
                 // A call without arguments still gets a parseable `{}`.
-                if let Some(BlockKind::Tool { index: i, args: false }) = self.blocks.get(&index).copied() {
+                if let Some(BlockKind::Tool {
+                    index: i,
+                    args: false,
+                }) = self.blocks.get(&index).copied()
+                {
                     self.w.tool_args(out, i, "{}");
-                    self.blocks.insert(index, BlockKind::Tool { index: i, args: true });
+                    self.blocks.insert(
+                        index,
+                        BlockKind::Tool {
+                            index: i,
+                            args: true,
+                        },
+                    );
                 }
             }
             Event::MessageDelta { delta, usage } => {
@@ -928,28 +967,49 @@ mod tests {
         assert_eq!(v["metadata"], json!({"user_id": "u-42"}));
         assert_eq!(v["stream"], true);
         assert!(v.get("seed").is_none() && v.get("store").is_none() && v.get("n").is_none());
-        assert_eq!(v["system"], json!([{"type": "text", "text": "be brief"}, {"type": "text", "text": "use metric"}]));
-        assert_eq!(v["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
-        assert_eq!(v["tools"][1], json!({"name": "noargs", "input_schema": {"type": "object", "properties": {}}}));
-        assert_eq!(v["tools"][0]["input_schema"]["properties"]["city"]["type"], "string");
+        assert_eq!(
+            v["system"],
+            json!([{"type": "text", "text": "be brief"}, {"type": "text", "text": "use metric"}])
+        );
+        assert_eq!(
+            v["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(
+            v["tools"][1],
+            json!({"name": "noargs", "input_schema": {"type": "object", "properties": {}}})
+        );
+        assert_eq!(
+            v["tools"][0]["input_schema"]["properties"]["city"]["type"],
+            "string"
+        );
         let m = v["messages"].as_array().unwrap();
         assert_eq!(m.len(), 3, "the empty assistant message is dropped, tool results and the next user text merge: {m:?}");
         assert_eq!(m[0]["role"], "user");
-        assert_eq!(m[0]["content"], json!([
-            {"type": "text", "text": "weather in Paris and Rome?"},
-            {"type": "text", "text": "and "},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
-            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}}
-        ]));
-        assert_eq!(m[1], json!({"role": "assistant", "content": [
-            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
-            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}}
-        ]}));
-        assert_eq!(m[2], json!({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
-            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "21C"},
-            {"type": "text", "text": "thanks"}
-        ]}));
+        assert_eq!(
+            m[0]["content"],
+            json!([
+                {"type": "text", "text": "weather in Paris and Rome?"},
+                {"type": "text", "text": "and "},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}}
+            ])
+        );
+        assert_eq!(
+            m[1],
+            json!({"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}}
+            ]})
+        );
+        assert_eq!(
+            m[2],
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "21C"},
+                {"type": "text", "text": "thanks"}
+            ]})
+        );
     }
 
     #[test]
@@ -959,10 +1019,19 @@ mod tests {
         .unwrap();
         assert_eq!(v["max_tokens"], 4096);
         assert!(v.get("stream").is_none() && v.get("temperature").is_none());
-        assert_eq!(v["messages"][1]["content"][0]["text"], "Sure:", "a prefill loses its trailing whitespace");
+        assert_eq!(
+            v["messages"][1]["content"][0]["text"], "Sure:",
+            "a prefill loses its trailing whitespace"
+        );
         assert_eq!(v["tools"][0]["name"], JSON_TOOL);
-        assert_eq!(v["tools"][0]["input_schema"]["properties"]["name"]["type"], "string");
-        assert_eq!(v["tool_choice"], json!({"type": "tool", "name": JSON_TOOL, "disable_parallel_tool_use": true}));
+        assert_eq!(
+            v["tools"][0]["input_schema"]["properties"]["name"]["type"],
+            "string"
+        );
+        assert_eq!(
+            v["tool_choice"],
+            json!({"type": "tool", "name": JSON_TOOL, "disable_parallel_tool_use": true})
+        );
         let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"})).unwrap();
         assert_eq!(v["tool_choice"], json!({"type": "none"}));
         let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]})).unwrap();
@@ -986,13 +1055,29 @@ mod tests {
             (json!({"reasoning_effort": "high"}), "reasoning_effort"),
             (json!({"x_unknown": 1}), "x_unknown"),
             (json!({"temperature": 3}), "temperature"),
-            (json!({"response_format": {"type": "json_object"}, "tools": [{"type": "function", "function": {"name": "f"}}]}), "response_format"),
-            (json!({"tools": [{"type": "function", "function": {"name": JSON_TOOL}}]}), "tools"),
-            (json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]}), "messages"),
-            (json!({"messages": [{"role": "system", "content": "only a system prompt"}]}), "messages"),
+            (
+                json!({"response_format": {"type": "json_object"}, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+                "response_format",
+            ),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": JSON_TOOL}}]}),
+                "tools",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]}),
+                "messages",
+            ),
+            (
+                json!({"messages": [{"role": "system", "content": "only a system prompt"}]}),
+                "messages",
+            ),
         ] {
             let e = encode(base(extra.clone())).unwrap_err();
-            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{extra}");
+            assert_eq!(
+                (e.status, e.param.as_deref()),
+                (400, Some(param)),
+                "{extra}"
+            );
         }
         // Harmless ones pass.
         encode(base(json!({"presence_penalty": 0, "logprobs": false, "metadata": {"a": "b"}, "reasoning_effort": "none", "modalities": ["text"]}))).unwrap();
@@ -1014,32 +1099,68 @@ mod tests {
         let c = &v["choices"][0];
         assert_eq!(c["finish_reason"], "tool_calls");
         assert_eq!(c["message"]["content"], "Checking.");
-        assert_eq!(c["message"]["tool_calls"][0], json!({"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}}));
-        assert_eq!(v["usage"], json!({"prompt_tokens": 487, "completion_tokens": 65, "total_tokens": 552, "prompt_tokens_details": {"cached_tokens": 100}}));
+        assert_eq!(
+            c["message"]["tool_calls"][0],
+            json!({"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}})
+        );
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 487, "completion_tokens": 65, "total_tokens": 552, "prompt_tokens_details": {"cached_tokens": 100}})
+        );
         assert_eq!(t.usage.unwrap().cached_tokens, 100);
 
-        for (reason, want) in [("end_turn", "stop"), ("stop_sequence", "stop"), ("pause_turn", "stop"), ("max_tokens", "length"),
-                               ("model_context_window_exceeded", "length"), ("refusal", "content_filter")] {
+        for (reason, want) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("pause_turn", "stop"),
+            ("max_tokens", "length"),
+            ("model_context_window_exceeded", "length"),
+            ("refusal", "content_filter"),
+        ] {
             let body = json!({"id": "m", "content": [{"type": "text", "text": "x"}], "stop_reason": reason, "usage": {"input_tokens": 1, "output_tokens": 1}});
-            let v: Value = serde_json::from_slice(&decode_response(body.to_string().as_bytes(), &call(false)).unwrap().body).unwrap();
+            let v: Value = serde_json::from_slice(
+                &decode_response(body.to_string().as_bytes(), &call(false))
+                    .unwrap()
+                    .body,
+            )
+            .unwrap();
             assert_eq!(v["choices"][0]["finish_reason"], want, "{reason}");
         }
         let json_mode = br#"{"id":"m","content":[{"type":"tool_use","id":"t","name":"gateway_json_response","input":{"name":"Ada"}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":1}}"#;
-        let v: Value = serde_json::from_slice(&decode_response(json_mode, &call(false)).unwrap().body).unwrap();
+        let v: Value =
+            serde_json::from_slice(&decode_response(json_mode, &call(false)).unwrap().body)
+                .unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "{\"name\":\"Ada\"}");
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert!(v["choices"][0]["message"].get("tool_calls").is_none());
-        assert_eq!(decode_response(b"<html>", &call(false)).unwrap_err().status, 502);
+        assert_eq!(
+            decode_response(b"<html>", &call(false)).unwrap_err().status,
+            502
+        );
     }
 
     #[test]
     fn errors_map_to_openai_shape() {
         let e = map_error(529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#);
-        assert_eq!((e.status, e.message.as_str(), e.kind.as_str(), e.code.as_deref()), (503, "Overloaded", "server_error", Some("overloaded_error")));
+        assert_eq!(
+            (
+                e.status,
+                e.message.as_str(),
+                e.kind.as_str(),
+                e.code.as_deref()
+            ),
+            (503, "Overloaded", "server_error", Some("overloaded_error"))
+        );
         let e = map_error(401, br#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#);
         assert_eq!((e.status, e.kind.as_str()), (401, "authentication_error"));
-        let e = map_error(429, br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#);
-        assert_eq!((e.status, e.kind.as_str(), e.message.as_str()), (429, "rate_limit_error", "slow"));
+        let e = map_error(
+            429,
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#,
+        );
+        assert_eq!(
+            (e.status, e.kind.as_str(), e.message.as_str()),
+            (429, "rate_limit_error", "slow")
+        );
         let v: Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["error"]["message"], "slow");
     }
@@ -1051,7 +1172,10 @@ mod tests {
     }
 
     fn start() -> String {
-        ev("message_start", json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 5}}}))
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 5}}}),
+        )
     }
 
     fn text_stream() -> String {
@@ -1101,7 +1225,11 @@ mod tests {
     }
 
     /// Runs `input` split in two at `split`, returns the output events and the final status.
-    fn run(input: &[u8], split: usize, include_usage: bool) -> (Vec<u8>, StreamStatus, Option<Usage>) {
+    fn run(
+        input: &[u8],
+        split: usize,
+        include_usage: bool,
+    ) -> (Vec<u8>, StreamStatus, Option<Usage>) {
         let mut t = AnthropicStream::new(&call(include_usage)).with_writer("chatcmpl-x", 7);
         let mut out = BytesMut::new();
         let mut status = StreamStatus::Continue;
@@ -1122,7 +1250,9 @@ mod tests {
         text.split("\n\n")
             .filter(|e| !e.is_empty())
             .map(|e| {
-                let d = e.strip_prefix("data: ").unwrap_or_else(|| panic!("not a data event: {e}"));
+                let d = e
+                    .strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("not a data event: {e}"));
                 if d == "[DONE]" {
                     json!("[DONE]")
                 } else {
@@ -1174,7 +1304,11 @@ mod tests {
         check(&text_stream(), true, &with_usage, &StreamStatus::Done);
         let (_, _, usage) = run(text_stream().as_bytes(), 3, false);
         let u = usage.unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.cached_tokens), (30, 12, 5), "usage known without the usage chunk");
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+            (30, 12, 5),
+            "usage known without the usage chunk"
+        );
     }
 
     #[test]
@@ -1183,12 +1317,18 @@ mod tests {
         let want = [
             chunk(json!({"role": "assistant", "content": ""}), None),
             chunk(json!({"content": "Let me check."}), None),
-            tc(json!({"index": 0, "id": "toolu_A", "type": "function", "function": {"name": "get_weather", "arguments": ""}})),
+            tc(
+                json!({"index": 0, "id": "toolu_A", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
+            ),
             tc(json!({"index": 0, "function": {"arguments": "{\"locati"}})),
             tc(json!({"index": 0, "function": {"arguments": "on\": \"Paris\"}"}})),
-            tc(json!({"index": 1, "id": "toolu_B", "type": "function", "function": {"name": "get_time", "arguments": ""}})),
+            tc(
+                json!({"index": 1, "id": "toolu_B", "type": "function", "function": {"name": "get_time", "arguments": ""}}),
+            ),
             tc(json!({"index": 1, "function": {"arguments": "{\"tz\":\"CET\"}"}})),
-            tc(json!({"index": 2, "id": "toolu_C", "type": "function", "function": {"name": "ping_all", "arguments": ""}})),
+            tc(
+                json!({"index": 2, "id": "toolu_C", "type": "function", "function": {"name": "ping_all", "arguments": ""}}),
+            ),
             tc(json!({"index": 2, "function": {"arguments": "{}"}})),
             chunk(json!({}), Some("tool_calls")),
             usage_chunk(30, 65, 5),
@@ -1233,8 +1373,13 @@ mod tests {
             chunk(json!({"content": "Hel"}), None),
         ];
         let (_, status, _) = run(input.as_bytes(), 0, false);
-        let StreamStatus::Failed(e) = &status else { panic!("{status:?}") };
-        assert_eq!((e.status, e.message.as_str(), e.code.as_deref()), (503, "Overloaded", Some("overloaded_error")));
+        let StreamStatus::Failed(e) = &status else {
+            panic!("{status:?}")
+        };
+        assert_eq!(
+            (e.status, e.message.as_str(), e.code.as_deref()),
+            (503, "Overloaded", Some("overloaded_error"))
+        );
         check(&input, true, &want, &status);
     }
 
@@ -1253,14 +1398,23 @@ mod tests {
         let cut = full.find("event: message_stop").unwrap();
         let input = &full[..cut];
         let (out, status, _) = run(input.as_bytes(), 0, true);
-        assert!(matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")), "{status:?}");
+        assert!(
+            matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")),
+            "{status:?}"
+        );
         let evs = events(&out);
-        assert!(evs.iter().all(|e| e["choices"][0]["finish_reason"].is_null() && e != "[DONE]" && e.get("usage").is_none()));
+        assert!(evs
+            .iter()
+            .all(|e| e["choices"][0]["finish_reason"].is_null()
+                && e != "[DONE]"
+                && e.get("usage").is_none()));
         check(input, true, &evs, &status);
         // Cut in the middle of an event.
         let input = &full[..full.len() / 2];
         let (out, status, _) = run(input.as_bytes(), 0, false);
-        assert!(matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")));
+        assert!(
+            matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated"))
+        );
         check(input, false, &events(&out), &status);
     }
 

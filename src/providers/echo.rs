@@ -98,7 +98,11 @@ impl Provider for Echo {
 struct NoStream;
 
 impl StreamTranslator for NoStream {
-    fn feed(&mut self, _input: &[u8], _out: &mut bytes::BytesMut) -> crate::providers::StreamStatus {
+    fn feed(
+        &mut self,
+        _input: &[u8],
+        _out: &mut bytes::BytesMut,
+    ) -> crate::providers::StreamStatus {
         crate::providers::StreamStatus::Done
     }
     fn finish(&mut self, _out: &mut bytes::BytesMut) -> crate::providers::StreamStatus {
@@ -118,7 +122,10 @@ mod tests {
         for t in ["hello big world", "  lead", "trail  ", "", "one", "a\n\nb"] {
             assert_eq!(word_pieces(t).concat(), t);
         }
-        assert_eq!(word_pieces("hello big world"), vec!["hello", " big", " world"]);
+        assert_eq!(
+            word_pieces("hello big world"),
+            vec!["hello", " big", " world"]
+        );
     }
 
     #[test]

@@ -67,11 +67,18 @@ impl Provider for Gemini {
         let bytes = serde_json::to_vec(&body)
             .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
         let path = if req.stream {
-            format!("{}/v1beta/{model}:streamGenerateContent?alt=sse", backend.path)
+            format!(
+                "{}/v1beta/{model}:streamGenerateContent?alt=sse",
+                backend.path
+            )
         } else {
             format!("{}/v1beta/{model}:generateContent", backend.path)
         };
-        Ok(UpstreamRequest::post(path, self.headers(), Bytes::from(bytes)))
+        Ok(UpstreamRequest::post(
+            path,
+            self.headers(),
+            Bytes::from(bytes),
+        ))
     }
 
     fn chat_response(&self, body: Bytes, call: &CallInfo) -> Result<Translated, GatewayError> {
@@ -190,7 +197,11 @@ pub fn encode_request(req: &ChatRequest) -> Result<Value, GatewayError> {
     let mut out = Map::new();
     out.insert("contents".into(), Value::Array(contents));
     if !conv.system.is_empty() {
-        let parts: Vec<Value> = conv.system.iter().map(|t| json!({"text": t.text})).collect();
+        let parts: Vec<Value> = conv
+            .system
+            .iter()
+            .map(|t| json!({"text": t.text}))
+            .collect();
         out.insert("systemInstruction".into(), json!({ "parts": parts }));
     }
 
@@ -209,7 +220,9 @@ pub fn encode_request(req: &ChatRequest) -> Result<Value, GatewayError> {
                 // parameters simply has none.
                 if let Some(p) = t.parameters.as_ref().map(schema) {
                     let empty_object = p.get("type").is_some_and(|t| t == "object")
-                        && p.get("properties").and_then(Value::as_object).is_none_or(Map::is_empty);
+                        && p.get("properties")
+                            .and_then(Value::as_object)
+                            .is_none_or(Map::is_empty);
                     if !empty_object {
                         d.insert("parameters".into(), p);
                     }
@@ -554,8 +567,14 @@ pub fn finish_reason(reason: Option<&str>, has_calls: bool) -> &'static str {
     match reason {
         Some("MAX_TOKENS") => "length",
         Some(
-            "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII"
-            | "IMAGE_SAFETY" | "IMAGE_PROHIBITED_CONTENT" | "IMAGE_RECITATION",
+            "SAFETY"
+            | "RECITATION"
+            | "BLOCKLIST"
+            | "PROHIBITED_CONTENT"
+            | "SPII"
+            | "IMAGE_SAFETY"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_RECITATION",
         ) => "content_filter",
         _ if has_calls => "tool_calls",
         _ => "stop",
@@ -643,7 +662,13 @@ fn decode_response(body: &[u8], call: &CallInfo) -> Result<Translated, GatewayEr
         answers[0].usage = usage;
         completion_body(&id, unix_now(), &call.client_model, &answers[0])
     } else {
-        completion_body_choices(&id, unix_now(), &call.client_model, &answers, usage.as_ref())
+        completion_body_choices(
+            &id,
+            unix_now(),
+            &call.client_model,
+            &answers,
+            usage.as_ref(),
+        )
     };
     Ok(Translated { body, usage })
 }
@@ -764,7 +789,6 @@ impl GeminiStream {
         }
         StreamStatus::Continue
     }
-
 }
 
 /// The state of candidate `index`, created on first sight; `None` past [`MAX_CANDIDATES`].
@@ -814,7 +838,10 @@ impl StreamTranslator for GeminiStream {
                 // A final event without its blank line counts; a cut one is a truncation.
                 if let StreamStatus::Failed(e) = self.event(&ev.data, out) {
                     if translate::is_unreadable(&e) {
-                        return StreamStatus::Failed(translate::truncated(NAME, "its last event was complete"));
+                        return StreamStatus::Failed(translate::truncated(
+                            NAME,
+                            "its last event was complete",
+                        ));
                     }
                     return StreamStatus::Failed(e);
                 }
@@ -930,7 +957,10 @@ struct Embedding {
 /// `batchEmbedContents` -> OpenAI's list. Gemini usually reports no token count for embeddings;
 /// when it does not, `usage` is left out here and the caller estimates it
 /// ([`translate::finish_embeddings`]).
-fn decode_embeddings(body: &[u8], client_model: &str) -> Result<(Bytes, Option<Usage>), GatewayError> {
+fn decode_embeddings(
+    body: &[u8],
+    client_model: &str,
+) -> Result<(Bytes, Option<Usage>), GatewayError> {
     let r: BatchEmbedResponse =
         serde_json::from_slice(body).map_err(|e| translate::bad_upstream_body(NAME, e))?;
     let data: Vec<Value> = r
@@ -975,7 +1005,10 @@ pub fn map_error(status: u16, body: &[u8]) -> GatewayError {
     let key_invalid = inner
         .and_then(|e| e.get("details"))
         .and_then(Value::as_array)
-        .is_some_and(|d| d.iter().any(|x| x.get("reason").is_some_and(|r| r == "API_KEY_INVALID")));
+        .is_some_and(|d| {
+            d.iter()
+                .any(|x| x.get("reason").is_some_and(|r| r == "API_KEY_INVALID"))
+        });
     let status = match gstatus.as_deref() {
         _ if key_invalid => 401,
         Some("RESOURCE_EXHAUSTED") => 429,
@@ -1016,11 +1049,24 @@ mod tests {
 
     #[test]
     fn model_paths() {
-        assert_eq!(model_path("gemini-2.0-flash").unwrap(), "models/gemini-2.0-flash");
-        assert_eq!(model_path("models/gemini-2.5-pro").unwrap(), "models/gemini-2.5-pro");
-        assert_eq!(model_path("tunedModels/my-model-1").unwrap(), "tunedModels/my-model-1");
+        assert_eq!(
+            model_path("gemini-2.0-flash").unwrap(),
+            "models/gemini-2.0-flash"
+        );
+        assert_eq!(
+            model_path("models/gemini-2.5-pro").unwrap(),
+            "models/gemini-2.5-pro"
+        );
+        assert_eq!(
+            model_path("tunedModels/my-model-1").unwrap(),
+            "tunedModels/my-model-1"
+        );
         for bad in ["", "a/b", "x?key=1", "../v1/x", "m:generateContent"] {
-            assert_eq!(model_path(bad).unwrap_err().param.as_deref(), Some("model"), "{bad}");
+            assert_eq!(
+                model_path(bad).unwrap_err().param.as_deref(),
+                Some("model"),
+                "{bad}"
+            );
         }
     }
 
@@ -1054,23 +1100,35 @@ mod tests {
             "tool_choice": {"type": "function", "function": {"name": "get_weather"}}
         }))
         .unwrap();
-        assert_eq!(v["systemInstruction"], json!({"parts": [{"text": "be brief"}]}));
+        assert_eq!(
+            v["systemInstruction"],
+            json!({"parts": [{"text": "be brief"}]})
+        );
         let c = v["contents"].as_array().unwrap();
         assert_eq!(c.len(), 3, "{c:?}");
-        assert_eq!(c[0], json!({"role": "user", "parts": [
-            {"text": "weather?"},
-            {"inlineData": {"mimeType": "image/png", "data": "AAAA"}},
-            {"fileData": {"mimeType": "image/png", "fileUri": "https://example.com/cat.png"}}
-        ]}));
-        assert_eq!(c[1], json!({"role": "model", "parts": [
-            {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
-            {"functionCall": {"name": "get_time", "args": {}}}
-        ]}));
-        assert_eq!(c[2], json!({"role": "user", "parts": [
-            {"functionResponse": {"name": "get_time", "response": {"time": "12:00"}}},
-            {"functionResponse": {"name": "get_weather", "response": {"output": "18C"}}},
-            {"text": "thanks"}
-        ]}));
+        assert_eq!(
+            c[0],
+            json!({"role": "user", "parts": [
+                {"text": "weather?"},
+                {"inlineData": {"mimeType": "image/png", "data": "AAAA"}},
+                {"fileData": {"mimeType": "image/png", "fileUri": "https://example.com/cat.png"}}
+            ]})
+        );
+        assert_eq!(
+            c[1],
+            json!({"role": "model", "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
+                {"functionCall": {"name": "get_time", "args": {}}}
+            ]})
+        );
+        assert_eq!(
+            c[2],
+            json!({"role": "user", "parts": [
+                {"functionResponse": {"name": "get_time", "response": {"time": "12:00"}}},
+                {"functionResponse": {"name": "get_weather", "response": {"output": "18C"}}},
+                {"text": "thanks"}
+            ]})
+        );
         let g = &v["generationConfig"];
         assert_eq!(g["maxOutputTokens"], 50);
         assert_eq!(g["temperature"], 1.5);
@@ -1080,17 +1138,30 @@ mod tests {
         assert_eq!(g["seed"], 3);
         assert_eq!(g["presencePenalty"], 0.1);
         assert_eq!(g["responseMimeType"], "application/json");
-        assert_eq!(g["responseSchema"], json!({"type": "object", "required": ["t"], "properties": {
-            "t": {"type": "number", "nullable": true}, "unit": {"type": "string", "enum": ["C", "F"]}}}));
-        assert_eq!(v["tools"], json!([{"functionDeclarations": [
-            {"name": "get_weather", "description": "d", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
-            {"name": "get_time"}
-        ]}]));
-        assert_eq!(v["toolConfig"], json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}}));
+        assert_eq!(
+            g["responseSchema"],
+            json!({"type": "object", "required": ["t"], "properties": {
+            "t": {"type": "number", "nullable": true}, "unit": {"type": "string", "enum": ["C", "F"]}}})
+        );
+        assert_eq!(
+            v["tools"],
+            json!([{"functionDeclarations": [
+                {"name": "get_weather", "description": "d", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+                {"name": "get_time"}
+            ]}])
+        );
+        assert_eq!(
+            v["toolConfig"],
+            json!({"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}})
+        );
         assert!(v.get("user").is_none());
         let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}, "reasoning_effort": "low"})).unwrap();
-        assert_eq!(v["generationConfig"], json!({"responseMimeType": "application/json", "thinkingConfig": {"thinkingBudget": 1024}}));
-        let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
+        assert_eq!(
+            v["generationConfig"],
+            json!({"responseMimeType": "application/json", "thinkingConfig": {"thinkingBudget": 1024}})
+        );
+        let v =
+            encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
         assert!(v.get("generationConfig").is_none() && v.get("tools").is_none());
     }
 
@@ -1109,11 +1180,18 @@ mod tests {
             (json!({"audio": {"voice": "x"}}), "audio"),
             (json!({"x_unknown": 1}), "x_unknown"),
             (json!({"reasoning_effort": "extreme"}), "reasoning_effort"),
-            (json!({"messages": [{"role": "tool", "tool_call_id": "x", "content": "r"}]}), "messages[0].tool_call_id"),
+            (
+                json!({"messages": [{"role": "tool", "tool_call_id": "x", "content": "r"}]}),
+                "messages[0].tool_call_id",
+            ),
             (json!({"tool_choice": "required"}), "tool_choice"),
         ] {
             let e = encode(base(extra.clone())).unwrap_err();
-            assert_eq!((e.status, e.param.as_deref()), (400, Some(param)), "{extra}");
+            assert_eq!(
+                (e.status, e.param.as_deref()),
+                (400, Some(param)),
+                "{extra}"
+            );
         }
     }
 
@@ -1135,41 +1213,89 @@ mod tests {
         assert_eq!(calls.len(), 2);
         assert!(calls[0]["id"].as_str().unwrap().starts_with("call_"));
         assert_ne!(calls[0]["id"], calls[1]["id"]);
-        assert_eq!(calls[0]["function"], json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}));
-        assert_eq!(calls[1]["function"], json!({"name": "get_time", "arguments": "{}"}));
-        assert_eq!(v["usage"], json!({"prompt_tokens": 5, "completion_tokens": 15, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 2}}));
+        assert_eq!(
+            calls[0]["function"],
+            json!({"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
+        );
+        assert_eq!(
+            calls[1]["function"],
+            json!({"name": "get_time", "arguments": "{}"})
+        );
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 5, "completion_tokens": 15, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 2}})
+        );
 
         let t = decode_response(body, &call(false, false)).unwrap();
         let v: Value = serde_json::from_slice(&t.body).unwrap();
-        assert_eq!(v["choices"][0]["message"]["tool_calls"].as_array().unwrap().len(), 1, "parallel_tool_calls=false keeps one call");
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "parallel_tool_calls=false keeps one call"
+        );
 
-        for (reason, want) in [("STOP", "stop"), ("MAX_TOKENS", "length"), ("SAFETY", "content_filter"), ("RECITATION", "content_filter"),
-                               ("BLOCKLIST", "content_filter"), ("PROHIBITED_CONTENT", "content_filter"), ("SPII", "content_filter"), ("OTHER", "stop")] {
+        for (reason, want) in [
+            ("STOP", "stop"),
+            ("MAX_TOKENS", "length"),
+            ("SAFETY", "content_filter"),
+            ("RECITATION", "content_filter"),
+            ("BLOCKLIST", "content_filter"),
+            ("PROHIBITED_CONTENT", "content_filter"),
+            ("SPII", "content_filter"),
+            ("OTHER", "stop"),
+        ] {
             let body = json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": reason}]});
-            let v: Value = serde_json::from_slice(&decode_response(body.to_string().as_bytes(), &call(false, true)).unwrap().body).unwrap();
+            let v: Value = serde_json::from_slice(
+                &decode_response(body.to_string().as_bytes(), &call(false, true))
+                    .unwrap()
+                    .body,
+            )
+            .unwrap();
             assert_eq!(v["choices"][0]["finish_reason"], want, "{reason}");
         }
         let two = br#"{"candidates":[{"content":{"parts":[{"text":"B"}]},"finishReason":"STOP","index":1},{"content":{"parts":[{"text":"A"}]},"finishReason":"MAX_TOKENS","index":0}],
             "usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2,"totalTokenCount":3}}"#;
-        let v: Value = serde_json::from_slice(&decode_response(two, &call(false, true)).unwrap().body).unwrap();
+        let v: Value =
+            serde_json::from_slice(&decode_response(two, &call(false, true)).unwrap().body)
+                .unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "A");
         assert_eq!(v["choices"][0]["finish_reason"], "length");
-        assert_eq!((v["choices"][1]["index"].clone(), v["choices"][1]["message"]["content"].clone()), (json!(1), json!("B")));
+        assert_eq!(
+            (
+                v["choices"][1]["index"].clone(),
+                v["choices"][1]["message"]["content"].clone()
+            ),
+            (json!(1), json!("B"))
+        );
         assert_eq!(v["usage"]["total_tokens"], 3);
         let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":4,"totalTokenCount":4}}"#;
-        let v: Value = serde_json::from_slice(&decode_response(blocked, &call(false, true)).unwrap().body).unwrap();
+        let v: Value =
+            serde_json::from_slice(&decode_response(blocked, &call(false, true)).unwrap().body)
+                .unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
     }
 
     #[test]
     fn errors_map_to_openai_shape() {
         let e = map_error(429, br#"{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED"}}"#);
-        assert_eq!((e.status, e.kind.as_str(), e.code.as_deref()), (429, "rate_limit_error", Some("RESOURCE_EXHAUSTED")));
+        assert_eq!(
+            (e.status, e.kind.as_str(), e.code.as_deref()),
+            (429, "rate_limit_error", Some("RESOURCE_EXHAUSTED"))
+        );
         assert_eq!(e.message, "Resource has been exhausted (e.g. check quota).");
         let e = map_error(400, br#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#);
         assert_eq!((e.status, e.kind.as_str()), (401, "authentication_error"));
-        let e = map_error(400, br#"[{"error":{"code":400,"message":"bad schema","status":"INVALID_ARGUMENT"}}]"#);
-        assert_eq!((e.status, e.message.as_str(), e.code.as_deref()), (400, "bad schema", Some("INVALID_ARGUMENT")));
+        let e = map_error(
+            400,
+            br#"[{"error":{"code":400,"message":"bad schema","status":"INVALID_ARGUMENT"}}]"#,
+        );
+        assert_eq!(
+            (e.status, e.message.as_str(), e.code.as_deref()),
+            (400, "bad schema", Some("INVALID_ARGUMENT"))
+        );
         let e = map_error(503, br#"{"error":{"code":503,"message":"The model is overloaded.","status":"UNAVAILABLE"}}"#);
         assert_eq!((e.status, e.kind.as_str()), (503, "server_error"));
     }
@@ -1178,21 +1304,52 @@ mod tests {
     fn embeddings_both_ways() {
         let req = json!({"model": "google/text-embedding-004", "input": ["a", "bb"], "dimensions": 3, "encoding_format": "float", "user": "u"});
         let v = encode_embeddings(req.as_object().unwrap(), "models/text-embedding-004").unwrap();
-        assert_eq!(v, json!({"requests": [
-            {"model": "models/text-embedding-004", "content": {"parts": [{"text": "a"}]}, "outputDimensionality": 3},
-            {"model": "models/text-embedding-004", "content": {"parts": [{"text": "bb"}]}, "outputDimensionality": 3}
-        ]}));
+        assert_eq!(
+            v,
+            json!({"requests": [
+                {"model": "models/text-embedding-004", "content": {"parts": [{"text": "a"}]}, "outputDimensionality": 3},
+                {"model": "models/text-embedding-004", "content": {"parts": [{"text": "bb"}]}, "outputDimensionality": 3}
+            ]})
+        );
         let one = json!({"model": "m", "input": "hello"});
-        assert_eq!(encode_embeddings(one.as_object().unwrap(), "models/m").unwrap()["requests"].as_array().unwrap().len(), 1);
-        for (bad, param) in [(json!({"input": [1, 2]}), "input"), (json!({"input": []}), "input"), (json!({"input": "x", "dimensions": 0}), "dimensions"),
-                             (json!({"input": "x", "encoding_format": "int8"}), "encoding_format"), (json!({"input": "x", "task": "y"}), "task")] {
-            assert_eq!(encode_embeddings(bad.as_object().unwrap(), "models/m").unwrap_err().param.as_deref(), Some(param), "{bad}");
+        assert_eq!(
+            encode_embeddings(one.as_object().unwrap(), "models/m").unwrap()["requests"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        for (bad, param) in [
+            (json!({"input": [1, 2]}), "input"),
+            (json!({"input": []}), "input"),
+            (json!({"input": "x", "dimensions": 0}), "dimensions"),
+            (
+                json!({"input": "x", "encoding_format": "int8"}),
+                "encoding_format",
+            ),
+            (json!({"input": "x", "task": "y"}), "task"),
+        ] {
+            assert_eq!(
+                encode_embeddings(bad.as_object().unwrap(), "models/m")
+                    .unwrap_err()
+                    .param
+                    .as_deref(),
+                Some(param),
+                "{bad}"
+            );
         }
-        let (body, usage) = decode_embeddings(br#"{"embeddings":[{"values":[0.1,0.2]},{"values":[0.3,0.4]}]}"#, "google/text-embedding-004").unwrap();
+        let (body, usage) = decode_embeddings(
+            br#"{"embeddings":[{"values":[0.1,0.2]},{"values":[0.3,0.4]}]}"#,
+            "google/text-embedding-004",
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["object"], "list");
         assert_eq!(v["model"], "google/text-embedding-004");
-        assert_eq!(v["data"][1], json!({"object": "embedding", "index": 1, "embedding": [0.3, 0.4]}));
+        assert_eq!(
+            v["data"][1],
+            json!({"object": "embedding", "index": 1, "embedding": [0.3, 0.4]})
+        );
         assert!(usage.is_none());
     }
 
@@ -1203,7 +1360,13 @@ mod tests {
     }
 
     fn text_stream(stamp_every_chunk: bool) -> String {
-        let fr = |last: bool| if last || stamp_every_chunk { json!("STOP") } else { Value::Null };
+        let fr = |last: bool| {
+            if last || stamp_every_chunk {
+                json!("STOP")
+            } else {
+                Value::Null
+            }
+        };
         [
             ev(json!({"candidates": [{"content": {"parts": [{"text": "Hello"}], "role": "model"}, "finishReason": fr(false), "index": 0}],
                       "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}, "modelVersion": "gemini-2.0-flash", "responseId": "r1"})),
@@ -1304,14 +1467,33 @@ mod tests {
             usage_chunk(5, 3, 8),
             json!("[DONE]"),
         ];
-        check(&text_stream(false), &call(true, true), &want, &StreamStatus::Done);
+        check(
+            &text_stream(false),
+            &call(true, true),
+            &want,
+            &StreamStatus::Done,
+        );
         // finishReason stamped on every chunk: still one finish chunk, at the end.
-        check(&text_stream(true), &call(true, true), &want, &StreamStatus::Done);
+        check(
+            &text_stream(true),
+            &call(true, true),
+            &want,
+            &StreamStatus::Done,
+        );
         let mut no_usage = want.to_vec();
         no_usage.remove(5);
-        check(&text_stream(false), &call(false, true), &no_usage, &StreamStatus::Done);
+        check(
+            &text_stream(false),
+            &call(false, true),
+            &no_usage,
+            &StreamStatus::Done,
+        );
         let (_, _, usage) = run(text_stream(false).as_bytes(), 11, &call(false, true));
-        assert_eq!(usage, Some(Usage::new(5, 3)), "usage known without the usage chunk");
+        assert_eq!(
+            usage,
+            Some(Usage::new(5, 3)),
+            "usage known without the usage chunk"
+        );
     }
 
     #[test]
@@ -1320,19 +1502,33 @@ mod tests {
         let want = [
             chunk(0, json!({"role": "assistant", "content": ""}), None),
             chunk(0, json!({"content": "Checking."}), None),
-            tc(json!({"index": 0, "id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": ""}})),
+            tc(
+                json!({"index": 0, "id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
+            ),
             tc(json!({"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}})),
-            tc(json!({"index": 1, "id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": ""}})),
+            tc(
+                json!({"index": 1, "id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": ""}}),
+            ),
             tc(json!({"index": 1, "function": {"arguments": "{}"}})),
             chunk(0, json!({}), Some("tool_calls")),
             usage_chunk(9, 4, 13),
             json!("[DONE]"),
         ];
-        check(&tools_stream(), &call(true, true), &want, &StreamStatus::Done);
+        check(
+            &tools_stream(),
+            &call(true, true),
+            &want,
+            &StreamStatus::Done,
+        );
         // parallel_tool_calls: false keeps the first call only.
         let mut single = want.to_vec();
         single.drain(4..6);
-        check(&tools_stream(), &call(true, false), &single, &StreamStatus::Done);
+        check(
+            &tools_stream(),
+            &call(true, false),
+            &single,
+            &StreamStatus::Done,
+        );
     }
 
     #[test]
@@ -1358,7 +1554,9 @@ mod tests {
 
     #[test]
     fn blocked_prompt_stream_ends_with_content_filter() {
-        let input = ev(json!({"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4}, "responseId": "r1"}));
+        let input = ev(
+            json!({"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4}, "responseId": "r1"}),
+        );
         let want = [
             chunk(0, json!({"role": "assistant", "content": ""}), None),
             chunk(0, json!({}), Some("content_filter")),
@@ -1375,8 +1573,13 @@ mod tests {
         ]
         .concat();
         let (_, status, _) = run(input.as_bytes(), 0, &call(true, true));
-        let StreamStatus::Failed(e) = &status else { panic!("{status:?}") };
-        assert_eq!((e.status, e.message.as_str()), (503, "The model is overloaded."));
+        let StreamStatus::Failed(e) = &status else {
+            panic!("{status:?}")
+        };
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (503, "The model is overloaded.")
+        );
         let want = [
             chunk(0, json!({"role": "assistant", "content": ""}), None),
             chunk(0, json!({"content": "Hel"}), None),
@@ -1387,15 +1590,28 @@ mod tests {
     #[test]
     fn stream_without_finish_reason_fails() {
         let full = tools_stream();
-        let input = &full[..full.find("data: ").map(|_| full[6..].find("data: ").unwrap() + 6).unwrap()];
+        let input = &full[..full
+            .find("data: ")
+            .map(|_| full[6..].find("data: ").unwrap() + 6)
+            .unwrap()];
         let (out, status, _) = run(input.as_bytes(), 0, &call(true, true));
-        assert!(matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")), "{status:?}");
+        assert!(
+            matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")),
+            "{status:?}"
+        );
         let evs = events(&out);
-        assert_eq!(evs.len(), 2, "role and content, no finish, no [DONE]: {evs:?}");
+        assert_eq!(
+            evs.len(),
+            2,
+            "role and content, no finish, no [DONE]: {evs:?}"
+        );
         check(input, &call(true, true), &evs, &status);
         // Cut in the middle of the last event: the partial JSON is an error too.
         let input = &full[..full.len() - 10];
         let (_, status, _) = run(input.as_bytes(), 0, &call(false, true));
-        assert!(matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")), "{status:?}");
+        assert!(
+            matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")),
+            "{status:?}"
+        );
     }
 }

@@ -189,7 +189,14 @@ fn encode_with_overrides(
     }
 
     let mut out = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut out, &Body { body, model, stream })?;
+    serde_json::to_writer(
+        &mut out,
+        &Body {
+            body,
+            model,
+            stream,
+        },
+    )?;
     Ok(out)
 }
 
@@ -385,7 +392,9 @@ mod tests {
         let input = &STREAM.as_bytes()[..STREAM.len() - 20];
         let mut t = translator(false);
         let (_, status) = run(&mut t, input, 10);
-        assert!(matches!(status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")));
+        assert!(
+            matches!(status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated"))
+        );
     }
 
     #[test]
@@ -413,7 +422,10 @@ mod tests {
         let body: serde_json::Map<String, Value> =
             serde_json::from_str(r#"{"model":"a","messages":[],"stream":true}"#).unwrap();
         let out = String::from_utf8(encode_with_overrides(&body, "b", true).unwrap()).unwrap();
-        assert_eq!(out, r#"{"model":"b","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#);
+        assert_eq!(
+            out,
+            r#"{"model":"b","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#
+        );
         let out = String::from_utf8(encode_with_overrides(&body, "b", false).unwrap()).unwrap();
         assert_eq!(out, r#"{"model":"b","messages":[],"stream":true}"#);
     }
@@ -421,11 +433,26 @@ mod tests {
     #[test]
     fn error_bodies_of_every_family() {
         let e = openai_error(429, br#"{"error":{"message":"slow down","type":"rate_limit_error","code":"rate_limit_exceeded"}}"#);
-        assert_eq!((e.status, e.message.as_str(), e.code.as_deref()), (429, "slow down", Some("rate_limit_exceeded")));
-        let e = openai_error(400, br#"{"object":"error","message":"bad","type":"BadRequestError","code":400}"#);
-        assert_eq!((e.message.as_str(), e.code.as_deref()), ("bad", Some("400")));
-        let e = openai_error(422, br#"{"error":"Input validation error","error_type":"validation"}"#);
-        assert_eq!((e.message.as_str(), e.kind.as_str()), ("Input validation error", "validation"));
+        assert_eq!(
+            (e.status, e.message.as_str(), e.code.as_deref()),
+            (429, "slow down", Some("rate_limit_exceeded"))
+        );
+        let e = openai_error(
+            400,
+            br#"{"object":"error","message":"bad","type":"BadRequestError","code":400}"#,
+        );
+        assert_eq!(
+            (e.message.as_str(), e.code.as_deref()),
+            ("bad", Some("400"))
+        );
+        let e = openai_error(
+            422,
+            br#"{"error":"Input validation error","error_type":"validation"}"#,
+        );
+        assert_eq!(
+            (e.message.as_str(), e.kind.as_str()),
+            ("Input validation error", "validation")
+        );
         let e = openai_error(502, b"<html>bad gateway</html>");
         assert_eq!(e.message, "<html>bad gateway</html>");
         assert_eq!(e.kind, "server_error");

@@ -112,9 +112,15 @@ pub fn tools(body: &Map<String, Value>) -> Result<Vec<ToolDef>, GatewayError> {
                 format!("{param}.type {kind:?} is not supported: only \"function\" tools can be translated"),
             ));
         }
-        let f = t.get("function").and_then(Value::as_object).ok_or_else(|| {
-            GatewayError::bad_request(&format!("{param}.function"), format!("{param}.function must be an object"))
-        })?;
+        let f = t
+            .get("function")
+            .and_then(Value::as_object)
+            .ok_or_else(|| {
+                GatewayError::bad_request(
+                    &format!("{param}.function"),
+                    format!("{param}.function must be an object"),
+                )
+            })?;
         let name = f
             .get("name")
             .and_then(Value::as_str)
@@ -137,7 +143,10 @@ pub fn tools(body: &Map<String, Value>) -> Result<Vec<ToolDef>, GatewayError> {
         };
         out.push(ToolDef {
             name: name.to_string(),
-            description: f.get("description").and_then(Value::as_str).map(str::to_string),
+            description: f
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             parameters,
         });
     }
@@ -214,8 +223,15 @@ pub fn response_format(body: &Map<String, Value>) -> Result<ResponseFormat, Gate
                 .and_then(Value::as_object)
                 .ok_or_else(|| bad("response_format.json_schema must be an object"))?;
             Ok(ResponseFormat::JsonSchema {
-                name: js.get("name").and_then(Value::as_str).unwrap_or("response").to_string(),
-                description: js.get("description").and_then(Value::as_str).map(str::to_string),
+                name: js
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("response")
+                    .to_string(),
+                description: js
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 schema: js
                     .get("schema")
                     .filter(|s| s.is_object())
@@ -251,9 +267,15 @@ pub enum Part {
     Text(Text),
     Image(Source, Option<Value>),
     /// `input_audio`: base64 data and its format (`wav`, `mp3`).
-    Audio { data: String, format: String },
+    Audio {
+        data: String,
+        format: String,
+    },
     /// `file` with inline `file_data`.
-    File { mime: String, data: String },
+    File {
+        mime: String,
+        data: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -268,10 +290,17 @@ pub struct ToolCall {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Msg {
     User(Vec<Part>),
-    Assistant { parts: Vec<Part>, calls: Vec<ToolCall> },
+    Assistant {
+        parts: Vec<Part>,
+        calls: Vec<ToolCall>,
+    },
     /// A tool result; `name` is the function's, recovered from the assistant message that
     /// called it (Gemini needs it).
-    Tool { id: String, name: String, content: String },
+    Tool {
+        id: String,
+        name: String,
+        content: String,
+    },
 }
 
 /// The request's messages: system/developer text apart, the rest in order.
@@ -378,7 +407,10 @@ fn tool_calls(m: &Value, i: usize) -> Result<Vec<ToolCall>, GatewayError> {
         };
         let id = req("id", c.get("id").and_then(Value::as_str))?;
         let f = c.get("function");
-        let name = req("function.name", f.and_then(|f| f.get("name")).and_then(Value::as_str))?;
+        let name = req(
+            "function.name",
+            f.and_then(|f| f.get("name")).and_then(Value::as_str),
+        )?;
         let args = match f.and_then(|f| f.get("arguments")) {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(Value::String(s)) if s.trim().is_empty() => Value::Object(Map::new()),
@@ -387,7 +419,10 @@ fn tool_calls(m: &Value, i: usize) -> Result<Vec<ToolCall>, GatewayError> {
                 _ => {
                     return Err(GatewayError::bad_request(
                         &at("function.arguments"),
-                        format!("{} must be a JSON object encoded as a string", at("function.arguments")),
+                        format!(
+                            "{} must be a JSON object encoded as a string",
+                            at("function.arguments")
+                        ),
                     ))
                 }
             },
@@ -395,7 +430,10 @@ fn tool_calls(m: &Value, i: usize) -> Result<Vec<ToolCall>, GatewayError> {
             Some(_) => {
                 return Err(GatewayError::bad_request(
                     &at("function.arguments"),
-                    format!("{} must be a JSON object encoded as a string", at("function.arguments")),
+                    format!(
+                        "{} must be a JSON object encoded as a string",
+                        at("function.arguments")
+                    ),
                 ))
             }
         };
@@ -489,7 +527,11 @@ pub fn data_url(url: &str) -> Option<(String, String)> {
     let rest = url.strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
     let mime = meta.strip_suffix(";base64")?;
-    let mime = if mime.is_empty() { "application/octet-stream" } else { mime };
+    let mime = if mime.is_empty() {
+        "application/octet-stream"
+    } else {
+        mime
+    };
     Some((mime.to_string(), data.to_string()))
 }
 
@@ -510,7 +552,11 @@ fn source(url: &str) -> Result<Source, &'static str> {
 
 /// The image type a URL's extension suggests (Gemini wants one); JPEG when it says nothing.
 pub fn mime_from_url(url: &str) -> &'static str {
-    let path = url.split(['?', '#']).next().unwrap_or(url).to_ascii_lowercase();
+    let path = url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or(url)
+        .to_ascii_lowercase();
     match path.rsplit('.').next().unwrap_or("") {
         "png" => "image/png",
         "gif" => "image/gif",
@@ -578,7 +624,11 @@ pub fn finish_embeddings(
     let usage = usage.unwrap_or_else(|| {
         let prompt = match request.get("input") {
             Some(Value::String(s)) => estimate_tokens(s),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(estimate_tokens).sum(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(estimate_tokens)
+                .sum(),
             _ => 0,
         };
         Usage::new(prompt, 0)
@@ -640,8 +690,26 @@ mod tests {
         match &c.turns[0] {
             Msg::User(p) => {
                 assert_eq!(p.len(), 3, "the empty text part is dropped");
-                assert_eq!(p[1], Part::Image(Source::Inline { mime: "image/png".into(), data: "iVBORw0K".into() }, None));
-                assert_eq!(p[2], Part::Image(Source::Url { url: "https://example.com/cat.webp?x=1".into(), mime: "image/webp".into() }, None));
+                assert_eq!(
+                    p[1],
+                    Part::Image(
+                        Source::Inline {
+                            mime: "image/png".into(),
+                            data: "iVBORw0K".into()
+                        },
+                        None
+                    )
+                );
+                assert_eq!(
+                    p[2],
+                    Part::Image(
+                        Source::Url {
+                            url: "https://example.com/cat.webp?x=1".into(),
+                            mime: "image/webp".into()
+                        },
+                        None
+                    )
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -653,21 +721,59 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(c.turns[2], Msg::Tool { id: "call_2".into(), name: "zoom".into(), content: "zoomed".into() });
-        assert_eq!(c.turns[3], Msg::Tool { id: "call_1".into(), name: "look".into(), content: "a cat".into() });
+        assert_eq!(
+            c.turns[2],
+            Msg::Tool {
+                id: "call_2".into(),
+                name: "zoom".into(),
+                content: "zoomed".into()
+            }
+        );
+        assert_eq!(
+            c.turns[3],
+            Msg::Tool {
+                id: "call_1".into(),
+                name: "look".into(),
+                content: "a cat".into()
+            }
+        );
     }
 
     #[test]
     fn bad_messages_name_the_field() {
         let cases = [
-            (json!([{"role": "tool", "tool_call_id": "nope", "content": "x"}]), "messages[0].tool_call_id"),
-            (json!([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}]), "messages[0].tool_calls[0].function.arguments"),
-            (json!([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"arguments": "{}"}}]}]), "messages[0].tool_calls[0].function.name"),
-            (json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]), "messages[0].content[0]"),
-            (json!([{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]), "messages[0].content[0]"),
-            (json!([{"role": "user", "content": [{"type": "video", "video": {}}]}]), "messages[0].content[0]"),
-            (json!([{"role": "function", "name": "f", "content": "x"}]), "messages[0].role"),
-            (json!([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]), "messages[0].content"),
+            (
+                json!([{"role": "tool", "tool_call_id": "nope", "content": "x"}]),
+                "messages[0].tool_call_id",
+            ),
+            (
+                json!([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}]),
+                "messages[0].tool_calls[0].function.arguments",
+            ),
+            (
+                json!([{"role": "assistant", "tool_calls": [{"id": "c", "function": {"arguments": "{}"}}]}]),
+                "messages[0].tool_calls[0].function.name",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]),
+                "messages[0].content[0]",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]),
+                "messages[0].content[0]",
+            ),
+            (
+                json!([{"role": "user", "content": [{"type": "video", "video": {}}]}]),
+                "messages[0].content[0]",
+            ),
+            (
+                json!([{"role": "function", "name": "f", "content": "x"}]),
+                "messages[0].role",
+            ),
+            (
+                json!([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]),
+                "messages[0].content",
+            ),
         ];
         for (m, param) in cases {
             let e = Conversation::parse(&msgs(m.clone())).unwrap_err();
@@ -686,22 +792,48 @@ mod tests {
         let b = body.as_object().unwrap();
         let t = tools(b).unwrap();
         assert_eq!(t[0].name, "f");
-        assert_eq!(tool_choice(b, &t).unwrap(), Some(ToolChoice::Named("f".into())));
+        assert_eq!(
+            tool_choice(b, &t).unwrap(),
+            Some(ToolChoice::Named("f".into()))
+        );
         assert_eq!(stop_sequences(b), vec!["END"]);
         assert_eq!(max_tokens(b).unwrap(), Some(7));
-        assert!(matches!(response_format(b).unwrap(), ResponseFormat::JsonSchema { .. }));
+        assert!(matches!(
+            response_format(b).unwrap(),
+            ResponseFormat::JsonSchema { .. }
+        ));
         let none = json!({"tool_choice": "required"});
-        assert_eq!(tool_choice(none.as_object().unwrap(), &[]).unwrap_err().param.as_deref(), Some("tool_choice"));
+        assert_eq!(
+            tool_choice(none.as_object().unwrap(), &[])
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("tool_choice")
+        );
         let bad = json!({"tools": [{"type": "code_interpreter"}]});
-        assert_eq!(tools(bad.as_object().unwrap()).unwrap_err().param.as_deref(), Some("tools[0].type"));
+        assert_eq!(
+            tools(bad.as_object().unwrap())
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("tools[0].type")
+        );
         let hot = json!({"temperature": 2.5});
-        assert_eq!(temperature(hot.as_object().unwrap()).unwrap_err().param.as_deref(), Some("temperature"));
+        assert_eq!(
+            temperature(hot.as_object().unwrap())
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("temperature")
+        );
     }
 
     #[test]
     fn embeddings_get_estimated_usage_and_base64() {
         let req = json!({"input": ["abcdefgh", "abc"], "encoding_format": "base64"});
-        let body = Bytes::from(r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[1.0,-2.5]}],"model":"m"}"#);
+        let body = Bytes::from(
+            r#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[1.0,-2.5]}],"model":"m"}"#,
+        );
         let (out, usage) = finish_embeddings(req.as_object().unwrap(), body.clone(), None);
         assert_eq!(usage, Some(Usage::new(3, 0)));
         let v: Value = serde_json::from_slice(&out).unwrap();
@@ -709,10 +841,17 @@ mod tests {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(v["data"][0]["embedding"].as_str().unwrap())
             .unwrap();
-        assert_eq!(raw, [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat());
+        assert_eq!(
+            raw,
+            [1.0f32.to_le_bytes(), (-2.5f32).to_le_bytes()].concat()
+        );
         // Counted by the upstream and floats asked for: unchanged.
         let float = json!({"input": "x", "encoding_format": "float"});
-        let (out, _) = finish_embeddings(float.as_object().unwrap(), body.clone(), Some(Usage::new(9, 0)));
+        let (out, _) = finish_embeddings(
+            float.as_object().unwrap(),
+            body.clone(),
+            Some(Usage::new(9, 0)),
+        );
         assert_eq!(out, body);
     }
 }

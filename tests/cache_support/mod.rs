@@ -32,7 +32,10 @@ impl Reply {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
     pub fn content(&self) -> String {
-        self.json()["choices"][0]["message"]["content"].as_str().unwrap_or("").to_string()
+        self.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -67,7 +70,11 @@ pub fn numbered(delay: Duration) -> (Handler, Arc<AtomicUsize>) {
             let pieces: Vec<String> = vec!["answer ".into(), i.to_string()];
             let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
             let usage = body["stream_options"]["include_usage"] == json!(true);
-            sse_response(openai_stream_events(&model, &refs, usage), Duration::ZERO, None)
+            sse_response(
+                openai_stream_events(&model, &refs, usage),
+                Duration::ZERO,
+                None,
+            )
         } else {
             delayed_json(openai_completion(&model, &text), delay)
         }
@@ -85,7 +92,8 @@ pub fn delayed_json(v: Value, delay: Duration) -> Response {
         Ok::<_, std::io::Error>(Bytes::from(v.to_string()))
     });
     let mut r = Response::new(Body::from_stream(stream));
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     r
 }
 
@@ -97,7 +105,9 @@ pub fn parse_stream(body: &str) -> (String, Vec<Value>) {
         .iter()
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == chunks[0]["id"]));
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let text = chunks
         .iter()
@@ -115,16 +125,22 @@ pub fn embeddings() -> Handler {
             "Tell me the capital city of France" => vec![0.98, 0.199, 0.0],
             "What is the population of France?" => vec![0.8, 0.6, 0.0],
             "boom" => {
-                return json_response(500, json!({"error": {"message": "embedder down", "type": "server_error", "param": null, "code": null}}))
+                return json_response(
+                    500,
+                    json!({"error": {"message": "embedder down", "type": "server_error", "param": null, "code": null}}),
+                )
             }
             _ => vec![0.0, 0.0, 1.0],
         };
-        json_response(200, json!({
-            "object": "list",
-            "data": [{"object": "embedding", "index": 0, "embedding": v}],
-            "model": "text-embedding-3-small",
-            "usage": {"prompt_tokens": 5, "total_tokens": 5}
-        }))
+        json_response(
+            200,
+            json!({
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": v}],
+                "model": "text-embedding-3-small",
+                "usage": {"prompt_tokens": 5, "total_tokens": 5}
+            }),
+        )
     })
 }
 
@@ -138,13 +154,21 @@ pub fn ask(system: &str, question: &str) -> Value {
 pub async fn semantic_checks(gw_a: &Gateway, gw_b: &Gateway, chat_mock: &Mock, emb_mock: &Mock) {
     let q = "What is the capital of France?";
     let first = post(gw_a, &ask("geography tutor", q), &[]).await;
-    assert_eq!((first.cache(), first.content().as_str()), ("MISS", "answer 1"));
+    assert_eq!(
+        (first.cache(), first.content().as_str()),
+        ("MISS", "answer 1")
+    );
     assert_eq!(emb_mock.calls(), 1);
     assert_eq!(emb_mock.last().json()["model"], "text-embedding-3-small");
     assert_eq!(emb_mock.last().json()["input"], q);
 
     // A paraphrase above the threshold: a hit, saying so and how similar.
-    let para = post(gw_b, &ask("geography tutor", "Tell me the capital city of France"), &[]).await;
+    let para = post(
+        gw_b,
+        &ask("geography tutor", "Tell me the capital city of France"),
+        &[],
+    )
+    .await;
     assert_eq!(para.status, 200, "{}", para.body);
     assert_eq!(para.cache(), "HIT");
     assert_eq!(para.h("x-cache-semantic"), Some("true"));
@@ -154,13 +178,24 @@ pub async fn semantic_checks(gw_a: &Gateway, gw_b: &Gateway, chat_mock: &Mock, e
     assert_eq!(chat_mock.calls(), 1);
 
     // Below the threshold: a miss.
-    let below = post(gw_b, &ask("geography tutor", "What is the population of France?"), &[]).await;
-    assert_eq!((below.cache(), below.content().as_str()), ("MISS", "answer 2"));
+    let below = post(
+        gw_b,
+        &ask("geography tutor", "What is the population of France?"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (below.cache(), below.content().as_str()),
+        ("MISS", "answer 2")
+    );
     assert_eq!(below.h("x-cache-semantic"), None);
 
     // The very same question after another system prompt: a miss, whatever the similarity.
     let other = post(gw_b, &ask("pirate who lies", q), &[]).await;
-    assert_eq!((other.cache(), other.content().as_str()), ("MISS", "answer 3"));
+    assert_eq!(
+        (other.cache(), other.content().as_str()),
+        ("MISS", "answer 3")
+    );
     // ...and after different earlier turns, too.
     let mut turns = ask("geography tutor", q);
     turns["messages"] = json!([
@@ -177,6 +212,10 @@ pub async fn semantic_checks(gw_a: &Gateway, gw_b: &Gateway, chat_mock: &Mock, e
     assert_eq!((boom.status, boom.cache()), (200, "MISS"));
     assert_eq!(chat_mock.calls(), 5);
     // Exact hits still work for it.
-    assert_eq!(post(gw_a, &ask("geography tutor", "boom"), &[]).await.cache(), "HIT");
+    assert_eq!(
+        post(gw_a, &ask("geography tutor", "boom"), &[])
+            .await
+            .cache(),
+        "HIT"
+    );
 }
-

@@ -288,7 +288,9 @@ impl Drop for Mock {
 
 async fn mock_handler(State(state): State<MockState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let headers = header_map(&parts.headers);
     let rec = Recorded {
         method: parts.method.to_string(),
@@ -335,24 +337,27 @@ fn async_stream(
     gap: Duration,
     cut_after: Option<usize>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
-    futures::stream::unfold((events.into_iter(), 0usize), move |(mut it, i)| async move {
-        if let Some(n) = cut_after {
-            if i == n {
-                return Some((
-                    Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "cut")),
-                    (it, i + 1),
-                ));
+    futures::stream::unfold(
+        (events.into_iter(), 0usize),
+        move |(mut it, i)| async move {
+            if let Some(n) = cut_after {
+                if i == n {
+                    return Some((
+                        Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "cut")),
+                        (it, i + 1),
+                    ));
+                }
+                if i > n {
+                    return None;
+                }
             }
-            if i > n {
-                return None;
+            let ev = it.next()?;
+            if i > 0 && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
             }
-        }
-        let ev = it.next()?;
-        if i > 0 && !gap.is_zero() {
-            tokio::time::sleep(gap).await;
-        }
-        Some((Ok(Bytes::from(ev)), (it, i + 1)))
-    })
+            Some((Ok(Bytes::from(ev)), (it, i + 1)))
+        },
+    )
 }
 
 /// An OpenAI `chat.completion` body.
@@ -379,7 +384,10 @@ pub fn openai_stream_events(model: &str, pieces: &[&str], usage: bool) -> Vec<St
         });
         format!("data: {v}\n\n")
     };
-    let mut ev = vec![chunk(serde_json::json!({"role": "assistant", "content": ""}), None)];
+    let mut ev = vec![chunk(
+        serde_json::json!({"role": "assistant", "content": ""}),
+        None,
+    )];
     for p in pieces {
         ev.push(chunk(serde_json::json!({"content": p}), None));
     }
@@ -400,14 +408,21 @@ pub fn openai_stream_events(model: &str, pieces: &[&str], usage: bool) -> Vec<St
 pub fn openai_handler(content: &'static str) -> Handler {
     Arc::new(move |r: &Recorded| {
         if r.path.ends_with("/models") {
-            return json_response(200, serde_json::json!({"object":"list","data":[{"id":"mock-model","object":"model","created":1,"owned_by":"mock"}]}));
+            return json_response(
+                200,
+                serde_json::json!({"object":"list","data":[{"id":"mock-model","object":"model","created":1,"owned_by":"mock"}]}),
+            );
         }
         let body = r.json();
         let model = body["model"].as_str().unwrap_or("mock").to_string();
         if body["stream"] == serde_json::Value::Bool(true) {
             let pieces: Vec<&str> = content.split_inclusive(' ').collect();
             let usage = body["stream_options"]["include_usage"] == serde_json::Value::Bool(true);
-            sse_response(openai_stream_events(&model, &pieces, usage), Duration::ZERO, None)
+            sse_response(
+                openai_stream_events(&model, &pieces, usage),
+                Duration::ZERO,
+                None,
+            )
         } else {
             json_response(200, openai_completion(&model, content))
         }

@@ -56,39 +56,67 @@ fn anthropic_answer(r: &Recorded) -> Response {
         return a_error(401, "authentication_error", "invalid x-api-key");
     }
     if r.header("anthropic-version") != Some("2023-06-01") {
-        return a_error(400, "invalid_request_error", "anthropic-version: header is required");
+        return a_error(
+            400,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        );
     }
     if r.header("authorization").is_some() {
-        return a_error(400, "invalid_request_error", "mock: the client's Authorization header was forwarded");
+        return a_error(
+            400,
+            "invalid_request_error",
+            "mock: the client's Authorization header was forwarded",
+        );
     }
     if r.method == "GET" {
         if r.path == "/v1/models" {
-            return json_response(200, json!({
-                "data": [
-                    {"type": "model", "id": "claude-sonnet-4-20250514", "display_name": "Claude Sonnet 4", "created_at": "2025-05-22T00:00:00Z"},
-                    {"type": "model", "id": "claude-3-5-haiku-20241022", "display_name": "Claude Haiku 3.5", "created_at": "2024-10-22T00:00:00Z"}
-                ],
-                "has_more": false, "first_id": "claude-sonnet-4-20250514", "last_id": "claude-3-5-haiku-20241022"
-            }));
+            return json_response(
+                200,
+                json!({
+                    "data": [
+                        {"type": "model", "id": "claude-sonnet-4-20250514", "display_name": "Claude Sonnet 4", "created_at": "2025-05-22T00:00:00Z"},
+                        {"type": "model", "id": "claude-3-5-haiku-20241022", "display_name": "Claude Haiku 3.5", "created_at": "2024-10-22T00:00:00Z"}
+                    ],
+                    "has_more": false, "first_id": "claude-sonnet-4-20250514", "last_id": "claude-3-5-haiku-20241022"
+                }),
+            );
         }
         return a_error(404, "not_found_error", "Not found");
     }
     if r.path != "/v1/messages" || r.method != "POST" {
         return a_error(404, "not_found_error", "Not found");
     }
-    if !r.header("content-type").unwrap_or("").starts_with("application/json") {
-        return a_error(400, "invalid_request_error", "content-type must be application/json");
+    if !r
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("application/json")
+    {
+        return a_error(
+            400,
+            "invalid_request_error",
+            "content-type must be application/json",
+        );
     }
     let body = r.json();
     if let Err(m) = validate_anthropic(&body) {
-        return a_error(400, "invalid_request_error", &format!("mock validation: {m}"));
+        return a_error(
+            400,
+            "invalid_request_error",
+            &format!("mock validation: {m}"),
+        );
     }
     let model = text_of(&body["model"]);
     match model.as_str() {
         "claude-overloaded" => return a_error(529, "overloaded_error", "Overloaded"),
         "claude-ratelimited" => {
-            let mut resp = a_error(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit");
-            resp.headers_mut().insert("retry-after", "7".parse().unwrap());
+            let mut resp = a_error(
+                429,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit",
+            );
+            resp.headers_mut()
+                .insert("retry-after", "7".parse().unwrap());
             return resp;
         }
         _ => {}
@@ -115,9 +143,17 @@ fn anthropic_answer(r: &Recorded) -> Response {
     let forced_json = body["tool_choice"]["name"] == "gateway_json_response";
 
     let (content, stop): (Vec<Value>, &str) = if forced_json {
-        (vec![json!({"type": "tool_use", "id": "toolu_json", "name": "gateway_json_response", "input": {"name": "Ada", "born": 1815}})], "tool_use")
+        (
+            vec![
+                json!({"type": "tool_use", "id": "toolu_json", "name": "gateway_json_response", "input": {"name": "Ada", "born": 1815}}),
+            ],
+            "tool_use",
+        )
     } else if !results.is_empty() {
-        (vec![json!({"type": "text", "text": format!("Tool said: {}", results.join(", "))})], "end_turn")
+        (
+            vec![json!({"type": "text", "text": format!("Tool said: {}", results.join(", "))})],
+            "end_turn",
+        )
     } else if !tools.is_empty() && body["tool_choice"]["type"] != "none" {
         let name = text_of(&tools[0]["name"]);
         let mut c = vec![json!({"type": "text", "text": "Let me check."})];
@@ -127,22 +163,34 @@ fn anthropic_answer(r: &Recorded) -> Response {
         }
         (c, "tool_use")
     } else if images > 0 {
-        (vec![json!({"type": "text", "text": format!("I see {images} images")})], "end_turn")
+        (
+            vec![json!({"type": "text", "text": format!("I see {images} images")})],
+            "end_turn",
+        )
     } else {
-        (vec![json!({"type": "text", "text": "Hello from Claude"})], "end_turn")
+        (
+            vec![json!({"type": "text", "text": "Hello from Claude"})],
+            "end_turn",
+        )
     };
     let usage = json!({"input_tokens": 21, "output_tokens": 9, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4});
     if body["stream"] != true {
-        return json_response(200, json!({
-            "id": "msg_mock01", "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage
-        }));
+        return json_response(
+            200,
+            json!({
+                "id": "msg_mock01", "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": stop, "stop_sequence": null, "usage": usage
+            }),
+        );
     }
     let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
-    let mut events = vec![ev("message_start", json!({"type": "message_start", "message": {
+    let mut events = vec![ev(
+        "message_start",
+        json!({"type": "message_start", "message": {
         "id": "msg_mock01", "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": null, "stop_sequence": null,
-        "usage": {"input_tokens": 21, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4}}}))];
+        "usage": {"input_tokens": 21, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 4}}}),
+    )];
     events.push("event: ping\ndata: {\"type\": \"ping\"}\n\n".to_string());
     for (i, block) in content.iter().enumerate() {
         if block["type"] == "text" {
@@ -162,7 +210,10 @@ fn anthropic_answer(r: &Recorded) -> Response {
                 events.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": frag}})));
             }
         }
-        events.push(ev("content_block_stop", json!({"type": "content_block_stop", "index": i})));
+        events.push(ev(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": i}),
+        ));
     }
     events.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 9}})));
     if user_text.contains(CUT_STREAM) {
@@ -186,7 +237,24 @@ fn only_keys(o: &Map<String, Value>, allowed: &[&str], at: &str) -> Result<(), S
 /// The Messages API's rules, as strictly as the real one applies them.
 pub fn validate_anthropic(body: &Value) -> Result<(), String> {
     let o = body.as_object().ok_or("body must be an object")?;
-    only_keys(o, &["model", "messages", "max_tokens", "system", "stop_sequences", "temperature", "top_p", "top_k", "tools", "tool_choice", "metadata", "stream"], "body")?;
+    only_keys(
+        o,
+        &[
+            "model",
+            "messages",
+            "max_tokens",
+            "system",
+            "stop_sequences",
+            "temperature",
+            "top_p",
+            "top_k",
+            "tools",
+            "tool_choice",
+            "metadata",
+            "stream",
+        ],
+        "body",
+    )?;
     if !o.get("model").is_some_and(Value::is_string) {
         return Err("model: Field required".into());
     }
@@ -201,25 +269,43 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
     if let Some(s) = o.get("stop_sequences") {
         for x in s.as_array().ok_or("stop_sequences must be a list")? {
             if x.as_str().is_none_or(|s| s.trim().is_empty()) {
-                return Err("stop_sequences: each stop sequence must contain non-whitespace".into());
+                return Err(
+                    "stop_sequences: each stop sequence must contain non-whitespace".into(),
+                );
             }
         }
     }
     if let Some(sys) = o.get("system") {
-        for b in sys.as_array().ok_or("system must be a list of text blocks")? {
+        for b in sys
+            .as_array()
+            .ok_or("system must be a list of text blocks")?
+        {
             if b["type"] != "text" || b["text"].as_str().is_none_or(str::is_empty) {
                 return Err("system: text content blocks must be non-empty".into());
             }
         }
     }
     if let Some(m) = o.get("metadata") {
-        only_keys(m.as_object().ok_or("metadata must be an object")?, &["user_id"], "metadata")?;
+        only_keys(
+            m.as_object().ok_or("metadata must be an object")?,
+            &["user_id"],
+            "metadata",
+        )?;
     }
     let mut tool_names = Vec::new();
     if let Some(tools) = o.get("tools") {
-        for (i, t) in tools.as_array().ok_or("tools must be a list")?.iter().enumerate() {
+        for (i, t) in tools
+            .as_array()
+            .ok_or("tools must be a list")?
+            .iter()
+            .enumerate()
+        {
             let to = t.as_object().ok_or("tool must be an object")?;
-            only_keys(to, &["name", "description", "input_schema", "cache_control"], &format!("tools.{i}"))?;
+            only_keys(
+                to,
+                &["name", "description", "input_schema", "cache_control"],
+                &format!("tools.{i}"),
+            )?;
             if to.get("input_schema").and_then(|s| s.get("type")) != Some(&json!("object")) {
                 return Err(format!("tools.{i}.input_schema: type must be object"));
             }
@@ -229,9 +315,15 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
     if let Some(tc) = o.get("tool_choice") {
         let tco = tc.as_object().ok_or("tool_choice must be an object")?;
         match tco.get("type").and_then(Value::as_str) {
-            Some("auto" | "any" | "none") => only_keys(tco, &["type", "disable_parallel_tool_use"], "tool_choice")?,
+            Some("auto" | "any" | "none") => {
+                only_keys(tco, &["type", "disable_parallel_tool_use"], "tool_choice")?
+            }
             Some("tool") => {
-                only_keys(tco, &["type", "name", "disable_parallel_tool_use"], "tool_choice")?;
+                only_keys(
+                    tco,
+                    &["type", "name", "disable_parallel_tool_use"],
+                    "tool_choice",
+                )?;
                 if !tool_names.contains(&text_of(&tco["name"])) {
                     return Err("tool_choice: the named tool is not in tools".into());
                 }
@@ -242,7 +334,10 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
             return Err("tool_choice may only be specified while providing tools".into());
         }
     }
-    let msgs = o.get("messages").and_then(Value::as_array).ok_or("messages: Field required")?;
+    let msgs = o
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or("messages: Field required")?;
     if msgs.is_empty() {
         return Err("messages: at least one message is required".into());
     }
@@ -264,7 +359,9 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
         let mut answered = Vec::new();
         for (j, b) in blocks.iter().enumerate() {
             let at = format!("messages.{i}.content.{j}");
-            let bo = b.as_object().ok_or(format!("{at}: block must be an object"))?;
+            let bo = b
+                .as_object()
+                .ok_or(format!("{at}: block must be an object"))?;
             match (role.as_str(), b["type"].as_str().unwrap_or("")) {
                 (_, "text") => {
                     only_keys(bo, &["type", "text", "cache_control"], &at)?;
@@ -278,7 +375,10 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
                     let src = &b["source"];
                     match src["type"].as_str() {
                         Some("base64") => {
-                            if !["image/jpeg", "image/png", "image/gif", "image/webp"].contains(&src["media_type"].as_str().unwrap_or("")) || !src["data"].is_string() {
+                            if !["image/jpeg", "image/png", "image/gif", "image/webp"]
+                                .contains(&src["media_type"].as_str().unwrap_or(""))
+                                || !src["data"].is_string()
+                            {
                                 return Err(format!("{at}.source: invalid base64 image source"));
                             }
                         }
@@ -293,9 +393,21 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
                 }
                 ("user", "document") => seen_non_result = true,
                 ("user", "tool_result") => {
-                    only_keys(bo, &["type", "tool_use_id", "content", "is_error", "cache_control"], &at)?;
+                    only_keys(
+                        bo,
+                        &[
+                            "type",
+                            "tool_use_id",
+                            "content",
+                            "is_error",
+                            "cache_control",
+                        ],
+                        &at,
+                    )?;
                     if seen_non_result {
-                        return Err(format!("{at}: tool_result blocks must come first in the user message"));
+                        return Err(format!(
+                            "{at}: tool_result blocks must come first in the user message"
+                        ));
                     }
                     answered.push(text_of(&b["tool_use_id"]));
                 }
@@ -305,7 +417,11 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
                         return Err(format!("{at}: tool_use needs id, name and an input object"));
                     }
                 }
-                (r, t) => return Err(format!("{at}: block type {t:?} is not allowed in a {r} message")),
+                (r, t) => {
+                    return Err(format!(
+                        "{at}: block type {t:?} is not allowed in a {r} message"
+                    ))
+                }
             }
         }
         // Every tool_use of an assistant turn is answered in the very next (user) turn.
@@ -316,11 +432,17 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
         }
         for id in &answered {
             if !pending_tool_uses.contains(id) {
-                return Err(format!("messages.{i}: unexpected tool_use_id found in tool_result blocks: {id}"));
+                return Err(format!(
+                    "messages.{i}: unexpected tool_use_id found in tool_result blocks: {id}"
+                ));
             }
         }
         pending_tool_uses = if role == "assistant" {
-            blocks.iter().filter(|b| b["type"] == "tool_use").map(|b| text_of(&b["id"])).collect()
+            blocks
+                .iter()
+                .filter(|b| b["type"] == "tool_use")
+                .map(|b| text_of(&b["id"]))
+                .collect()
         } else {
             Vec::new()
         };
@@ -332,7 +454,10 @@ pub fn validate_anthropic(body: &Value) -> Result<(), String> {
 // Gemini
 
 fn g_error(status: u16, gstatus: &str, message: &str) -> Response {
-    json_response(status, json!({"error": {"code": status, "message": message, "status": gstatus}}))
+    json_response(
+        status,
+        json!({"error": {"code": status, "message": message, "status": gstatus}}),
+    )
 }
 
 pub fn gemini() -> Handler {
@@ -341,21 +466,35 @@ pub fn gemini() -> Handler {
 
 fn gemini_answer(r: &Recorded) -> Response {
     if r.query.as_deref().unwrap_or("").contains("key=") {
-        return g_error(400, "INVALID_ARGUMENT", "mock: the API key must not travel in the URL");
+        return g_error(
+            400,
+            "INVALID_ARGUMENT",
+            "mock: the API key must not travel in the URL",
+        );
     }
     if r.header("x-goog-api-key") != Some(GEMINI_KEY) {
-        return json_response(400, json!({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
-            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}}));
+        return json_response(
+            400,
+            json!({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}}),
+        );
     }
     if r.header("authorization").is_some() {
-        return g_error(400, "INVALID_ARGUMENT", "mock: the client's Authorization header was forwarded");
+        return g_error(
+            400,
+            "INVALID_ARGUMENT",
+            "mock: the client's Authorization header was forwarded",
+        );
     }
     if r.method == "GET" {
         if r.path == "/v1beta/models" {
-            return json_response(200, json!({"models": [
-                {"name": "models/gemini-2.0-flash", "displayName": "Gemini 2.0 Flash", "supportedGenerationMethods": ["generateContent", "countTokens"]},
-                {"name": "models/text-embedding-004", "displayName": "Text Embedding 004", "supportedGenerationMethods": ["embedContent"]}
-            ]}));
+            return json_response(
+                200,
+                json!({"models": [
+                    {"name": "models/gemini-2.0-flash", "displayName": "Gemini 2.0 Flash", "supportedGenerationMethods": ["generateContent", "countTokens"]},
+                    {"name": "models/text-embedding-004", "displayName": "Text Embedding 004", "supportedGenerationMethods": ["embedContent"]}
+                ]}),
+            );
         }
         return g_error(404, "NOT_FOUND", "Not found");
     }
@@ -366,7 +505,11 @@ fn gemini_answer(r: &Recorded) -> Response {
         return g_error(404, "NOT_FOUND", "Not found");
     };
     if model == "gemini-exhausted" {
-        return g_error(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).");
+        return g_error(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "Resource has been exhausted (e.g. check quota).",
+        );
     }
     let body = r.json();
     match method {
@@ -374,7 +517,11 @@ fn gemini_answer(r: &Recorded) -> Response {
         "generateContent" => {}
         "streamGenerateContent" => {
             if r.query.as_deref() != Some("alt=sse") {
-                return g_error(400, "INVALID_ARGUMENT", "mock: streams must ask for alt=sse");
+                return g_error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "mock: streams must ask for alt=sse",
+                );
             }
         }
         _ => return g_error(404, "NOT_FOUND", "Not found"),
@@ -384,25 +531,41 @@ fn gemini_answer(r: &Recorded) -> Response {
     }
     let stream = method == "streamGenerateContent";
     let contents = body["contents"].as_array().cloned().unwrap_or_default();
-    let last_parts = contents.last().and_then(|c| c["parts"].as_array().cloned()).unwrap_or_default();
+    let last_parts = contents
+        .last()
+        .and_then(|c| c["parts"].as_array().cloned())
+        .unwrap_or_default();
     let user_text: String = last_parts.iter().map(|p| text_of(&p["text"])).collect();
     let results: Vec<String> = last_parts
         .iter()
         .filter(|p| p.get("functionResponse").is_some())
         .map(|p| {
             let resp = &p["functionResponse"]["response"];
-            resp.get("output").map(text_of).unwrap_or_else(|| resp.to_string())
+            resp.get("output")
+                .map(text_of)
+                .unwrap_or_else(|| resp.to_string())
         })
         .collect();
-    let images = last_parts.iter().filter(|p| p.get("inlineData").is_some() || p.get("fileData").is_some()).count();
-    let decls = body["tools"][0]["functionDeclarations"].as_array().cloned().unwrap_or_default();
-    let mode = body["toolConfig"]["functionCallingConfig"]["mode"].as_str().unwrap_or("AUTO").to_string();
+    let images = last_parts
+        .iter()
+        .filter(|p| p.get("inlineData").is_some() || p.get("fileData").is_some())
+        .count();
+    let decls = body["tools"][0]["functionDeclarations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mode = body["toolConfig"]["functionCallingConfig"]["mode"]
+        .as_str()
+        .unwrap_or("AUTO")
+        .to_string();
 
     let parts: Vec<Value> = if !results.is_empty() {
         vec![json!({"text": format!("Tool said: {}", results.join(", "))})]
     } else if !decls.is_empty() && mode != "NONE" {
         let name = text_of(&decls[0]["name"]);
-        let mut p = vec![json!({"functionCall": {"name": name, "args": {"location": "Paris", "unit": "celsius"}}})];
+        let mut p = vec![
+            json!({"functionCall": {"name": name, "args": {"location": "Paris", "unit": "celsius"}}}),
+        ];
         if user_text.contains(TWO_CITIES) {
             p.push(json!({"functionCall": {"name": name, "args": {"location": "Rome", "unit": "celsius"}}}));
         }
@@ -414,13 +577,18 @@ fn gemini_answer(r: &Recorded) -> Response {
     } else {
         vec![json!({"text": "Hello from Gemini"})]
     };
-    let n = body["generationConfig"]["candidateCount"].as_u64().unwrap_or(1);
+    let n = body["generationConfig"]["candidateCount"]
+        .as_u64()
+        .unwrap_or(1);
     let usage = json!({"promptTokenCount": 12, "candidatesTokenCount": 6, "totalTokenCount": 18, "cachedContentTokenCount": 3});
     if !stream {
         let candidates: Vec<Value> = (0..n)
             .map(|i| json!({"content": {"parts": parts, "role": "model"}, "finishReason": "STOP", "index": i}))
             .collect();
-        return json_response(200, json!({"candidates": candidates, "usageMetadata": usage, "modelVersion": model, "responseId": "resp-mock-1"}));
+        return json_response(
+            200,
+            json!({"candidates": candidates, "usageMetadata": usage, "modelVersion": model, "responseId": "resp-mock-1"}),
+        );
     }
     // Stream: text word by word, function calls whole, finishReason on the last event only
     // (or on every event when asked), usage growing as it goes.
@@ -441,7 +609,11 @@ fn gemini_answer(r: &Recorded) -> Response {
         if (last && !cut) || stamp {
             cand["finishReason"] = json!("STOP");
         }
-        let u = if last { usage.clone() } else { json!({"promptTokenCount": 12, "totalTokenCount": 12}) };
+        let u = if last {
+            usage.clone()
+        } else {
+            json!({"promptTokenCount": 12, "totalTokenCount": 12})
+        };
         events.push(format!("data: {}\r\n\r\n", json!({"candidates": [cand], "usageMetadata": u, "modelVersion": model, "responseId": "resp-mock-1"})));
         if k == 0 && user_text.contains(FAIL_MID_STREAM) {
             events.push(format!("data: {}\r\n\r\n", json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}})));
@@ -453,25 +625,55 @@ fn gemini_answer(r: &Recorded) -> Response {
 
 fn gemini_embed(model: &str, body: &Value) -> Response {
     let Some(reqs) = body["requests"].as_array() else {
-        return g_error(400, "INVALID_ARGUMENT", "mock validation: requests is required");
+        return g_error(
+            400,
+            "INVALID_ARGUMENT",
+            "mock validation: requests is required",
+        );
     };
     if body.as_object().is_some_and(|o| o.len() != 1) {
-        return g_error(400, "INVALID_ARGUMENT", "mock validation: unknown field beside requests");
+        return g_error(
+            400,
+            "INVALID_ARGUMENT",
+            "mock validation: unknown field beside requests",
+        );
     }
     let mut embeddings = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
         if r["model"] != format!("models/{model}") {
-            return g_error(400, "INVALID_ARGUMENT", &format!("mock validation: requests[{i}].model must be models/{model}"));
+            return g_error(
+                400,
+                "INVALID_ARGUMENT",
+                &format!("mock validation: requests[{i}].model must be models/{model}"),
+            );
         }
         let Some(o) = r.as_object() else {
-            return g_error(400, "INVALID_ARGUMENT", "mock validation: request must be an object");
+            return g_error(
+                400,
+                "INVALID_ARGUMENT",
+                "mock validation: request must be an object",
+            );
         };
-        if let Err(m) = only_keys(o, &["model", "content", "outputDimensionality", "taskType", "title"], &format!("requests[{i}]")) {
+        if let Err(m) = only_keys(
+            o,
+            &[
+                "model",
+                "content",
+                "outputDimensionality",
+                "taskType",
+                "title",
+            ],
+            &format!("requests[{i}]"),
+        ) {
             return g_error(400, "INVALID_ARGUMENT", &m);
         }
         let text = text_of(&r["content"]["parts"][0]["text"]);
         if text.is_empty() {
-            return g_error(400, "INVALID_ARGUMENT", "mock validation: content text is required");
+            return g_error(
+                400,
+                "INVALID_ARGUMENT",
+                "mock validation: content text is required",
+            );
         }
         let dims = r["outputDimensionality"].as_u64().unwrap_or(4) as usize;
         let values: Vec<f64> = (0..dims).map(|d| (text.len() + d) as f64 / 8.0).collect();
@@ -481,20 +683,46 @@ fn gemini_embed(model: &str, body: &Value) -> Response {
 }
 
 const GEMINI_SCHEMA_KEYS: &[&str] = &[
-    "type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties", "required",
-    "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "anyOf", "propertyOrdering", "items",
-    "minimum", "maximum",
+    "type",
+    "format",
+    "title",
+    "description",
+    "nullable",
+    "enum",
+    "maxItems",
+    "minItems",
+    "properties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "anyOf",
+    "propertyOrdering",
+    "items",
+    "minimum",
+    "maximum",
 ];
 
 fn validate_schema(s: &Value, at: &str) -> Result<(), String> {
-    let o = s.as_object().ok_or(format!("{at}: schema must be an object"))?;
+    let o = s
+        .as_object()
+        .ok_or(format!("{at}: schema must be an object"))?;
     for k in o.keys() {
         if !GEMINI_SCHEMA_KEYS.contains(&k.as_str()) {
-            return Err(format!("Invalid JSON payload received. Unknown name \"{k}\" at '{at}'"));
+            return Err(format!(
+                "Invalid JSON payload received. Unknown name \"{k}\" at '{at}'"
+            ));
         }
     }
-    if s["type"] == "object" && o.contains_key("properties") && s["properties"].as_object().is_some_and(Map::is_empty) {
-        return Err(format!("{at}.properties: should be non-empty for OBJECT type"));
+    if s["type"] == "object"
+        && o.contains_key("properties")
+        && s["properties"].as_object().is_some_and(Map::is_empty)
+    {
+        return Err(format!(
+            "{at}.properties: should be non-empty for OBJECT type"
+        ));
     }
     if let Some(p) = s["properties"].as_object() {
         for (k, v) in p {
@@ -510,25 +738,76 @@ fn validate_schema(s: &Value, at: &str) -> Result<(), String> {
 /// The generateContent rules the gateway's translation must respect.
 pub fn validate_gemini(body: &Value) -> Result<(), String> {
     let o = body.as_object().ok_or("body must be an object")?;
-    only_keys(o, &["contents", "systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings"], "body")?;
+    only_keys(
+        o,
+        &[
+            "contents",
+            "systemInstruction",
+            "tools",
+            "toolConfig",
+            "generationConfig",
+            "safetySettings",
+        ],
+        "body",
+    )?;
     if let Some(g) = o.get("generationConfig") {
-        only_keys(g.as_object().ok_or("generationConfig must be an object")?, &["temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "stopSequences", "seed", "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema", "thinkingConfig"], "generationConfig")?;
+        only_keys(
+            g.as_object().ok_or("generationConfig must be an object")?,
+            &[
+                "temperature",
+                "topP",
+                "topK",
+                "candidateCount",
+                "maxOutputTokens",
+                "stopSequences",
+                "seed",
+                "presencePenalty",
+                "frequencyPenalty",
+                "responseMimeType",
+                "responseSchema",
+                "thinkingConfig",
+            ],
+            "generationConfig",
+        )?;
         if let Some(s) = g.get("responseSchema") {
             validate_schema(s, "generationConfig.responseSchema")?;
         }
     }
     if let Some(si) = o.get("systemInstruction") {
-        let parts = si["parts"].as_array().ok_or("systemInstruction.parts is required")?;
-        if parts.iter().any(|p| p["text"].as_str().is_none_or(str::is_empty)) {
+        let parts = si["parts"]
+            .as_array()
+            .ok_or("systemInstruction.parts is required")?;
+        if parts
+            .iter()
+            .any(|p| p["text"].as_str().is_none_or(str::is_empty))
+        {
             return Err("systemInstruction: text parts must be non-empty".into());
         }
     }
     if let Some(tools) = o.get("tools") {
-        for (i, t) in tools.as_array().ok_or("tools must be a list")?.iter().enumerate() {
-            only_keys(t.as_object().ok_or("tool must be an object")?, &["functionDeclarations"], &format!("tools[{i}]"))?;
-            for (j, d) in t["functionDeclarations"].as_array().ok_or("functionDeclarations must be a list")?.iter().enumerate() {
+        for (i, t) in tools
+            .as_array()
+            .ok_or("tools must be a list")?
+            .iter()
+            .enumerate()
+        {
+            only_keys(
+                t.as_object().ok_or("tool must be an object")?,
+                &["functionDeclarations"],
+                &format!("tools[{i}]"),
+            )?;
+            for (j, d) in t["functionDeclarations"]
+                .as_array()
+                .ok_or("functionDeclarations must be a list")?
+                .iter()
+                .enumerate()
+            {
                 let at = format!("tools[{i}].functionDeclarations[{j}]");
-                only_keys(d.as_object().ok_or("declaration must be an object")?, &["name", "description", "parameters"], &at)?;
+                only_keys(
+                    d.as_object().ok_or("declaration must be an object")?,
+                    &["name", "description", "parameters"],
+                    &at,
+                )?;
                 if let Some(p) = d.get("parameters") {
                     validate_schema(p, &format!("{at}.parameters"))?;
                 }
@@ -541,20 +820,32 @@ pub fn validate_gemini(body: &Value) -> Result<(), String> {
             return Err("toolConfig.functionCallingConfig.mode: invalid".into());
         }
     }
-    let contents = o.get("contents").and_then(Value::as_array).ok_or("contents is required")?;
+    let contents = o
+        .get("contents")
+        .and_then(Value::as_array)
+        .ok_or("contents is required")?;
     if contents.is_empty() {
         return Err("contents must not be empty".into());
     }
     let mut previous_calls: Vec<String> = Vec::new();
     for (i, c) in contents.iter().enumerate() {
         let at = format!("contents[{i}]");
-        only_keys(c.as_object().ok_or("content must be an object")?, &["role", "parts"], &at)?;
+        only_keys(
+            c.as_object().ok_or("content must be an object")?,
+            &["role", "parts"],
+            &at,
+        )?;
         let role = text_of(&c["role"]);
         let want = if i % 2 == 0 { "user" } else { "model" };
         if role != want {
-            return Err(format!("{at}: roles must alternate user/model starting with user (got {role:?})"));
+            return Err(format!(
+                "{at}: roles must alternate user/model starting with user (got {role:?})"
+            ));
         }
-        let parts = c["parts"].as_array().filter(|p| !p.is_empty()).ok_or(format!("{at}: parts must not be empty"))?;
+        let parts = c["parts"]
+            .as_array()
+            .filter(|p| !p.is_empty())
+            .ok_or(format!("{at}: parts must not be empty"))?;
         let mut responses = Vec::new();
         let mut calls = Vec::new();
         for (j, p) in parts.iter().enumerate() {
@@ -571,20 +862,40 @@ pub fn validate_gemini(body: &Value) -> Result<(), String> {
                     }
                 }
                 ("user", "inlineData") => {
-                    only_keys(p["inlineData"].as_object().ok_or("inlineData must be an object")?, &["mimeType", "data"], &pat)?;
-                    if !p["inlineData"]["mimeType"].is_string() || !p["inlineData"]["data"].is_string() {
+                    only_keys(
+                        p["inlineData"]
+                            .as_object()
+                            .ok_or("inlineData must be an object")?,
+                        &["mimeType", "data"],
+                        &pat,
+                    )?;
+                    if !p["inlineData"]["mimeType"].is_string()
+                        || !p["inlineData"]["data"].is_string()
+                    {
                         return Err(format!("{pat}.inlineData needs mimeType and data"));
                     }
                 }
                 ("user", "fileData") => {
-                    only_keys(p["fileData"].as_object().ok_or("fileData must be an object")?, &["mimeType", "fileUri"], &pat)?;
-                    if !p["fileData"]["mimeType"].is_string() || !p["fileData"]["fileUri"].is_string() {
+                    only_keys(
+                        p["fileData"]
+                            .as_object()
+                            .ok_or("fileData must be an object")?,
+                        &["mimeType", "fileUri"],
+                        &pat,
+                    )?;
+                    if !p["fileData"]["mimeType"].is_string()
+                        || !p["fileData"]["fileUri"].is_string()
+                    {
                         return Err(format!("{pat}.fileData needs mimeType and fileUri"));
                     }
                 }
                 ("user", "functionResponse") => {
                     let f = &p["functionResponse"];
-                    only_keys(f.as_object().ok_or("functionResponse must be an object")?, &["name", "response", "id"], &pat)?;
+                    only_keys(
+                        f.as_object().ok_or("functionResponse must be an object")?,
+                        &["name", "response", "id"],
+                        &pat,
+                    )?;
                     if !f["response"].is_object() {
                         return Err(format!("{pat}.functionResponse.response must be an object"));
                     }
@@ -592,7 +903,11 @@ pub fn validate_gemini(body: &Value) -> Result<(), String> {
                 }
                 ("model", "functionCall") => {
                     let f = &p["functionCall"];
-                    only_keys(f.as_object().ok_or("functionCall must be an object")?, &["name", "args", "id"], &pat)?;
+                    only_keys(
+                        f.as_object().ok_or("functionCall must be an object")?,
+                        &["name", "args", "id"],
+                        &pat,
+                    )?;
                     if !f["args"].is_object() {
                         return Err(format!("{pat}.functionCall.args must be an object"));
                     }
