@@ -230,12 +230,14 @@ fn validate_message(i: usize, m: &Value) -> Result<(), GatewayError> {
     })?;
     match o.get("role") {
         Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
-        Some(Value::String(r)) => return Err(GatewayError::bad_request(
-            &format!("messages[{i}].role"),
-            format!(
+        Some(Value::String(r)) => {
+            return Err(GatewayError::bad_request(
+                &format!("messages[{i}].role"),
+                format!(
                 "messages[{i}].role {r:?} is not one of system, developer, user, assistant, tool"
             ),
-        )),
+            ))
+        }
         _ => {
             return Err(GatewayError::bad_request(
                 &format!("messages[{i}].role"),
