@@ -19,6 +19,7 @@
 //! - [`upstream`]: Pingora's HTTP connector: pooled sessions, TLS, timeouts, DNS cache.
 //! - [`sse`]: SSE framing over arbitrary body chunks.
 //! - [`telemetry`]: the logger and the one structured line per request.
+//! - [`tls`]: the client listeners: HTTPS (rustls, ALPN h2/http1.1, SIGHUP reload) and h2c.
 
 pub mod api;
 pub mod chat;
@@ -33,4 +34,5 @@ pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

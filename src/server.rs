@@ -118,7 +118,11 @@ pub fn run(config: Config, args: Args) {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let listen = config.listen.clone();
+    let listeners = crate::tls::Listeners {
+        listen: config.listen.clone(),
+        h2c: config.h2c,
+        tls: config.tls.clone(),
+    };
     let grace = config.shutdown_grace;
     let gateway = Gateway::new(config);
     let inflight = gateway.inflight.clone();
@@ -138,9 +142,11 @@ pub fn run(config: Config, args: Args) {
         ));
     }
     let mut service = http_proxy_service(&server.configuration, gateway);
-    service.add_tcp(&listen);
+    if let Err(e) = crate::tls::add_listeners(&mut server, &mut service, &listeners) {
+        log::error!("cannot set up the listeners: {e}");
+        std::process::exit(2);
+    }
     server.add_service(service);
-    log::info!("ai-gateway listening on http://{listen}");
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals { inflight, grace }),
     });
