@@ -248,6 +248,7 @@ impl BackgroundService for Reloader {
             log::error!("could not install the SIGHUP handler: certificates reload only through a graceful upgrade");
             return;
         };
+        log::info!("TLS certificate reloads on SIGHUP");
         loop {
             tokio::select! {
                 _ = hup.recv() => match self.0.reload() {
