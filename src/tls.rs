@@ -126,9 +126,10 @@ pub(crate) fn read_config(r: &mut Reader, listen: &str) -> Option<TlsConfig> {
     let key = r.get(vars::TLS_KEY);
     let tls_listen = r.get(vars::TLS_LISTEN);
     if let Some(l) = tls_listen {
-        if l.parse::<std::net::SocketAddr>().is_err() {
+        let addr = l.parse::<std::net::SocketAddr>();
+        if addr.is_err() {
             push(r, vars::TLS_LISTEN, l, "expected ADDRESS:PORT, e.g. 0.0.0.0:8443");
-        } else if l == listen {
+        } else if addr.ok() == listen.parse().ok() {
             push(
                 r,
                 vars::TLS_LISTEN,
@@ -377,6 +378,38 @@ mod tests {
         std::fs::copy(&k3, &k).unwrap();
         r.reload().unwrap();
         assert_ne!(r.current.read().cert[0], before);
+    }
+
+    #[test]
+    fn config_reads_the_tls_variables() {
+        use crate::config::Config;
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = pair(dir.path(), "a");
+        let env = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let (c, k) = (c.to_str().unwrap(), k.to_str().unwrap());
+        let cfg = Config::from_map(&env(&[
+            ("GATEWAY_TLS_CERT", c),
+            ("GATEWAY_TLS_KEY", k),
+            ("GATEWAY_TLS_LISTEN", "0.0.0.0:8443"),
+            ("GATEWAY_H2C", "on"),
+        ]))
+        .unwrap();
+        let tls = cfg.tls.as_ref().unwrap();
+        assert_eq!(tls.listen.as_deref(), Some("0.0.0.0:8443"));
+        assert!(cfg.h2c);
+        assert!(!format!("{cfg:?}").contains("BEGIN"));
+        let none = Config::from_map(&env(&[])).unwrap();
+        assert!(none.tls.is_none() && !none.h2c);
+        let e = Config::from_map(&env(&[
+            ("GATEWAY_LISTEN", "127.0.0.1:8080"),
+            ("GATEWAY_TLS_CERT", c),
+            ("GATEWAY_TLS_KEY", k),
+            ("GATEWAY_TLS_LISTEN", "127.0.0.1:8080"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("GATEWAY_TLS_LISTEN=\"127.0.0.1:8080\": same address"), "{e}");
     }
 
     #[test]
