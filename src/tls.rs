@@ -128,7 +128,12 @@ pub(crate) fn read_config(r: &mut Reader, listen: &str) -> Option<TlsConfig> {
     if let Some(l) = tls_listen {
         let addr = l.parse::<std::net::SocketAddr>();
         if addr.is_err() {
-            push(r, vars::TLS_LISTEN, l, "expected ADDRESS:PORT, e.g. 0.0.0.0:8443");
+            push(
+                r,
+                vars::TLS_LISTEN,
+                l,
+                "expected ADDRESS:PORT, e.g. 0.0.0.0:8443",
+            );
         } else if addr.ok() == listen.parse().ok() {
             push(
                 r,
@@ -141,7 +146,12 @@ pub(crate) fn read_config(r: &mut Reader, listen: &str) -> Option<TlsConfig> {
     let (cert, key) = match (cert, key) {
         (None, None) => {
             if let Some(l) = tls_listen {
-                push(r, vars::TLS_LISTEN, l, "needs GATEWAY_TLS_CERT and GATEWAY_TLS_KEY");
+                push(
+                    r,
+                    vars::TLS_LISTEN,
+                    l,
+                    "needs GATEWAY_TLS_CERT and GATEWAY_TLS_KEY",
+                );
             }
             return None;
         }
@@ -178,7 +188,10 @@ pub(crate) fn read_config(r: &mut Reader, listen: &str) -> Option<TlsConfig> {
                 r,
                 vars::TLS_KEY,
                 key,
-                &format!("this private key does not match the certificate in {}={cert:?}", vars::TLS_CERT),
+                &format!(
+                    "this private key does not match the certificate in {}={cert:?}",
+                    vars::TLS_CERT
+                ),
             );
             return None;
         }
@@ -352,7 +365,10 @@ mod tests {
         let (_c2, k2) = pair(dir.path(), "b");
         assert!(load(&c1, &k1).is_ok());
         assert_eq!(load(&c1, &k2).unwrap_err(), LoadError::Mismatch);
-        assert!(matches!(load(&dir.path().join("none"), &k1), Err(LoadError::Cert(_))));
+        assert!(matches!(
+            load(&dir.path().join("none"), &k1),
+            Err(LoadError::Cert(_))
+        ));
         assert!(matches!(load(&c1, &c1), Err(LoadError::Key(_))));
         assert!(matches!(load(&k1, &k1), Err(LoadError::Cert(_))));
     }
@@ -386,7 +402,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (c, k) = pair(dir.path(), "a");
         let env = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         let (c, k) = (c.to_str().unwrap(), k.to_str().unwrap());
         let cfg = Config::from_map(&env(&[
@@ -409,7 +428,11 @@ mod tests {
             ("GATEWAY_TLS_LISTEN", "127.0.0.1:8080"),
         ]))
         .unwrap_err();
-        assert!(e.to_string().contains("GATEWAY_TLS_LISTEN=\"127.0.0.1:8080\": same address"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("GATEWAY_TLS_LISTEN=\"127.0.0.1:8080\": same address"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -39,11 +39,13 @@ fn make_pair(cn: &str) -> (String, String, String) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, format!("{cn} test CA"));
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{cn} test CA"));
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     leaf.distinguished_name.push(DnType::CommonName, cn);
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
     let chain = format!("{}{}", leaf_cert.pem(), ca_cert.pem());
@@ -58,7 +60,12 @@ impl Pki {
         let (ca_pem, chain, key_pem) = make_pair("first");
         std::fs::write(&cert, chain).unwrap();
         std::fs::write(&key, key_pem).unwrap();
-        Pki { dir, ca_pem, cert, key }
+        Pki {
+            dir,
+            ca_pem,
+            cert,
+            key,
+        }
     }
 
     /// Writes a new pair (from a new CA) over the same files; returns the new CA.
@@ -113,7 +120,10 @@ async fn plain_content(r: reqwest::Response) -> String {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "chat.completion");
-    v["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+    v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// The content assembled from an SSE body, which must end with `[DONE]`.
@@ -123,32 +133,55 @@ fn stream_content(body: &str) -> String {
     data[..data.len() - 1]
         .iter()
         .map(|d| serde_json::from_str::<Value>(d).unwrap())
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect()
 }
 
 /// Plain and streamed echo completions through `c`, which must negotiate `version`.
 async fn plain_and_streamed(c: &reqwest::Client, url: &str, version: Version) {
-    let r = c.post(url).json(&chat_body("echo/t", "over tls", false)).send().await.unwrap();
+    let r = c
+        .post(url)
+        .json(&chat_body("echo/t", "over tls", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.version(), version);
     assert_eq!(r.headers()["x-provider"], "echo");
     assert_eq!(plain_content(r).await, "over tls");
 
-    let r = c.post(url).json(&chat_body("echo/t", "streamed over tls", true)).send().await.unwrap();
+    let r = c
+        .post(url)
+        .json(&chat_body("echo/t", "streamed over tls", true))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.version(), version);
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
     if version == Version::HTTP_2 {
         // Connection-specific headers are forbidden in h2.
         assert!(!r.headers().contains_key("transfer-encoding"));
     }
-    assert_eq!(stream_content(&r.text().await.unwrap()), "streamed over tls");
+    assert_eq!(
+        stream_content(&r.text().await.unwrap()),
+        "streamed over tls"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_serves_http1_and_h2_plain_and_streamed() {
     let pki = Pki::new();
-    let gw = Gateway::start(&[("GATEWAY_TLS_CERT", pki.cert()), ("GATEWAY_TLS_KEY", pki.key())]);
+    let gw = Gateway::start(&[
+        ("GATEWAY_TLS_CERT", pki.cert()),
+        ("GATEWAY_TLS_KEY", pki.key()),
+    ]);
     let url = https(gw.port, "/v1/chat/completions");
     plain_and_streamed(&https_client(&pki.ca_pem, true), &url, Version::HTTP_11).await;
     plain_and_streamed(&https_client(&pki.ca_pem, false), &url, Version::HTTP_2).await;
@@ -156,7 +189,12 @@ async fn https_serves_http1_and_h2_plain_and_streamed() {
     // GATEWAY_LISTEN speaks only TLS now: plain HTTP gets no answer from the gateway.
     let plain = client().get(gw.url("/health")).send().await;
     assert!(plain.map(|r| r.status() != 200).unwrap_or(true));
-    assert!(gw.logs().contains(&format!("listening on https://127.0.0.1:{}", gw.port)), "{}", gw.logs());
+    assert!(
+        gw.logs()
+            .contains(&format!("listening on https://127.0.0.1:{}", gw.port)),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -202,7 +240,11 @@ async fn h2c_with_prior_knowledge_beside_http1() {
         .json(&chat_body("echo/t", "x", false))
         .send()
         .await;
-    assert!(r.is_err(), "h2c answered without GATEWAY_H2C: {:?}", r.map(|r| r.version()));
+    assert!(
+        r.is_err(),
+        "h2c answered without GATEWAY_H2C: {:?}",
+        r.map(|r| r.version())
+    );
 }
 
 /// Time to the first body bytes and to the end, and the first bytes themselves.
@@ -243,12 +285,18 @@ async fn h2_streams_are_as_unbuffered_as_http1() {
         assert_eq!(r.version(), version);
         let (first, total, first_bytes, all) = timed_stream(r).await;
         // Seven 200 ms gaps between the eight words.
-        assert!(total >= Duration::from_millis(1400), "{version:?}: {total:?}");
+        assert!(
+            total >= Duration::from_millis(1400),
+            "{version:?}: {total:?}"
+        );
         assert!(
             first * 2 < total,
             "{version:?}: first bytes after {first:?} of {total:?}: buffered"
         );
-        assert!(first_bytes.contains("one") && !first_bytes.contains("eight"), "{first_bytes}");
+        assert!(
+            first_bytes.contains("one") && !first_bytes.contains("eight"),
+            "{first_bytes}"
+        );
         assert_eq!(stream_content(&all), text);
     }
 }
@@ -307,14 +355,14 @@ impl H2Conn {
     }
 
     /// Sends a chat request; returns the response and the request's send half (to reset it).
-    async fn chat(
-        &self,
-        body: &Value,
-    ) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    async fn chat(&self, body: &Value) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
         let bytes = Bytes::from(body.to_string());
         let req = http::Request::builder()
             .method("POST")
-            .uri(format!("{}://{}/v1/chat/completions", self.scheme, self.authority))
+            .uri(format!(
+                "{}://{}/v1/chat/completions",
+                self.scheme, self.authority
+            ))
             .header("content-type", "application/json")
             .header("content-length", bytes.len())
             .body(())
@@ -363,7 +411,11 @@ async fn twenty_streams(conn: &H2Conn) -> (Duration, Duration) {
     for p in pending {
         let (prompt, (status, body)) = p.await.unwrap();
         assert_eq!(status, 200);
-        assert_eq!(stream_content(&body), prompt, "a stream got another's answer");
+        assert_eq!(
+            stream_content(&body),
+            prompt,
+            "a stream got another's answer"
+        );
     }
     let twenty = started.elapsed();
     eprintln!("20 concurrent streams on one h2 connection: {twenty:?}; one stream alone: {one:?}");
@@ -381,15 +433,24 @@ async fn twenty_concurrent_streams_share_one_connection() {
     let conn = H2Conn::tls(gw.port, &pki.ca_pem).await;
     let (twenty, one) = twenty_streams(&conn).await;
     // One after another would take 20 times as long as one: they ran side by side.
-    assert!(twenty < one * 8, "20 streams took {twenty:?}, one took {one:?}");
+    assert!(
+        twenty < one * 8,
+        "20 streams took {twenty:?}, one took {one:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_concurrent_h2c_streams_share_one_connection() {
-    let gw = Gateway::start(&[("GATEWAY_H2C", "on"), ("GATEWAY_ECHO_CHUNK_DELAY_MS", "100")]);
+    let gw = Gateway::start(&[
+        ("GATEWAY_H2C", "on"),
+        ("GATEWAY_ECHO_CHUNK_DELAY_MS", "100"),
+    ]);
     let conn = H2Conn::plain(gw.port).await;
     let (twenty, one) = twenty_streams(&conn).await;
-    assert!(twenty < one * 8, "20 streams took {twenty:?}, one took {one:?}");
+    assert!(
+        twenty < one * 8,
+        "20 streams took {twenty:?}, one took {one:?}"
+    );
 }
 
 /// Per prompt: whether the upstream stream was dropped, and whether it ran to its end.
@@ -416,7 +477,10 @@ fn slow_openai(state: Arc<Mutex<Upstreams>>) -> Handler {
         if r.method == "GET" {
             return json_response(200, json!({"object": "list", "data": []}));
         }
-        let tag = r.json()["messages"][0]["content"].as_str().unwrap_or("?").to_string();
+        let tag = r.json()["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
         let dropped = Arc::new(AtomicBool::new(false));
         let finished = Arc::new(AtomicBool::new(false));
         {
@@ -448,7 +512,8 @@ fn slow_openai(state: Arc<Mutex<Upstreams>>) -> Handler {
             }
         });
         let mut resp = Response::new(Body::from_stream(stream));
-        resp.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+        resp.headers_mut()
+            .insert("content-type", "text/event-stream".parse().unwrap());
         resp
     })
 }
@@ -479,23 +544,46 @@ async fn resetting_one_stream_cancels_only_its_upstream_request() {
 
     let flag = |tag: &str, which: &str| {
         let s = state.lock().unwrap();
-        let m = if which == "dropped" { &s.dropped } else { &s.finished };
+        let m = if which == "dropped" {
+            &s.dropped
+        } else {
+            &s.finished
+        };
         m.get(tag).map(|f| f.load(Ordering::SeqCst))
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while flag("A", "dropped") != Some(true) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(flag("A", "dropped"), Some(true), "A's upstream request was not cancelled");
-    assert_eq!(flag("A", "finished"), Some(false), "A's upstream ran to its end");
-    assert_eq!(flag("B", "dropped"), Some(false), "B's upstream was cancelled with A");
+    assert_eq!(
+        flag("A", "dropped"),
+        Some(true),
+        "A's upstream request was not cancelled"
+    );
+    assert_eq!(
+        flag("A", "finished"),
+        Some(false),
+        "A's upstream ran to its end"
+    );
+    assert_eq!(
+        flag("B", "dropped"),
+        Some(false),
+        "B's upstream was cancelled with A"
+    );
 
-    let (status, body) = tokio::time::timeout(Duration::from_secs(30), b).await.unwrap().unwrap();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), b)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(status, 200);
     let expected: String = (0..EVENTS).map(|i| format!("B{i} ")).collect();
     assert_eq!(stream_content(&body), expected);
     assert_eq!(flag("B", "finished"), Some(true));
-    assert!(gw.wait_log("outcome=client_closed", Duration::from_secs(5)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("outcome=client_closed", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
 
     // The connection outlived the reset: it still serves requests.
     let (resp, _s) = conn.chat(&chat_body("echo/t", "still here", false)).await;
@@ -529,7 +617,11 @@ async fn sighup_replaces_the_certificate_without_dropping_connections() {
         ("GATEWAY_TLS_KEY", pki.key()),
         ("GATEWAY_ECHO_CHUNK_DELAY_MS", "100"),
     ]);
-    assert!(gw.wait_log("reloads on SIGHUP", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("reloads on SIGHUP", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     let old_ca = pki.ca_pem.clone();
     let conn = H2Conn::tls(gw.port, &old_ca).await;
     let text = "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19";
@@ -537,23 +629,36 @@ async fn sighup_replaces_the_certificate_without_dropping_connections() {
 
     let new_ca = pki.replace("second");
     gw.signal("HUP");
-    assert!(gw.wait_log("TLS certificate reloaded", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("TLS certificate reloaded", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     // New handshakes get the new certificate...
     assert_eq!(health_with(&new_ca, gw.port).await.unwrap(), 200);
-    assert!(health_with(&old_ca, gw.port).await.is_err(), "still serving the old certificate");
+    assert!(
+        health_with(&old_ca, gw.port).await.is_err(),
+        "still serving the old certificate"
+    );
     // ...while the stream that started before the reload runs to its end on its connection,
     // and that connection takes new requests.
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(stream_content(&body), text);
-    let (resp, _s) = conn.chat(&chat_body("echo/t", "same connection", false)).await;
+    let (resp, _s) = conn
+        .chat(&chat_body("echo/t", "same connection", false))
+        .await;
     assert_eq!(read_h2(resp).await.0, 200);
 
     // A broken pair is refused and the current one stays in use.
     let (_ca, _chain, other_key) = make_pair("third");
     std::fs::write(&pki.key, other_key).unwrap();
     gw.signal("HUP");
-    assert!(gw.wait_log("NOT reloaded", Duration::from_secs(10)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("NOT reloaded", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
     assert!(gw.logs().contains("GATEWAY_TLS_KEY"), "{}", gw.logs());
     assert_eq!(health_with(&new_ca, gw.port).await.unwrap(), 200);
 }
@@ -569,7 +674,8 @@ async fn graceful_upgrade_replaces_the_certificate_without_dropping_connections(
     let mut old = Gateway::start(&vars);
     let old_ca = pki.ca_pem.clone();
     let conn = H2Conn::tls(old.port, &old_ca).await;
-    let text = "u0 u1 u2 u3 u4 u5 u6 u7 u8 u9 u10 u11 u12 u13 u14 u15 u16 u17 u18 u19 u20 u21 u22 u23 u24";
+    let text =
+        "u0 u1 u2 u3 u4 u5 u6 u7 u8 u9 u10 u11 u12 u13 u14 u15 u16 u17 u18 u19 u20 u21 u22 u23 u24";
     let in_flight = slow_echo(&conn, text).await;
 
     // The documented procedure: new files in place, start the successor with --upgrade and
@@ -607,12 +713,20 @@ async fn graceful_upgrade_replaces_the_certificate_without_dropping_connections(
     let new_log = std::fs::read_to_string(&log_path).unwrap_or_default();
     let _ = new.kill();
     let _ = new.wait();
-    assert!(served, "the new process never served the new certificate: {new_log}\n{}", old.logs());
+    assert!(
+        served,
+        "the new process never served the new certificate: {new_log}\n{}",
+        old.logs()
+    );
     // The stream on the old process's connection finished in full, then the old one exited.
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(stream_content(&body), text);
-    assert!(old.wait_exit(Duration::from_secs(20)).is_some(), "{}", old.logs());
+    assert!(
+        old.wait_exit(Duration::from_secs(20)).is_some(),
+        "{}",
+        old.logs()
+    );
 }
 
 /// Runs the gateway with `vars`; it must exit non-zero. Returns what it printed.
@@ -664,30 +778,58 @@ fn misconfigured_tls_stops_start_up_naming_the_variable() {
     let not_pem = not_pem.to_str().unwrap();
 
     let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
-        (vec![("GATEWAY_TLS_CERT", pki.cert())], "GATEWAY_TLS_KEY is not set", "certificate and its private key"),
-        (vec![("GATEWAY_TLS_KEY", pki.key())], "GATEWAY_TLS_CERT is not set", "certificate and its private key"),
         (
-            vec![("GATEWAY_TLS_CERT", missing), ("GATEWAY_TLS_KEY", pki.key())],
+            vec![("GATEWAY_TLS_CERT", pki.cert())],
+            "GATEWAY_TLS_KEY is not set",
+            "certificate and its private key",
+        ),
+        (
+            vec![("GATEWAY_TLS_KEY", pki.key())],
+            "GATEWAY_TLS_CERT is not set",
+            "certificate and its private key",
+        ),
+        (
+            vec![
+                ("GATEWAY_TLS_CERT", missing),
+                ("GATEWAY_TLS_KEY", pki.key()),
+            ],
             "GATEWAY_TLS_CERT=",
             "cannot read the file",
         ),
         (
-            vec![("GATEWAY_TLS_CERT", pki.cert()), ("GATEWAY_TLS_KEY", missing)],
+            vec![
+                ("GATEWAY_TLS_CERT", pki.cert()),
+                ("GATEWAY_TLS_KEY", missing),
+            ],
             "GATEWAY_TLS_KEY=",
             "cannot read the file",
         ),
         (
-            vec![("GATEWAY_TLS_CERT", not_pem), ("GATEWAY_TLS_KEY", pki.key())],
+            vec![
+                ("GATEWAY_TLS_CERT", not_pem),
+                ("GATEWAY_TLS_KEY", pki.key()),
+            ],
             "GATEWAY_TLS_CERT=",
             "no PEM certificate",
         ),
         (
-            vec![("GATEWAY_TLS_CERT", pki.cert()), ("GATEWAY_TLS_KEY", foreign)],
+            vec![
+                ("GATEWAY_TLS_CERT", pki.cert()),
+                ("GATEWAY_TLS_KEY", foreign),
+            ],
             "GATEWAY_TLS_KEY=",
             "does not match the certificate",
         ),
-        (vec![("GATEWAY_TLS_LISTEN", "127.0.0.1:8443")], "GATEWAY_TLS_LISTEN=", "needs GATEWAY_TLS_CERT"),
-        (vec![("GATEWAY_H2C", "sometimes")], "GATEWAY_H2C=", "expected on or off"),
+        (
+            vec![("GATEWAY_TLS_LISTEN", "127.0.0.1:8443")],
+            "GATEWAY_TLS_LISTEN=",
+            "needs GATEWAY_TLS_CERT",
+        ),
+        (
+            vec![("GATEWAY_H2C", "sometimes")],
+            "GATEWAY_H2C=",
+            "expected on or off",
+        ),
     ];
     for (vars, name, why) in cases {
         let out = start_fails(&vars);
