@@ -25,6 +25,10 @@ pub mod vars {
     pub const SHUTDOWN_GRACE: &str = "GATEWAY_SHUTDOWN_GRACE";
     pub const MODELS_CACHE_TTL: &str = "GATEWAY_MODELS_CACHE_TTL";
     pub const ECHO_CHUNK_DELAY_MS: &str = "GATEWAY_ECHO_CHUNK_DELAY_MS";
+    pub const TLS_CERT: &str = "GATEWAY_TLS_CERT";
+    pub const TLS_KEY: &str = "GATEWAY_TLS_KEY";
+    pub const TLS_LISTEN: &str = "GATEWAY_TLS_LISTEN";
+    pub const H2C: &str = "GATEWAY_H2C";
 
     // Response cache (src/cache/).
     pub const CACHE_BACKEND: &str = "GATEWAY_CACHE_BACKEND";
@@ -99,6 +103,10 @@ pub mod vars {
         SHUTDOWN_GRACE,
         MODELS_CACHE_TTL,
         ECHO_CHUNK_DELAY_MS,
+        TLS_CERT,
+        TLS_KEY,
+        TLS_LISTEN,
+        H2C,
         METRICS_LISTEN,
         PRICES,
         UPGRADE_SOCK,
@@ -389,6 +397,10 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     /// Rate limits (`GATEWAY_RATE_LIMIT_*`, `GATEWAY_REDIS_URL`).
     pub rate_limit: crate::ratelimit::RateLimitConfig,
+    /// HTTPS on `GATEWAY_LISTEN`, or beside it on `GATEWAY_TLS_LISTEN` (see `tls`).
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// HTTP/2 with prior knowledge on the plain listener (`GATEWAY_H2C`).
+    pub h2c: bool,
 }
 
 /// Every error found, one per line.
@@ -502,6 +514,8 @@ impl Config {
                 .map(|_| v.to_string())
                 .map_err(|_| "expected ADDRESS:PORT, e.g. 127.0.0.1:8080 or [::1]:8080".into())
         });
+        let tls = crate::tls::read_config(&mut r, &listen);
+        let h2c = r.parse(vars::H2C, false, crate::tls::parse_switch);
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
@@ -613,6 +627,8 @@ impl Config {
             pid_file,
             auth,
             rate_limit,
+            tls,
+            h2c,
         })
     }
 }
@@ -624,6 +640,18 @@ impl Config {
         let mut s = String::new();
         let _ = writeln!(s, "configuration OK");
         let _ = writeln!(s, "listen           {}", self.listen);
+        if let Some(t) = &self.tls {
+            let _ = writeln!(
+                s,
+                "tls              on {} cert={} key={}",
+                t.listen.as_deref().unwrap_or(&self.listen),
+                t.cert_path.display(),
+                t.key_path.display()
+            );
+        }
+        if self.h2c {
+            let _ = writeln!(s, "h2c              on");
+        }
         let _ = writeln!(s, "threads          {}", self.threads);
         let _ = writeln!(s, "max body bytes   {}", self.max_body_bytes);
         let _ = writeln!(

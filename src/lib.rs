@@ -24,6 +24,7 @@
 //! - [`pricing`]: estimated cost in USD (built-in price table, `GATEWAY_PRICES`).
 //! - [`auth`]: gateway API keys (env and reloadable file), constant-time check, key names.
 //! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
+//! - [`tls`]: the client listeners: HTTPS (rustls, ALPN h2/http1.1, SIGHUP reload) and h2c.
 
 pub mod api;
 pub mod auth;
@@ -42,4 +43,5 @@ pub mod routing;
 pub mod server;
 pub mod sse;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -147,7 +147,11 @@ pub fn run(config: Config, args: Args) {
         None
     };
 
-    let listen = config.listen.clone();
+    let listeners = crate::tls::Listeners {
+        listen: config.listen.clone(),
+        h2c: config.h2c,
+        tls: config.tls.clone(),
+    };
     let metrics_listen = config.metrics_listen.clone();
     let grace = config.shutdown_grace;
     crate::pricing::set_overrides(config.prices.clone());
@@ -177,7 +181,10 @@ pub fn run(config: Config, args: Args) {
         crate::auth::KeysWatcher(gateway.auth.clone()),
     ));
     let mut service = http_proxy_service(&server.configuration, gateway);
-    service.add_tcp(&listen);
+    if let Err(e) = crate::tls::add_listeners(&mut server, &mut service, &listeners) {
+        log::error!("cannot set up the listeners: {e}");
+        std::process::exit(2);
+    }
     let handle = server.add_service(service);
     if let Some(b) = &bootstrap {
         handle.add_dependency(b);
@@ -191,7 +198,6 @@ pub fn run(config: Config, args: Args) {
         }
         log::info!("metrics on http://{addr}/metrics");
     }
-    log::info!("ai-gateway listening on http://{listen}");
     if args.daemon {
         exit_on_readiness_signal();
     }
