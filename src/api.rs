@@ -3,6 +3,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::GatewayError;
@@ -75,30 +78,53 @@ const ROLES: &[&str] = &[
     "function",
 ];
 
+/// Top-level fields of a JSON object in their order, each value as its raw JSON text.
+pub type RawFields = Vec<(String, Box<RawValue>)>;
+
 /// A client's chat request: the whole body as sent (unknown fields kept, order kept), plus the
 /// few fields the gateway itself needs.
+///
+/// The body is kept as raw top-level fields: a pass-through request is validated and
+/// re-encoded without building the JSON tree of its messages. The tree ([`ChatRequest::body`])
+/// is built on first use, by the translators and the cache.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
-    pub body: Map<String, Value>,
+    fields: RawFields,
+    tree: OnceLock<Map<String, Value>>,
     pub model: String,
     pub stream: bool,
     /// The client asked for `stream_options.include_usage`.
     pub include_usage: bool,
+    parallel_tool_calls: bool,
 }
 
 impl ChatRequest {
     /// Parses and validates; every error is a 400 naming the field.
     pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
-        let body = parse_object(bytes)?;
+        let fields = parse_raw_object(bytes)?;
+        // Every field but the two big lists as values, to validate.
+        let mut body = Map::new();
+        let mut messages = None;
+        let mut tools = None;
+        for (k, v) in &fields {
+            match k.as_str() {
+                "messages" => messages = Some(&**v),
+                "tools" => tools = Some(&**v),
+                _ => {
+                    let value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
+                    body.insert(k.clone(), value);
+                }
+            }
+        }
         let model = required_model(&body)?;
-        let messages = match body.get("messages") {
-            None | Some(Value::Null) => {
+        let messages = match messages.map(|m| m.get()) {
+            None | Some("null") => {
                 return Err(GatewayError::bad_request(
                     "messages",
                     "missing required parameter: 'messages'",
                 ))
             }
-            Some(Value::Array(m)) => m,
+            Some(m) if m.starts_with('[') => m,
             Some(_) => {
                 return Err(GatewayError::bad_request(
                     "messages",
@@ -106,13 +132,16 @@ impl ChatRequest {
                 ))
             }
         };
-        if messages.is_empty() {
+        let list: Vec<&RawValue> = serde_json::from_str(messages).map_err(|e| {
+            GatewayError::bad_request("messages", format!("'messages' is not valid: {e}"))
+        })?;
+        if list.is_empty() {
             return Err(GatewayError::bad_request(
                 "messages",
                 "'messages' must contain at least one message",
             ));
         }
-        for (i, m) in messages.iter().enumerate() {
+        for (i, m) in list.iter().enumerate() {
             validate_message(i, m)?;
         }
         let stream = optional_bool(&body, "stream")?;
@@ -137,8 +166,8 @@ impl ChatRequest {
                 ));
             }
         }
-        if let Some(t) = body.get("tools") {
-            if !(t.is_array() || t.is_null()) {
+        if let Some(t) = tools {
+            if !(t.get().starts_with('[') || t.get() == "null") {
                 return Err(GatewayError::bad_request(
                     "tools",
                     "'tools' must be an array",
@@ -164,16 +193,38 @@ impl ChatRequest {
                 ))
             }
         };
+        let parallel_tool_calls =
+            !matches!(body.get("parallel_tool_calls"), Some(Value::Bool(false)));
         Ok(ChatRequest {
-            body,
+            fields,
+            tree: OnceLock::new(),
             model,
             stream,
             include_usage,
+            parallel_tool_calls,
+        })
+    }
+
+    /// The top-level fields as sent, in order, values as raw JSON.
+    pub fn fields(&self) -> &[(String, Box<RawValue>)] {
+        &self.fields
+    }
+
+    /// The whole body as a JSON tree (built on first use).
+    pub fn body(&self) -> &Map<String, Value> {
+        self.tree.get_or_init(|| {
+            self.fields
+                .iter()
+                .map(|(k, v)| {
+                    let value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
+                    (k.clone(), value)
+                })
+                .collect()
         })
     }
 
     pub fn messages(&self) -> &[Value] {
-        self.body
+        self.body()
             .get("messages")
             .and_then(Value::as_array)
             .map(Vec::as_slice)
@@ -182,10 +233,46 @@ impl ChatRequest {
 
     /// False only when the client sent `"parallel_tool_calls": false`.
     pub fn parallel_tool_calls(&self) -> bool {
-        !matches!(
-            self.body.get("parallel_tool_calls"),
-            Some(Value::Bool(false))
-        )
+        self.parallel_tool_calls
+    }
+}
+
+/// Parses a JSON object into its raw top-level fields (400 on anything else). A key sent twice
+/// keeps its last value, as with a JSON tree.
+pub fn parse_raw_object(bytes: &[u8]) -> Result<RawFields, GatewayError> {
+    struct Fields(RawFields);
+    struct FieldsVisitor;
+    impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+        type Value = Fields;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Fields, A::Error> {
+            let mut out: RawFields = Vec::with_capacity(a.size_hint().unwrap_or(8));
+            while let Some(k) = a.next_key::<String>()? {
+                let v: Box<RawValue> = a.next_value()?;
+                match out.iter_mut().find(|(x, _)| *x == k) {
+                    Some(slot) => slot.1 = v,
+                    None => out.push((k, v)),
+                }
+            }
+            Ok(Fields(out))
+        }
+    }
+    impl<'de> Deserialize<'de> for Fields {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields, D::Error> {
+            d.deserialize_map(FieldsVisitor)
+        }
+    }
+    match serde_json::from_slice::<Fields>(bytes) {
+        Ok(f) => Ok(f.0),
+        Err(e) if e.classify() == serde_json::error::Category::Data => Err(
+            GatewayError::bad_request("", "the request body must be a JSON object"),
+        ),
+        Err(e) => Err(GatewayError::bad_request(
+            "",
+            format!("the request body is not valid JSON: {e}"),
+        )),
     }
 }
 
@@ -223,14 +310,28 @@ pub fn required_model(body: &Map<String, Value>) -> Result<String, GatewayError>
     }
 }
 
-fn validate_message(i: usize, m: &Value) -> Result<(), GatewayError> {
+fn validate_message(i: usize, m: &RawValue) -> Result<(), GatewayError> {
+    /// The two fields checked, still raw; other fields are skipped unparsed.
+    #[derive(Deserialize)]
+    struct Fields<'a> {
+        #[serde(borrow, default)]
+        role: Option<&'a RawValue>,
+        #[serde(borrow, default)]
+        content: Option<&'a RawValue>,
+    }
     let param = || format!("messages[{i}]");
-    let o = m.as_object().ok_or_else(|| {
-        GatewayError::bad_request(&param(), format!("messages[{i}] must be an object"))
-    })?;
-    match o.get("role") {
-        Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
-        Some(Value::String(r)) => {
+    let not_object =
+        || GatewayError::bad_request(&param(), format!("messages[{i}] must be an object"));
+    if !m.get().starts_with('{') {
+        return Err(not_object());
+    }
+    let f: Fields = serde_json::from_str(m.get()).map_err(|_| not_object())?;
+    let role = f
+        .role
+        .map(|r| serde_json::from_str::<std::borrow::Cow<str>>(r.get()));
+    match role {
+        Some(Ok(r)) if ROLES.contains(&&*r) => {}
+        Some(Ok(r)) => {
             return Err(GatewayError::bad_request(
                 &format!("messages[{i}].role"),
                 format!(
@@ -245,8 +346,8 @@ fn validate_message(i: usize, m: &Value) -> Result<(), GatewayError> {
             ))
         }
     }
-    match o.get("content") {
-        None | Some(Value::Null) | Some(Value::String(_)) | Some(Value::Array(_)) => Ok(()),
+    match f.content.and_then(|c| c.get().as_bytes().first().copied()) {
+        None | Some(b'n') | Some(b'"') | Some(b'[') => Ok(()),
         Some(_) => Err(GatewayError::bad_request(
             &format!("messages[{i}].content"),
             format!("messages[{i}].content must be a string, an array of parts, or null"),
@@ -709,7 +810,7 @@ mod tests {
         let ok = ChatRequest::parse(br#"{"messages":[{"role":"user","content":"hi"}],"model":"m","x_unknown":1,"stream":true,"stream_options":{"include_usage":true}}"#).unwrap();
         assert_eq!(ok.model, "m");
         assert!(ok.stream && ok.include_usage);
-        assert!(ok.body.contains_key("x_unknown"));
+        assert!(ok.body().contains_key("x_unknown"));
         let cases: &[(&[u8], &str)] = &[
             (b"{not json", ""),
             (b"[1]", ""),

@@ -51,4 +51,5 @@ fn main() {
     }
     telemetry::init_logging(&config.log_level, config.log_format);
     server::run(config, args);
+    telemetry::flush_logs();
 }

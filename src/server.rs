@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::ShutdownWatch;
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::background::background_service;
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
@@ -80,8 +81,22 @@ impl Signals {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            crate::telemetry::flush_logs();
             std::process::exit(0);
         });
+    }
+}
+
+/// Starts the batching log writer once the process is the one that serves (after a --daemon
+/// fork), and writes out what is left when the server shuts down.
+struct LogWriter;
+
+#[async_trait]
+impl BackgroundService for LogWriter {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        crate::telemetry::start_log_writer();
+        let _ = shutdown.changed().await;
+        crate::telemetry::flush_logs();
     }
 }
 
@@ -176,6 +191,7 @@ pub fn run(config: Config, args: Args) {
             PoolService(pool.clone()),
         ));
     }
+    server.add_service(background_service("log writer", LogWriter));
     server.add_service(background_service(
         "api keys",
         crate::auth::KeysWatcher(gateway.auth.clone()),
@@ -183,6 +199,7 @@ pub fn run(config: Config, args: Args) {
     let mut service = http_proxy_service(&server.configuration, gateway);
     if let Err(e) = crate::tls::add_listeners(&mut server, &mut service, &listeners) {
         log::error!("cannot set up the listeners: {e}");
+        crate::telemetry::flush_logs();
         std::process::exit(2);
     }
     let handle = server.add_service(service);

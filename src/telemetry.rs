@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 
 use serde::Serialize;
 
@@ -21,7 +24,9 @@ pub fn init_logging(level: &str, format: LogFormat) {
         b.filter_module("pingora_proxy", log::LevelFilter::Off);
         b.filter_module("pingora_core", log::LevelFilter::Warn);
     }
-    b.target(env_logger::Target::Stderr);
+    // Through the batching sink: synchronous until `start_log_writer` runs (after a --daemon
+    // fork), then one write(2) per batch instead of one per line.
+    b.target(env_logger::Target::Pipe(Box::new(SinkWriter)));
     match format {
         LogFormat::Text => {
             b.format(|buf, r| writeln!(buf, "{} {}", r.level(), r.args()));
@@ -44,6 +49,107 @@ pub fn init_logging(level: &str, format: LogFormat) {
         }
     }
     let _ = b.try_init();
+}
+
+/// Lines wait at most this long in memory before they are written.
+const BATCH_WINDOW: Duration = Duration::from_millis(2);
+/// A batch this large wakes the writer at once; twice this and the logging thread writes it
+/// itself (back-pressure instead of unbounded memory when stderr blocks).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Log lines on their way to stderr. A request appends its line under a short lock; a writer
+/// thread writes what gathered every `BATCH_WINDOW`, so a busy gateway makes one write(2) per
+/// batch instead of one per request. Stderr is written only under `write_lock`, in order.
+struct Sink {
+    buf: Mutex<Vec<u8>>,
+    wake: Condvar,
+    write_lock: Mutex<()>,
+    started: AtomicBool,
+}
+
+static SINK: Sink = Sink {
+    buf: Mutex::new(Vec::new()),
+    wake: Condvar::new(),
+    write_lock: Mutex::new(()),
+    started: AtomicBool::new(false),
+};
+
+impl Sink {
+    fn append(&self, bytes: &[u8]) {
+        let mut b = self.buf.lock();
+        let was_empty = b.is_empty();
+        b.extend_from_slice(bytes);
+        let len = b.len();
+        drop(b);
+        if len >= 2 * BATCH_BYTES {
+            self.flush();
+        } else if was_empty || len >= BATCH_BYTES {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes everything gathered so far, in order, before returning.
+    fn flush(&self) {
+        let _w = self.write_lock.lock();
+        let batch = std::mem::take(&mut *self.buf.lock());
+        if !batch.is_empty() {
+            let _ = std::io::stderr().lock().write_all(&batch);
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            {
+                let mut b = self.buf.lock();
+                while b.is_empty() {
+                    self.wake.wait(&mut b);
+                }
+            }
+            std::thread::sleep(BATCH_WINDOW);
+            self.flush();
+        }
+    }
+}
+
+/// The logger's target: the sink once the writer runs, stderr directly before.
+struct SinkWriter;
+
+impl std::io::Write for SinkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if SINK.started.load(Ordering::Acquire) {
+            SINK.append(buf);
+            Ok(buf.len())
+        } else {
+            std::io::stderr().write(buf)
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if SINK.started.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            std::io::stderr().flush()
+        }
+    }
+}
+
+/// Starts the log writer thread in this process (call it after any fork: threads do not
+/// survive one). Later calls do nothing.
+pub fn start_log_writer() {
+    if SINK.started.load(Ordering::Acquire) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(|| SINK.run());
+    if spawned.is_ok() {
+        SINK.started.store(true, Ordering::Release);
+    }
+}
+
+/// Writes out every buffered log line (before the process exits).
+pub fn flush_logs() {
+    SINK.flush();
 }
 
 /// `2026-11-24T16:18:07.123Z`.

@@ -196,7 +196,7 @@ pub async fn lookup(
     let control = Control::from_headers(&session.req_header().headers)?;
     // An answer holds one choice; `n > 1` asks for several.
     let several = req
-        .body
+        .body()
         .get("n")
         .and_then(|n| n.as_u64())
         .is_some_and(|n| n > 1);
@@ -213,7 +213,7 @@ pub async fn lookup(
         upstream_model: &route.upstream_model,
         scope: scope.as_deref(),
     };
-    let key = key::exact(id, &req.body);
+    let key = key::exact(id, req.body());
     let ttl = control.ttl.map_or(cache.ttl, |t| t.min(cache.ttl));
     let store = !ttl.is_zero();
 
@@ -251,8 +251,9 @@ pub async fn lookup(
 
     let mut semantic = None;
     if let Some(sem) = &cache.semantic {
-        if let Some(text) = key::final_user_text(&req.body).filter(|_| store || !control.no_cache) {
-            let context = key::context(id, &req.body);
+        if let Some(text) = key::final_user_text(req.body()).filter(|_| store || !control.no_cache)
+        {
+            let context = key::context(id, req.body());
             match semantic::embed(gw, &sem.model, &text).await {
                 Ok(vector) => {
                     if !control.no_cache {

@@ -133,7 +133,7 @@ pub fn encode_request(
     call: &CallInfo,
     default_max_tokens: u32,
 ) -> Result<Value, GatewayError> {
-    let b = &req.body;
+    let b = req.body();
     for (k, v) in b {
         if v.is_null() {
             continue;

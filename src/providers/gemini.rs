@@ -163,7 +163,7 @@ pub fn model_path(model: &str) -> Result<String, GatewayError> {
 
 /// The `generateContent` body for an OpenAI chat request.
 pub fn encode_request(req: &ChatRequest) -> Result<Value, GatewayError> {
-    let b = &req.body;
+    let b = req.body();
     for (k, v) in b {
         if v.is_null() {
             continue;

@@ -5,6 +5,7 @@
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::api::{ChatRequest, Usage};
@@ -59,7 +60,7 @@ impl Provider for OpenAiCompatible {
         call: &CallInfo,
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let bytes = encode_with_overrides(&req.body, &call.upstream_model, req.stream)
+        let bytes = encode_with_overrides(req.fields(), &call.upstream_model, req.stream)
             .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
         Ok(UpstreamRequest::post(
             format!("{}/chat/completions", backend.path),
@@ -139,16 +140,16 @@ impl Provider for OpenAiCompatible {
 }
 
 /// The client's body with `model` replaced and, on streams, `stream_options.include_usage`
-/// set: every other field is written as it came, in its order, without copying the tree.
+/// set: every other field is written byte for byte as it came, in its order.
 fn encode_with_overrides(
-    body: &serde_json::Map<String, Value>,
+    body: &[(String, Box<RawValue>)],
     model: &str,
     stream: bool,
 ) -> serde_json::Result<Vec<u8>> {
     use serde::ser::{SerializeMap, Serializer};
 
     struct Body<'a> {
-        body: &'a serde_json::Map<String, Value>,
+        body: &'a [(String, Box<RawValue>)],
         model: &'a str,
         stream: bool,
     }
@@ -172,16 +173,20 @@ fn encode_with_overrides(
     impl serde::Serialize for Body<'_> {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
             let mut m = s.serialize_map(None)?;
+            let mut has_options = false;
             for (k, v) in self.body {
                 match k.as_str() {
                     "model" => m.serialize_entry(k, self.model)?,
                     "stream_options" if self.stream => {
-                        m.serialize_entry(k, &WithUsage(v.as_object()))?
+                        has_options = true;
+                        let options: Option<serde_json::Map<String, Value>> =
+                            serde_json::from_str(v.get()).unwrap_or(None);
+                        m.serialize_entry(k, &WithUsage(options.as_ref()))?
                     }
-                    _ => m.serialize_entry(k, v)?,
+                    _ => m.serialize_entry(k, &**v)?,
                 }
             }
-            if self.stream && !self.body.contains_key("stream_options") {
+            if self.stream && !has_options {
                 m.serialize_entry("stream_options", &WithUsage(None))?;
             }
             m.end()
@@ -410,8 +415,8 @@ mod tests {
 
     #[test]
     fn encoding_rewrites_model_and_usage_only() {
-        let body: serde_json::Map<String, Value> = serde_json::from_str(
-            r#"{"model":"openai/x","messages":[{"role":"user","content":"hi"}],"z":1,"stream_options":{"other":2,"include_usage":false},"stream":true}"#,
+        let body = crate::api::parse_raw_object(
+            br#"{"model":"openai/x","messages":[{"role":"user","content":"hi"}],"z":1,"stream_options":{"other":2,"include_usage":false},"stream":true}"#,
         )
         .unwrap();
         let out = String::from_utf8(encode_with_overrides(&body, "x", true).unwrap()).unwrap();
@@ -419,8 +424,8 @@ mod tests {
             out,
             r#"{"model":"x","messages":[{"role":"user","content":"hi"}],"z":1,"stream_options":{"other":2,"include_usage":true},"stream":true}"#
         );
-        let body: serde_json::Map<String, Value> =
-            serde_json::from_str(r#"{"model":"a","messages":[],"stream":true}"#).unwrap();
+        let body =
+            crate::api::parse_raw_object(br#"{"model":"a","messages":[],"stream":true}"#).unwrap();
         let out = String::from_utf8(encode_with_overrides(&body, "b", true).unwrap()).unwrap();
         assert_eq!(
             out,
