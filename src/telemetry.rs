@@ -216,11 +216,32 @@ pub struct RequestLog<'a> {
     pub error: Option<&'a str>,
 }
 
-fn ms(d: f64) -> String {
-    if d < 10.0 {
-        format!("{d:.2}ms")
-    } else {
-        format!("{d:.0}ms")
+/// `1.23ms` under 10 ms, `320ms` above, written with integer arithmetic (float formatting with
+/// a precision is slow, and this runs for every request).
+struct Ms(f64);
+
+impl std::fmt::Display for Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let d = self.0.max(0.0);
+        if d < 10.0 {
+            let h = (d * 100.0).round() as u64;
+            write!(f, "{}.{:02}ms", h / 100, h % 100)
+        } else {
+            write!(f, "{}ms", d.round() as u64)
+        }
+    }
+}
+
+/// A non-negative amount with six decimals, in integer arithmetic.
+struct Fixed6(f64);
+
+impl std::fmt::Display for Fixed6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if !(self.0.is_finite() && (0.0..1e12).contains(&self.0)) {
+            return write!(f, "{:.6}", self.0);
+        }
+        let u = (self.0 * 1e6).round() as u64;
+        write!(f, "{}.{:06}", u / 1_000_000, u % 1_000_000)
     }
 }
 
@@ -228,11 +249,11 @@ pub fn duration_ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn quote_if_needed(s: &str) -> String {
+fn quote_if_needed(s: &str) -> std::borrow::Cow<'_, str> {
     if s.is_empty() || s.contains([' ', '"', '=']) {
-        format!("{s:?}")
+        format!("{s:?}").into()
     } else {
-        s.to_string()
+        s.into()
     }
 }
 
@@ -253,17 +274,17 @@ impl RequestLog<'_> {
             "status={} outcome={} latency={}",
             self.status,
             self.outcome,
-            ms(self.latency_ms)
+            Ms(self.latency_ms)
         );
         if let Some(t) = self.ttfb_ms {
-            let _ = write!(s, " ttfb={}", ms(t));
+            let _ = write!(s, " ttfb={}", Ms(t));
         }
         let _ = write!(s, " tokens={}", self.tokens);
         if let (Some(p), Some(c)) = (self.prompt_tokens, self.completion_tokens) {
             let _ = write!(s, " prompt_tokens={p} completion_tokens={c}");
         }
         if let Some(c) = self.cost_usd {
-            let _ = write!(s, " cost_usd={c:.6}");
+            let _ = write!(s, " cost_usd={}", Fixed6(c));
         }
         if let Some(k) = self.key {
             let _ = write!(s, " key={}", quote_if_needed(k));
@@ -308,6 +329,22 @@ impl RequestLog<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_and_costs_format_like_fixed_precision() {
+        for (d, want) in [
+            (0.0, "0.00ms"),
+            (1.234, "1.23ms"),
+            (9.99, "9.99ms"),
+            (320.4, "320ms"),
+            (1234.6, "1235ms"),
+        ] {
+            assert_eq!(Ms(d).to_string(), want);
+        }
+        assert_eq!(Fixed6(0.0001234).to_string(), "0.000123");
+        assert_eq!(Fixed6(12.5).to_string(), "12.500000");
+        assert_eq!(Fixed6(f64::NAN).to_string(), "NaN");
+    }
 
     #[test]
     fn text_line_has_the_documented_fields() {
