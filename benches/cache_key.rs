@@ -10,6 +10,10 @@ use ai_gateway::cache::key::{context, exact, Identity};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Map, Value};
 
+/// The allocator the gateway binary runs with (src/main.rs), so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ID: Identity = Identity {
     provider: "openai",
     upstream_model: "gpt-4o",

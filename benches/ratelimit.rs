@@ -13,6 +13,10 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use ai_gateway::auth::{self, Auth, AuthConfig};
 use ai_gateway::ratelimit::{self, Charge, Limiter, Limits, MemoryLimiter, RateLimitConfig};
 
+/// The allocator the gateway binary runs with (src/main.rs), so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn limits() -> Limits {
     // Generous enough that the bench measures the allowed path, which is the common one.
     Limits {

@@ -11,6 +11,10 @@ use ai_gateway::api::ChatRequest;
 use ai_gateway::config::{BaseUrl, Config};
 use ai_gateway::providers::{self, CallInfo};
 
+/// The allocator the gateway binary runs with (src/main.rs), so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A typical chat request of about 2 KB: a system prompt, a few turns, parameters.
 pub fn request_2kb() -> Vec<u8> {
     let mut msgs = vec![
@@ -75,14 +79,27 @@ fn bench(c: &mut Criterion) {
     let openai_event = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" Paris\"},\"finish_reason\":null}]}\n\n";
     let anthropic_event = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" Paris\"}}\n\n";
     let gemini_event = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\" Paris\"}],\"role\":\"model\"},\"index\":0}],\"modelVersion\":\"gemini-2.0-flash\"}\n\n";
-    for (name, event) in [
-        ("openai", &openai_event[..]),
-        ("anthropic", &anthropic_event[..]),
-        ("google", &gemini_event[..]),
+    // Anthropic's deltas follow a message_start and a content_block_start: fed once first so
+    // the measured event is translated as in a real stream, not rejected.
+    let anthropic_prelude = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-3-5-haiku-latest\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+    for (name, prelude, event) in [
+        ("openai", &b""[..], &openai_event[..]),
+        ("anthropic", &anthropic_prelude[..], &anthropic_event[..]),
+        ("google", &b""[..], &gemini_event[..]),
     ] {
         let p = providers::build(&config.providers[name], &config);
         let mut t = p.stream_translator(&call);
         let mut out = BytesMut::with_capacity(4096);
+        t.feed(prelude, &mut out);
+        out.clear();
+        t.feed(event, &mut out);
+        let chunk = String::from_utf8_lossy(&out).into_owned();
+        assert!(
+            chunk.starts_with("data: {")
+                && chunk.contains("Paris")
+                && chunk.contains("chat.completion.chunk"),
+            "{name}: the event must become an OpenAI chunk, got {chunk:?}"
+        );
         c.bench_function(&format!("translate one {name} stream event"), |b| {
             b.iter(|| {
                 out.clear();
