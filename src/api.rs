@@ -311,13 +311,66 @@ pub fn required_model(body: &Map<String, Value>) -> Result<String, GatewayError>
 }
 
 fn validate_message(i: usize, m: &RawValue) -> Result<(), GatewayError> {
-    /// The two fields checked, still raw; other fields are skipped unparsed.
-    #[derive(Deserialize)]
+    /// The two fields checked, still raw; other fields are skipped unparsed. A key sent twice
+    /// keeps its last value, as with a JSON tree.
     struct Fields<'a> {
-        #[serde(borrow, default)]
         role: Option<&'a RawValue>,
-        #[serde(borrow, default)]
         content: Option<&'a RawValue>,
+    }
+    enum Key {
+        Role,
+        Content,
+        Other,
+    }
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+            struct KeyVisitor;
+            impl serde::de::Visitor<'_> for KeyVisitor {
+                type Value = Key;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+                    Ok(match v {
+                        "role" => Key::Role,
+                        "content" => Key::Content,
+                        _ => Key::Other,
+                    })
+                }
+            }
+            d.deserialize_identifier(KeyVisitor)
+        }
+    }
+    impl<'de> Deserialize<'de> for Fields<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields<'de>, D::Error> {
+            struct FieldsVisitor;
+            impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+                type Value = Fields<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a message object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut a: A,
+                ) -> Result<Fields<'de>, A::Error> {
+                    let mut f = Fields {
+                        role: None,
+                        content: None,
+                    };
+                    while let Some(k) = a.next_key::<Key>()? {
+                        match k {
+                            Key::Role => f.role = a.next_value()?,
+                            Key::Content => f.content = a.next_value()?,
+                            Key::Other => {
+                                a.next_value::<serde::de::IgnoredAny>()?;
+                            }
+                        }
+                    }
+                    Ok(f)
+                }
+            }
+            d.deserialize_map(FieldsVisitor)
+        }
     }
     let param = || format!("messages[{i}]");
     let not_object =
@@ -811,6 +864,12 @@ mod tests {
         assert_eq!(ok.model, "m");
         assert!(ok.stream && ok.include_usage);
         assert!(ok.body().contains_key("x_unknown"));
+        // A key sent twice keeps its last value, at the top level and inside a message.
+        let dup = ChatRequest::parse(br#"{"model":"a","messages":[{"role":5,"role":"user","content":"x","content":null}],"model":"b"}"#).unwrap();
+        assert_eq!(dup.model, "b");
+        assert_eq!(dup.messages()[0]["role"], "user");
+        let e = ChatRequest::parse(br#"{"model":"m","messages":[["user","hi"]]}"#).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("messages[0]"));
         let cases: &[(&[u8], &str)] = &[
             (b"{not json", ""),
             (b"[1]", ""),
