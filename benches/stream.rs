@@ -2,11 +2,20 @@
 //! 20 ms between chunks, first directly and then through the gateway. Reports the time to first
 //! byte added by the gateway (p50/p99) and the gateway's idle and peak RSS.
 //!
+//! Two schedules, each run directly and through the gateway:
+//! - ramp (the target): stream i starts at i ms, so the 1,000 starts spread over 1 s while every
+//!   stream lasts 2 s: all 1,000 are open at once from 1 s to 2 s (the most streams open at the
+//!   same time is printed). Time to first byte is then a stream's own latency under that load.
+//! - burst: all 1,000 start in the same instant; time to first byte is mostly the wait in the
+//!   queue of 1,000 connection and request set-ups (the direct mock's own p50 is tens of ms).
+//!
 //!     benches/stream.sh          (raises the open-files limit, then `cargo bench --bench stream`)
 //!
 //! Everything runs on loopback; every loop is bounded (streams, chunks, a 120 s deadline).
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -42,6 +51,22 @@ async fn sse(_req: axum::extract::Request) -> Response {
     r
 }
 
+/// User+system CPU time of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Resets the peak RSS (VmHWM) of a process to its current RSS.
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
 fn rss_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -53,17 +78,24 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
 }
 
 /// Runs STREAMS concurrent streams against `url`; returns sorted TTFBs and full-stream errors.
-async fn run(url: &str, body: &'static str) -> (Vec<Duration>, usize) {
+/// Runs the streams, stream i starting at `i * spacing`. Returns the times to first byte, the
+/// number of failed streams and the most streams open at the same time.
+async fn run(url: &str, body: &'static str, spacing: Duration) -> (Vec<Duration>, usize, usize) {
+    let open = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(STREAMS)
         .timeout(Duration::from_secs(60))
         .build()
         .expect("client");
-    let tasks = (0..STREAMS).map(|_| {
+    let start = tokio::time::Instant::now();
+    let tasks = (0..STREAMS).map(|i| {
         let c = client.clone();
         let url = url.to_string();
+        let (open, most) = (open.clone(), most.clone());
         async move {
+            tokio::time::sleep_until(start + spacing * i as u32).await;
             let t = Instant::now();
             let resp = c
                 .post(url)
@@ -75,6 +107,8 @@ async fn run(url: &str, body: &'static str) -> (Vec<Duration>, usize) {
             let mut s = resp.bytes_stream();
             let first = s.next().await?.ok()?;
             let ttfb = t.elapsed();
+            let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now_open, Ordering::SeqCst);
             let mut total = first.len();
             let mut n = 0;
             while let Some(Ok(c)) = s.next().await {
@@ -84,6 +118,7 @@ async fn run(url: &str, body: &'static str) -> (Vec<Duration>, usize) {
                     break;
                 }
             }
+            open.fetch_sub(1, Ordering::SeqCst);
             (total > 0).then_some(ttfb)
         }
     });
@@ -93,7 +128,7 @@ async fn run(url: &str, body: &'static str) -> (Vec<Duration>, usize) {
     let errors = STREAMS - results.iter().filter(|r| r.is_some()).count();
     let mut ttfbs: Vec<Duration> = results.into_iter().flatten().collect();
     ttfbs.sort();
-    (ttfbs, errors)
+    (ttfbs, errors, most.load(Ordering::SeqCst))
 }
 
 fn pct(v: &[Duration], p: f64) -> f64 {
@@ -145,6 +180,8 @@ fn main() {
             .env("GATEWAY_UPGRADE_SOCK", dir.join("up.sock"))
             .env("GATEWAY_PID_FILE", dir.join("gw.pid"))
             .env("OPENAI_BASE_URL", format!("http://127.0.0.1:{mock_port}"))
+            // Allocator settings to compare (e.g. MIMALLOC_ALLOW_THP=0).
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("MIMALLOC_")))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -160,17 +197,27 @@ fn main() {
 
         let body =
             r#"{"model":"openai/m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-        let (direct, derr) = run(
-            &format!("http://127.0.0.1:{mock_port}/v1/chat/completions"),
-            body,
-        )
-        .await;
-        let (via, verr) = run(
-            &format!("http://127.0.0.1:{gw_port}/v1/chat/completions"),
-            body,
-        )
-        .await;
-        let peak_rss = rss_kb(gw.id(), "VmHWM");
+        let direct_url = format!("http://127.0.0.1:{mock_port}/v1/chat/completions");
+        let gw_url = format!("http://127.0.0.1:{gw_port}/v1/chat/completions");
+        let pid = gw.id();
+        // Per schedule: the gateway's CPU seconds and peak RSS over its run.
+        let through = |spacing: Duration| {
+            let url = gw_url.clone();
+            async move {
+                reset_peak(pid);
+                let cpu0 = cpu_secs(pid);
+                let r = run(&url, body, spacing).await;
+                (r, cpu_secs(pid) - cpu0, rss_kb(pid, "VmHWM"))
+            }
+        };
+        let ramp = Duration::from_millis(1);
+        let ramp_direct = run(&direct_url, body, ramp).await;
+        let (ramp_gw, ramp_cpu, ramp_peak) = through(ramp).await;
+        let burst_direct = run(&direct_url, body, Duration::ZERO).await;
+        let (burst_gw, burst_cpu, burst_peak) = through(Duration::ZERO).await;
+        let ramped = (ramp_direct, ramp_gw);
+        let burst = (burst_direct, burst_gw);
+        let peak_rss = ramp_peak.max(burst_peak);
         let _ = gw.kill();
         let _ = gw.wait();
         let _ = std::fs::remove_dir_all(&dir);
@@ -180,30 +227,34 @@ fn main() {
             GAP.as_millis()
         );
         println!(
-            "{:<10} {:>8} {:>8} {:>8}",
-            "ttfb ms", "p50", "p99", "errors"
+            "{:<16} {:>8} {:>8} {:>8} {:>9}",
+            "ttfb ms", "p50", "p99", "errors", "max open"
         );
+        for (name, (direct, via), cpu, peak) in [
+            ("ramp 1/ms", &ramped, ramp_cpu, ramp_peak),
+            ("burst", &burst, burst_cpu, burst_peak),
+        ] {
+            for (who, (t, errors, most)) in [("direct", direct), ("gateway", via)] {
+                println!(
+                    "{:<16} {:>8.2} {:>8.2} {:>8} {:>9}",
+                    format!("{name} {who}"),
+                    pct(t, 0.5),
+                    pct(t, 0.99),
+                    errors,
+                    most
+                );
+            }
+            println!(
+                "{name}: added ttfb p50 {:.2} ms, p99 {:.2} ms; gateway cpu {:.2} s ({:.1} us per chunk), peak rss {} MB",
+                pct(&via.0, 0.5) - pct(&direct.0, 0.5),
+                pct(&via.0, 0.99) - pct(&direct.0, 0.99),
+                cpu,
+                cpu * 1e6 / (STREAMS * (CHUNKS + 1)) as f64,
+                peak / 1024
+            );
+        }
         println!(
-            "{:<10} {:>8.2} {:>8.2} {:>8}",
-            "direct",
-            pct(&direct, 0.5),
-            pct(&direct, 0.99),
-            derr
-        );
-        println!(
-            "{:<10} {:>8.2} {:>8.2} {:>8}",
-            "gateway",
-            pct(&via, 0.5),
-            pct(&via, 0.99),
-            verr
-        );
-        println!(
-            "added ttfb: p50 {:.2} ms, p99 {:.2} ms",
-            pct(&via, 0.5) - pct(&direct, 0.5),
-            pct(&via, 0.99) - pct(&direct, 0.99)
-        );
-        println!(
-            "gateway rss: idle {} MB, peak {} MB",
+            "gateway rss: idle {} MB, peak {} MB (the larger of the two schedules)",
             idle_rss / 1024,
             peak_rss / 1024
         );
