@@ -353,6 +353,10 @@ impl Gateway {
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
+    /// No downstream modules: Pingora's default adds a (disabled) compression module whose
+    /// filters would still run on every response and every body chunk.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         Ctx {

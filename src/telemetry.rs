@@ -1,7 +1,6 @@
 //! Logs: the logger set-up (`GATEWAY_LOG_LEVEL`/`RUST_LOG`, `GATEWAY_LOG_FORMAT=text|json`) and
 //! the one structured line written per request. Keys never appear: only key names.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -76,9 +75,13 @@ static SINK: Sink = Sink {
 
 impl Sink {
     fn append(&self, bytes: &[u8]) {
+        self.append_with(|b| b.extend_from_slice(bytes));
+    }
+
+    fn append_with(&self, f: impl FnOnce(&mut Vec<u8>)) {
         let mut b = self.buf.lock();
         let was_empty = b.is_empty();
-        b.extend_from_slice(bytes);
+        f(&mut b);
         let len = b.len();
         drop(b);
         if len >= 2 * BATCH_BYTES {
@@ -130,6 +133,22 @@ impl std::io::Write for SinkWriter {
         } else {
             std::io::stderr().flush()
         }
+    }
+}
+
+/// Writes one line (`f` writes it without the newline) through the sink, or to stderr before
+/// the writer runs.
+fn write_line(f: impl FnOnce(&mut Vec<u8>)) {
+    if SINK.started.load(Ordering::Acquire) {
+        SINK.append_with(|b| {
+            f(b);
+            b.push(b'\n');
+        });
+    } else {
+        let mut line = Vec::with_capacity(256);
+        f(&mut line);
+        line.push(b'\n');
+        let _ = std::io::stderr().lock().write_all(&line);
     }
 }
 
@@ -259,7 +278,12 @@ fn quote_if_needed(s: &str) -> std::borrow::Cow<'_, str> {
 
 impl RequestLog<'_> {
     pub fn text(&self) -> String {
-        let mut s = String::with_capacity(200);
+        let mut v = Vec::with_capacity(256);
+        self.write_text(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    }
+
+    fn write_text(&self, s: &mut Vec<u8>) {
         if let Some(m) = self.model {
             let _ = write!(s, "model={} ", quote_if_needed(m));
         }
@@ -302,7 +326,6 @@ impl RequestLog<'_> {
         if let Some(e) = self.error {
             let _ = write!(s, " error={:?}", e);
         }
-        s
     }
 
     pub fn json(&self) -> String {
@@ -318,11 +341,15 @@ impl RequestLog<'_> {
         if !log::log_enabled!(target: ACCESS_TARGET, log::Level::Info) {
             return;
         }
-        let line = match format {
-            LogFormat::Text => self.text(),
-            LogFormat::Json => self.json(),
-        };
-        log::info!(target: ACCESS_TARGET, "{line}");
+        // Formatted straight into the sink (no trip through the logger's own buffer): the same
+        // bytes the logger's formatter writes for this target.
+        write_line(|buf| match format {
+            LogFormat::Text => {
+                buf.extend_from_slice(b"INFO ");
+                self.write_text(buf);
+            }
+            LogFormat::Json => buf.extend_from_slice(self.json().as_bytes()),
+        });
     }
 }
 
