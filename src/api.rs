@@ -102,21 +102,22 @@ impl ChatRequest {
     /// Parses and validates; every error is a 400 naming the field.
     pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
         let fields = parse_raw_object(bytes)?;
-        // Every field but the two big lists as values, to validate.
-        let mut body = Map::new();
+        // The fields validation reads, as values; every other field stays raw and unparsed.
+        let mut checked: Vec<(&str, Value)> = Vec::with_capacity(8);
         let mut messages = None;
         let mut tools = None;
         for (k, v) in &fields {
             match k.as_str() {
                 "messages" => messages = Some(&**v),
                 "tools" => tools = Some(&**v),
-                _ => {
-                    let value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
-                    body.insert(k.clone(), value);
+                k if CHECKED_FIELDS.contains(&k) => {
+                    checked.push((k, serde_json::from_str(v.get()).unwrap_or(Value::Null)));
                 }
+                _ => {}
             }
         }
-        let model = required_model(&body)?;
+        let get = |key: &str| checked.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
+        let model = model_value(get("model"))?;
         let messages = match messages.map(|m| m.get()) {
             None | Some("null") => {
                 return Err(GatewayError::bad_request(
@@ -132,7 +133,7 @@ impl ChatRequest {
                 ))
             }
         };
-        let list: Vec<&RawValue> = serde_json::from_str(messages).map_err(|e| {
+        let list: Vec<MessageFields> = serde_json::from_str(messages).map_err(|e| {
             GatewayError::bad_request("messages", format!("'messages' is not valid: {e}"))
         })?;
         if list.is_empty() {
@@ -144,16 +145,16 @@ impl ChatRequest {
         for (i, m) in list.iter().enumerate() {
             validate_message(i, m)?;
         }
-        let stream = optional_bool(&body, "stream")?;
-        check_number(&body, "temperature")?;
-        check_number(&body, "top_p")?;
-        check_number(&body, "presence_penalty")?;
-        check_number(&body, "frequency_penalty")?;
-        check_integer(&body, "max_tokens")?;
-        check_integer(&body, "max_completion_tokens")?;
-        check_integer(&body, "n")?;
-        check_integer(&body, "seed")?;
-        if let Some(s) = body.get("stop") {
+        let stream = optional_bool(get("stream"), "stream")?;
+        check_number(get("temperature"), "temperature")?;
+        check_number(get("top_p"), "top_p")?;
+        check_number(get("presence_penalty"), "presence_penalty")?;
+        check_number(get("frequency_penalty"), "frequency_penalty")?;
+        check_integer(get("max_tokens"), "max_tokens")?;
+        check_integer(get("max_completion_tokens"), "max_completion_tokens")?;
+        check_integer(get("n"), "n")?;
+        check_integer(get("seed"), "seed")?;
+        if let Some(s) = get("stop") {
             let ok = match s {
                 Value::Null | Value::String(_) => true,
                 Value::Array(a) => a.iter().all(Value::is_string),
@@ -174,7 +175,7 @@ impl ChatRequest {
                 ));
             }
         }
-        let include_usage = match body.get("stream_options") {
+        let include_usage = match get("stream_options") {
             None | Some(Value::Null) => false,
             Some(Value::Object(o)) => match o.get("include_usage") {
                 None | Some(Value::Null) => false,
@@ -193,8 +194,7 @@ impl ChatRequest {
                 ))
             }
         };
-        let parallel_tool_calls =
-            !matches!(body.get("parallel_tool_calls"), Some(Value::Bool(false)));
+        let parallel_tool_calls = !matches!(get("parallel_tool_calls"), Some(Value::Bool(false)));
         Ok(ChatRequest {
             fields,
             tree: OnceLock::new(),
@@ -293,7 +293,28 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
 
 /// The `model` field: present, a non-empty string.
 pub fn required_model(body: &Map<String, Value>) -> Result<String, GatewayError> {
-    match body.get("model") {
+    model_value(body.get("model"))
+}
+
+/// The fields `ChatRequest::parse` validates (the others are forwarded as sent).
+const CHECKED_FIELDS: &[&str] = &[
+    "model",
+    "stream",
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "seed",
+    "stop",
+    "stream_options",
+    "parallel_tool_calls",
+];
+
+fn model_value(v: Option<&Value>) -> Result<String, GatewayError> {
+    match v {
         None | Some(Value::Null) => Err(GatewayError::bad_request(
             "model",
             "missing required parameter: 'model'",
@@ -310,75 +331,112 @@ pub fn required_model(body: &Map<String, Value>) -> Result<String, GatewayError>
     }
 }
 
-fn validate_message(i: usize, m: &RawValue) -> Result<(), GatewayError> {
-    /// The two fields checked, still raw; other fields are skipped unparsed. A key sent twice
-    /// keeps its last value, as with a JSON tree.
-    struct Fields<'a> {
-        role: Option<&'a RawValue>,
-        content: Option<&'a RawValue>,
-    }
-    enum Key {
-        Role,
-        Content,
-        Other,
-    }
-    impl<'de> Deserialize<'de> for Key {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-            struct KeyVisitor;
-            impl serde::de::Visitor<'_> for KeyVisitor {
-                type Value = Key;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a field name")
-                }
-                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
-                    Ok(match v {
-                        "role" => Key::Role,
-                        "content" => Key::Content,
-                        _ => Key::Other,
-                    })
-                }
+/// What validation reads of one message, in the same pass that walks the list: `role` and
+/// `content` still raw, other fields skipped unparsed. A key sent twice keeps its last value, as
+/// with a JSON tree; `object` is false for anything but an object.
+struct MessageFields<'a> {
+    object: bool,
+    role: Option<&'a RawValue>,
+    content: Option<&'a RawValue>,
+}
+
+enum MessageKey {
+    Role,
+    Content,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for MessageKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MessageKey, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = MessageKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
             }
-            d.deserialize_identifier(KeyVisitor)
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<MessageKey, E> {
+                Ok(match v {
+                    "role" => MessageKey::Role,
+                    "content" => MessageKey::Content,
+                    _ => MessageKey::Other,
+                })
+            }
         }
+        d.deserialize_identifier(KeyVisitor)
     }
-    impl<'de> Deserialize<'de> for Fields<'de> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields<'de>, D::Error> {
-            struct FieldsVisitor;
-            impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
-                type Value = Fields<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a message object")
-                }
-                fn visit_map<A: serde::de::MapAccess<'de>>(
-                    self,
-                    mut a: A,
-                ) -> Result<Fields<'de>, A::Error> {
-                    let mut f = Fields {
-                        role: None,
-                        content: None,
-                    };
-                    while let Some(k) = a.next_key::<Key>()? {
-                        match k {
-                            Key::Role => f.role = a.next_value()?,
-                            Key::Content => f.content = a.next_value()?,
-                            Key::Other => {
-                                a.next_value::<serde::de::IgnoredAny>()?;
-                            }
+}
+
+impl<'de> Deserialize<'de> for MessageFields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MessageFields<'de>, D::Error> {
+        struct FieldsVisitor;
+        const NOT_OBJECT: MessageFields<'static> = MessageFields {
+            object: false,
+            role: None,
+            content: None,
+        };
+        impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
+            type Value = MessageFields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a message")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<MessageFields<'de>, A::Error> {
+                let mut f = MessageFields {
+                    object: true,
+                    role: None,
+                    content: None,
+                };
+                while let Some(k) = a.next_key::<MessageKey>()? {
+                    match k {
+                        MessageKey::Role => f.role = a.next_value()?,
+                        MessageKey::Content => f.content = a.next_value()?,
+                        MessageKey::Other => {
+                            a.next_value::<serde::de::IgnoredAny>()?;
                         }
                     }
-                    Ok(f)
                 }
+                Ok(f)
             }
-            d.deserialize_map(FieldsVisitor)
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<MessageFields<'de>, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(NOT_OBJECT)
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<MessageFields<'de>, E> {
+                Ok(NOT_OBJECT)
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<MessageFields<'de>, E> {
+                Ok(NOT_OBJECT)
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<MessageFields<'de>, E> {
+                Ok(NOT_OBJECT)
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<MessageFields<'de>, E> {
+                Ok(NOT_OBJECT)
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<MessageFields<'de>, E> {
+                Ok(NOT_OBJECT)
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<MessageFields<'de>, E> {
+                Ok(NOT_OBJECT)
+            }
         }
+        d.deserialize_any(FieldsVisitor)
     }
+}
+
+fn validate_message(i: usize, f: &MessageFields) -> Result<(), GatewayError> {
     let param = || format!("messages[{i}]");
-    let not_object =
-        || GatewayError::bad_request(&param(), format!("messages[{i}] must be an object"));
-    if !m.get().starts_with('{') {
-        return Err(not_object());
+    if !f.object {
+        return Err(GatewayError::bad_request(
+            &param(),
+            format!("messages[{i}] must be an object"),
+        ));
     }
-    let f: Fields = serde_json::from_str(m.get()).map_err(|_| not_object())?;
     let role = f
         .role
         .map(|r| serde_json::from_str::<std::borrow::Cow<str>>(r.get()));
@@ -408,8 +466,8 @@ fn validate_message(i: usize, m: &RawValue) -> Result<(), GatewayError> {
     }
 }
 
-fn optional_bool(body: &Map<String, Value>, key: &str) -> Result<bool, GatewayError> {
-    match body.get(key) {
+fn optional_bool(v: Option<&Value>, key: &str) -> Result<bool, GatewayError> {
+    match v {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
         Some(_) => Err(GatewayError::bad_request(
@@ -419,8 +477,8 @@ fn optional_bool(body: &Map<String, Value>, key: &str) -> Result<bool, GatewayEr
     }
 }
 
-fn check_number(body: &Map<String, Value>, key: &str) -> Result<(), GatewayError> {
-    match body.get(key) {
+fn check_number(v: Option<&Value>, key: &str) -> Result<(), GatewayError> {
+    match v {
         None | Some(Value::Null) | Some(Value::Number(_)) => Ok(()),
         Some(_) => Err(GatewayError::bad_request(
             key,
@@ -429,8 +487,8 @@ fn check_number(body: &Map<String, Value>, key: &str) -> Result<(), GatewayError
     }
 }
 
-fn check_integer(body: &Map<String, Value>, key: &str) -> Result<(), GatewayError> {
-    match body.get(key) {
+fn check_integer(v: Option<&Value>, key: &str) -> Result<(), GatewayError> {
+    match v {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Ok(()),
         Some(_) => Err(GatewayError::bad_request(

@@ -37,16 +37,49 @@ impl OpenAiCompatible {
 #[derive(Deserialize)]
 struct UsageOnly {
     #[serde(default)]
-    usage: Option<Value>,
+    usage: Option<UsageWire>,
 }
 
-/// Reads `usage` out of an OpenAI-shaped response body.
+/// OpenAI's `usage` object, read without building a JSON tree.
+#[derive(Deserialize)]
+struct UsageWire {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<CachedDetails>,
+}
+
+#[derive(Deserialize)]
+struct CachedDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+/// Reads `usage` out of an OpenAI-shaped response body (typed; a body whose usage has other
+/// types, e.g. floats, is read through a JSON tree instead).
 pub fn usage_of(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<UsageOnly>(body)
-        .ok()?
-        .usage
-        .as_ref()
-        .and_then(Usage::from_value)
+    let u = match serde_json::from_slice::<UsageOnly>(body) {
+        Ok(u) => u.usage?,
+        Err(_) => {
+            let v: Value = serde_json::from_slice(body).ok()?;
+            return v.get("usage").and_then(Usage::from_value);
+        }
+    };
+    let p = u.prompt_tokens.unwrap_or(0);
+    let c = u.completion_tokens.unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: p,
+        completion_tokens: c,
+        total_tokens: u.total_tokens.unwrap_or(p + c),
+        cached_tokens: u
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0),
+    })
 }
 
 impl Provider for OpenAiCompatible {
