@@ -152,6 +152,9 @@ pub async fn respond(
 }
 
 /// A response head with `X-Request-Id`, `X-Provider` and the given headers.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+const X_PROVIDER: http::HeaderName = http::HeaderName::from_static("x-provider");
+
 pub fn response_head(
     ctx: &Ctx,
     status: u16,
@@ -159,13 +162,14 @@ pub fn response_head(
     extra: &[(&str, &str)],
     content_length: Option<usize>,
 ) -> pingora::Result<ResponseHeader> {
-    let mut h = ResponseHeader::build(status, Some(4 + extra.len() + ctx.headers.len()))?;
-    h.insert_header("content-type", content_type)?;
+    // No case map (names go out lower-case, as over HTTP/2), and constant names unparsed.
+    let mut h = ResponseHeader::build_no_case(status, Some(4 + extra.len() + ctx.headers.len()))?;
+    h.insert_header(http::header::CONTENT_TYPE, content_type)?;
     if let Some(n) = content_length {
-        h.insert_header("content-length", n.to_string())?;
+        h.insert_header(http::header::CONTENT_LENGTH, http::HeaderValue::from(n))?;
     }
-    h.insert_header("x-request-id", ctx.request_id.as_str())?;
-    h.insert_header("x-provider", ctx.provider.as_deref().unwrap_or("gateway"))?;
+    h.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    h.insert_header(X_PROVIDER, ctx.provider.as_deref().unwrap_or("gateway"))?;
     for (k, v) in &ctx.headers {
         h.insert_header(*k, v.as_str())?;
     }

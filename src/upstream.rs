@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use pingora::connectors::http::Connector;
+use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::ALPN;
@@ -191,21 +192,32 @@ impl Upstreams {
         base: &BaseUrl,
         req: &UpstreamRequest,
     ) -> pingora::Result<()> {
-        let mut head =
-            RequestHeader::build(req.method, req.path.as_bytes(), Some(6 + req.headers.len()))?;
-        head.insert_header("host", base.authority())?;
-        head.insert_header(
-            "user-agent",
-            concat!("ai-gateway/", env!("CARGO_PKG_VERSION")),
+        // No case map (names go out lower-case, as HTTP/2 sends them anyway), and the names and
+        // values known up front are not parsed again for every request.
+        let mut head = RequestHeader::build_no_case(
+            req.method,
+            req.path.as_bytes(),
+            Some(6 + req.headers.len()),
         )?;
-        head.insert_header("accept", "application/json, text/event-stream")?;
+        head.insert_header(header::HOST, base.authority())?;
+        head.insert_header(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("ai-gateway/", env!("CARGO_PKG_VERSION"))),
+        )?;
+        head.insert_header(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        )?;
         for (k, v) in &req.headers {
             head.insert_header(*k, v.as_str())?;
         }
         let has_body = req.method != "GET";
         if has_body {
-            head.insert_header("content-type", "application/json")?;
-            head.insert_header("content-length", req.body.len().to_string())?;
+            head.insert_header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )?;
+            head.insert_header(header::CONTENT_LENGTH, HeaderValue::from(req.body.len()))?;
         }
         session.set_write_timeout(Some(self.timeouts.first_byte));
         session.set_read_timeout(Some(self.timeouts.first_byte));
