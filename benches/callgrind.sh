@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Instructions per request, repeatable on a noisy machine: runs the gateway under valgrind's
+# callgrind, sends a fixed number of requests one after another and prints the instruction
+# count per request of the gateway and of its main parts.
+#
+#   benches/callgrind.sh                          # pass-through, 2,000 requests
+#   benches/callgrind.sh anthropic/claude-3-5-haiku-latest
+#   CACHE=memory benches/callgrind.sh             # cache hits (the first request fills it)
+#
+# Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
+# request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
+# more instructions here than it costs on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODEL=${1:-openai/gpt-4o-mini}
+N=${N:-2000}
+CACHE=${CACHE:-off}
+MOCK_PORT=${MOCK_PORT:-18191}
+GW_PORT=${GW_PORT:-18193}
+for tool in valgrind callgrind_annotate callgrind_control nginx python3 curl; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (Debian: apt-get install -y valgrind nginx-light)" >&2; exit 1; }
+done
+[ -x target/release/ai-gateway ] || cargo build --release --bin ai-gateway
+
+WORK=$(mktemp -d)
+GW=
+cleanup() {
+  [ -n "$GW" ] && kill "$GW" 2>/dev/null || true
+  [ -f "$WORK/nginx-mock.pid" ] && kill "$(cat "$WORK/nginx-mock.pid")" 2>/dev/null || true
+  [ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+OPENAI_BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1727346142,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
+ANTHROPIC_BODY='{"id":"msg_bench","type":"message","role":"assistant","model":"claude-3-5-haiku-latest","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"output_tokens":9}}'
+cat > "$WORK/mock.conf" <<CONF
+worker_processes 1;
+pid $WORK/nginx-mock.pid;
+error_log $WORK/mock-error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$MOCK_PORT;
+    location = /v1/chat/completions { default_type application/json; return 200 '$OPENAI_BODY'; }
+    location = /v1/messages { default_type application/json; return 200 '$ANTHROPIC_BODY'; }
+  }
+}
+CONF
+nginx -c "$WORK/mock.conf" -p "$WORK" -g 'daemon on;'
+
+# The same 2 KB-class chat request as benches/load.sh.
+python3 - "$MODEL" > "$WORK/body.json" <<'PY'
+import json, sys
+msgs=[{"role":"system","content":"You are a helpful assistant. "*20}]
+for i in range(6):
+    msgs.append({"role":"user","content":f"Question {i}: "+"what is the capital of France? "*6})
+    msgs.append({"role":"assistant","content":"Paris is the capital of France. "*5})
+msgs.append({"role":"user","content":"Thanks, and of Italy?"})
+print(json.dumps({"model":sys.argv[1],"messages":msgs,"temperature":0.2,"max_tokens":64}))
+PY
+
+env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \
+  GATEWAY_UPGRADE_SOCK="$WORK/up.sock" GATEWAY_PID_FILE="$WORK/gw.pid" \
+  GATEWAY_HEALTH_CHECK_INTERVAL=off GATEWAY_API_KEYS="bench=sk-gw-bench-key" GATEWAY_CACHE_BACKEND="$CACHE" \
+  OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT" OPENAI_API_KEY=sk-upstream \
+  ANTHROPIC_BASE_URL="http://127.0.0.1:$MOCK_PORT" ANTHROPIC_API_KEY=sk-ant-upstream \
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no \
+  target/release/ai-gateway > "$WORK/gw.log" 2>&1 &
+GW=$!
+for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
+
+send() { # $1 requests, one connection, one after another
+  python3 - "$1" "$WORK/body.json" "$GW_PORT" <<'PY'
+import http.client, sys
+n, body, port = int(sys.argv[1]), open(sys.argv[2], "rb").read(), int(sys.argv[3])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+ok = 0
+for _ in range(n):
+    c.request("POST", "/v1/chat/completions", body,
+              {"Authorization": "Bearer sk-gw-bench-key", "Content-Type": "application/json"})
+    r = c.getresponse(); r.read(); ok += r.status == 200
+if ok != n:
+    sys.exit(f"{n - ok} of {n} requests failed")
+PY
+}
+send 50                        # warm-up: pools, caches, lazy statics
+callgrind_control -i on "$GW" >/dev/null
+send "$N"
+callgrind_control -i off "$GW" >/dev/null
+kill "$GW"; wait "$GW" 2>/dev/null || true; GW=
+
+echo "model=$MODEL cache=$CACHE requests=$N (instructions per request, inclusive)"
+callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/dev/null | awk -v n="$N" '
+  # A function can be listed more than once (inlined code from other files, or its own file
+  # under two paths); its largest inclusive entry is the one that holds its calls.
+  function show(label, pat,   i, best) { for (i = 1; i <= cnt; i++) if (line[i] ~ pat && val[i] + 0 > best) best = val[i] + 0; if (best) printf "%9.1fk  %s\n", best / n / 1000, label }
+  /PROGRAM TOTALS/ { v = $1; gsub(",", "", v); total = v }
+  /^ *[0-9,]+ +\([ 0-9.]+%\) +[^ ]/ && !/PROGRAM TOTALS/ { v = $1; gsub(",", "", v); cnt++; val[cnt] = v; line[cnt] = $0 }
+  END {
+    printf "%9.1fk  %s\n", total / n / 1000, "whole process"
+    show("Pingora: connection and request cycle", "apps::ServerApp>::process_new::\\{\\{closure\\}\\}( |$)")
+    show("gateway: request_filter (everything below)", "ProxyHttp>::request_filter::\\{\\{closure\\}\\}( |$)")
+    show("  request parse + validation", "api::ChatRequest::parse( |$)")
+    show("  request body as a JSON tree (translation, cache)", "api::ChatRequest::body( |$)")
+    show("  cache key", "cache::key::exact( |$)")
+    show("  translation to the provider", "Provider>::chat_request( |$)")
+    show("  upstream exchange (Pingora connector)", "upstream::Upstreams::send::\\{\\{closure\\}\\}( |$)")
+    show("  response translation / usage", "Provider>::chat_response( |$)")
+    show("  response to the client", "proxy::respond::\\{\\{closure\\}\\}( |$)")
+    show("  auth", "auth::Auth::authenticate( |$)")
+    show("gateway: logging phase (access log + metrics)", "ProxyHttp>::logging::\\{\\{closure\\}\\}( |$)")
+  }'
