@@ -22,7 +22,7 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
-        Self::start_on(free_port())
+        Self::start_on(reserved_port())
     }
 
     fn start_on(port: u16) -> Redis {

@@ -18,6 +18,26 @@ use axum::response::Response;
 use bytes::Bytes;
 
 /// A free loopback port (bound then released).
+/// A loopback port below the ephemeral range that no earlier call in this test process returned,
+/// for servers a test stops and restarts (Redis): a port from `free_port` can be handed to
+/// another test's server as soon as it is released, and a client reconnecting to "its" Redis
+/// would then reach someone else's.
+#[allow(dead_code)]
+pub fn reserved_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // A different block per test process, so test binaries run side by side do not meet.
+    let base = 20_000 + (std::process::id() % 400) as u16 * 25;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 25 * 400, "out of reserved ports");
+        let port = base.wrapping_add(n) % 12_000 + 20_000;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
