@@ -570,44 +570,96 @@ struct ToolCallOut<'a> {
     function: FunctionOut<'a>,
 }
 
+/// A `chat.completion` object, serialized in OpenAI's field order without a JSON tree.
+#[derive(Serialize)]
+struct CompletionOut<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: Vec<CompletionChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct CompletionChoiceOut<'a> {
+    index: usize,
+    message: MessageOut<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'a str,
+}
+
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: Option<()>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<ToolCallOut<'a>>,
+}
+
+/// `usage` as [`Usage::to_value`] writes it.
+struct UsageOut<'a>(&'a Usage);
+
+impl Serialize for UsageOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let u = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("prompt_tokens", &u.prompt_tokens)?;
+        m.serialize_entry("completion_tokens", &u.completion_tokens)?;
+        m.serialize_entry("total_tokens", &u.total_tokens)?;
+        if u.cached_tokens > 0 {
+            m.serialize_entry(
+                "prompt_tokens_details",
+                &serde_json::json!({"cached_tokens": u.cached_tokens}),
+            )?;
+        }
+        m.end()
+    }
+}
+
+fn choice_out(index: usize, a: &Answer) -> CompletionChoiceOut<'_> {
+    CompletionChoiceOut {
+        index,
+        message: MessageOut {
+            role: "assistant",
+            content: a.content.as_deref(),
+            refusal: None,
+            tool_calls: a
+                .tool_calls
+                .iter()
+                .map(|t| ToolCallOut {
+                    id: &t.id,
+                    kind: "function",
+                    function: FunctionOut {
+                        name: &t.name,
+                        arguments: &t.arguments,
+                    },
+                })
+                .collect(),
+        },
+        logprobs: None,
+        finish_reason: &a.finish_reason,
+    }
+}
+
+fn render_completion(out: &CompletionOut) -> Bytes {
+    // Serializing plain structs of strings and integers cannot fail.
+    Bytes::from(serde_json::to_vec(out).unwrap_or_default())
+}
+
 /// Renders a `chat.completion` object.
 pub fn completion_body(id: &str, created: u64, model: &str, answer: &Answer) -> Bytes {
-    let tool_calls: Vec<ToolCallOut> = answer
-        .tool_calls
-        .iter()
-        .map(|t| ToolCallOut {
-            id: &t.id,
-            kind: "function",
-            function: FunctionOut {
-                name: &t.name,
-                arguments: &t.arguments,
-            },
-        })
-        .collect();
-    let mut message = serde_json::json!({
-        "role": "assistant",
-        "content": answer.content,
-        "refusal": null,
-    });
-    if !tool_calls.is_empty() {
-        message["tool_calls"] = serde_json::to_value(&tool_calls).unwrap_or(Value::Null);
-    }
-    let mut v = serde_json::json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": null,
-            "finish_reason": answer.finish_reason,
-        }],
-    });
-    if let Some(u) = &answer.usage {
-        v["usage"] = u.to_value();
-    }
-    Bytes::from(v.to_string())
+    render_completion(&CompletionOut {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        choices: vec![choice_out(0, answer)],
+        usage: answer.usage.as_ref().map(UsageOut),
+    })
 }
 
 /// Renders a `chat.completion` object with one choice per answer (`n > 1`); `usage` covers all.
@@ -618,37 +670,18 @@ pub fn completion_body_choices(
     answers: &[Answer],
     usage: Option<&Usage>,
 ) -> Bytes {
-    let choices: Vec<Value> = answers
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let mut message = serde_json::json!({
-                "role": "assistant",
-                "content": a.content,
-                "refusal": null,
-            });
-            if !a.tool_calls.is_empty() {
-                let calls: Vec<Value> = a
-                    .tool_calls
-                    .iter()
-                    .map(|t| serde_json::json!({"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}))
-                    .collect();
-                message["tool_calls"] = Value::Array(calls);
-            }
-            serde_json::json!({"index": i, "message": message, "logprobs": null, "finish_reason": a.finish_reason})
-        })
-        .collect();
-    let mut v = serde_json::json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": choices,
-    });
-    if let Some(u) = usage {
-        v["usage"] = u.to_value();
-    }
-    Bytes::from(v.to_string())
+    render_completion(&CompletionOut {
+        id,
+        object: "chat.completion",
+        created,
+        model,
+        choices: answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| choice_out(i, a))
+            .collect(),
+        usage: usage.map(UsageOut),
+    })
 }
 
 #[derive(Serialize)]
@@ -914,6 +947,82 @@ impl ChunkWriter {
 
 #[cfg(test)]
 mod tests {
+
+    /// What `completion_body` wrote when it built a JSON tree: the typed writer must match it
+    /// byte for byte.
+    fn tree_completion(
+        id: &str,
+        created: u64,
+        model: &str,
+        answers: &[Answer],
+        usage: Option<&Usage>,
+    ) -> String {
+        let choices: Vec<Value> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut message = serde_json::json!({"role": "assistant", "content": a.content, "refusal": null});
+                if !a.tool_calls.is_empty() {
+                    let calls: Vec<Value> = a.tool_calls.iter().map(|t| serde_json::json!({"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}})).collect();
+                    message["tool_calls"] = Value::Array(calls);
+                }
+                serde_json::json!({"index": i, "message": message, "logprobs": null, "finish_reason": a.finish_reason})
+            })
+            .collect();
+        let mut v = serde_json::json!({"id": id, "object": "chat.completion", "created": created, "model": model, "choices": choices});
+        if let Some(u) = usage {
+            v["usage"] = u.to_value();
+        }
+        v.to_string()
+    }
+
+    #[test]
+    fn typed_completion_bodies_match_the_tree_they_replace() {
+        let mut cached = Usage::new(10, 5);
+        cached.cached_tokens = 4;
+        let plain = Answer {
+            content: Some("Paris \"quoted\" \u{e9}\n".into()),
+            tool_calls: vec![],
+            finish_reason: "stop".into(),
+            usage: Some(Usage::new(3, 2)),
+        };
+        let tools = Answer {
+            content: None,
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "get_weather".into(),
+                arguments: "{\"city\":\"Paris\"}".into(),
+            }],
+            finish_reason: "tool_calls".into(),
+            usage: Some(cached),
+        };
+        let bare = Answer {
+            finish_reason: "length".into(),
+            ..Answer::default()
+        };
+        for a in [&plain, &tools, &bare] {
+            let typed = completion_body("chatcmpl-1", 7, "m", a);
+            let tree = tree_completion(
+                "chatcmpl-1",
+                7,
+                "m",
+                std::slice::from_ref(a),
+                a.usage.as_ref(),
+            );
+            assert_eq!(std::str::from_utf8(&typed).unwrap(), tree);
+        }
+        let all = [plain.clone(), tools.clone(), bare.clone()];
+        let typed = completion_body_choices("c", 1, "m", &all, Some(&cached));
+        assert_eq!(
+            std::str::from_utf8(&typed).unwrap(),
+            tree_completion("c", 1, "m", &all, Some(&cached))
+        );
+        let typed = completion_body_choices("c", 1, "m", &all, None);
+        assert_eq!(
+            std::str::from_utf8(&typed).unwrap(),
+            tree_completion("c", 1, "m", &all, None)
+        );
+    }
     use super::*;
 
     #[test]
