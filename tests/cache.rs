@@ -663,7 +663,7 @@ async fn semantic_hits_need_the_same_context_and_a_close_final_message() {
     );
     semantic_checks(&gw, &gw, &chat_mock, &emb_mock).await;
     assert!(
-        gw.logs().contains("semantic lookup skipped"),
+        gw.wait_log("semantic lookup skipped", Duration::from_secs(5)),
         "{}",
         gw.logs()
     );

@@ -204,7 +204,11 @@ async fn one_failing_provider_never_fails_a_request_and_sits_out_its_cooldown() 
         "{}",
         gw.logs()
     );
-    assert!(gw.logs().contains("failover from=b to="), "{}", gw.logs());
+    assert!(
+        gw.wait_log("failover from=b to=", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
 
     // After the cooldown it gets traffic again (a half-open trial).
     tokio::time::sleep(Duration::from_secs(9)).await;

@@ -362,7 +362,11 @@ async fn token_limit_is_charged_with_real_usage_plain_and_streamed() {
     assert_eq!(r.status(), 429, "30 tokens, 32 used");
     assert_eq!(mock.calls(), 5);
     // The stream's usage is what was charged and logged.
-    assert!(gw.logs().contains("tokens=16"));
+    assert!(
+        gw.wait_log("tokens=16", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -459,7 +463,11 @@ async fn redis_down_means_local_limits_with_a_warning_never_a_500() {
         "{}",
         gw.logs()
     );
-    assert!(gw.logs().contains("limiting locally"));
+    assert!(
+        gw.wait_log("limiting locally", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
 
     // Redis back (empty): the gateway returns to it by itself.
     let _redis = Redis::start_on(port);
