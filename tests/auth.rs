@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -404,18 +403,6 @@ async fn sighup_reloads_the_keys_file() {
     );
 }
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("AI_GATEWAY_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the openai package: run scripts/test.sh (it creates .venv)"
-    );
-    venv
-}
-
 /// The SDK's typed errors: 401 -> `AuthenticationError`, 429 -> `RateLimitError` with the
 /// headers a client can act on.
 const SDK_SCRIPT: &str = r#"
@@ -448,21 +435,6 @@ print("sdk auth: ok")
 async fn openai_python_sdk_sees_typed_auth_and_rate_limit_errors() {
     // 2 requests at once, then one per 30 s: the third is refused whatever the machine's speed.
     let gw = Gateway::start(&[("GATEWAY_API_KEYS", "sdk=sk-gw-sdk-key:rpm=2")]);
-    let py = python();
-    let base = gw.base();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .args(["-c", SDK_SCRIPT])
-            .env("GATEWAY_BASE_URL", base)
-            .env("GOOD_KEY", "sk-gw-sdk-key")
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}\n{}", gw.logs());
+    let stdout = run_python(&gw, &["-c", SDK_SCRIPT], &[("GOOD_KEY", "sk-gw-sdk-key")]).await;
     assert!(stdout.contains("sdk auth: ok"));
 }

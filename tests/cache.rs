@@ -6,8 +6,6 @@
 mod cache_support;
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -692,18 +690,6 @@ async fn semantic_hits_need_the_same_context_and_a_close_final_message() {
 
 // --- the OpenAI Python SDK ---
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("AI_GATEWAY_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the openai package: run scripts/test.sh or set AI_GATEWAY_TEST_PYTHON"
-    );
-    venv
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_sdk_reads_cached_answers_in_both_forms() {
     // As in tests/python_sdk.rs, so the base checks of test_sdk.py pass too: `status-NNN`
@@ -718,28 +704,7 @@ async fn openai_python_sdk_reads_cached_answers_in_both_forms() {
     }))
     .await;
     let gw = memory(&mock, &[]);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_sdk.py");
-    let py = python();
-    let base = gw.base();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .env("GATEWAY_BASE_URL", base)
-            .env("GATEWAY_SDK_EXTRA", "cache_sdk")
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "SDK checks failed:\n{stdout}\n{stderr}\ngateway log:\n{}",
-        gw.logs()
-    );
+    let stdout = run_python(&gw, &["test_sdk.py"], &[("GATEWAY_SDK_EXTRA", "cache_sdk")]).await;
     for check in [
         "ok cache_plain_then_both_forms",
         "ok cache_stream_then_both_forms",

@@ -6,23 +6,8 @@
 mod common;
 mod mocks;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
 use mocks::*;
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("AI_GATEWAY_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with the openai package: run scripts/test.sh (it creates .venv) or set AI_GATEWAY_TEST_PYTHON"
-    );
-    venv
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_sdk_through_anthropic_and_gemini() {
@@ -34,27 +19,7 @@ async fn openai_python_sdk_through_anthropic_and_gemini() {
         ("GEMINI_BASE_URL", &google.url()),
         ("GEMINI_API_KEY", GEMINI_KEY),
     ]);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/test_translate.py");
-    let py = python();
-    let base = gw.base();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .env("GATEWAY_BASE_URL", base)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "SDK checks failed:\n{stdout}\n{stderr}\ngateway log:\n{}",
-        gw.logs()
-    );
+    let stdout = run_python(&gw, &["test_translate.py"], &[]).await;
     assert!(stdout.contains("sdk: 5 passed, 0 failed"), "{stdout}");
     // Both upstreams were really used.
     assert!(

@@ -474,3 +474,54 @@ pub fn chat_body(model: &str, text: &str, stream: bool) -> serde_json::Value {
         "stream": stream,
     })
 }
+
+/// The Python with the `openai` package: `AI_GATEWAY_TEST_PYTHON`, or `.venv/bin/python`
+/// (made by `scripts/test.sh`).
+#[allow(dead_code)]
+pub fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("AI_GATEWAY_TEST_PYTHON") {
+        return std::path::PathBuf::from(p);
+    }
+    let venv = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with the openai package: run scripts/test.sh (it creates .venv) or set AI_GATEWAY_TEST_PYTHON"
+    );
+    venv
+}
+
+/// Runs the Python SDK checks `args` (a script under `tests/python/`, or `-c CODE`) against
+/// `gw` with `GATEWAY_BASE_URL` and `env` set; asserts the run succeeded (showing its output and
+/// the gateway's log otherwise) and returns its stdout.
+#[allow(dead_code)]
+pub async fn run_python(gw: &Gateway, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(python());
+    for a in args {
+        if a.ends_with(".py") {
+            cmd.arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/python")
+                    .join(a),
+            );
+        } else {
+            cmd.arg(a);
+        }
+    }
+    cmd.env("GATEWAY_BASE_URL", gw.base())
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run python"))
+        .await
+        .expect("python task");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "SDK checks failed:\n{stdout}\n{stderr}\ngateway log:\n{}",
+        gw.logs()
+    );
+    stdout
+}
