@@ -32,23 +32,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-OPENAI_BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1727346142,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
-ANTHROPIC_BODY='{"id":"msg_bench","type":"message","role":"assistant","model":"claude-3-5-haiku-latest","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"output_tokens":9}}'
-cat > "$WORK/mock.conf" <<CONF
-worker_processes 1;
-pid $WORK/nginx-mock.pid;
-error_log $WORK/mock-error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$MOCK_PORT;
-    location = /v1/chat/completions { default_type application/json; return 200 '$OPENAI_BODY'; }
-    location = /v1/messages { default_type application/json; return 200 '$ANTHROPIC_BODY'; }
-  }
-}
-CONF
+# The mock upstream (benches/mock-upstream.sh): fixed answers, keep-alive, one worker.
+. benches/mock-upstream.sh   # (the working directory is the repository root)
+write_mock_conf "$WORK" "$MOCK_PORT"
 nginx -c "$WORK/mock.conf" -p "$WORK" -g 'daemon on;'
 
 # The same 2 KB-class chat request as benches/load.sh.

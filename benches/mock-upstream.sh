@@ -1,0 +1,28 @@
+# Sourced by benches/load.sh and benches/callgrind.sh: the nginx mock upstream they share.
+#
+#   write_mock_conf DIR PORT    writes DIR/mock.conf (pid DIR/nginx-mock.pid, loopback PORT)
+#
+# Fixed answers in each provider's format, keep-alive, one worker.
+
+OPENAI_BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1727346142,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
+ANTHROPIC_BODY='{"id":"msg_bench","type":"message","role":"assistant","model":"claude-3-5-haiku-latest","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"output_tokens":9}}'
+
+write_mock_conf() {
+  local dir=$1 port=$2
+  cat > "$dir/mock.conf" <<CONF
+worker_processes 1;
+pid $dir/nginx-mock.pid;
+error_log $dir/mock-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$port;
+    location = /v1/chat/completions { default_type application/json; return 200 '$OPENAI_BODY'; }
+    location = /v1/messages { default_type application/json; return 200 '$ANTHROPIC_BODY'; }
+    location / { default_type application/json; return 200 '{"object":"list","data":[]}'; }
+  }
+}
+CONF
+}
