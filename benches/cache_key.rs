@@ -6,7 +6,8 @@
 
 use std::hint::black_box;
 
-use ai_gateway::cache::key::{context, exact, Identity};
+use ai_gateway::api::parse_raw_object;
+use ai_gateway::cache::key::{context, exact, exact_fields, Identity};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Map, Value};
 
@@ -66,7 +67,32 @@ fn bench(c: &mut Criterion) {
     for (name, body) in [("small", small()), ("typical", typical())] {
         let bytes = serde_json::to_vec(&body).map(|b| b.len()).unwrap_or(0);
         g.throughput(Throughput::Bytes(bytes as u64));
+        // What a cache lookup runs: the key from the raw top-level fields the request was
+        // parsed into (no JSON tree).
+        let raw = serde_json::to_vec(&body)
+            .ok()
+            .and_then(|b| parse_raw_object(&b).ok())
+            .unwrap_or_default();
         g.bench_function(format!("exact/{name}_{bytes}B"), |b| {
+            b.iter(|| exact_fields(ID, black_box(&raw)))
+        });
+        g.bench_function(format!("exact_build_tree/{name}_{bytes}B"), |b| {
+            b.iter(|| {
+                let tree: Map<String, Value> = black_box(&raw)
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            serde_json::from_str(v.get()).unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect();
+                exact(ID, &tree)
+            })
+        });
+        // The same key from a JSON tree built beforehand (the semantic cache's context key
+        // below still works this way).
+        g.bench_function(format!("exact_from_tree/{name}_{bytes}B"), |b| {
             b.iter(|| exact(ID, black_box(&body)))
         });
         g.bench_function(format!("context/{name}_{bytes}B"), |b| {

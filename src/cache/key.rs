@@ -11,6 +11,11 @@
 
 use std::io::Write;
 
+use std::borrow::Cow;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -175,20 +180,7 @@ fn write_value(h: &mut Sha256, v: &Value) {
         Value::Null => h.update(b"null"),
         Value::Bool(true) => h.update(b"true"),
         Value::Bool(false) => h.update(b"false"),
-        Value::Number(n) => {
-            let integral = n
-                .as_f64()
-                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| f as i64);
-            match integral {
-                Some(i) => {
-                    let _ = write!(HashWriter(h), "{i}");
-                }
-                None => {
-                    let _ = write!(HashWriter(h), "{n}");
-                }
-            }
-        }
+        Value::Number(n) => write_number(&mut HashWriter(h), n),
         Value::String(s) => write_str(h, s),
         Value::Array(a) => {
             h.update(b"[");
@@ -201,6 +193,205 @@ fn write_value(h: &mut Sha256, v: &Value) {
             h.update(b"]");
         }
         Value::Object(o) => write_object(h, o),
+    }
+}
+
+/// [`exact`] computed from the raw top-level fields of a request (keys unique, values raw
+/// JSON), without building a JSON tree: the same canonical bytes, so the same key. The
+/// canonical form is written in one pass over the JSON into a buffer (an object's members are
+/// put in order when it ends), then hashed in one call.
+pub fn exact_fields(id: Identity, fields: &[(String, Box<RawValue>)]) -> Key {
+    let mut h = header(id, "exact");
+    let mut sorted: Vec<(&str, &RawValue)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), &**v))
+        .filter(|(k, _)| *k != "model" && !EXCLUDED.contains(k))
+        .collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let size: usize = sorted
+        .iter()
+        .map(|(k, v)| k.len() + v.get().len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(size + 2);
+    out.push(b'{');
+    for (i, (k, v)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_str(&mut out, k);
+        out.push(b':');
+        push_raw(&mut out, v);
+    }
+    out.push(b'}');
+    h.update(&out);
+    Key(h.finalize().into())
+}
+
+/// Appends raw JSON in canonical form. The input is a `RawValue`, so it is valid JSON; should
+/// it fail anyway, what was written so far still makes a deterministic (if odd) key.
+fn push_raw(out: &mut Vec<u8>, v: &RawValue) {
+    let text = v.get();
+    // A string without escapes is already canonical (see `visit_borrowed_str`).
+    if text.starts_with('"') && !text.contains('\\') {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = Canon(out).deserialize(&mut de);
+}
+
+/// A JSON string as `serde_json` escapes it.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// A deserializer visitor that appends what it visits in canonical form (object keys sorted,
+/// a key sent twice keeps its last value, integral floats as integers).
+struct Canon<'o>(&'o mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for Canon<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Canon<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        self.0
+            .extend_from_slice(if b { &b"true"[..] } else { &b"false"[..] });
+        Ok(())
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
+        let _ = write!(self.0, "{n}");
+        Ok(())
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
+        let _ = write!(self.0, "{n}");
+        Ok(())
+    }
+    fn visit_f64<E>(self, f: f64) -> Result<(), E> {
+        match serde_json::Number::from_f64(f) {
+            Some(n) => write_number(self.0, &n),
+            None => self.0.extend_from_slice(b"null"),
+        }
+        Ok(())
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<(), E> {
+        // Borrowed means no escapes in the source, and JSON forbids raw quotes, backslashes
+        // and control characters in a string: the text needs no escaping either.
+        self.0.push(b'"');
+        self.0.extend_from_slice(s.as_bytes());
+        self.0.push(b'"');
+        Ok(())
+    }
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        push_str(self.0, s);
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let out = self.0;
+        out.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = out.len();
+            if !first {
+                out.push(b',');
+            }
+            if seq.next_element_seed(Canon(&mut *out))?.is_none() {
+                out.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        out.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.0;
+        out.push(b'{');
+        // Members are written as they come; when their keys were not in order (or one came
+        // twice), they are put in order afterwards.
+        let base = out.len();
+        let mut members: Vec<(BorrowedKey<'de>, usize, usize)> = Vec::new();
+        while let Some(k) = map.next_key::<BorrowedKey<'de>>()? {
+            if !members.is_empty() {
+                out.push(b',');
+            }
+            let start = out.len();
+            push_str(out, &k.0);
+            out.push(b':');
+            map.next_value_seed(Canon(&mut *out))?;
+            members.push((k, start, out.len()));
+        }
+        if !members.windows(2).all(|w| w[0].0 .0 < w[1].0 .0) {
+            // Stable, so of a key sent twice the last one is kept (as a JSON tree keeps it).
+            members.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+            let written = out.split_off(base);
+            let mut first = true;
+            for (i, (k, start, end)) in members.iter().enumerate() {
+                if members.get(i + 1).is_some_and(|next| next.0 .0 == k.0) {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(written.get(start - base..end - base).unwrap_or_default());
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the source when it has no escapes.
+struct BorrowedKey<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for BorrowedKey<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BorrowedKey<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Integral floats as integers (`1.0` and `1` are the same temperature).
+fn write_number(h: &mut impl Write, n: &serde_json::Number) {
+    let integral = n
+        .as_f64()
+        .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15)
+        .map(|f| f as i64);
+    match integral {
+        Some(i) => {
+            let _ = write!(h, "{i}");
+        }
+        None => {
+            let _ = write!(h, "{n}");
+        }
     }
 }
 
@@ -257,6 +448,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(exact(ID, &a), exact(ID, &b));
+    }
+
+    /// `exact_fields` (raw fields, the hot path) writes the same canonical bytes as `exact`
+    /// (JSON tree): escapes, unicode, duplicate keys, number spellings, nesting.
+    #[test]
+    fn raw_fields_key_equals_tree_key() {
+        let bodies = [
+            r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"gpt-4o","temperature":1.0,"top_p":0.5,"max_tokens":64,"seed":-7,"n":1}"#,
+            r#"{"messages":[{"role":"user","content":"caf\u00e9 \"q\" \\ \n\t\u0001 \ud83d\ude00 é"}],"model":"m"}"#,
+            r#"{"a":-0,"b":-0.0,"c":1e2,"d":1.5e-7,"e":12345678901234567890,"f":1e300,"g":-3,"h":9.0e15,"i":0.1}"#,
+            r#"{"x":{"b":1,"a":{"d":[1,2,{"z":null,"y":true}],"c":false}},"y":[],"z":{},"w":[[],[{}]]}"#,
+            r#"{"dup":{"k":1,"k":2,"j":0},"m":[{"role":"user","role":"system","content":"c"}]}"#,
+            r#"{"esc\u0061ped key":1,"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"q\n":{"type":"string"}}}}}]}"#,
+            r#"{"stream":true,"stream_options":{"include_usage":true},"user":"u","metadata":{"a":"b"},"stop":["\n\n","END"]}"#,
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"look"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA","detail":"low"}}]}],"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":{"type":"object"}}}}"#,
+            r#"{}"#,
+        ];
+        let ids = [
+            ID,
+            Identity {
+                provider: "anthropic",
+                upstream_model: "claude",
+                scope: Some("team \"a\""),
+            },
+        ];
+        for body in bodies {
+            let tree: Map<String, Value> = serde_json::from_str(body).unwrap();
+            let raw = crate::api::parse_raw_object(body.as_bytes()).unwrap();
+            for id in ids {
+                assert_eq!(exact(id, &tree), exact_fields(id, &raw), "{body}");
+            }
+        }
+        // And the raw path still tells different answers apart.
+        let a = crate::api::parse_raw_object(br#"{"messages":[{"role":"user","content":"a"}]}"#)
+            .unwrap();
+        let b = crate::api::parse_raw_object(br#"{"messages":[{"role":"user","content":"b"}]}"#)
+            .unwrap();
+        assert_ne!(exact_fields(ID, &a), exact_fields(ID, &b));
     }
 
     #[test]

@@ -196,9 +196,10 @@ pub async fn lookup(
     let control = Control::from_headers(&session.req_header().headers)?;
     // An answer holds one choice; `n > 1` asks for several.
     let several = req
-        .body()
-        .get("n")
-        .and_then(|n| n.as_u64())
+        .fields()
+        .iter()
+        .find(|(k, _)| k == "n")
+        .and_then(|(_, n)| n.get().parse::<u64>().ok())
         .is_some_and(|n| n > 1);
     if control.no_store || several {
         set_status(ctx, "bypass", "BYPASS");
@@ -213,7 +214,7 @@ pub async fn lookup(
         upstream_model: &route.upstream_model,
         scope: scope.as_deref(),
     };
-    let key = key::exact(id, req.body());
+    let key = key::exact_fields(id, req.fields());
     let ttl = control.ttl.map_or(cache.ttl, |t| t.min(cache.ttl));
     let store = !ttl.is_zero();
 
