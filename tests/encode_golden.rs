@@ -39,9 +39,7 @@ fn corpus() -> Vec<(&'static str, Req)> {
         }
         J(b)
     };
-    let tool = |name: &str, params: Value| {
-        json!({"type": "function", "function": {"name": name, "description": format!("{name} it"), "parameters": params}})
-    };
+    let tool = |name: &str, params: Value| json!({"type": "function", "function": {"name": name, "description": format!("{name} it"), "parameters": params}});
     let weather = json!({"type": "object", "properties": {"city": {"type": "string", "description": "the \"city\""}}, "required": ["city"]});
     let history = json!([
         {"role": "system", "content": "be brief"},
@@ -380,8 +378,7 @@ fn translation_matches_the_recording() {
         std::fs::write(GOLDEN, text).unwrap();
         return;
     }
-    let recorded: Value =
-        serde_json::from_str(&std::fs::read_to_string(GOLDEN).unwrap()).unwrap();
+    let recorded: Value = serde_json::from_str(&std::fs::read_to_string(GOLDEN).unwrap()).unwrap();
     let (now, recorded) = (now.as_array().unwrap(), recorded.as_array().unwrap());
     assert_eq!(now.len(), recorded.len(), "corpus size");
     let mut bad = Vec::new();
@@ -399,6 +396,9 @@ fn translation_matches_the_recording() {
     // The corpus exercises both outcomes for both providers.
     for p in ["anthropic", "google"] {
         let errors = now.iter().filter(|c| c[p].get("error").is_some()).count();
-        assert!(errors > 20 && now.len() - errors > 40, "{p}: {errors} errors");
+        assert!(
+            errors > 20 && now.len() - errors > 40,
+            "{p}: {errors} errors"
+        );
     }
 }
