@@ -7,17 +7,20 @@
 //! [`translate::harmless`] cannot change the answer; any other field without an equivalent is a
 //! 400 naming it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::api::{completion_body, unix_now, Answer, ChatRequest, ChunkWriter, ToolCall, Usage};
 use crate::config::{BaseUrl, ProviderConfig};
 use crate::error::{kind_for_status, label_for_status, GatewayError};
 use crate::providers::translate::{
-    self, unsupported, Conversation, Msg, Part, ResponseFormat, Source, ToolChoice,
+    self, unsupported, Args, Conversation, Fields, Msg, Part, Raw, RawObject, ResponseFormat,
+    Source, Str, Text, ToolChoice,
 };
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
@@ -69,12 +72,10 @@ impl Provider for Anthropic {
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
         let body = encode_request(req, call, self.default_max_tokens)?;
-        let bytes = serde_json::to_vec(&body)
-            .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
         Ok(UpstreamRequest::post(
             format!("{}/v1/messages", backend.path),
             self.headers(),
-            Bytes::from(bytes),
+            body,
         ))
     }
 
@@ -127,46 +128,24 @@ impl Provider for Anthropic {
 // ---------------------------------------------------------------------------------------------
 // Request encoding
 
-/// The Anthropic Messages body for an OpenAI chat request.
+/// The Anthropic Messages body for an OpenAI chat request, serialized.
 pub fn encode_request(
     req: &ChatRequest,
     call: &CallInfo,
     default_max_tokens: u32,
-) -> Result<Value, GatewayError> {
-    let b = req.body();
-    for (k, v) in b {
-        if v.is_null() {
-            continue;
-        }
-        match k.as_str() {
-            "model" | "messages" | "stream" | "stream_options" | "temperature" | "top_p"
-            | "top_k" | "max_tokens" | "max_completion_tokens" | "stop" | "n" | "tools"
-            | "tool_choice" | "parallel_tool_calls" | "response_format" | "user" => {}
-            // Sampling determinism only: it cannot change what is asked.
-            "seed" => {}
-            "presence_penalty" | "frequency_penalty" if v.as_f64() == Some(0.0) => {}
-            "reasoning_effort" if v == "none" => {}
-            k if translate::harmless(k, v) => {}
-            "reasoning_effort" => {
-                return Err(unsupported(NAME, k, "extended thinking cannot be requested through the OpenAI API of this gateway; omit it"))
-            }
-            other => {
-                return Err(unsupported(
-                    NAME,
-                    other,
-                    "the Messages API has no equivalent and dropping it could change the answer; remove it",
-                ))
-            }
-        }
+) -> Result<Bytes, GatewayError> {
+    let b = Fields(req.fields());
+    for (k, raw) in b.0 {
+        check_field(k, raw)?;
     }
-    if translate::choices(b)? > 1 {
+    if translate::choices(&b)? > 1 {
         return Err(GatewayError::bad_request(
             "n",
             "Anthropic returns one choice per request: 'n' must be 1 (send several requests instead)",
         ));
     }
 
-    let conv = Conversation::parse(req.messages())?;
+    let conv = Conversation::of(&b)?;
     let messages = encode_messages(&conv)?;
     if messages.is_empty() {
         return Err(GatewayError::bad_request(
@@ -174,77 +153,49 @@ pub fn encode_request(
             "'messages' needs at least one user or assistant message with content",
         ));
     }
-
-    let mut out = Map::new();
-    out.insert("model".into(), Value::String(call.upstream_model.clone()));
-    let max = translate::max_tokens(b)?.unwrap_or(u64::from(default_max_tokens));
-    out.insert("max_tokens".into(), json!(max));
-    if !conv.system.is_empty() {
-        let blocks: Vec<Value> = conv
-            .system
-            .iter()
-            .map(|t| text_block(&t.text, t.cache_control.as_ref()))
-            .collect();
-        out.insert("system".into(), Value::Array(blocks));
-    }
-    out.insert("messages".into(), Value::Array(messages));
-
+    let max_tokens = translate::max_tokens(&b)?.unwrap_or(u64::from(default_max_tokens));
+    let system = conv.system.iter().map(text_block).collect();
+    let mut stop_sequences = translate::stop_sequences(&b);
     // Anthropic rejects whitespace-only stop sequences.
-    let stop: Vec<String> = translate::stop_sequences(b)
-        .into_iter()
-        .filter(|s| !s.trim().is_empty())
-        .collect();
-    if !stop.is_empty() {
-        out.insert("stop_sequences".into(), json!(stop));
-    }
-    if let Some(t) = translate::temperature(b)? {
-        // Anthropic's range is 0-1; OpenAI's 0-2. Values above 1 get Anthropic's most random.
-        out.insert("temperature".into(), json!(t.min(1.0)));
-    }
-    if let Some(p) = b.get("top_p").filter(|v| !v.is_null()) {
-        out.insert("top_p".into(), p.clone());
-    }
-    if let Some(k) = b.get("top_k").filter(|v| !v.is_null()) {
-        out.insert("top_k".into(), k.clone());
-    }
+    stop_sequences.retain(|s| !s.trim().is_empty());
+    // Anthropic's range is 0-1; OpenAI's 0-2. Values above 1 get Anthropic's most random.
+    let temperature = translate::temperature(&b)?.map(|t| t.min(1.0));
 
-    let tools = translate::tools(b)?;
-    let choice = translate::tool_choice(b, &tools)?;
+    let tools = translate::tools(&b)?;
+    let choice = translate::tool_choice(&b, &tools)?;
     let single = !req.parallel_tool_calls();
-    let format = translate::response_format(b)?;
+    let format = translate::response_format(&b)?;
     if tools.iter().any(|t| t.name == JSON_TOOL) {
         return Err(GatewayError::bad_request(
             "tools",
             format!("the tool name {JSON_TOOL:?} is reserved by the gateway"),
         ));
     }
+    let mut tools_out = Vec::new();
+    let mut tool_choice = None;
     match format {
         ResponseFormat::Text => {
             if !tools.is_empty() {
-                let list: Vec<Value> = tools
+                tools_out = tools
                     .iter()
-                    .map(|t| {
-                        let mut o = Map::new();
-                        o.insert("name".into(), json!(t.name));
-                        if let Some(d) = &t.description {
-                            o.insert("description".into(), json!(d));
-                        }
-                        o.insert("input_schema".into(), input_schema(t.parameters.as_ref()));
-                        Value::Object(o)
+                    .map(|t| ToolOut {
+                        name: &t.name,
+                        description: t.description.as_deref().map(Cow::Borrowed),
+                        input_schema: InputSchema::of(t.parameters),
                     })
                     .collect();
-                out.insert("tools".into(), Value::Array(list));
-                let mut tc = match &choice {
-                    None | Some(ToolChoice::Auto) => json!({"type": "auto"}),
-                    Some(ToolChoice::None) => json!({"type": "none"}),
-                    Some(ToolChoice::Required) => json!({"type": "any"}),
-                    Some(ToolChoice::Named(n)) => json!({"type": "tool", "name": n}),
+                let (kind, name) = match &choice {
+                    None | Some(ToolChoice::Auto) => ("auto", None),
+                    Some(ToolChoice::None) => ("none", None),
+                    Some(ToolChoice::Required) => ("any", None),
+                    Some(ToolChoice::Named(n)) => ("tool", Some(n.as_str())),
                 };
-                if single && tc["type"] != "none" {
-                    tc["disable_parallel_tool_use"] = json!(true);
-                }
                 if choice.is_some() || single {
-                    out.insert("tool_choice".into(), tc);
+                    tool_choice = Some(ToolChoiceOut {
+                        kind,
+                        name,
+                        disable_parallel_tool_use: single && kind != "none",
+                    });
                 }
             }
         }
@@ -269,69 +220,262 @@ pub fn encode_request(
                     "the schema's root must be an object for Anthropic models",
                 ));
             }
-            out.insert(
-                "tools".into(),
-                json!([{
-                    "name": JSON_TOOL,
-                    "description": format!("Give the final answer by calling this tool with {description}."),
-                    "input_schema": input_schema(Some(&schema)),
-                }]),
-            );
-            out.insert(
-                "tool_choice".into(),
-                json!({"type": "tool", "name": JSON_TOOL, "disable_parallel_tool_use": true}),
-            );
+            tools_out.push(ToolOut {
+                name: JSON_TOOL,
+                description: Some(Cow::Owned(format!(
+                    "Give the final answer by calling this tool with {description}."
+                ))),
+                input_schema: InputSchema::Tree(object_schema(schema)),
+            });
+            tool_choice = Some(ToolChoiceOut {
+                kind: "tool",
+                name: Some(JSON_TOOL),
+                disable_parallel_tool_use: true,
+            });
         }
     }
-    if let Some(u) = b.get("user").and_then(Value::as_str) {
-        out.insert("metadata".into(), json!({"user_id": u}));
-    }
-    if req.stream {
-        out.insert("stream".into(), json!(true));
-    }
-    Ok(Value::Object(out))
+    let body = MessagesBody {
+        model: &call.upstream_model,
+        max_tokens,
+        system,
+        messages,
+        stop_sequences,
+        temperature,
+        top_p: b.raw("top_p").filter(|v| !translate::is_null(v)).map(Raw),
+        top_k: b.raw("top_k").filter(|v| !translate::is_null(v)).map(Raw),
+        tools: tools_out,
+        tool_choice,
+        metadata: b.str("user").map(|user_id| Metadata { user_id }),
+        stream: req.stream,
+    };
+    let size = b.raw("messages").map_or(0, |m| m.get().len()) + 512;
+    translate::to_bytes(&body, size)
 }
 
-/// A tool's `input_schema`: Anthropic requires an object schema.
-fn input_schema(params: Option<&Value>) -> Value {
-    match params {
-        Some(Value::Object(o)) => {
-            let mut o = o.clone();
-            o.entry("type").or_insert_with(|| json!("object"));
-            Value::Object(o)
+/// A top-level request field is translated, harmless, or a 400 naming it.
+fn check_field(k: &str, raw: &RawValue) -> Result<(), GatewayError> {
+    /// Fields with an equivalent upstream, and `seed`, which is sampling determinism only:
+    /// it cannot change what is asked.
+    const TRANSLATED: &[&str] = &[
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "n",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "user",
+        "seed",
+    ];
+    if TRANSLATED.contains(&k) {
+        return Ok(());
+    }
+    let v = translate::value(raw);
+    match k {
+        _ if v.is_null() => Ok(()),
+        "presence_penalty" | "frequency_penalty" if v.as_f64() == Some(0.0) => Ok(()),
+        "reasoning_effort" if v == "none" => Ok(()),
+        k if translate::harmless(k, &v) => Ok(()),
+        "reasoning_effort" => Err(unsupported(
+            NAME,
+            k,
+            "extended thinking cannot be requested through the OpenAI API of this gateway; omit it",
+        )),
+        other => Err(unsupported(
+            NAME,
+            other,
+            "the Messages API has no equivalent and dropping it could change the answer; remove it",
+        )),
+    }
+}
+
+/// The Messages API request body; fields in the order Anthropic documents them.
+#[derive(Serialize)]
+struct MessagesBody<'a> {
+    model: &'a str,
+    max_tokens: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    system: Vec<BlockOut<'a>>,
+    messages: Vec<Turn<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<Raw<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<Raw<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<ToolOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<ToolChoiceOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Metadata<'a>>,
+    #[serde(skip_serializing_if = "is_false")]
+    stream: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn no_text(s: &&Str) -> bool {
+    s.is_empty()
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    user_id: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct Turn<'a> {
+    role: &'static str,
+    content: Vec<BlockOut<'a>>,
+}
+
+/// A content block.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockOut<'a> {
+    Text {
+        text: Str<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Raw<'a>>,
+    },
+    Image {
+        source: BlockSource<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: Option<Raw<'a>>,
+    },
+    Document {
+        source: BlockSource<'a>,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: &'a Args<'a>,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        #[serde(skip_serializing_if = "no_text")]
+        content: &'a Str<'a>,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockSource<'a> {
+    Base64 { media_type: &'a str, data: &'a str },
+    Url { url: &'a str },
+}
+
+#[derive(Serialize)]
+struct ToolOut<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<Cow<'a, str>>,
+    input_schema: InputSchema<'a>,
+}
+
+#[derive(Serialize)]
+struct ToolChoiceOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_false")]
+    disable_parallel_tool_use: bool,
+}
+
+/// A tool's `input_schema`: Anthropic requires an object schema, so one without a `type` gets
+/// `"type": "object"` (last, as a JSON tree would insert it), and a tool without parameters
+/// gets an empty one.
+enum InputSchema<'a> {
+    /// The client's schema, its top-level fields raw.
+    Fields(RawObject<'a>),
+    Tree(Value),
+    Empty,
+}
+
+impl<'a> InputSchema<'a> {
+    fn of(parameters: Option<Raw<'a>>) -> Self {
+        match parameters.and_then(|p| RawObject::parse(p.0)) {
+            Some(o) => InputSchema::Fields(o),
+            None => InputSchema::Empty,
         }
-        _ => json!({"type": "object", "properties": {}}),
     }
 }
 
-fn text_block(text: &str, cache_control: Option<&Value>) -> Value {
-    let mut b = json!({"type": "text", "text": text});
-    if let Some(cc) = cache_control {
-        b["cache_control"] = cc.clone();
-    }
-    b
-}
-
-fn part_block(p: &Part) -> Result<Value, GatewayError> {
-    Ok(match p {
-        Part::Text(t) => text_block(&t.text, t.cache_control.as_ref()),
-        Part::Image(src, cc) => {
-            let source = match src {
-                Source::Inline { mime, data } => {
-                    json!({"type": "base64", "media_type": mime, "data": data})
+impl Serialize for InputSchema<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            InputSchema::Fields(o) => {
+                let mut m = s.serialize_map(None)?;
+                for (k, v) in &o.0 {
+                    m.serialize_entry(k, v)?;
                 }
-                Source::Url { url, .. } => json!({"type": "url", "url": url}),
-            };
-            let mut b = json!({"type": "image", "source": source});
-            if let Some(cc) = cc {
-                b["cache_control"] = cc.clone();
+                if o.get("type").is_none() {
+                    m.serialize_entry("type", "object")?;
+                }
+                m.end()
             }
-            b
+            InputSchema::Tree(v) => v.serialize(s),
+            InputSchema::Empty => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("type", "object")?;
+                m.serialize_entry("properties", &Map::new())?;
+                m.end()
+            }
         }
-        Part::File { mime, data } if mime == "application/pdf" => json!({
-            "type": "document",
-            "source": {"type": "base64", "media_type": mime, "data": data},
-        }),
+    }
+}
+
+/// A schema tree with `"type": "object"` when it names no type.
+fn object_schema(mut schema: Value) -> Value {
+    if let Value::Object(o) = &mut schema {
+        o.entry("type").or_insert_with(|| json!("object"));
+        schema
+    } else {
+        json!({"type": "object", "properties": {}})
+    }
+}
+
+fn text_block<'a>(t: &'a Text<'a>) -> BlockOut<'a> {
+    BlockOut::Text {
+        text: t.text.clone(),
+        cache_control: t.cache_control,
+    }
+}
+
+fn part_block<'a>(p: &'a Part<'a>) -> Result<BlockOut<'a>, GatewayError> {
+    Ok(match p {
+        Part::Text(t) => text_block(t),
+        Part::Image(src, cache_control) => BlockOut::Image {
+            source: match src {
+                Source::Inline { mime, data } => BlockSource::Base64 {
+                    media_type: mime,
+                    data,
+                },
+                Source::Url { url, .. } => BlockSource::Url { url },
+            },
+            cache_control: *cache_control,
+        },
+        Part::File { mime, data } if mime == "application/pdf" => BlockOut::Document {
+            source: BlockSource::Base64 {
+                media_type: mime,
+                data,
+            },
+        },
         Part::File { mime, .. } => {
             return Err(unsupported(
                 NAME,
@@ -351,8 +495,8 @@ fn part_block(p: &Part) -> Result<Value, GatewayError> {
 
 /// OpenAI messages -> Anthropic turns: tool results become `user` turns of `tool_result`
 /// blocks, consecutive same-role turns merge, empty ones disappear.
-fn encode_messages(conv: &Conversation) -> Result<Vec<Value>, GatewayError> {
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+fn encode_messages<'a>(conv: &'a Conversation<'a>) -> Result<Vec<Turn<'a>>, GatewayError> {
+    let mut turns: Vec<Turn<'a>> = Vec::with_capacity(conv.turns.len());
     for t in &conv.turns {
         let (role, blocks) = match t {
             Msg::User(parts) => (
@@ -363,54 +507,67 @@ fn encode_messages(conv: &Conversation) -> Result<Vec<Value>, GatewayError> {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
             Msg::Assistant { parts, calls } => {
-                let mut blocks = parts
-                    .iter()
-                    .map(part_block)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let mut blocks = Vec::with_capacity(parts.len() + calls.len());
+                for p in parts {
+                    blocks.push(part_block(p)?);
+                }
                 for c in calls {
-                    blocks.push(
-                        json!({"type": "tool_use", "id": c.id, "name": c.name, "input": c.args}),
-                    );
+                    blocks.push(BlockOut::ToolUse {
+                        id: &c.id,
+                        name: &c.name,
+                        input: &c.args,
+                    });
                 }
                 ("assistant", blocks)
             }
-            Msg::Tool { id, content, .. } => {
-                let mut b = json!({"type": "tool_result", "tool_use_id": id});
-                if !content.is_empty() {
-                    b["content"] = json!(content);
-                }
-                ("user", vec![b])
-            }
+            Msg::Tool { id, content, .. } => (
+                "user",
+                vec![BlockOut::ToolResult {
+                    tool_use_id: id,
+                    content,
+                }],
+            ),
         };
         if blocks.is_empty() {
             continue;
         }
         match turns.last_mut() {
-            Some((r, existing)) if *r == role => existing.extend(blocks),
-            _ => turns.push((role, blocks)),
+            Some(last) if last.role == role => last.content.extend(blocks),
+            _ => turns.push(Turn {
+                role,
+                content: blocks,
+            }),
         }
     }
     // Anthropic wants a user turn's tool results before anything else in it.
-    for (role, blocks) in &mut turns {
-        if *role == "user" {
-            blocks.sort_by_key(|b| b["type"] != "tool_result");
+    for t in &mut turns {
+        if t.role == "user" {
+            t.content
+                .sort_by_key(|b| !matches!(b, BlockOut::ToolResult { .. }));
         }
     }
     // A final assistant turn is a prefill, which must not end with whitespace.
-    if let Some(("assistant", blocks)) = turns.last_mut() {
-        if let Some(Value::String(s)) = blocks.last_mut().and_then(|b| b.get_mut("text")) {
-            let trimmed = s.trim_end().len();
-            s.truncate(trimmed);
+    if let Some(last) = turns.last_mut().filter(|t| t.role == "assistant") {
+        if let Some(BlockOut::Text { text, .. }) = last.content.last_mut() {
+            let full = text.decode();
+            let n = full.trim_end().len();
+            if n < full.len() {
+                *text = Str::Text(match full {
+                    Cow::Borrowed(s) => Cow::Borrowed(&s[..n]),
+                    Cow::Owned(mut s) => {
+                        s.truncate(n);
+                        Cow::Owned(s)
+                    }
+                });
+            }
         }
-        blocks.retain(|b| b["type"] != "text" || b["text"] != "");
-        if blocks.is_empty() {
+        last.content
+            .retain(|b| !matches!(b, BlockOut::Text { text, .. } if text.is_empty()));
+        if last.content.is_empty() {
             turns.pop();
         }
     }
-    Ok(turns
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect())
+    Ok(turns)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -930,7 +1087,8 @@ mod tests {
 
     fn encode(body: Value) -> Result<Value, GatewayError> {
         let req = ChatRequest::parse(body.to_string().as_bytes())?;
-        encode_request(&req, &call(false), 4096)
+        let bytes = encode_request(&req, &call(false), 4096)?;
+        Ok(serde_json::from_slice(&bytes).unwrap())
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! `reasoning_effort` becomes a thinking budget; `user` cannot change the answer and is dropped;
 //! any other field without an equivalent is a 400 naming it.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::api::{
@@ -18,7 +21,8 @@ use crate::api::{
 use crate::config::{BaseUrl, ProviderConfig};
 use crate::error::{kind_for_status, label_for_status, GatewayError};
 use crate::providers::translate::{
-    self, unsupported, Conversation, Msg, Part, ResponseFormat, Source, ToolChoice,
+    self, unsupported, Args, Conversation, Fields, Msg, Part, Raw, ResponseFormat, Source, Str,
+    ToolChoice,
 };
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
@@ -64,8 +68,6 @@ impl Provider for Gemini {
     ) -> Result<UpstreamRequest, GatewayError> {
         let model = model_path(&call.upstream_model)?;
         let body = encode_request(req)?;
-        let bytes = serde_json::to_vec(&body)
-            .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
         let path = if req.stream {
             format!(
                 "{}/v1beta/{model}:streamGenerateContent?alt=sse",
@@ -74,11 +76,7 @@ impl Provider for Gemini {
         } else {
             format!("{}/v1beta/{model}:generateContent", backend.path)
         };
-        Ok(UpstreamRequest::post(
-            path,
-            self.headers(),
-            Bytes::from(bytes),
-        ))
+        Ok(UpstreamRequest::post(path, self.headers(), body))
     }
 
     fn chat_response(&self, body: Bytes, call: &CallInfo) -> Result<Translated, GatewayError> {
@@ -161,126 +159,136 @@ pub fn model_path(model: &str) -> Result<String, GatewayError> {
 // ---------------------------------------------------------------------------------------------
 // Request encoding
 
-/// The `generateContent` body for an OpenAI chat request.
-pub fn encode_request(req: &ChatRequest) -> Result<Value, GatewayError> {
-    let b = req.body();
-    for (k, v) in b {
-        if v.is_null() {
+/// The `generateContent` body for an OpenAI chat request, serialized.
+pub fn encode_request(req: &ChatRequest) -> Result<Bytes, GatewayError> {
+    let b = Fields(req.fields());
+    /// Fields with an equivalent upstream, and `user`, which identifies the end user for abuse
+    /// reports only.
+    const TRANSLATED: &[&str] = &[
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "top_p",
+        "top_k",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "n",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "reasoning_effort",
+        "user",
+    ];
+    for (k, raw) in b.0 {
+        if TRANSLATED.contains(&k.as_str()) {
             continue;
         }
-        match k.as_str() {
-            "model" | "messages" | "stream" | "stream_options" | "temperature" | "top_p"
-            | "top_k" | "max_tokens" | "max_completion_tokens" | "stop" | "n" | "seed"
-            | "presence_penalty" | "frequency_penalty" | "tools" | "tool_choice"
-            | "parallel_tool_calls" | "response_format" | "reasoning_effort" => {}
-            // Identifies the end user for abuse reports only.
-            "user" => {}
-            k if translate::harmless(k, v) => {}
-            other => {
-                return Err(unsupported(
-                    NAME,
-                    other,
-                    "the Gemini API has no equivalent and dropping it could change the answer; remove it",
-                ))
-            }
+        let v = translate::value(raw);
+        if !v.is_null() && !translate::harmless(k, &v) {
+            return Err(unsupported(
+                NAME,
+                k,
+                "the Gemini API has no equivalent and dropping it could change the answer; remove it",
+            ));
         }
     }
 
-    let conv = Conversation::parse(req.messages())?;
-    let contents = encode_contents(&conv)?;
+    let conv = Conversation::of(&b)?;
+    let contents = encode_contents(&conv);
     if contents.is_empty() {
         return Err(GatewayError::bad_request(
             "messages",
             "'messages' needs at least one user or assistant message with content",
         ));
     }
-    let mut out = Map::new();
-    out.insert("contents".into(), Value::Array(contents));
-    if !conv.system.is_empty() {
-        let parts: Vec<Value> = conv
+    let system_instruction = (!conv.system.is_empty()).then(|| SystemInstruction {
+        parts: conv
             .system
             .iter()
-            .map(|t| json!({"text": t.text}))
-            .collect();
-        out.insert("systemInstruction".into(), json!({ "parts": parts }));
-    }
+            .map(|t| GeminiPartOut::Text(&t.text))
+            .collect(),
+    });
 
-    let tools = translate::tools(b)?;
-    let choice = translate::tool_choice(b, &tools)?;
+    let tools = translate::tools(&b)?;
+    let choice = translate::tool_choice(&b, &tools)?;
+    let mut tools_out = None;
+    let mut tool_config = None;
     if !tools.is_empty() {
-        let decls: Vec<Value> = tools
+        let function_declarations = tools
             .iter()
             .map(|t| {
-                let mut d = Map::new();
-                d.insert("name".into(), json!(t.name));
-                if let Some(desc) = &t.description {
-                    d.insert("description".into(), json!(desc));
-                }
                 // Gemini rejects an object schema without properties: a function without
                 // parameters simply has none.
-                if let Some(p) = t.parameters.as_ref().map(schema) {
-                    let empty_object = p.get("type").is_some_and(|t| t == "object")
-                        && p.get("properties")
-                            .and_then(Value::as_object)
-                            .is_none_or(Map::is_empty);
-                    if !empty_object {
-                        d.insert("parameters".into(), p);
-                    }
+                let parameters = t
+                    .parameters
+                    .map(|p| schema(&translate::value(p.0)))
+                    .filter(|p| {
+                        let empty_object = p.get("type").is_some_and(|t| t == "object")
+                            && p.get("properties")
+                                .and_then(Value::as_object)
+                                .is_none_or(Map::is_empty);
+                        !empty_object
+                    });
+                FunctionDeclaration {
+                    name: &t.name,
+                    description: t.description.as_deref(),
+                    parameters,
                 }
-                Value::Object(d)
             })
             .collect();
-        out.insert("tools".into(), json!([{ "functionDeclarations": decls }]));
-        if let Some(c) = choice {
-            let cfg = match c {
-                ToolChoice::Auto => json!({"mode": "AUTO"}),
-                ToolChoice::None => json!({"mode": "NONE"}),
-                ToolChoice::Required => json!({"mode": "ANY"}),
-                ToolChoice::Named(n) => json!({"mode": "ANY", "allowedFunctionNames": [n]}),
+        tools_out = Some([ToolsOut {
+            function_declarations,
+        }]);
+        tool_config = choice.as_ref().map(|c| {
+            let (mode, named) = match c {
+                ToolChoice::Auto => ("AUTO", None),
+                ToolChoice::None => ("NONE", None),
+                ToolChoice::Required => ("ANY", None),
+                ToolChoice::Named(n) => ("ANY", Some([n.as_str()])),
             };
-            out.insert("toolConfig".into(), json!({ "functionCallingConfig": cfg }));
-        }
+            ToolConfig {
+                function_calling_config: FunctionCallingConfig {
+                    mode,
+                    allowed_function_names: named,
+                },
+            }
+        });
     }
 
-    let mut gen = Map::new();
-    if let Some(t) = translate::temperature(b)? {
-        gen.insert("temperature".into(), json!(t));
-    }
-    for (from, to) in [
-        ("top_p", "topP"),
-        ("top_k", "topK"),
-        ("seed", "seed"),
-        ("presence_penalty", "presencePenalty"),
-        ("frequency_penalty", "frequencyPenalty"),
-    ] {
-        if let Some(v) = b.get(from).filter(|v| !v.is_null()) {
-            gen.insert(to.into(), v.clone());
-        }
-    }
-    let n = translate::choices(b)?;
+    let raw = |key: &str| b.raw(key).filter(|v| !translate::is_null(v)).map(Raw);
+    let mut gen = GenerationConfig {
+        temperature: translate::temperature(&b)?,
+        top_p: raw("top_p"),
+        top_k: raw("top_k"),
+        seed: raw("seed"),
+        presence_penalty: raw("presence_penalty"),
+        frequency_penalty: raw("frequency_penalty"),
+        ..GenerationConfig::default()
+    };
+    let n = translate::choices(&b)?;
     if n > 1 {
-        gen.insert("candidateCount".into(), json!(n));
+        gen.candidate_count = Some(n);
     }
-    if let Some(m) = translate::max_tokens(b)? {
-        gen.insert("maxOutputTokens".into(), json!(m));
-    }
-    let stop = translate::stop_sequences(b);
-    if !stop.is_empty() {
-        gen.insert("stopSequences".into(), json!(stop));
-    }
-    match translate::response_format(b)? {
+    gen.max_output_tokens = translate::max_tokens(&b)?;
+    gen.stop_sequences = translate::stop_sequences(&b);
+    match translate::response_format(&b)? {
         ResponseFormat::Text => {}
-        ResponseFormat::JsonObject => {
-            gen.insert("responseMimeType".into(), json!("application/json"));
-        }
+        ResponseFormat::JsonObject => gen.response_mime_type = Some("application/json"),
         ResponseFormat::JsonSchema { schema: s, .. } => {
-            gen.insert("responseMimeType".into(), json!("application/json"));
-            gen.insert("responseSchema".into(), schema(&s));
+            gen.response_mime_type = Some("application/json");
+            gen.response_schema = Some(schema(&s));
         }
     }
     if let Some(effort) = b.get("reasoning_effort").filter(|v| !v.is_null()) {
         // The budgets Google's own OpenAI-compatible endpoint uses.
-        let budget = match effort.as_str() {
+        let thinking_budget = match effort.as_str() {
             Some("none") => 0,
             Some("minimal") | Some("low") => 1024,
             Some("medium") => 8192,
@@ -292,54 +300,215 @@ pub fn encode_request(req: &ChatRequest) -> Result<Value, GatewayError> {
                 ))
             }
         };
-        gen.insert("thinkingConfig".into(), json!({ "thinkingBudget": budget }));
+        gen.thinking_config = Some(ThinkingConfig { thinking_budget });
     }
-    if !gen.is_empty() {
-        out.insert("generationConfig".into(), Value::Object(gen));
-    }
-    Ok(Value::Object(out))
+    let body = GenerateBody {
+        contents,
+        system_instruction,
+        tools: tools_out,
+        tool_config,
+        generation_config: gen,
+    };
+    let size = b.raw("messages").map_or(0, |m| m.get().len()) + 512;
+    translate::to_bytes(&body, size)
 }
 
-fn part(p: &Part) -> Value {
+/// The `generateContent` request body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateBody<'a> {
+    contents: Vec<ContentOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_instruction: Option<SystemInstruction<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<[ToolsOut<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_config: Option<ToolConfig<'a>>,
+    #[serde(skip_serializing_if = "GenerationConfig::is_empty")]
+    generation_config: GenerationConfig<'a>,
+}
+
+#[derive(Serialize)]
+struct SystemInstruction<'a> {
+    parts: Vec<GeminiPartOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct ContentOut<'a> {
+    role: &'static str,
+    parts: Vec<GeminiPartOut<'a>>,
+}
+
+/// One part: `{"text": ...}`, `{"inlineData": {...}}`, ...
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+enum GeminiPartOut<'a> {
+    Text(&'a Str<'a>),
+    #[serde(rename_all = "camelCase")]
+    InlineData {
+        mime_type: Cow<'a, str>,
+        data: &'a str,
+    },
+    #[serde(rename_all = "camelCase")]
+    FileData {
+        mime_type: &'a str,
+        file_uri: &'a str,
+    },
+    FunctionCall {
+        name: &'a str,
+        args: &'a Args<'a>,
+    },
+    FunctionResponse {
+        name: &'a str,
+        response: FunctionResult<'a>,
+    },
+}
+
+/// A `functionResponse`'s `response`, which must be an object: a JSON object result is passed
+/// as is, anything else as Gemini's documented `output` key.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FunctionResult<'a> {
+    Object(&'a RawValue),
+    Decoded(Box<RawValue>),
+    Output { output: &'a Str<'a> },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolsOut<'a> {
+    function_declarations: Vec<FunctionDeclaration<'a>>,
+}
+
+#[derive(Serialize)]
+struct FunctionDeclaration<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ToolConfig<'a> {
+    function_calling_config: FunctionCallingConfig<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FunctionCallingConfig<'a> {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed_function_names: Option<[&'a str; 1]>,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<Raw<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<Raw<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<Raw<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<Raw<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<Raw<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidate_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_output_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stop_sequences: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_mime_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_schema: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_config: Option<ThinkingConfig>,
+}
+
+impl GenerationConfig<'_> {
+    fn is_empty(&self) -> bool {
+        self.temperature.is_none()
+            && self.top_p.is_none()
+            && self.top_k.is_none()
+            && self.seed.is_none()
+            && self.presence_penalty.is_none()
+            && self.frequency_penalty.is_none()
+            && self.candidate_count.is_none()
+            && self.max_output_tokens.is_none()
+            && self.stop_sequences.is_empty()
+            && self.response_mime_type.is_none()
+            && self.response_schema.is_none()
+            && self.thinking_config.is_none()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ThinkingConfig {
+    thinking_budget: u32,
+}
+
+fn part<'a>(p: &'a Part<'a>) -> GeminiPartOut<'a> {
     match p {
-        Part::Text(t) => json!({"text": t.text}),
+        Part::Text(t) => GeminiPartOut::Text(&t.text),
         Part::Image(Source::Inline { mime, data }, _) | Part::File { mime, data } => {
-            json!({"inlineData": {"mimeType": mime, "data": data}})
+            GeminiPartOut::InlineData {
+                mime_type: Cow::Borrowed(mime),
+                data,
+            }
         }
-        Part::Image(Source::Url { url, mime }, _) => {
-            json!({"fileData": {"mimeType": mime, "fileUri": url}})
-        }
-        Part::Audio { data, format } => {
-            json!({"inlineData": {"mimeType": format!("audio/{format}"), "data": data}})
-        }
+        Part::Image(Source::Url { url, mime }, _) => GeminiPartOut::FileData {
+            mime_type: mime,
+            file_uri: url,
+        },
+        Part::Audio { data, format } => GeminiPartOut::InlineData {
+            mime_type: Cow::Owned(format!("audio/{format}")),
+            data,
+        },
     }
 }
 
 /// OpenAI messages -> Gemini `contents`: roles `user`/`model`, tool results as
 /// `functionResponse` parts in a user turn, consecutive same-role turns merged (Gemini wants
 /// them alternating), empty ones dropped.
-fn encode_contents(conv: &Conversation) -> Result<Vec<Value>, GatewayError> {
-    let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
+fn encode_contents<'a>(conv: &'a Conversation<'a>) -> Vec<ContentOut<'a>> {
+    let mut turns: Vec<ContentOut<'a>> = Vec::with_capacity(conv.turns.len());
     for t in &conv.turns {
         let (role, parts) = match t {
             Msg::User(parts) => ("user", parts.iter().map(part).collect::<Vec<_>>()),
             Msg::Assistant { parts, calls } => {
-                let mut out: Vec<Value> = parts.iter().map(part).collect();
+                let mut out = Vec::with_capacity(parts.len() + calls.len());
+                out.extend(parts.iter().map(part));
                 for c in calls {
-                    out.push(json!({"functionCall": {"name": c.name, "args": c.args}}));
+                    out.push(GeminiPartOut::FunctionCall {
+                        name: &c.name,
+                        args: &c.args,
+                    });
                 }
                 ("model", out)
             }
             Msg::Tool { name, content, .. } => {
-                // `response` must be an object: a JSON object result is passed as is, anything
-                // else as Gemini's documented `output` key.
-                let response = match serde_json::from_str::<Value>(content) {
-                    Ok(v @ Value::Object(_)) => v,
-                    _ => json!({ "output": content }),
+                let object = |v: &RawValue| v.get().starts_with('{');
+                let response = match content.decode() {
+                    Cow::Borrowed(s) => match serde_json::from_str::<&RawValue>(s) {
+                        Ok(v) if object(v) => FunctionResult::Object(v),
+                        _ => FunctionResult::Output { output: content },
+                    },
+                    Cow::Owned(s) => match RawValue::from_string(s) {
+                        Ok(v) if object(&v) => FunctionResult::Decoded(v),
+                        _ => FunctionResult::Output { output: content },
+                    },
                 };
                 (
                     "user",
-                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                    vec![GeminiPartOut::FunctionResponse { name, response }],
                 )
             }
         };
@@ -347,14 +516,11 @@ fn encode_contents(conv: &Conversation) -> Result<Vec<Value>, GatewayError> {
             continue;
         }
         match turns.last_mut() {
-            Some((r, existing)) if *r == role => existing.extend(parts),
-            _ => turns.push((role, parts)),
+            Some(last) if last.role == role => last.parts.extend(parts),
+            _ => turns.push(ContentOut { role, parts }),
         }
     }
-    Ok(turns
-        .into_iter()
-        .map(|(role, parts)| json!({"role": role, "parts": parts}))
-        .collect())
+    turns
 }
 
 /// A JSON Schema reduced to the OpenAPI subset Gemini accepts: `$ref`s inlined, `["T","null"]`
@@ -1044,7 +1210,8 @@ mod tests {
     }
 
     fn encode(body: Value) -> Result<Value, GatewayError> {
-        encode_request(&ChatRequest::parse(body.to_string().as_bytes())?)
+        let bytes = encode_request(&ChatRequest::parse(body.to_string().as_bytes())?)?;
+        Ok(serde_json::from_slice(&bytes).unwrap())
     }
 
     #[test]

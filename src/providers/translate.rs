@@ -7,8 +7,14 @@
 //! `metadata`, ...); otherwise, unknown fields included, the request is refused with a 400 naming
 //! it, so a client never gets an answer to a different question than the one it asked.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use bytes::Bytes;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::api::Usage;
@@ -37,8 +43,224 @@ pub fn harmless(field: &str, v: &Value) -> bool {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reading the request without building its JSON tree
+//
+// The request is kept as raw top-level fields (`ChatRequest::fields`). The translators read
+// the few small fields they need as values, one at a time, and the messages and tools into
+// borrowed structures, in one pass: message text stays JSON text ([`Str`]) and is written to
+// the upstream as sent; other strings point into the request unless they had escapes; JSON
+// the upstream takes as is (tool schemas, tool call arguments, `cache_control`) stays raw.
+// Every object is read as its raw fields, a key sent twice keeping its last value, and a field
+// of the wrong type reads as absent: what a JSON tree and `Value::as_str` gave before.
+
+/// The request's top-level fields, read one at a time from their raw JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields<'a>(pub &'a [(String, Box<RawValue>)]);
+
+impl<'a> Fields<'a> {
+    /// A field as sent.
+    pub fn raw(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// A field as a JSON value, as `ChatRequest::body` has it.
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.raw(key).map(value)
+    }
+
+    /// A string field (`None` when absent or not a string).
+    pub fn str(&self, key: &str) -> Option<Cow<'a, str>> {
+        str_of(self.raw(key))
+    }
+}
+
+/// Raw JSON as a value (null if it cannot be one, as `ChatRequest::body` does).
+pub fn value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+pub fn is_null(raw: &RawValue) -> bool {
+    raw.get() == "null"
+}
+
+/// Raw JSON compared by its text: what the tests of the structures below need.
+#[derive(Debug, Clone, Copy)]
+pub struct Raw<'a>(pub &'a RawValue);
+
+impl PartialEq for Raw<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Serialize for Raw<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// A JSON string, borrowed from the input unless it had escapes (serde's `Cow<str>` always
+/// copies).
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `Value::as_str` on raw JSON.
+pub fn str_of(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<CowStr>(raw?.get()).ok().map(|s| s.0)
+}
+
+/// A string of the request as sent: its JSON text, escapes included, decoded only when the
+/// value is needed. Written back as sent, so a long prompt is copied, not decoded and escaped
+/// again. Also a plain string, for text the gateway makes (joined parts, a trimmed prefill).
+#[derive(Clone)]
+pub enum Str<'a> {
+    /// A JSON string literal (quotes included).
+    Json(&'a RawValue),
+    Text(Cow<'a, str>),
+}
+
+impl<'a> Str<'a> {
+    /// `Some` when `raw` is a JSON string.
+    pub fn json(raw: Option<&'a RawValue>) -> Option<Str<'a>> {
+        raw.filter(|r| r.get().starts_with('"')).map(Str::Json)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Str::Json(r) => r.get().len() == 2,
+            Str::Text(t) => t.is_empty(),
+        }
+    }
+
+    /// The value: borrowed from the request when it had no escapes.
+    pub fn decode(&self) -> Cow<'a, str> {
+        match self {
+            Str::Json(r) => {
+                let s = r.get();
+                match s.get(1..s.len().saturating_sub(1)) {
+                    Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
+                    _ => str_of(Some(r)).unwrap_or_default(),
+                }
+            }
+            Str::Text(t) => t.clone(),
+        }
+    }
+}
+
+impl Serialize for Str<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Str::Json(r) => r.serialize(s),
+            Str::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl std::fmt::Debug for Str<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        self.decode().fmt(f)
+    }
+}
+
+impl PartialEq for Str<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.decode() == other.decode()
+    }
+}
+
+impl PartialEq<&str> for Str<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.decode() == *other
+    }
+}
+
+impl<'a> From<&'a str> for Str<'a> {
+    fn from(s: &'a str) -> Self {
+        Str::Text(Cow::Borrowed(s))
+    }
+}
+
+/// A JSON object as its raw fields, in order; a key sent twice keeps its last value in its
+/// first place, as in a JSON tree.
+#[derive(Debug, Default)]
+pub struct RawObject<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    /// `None` when `raw` is not an object.
+    pub fn parse(raw: &'a RawValue) -> Option<RawObject<'a>> {
+        if !raw.get().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(raw.get()).ok()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// [`RawObject::get`] for a field that may be null.
+    pub fn non_null(&self, key: &str) -> Option<&'a RawValue> {
+        self.get(key).filter(|v| !is_null(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawObject<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<RawObject<'de>, A::Error> {
+                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> =
+                    Vec::with_capacity(a.size_hint().unwrap_or(4));
+                while let Some(CowStr(k)) = a.next_key()? {
+                    let v: &'de RawValue = a.next_value()?;
+                    match out.iter_mut().find(|(x, _)| *x == k) {
+                        Some(slot) => slot.1 = v,
+                        None => out.push((k, v)),
+                    }
+                }
+                Ok(RawObject(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The items of a JSON array, raw (`None` when `raw` is not an array).
+pub fn items(raw: &RawValue) -> Option<Vec<&RawValue>> {
+    if !raw.get().starts_with('[') {
+        return None;
+    }
+    serde_json::from_str(raw.get()).ok()
+}
+
 /// `max_completion_tokens`, else `max_tokens`.
-pub fn max_tokens(body: &Map<String, Value>) -> Result<Option<u64>, GatewayError> {
+pub fn max_tokens(body: &Fields) -> Result<Option<u64>, GatewayError> {
     for key in ["max_completion_tokens", "max_tokens"] {
         match body.get(key) {
             None | Some(Value::Null) => continue,
@@ -53,8 +275,8 @@ pub fn max_tokens(body: &Map<String, Value>) -> Result<Option<u64>, GatewayError
 }
 
 /// `temperature`, checked against OpenAI's range 0-2.
-pub fn temperature(body: &Map<String, Value>) -> Result<Option<f64>, GatewayError> {
-    match body.get("temperature").and_then(Value::as_f64) {
+pub fn temperature(body: &Fields) -> Result<Option<f64>, GatewayError> {
+    match body.get("temperature").and_then(|v| v.as_f64()) {
         None => Ok(None),
         Some(t) if (0.0..=2.0).contains(&t) => Ok(Some(t)),
         Some(_) => Err(GatewayError::bad_request(
@@ -65,7 +287,7 @@ pub fn temperature(body: &Map<String, Value>) -> Result<Option<f64>, GatewayErro
 }
 
 /// `n`, at least 1.
-pub fn choices(body: &Map<String, Value>) -> Result<u64, GatewayError> {
+pub fn choices(body: &Fields) -> Result<u64, GatewayError> {
     match body.get("n") {
         None | Some(Value::Null) => Ok(1),
         Some(v) => v
@@ -76,13 +298,15 @@ pub fn choices(body: &Map<String, Value>) -> Result<u64, GatewayError> {
 }
 
 /// `stop` as a list (a string is one stop sequence).
-pub fn stop_sequences(body: &Map<String, Value>) -> Vec<String> {
+pub fn stop_sequences(body: &Fields) -> Vec<String> {
     match body.get("stop") {
-        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::String(s)) => vec![s],
         Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
             .collect(),
         _ => Vec::new(),
     }
@@ -90,22 +314,24 @@ pub fn stop_sequences(body: &Map<String, Value>) -> Vec<String> {
 
 /// One function tool.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolDef {
-    pub name: String,
-    pub description: Option<String>,
-    /// The JSON Schema of the arguments, if the client gave one.
-    pub parameters: Option<Value>,
+pub struct ToolDef<'a> {
+    pub name: Cow<'a, str>,
+    pub description: Option<Cow<'a, str>>,
+    /// The JSON Schema of the arguments (an object), if the client gave one.
+    pub parameters: Option<Raw<'a>>,
 }
 
 /// `tools`: only `function` tools have an equivalent upstream.
-pub fn tools(body: &Map<String, Value>) -> Result<Vec<ToolDef>, GatewayError> {
-    let Some(list) = body.get("tools").and_then(Value::as_array) else {
+pub fn tools<'a>(body: &Fields<'a>) -> Result<Vec<ToolDef<'a>>, GatewayError> {
+    let Some(list) = body.raw("tools").and_then(items) else {
         return Ok(Vec::new());
     };
     let mut out = Vec::with_capacity(list.len());
-    for (i, t) in list.iter().enumerate() {
+    for (i, t) in list.into_iter().enumerate() {
         let param = format!("tools[{i}]");
-        let kind = t.get("type").and_then(Value::as_str).unwrap_or("function");
+        let t = RawObject::parse(t).unwrap_or_default();
+        let kind = str_of(t.get("type"));
+        let kind = kind.as_deref().unwrap_or("function");
         if kind != "function" {
             return Err(GatewayError::bad_request(
                 &format!("{param}.type"),
@@ -114,16 +340,14 @@ pub fn tools(body: &Map<String, Value>) -> Result<Vec<ToolDef>, GatewayError> {
         }
         let f = t
             .get("function")
-            .and_then(Value::as_object)
+            .and_then(RawObject::parse)
             .ok_or_else(|| {
                 GatewayError::bad_request(
                     &format!("{param}.function"),
                     format!("{param}.function must be an object"),
                 )
             })?;
-        let name = f
-            .get("name")
-            .and_then(Value::as_str)
+        let name = str_of(f.get("name"))
             .filter(|n| !n.is_empty())
             .ok_or_else(|| {
                 GatewayError::bad_request(
@@ -131,9 +355,9 @@ pub fn tools(body: &Map<String, Value>) -> Result<Vec<ToolDef>, GatewayError> {
                     format!("{param}.function.name is required"),
                 )
             })?;
-        let parameters = match f.get("parameters") {
-            None | Some(Value::Null) => None,
-            Some(p @ Value::Object(_)) => Some(p.clone()),
+        let parameters = match f.non_null("parameters") {
+            None => None,
+            Some(p) if p.get().starts_with('{') => Some(Raw(p)),
             Some(_) => {
                 return Err(GatewayError::bad_request(
                     &format!("{param}.function.parameters"),
@@ -142,11 +366,8 @@ pub fn tools(body: &Map<String, Value>) -> Result<Vec<ToolDef>, GatewayError> {
             }
         };
         out.push(ToolDef {
-            name: name.to_string(),
-            description: f
-                .get("description")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            name,
+            description: str_of(f.get("description")),
             parameters,
         });
     }
@@ -162,10 +383,7 @@ pub enum ToolChoice {
 }
 
 /// `tool_choice`, checked against the declared tools.
-pub fn tool_choice(
-    body: &Map<String, Value>,
-    tools: &[ToolDef],
-) -> Result<Option<ToolChoice>, GatewayError> {
+pub fn tool_choice(body: &Fields, tools: &[ToolDef]) -> Result<Option<ToolChoice>, GatewayError> {
     let bad = |m: String| GatewayError::bad_request("tool_choice", m);
     let choice = match body.get("tool_choice") {
         None | Some(Value::Null) => return Ok(None),
@@ -209,7 +427,7 @@ pub enum ResponseFormat {
     },
 }
 
-pub fn response_format(body: &Map<String, Value>) -> Result<ResponseFormat, GatewayError> {
+pub fn response_format(body: &Fields) -> Result<ResponseFormat, GatewayError> {
     let Some(rf) = body.get("response_format").filter(|v| !v.is_null()) else {
         return Ok(ResponseFormat::Text);
     };
@@ -247,77 +465,130 @@ pub fn response_format(body: &Map<String, Value>) -> Result<ResponseFormat, Gate
 
 /// A text block, with Anthropic's prompt-caching marker when the client set one on the part.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Text {
-    pub text: String,
-    pub cache_control: Option<Value>,
+pub struct Text<'a> {
+    pub text: Str<'a>,
+    pub cache_control: Option<Raw<'a>>,
 }
 
 /// Where an image or file comes from.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Source {
+pub enum Source<'a> {
     /// `data:<mime>;base64,<data>`.
-    Inline { mime: String, data: String },
+    Inline {
+        mime: Cow<'a, str>,
+        data: Cow<'a, str>,
+    },
     /// An http(s) URL the upstream fetches itself.
-    Url { url: String, mime: String },
+    Url {
+        url: Cow<'a, str>,
+        mime: &'static str,
+    },
 }
 
 /// One part of a user or assistant message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Part {
-    Text(Text),
-    Image(Source, Option<Value>),
+pub enum Part<'a> {
+    Text(Text<'a>),
+    Image(Source<'a>, Option<Raw<'a>>),
     /// `input_audio`: base64 data and its format (`wav`, `mp3`).
     Audio {
-        data: String,
-        format: String,
+        data: Cow<'a, str>,
+        format: Cow<'a, str>,
     },
     /// `file` with inline `file_data`.
     File {
-        mime: String,
-        data: String,
+        mime: Cow<'a, str>,
+        data: Cow<'a, str>,
     },
 }
 
+/// A tool call's `arguments`: a JSON object, as the client sent it.
+#[derive(Debug, Clone)]
+pub enum Args<'a> {
+    /// Absent or blank: no arguments.
+    Empty,
+    /// Sent as an object, or as a string without escapes.
+    Raw(&'a RawValue),
+    /// Sent as a string with escapes (the usual case: `"{\"city\":\"Paris\"}"`).
+    Owned(Box<RawValue>),
+}
+
+impl Serialize for Args<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Args::Empty => s.serialize_map(Some(0))?.end(),
+            Args::Raw(r) => r.serialize(s),
+            Args::Owned(r) => r.serialize(s),
+        }
+    }
+}
+
+impl PartialEq<Value> for Args<'_> {
+    fn eq(&self, other: &Value) -> bool {
+        match self {
+            Args::Empty => other.as_object().is_some_and(Map::is_empty),
+            Args::Raw(r) => value(r) == *other,
+            Args::Owned(r) => value(r) == *other,
+        }
+    }
+}
+
+impl PartialEq for Args<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    /// The parsed `arguments` object.
-    pub args: Value,
+pub struct ToolCall<'a> {
+    pub id: Cow<'a, str>,
+    pub name: Cow<'a, str>,
+    pub args: Args<'a>,
 }
 
 /// One message, roles reduced to what the upstreams distinguish.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Msg {
-    User(Vec<Part>),
+pub enum Msg<'a> {
+    User(Vec<Part<'a>>),
     Assistant {
-        parts: Vec<Part>,
-        calls: Vec<ToolCall>,
+        parts: Vec<Part<'a>>,
+        calls: Vec<ToolCall<'a>>,
     },
     /// A tool result; `name` is the function's, recovered from the assistant message that
     /// called it (Gemini needs it).
     Tool {
-        id: String,
-        name: String,
-        content: String,
+        id: Cow<'a, str>,
+        name: Cow<'a, str>,
+        content: Str<'a>,
     },
 }
 
 /// The request's messages: system/developer text apart, the rest in order.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Conversation {
-    pub system: Vec<Text>,
-    pub turns: Vec<Msg>,
+pub struct Conversation<'a> {
+    pub system: Vec<Text<'a>>,
+    pub turns: Vec<Msg<'a>>,
 }
 
-impl Conversation {
-    pub fn parse(messages: &[Value]) -> Result<Conversation, GatewayError> {
-        let mut conv = Conversation::default();
+impl<'a> Conversation<'a> {
+    /// Reads the request's `messages` (validated by `ChatRequest::parse`).
+    pub fn of(body: &Fields<'a>) -> Result<Conversation<'a>, GatewayError> {
+        Conversation::parse(body.raw("messages").map_or("[]", RawValue::get))
+    }
+
+    /// Reads a `messages` array given as JSON text.
+    pub fn parse(messages: &'a str) -> Result<Conversation<'a>, GatewayError> {
+        let list: Vec<RawMessage<'a>> = serde_json::from_str(messages).unwrap_or_default();
+        let mut conv = Conversation {
+            system: Vec::new(),
+            turns: Vec::with_capacity(list.len()),
+        };
         // Function names by tool_call_id, from the assistant messages seen so far.
-        let mut names: Vec<(String, String)> = Vec::new();
-        for (i, m) in messages.iter().enumerate() {
-            let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-            let content = m.get("content");
+        let mut names: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
+        for (i, m) in list.into_iter().enumerate() {
+            let role = str_of(m.role);
+            let role = role.as_deref().unwrap_or("");
+            let content = m.content;
             let at = |k: &str| format!("messages[{i}].{k}");
             match role {
                 "system" | "developer" => {
@@ -336,26 +607,23 @@ impl Conversation {
                 "user" => conv.turns.push(Msg::User(parts(content, i)?)),
                 "assistant" => {
                     let parts = parts(content, i)?;
-                    let calls = tool_calls(m, i)?;
+                    let calls = tool_calls(m.tool_calls, i)?;
                     for c in &calls {
                         names.push((c.id.clone(), c.name.clone()));
                     }
                     conv.turns.push(Msg::Assistant { parts, calls });
                 }
                 "tool" => {
-                    let id = m
-                        .get("tool_call_id")
-                        .and_then(Value::as_str)
-                        .ok_or_else(|| {
-                            GatewayError::bad_request(
-                                &at("tool_call_id"),
-                                format!("messages[{i}].tool_call_id is required for tool messages"),
-                            )
-                        })?;
+                    let id = str_of(m.tool_call_id).ok_or_else(|| {
+                        GatewayError::bad_request(
+                            &at("tool_call_id"),
+                            format!("messages[{i}].tool_call_id is required for tool messages"),
+                        )
+                    })?;
                     let name = names
                         .iter()
                         .rev()
-                        .find(|(k, _)| k == id)
+                        .find(|(k, _)| *k == id)
                         .map(|(_, n)| n.clone())
                         .ok_or_else(|| {
                             GatewayError::bad_request(
@@ -364,16 +632,11 @@ impl Conversation {
                             )
                         })?;
                     let content = match content {
-                        None | Some(Value::Null) => String::new(),
-                        Some(Value::String(s)) => s.clone(),
-                        Some(Value::Array(_)) => crate::api::content_text(content),
-                        Some(_) => String::new(),
+                        Some(c) if c.get().starts_with('"') => Str::Json(c),
+                        Some(c) if c.get().starts_with('[') => Str::Text(Cow::Owned(content_text(c))),
+                        _ => Str::Text(Cow::Borrowed("")),
                     };
-                    conv.turns.push(Msg::Tool {
-                        id: id.to_string(),
-                        name,
-                        content,
-                    });
+                    conv.turns.push(Msg::Tool { id, name, content });
                 }
                 _ => {
                     return Err(GatewayError::bad_request(
@@ -387,55 +650,161 @@ impl Conversation {
     }
 }
 
-fn tool_calls(m: &Value, i: usize) -> Result<Vec<ToolCall>, GatewayError> {
-    let Some(list) = m.get("tool_calls").filter(|v| !v.is_null()) else {
+/// What the translators read of one message, raw, in one pass over the list; other fields are
+/// skipped. A key sent twice keeps its last value; anything but an object reads as empty.
+#[derive(Default)]
+struct RawMessage<'a> {
+    role: Option<&'a RawValue>,
+    content: Option<&'a RawValue>,
+    tool_calls: Option<&'a RawValue>,
+    tool_call_id: Option<&'a RawValue>,
+}
+
+enum MessageKey {
+    Role,
+    Content,
+    ToolCalls,
+    ToolCallId,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for MessageKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MessageKey, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = MessageKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MessageKey, E> {
+                Ok(match v {
+                    "role" => MessageKey::Role,
+                    "content" => MessageKey::Content,
+                    "tool_calls" => MessageKey::ToolCalls,
+                    "tool_call_id" => MessageKey::ToolCallId,
+                    _ => MessageKey::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawMessage<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawMessage<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawMessage<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a message")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<RawMessage<'de>, A::Error> {
+                let mut m = RawMessage::default();
+                while let Some(k) = a.next_key::<MessageKey>()? {
+                    let slot = match k {
+                        MessageKey::Role => &mut m.role,
+                        MessageKey::Content => &mut m.content,
+                        MessageKey::ToolCalls => &mut m.tool_calls,
+                        MessageKey::ToolCallId => &mut m.tool_call_id,
+                        MessageKey::Other => {
+                            a.next_value::<de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(a.next_value()?);
+                }
+                Ok(m)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<RawMessage<'de>, A::Error> {
+                while a.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(RawMessage::default())
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawMessage<'de>, E> {
+                Ok(RawMessage::default())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawMessage<'de>, E> {
+                Ok(RawMessage::default())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawMessage<'de>, E> {
+                Ok(RawMessage::default())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawMessage<'de>, E> {
+                Ok(RawMessage::default())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<RawMessage<'de>, E> {
+                Ok(RawMessage::default())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawMessage<'de>, E> {
+                Ok(RawMessage::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The text parts of a content array joined (`api::content_text`).
+fn content_text(parts: &RawValue) -> String {
+    let mut out = String::new();
+    for p in items(parts).unwrap_or_default() {
+        if let Some(t) = RawObject::parse(p).and_then(|p| str_of(p.get("text"))) {
+            out.push_str(&t);
+        }
+    }
+    out
+}
+
+fn tool_calls<'a>(list: Option<&'a RawValue>, i: usize) -> Result<Vec<ToolCall<'a>>, GatewayError> {
+    let Some(list) = list.filter(|l| !is_null(l)) else {
         return Ok(Vec::new());
     };
-    let list = list.as_array().ok_or_else(|| {
+    let list = items(list).ok_or_else(|| {
         GatewayError::bad_request(
             &format!("messages[{i}].tool_calls"),
             format!("messages[{i}].tool_calls must be an array"),
         )
     })?;
     let mut out = Vec::with_capacity(list.len());
-    for (j, c) in list.iter().enumerate() {
+    for (j, c) in list.into_iter().enumerate() {
         let at = |k: &str| format!("messages[{i}].tool_calls[{j}].{k}");
-        let req = |k: &str, v: Option<&str>| {
+        let req = |k: &str, v: Option<Cow<'a, str>>| {
             v.filter(|s| !s.is_empty())
-                .map(str::to_string)
                 .ok_or_else(|| GatewayError::bad_request(&at(k), format!("{} is required", at(k))))
         };
-        let id = req("id", c.get("id").and_then(Value::as_str))?;
-        let f = c.get("function");
+        let c = RawObject::parse(c).unwrap_or_default();
+        let id = req("id", str_of(c.get("id")))?;
+        let f = c.get("function").and_then(RawObject::parse);
         let name = req(
             "function.name",
-            f.and_then(|f| f.get("name")).and_then(Value::as_str),
+            f.as_ref().and_then(|f| str_of(f.get("name"))),
         )?;
-        let args = match f.and_then(|f| f.get("arguments")) {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(Value::String(s)) if s.trim().is_empty() => Value::Object(Map::new()),
-            Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => {
-                    return Err(GatewayError::bad_request(
-                        &at("function.arguments"),
-                        format!(
-                            "{} must be a JSON object encoded as a string",
-                            at("function.arguments")
-                        ),
-                    ))
-                }
+        let bad_args = || {
+            GatewayError::bad_request(
+                &at("function.arguments"),
+                format!(
+                    "{} must be a JSON object encoded as a string",
+                    at("function.arguments")
+                ),
+            )
+        };
+        let args = match f.as_ref().and_then(|f| f.non_null("arguments")) {
+            None => Args::Empty,
+            Some(a) if a.get().starts_with('{') => Args::Raw(a),
+            Some(a) if a.get().starts_with('"') => match str_of(Some(a)) {
+                Some(s) if s.trim().is_empty() => Args::Empty,
+                Some(Cow::Borrowed(s)) => match serde_json::from_str::<&RawValue>(s) {
+                    Ok(r) if r.get().starts_with('{') => Args::Raw(r),
+                    _ => return Err(bad_args()),
+                },
+                Some(Cow::Owned(s)) => match RawValue::from_string(s) {
+                    Ok(r) if r.get().starts_with('{') => Args::Owned(r),
+                    _ => return Err(bad_args()),
+                },
+                None => return Err(bad_args()),
             },
-            Some(v @ Value::Object(_)) => v.clone(),
-            Some(_) => {
-                return Err(GatewayError::bad_request(
-                    &at("function.arguments"),
-                    format!(
-                        "{} must be a JSON object encoded as a string",
-                        at("function.arguments")
-                    ),
-                ))
-            }
+            Some(_) => return Err(bad_args()),
         };
         out.push(ToolCall { id, name, args });
     }
@@ -443,62 +812,67 @@ fn tool_calls(m: &Value, i: usize) -> Result<Vec<ToolCall>, GatewayError> {
 }
 
 /// A message's content as parts (a string is one text part; empty text is dropped).
-fn parts(content: Option<&Value>, i: usize) -> Result<Vec<Part>, GatewayError> {
-    let text = |s: &str, cc: Option<&Value>| {
+fn parts<'a>(content: Option<&'a RawValue>, i: usize) -> Result<Vec<Part<'a>>, GatewayError> {
+    let text = |s: Str<'a>, cc: Option<&'a RawValue>| {
         Part::Text(Text {
-            text: s.to_string(),
-            cache_control: cc.filter(|v| !v.is_null()).cloned(),
+            text: s,
+            cache_control: cc.filter(|v| !is_null(v)).map(Raw),
         })
     };
-    let list = match content {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::String(s)) if s.is_empty() => return Ok(Vec::new()),
-        Some(Value::String(s)) => return Ok(vec![text(s, None)]),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Ok(Vec::new()),
+    let Some(content) = content else {
+        return Ok(Vec::new());
+    };
+    if let Some(s) = Str::json(Some(content)) {
+        return Ok(if s.is_empty() {
+            Vec::new()
+        } else {
+            vec![text(s, None)]
+        });
+    }
+    let Some(list) = items(content) else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::with_capacity(list.len());
-    for (j, p) in list.iter().enumerate() {
+    for (j, p) in list.into_iter().enumerate() {
         let param = format!("messages[{i}].content[{j}]");
         let bad = |m: String| GatewayError::bad_request(&param, m);
-        let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
+        let p = RawObject::parse(p).unwrap_or_default();
+        let kind = str_of(p.get("type"));
+        let kind = kind.as_deref().unwrap_or("");
         let cc = p.get("cache_control");
         match kind {
             "text" | "refusal" => {
-                let s = p
-                    .get(kind)
-                    .and_then(Value::as_str)
+                let s = Str::json(p.get(kind))
                     .ok_or_else(|| bad(format!("{param}.{kind} must be a string")))?;
                 if !s.is_empty() {
                     out.push(text(s, cc));
                 }
             }
             "image_url" => {
-                let url = p
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("{param}.image_url.url must be a string")))?;
+                // An object with a `url`, or the URL itself.
+                let url = p.get("image_url").and_then(|u| match RawObject::parse(u) {
+                    Some(o) => o.get("url").and_then(|u| str_of(Some(u))),
+                    None => str_of(Some(u)),
+                });
+                let url =
+                    url.ok_or_else(|| bad(format!("{param}.image_url.url must be a string")))?;
                 let src = source(url).map_err(|m| bad(format!("{param}.image_url.url: {m}")))?;
-                out.push(Part::Image(src, cc.filter(|v| !v.is_null()).cloned()));
+                out.push(Part::Image(src, cc.filter(|v| !is_null(v)).map(Raw)));
             }
             "input_audio" => {
-                let a = p.get("input_audio");
-                let data = a.and_then(|a| a.get("data")).and_then(Value::as_str);
-                let format = a.and_then(|a| a.get("format")).and_then(Value::as_str);
+                let a = p.get("input_audio").and_then(RawObject::parse);
+                let data = a.as_ref().and_then(|a| str_of(a.get("data")));
+                let format = a.as_ref().and_then(|a| str_of(a.get("format")));
                 match (data, format) {
-                    (Some(d), Some(f)) => out.push(Part::Audio {
-                        data: d.to_string(),
-                        format: f.to_string(),
-                    }),
+                    (Some(data), Some(format)) => out.push(Part::Audio { data, format }),
                     _ => return Err(bad(format!("{param}.input_audio needs data and format"))),
                 }
             }
             "file" => {
-                let f = p.get("file");
-                match f.and_then(|f| f.get("file_data")).and_then(Value::as_str) {
-                    Some(d) => match data_url(d) {
-                        Some((mime, data)) => out.push(Part::File { mime, data }),
+                let f = p.get("file").and_then(RawObject::parse);
+                match f.and_then(|f| str_of(f.get("file_data"))) {
+                    Some(d) => match file(d) {
+                        Some(part) => out.push(part),
                         None => {
                             return Err(bad(format!(
                                 "{param}.file.file_data must be a data URL (data:<mime>;base64,...)"
@@ -523,7 +897,7 @@ fn parts(content: Option<&Value>, i: usize) -> Result<Vec<Part>, GatewayError> {
 }
 
 /// Splits `data:<mime>;base64,<data>`.
-pub fn data_url(url: &str) -> Option<(String, String)> {
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
     let (meta, data) = rest.split_once(',')?;
     let mime = meta.strip_suffix(";base64")?;
@@ -532,22 +906,63 @@ pub fn data_url(url: &str) -> Option<(String, String)> {
     } else {
         mime
     };
-    Some((mime.to_string(), data.to_string()))
+    Some((mime, data))
 }
 
-fn source(url: &str) -> Result<Source, &'static str> {
+/// A `file_data` data URL as a part: borrowed from the request when the URL is.
+fn file(url: Cow<'_, str>) -> Option<Part<'_>> {
+    let (mime, data) = match url {
+        Cow::Borrowed(u) => {
+            let (m, d) = data_url(u)?;
+            (Cow::Borrowed(m), Cow::Borrowed(d))
+        }
+        Cow::Owned(u) => {
+            let (m, d) = data_url(&u)?;
+            (Cow::Owned(m.to_string()), Cow::Owned(d.to_string()))
+        }
+    };
+    Some(Part::File { mime, data })
+}
+
+/// An image URL as a source: borrowed from the request when the URL is.
+fn source(url: Cow<'_, str>) -> Result<Source<'_>, &'static str> {
+    match url {
+        Cow::Borrowed(u) => source_of(u),
+        Cow::Owned(u) => source_of(&u).map(Source::into_owned),
+    }
+}
+
+fn source_of(url: &str) -> Result<Source<'_>, &'static str> {
     if url.starts_with("data:") {
         let (mime, data) = data_url(url).ok_or("a data URL must be data:<mime>;base64,<data>")?;
-        return Ok(Source::Inline { mime, data });
+        return Ok(Source::Inline {
+            mime: Cow::Borrowed(mime),
+            data: Cow::Borrowed(data),
+        });
     }
     let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
     if lower.starts_with("https://") || lower.starts_with("http://") {
         return Ok(Source::Url {
-            url: url.to_string(),
-            mime: mime_from_url(url).to_string(),
+            url: Cow::Borrowed(url),
+            mime: mime_from_url(url),
         });
     }
     Err("must be an http(s) URL or a base64 data URL")
+}
+
+impl Source<'_> {
+    fn into_owned(self) -> Source<'static> {
+        match self {
+            Source::Inline { mime, data } => Source::Inline {
+                mime: Cow::Owned(mime.into_owned()),
+                data: Cow::Owned(data.into_owned()),
+            },
+            Source::Url { url, mime } => Source::Url {
+                url: Cow::Owned(url.into_owned()),
+                mime,
+            },
+        }
+    }
 }
 
 /// The image type a URL's extension suggests (Gemini wants one); JPEG when it says nothing.
@@ -568,15 +983,12 @@ pub fn mime_from_url(url: &str) -> &'static str {
     }
 }
 
-/// The text parts joined.
-pub fn joined_text(parts: &[Part]) -> String {
-    let mut s = String::new();
-    for p in parts {
-        if let Part::Text(t) = p {
-            s.push_str(&t.text);
-        }
-    }
-    s
+/// Serializes an upstream body straight to bytes, with room for about `size` of them.
+pub fn to_bytes<T: Serialize>(body: &T, size: usize) -> Result<Bytes, GatewayError> {
+    let mut out = Vec::with_capacity(size);
+    serde_json::to_writer(&mut out, body)
+        .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
+    Ok(Bytes::from(out))
 }
 
 /// An upstream answer that is not what its format promises.
@@ -662,13 +1074,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn msgs(v: Value) -> Vec<Value> {
-        v.as_array().unwrap().clone()
+    fn msgs(v: Value) -> String {
+        v.to_string()
+    }
+
+    fn fields(v: &Value) -> crate::api::RawFields {
+        crate::api::parse_raw_object(v.to_string().as_bytes()).unwrap()
     }
 
     #[test]
     fn conversation_reads_every_role_and_recovers_tool_names() {
-        let c = Conversation::parse(&msgs(json!([
+        let m = msgs(json!([
             {"role": "system", "content": "be brief"},
             {"role": "developer", "content": [{"type": "text", "text": "use metric"}]},
             {"role": "user", "content": [
@@ -683,8 +1099,8 @@ mod tests {
             ]},
             {"role": "tool", "tool_call_id": "call_2", "content": "zoomed"},
             {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "a cat"}]}
-        ])))
-        .unwrap();
+        ]));
+        let c = Conversation::parse(&m).unwrap();
         assert_eq!(c.system.len(), 2);
         assert_eq!(c.system[1].text, "use metric");
         match &c.turns[0] {
@@ -705,7 +1121,7 @@ mod tests {
                     Part::Image(
                         Source::Url {
                             url: "https://example.com/cat.webp?x=1".into(),
-                            mime: "image/webp".into()
+                            mime: "image/webp"
                         },
                         None
                     )
@@ -789,7 +1205,8 @@ mod tests {
             "stop": "END", "max_tokens": 9, "max_completion_tokens": 7,
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
         });
-        let b = body.as_object().unwrap();
+        let raw = fields(&body);
+        let b = &Fields(&raw);
         let t = tools(b).unwrap();
         assert_eq!(t[0].name, "f");
         assert_eq!(
@@ -804,7 +1221,7 @@ mod tests {
         ));
         let none = json!({"tool_choice": "required"});
         assert_eq!(
-            tool_choice(none.as_object().unwrap(), &[])
+            tool_choice(&Fields(&fields(&none)), &[])
                 .unwrap_err()
                 .param
                 .as_deref(),
@@ -812,15 +1229,12 @@ mod tests {
         );
         let bad = json!({"tools": [{"type": "code_interpreter"}]});
         assert_eq!(
-            tools(bad.as_object().unwrap())
-                .unwrap_err()
-                .param
-                .as_deref(),
+            tools(&Fields(&fields(&bad))).unwrap_err().param.as_deref(),
             Some("tools[0].type")
         );
         let hot = json!({"temperature": 2.5});
         assert_eq!(
-            temperature(hot.as_object().unwrap())
+            temperature(&Fields(&fields(&hot)))
                 .unwrap_err()
                 .param
                 .as_deref(),
