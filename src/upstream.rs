@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use parking_lot::Mutex;
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::{v1, Connector};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::ALPN;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
 
 use crate::config::BaseUrl;
@@ -33,9 +33,13 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// Shared by all requests: the connector (and its pools) and the DNS cache.
+/// Shared by all requests: the connectors (and their pools) and the DNS cache.
 pub struct Upstreams {
+    /// TLS upstreams: h2 or HTTP/1.1, as ALPN decides.
     connector: Connector,
+    /// Plain-HTTP upstreams (HTTP/1.1). Its own connector so that a pooled connection is
+    /// taken with a small future; see [`Upstreams::session`].
+    plain: v1::Connector,
     dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
     pub timeouts: Timeouts,
 }
@@ -99,6 +103,7 @@ impl Upstreams {
     pub fn new(timeouts: Timeouts) -> Self {
         Upstreams {
             connector: Connector::new(None),
+            plain: v1::Connector::new(None),
             dns: Mutex::new(HashMap::new()),
             timeouts,
         }
@@ -154,11 +159,7 @@ impl Upstreams {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut session, reused) = self
-                .connector
-                .get_http_session(&peer)
-                .await
-                .map_err(|e| classify(&e))?;
+            let (mut session, reused) = self.session(&peer).await.map_err(|e| classify(&e))?;
             match self.exchange_head(&mut session, base, req).await {
                 Ok(()) => {
                     session.set_read_timeout(Some(self.timeouts.idle));
@@ -168,9 +169,11 @@ impl Upstreams {
                         .ok_or_else(|| SendError::Broken("no response header".into()))?;
                     return Ok(UpstreamResponse {
                         upstreams: self,
-                        session: Some(session),
-                        peer,
-                        head,
+                        inner: Box::new(Exchange {
+                            session: Some(session),
+                            peer,
+                            head,
+                        }),
                     });
                 }
                 Err(e) => {
@@ -182,6 +185,39 @@ impl Upstreams {
                     }
                     return Err(err);
                 }
+            }
+        }
+    }
+
+    /// A pooled connection to `peer`, or a new one. Every request's future holds the future
+    /// of this call, and Pingora copies each request's future once into a box: the rare,
+    /// large ones (connecting, TLS and h2 handshakes, ~10 KB) are boxed here so that the
+    /// common case, a pooled plain-HTTP connection, does not carry them.
+    async fn session(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
+        if peer.tls() {
+            return Box::pin(self.connector.get_http_session(peer)).await;
+        }
+        if let Some(h1) = self.plain.reused_http_session(peer).await {
+            return Ok((HttpSession::H1(h1), true));
+        }
+        let (h1, reused) = Box::pin(self.plain.get_http_session(peer)).await?;
+        Ok((HttpSession::H1(h1), reused))
+    }
+
+    /// Returns a session to the pool of the connector it came from.
+    async fn release(&self, session: HttpSession, peer: &HttpPeer) {
+        match session {
+            HttpSession::H1(h1) if !peer.tls() => {
+                self.plain
+                    .release_http_session(h1, peer, Some(POOL_IDLE))
+                    .await
+            }
+            s => {
+                Box::pin(
+                    self.connector
+                        .release_http_session(s, peer, Some(POOL_IDLE)),
+                )
+                .await
             }
         }
     }
@@ -272,23 +308,33 @@ fn cork(_session: &HttpSession, _on: bool) -> bool {
 /// A response whose head has arrived; the body is read chunk by chunk.
 pub struct UpstreamResponse<'a> {
     upstreams: &'a Upstreams,
+    /// Boxed: a response moves through several futures (forwarding, draining, release), each
+    /// move is a copy, and each holder's size is part of every request's future.
+    inner: Box<Exchange>,
+}
+
+struct Exchange {
     session: Option<HttpSession>,
     peer: HttpPeer,
-    pub head: ResponseHeader,
+    head: ResponseHeader,
 }
 
 impl UpstreamResponse<'_> {
     pub fn status(&self) -> u16 {
-        self.head.status.as_u16()
+        self.inner.head.status.as_u16()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.headers.get(name).and_then(|v| v.to_str().ok())
+        self.inner
+            .head
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
     }
 
     /// The next body chunk; `None` at the end. Each read is bounded by the idle timeout.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, SendError> {
-        let session = match self.session.as_mut() {
+        let session = match self.inner.session.as_mut() {
             Some(s) => s,
             None => return Ok(None),
         };
@@ -329,12 +375,9 @@ impl UpstreamResponse<'_> {
 
     /// Returns the connection to the pool if the body was read to its end; closes it otherwise.
     pub async fn release(mut self) {
-        if let Some(mut s) = self.session.take() {
+        if let Some(mut s) = self.inner.session.take() {
             if s.response_done() {
-                self.upstreams
-                    .connector
-                    .release_http_session(s, &self.peer, Some(POOL_IDLE))
-                    .await;
+                self.upstreams.release(s, &self.inner.peer).await;
             } else {
                 s.shutdown().await;
             }
@@ -344,7 +387,7 @@ impl UpstreamResponse<'_> {
     /// Abandons the exchange (client went away, or a stream failed): closes the connection or
     /// resets the h2 stream, which cancels the upstream request.
     pub async fn abort(mut self) {
-        if let Some(mut s) = self.session.take() {
+        if let Some(mut s) = self.inner.session.take() {
             s.shutdown().await;
         }
     }

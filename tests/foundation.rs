@@ -569,3 +569,44 @@ fn invalid_configuration_stops_startup_naming_the_variable() {
         "{err}"
     );
 }
+
+/// Upstream connections are kept alive and reused: sequential requests, plain and streamed,
+/// arrive on one connection (counted by a forwarder in front of the mock).
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_pooled_and_reused() {
+    let mock = Mock::start(openai_handler("pooled")).await;
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_port = front.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let mock_port = mock.port;
+    let _fwd = tokio::spawn(async move {
+        while let Ok((mut down, _)) = front.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", mock_port)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    });
+    let gw = Gateway::start(&[("OPENAI_BASE_URL", &format!("http://127.0.0.1:{front_port}"))]);
+    let c = reqwest::Client::new();
+    for i in 0..6 {
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat_body("openai/gpt-4o", "x", i % 2 == 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("pooled"), "{text}");
+    }
+    assert_eq!(mock.calls(), 6);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one pooled upstream connection"
+    );
+}

@@ -255,7 +255,9 @@ pub async fn lookup(
         if let Some(text) = key::final_user_text(req.body()).filter(|_| store || !control.no_cache)
         {
             let context = key::context(id, req.body());
-            match semantic::embed(gw, &sem.model, &text).await {
+            // Boxed: an upstream exchange of its own, and rare; every request's future would
+            // otherwise carry its size (see `Upstreams::session`).
+            match Box::pin(semantic::embed(gw, &sem.model, &text)).await {
                 Ok(vector) => {
                     if !control.no_cache {
                         if let Some((hit, similarity)) =
