@@ -239,28 +239,60 @@ pub struct RequestLog<'a> {
 /// a precision is slow, and this runs for every request).
 struct Ms(f64);
 
-impl std::fmt::Display for Ms {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+impl Ms {
+    fn push(&self, s: &mut Vec<u8>) {
         let d = self.0.max(0.0);
+        let mut n = itoa::Buffer::new();
         if d < 10.0 {
             let h = (d * 100.0).round() as u64;
-            write!(f, "{}.{:02}ms", h / 100, h % 100)
+            s.extend_from_slice(n.format(h / 100).as_bytes());
+            s.push(b'.');
+            push_digits(s, h % 100, 2);
         } else {
-            write!(f, "{}ms", d.round() as u64)
+            s.extend_from_slice(n.format(d.round() as u64).as_bytes());
         }
+        s.extend_from_slice(b"ms");
+    }
+}
+
+impl std::fmt::Display for Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let mut v = Vec::with_capacity(24);
+        self.push(&mut v);
+        f.write_str(&String::from_utf8_lossy(&v))
     }
 }
 
 /// A non-negative amount with six decimals, in integer arithmetic.
 struct Fixed6(f64);
 
-impl std::fmt::Display for Fixed6 {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+impl Fixed6 {
+    fn push(&self, s: &mut Vec<u8>) {
         if !(self.0.is_finite() && (0.0..1e12).contains(&self.0)) {
-            return write!(f, "{:.6}", self.0);
+            let _ = write!(s, "{:.6}", self.0);
+            return;
         }
         let u = (self.0 * 1e6).round() as u64;
-        write!(f, "{}.{:06}", u / 1_000_000, u % 1_000_000)
+        s.extend_from_slice(itoa::Buffer::new().format(u / 1_000_000).as_bytes());
+        s.push(b'.');
+        push_digits(s, u % 1_000_000, 6);
+    }
+}
+
+impl std::fmt::Display for Fixed6 {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let mut v = Vec::with_capacity(24);
+        self.push(&mut v);
+        f.write_str(&String::from_utf8_lossy(&v))
+    }
+}
+
+/// The last `width` decimal digits of `n`, zero-padded.
+fn push_digits(s: &mut Vec<u8>, n: u64, width: u32) {
+    let mut div = 10u64.pow(width.saturating_sub(1));
+    while div > 0 {
+        s.push(b'0' + ((n / div) % 10) as u8);
+        div /= 10;
     }
 }
 
@@ -283,46 +315,52 @@ impl RequestLog<'_> {
         String::from_utf8_lossy(&v).into_owned()
     }
 
+    /// The text line, written piece by piece (no formatting machinery: it runs for every
+    /// request).
     fn write_text(&self, s: &mut Vec<u8>) {
+        let mut n = itoa::Buffer::new();
+        let put = |s: &mut Vec<u8>, parts: &[&[u8]]| {
+            for p in parts {
+                s.extend_from_slice(p);
+            }
+        };
         if let Some(m) = self.model {
-            let _ = write!(s, "model={} ", quote_if_needed(m));
+            put(s, &[b"model=", quote_if_needed(m).as_bytes(), b" "]);
         }
         if let Some(p) = self.provider {
-            let _ = write!(s, "provider={p} ");
+            put(s, &[b"provider=", p.as_bytes(), b" "]);
         }
         if let Some(c) = self.cache {
-            let _ = write!(s, "cache={c} ");
+            put(s, &[b"cache=", c.as_bytes(), b" "]);
         }
-        let _ = write!(
-            s,
-            "status={} outcome={} latency={}",
-            self.status,
-            self.outcome,
-            Ms(self.latency_ms)
-        );
+        put(s, &[b"status=", n.format(self.status).as_bytes()]);
+        put(s, &[b" outcome=", self.outcome.as_bytes(), b" latency="]);
+        Ms(self.latency_ms).push(s);
         if let Some(t) = self.ttfb_ms {
-            let _ = write!(s, " ttfb={}", Ms(t));
+            s.extend_from_slice(b" ttfb=");
+            Ms(t).push(s);
         }
-        let _ = write!(s, " tokens={}", self.tokens);
+        put(s, &[b" tokens=", n.format(self.tokens).as_bytes()]);
         if let (Some(p), Some(c)) = (self.prompt_tokens, self.completion_tokens) {
-            let _ = write!(s, " prompt_tokens={p} completion_tokens={c}");
+            put(s, &[b" prompt_tokens=", n.format(p).as_bytes()]);
+            put(s, &[b" completion_tokens=", n.format(c).as_bytes()]);
         }
         if let Some(c) = self.cost_usd {
-            let _ = write!(s, " cost_usd={}", Fixed6(c));
+            s.extend_from_slice(b" cost_usd=");
+            Fixed6(c).push(s);
         }
         if let Some(k) = self.key {
-            let _ = write!(s, " key={}", quote_if_needed(k));
+            put(s, &[b" key=", quote_if_needed(k).as_bytes()]);
         }
-        let _ = write!(
+        put(
             s,
-            " stream={} attempts={} bytes={} method={} path={} req={}",
-            self.stream,
-            self.attempts,
-            self.bytes,
-            self.method,
-            quote_if_needed(self.path),
-            self.req
+            &[b" stream=", if self.stream { b"true" } else { b"false" }],
         );
+        put(s, &[b" attempts=", n.format(self.attempts).as_bytes()]);
+        put(s, &[b" bytes=", n.format(self.bytes).as_bytes()]);
+        put(s, &[b" method=", self.method.as_bytes()]);
+        put(s, &[b" path=", quote_if_needed(self.path).as_bytes()]);
+        put(s, &[b" req=", self.req.as_bytes()]);
         if let Some(e) = self.error {
             let _ = write!(s, " error={:?}", e);
         }
@@ -401,6 +439,51 @@ mod tests {
         assert_eq!(j["model"], "gpt-4o");
         assert_eq!(j["status"], 200);
         assert_eq!(j["level"], "INFO");
+    }
+
+    #[test]
+    fn text_line_exactly() {
+        let l = RequestLog {
+            req: "req_1",
+            method: "POST",
+            path: "/v1/chat/completions",
+            model: Some("gpt-4o"),
+            provider: Some("openai"),
+            status: 200,
+            outcome: "ok",
+            cache: Some("miss"),
+            key: Some("team a"),
+            stream: true,
+            latency_ms: 1.234,
+            ttfb_ms: Some(95.4),
+            prompt_tokens: Some(800),
+            completion_tokens: Some(47),
+            tokens: 847,
+            cost_usd: Some(0.0012345),
+            bytes: 1234,
+            attempts: 2,
+            error: Some("boom \"x\""),
+        };
+        assert_eq!(
+            l.text(),
+            "model=gpt-4o provider=openai cache=miss status=200 outcome=ok latency=1.23ms \
+             ttfb=95ms tokens=847 prompt_tokens=800 completion_tokens=47 cost_usd=0.001235 \
+             key=\"team a\" stream=true attempts=2 bytes=1234 method=POST \
+             path=/v1/chat/completions req=req_1 error=\"boom \\\"x\\\"\""
+        );
+        let bare = RequestLog {
+            req: "r",
+            method: "GET",
+            path: "/v1/models",
+            status: 404,
+            outcome: "error",
+            ..Default::default()
+        };
+        assert_eq!(
+            bare.text(),
+            "status=404 outcome=error latency=0.00ms tokens=0 stream=false attempts=0 bytes=0 \
+             method=GET path=/v1/models req=r"
+        );
     }
 
     #[test]
