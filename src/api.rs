@@ -522,12 +522,24 @@ pub fn completion_id() -> String {
 
 /// Random alphanumeric text.
 pub fn random_token(n: usize) -> String {
-    use rand::Rng;
+    use rand::RngCore;
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut rng = rand::thread_rng();
-    (0..n)
-        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
-        .collect()
+    let mut out = String::with_capacity(n);
+    // Six random bits per character, ten per draw; the two values past the alphabet are
+    // skipped, so every character stays equally likely. (It runs for every request id.)
+    let (mut bits, mut left) = (0u64, 0);
+    while out.len() < n {
+        if left == 0 {
+            (bits, left) = (rng.next_u64(), 10);
+        }
+        if let Some(&c) = CHARS.get((bits & 63) as usize) {
+            out.push(char::from(c));
+        }
+        bits >>= 6;
+        left -= 1;
+    }
+    out
 }
 
 pub fn unix_now() -> u64 {
@@ -1024,6 +1036,29 @@ mod tests {
         );
     }
     use super::*;
+
+    #[test]
+    fn random_tokens_use_the_whole_alphabet_evenly() {
+        let mut counts = std::collections::HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for n in [0, 1, 9, 10, 11, 24, 100] {
+            assert_eq!(random_token(n).len(), n);
+        }
+        for _ in 0..2000 {
+            let t = random_token(24);
+            assert!(seen.insert(t.clone()), "repeated token {t}");
+            for c in t.chars() {
+                assert!(c.is_ascii_alphanumeric(), "{t}");
+                *counts.entry(c).or_insert(0u32) += 1;
+            }
+        }
+        // 48,000 characters over 62: about 774 each.
+        assert_eq!(counts.len(), 62);
+        assert!(
+            counts.values().all(|&n| (550..1000).contains(&n)),
+            "{counts:?}"
+        );
+    }
 
     #[test]
     fn parse_validates_fields() {
