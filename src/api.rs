@@ -331,18 +331,24 @@ fn model_value(v: Option<&Value>) -> Result<String, GatewayError> {
     }
 }
 
-/// What validation reads of one message, in the same pass that walks the list: `role` and
-/// `content` still raw, other fields skipped unparsed. A key sent twice keeps its last value, as
-/// with a JSON tree; `object` is false for anything but an object.
-struct MessageFields<'a> {
-    object: bool,
-    role: Option<&'a RawValue>,
-    content: Option<&'a RawValue>,
+/// What validation (and the Anthropic and Gemini translators) read of one message, in the same
+/// pass that walks the list: the fields below still raw, others skipped unparsed. A key sent
+/// twice keeps its last value, as with a JSON tree; anything but an object reads as the default
+/// (`object` false, no fields).
+#[derive(Default)]
+pub(crate) struct MessageFields<'a> {
+    pub object: bool,
+    pub role: Option<&'a RawValue>,
+    pub content: Option<&'a RawValue>,
+    pub tool_calls: Option<&'a RawValue>,
+    pub tool_call_id: Option<&'a RawValue>,
 }
 
 enum MessageKey {
     Role,
     Content,
+    ToolCalls,
+    ToolCallId,
     Other,
 }
 
@@ -358,6 +364,8 @@ impl<'de> Deserialize<'de> for MessageKey {
                 Ok(match v {
                     "role" => MessageKey::Role,
                     "content" => MessageKey::Content,
+                    "tool_calls" => MessageKey::ToolCalls,
+                    "tool_call_id" => MessageKey::ToolCallId,
                     _ => MessageKey::Other,
                 })
             }
@@ -373,6 +381,8 @@ impl<'de> Deserialize<'de> for MessageFields<'de> {
             object: false,
             role: None,
             content: None,
+            tool_calls: None,
+            tool_call_id: None,
         };
         impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
             type Value = MessageFields<'de>;
@@ -385,13 +395,14 @@ impl<'de> Deserialize<'de> for MessageFields<'de> {
             ) -> Result<MessageFields<'de>, A::Error> {
                 let mut f = MessageFields {
                     object: true,
-                    role: None,
-                    content: None,
+                    ..MessageFields::default()
                 };
                 while let Some(k) = a.next_key::<MessageKey>()? {
                     match k {
                         MessageKey::Role => f.role = a.next_value()?,
                         MessageKey::Content => f.content = a.next_value()?,
+                        MessageKey::ToolCalls => f.tool_calls = a.next_value()?,
+                        MessageKey::ToolCallId => f.tool_call_id = a.next_value()?,
                         MessageKey::Other => {
                             a.next_value::<serde::de::IgnoredAny>()?;
                         }

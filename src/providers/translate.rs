@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::api::Usage;
+use crate::api::{MessageFields, Usage};
 use crate::error::GatewayError;
 
 /// The 400 for a field the upstream format has no equivalent for.
@@ -578,7 +578,7 @@ impl<'a> Conversation<'a> {
 
     /// Reads a `messages` array given as JSON text.
     pub fn parse(messages: &'a str) -> Result<Conversation<'a>, GatewayError> {
-        let list: Vec<RawMessage<'a>> = serde_json::from_str(messages).unwrap_or_default();
+        let list: Vec<MessageFields<'a>> = serde_json::from_str(messages).unwrap_or_default();
         let mut conv = Conversation {
             system: Vec::new(),
             turns: Vec::with_capacity(list.len()),
@@ -647,101 +647,6 @@ impl<'a> Conversation<'a> {
             }
         }
         Ok(conv)
-    }
-}
-
-/// What the translators read of one message, raw, in one pass over the list; other fields are
-/// skipped. A key sent twice keeps its last value; anything but an object reads as empty.
-#[derive(Default)]
-struct RawMessage<'a> {
-    role: Option<&'a RawValue>,
-    content: Option<&'a RawValue>,
-    tool_calls: Option<&'a RawValue>,
-    tool_call_id: Option<&'a RawValue>,
-}
-
-enum MessageKey {
-    Role,
-    Content,
-    ToolCalls,
-    ToolCallId,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for MessageKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MessageKey, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = MessageKey;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<MessageKey, E> {
-                Ok(match v {
-                    "role" => MessageKey::Role,
-                    "content" => MessageKey::Content,
-                    "tool_calls" => MessageKey::ToolCalls,
-                    "tool_call_id" => MessageKey::ToolCallId,
-                    _ => MessageKey::Other,
-                })
-            }
-        }
-        d.deserialize_identifier(V)
-    }
-}
-
-impl<'de> Deserialize<'de> for RawMessage<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawMessage<'de>, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawMessage<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a message")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<RawMessage<'de>, A::Error> {
-                let mut m = RawMessage::default();
-                while let Some(k) = a.next_key::<MessageKey>()? {
-                    let slot = match k {
-                        MessageKey::Role => &mut m.role,
-                        MessageKey::Content => &mut m.content,
-                        MessageKey::ToolCalls => &mut m.tool_calls,
-                        MessageKey::ToolCallId => &mut m.tool_call_id,
-                        MessageKey::Other => {
-                            a.next_value::<de::IgnoredAny>()?;
-                            continue;
-                        }
-                    };
-                    *slot = Some(a.next_value()?);
-                }
-                Ok(m)
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<RawMessage<'de>, A::Error> {
-                while a.next_element::<de::IgnoredAny>()?.is_some() {}
-                Ok(RawMessage::default())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawMessage<'de>, E> {
-                Ok(RawMessage::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawMessage<'de>, E> {
-                Ok(RawMessage::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawMessage<'de>, E> {
-                Ok(RawMessage::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawMessage<'de>, E> {
-                Ok(RawMessage::default())
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<RawMessage<'de>, E> {
-                Ok(RawMessage::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<RawMessage<'de>, E> {
-                Ok(RawMessage::default())
-            }
-        }
-        d.deserialize_any(V)
     }
 }
 
