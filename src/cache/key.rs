@@ -11,13 +11,12 @@
 
 use std::io::Write;
 
-use std::borrow::Cow;
-
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+use crate::providers::translate::CowStr;
 
 /// Body fields that cannot change the answer: how it is delivered, and who asked.
 pub const EXCLUDED: &[&str] = &["stream", "stream_options", "user", "metadata"];
@@ -322,8 +321,8 @@ impl<'de> Visitor<'de> for Canon<'_> {
         // Members are written as they come; when their keys were not in order (or one came
         // twice), they are put in order afterwards.
         let base = out.len();
-        let mut members: Vec<(BorrowedKey<'de>, usize, usize)> = Vec::new();
-        while let Some(k) = map.next_key::<BorrowedKey<'de>>()? {
+        let mut members: Vec<(CowStr<'de>, usize, usize)> = Vec::new();
+        while let Some(k) = map.next_key::<CowStr<'de>>()? {
             if !members.is_empty() {
                 out.push(b',');
             }
@@ -351,31 +350,6 @@ impl<'de> Visitor<'de> for Canon<'_> {
         }
         out.push(b'}');
         Ok(())
-    }
-}
-
-/// An object key, borrowed from the source when it has no escapes.
-struct BorrowedKey<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for BorrowedKey<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = BorrowedKey<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Owned(s.to_owned())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 

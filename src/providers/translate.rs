@@ -102,7 +102,7 @@ impl Serialize for Raw<'_> {
 
 /// A JSON string, borrowed from the input unless it had escapes (serde's `Cow<str>` always
 /// copies).
-struct CowStr<'a>(Cow<'a, str>);
+pub(crate) struct CowStr<'a>(pub Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for CowStr<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
