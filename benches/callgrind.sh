@@ -88,7 +88,8 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
   END {
     printf "%9.1fk  %s\n", total / n / 1000, "whole process"
     show("Pingora: connection and request cycle", "apps::ServerApp>::process_new::\\{\\{closure\\}\\}( |$)")
-    show("gateway: request_filter (everything below)", "ProxyHttp>::request_filter::\\{\\{closure\\}\\}( |$)")
+    show("gateway: one request (read, answer, log, finish)", "proxy::App as pingora_core::apps::HttpServerApp>::process_new_http::\\{\\{closure\\}\\}( |$)")
+    show("  route (everything the answer takes)", "proxy::Gateway::route::\\{\\{closure\\}\\}( |$)")
     show("  request parse + validation", "api::ChatRequest::parse( |$)")
     show("  request body as a JSON tree (translation, cache)", "api::ChatRequest::body( |$)")
     show("  cache key", "cache::key::exact( |$)")
@@ -97,5 +98,4 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("  response translation / usage", "Provider>::chat_response( |$)")
     show("  response to the client", "proxy::respond::\\{\\{closure\\}\\}( |$)")
     show("  auth", "auth::Auth::authenticate( |$)")
-    show("gateway: logging phase (access log + metrics)", "ProxyHttp>::logging::\\{\\{closure\\}\\}( |$)")
   }'

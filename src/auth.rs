@@ -498,7 +498,7 @@ pub const ANONYMOUS: &str = "anonymous";
 /// its rate limits (which also put the `x-ratelimit-*` headers on the response).
 pub async fn admit(
     gw: &crate::proxy::Gateway,
-    session: &pingora::proxy::Session,
+    session: &crate::proxy::Session,
     ctx: &mut crate::proxy::Ctx,
 ) -> Result<(), GatewayError> {
     let header = session

@@ -1,8 +1,8 @@
 //! `/v1/chat/completions` and `/v1/embeddings`: parse, resolve, exchange with the upstream, and
 //! answer the client (JSON, or SSE forwarded chunk by chunk as it arrives).
 
+use crate::proxy::Session;
 use bytes::{Bytes, BytesMut};
-use pingora::proxy::Session;
 
 use std::time::{Duration, Instant};
 
@@ -292,7 +292,7 @@ pub async fn attempt(
 /// Resolves when the client has gone away (reset, closed). Pending otherwise.
 async fn client_gone(session: &mut Session) {
     loop {
-        match session.downstream_session.read_body_or_idle(true).await {
+        match session.read_body_or_idle(true).await {
             Ok(Some(_)) => continue,
             _ => return,
         }
@@ -301,7 +301,7 @@ async fn client_gone(session: &mut Session) {
 
 async fn write_stream_head(session: &mut Session, ctx: &mut Ctx) -> bool {
     let mut extra: Vec<(&str, &str)> = vec![("cache-control", "no-cache")];
-    if !session.downstream_session.is_http2() {
+    if !session.is_http2() {
         extra.push(("transfer-encoding", "chunked"));
     }
     let head = match response_head(ctx, 200, "text/event-stream", &extra, None) {
@@ -310,10 +310,7 @@ async fn write_stream_head(session: &mut Session, ctx: &mut Ctx) -> bool {
     };
     ctx.status = 200;
     ctx.responded = true;
-    session
-        .write_response_header(Box::new(head), false)
-        .await
-        .is_ok()
+    session.write_response_header(Box::new(head)).await.is_ok()
 }
 
 async fn write_chunk(session: &mut Session, ctx: &mut Ctx, out: &mut BytesMut, end: bool) -> bool {
@@ -325,10 +322,7 @@ async fn write_chunk(session: &mut Session, ctx: &mut Ctx, out: &mut BytesMut, e
     let data = out.split().freeze();
     // The cache reads a copy only after the client has the bytes: it never delays them.
     let copy = crate::cache::wants_tee(ctx).then(|| data.clone());
-    let ok = session
-        .write_response_body(if data.is_empty() { None } else { Some(data) }, end)
-        .await
-        .is_ok();
+    let ok = session.write_response_body(data, end).await.is_ok();
     if let (true, Some(copy)) = (ok, copy) {
         crate::cache::tee(ctx, &copy);
     }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::proxy::Session;
 use bytes::Bytes;
-use pingora::proxy::Session;
 use serde_json::json;
 
 use crate::api::unix_now;

@@ -1,7 +1,8 @@
-//! The Pingora `ProxyHttp` implementation: phases only, thin glue.
+//! The HTTP application Pingora runs for every request: read the head, answer, log.
 //!
-//! `request_filter` routes by path and answers every request itself (see DESIGN.md for why the
-//! upstream exchange is driven from here); `logging` writes the one line per request.
+//! The gateway answers every request itself, upstream exchange included (see DESIGN.md), so it
+//! is a `pingora_core` [`HttpServerApp`] rather than a `ProxyHttp` behind Pingora's proxy
+//! cycle, whose phases, proxy session and cache state it would never use.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,9 +12,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use parking_lot::Mutex;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::http::ResponseHeader;
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
+use pingora::server::ShutdownWatch;
 
 use crate::api::{random_token, Usage};
 use crate::config::Config;
@@ -22,6 +23,9 @@ use crate::routing::Router;
 use crate::telemetry::{duration_ms, RequestLog};
 use crate::upstream::{Timeouts, Upstreams};
 use crate::{chat, models};
+
+/// One request's HTTP session with the client (HTTP/1.x or an HTTP/2 stream).
+pub type Session = pingora::protocols::http::ServerSession;
 
 /// State shared by all requests.
 pub struct Gateway {
@@ -133,11 +137,7 @@ pub async fn respond(
     ctx.status = status;
     ctx.responded = true;
     let head_only = session.req_header().method == Method::HEAD;
-    if session
-        .write_response_header(Box::new(head), head_only || body.is_empty())
-        .await
-        .is_err()
-    {
+    if session.write_response_header(Box::new(head)).await.is_err() {
         ctx.outcome = "client_closed";
         return;
     }
@@ -146,7 +146,7 @@ pub async fn respond(
     }
     ctx.mark_first_byte();
     ctx.bytes += body.len();
-    if session.write_response_body(Some(body), true).await.is_err() {
+    if session.write_response_body(body, true).await.is_err() {
         ctx.outcome = "client_closed";
     }
 }
@@ -281,6 +281,9 @@ impl Gateway {
             let h = session.req_header();
             (h.method.clone(), h.uri.path().to_string())
         };
+        if method == Method::CONNECT {
+            return Err(GatewayError::method_not_allowed("CONNECT", &path));
+        }
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
@@ -353,14 +356,88 @@ impl Gateway {
     }
 }
 
+/// What Pingora runs: the gateway, and the HTTP server options (h2c) the listeners chose.
+pub struct App {
+    pub gateway: Gateway,
+    pub server_options: Option<HttpServerOptions>,
+}
+
+impl App {
+    pub fn new(gateway: Gateway) -> Self {
+        App {
+            gateway,
+            server_options: None,
+        }
+    }
+}
+
+/// Resolves once the server is shutting down (at once if it already is).
+async fn shutting_down(mut w: ShutdownWatch) {
+    loop {
+        if *w.borrow_and_update() {
+            return;
+        }
+        if w.changed().await.is_err() {
+            // The server dropped the sender: it is going away, but not through a shutdown
+            // this connection should act on.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 #[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+impl HttpServerApp for App {
+    /// One request on a connection: Pingora calls this again for the next request on a
+    /// kept-alive HTTP/1.x connection, and once per HTTP/2 stream.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // A connection idle between requests is closed when the server shuts down; a request
+        // already being read is not dropped for it (biased towards the read).
+        let read = tokio::select! {
+            biased;
+            r = session.read_request() => r,
+            _ = shutting_down(shutdown.clone()) => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if matches!(e.etype, pingora::ErrorType::InvalidHTTPHeader) {
+                    let body = GatewayError::bad_request("", "malformed HTTP request").body();
+                    let mut head = Session::generate_error(400);
+                    let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
+                    let _ = session.write_error_response(head, body).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() || session.req_header().method == Method::CONNECT {
+            // Answer this one, but do not keep the connection for another (a CONNECT gets a
+            // 405: the gateway tunnels nothing, and CONNECT changes the message framing).
+            session.set_keepalive(None);
+        }
+        let gw = &self.gateway;
+        let mut ctx = gw.new_ctx();
+        gw.handle(&mut session, &mut ctx).await;
+        gw.log(&session, &mut ctx).await;
+        drop(ctx);
+        let settings = HttpPersistentSettings::for_session(&session);
+        match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        }
+    }
 
-    /// No downstream modules: Pingora's default adds a (disabled) compression module whose
-    /// filters would still run on every response and every body chunk.
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.server_options.as_ref()
+    }
+}
 
+impl Gateway {
     fn new_ctx(&self) -> Ctx {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         Ctx {
@@ -388,16 +465,8 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut Ctx,
-    ) -> pingora::Result<Box<HttpPeer>> {
-        // Every request is answered in request_filter.
-        Err(pingora::Error::new(pingora::ErrorType::InternalError))
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+    /// Answers the request, errors included.
+    async fn handle(&self, session: &mut Session, ctx: &mut Ctx) {
         ctx.start = Instant::now();
         ctx.request_id = match session.req_header().headers.get("x-request-id") {
             Some(v) if valid_request_id(v.as_bytes()) => {
@@ -410,10 +479,10 @@ impl ProxyHttp for Gateway {
                 respond_error(session, ctx, &e).await;
             }
         }
-        Ok(true)
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+    /// Charges the rate limits, records the metrics and writes the request's log line.
+    async fn log(&self, session: &Session, ctx: &mut Ctx) {
         if let (Some(c), Some(u)) = (ctx.rate_limit.take(), ctx.usage) {
             self.limiter.charge(&c, u.total_tokens).await;
         }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::ShutdownWatch;
 use pingora::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -21,7 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::health::PoolService;
-use crate::proxy::Gateway;
+use crate::proxy::{App, Gateway};
 
 /// Command-line switches (everything else is configured through the environment).
 #[derive(Debug, Default, Clone)]
@@ -196,7 +195,7 @@ pub fn run(config: Config, args: Args) {
         "api keys",
         crate::auth::KeysWatcher(gateway.auth.clone()),
     ));
-    let mut service = http_proxy_service(&server.configuration, gateway);
+    let mut service = Service::new("ai-gateway".to_string(), App::new(gateway));
     if let Err(e) = crate::tls::add_listeners(&mut server, &mut service, &listeners) {
         log::error!("cannot set up the listeners: {e}");
         crate::telemetry::flush_logs();

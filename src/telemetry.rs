@@ -18,9 +18,8 @@ pub const ACCESS_TARGET: &str = "access";
 pub fn init_logging(level: &str, format: LogFormat) {
     let mut b = env_logger::Builder::new();
     b.parse_filters(level);
-    // Pingora logs each failed request at error level; ours carries the same information.
+    // Pingora's own info lines (per listener, per service) repeat ours.
     if !level.contains("pingora") {
-        b.filter_module("pingora_proxy", log::LevelFilter::Off);
         b.filter_module("pingora_core", log::LevelFilter::Warn);
     }
     // Through the batching sink: synchronous until `start_log_writer` runs (after a --daemon

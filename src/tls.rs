@@ -23,7 +23,6 @@ use async_trait::async_trait;
 use parking_lot::RwLock;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::HttpProxy;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
@@ -294,9 +293,9 @@ pub struct Listeners {
 }
 
 /// Adds the configured listeners to the proxy service (and the SIGHUP reloader to the server).
-pub fn add_listeners<A: Send + Sync + 'static>(
+pub fn add_listeners(
     server: &mut Server,
-    service: &mut Service<HttpProxy<A>>,
+    service: &mut Service<crate::proxy::App>,
     l: &Listeners,
 ) -> pingora::Result<()> {
     if l.h2c {
@@ -308,7 +307,7 @@ pub fn add_listeners<A: Send + Sync + 'static>(
             app.server_options = Some(opts);
         }
     }
-    let plain = |service: &mut Service<HttpProxy<A>>| {
+    let plain = |service: &mut Service<crate::proxy::App>| {
         service.add_tcp(&l.listen);
         let h2c = if l.h2c { " (HTTP/1.1 and h2c)" } else { "" };
         log::info!("ai-gateway listening on http://{}{h2c}", l.listen);

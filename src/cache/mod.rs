@@ -38,8 +38,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::proxy::Session;
 use bytes::BytesMut;
-use pingora::proxy::Session;
 
 use crate::api::{completion_body, Answer, ChatRequest, ChunkWriter};
 use crate::error::GatewayError;
