@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use parking_lot::Mutex;
-use pingora::connectors::http::{v1, Connector};
+use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as HttpSessionV1};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
+use tokio::io::AsyncWriteExt;
 
 use crate::config::BaseUrl;
 use crate::error::GatewayError;
@@ -37,9 +40,10 @@ pub struct Timeouts {
 pub struct Upstreams {
     /// TLS upstreams: h2 or HTTP/1.1, as ALPN decides.
     connector: Connector,
-    /// Plain-HTTP upstreams (HTTP/1.1). Its own connector so that a pooled connection is
-    /// taken with a small future; see [`Upstreams::session`].
-    plain: v1::Connector,
+    /// Plain-HTTP upstreams (HTTP/1.1): their connections and pool. The request is written
+    /// on the connection directly, head and body in one write; see
+    /// [`Upstreams::exchange_plain`].
+    plain: TransportConnector,
     dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
     pub timeouts: Timeouts,
 }
@@ -103,7 +107,7 @@ impl Upstreams {
     pub fn new(timeouts: Timeouts) -> Self {
         Upstreams {
             connector: Connector::new(None),
-            plain: v1::Connector::new(None),
+            plain: TransportConnector::new(None),
             dns: Mutex::new(HashMap::new()),
             timeouts,
         }
@@ -159,8 +163,18 @@ impl Upstreams {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (mut session, reused) = self.session(&peer).await.map_err(|e| classify(&e))?;
-            match self.exchange_head(&mut session, base, req).await {
+            let (result, mut session, reused) = if peer.tls() {
+                let (mut session, reused) = Box::pin(self.connector.get_http_session(&peer))
+                    .await
+                    .map_err(|e| classify(&e))?;
+                let result = self.exchange_head(&mut session, base, req).await;
+                (result, session, reused)
+            } else {
+                self.exchange_plain(&peer, base, req)
+                    .await
+                    .map_err(|e| classify(&e))?
+            };
+            match result {
                 Ok(()) => {
                     session.set_read_timeout(Some(self.timeouts.idle));
                     let head = session
@@ -189,28 +203,56 @@ impl Upstreams {
         }
     }
 
-    /// A pooled connection to `peer`, or a new one. Every request's future holds the future
-    /// of this call, and Pingora copies each request's future once into a box: the rare,
-    /// large ones (connecting, TLS and h2 handshakes, ~10 KB) are boxed here so that the
-    /// common case, a pooled plain-HTTP connection, does not carry them.
-    async fn session(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
-        if peer.tls() {
-            return Box::pin(self.connector.get_http_session(peer)).await;
-        }
-        if let Some(h1) = self.plain.reused_http_session(peer).await {
-            return Ok((HttpSession::H1(h1), true));
-        }
-        let (h1, reused) = Box::pin(self.plain.get_http_session(peer)).await?;
-        Ok((HttpSession::H1(h1), reused))
+    /// A plain-HTTP/1.1 exchange up to the response head, on a pooled connection or a new one
+    /// (the outer error: no connection). Pingora's client session flushes a request's head and
+    /// body separately, two writes that wake the upstream twice; here the request goes out as
+    /// one buffer in one write, and a client session is made on the connection to read the
+    /// response. The connect future (~10 KB) is boxed: every request's future holds this
+    /// one's, and Pingora copies each request's future once.
+    async fn exchange_plain(
+        &self,
+        peer: &HttpPeer,
+        base: &BaseUrl,
+        req: &UpstreamRequest,
+    ) -> pingora::Result<(pingora::Result<()>, HttpSession, bool)> {
+        let head = request_head(base, req)?;
+        let mut wire = http_req_header_to_wire(&head)
+            .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "request target"))?;
+        wire.extend_from_slice(&req.body);
+        let (mut stream, reused) = match self.plain.reused_stream(&Pooled(peer)).await {
+            Some(s) => (s, true),
+            None => (Box::pin(self.plain.new_stream(peer)).await?, false),
+        };
+        let written = pingora::time::timeout(self.timeouts.first_byte, async {
+            stream.write_all(&wire).await?;
+            stream.flush().await
+        })
+        .await;
+        let mut h1 = HttpSessionV1::new_with_options(stream, peer);
+        let result = match written {
+            Ok(Ok(())) => {
+                h1.read_timeout = Some(self.timeouts.first_byte);
+                h1.read_response().await.map(|_| ())
+            }
+            Ok(Err(e)) => Err(Error::because(
+                ErrorType::WriteError,
+                "while writing the request",
+                e,
+            )),
+            Err(_) => Error::e_explain(ErrorType::WriteTimedout, "while writing the request"),
+        };
+        Ok((result, HttpSession::H1(h1), reused))
     }
 
     /// Returns a session to the pool of the connector it came from.
     async fn release(&self, session: HttpSession, peer: &HttpPeer) {
         match session {
-            HttpSession::H1(h1) if !peer.tls() => {
-                self.plain
-                    .release_http_session(h1, peer, Some(POOL_IDLE))
-                    .await
+            HttpSession::H1(mut h1) if !peer.tls() => {
+                h1.respect_keepalive();
+                if let Some(stream) = h1.reuse().await {
+                    self.plain
+                        .release_stream(stream, peer.reuse_hash(), Some(POOL_IDLE));
+                }
             }
             s => {
                 Box::pin(
@@ -228,33 +270,8 @@ impl Upstreams {
         base: &BaseUrl,
         req: &UpstreamRequest,
     ) -> pingora::Result<()> {
-        // No case map (names go out lower-case, as HTTP/2 sends them anyway), and the names and
-        // values known up front are not parsed again for every request.
-        let mut head = RequestHeader::build_no_case(
-            req.method,
-            req.path.as_bytes(),
-            Some(6 + req.headers.len()),
-        )?;
-        head.insert_header(header::HOST, base.authority())?;
-        head.insert_header(
-            header::USER_AGENT,
-            HeaderValue::from_static(concat!("ai-gateway/", env!("CARGO_PKG_VERSION"))),
-        )?;
-        head.insert_header(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        )?;
-        for (k, v) in &req.headers {
-            head.insert_header(*k, v.as_str())?;
-        }
+        let head = request_head(base, req)?;
         let has_body = req.method != "GET";
-        if has_body {
-            head.insert_header(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )?;
-            head.insert_header(header::CONTENT_LENGTH, HeaderValue::from(req.body.len()))?;
-        }
         session.set_write_timeout(Some(self.timeouts.first_byte));
         session.set_read_timeout(Some(self.timeouts.first_byte));
         // Pingora flushes the head and the body separately: corked, they leave in one segment,
@@ -275,6 +292,65 @@ impl Upstreams {
         session.read_response_header().await?;
         Ok(())
     }
+}
+
+/// `peer` as the key of its pooled connections. Pingora checks a pooled connection's
+/// `getpeername` against the peer on every reuse, one system call per request. The pool is
+/// keyed by the peer's reuse hash (address, TLS, SNI, options) and a pooled connection owns
+/// its socket, so the check cannot fail here; it is skipped.
+#[derive(Clone)]
+struct Pooled<'a>(&'a HttpPeer);
+
+impl std::fmt::Display for Pooled<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Peer for Pooled<'_> {
+    fn address(&self) -> &pingora::protocols::l4::socket::SocketAddr {
+        self.0.address()
+    }
+    fn tls(&self) -> bool {
+        self.0.tls()
+    }
+    fn sni(&self) -> &str {
+        self.0.sni()
+    }
+    fn reuse_hash(&self) -> u64 {
+        self.0.reuse_hash()
+    }
+    #[cfg(unix)]
+    fn matches_fd<V: std::os::fd::AsRawFd>(&self, _fd: V) -> bool {
+        true
+    }
+}
+
+/// The request head for an upstream. No case map (names go out lower-case, as HTTP/2 sends
+/// them anyway), and the names and values known up front are not parsed again per request.
+fn request_head(base: &BaseUrl, req: &UpstreamRequest) -> pingora::Result<RequestHeader> {
+    let mut head =
+        RequestHeader::build_no_case(req.method, req.path.as_bytes(), Some(6 + req.headers.len()))?;
+    head.insert_header(header::HOST, base.authority())?;
+    head.insert_header(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("ai-gateway/", env!("CARGO_PKG_VERSION"))),
+    )?;
+    head.insert_header(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    )?;
+    for (k, v) in &req.headers {
+        head.insert_header(*k, v.as_str())?;
+    }
+    if req.method != "GET" {
+        head.insert_header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )?;
+        head.insert_header(header::CONTENT_LENGTH, HeaderValue::from(req.body.len()))?;
+    }
+    Ok(head)
 }
 
 /// Sets `TCP_CORK` on an HTTP/1.1 upstream connection (true when it was set).
