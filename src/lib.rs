@@ -7,7 +7,8 @@
 //!
 //! - [`config`]: every environment variable, parsed once into a validated `Config`.
 //! - [`server`]: Pingora bootstrap, listeners, signals and graceful shutdown.
-//! - [`proxy`]: the `ProxyHttp` phases (route by path in `request_filter`, log in `logging`).
+//! - [`proxy`]: the `HttpServerApp` Pingora runs per request: read the head, route by path,
+//!   answer, write the log line.
 //! - [`chat`]: `/v1/chat/completions` and `/v1/embeddings`: the upstream exchange and streaming.
 //! - [`cache`]: the response cache: keys, memory and Redis backends, coalescing, semantic layer.
 //! - [`models`]: `/v1/models`.
@@ -17,7 +18,7 @@
 //!   `translate` holds what the translating formats share.
 //! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
 //! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
-//! - [`upstream`]: Pingora's HTTP connector: pooled sessions, TLS, timeouts, DNS cache.
+//! - [`upstream`]: Pingora's connectors: pooled connections, TLS, h2, timeouts, DNS cache.
 //! - [`sse`]: SSE framing over arbitrary body chunks.
 //! - [`telemetry`]: the logger and the one structured line per request.
 //! - [`metrics`]: Prometheus metrics, the hooks other parts call, and `/metrics`.

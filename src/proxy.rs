@@ -282,7 +282,12 @@ impl Gateway {
             (h.method.clone(), h.uri.path().to_string())
         };
         if method == Method::CONNECT {
-            return Err(GatewayError::method_not_allowed("CONNECT", &path));
+            return Err(GatewayError::new(
+                405,
+                "invalid_request_error",
+                Some("method_not_allowed"),
+                "CONNECT is not supported: the gateway does not tunnel connections",
+            ));
         }
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
@@ -408,8 +413,13 @@ impl HttpServerApp for App {
                 if matches!(e.etype, pingora::ErrorType::InvalidHTTPHeader) {
                     let body = GatewayError::bad_request("", "malformed HTTP request").body();
                     let mut head = Session::generate_error(400);
-                    let _ = head.insert_header(http::header::CONTENT_TYPE, "application/json");
-                    let _ = session.write_error_response(head, body).await;
+                    if head.set_content_length(body.len()).is_ok()
+                        && head
+                            .insert_header(http::header::CONTENT_TYPE, "application/json")
+                            .is_ok()
+                    {
+                        let _ = session.write_error_response(head, body).await;
+                    }
                 }
                 session.shutdown().await;
                 return None;

@@ -610,3 +610,57 @@ async fn upstream_connections_are_pooled_and_reused() {
         "one pooled upstream connection"
     );
 }
+
+/// Sends raw bytes on a new connection and returns everything the gateway sends back before
+/// it closes the connection (bounded by a read timeout).
+fn raw_exchange(port: u16, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(request).unwrap();
+    let mut out = Vec::new();
+    // Ends at EOF: a timeout here (the connection kept open) fails the caller's checks.
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json_body(response: &str) -> Value {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {response}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_http_and_connect_get_openai_errors_and_a_closed_connection() {
+    let gw = Gateway::start(&[]);
+    let port = gw.port;
+    let (bad, connect) = tokio::task::spawn_blocking(move || {
+        (
+            raw_exchange(
+                port,
+                b"GET /health HTTP/1.1\r\nHost: x\r\nno colon in this header\r\n\r\n",
+            ),
+            raw_exchange(
+                port,
+                b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            ),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    let v = json_body(&bad);
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("malformed"));
+
+    assert!(connect.starts_with("HTTP/1.1 405"), "{connect}");
+    let v = json_body(&connect);
+    assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("CONNECT"));
+
+    // The gateway still answers on new connections.
+    let r = client().get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
