@@ -448,18 +448,20 @@ fn validate_message(i: usize, f: &MessageFields) -> Result<(), GatewayError> {
             format!("messages[{i}] must be an object"),
         ));
     }
+    // Borrowed unless it has escapes (serde's own `Cow<str>` always allocates).
     let role = f
         .role
-        .map(|r| serde_json::from_str::<std::borrow::Cow<str>>(r.get()));
+        .map(|r| serde_json::from_str::<crate::providers::translate::CowStr>(r.get()));
     match role {
-        Some(Ok(r)) if ROLES.contains(&&*r) => {}
+        Some(Ok(r)) if ROLES.contains(&&*r.0) => {}
         Some(Ok(r)) => {
+            let r = r.0;
             return Err(GatewayError::bad_request(
                 &format!("messages[{i}].role"),
                 format!(
                 "messages[{i}].role {r:?} is not one of system, developer, user, assistant, tool"
             ),
-            ))
+            ));
         }
         _ => {
             return Err(GatewayError::bad_request(

@@ -11,7 +11,7 @@ use http::header::{self, HeaderValue};
 use parking_lot::Mutex;
 use pingora::connectors::http::Connector;
 use pingora::connectors::TransportConnector;
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as HttpSessionV1};
 use pingora::protocols::ALPN;
@@ -177,16 +177,16 @@ impl Upstreams {
             match result {
                 Ok(()) => {
                     session.set_read_timeout(Some(self.timeouts.idle));
-                    let head = session
+                    let status = session
                         .response_header()
-                        .cloned()
+                        .map(|h| h.status.as_u16())
                         .ok_or_else(|| SendError::Broken("no response header".into()))?;
                     return Ok(UpstreamResponse {
                         upstreams: self,
                         inner: Box::new(Exchange {
                             session: Some(session),
                             peer,
-                            head,
+                            status,
                         }),
                     });
                 }
@@ -390,19 +390,23 @@ pub struct UpstreamResponse<'a> {
 }
 
 struct Exchange {
+    /// `Some` until `release` or `abort` consumes the response.
     session: Option<HttpSession>,
     peer: HttpPeer,
-    head: ResponseHeader,
+    status: u16,
 }
 
 impl UpstreamResponse<'_> {
     pub fn status(&self) -> u16 {
-        self.inner.head.status.as_u16()
+        self.inner.status
     }
 
+    /// A response header (read from the session's copy of the head, not cloned).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.inner
-            .head
+            .session
+            .as_ref()?
+            .response_header()?
             .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
