@@ -19,6 +19,7 @@
 //! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
 //! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
 //! - [`upstream`]: Pingora's connectors: pooled connections, TLS, h2, timeouts, DNS cache.
+//! - [`pool`]: idle plain-HTTP upstream connections (no watcher task per connection).
 //! - [`sse`]: SSE framing over arbitrary body chunks.
 //! - [`telemetry`]: the logger and the one structured line per request.
 //! - [`metrics`]: Prometheus metrics, the hooks other parts call, and `/metrics`.
@@ -36,6 +37,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod models;
+pub mod pool;
 pub mod pricing;
 pub mod providers;
 pub mod proxy;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use http::header::{self, HeaderValue};
 use parking_lot::Mutex;
 use pingora::connectors::http::Connector;
@@ -14,18 +15,21 @@ use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as HttpSessionV1};
-use pingora::protocols::ALPN;
+use pingora::protocols::{Stream, ALPN};
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::BaseUrl;
 use crate::error::GatewayError;
+use crate::pool::IdlePool;
 use crate::providers::UpstreamRequest;
 
 const DNS_TTL: Duration = Duration::from_secs(30);
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Idle plain-HTTP connections kept per upstream (Pingora's default pool size).
+const POOL_PER_UPSTREAM: usize = 128;
 /// Error bodies are read whole, up to this size.
 pub const MAX_ERROR_BODY: usize = 256 * 1024;
 
@@ -40,10 +44,11 @@ pub struct Timeouts {
 pub struct Upstreams {
     /// TLS upstreams: h2 or HTTP/1.1, as ALPN decides.
     connector: Connector,
-    /// Plain-HTTP upstreams (HTTP/1.1): their connections and pool. The request is written
-    /// on the connection directly, head and body in one write; see
-    /// [`Upstreams::exchange_plain`].
+    /// Plain-HTTP upstreams (HTTP/1.1): new connections. The request is written on the
+    /// connection directly, head and body in one write; see [`Upstreams::exchange_plain`].
     plain: TransportConnector,
+    /// Their idle connections (see [`crate::pool`] for why not Pingora's pool).
+    idle: IdlePool<Stream>,
     dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
     pub timeouts: Timeouts,
 }
@@ -108,6 +113,7 @@ impl Upstreams {
         Upstreams {
             connector: Connector::new(None),
             plain: TransportConnector::new(None),
+            idle: IdlePool::new(POOL_IDLE, POOL_PER_UPSTREAM),
             dns: Mutex::new(HashMap::new()),
             timeouts,
         }
@@ -219,7 +225,7 @@ impl Upstreams {
         let mut wire = http_req_header_to_wire(&head)
             .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "request target"))?;
         wire.extend_from_slice(&req.body);
-        let (mut stream, reused) = match self.plain.reused_stream(&Pooled(peer)).await {
+        let (mut stream, reused) = match self.idle.take(peer.reuse_hash(), still_open) {
             Some(s) => (s, true),
             None => (Box::pin(self.plain.new_stream(peer)).await?, false),
         };
@@ -249,9 +255,10 @@ impl Upstreams {
         match session {
             HttpSession::H1(mut h1) if !peer.tls() => {
                 h1.respect_keepalive();
-                if let Some(stream) = h1.reuse().await {
-                    self.plain
-                        .release_stream(stream, peer.reuse_hash(), Some(POOL_IDLE));
+                if let Some(mut stream) = h1.reuse().await {
+                    if still_open(&mut stream) {
+                        self.idle.put(peer.reuse_hash(), stream);
+                    }
                 }
             }
             s => {
@@ -294,36 +301,15 @@ impl Upstreams {
     }
 }
 
-/// `peer` as the key of its pooled connections. Pingora checks a pooled connection's
-/// `getpeername` against the peer on every reuse, one system call per request. The pool is
-/// keyed by the peer's reuse hash (address, TLS, SNI, options) and a pooled connection owns
-/// its socket, so the check cannot fail here; it is skipped.
-#[derive(Clone)]
-struct Pooled<'a>(&'a HttpPeer);
-
-impl std::fmt::Display for Pooled<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl Peer for Pooled<'_> {
-    fn address(&self) -> &pingora::protocols::l4::socket::SocketAddr {
-        self.0.address()
-    }
-    fn tls(&self) -> bool {
-        self.0.tls()
-    }
-    fn sni(&self) -> &str {
-        self.0.sni()
-    }
-    fn reuse_hash(&self) -> u64 {
-        self.0.reuse_hash()
-    }
-    #[cfg(unix)]
-    fn matches_fd<V: std::os::fd::AsRawFd>(&self, _fd: V) -> bool {
-        true
-    }
+/// Whether an idle connection can carry another request: nothing to read and not closed (an
+/// HTTP/1.1 server sends nothing unasked; bytes or EOF mean it cannot be reused). The same
+/// non-blocking check Pingora's pool makes.
+fn still_open(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    // Unconstrained: a task out of its cooperative budget would see Pending whatever the state.
+    tokio::task::unconstrained(stream.read(&mut byte))
+        .now_or_never()
+        .is_none()
 }
 
 /// The request head for an upstream. No case map (names go out lower-case, as HTTP/2 sends

@@ -664,3 +664,78 @@ async fn malformed_http_and_connect_get_openai_errors_and_a_closed_connection() 
     let r = client().get(gw.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A one-request-per-connection OpenAI-compatible upstream: answers with keep-alive, then
+/// closes the connection 50 ms later (an upstream whose idle timeout is shorter than ours).
+/// Returns its port and the number of connections it accepted.
+async fn closing_upstream() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The head, then as many body bytes as Content-Length says.
+                loop {
+                    let Ok(n) = c.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if req.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"fresh"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(head.as_bytes()).await;
+                let _ = c.write_all(body.as_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Dropped: closed while the gateway holds it idle.
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_upstream_connection_closed_by_the_upstream_is_not_an_error() {
+    let (port, accepted) = closing_upstream().await;
+    let gw = Gateway::start(&[("OPENAI_BASE_URL", &format!("http://127.0.0.1:{port}"))]);
+    let c = reqwest::Client::new();
+    for i in 0..3 {
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat_body("openai/gpt-4o", "x", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert!(r.text().await.unwrap().contains("fresh"));
+        // Long enough for the upstream to close the connection the gateway keeps.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "a new connection each time"
+    );
+}
