@@ -9,6 +9,7 @@
 //! scope (the gateway key name when `GATEWAY_CACHE_SCOPE=key`), and every body field except
 //! [`EXCLUDED`] and `model`.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -212,6 +213,7 @@ pub fn exact_fields(id: Identity, fields: &[(String, Box<RawValue>)]) -> Key {
         .map(|(k, v)| k.len() + v.get().len() + 4)
         .sum();
     let mut out = Vec::with_capacity(size + 2);
+    let mut scratch = Scratch::default();
     out.push(b'{');
     for (i, (k, v)) in sorted.into_iter().enumerate() {
         if i > 0 {
@@ -219,7 +221,7 @@ pub fn exact_fields(id: Identity, fields: &[(String, Box<RawValue>)]) -> Key {
         }
         push_str(&mut out, k);
         out.push(b':');
-        push_raw(&mut out, v);
+        push_raw(&mut out, &mut scratch, v);
     }
     out.push(b'}');
     h.update(&out);
@@ -228,7 +230,7 @@ pub fn exact_fields(id: Identity, fields: &[(String, Box<RawValue>)]) -> Key {
 
 /// Appends raw JSON in canonical form. The input is a `RawValue`, so it is valid JSON; should
 /// it fail anyway, what was written so far still makes a deterministic (if odd) key.
-fn push_raw(out: &mut Vec<u8>, v: &RawValue) {
+fn push_raw<'a>(out: &mut Vec<u8>, scratch: &mut Scratch<'a>, v: &'a RawValue) {
     let text = v.get();
     // A string without escapes is already canonical (see `visit_borrowed_str`).
     if text.starts_with('"') && !text.contains('\\') {
@@ -236,7 +238,7 @@ fn push_raw(out: &mut Vec<u8>, v: &RawValue) {
         return;
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let _ = Canon(out).deserialize(&mut de);
+    let _ = Canon { out, scratch }.deserialize(&mut de);
 }
 
 /// A JSON string as `serde_json` escapes it.
@@ -247,58 +249,69 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
 
 /// A deserializer visitor that appends what it visits in canonical form (object keys sorted,
 /// a key sent twice keeps its last value, integral floats as integers).
-struct Canon<'o>(&'o mut Vec<u8>);
+struct Canon<'o, 'de> {
+    out: &'o mut Vec<u8>,
+    scratch: &'o mut Scratch<'de>,
+}
 
-impl<'de> DeserializeSeed<'de> for Canon<'_> {
+/// Buffers shared by every object of one key's canonical form, so that putting an object's
+/// members in order allocates nothing once they have grown.
+#[derive(Default)]
+struct Scratch<'de> {
+    /// Members of the objects being written, innermost last: key, start and end in `out`.
+    members: Vec<(Cow<'de, str>, usize, usize)>,
+    /// An object's members as written, while they are copied back in order.
+    written: Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for Canon<'_, 'de> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Canon<'_> {
+impl<'de> Visitor<'de> for Canon<'_, 'de> {
     type Value = ();
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("any JSON value")
     }
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.0.extend_from_slice(b"null");
+        self.out.extend_from_slice(b"null");
         Ok(())
     }
     fn visit_bool<E>(self, b: bool) -> Result<(), E> {
-        self.0
+        self.out
             .extend_from_slice(if b { &b"true"[..] } else { &b"false"[..] });
         Ok(())
     }
     fn visit_u64<E>(self, n: u64) -> Result<(), E> {
-        let _ = write!(self.0, "{n}");
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         Ok(())
     }
     fn visit_i64<E>(self, n: i64) -> Result<(), E> {
-        let _ = write!(self.0, "{n}");
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         Ok(())
     }
     fn visit_f64<E>(self, f: f64) -> Result<(), E> {
         match serde_json::Number::from_f64(f) {
-            Some(n) => write_number(self.0, &n),
-            None => self.0.extend_from_slice(b"null"),
+            Some(n) => write_number(self.out, &n),
+            None => self.out.extend_from_slice(b"null"),
         }
         Ok(())
     }
     fn visit_borrowed_str<E>(self, s: &'de str) -> Result<(), E> {
-        // Borrowed means no escapes in the source, and JSON forbids raw quotes, backslashes
-        // and control characters in a string: the text needs no escaping either.
-        self.0.push(b'"');
-        self.0.extend_from_slice(s.as_bytes());
-        self.0.push(b'"');
+        push_plain_str(self.out, s);
         Ok(())
     }
     fn visit_str<E>(self, s: &str) -> Result<(), E> {
-        push_str(self.0, s);
+        push_str(self.out, s);
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let out = self.0;
+        let Canon { out, scratch } = self;
         out.push(b'[');
         let mut first = true;
         loop {
@@ -306,7 +319,11 @@ impl<'de> Visitor<'de> for Canon<'_> {
             if !first {
                 out.push(b',');
             }
-            if seq.next_element_seed(Canon(&mut *out))?.is_none() {
+            let element = Canon {
+                out: &mut *out,
+                scratch: &mut *scratch,
+            };
+            if seq.next_element_seed(element)?.is_none() {
                 out.truncate(mark);
                 break;
             }
@@ -316,41 +333,61 @@ impl<'de> Visitor<'de> for Canon<'_> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let out = self.0;
+        let Canon { out, scratch } = self;
         out.push(b'{');
         // Members are written as they come; when their keys were not in order (or one came
         // twice), they are put in order afterwards.
         let base = out.len();
-        let mut members: Vec<(CowStr<'de>, usize, usize)> = Vec::new();
+        let first = scratch.members.len();
         while let Some(k) = map.next_key::<CowStr<'de>>()? {
-            if !members.is_empty() {
+            if scratch.members.len() > first {
                 out.push(b',');
             }
             let start = out.len();
-            push_str(out, &k.0);
+            match &k.0 {
+                Cow::Borrowed(plain) => push_plain_str(out, plain),
+                Cow::Owned(unescaped) => push_str(out, unescaped),
+            }
             out.push(b':');
-            map.next_value_seed(Canon(&mut *out))?;
-            members.push((k, start, out.len()));
+            let value = Canon {
+                out: &mut *out,
+                scratch: &mut *scratch,
+            };
+            map.next_value_seed(value)?;
+            scratch.members.push((k.0, start, out.len()));
         }
-        if !members.windows(2).all(|w| w[0].0 .0 < w[1].0 .0) {
+        let members = &mut scratch.members[first..];
+        if !members.windows(2).all(|w| w[0].0 < w[1].0) {
             // Stable, so of a key sent twice the last one is kept (as a JSON tree keeps it).
-            members.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
-            let written = out.split_off(base);
-            let mut first = true;
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            let written = &mut scratch.written;
+            written.clear();
+            written.extend_from_slice(out.get(base..).unwrap_or_default());
+            out.truncate(base);
+            let mut first_out = true;
             for (i, (k, start, end)) in members.iter().enumerate() {
-                if members.get(i + 1).is_some_and(|next| next.0 .0 == k.0) {
+                if members.get(i + 1).is_some_and(|next| next.0 == *k) {
                     continue;
                 }
-                if !first {
+                if !first_out {
                     out.push(b',');
                 }
-                first = false;
+                first_out = false;
                 out.extend_from_slice(written.get(start - base..end - base).unwrap_or_default());
             }
         }
+        scratch.members.truncate(first);
         out.push(b'}');
         Ok(())
     }
+}
+
+/// A string serde_json borrowed from the input: it had no escapes, and JSON forbids raw
+/// quotes, backslashes and control characters in a string, so it needs no escaping either.
+fn push_plain_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 /// Integral floats as integers (`1.0` and `1` are the same temperature).
