@@ -86,10 +86,16 @@ pub type RawFields = Vec<(String, Box<RawValue>)>;
 ///
 /// The body is kept as raw top-level fields: a pass-through request is validated and
 /// re-encoded without building the JSON tree of its messages. The tree ([`ChatRequest::body`])
-/// is built on first use, by the translators and the cache.
+/// is built on first use, by the translators and the cache. `messages` is kept apart as its
+/// JSON text: it is validated in the same pass that finds where it ends (see
+/// [`parse_one_pass`]), and a `RawValue` of it would cost a second pass over the whole prompt.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
+    /// Every top-level field but `messages`, in order.
     fields: RawFields,
+    /// `messages` as sent (JSON text), and its place among the fields.
+    messages: String,
+    messages_at: usize,
     tree: OnceLock<Map<String, Value>>,
     pub model: String,
     pub stream: bool,
@@ -101,14 +107,35 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// Parses and validates; every error is a 400 naming the field.
     pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
-        let fields = parse_raw_object(bytes)?;
+        let one_pass = std::str::from_utf8(bytes).ok().and_then(parse_one_pass);
+        let Some((fields, messages, messages_at, list)) = one_pass else {
+            // Anything unusual (invalid JSON, `messages` not an array, a key sent twice, ...)
+            // takes the general path, which also words every error.
+            let mut fields = parse_raw_object(bytes)?;
+            let at = fields.iter().position(|(k, _)| k == "messages");
+            let raw = at.map(|i| fields.remove(i).1);
+            let checked = check_messages(raw.as_deref().map(RawValue::get));
+            let text = raw.map(|r| r.get().to_string()).unwrap_or_default();
+            return Self::finish(fields, text, at.unwrap_or(usize::MAX), checked);
+        };
+        let checked = validate_list(&list);
+        drop(list);
+        Self::finish(fields, messages, messages_at, checked)
+    }
+
+    /// Validates the fields other than `messages`; `messages_checked` is the outcome of the
+    /// messages' validation, reported after the model's.
+    fn finish(
+        fields: RawFields,
+        messages: String,
+        messages_at: usize,
+        messages_checked: Result<(), GatewayError>,
+    ) -> Result<ChatRequest, GatewayError> {
         // The fields validation reads, as values; every other field stays raw and unparsed.
         let mut checked: Vec<(&str, Value)> = Vec::with_capacity(8);
-        let mut messages = None;
         let mut tools = None;
         for (k, v) in &fields {
             match k.as_str() {
-                "messages" => messages = Some(&**v),
                 "tools" => tools = Some(&**v),
                 k if CHECKED_FIELDS.contains(&k) => {
                     checked.push((k, serde_json::from_str(v.get()).unwrap_or(Value::Null)));
@@ -118,33 +145,7 @@ impl ChatRequest {
         }
         let get = |key: &str| checked.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
         let model = model_value(get("model"))?;
-        let messages = match messages.map(|m| m.get()) {
-            None | Some("null") => {
-                return Err(GatewayError::bad_request(
-                    "messages",
-                    "missing required parameter: 'messages'",
-                ))
-            }
-            Some(m) if m.starts_with('[') => m,
-            Some(_) => {
-                return Err(GatewayError::bad_request(
-                    "messages",
-                    "'messages' must be an array of message objects",
-                ))
-            }
-        };
-        let list: Vec<MessageFields> = serde_json::from_str(messages).map_err(|e| {
-            GatewayError::bad_request("messages", format!("'messages' is not valid: {e}"))
-        })?;
-        if list.is_empty() {
-            return Err(GatewayError::bad_request(
-                "messages",
-                "'messages' must contain at least one message",
-            ));
-        }
-        for (i, m) in list.iter().enumerate() {
-            validate_message(i, m)?;
-        }
+        messages_checked?;
         let stream = optional_bool(get("stream"), "stream")?;
         check_number(get("temperature"), "temperature")?;
         check_number(get("top_p"), "top_p")?;
@@ -197,6 +198,8 @@ impl ChatRequest {
         let parallel_tool_calls = !matches!(get("parallel_tool_calls"), Some(Value::Bool(false)));
         Ok(ChatRequest {
             fields,
+            messages,
+            messages_at,
             tree: OnceLock::new(),
             model,
             stream,
@@ -205,19 +208,39 @@ impl ChatRequest {
         })
     }
 
-    /// The top-level fields as sent, in order, values as raw JSON.
+    /// The top-level fields as sent, in order, values as raw JSON: every one but `messages`
+    /// ([`ChatRequest::messages_raw`]).
     pub fn fields(&self) -> &[(String, Box<RawValue>)] {
         &self.fields
+    }
+
+    /// `messages` as sent (JSON text, an array).
+    pub fn messages_raw(&self) -> &str {
+        &self.messages
+    }
+
+    /// Every top-level field in order, `messages` included, as key and raw JSON text.
+    pub fn field_texts(&self) -> impl Iterator<Item = (&str, &str)> {
+        let (before, after) = self
+            .fields
+            .split_at(self.messages_at.min(self.fields.len()));
+        fn text((k, v): &(String, Box<RawValue>)) -> (&str, &str) {
+            (k.as_str(), v.get())
+        }
+        before
+            .iter()
+            .map(text)
+            .chain(std::iter::once(("messages", self.messages.as_str())))
+            .chain(after.iter().map(text))
     }
 
     /// The whole body as a JSON tree (built on first use).
     pub fn body(&self) -> &Map<String, Value> {
         self.tree.get_or_init(|| {
-            self.fields
-                .iter()
+            self.field_texts()
                 .map(|(k, v)| {
-                    let value = serde_json::from_str(v.get()).unwrap_or(Value::Null);
-                    (k.clone(), value)
+                    let value = serde_json::from_str(v).unwrap_or(Value::Null);
+                    (k.to_string(), value)
                 })
                 .collect()
         })
@@ -235,6 +258,117 @@ impl ChatRequest {
     pub fn parallel_tool_calls(&self) -> bool {
         self.parallel_tool_calls
     }
+}
+
+/// The checks of `messages` given as JSON text (`None`: absent).
+fn check_messages(messages: Option<&str>) -> Result<(), GatewayError> {
+    let messages = match messages {
+        None | Some("null") => {
+            return Err(GatewayError::bad_request(
+                "messages",
+                "missing required parameter: 'messages'",
+            ))
+        }
+        Some(m) if m.starts_with('[') => m,
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "messages",
+                "'messages' must be an array of message objects",
+            ))
+        }
+    };
+    let list: Vec<MessageFields> = serde_json::from_str(messages).map_err(|e| {
+        GatewayError::bad_request("messages", format!("'messages' is not valid: {e}"))
+    })?;
+    validate_list(&list)
+}
+
+fn validate_list(list: &[MessageFields]) -> Result<(), GatewayError> {
+    if list.is_empty() {
+        return Err(GatewayError::bad_request(
+            "messages",
+            "'messages' must contain at least one message",
+        ));
+    }
+    for (i, m) in list.iter().enumerate() {
+        validate_message(i, m)?;
+    }
+    Ok(())
+}
+
+/// A request body's fields and its `messages` in one pass over the JSON, for the common case:
+/// a JSON object whose keys are unique and whose `messages` is an array. The messages are read
+/// for validation ([`MessageFields`]) while their text is found, instead of being skipped once
+/// to capture them as a `RawValue` and read again to validate them.
+///
+/// serde_json parses every key and value; only the object's own punctuation (`{`, `:`, `,`,
+/// `}`) is read here, to know where each value starts and (from the deserializer's byte
+/// offset) ends. `None` for anything else, which [`ChatRequest::parse`] hands to the general
+/// path.
+#[allow(clippy::type_complexity)]
+fn parse_one_pass(text: &str) -> Option<(RawFields, String, usize, Vec<MessageFields<'_>>)> {
+    use crate::providers::translate::CowStr;
+    /// One JSON value at `text[at..]` (after optional whitespace): the value and where it ends.
+    fn one<'a, T: Deserialize<'a>>(text: &'a str, at: usize) -> Option<(T, usize)> {
+        let mut values = serde_json::Deserializer::from_str(text.get(at..)?).into_iter::<T>();
+        let value = values.next()?.ok()?;
+        Some((value, at + values.byte_offset()))
+    }
+    fn skip_ws(text: &str, mut at: usize) -> usize {
+        let b = text.as_bytes();
+        while matches!(b.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            at += 1;
+        }
+        at
+    }
+    let b = text.as_bytes();
+    let mut at = skip_ws(text, 0);
+    if b.get(at) != Some(&b'{') {
+        return None;
+    }
+    at = skip_ws(text, at + 1);
+    let mut fields: RawFields = Vec::with_capacity(8);
+    let mut messages = None;
+    if b.get(at) == Some(&b'}') {
+        return None;
+    }
+    loop {
+        if b.get(at) != Some(&b'"') {
+            return None;
+        }
+        let (CowStr(key), end) = one::<CowStr>(text, at)?;
+        at = skip_ws(text, end);
+        if b.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_ws(text, at + 1);
+        if key == "messages" {
+            if messages.is_some() || b.get(at) != Some(&b'[') {
+                return None;
+            }
+            let (list, end) = one::<Vec<MessageFields>>(text, at)?;
+            messages = Some((text.get(at..end)?.to_string(), fields.len(), list));
+            at = end;
+        } else {
+            if fields.iter().any(|(k, _)| *k == key) {
+                return None;
+            }
+            let (value, end) = one::<&RawValue>(text, at)?;
+            fields.push((key.into_owned(), value.to_owned()));
+            at = end;
+        }
+        at = skip_ws(text, at);
+        match b.get(at) {
+            Some(b',') => at = skip_ws(text, at + 1),
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    if skip_ws(text, at + 1) != text.len() {
+        return None;
+    }
+    let (text, messages_at, list) = messages?;
+    Some((fields, text, messages_at, list))
 }
 
 /// Parses a JSON object into its raw top-level fields (400 on anything else). A key sent twice
@@ -1071,6 +1205,53 @@ mod tests {
             counts.values().all(|&n| (550..1000).contains(&n)),
             "{counts:?}"
         );
+    }
+
+    /// The one-pass parse finds the same fields and the same `messages` text as the general
+    /// path, and declines (for the general path to answer) whatever it does not handle.
+    #[test]
+    fn one_pass_parse_agrees_with_the_general_path() {
+        let bodies = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"messages":[{"role":"user","content":"hi"}],"model":"m","z":[1,{"a":"}"}]}"#,
+            " \n{ \"model\" :\t\"m\" ,\r\n \"messages\" : [ { \"role\" : \"user\", \"content\" : \"a, b: {c}\" } ] , \"n\" : 1 } \n",
+            r#"{"temperature":0.5,"messages":[{"role":"user","content":"caf\u00e9 \"]\" é"}],"model":"m"}"#,
+            r#"{"mess\u0061ges":[{"role":"user","content":"escaped key"}],"model":"m","tools":[]}"#,
+            r#"{"model":"m","messages":[],"stream":true}"#,
+            r#"{"model":"m","messages":[{"role":"user"}],"x":null,"y":true,"w":-1.5e3}"#,
+        ];
+        for body in bodies {
+            let (fields, messages, at, list) = parse_one_pass(body).expect(body);
+            let mut general = parse_raw_object(body.as_bytes()).unwrap();
+            let i = general.iter().position(|(k, _)| k == "messages").unwrap();
+            let (_, raw) = general.remove(i);
+            assert_eq!(messages, raw.get(), "{body}");
+            assert_eq!(at, i, "{body}");
+            let texts = |f: &RawFields| {
+                f.iter()
+                    .map(|(k, v)| (k.clone(), v.get().to_string()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(texts(&fields), texts(&general), "{body}");
+            let full: Vec<MessageFields> = serde_json::from_str(raw.get()).unwrap();
+            assert_eq!(list.len(), full.len());
+        }
+        for declined in [
+            r#"{"model":"m","model":"n","messages":[]}"#,
+            r#"{"model":"m","messages":[],"messages":[]}"#,
+            r#"{"model":"m","messages":"hi"}"#,
+            r#"{"model":"m","messages":null}"#,
+            r#"{"model":"m"}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#"{"model":"m","messages":[]} x"#,
+            r#"{"model":"m","messages":[],}"#,
+            r#"{"model":"m" "messages":[]}"#,
+            r#"{"model":"m","messages":[1,]}"#,
+            r#"{"model":"m","messages":[]"#,
+        ] {
+            assert!(parse_one_pass(declined).is_none(), "{declined}");
+        }
     }
 
     #[test]

@@ -13,7 +13,6 @@ use std::borrow::Cow;
 use std::io::Write;
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -200,18 +199,13 @@ fn write_value(h: &mut Sha256, v: &Value) {
 /// JSON), without building a JSON tree: the same canonical bytes, so the same key. The
 /// canonical form is written in one pass over the JSON into a buffer (an object's members are
 /// put in order when it ends), then hashed in one call.
-pub fn exact_fields(id: Identity, fields: &[(String, Box<RawValue>)]) -> Key {
+pub fn exact_fields<'a>(id: Identity, fields: impl Iterator<Item = (&'a str, &'a str)>) -> Key {
     let mut h = header(id, "exact");
-    let mut sorted: Vec<(&str, &RawValue)> = fields
-        .iter()
-        .map(|(k, v)| (k.as_str(), &**v))
+    let mut sorted: Vec<(&str, &str)> = fields
         .filter(|(k, _)| *k != "model" && !EXCLUDED.contains(k))
         .collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let size: usize = sorted
-        .iter()
-        .map(|(k, v)| k.len() + v.get().len() + 4)
-        .sum();
+    let size: usize = sorted.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
     let mut out = Vec::with_capacity(size + 2);
     let mut scratch = Scratch::default();
     out.push(b'{');
@@ -228,10 +222,9 @@ pub fn exact_fields(id: Identity, fields: &[(String, Box<RawValue>)]) -> Key {
     Key(h.finalize().into())
 }
 
-/// Appends raw JSON in canonical form. The input is a `RawValue`, so it is valid JSON; should
+/// Appends raw JSON in canonical form. The input was parsed as JSON before, so it is valid; should
 /// it fail anyway, what was written so far still makes a deterministic (if odd) key.
-fn push_raw<'a>(out: &mut Vec<u8>, scratch: &mut Scratch<'a>, v: &'a RawValue) {
-    let text = v.get();
+fn push_raw<'a>(out: &mut Vec<u8>, scratch: &mut Scratch<'a>, text: &'a str) {
     // A string without escapes is already canonical (see `visit_borrowed_str`).
     if text.starts_with('"') && !text.contains('\\') {
         out.extend_from_slice(text.as_bytes());
@@ -489,7 +482,7 @@ mod tests {
             let tree: Map<String, Value> = serde_json::from_str(body).unwrap();
             let raw = crate::api::parse_raw_object(body.as_bytes()).unwrap();
             for id in ids {
-                assert_eq!(exact(id, &tree), exact_fields(id, &raw), "{body}");
+                assert_eq!(exact(id, &tree), exact_fields(id, texts(&raw)), "{body}");
             }
         }
         // And the raw path still tells different answers apart.
@@ -497,7 +490,43 @@ mod tests {
             .unwrap();
         let b = crate::api::parse_raw_object(br#"{"messages":[{"role":"user","content":"b"}]}"#)
             .unwrap();
-        assert_ne!(exact_fields(ID, &a), exact_fields(ID, &b));
+        assert_ne!(exact_fields(ID, texts(&a)), exact_fields(ID, texts(&b)));
+    }
+
+    fn texts(raw: &crate::api::RawFields) -> impl Iterator<Item = (&str, &str)> {
+        raw.iter().map(|(k, v)| (k.as_str(), v.get()))
+    }
+
+    /// The key of a parsed request (its messages kept apart from the other fields, in either
+    /// parsing path) is the key of its JSON tree, and it changes with the messages.
+    #[test]
+    fn parsed_request_key_covers_every_field_and_the_messages() {
+        use crate::api::ChatRequest;
+        let bodies = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#,
+            r#" { "temperature" : 1.0 , "messages" : [ {"content":"caf\u00e9","role":"user"} ] , "model":"m" } "#,
+            // A key sent twice: the general parsing path.
+            r#"{"model":"m","seed":1,"seed":2,"messages":[{"role":"user","content":"x"}]}"#,
+            r#"{"mess\u0061ges":[{"role":"user","content":"escaped key"}],"model":"m"}"#,
+        ];
+        for body in bodies {
+            let tree: Map<String, Value> = serde_json::from_str(body).unwrap();
+            let req = ChatRequest::parse(body.as_bytes()).unwrap();
+            assert_eq!(
+                exact(ID, &tree),
+                exact_fields(ID, req.field_texts()),
+                "{body}"
+            );
+        }
+        let key = |content: &str| {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{content}"}}]}}"#);
+            exact_fields(
+                ID,
+                ChatRequest::parse(body.as_bytes()).unwrap().field_texts(),
+            )
+        };
+        assert_ne!(key("a"), key("b"));
     }
 
     #[test]

@@ -134,8 +134,8 @@ pub fn encode_request(
     call: &CallInfo,
     default_max_tokens: u32,
 ) -> Result<Bytes, GatewayError> {
-    let b = Fields(req.fields());
-    for (k, raw) in b.0 {
+    let b = Fields::of(req);
+    for (k, raw) in b.fields {
         check_field(k, raw)?;
     }
     if translate::choices(&b)? > 1 {
@@ -248,7 +248,7 @@ pub fn encode_request(
         metadata: b.str("user").map(|user_id| Metadata { user_id }),
         stream: req.stream,
     };
-    let size = b.raw("messages").map_or(0, |m| m.get().len()) + 512;
+    let size = b.messages().len() + 512;
     translate::to_bytes(&body, size)
 }
 

@@ -161,7 +161,7 @@ pub fn model_path(model: &str) -> Result<String, GatewayError> {
 
 /// The `generateContent` body for an OpenAI chat request, serialized.
 pub fn encode_request(req: &ChatRequest) -> Result<Bytes, GatewayError> {
-    let b = Fields(req.fields());
+    let b = Fields::of(req);
     /// Fields with an equivalent upstream, and `user`, which identifies the end user for abuse
     /// reports only.
     const TRANSLATED: &[&str] = &[
@@ -186,7 +186,7 @@ pub fn encode_request(req: &ChatRequest) -> Result<Bytes, GatewayError> {
         "reasoning_effort",
         "user",
     ];
-    for (k, raw) in b.0 {
+    for (k, raw) in b.fields {
         if TRANSLATED.contains(&k.as_str()) {
             continue;
         }
@@ -309,7 +309,7 @@ pub fn encode_request(req: &ChatRequest) -> Result<Bytes, GatewayError> {
         tool_config,
         generation_config: gen,
     };
-    let size = b.raw("messages").map_or(0, |m| m.get().len()) + 512;
+    let size = b.messages().len() + 512;
     translate::to_bytes(&body, size)
 }
 

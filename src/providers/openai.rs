@@ -5,7 +5,6 @@
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::api::{ChatRequest, Usage};
@@ -93,8 +92,10 @@ impl Provider for OpenAiCompatible {
         call: &CallInfo,
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
-        let bytes = encode_with_overrides(req.fields(), &call.upstream_model, req.stream)
-            .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
+        let size = req.messages_raw().len();
+        let bytes =
+            encode_with_overrides(req.field_texts(), size, &call.upstream_model, req.stream)
+                .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
         Ok(UpstreamRequest::post(
             format!("{}/chat/completions", backend.path),
             self.headers(),
@@ -173,19 +174,17 @@ impl Provider for OpenAiCompatible {
 }
 
 /// The client's body with `model` replaced and, on streams, `stream_options.include_usage`
-/// set: every other field is written byte for byte as it came, in its order.
-fn encode_with_overrides(
-    body: &[(String, Box<RawValue>)],
+/// set: every other field is written byte for byte as it came, in its order. The fields are
+/// JSON the request parser read (keys and raw values), so the object is put together here
+/// piece by piece: keys escaped by serde_json, values copied.
+fn encode_with_overrides<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
+    size: usize,
     model: &str,
     stream: bool,
 ) -> serde_json::Result<Vec<u8>> {
     use serde::ser::{SerializeMap, Serializer};
 
-    struct Body<'a> {
-        body: &'a [(String, Box<RawValue>)],
-        model: &'a str,
-        stream: bool,
-    }
     struct WithUsage<'a>(Option<&'a serde_json::Map<String, Value>>);
 
     impl serde::Serialize for WithUsage<'_> {
@@ -203,38 +202,34 @@ fn encode_with_overrides(
         }
     }
 
-    impl serde::Serialize for Body<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut m = s.serialize_map(None)?;
-            let mut has_options = false;
-            for (k, v) in self.body {
-                match k.as_str() {
-                    "model" => m.serialize_entry(k, self.model)?,
-                    "stream_options" if self.stream => {
-                        has_options = true;
-                        let options: Option<serde_json::Map<String, Value>> =
-                            serde_json::from_str(v.get()).unwrap_or(None);
-                        m.serialize_entry(k, &WithUsage(options.as_ref()))?
-                    }
-                    _ => m.serialize_entry(k, &**v)?,
-                }
+    let mut out = Vec::with_capacity(size + 64);
+    out.push(b'{');
+    let mut has_options = false;
+    for (i, (k, v)) in fields.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, k)?;
+        out.push(b':');
+        match k {
+            "model" => serde_json::to_writer(&mut out, model)?,
+            "stream_options" if stream => {
+                has_options = true;
+                let options: Option<serde_json::Map<String, Value>> =
+                    serde_json::from_str(v).unwrap_or(None);
+                serde_json::to_writer(&mut out, &WithUsage(options.as_ref()))?
             }
-            if self.stream && !has_options {
-                m.serialize_entry("stream_options", &WithUsage(None))?;
-            }
-            m.end()
+            _ => out.extend_from_slice(v.as_bytes()),
         }
     }
-
-    let mut out = Vec::with_capacity(1024);
-    serde_json::to_writer(
-        &mut out,
-        &Body {
-            body,
-            model,
-            stream,
-        },
-    )?;
+    if stream && !has_options {
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"stream_options\":");
+        serde_json::to_writer(&mut out, &WithUsage(None))?;
+    }
+    out.push(b'}');
     Ok(out)
 }
 
@@ -452,19 +447,23 @@ mod tests {
             br#"{"model":"openai/x","messages":[{"role":"user","content":"hi"}],"z":1,"stream_options":{"other":2,"include_usage":false},"stream":true}"#,
         )
         .unwrap();
-        let out = String::from_utf8(encode_with_overrides(&body, "x", true).unwrap()).unwrap();
+        fn encode(b: &crate::api::RawFields, model: &str, stream: bool) -> String {
+            let texts = b.iter().map(|(k, v)| (k.as_str(), v.get()));
+            String::from_utf8(encode_with_overrides(texts, 0, model, stream).unwrap()).unwrap()
+        }
+        let out = encode(&body, "x", true);
         assert_eq!(
             out,
             r#"{"model":"x","messages":[{"role":"user","content":"hi"}],"z":1,"stream_options":{"other":2,"include_usage":true},"stream":true}"#
         );
         let body =
             crate::api::parse_raw_object(br#"{"model":"a","messages":[],"stream":true}"#).unwrap();
-        let out = String::from_utf8(encode_with_overrides(&body, "b", true).unwrap()).unwrap();
+        let out = encode(&body, "b", true);
         assert_eq!(
             out,
             r#"{"model":"b","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#
         );
-        let out = String::from_utf8(encode_with_overrides(&body, "b", false).unwrap()).unwrap();
+        let out = encode(&body, "b", false);
         assert_eq!(out, r#"{"model":"b","messages":[],"stream":true}"#);
     }
 

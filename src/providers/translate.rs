@@ -56,12 +56,42 @@ pub fn harmless(field: &str, v: &Value) -> bool {
 
 /// The request's top-level fields, read one at a time from their raw JSON.
 #[derive(Debug, Clone, Copy)]
-pub struct Fields<'a>(pub &'a [(String, Box<RawValue>)]);
+pub struct Fields<'a> {
+    /// The fields; with `messages` among them when `messages` is `None`.
+    pub fields: &'a [(String, Box<RawValue>)],
+    /// `messages` as JSON text, when kept apart (as `ChatRequest` keeps it).
+    pub messages: Option<&'a str>,
+}
 
 impl<'a> Fields<'a> {
+    pub fn of(req: &'a crate::api::ChatRequest) -> Fields<'a> {
+        Fields {
+            fields: req.fields(),
+            messages: Some(req.messages_raw()),
+        }
+    }
+
+    /// Fields as parsed by `api::parse_raw_object` (`messages` among them).
+    pub fn raw_object(fields: &'a [(String, Box<RawValue>)]) -> Fields<'a> {
+        Fields {
+            fields,
+            messages: None,
+        }
+    }
+
+    /// `messages` as JSON text (`[]` when absent).
+    pub fn messages(&self) -> &'a str {
+        self.messages
+            .or_else(|| self.raw("messages").map(RawValue::get))
+            .unwrap_or("[]")
+    }
+
     /// A field as sent.
     pub fn raw(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| &**v)
     }
 
     /// A field as a JSON value, as `ChatRequest::body` has it.
@@ -573,7 +603,7 @@ pub struct Conversation<'a> {
 impl<'a> Conversation<'a> {
     /// Reads the request's `messages` (validated by `ChatRequest::parse`).
     pub fn of(body: &Fields<'a>) -> Result<Conversation<'a>, GatewayError> {
-        Conversation::parse(body.raw("messages").map_or("[]", RawValue::get))
+        Conversation::parse(body.messages())
     }
 
     /// Reads a `messages` array given as JSON text.
@@ -1111,7 +1141,7 @@ mod tests {
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
         });
         let raw = fields(&body);
-        let b = &Fields(&raw);
+        let b = &Fields::raw_object(&raw);
         let t = tools(b).unwrap();
         assert_eq!(t[0].name, "f");
         assert_eq!(
@@ -1126,7 +1156,7 @@ mod tests {
         ));
         let none = json!({"tool_choice": "required"});
         assert_eq!(
-            tool_choice(&Fields(&fields(&none)), &[])
+            tool_choice(&Fields::raw_object(&fields(&none)), &[])
                 .unwrap_err()
                 .param
                 .as_deref(),
@@ -1134,12 +1164,15 @@ mod tests {
         );
         let bad = json!({"tools": [{"type": "code_interpreter"}]});
         assert_eq!(
-            tools(&Fields(&fields(&bad))).unwrap_err().param.as_deref(),
+            tools(&Fields::raw_object(&fields(&bad)))
+                .unwrap_err()
+                .param
+                .as_deref(),
             Some("tools[0].type")
         );
         let hot = json!({"temperature": 2.5});
         assert_eq!(
-            temperature(&Fields(&fields(&hot)))
+            temperature(&Fields::raw_object(&fields(&hot)))
                 .unwrap_err()
                 .param
                 .as_deref(),
