@@ -96,6 +96,9 @@ pub struct ChatRequest {
     /// `messages` as sent (JSON text), and its place among the fields.
     messages: String,
     messages_at: usize,
+    /// When every message is plain ([`MessageFields::plain`]): where each one's fields are in
+    /// `messages`.
+    plain_messages: Option<Box<[PlainMessage]>>,
     tree: OnceLock<Map<String, Value>>,
     pub model: String,
     pub stream: bool,
@@ -108,7 +111,14 @@ impl ChatRequest {
     /// Parses and validates; every error is a 400 naming the field.
     pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
         let one_pass = std::str::from_utf8(bytes).ok().and_then(parse_one_pass);
-        let Some((fields, messages, messages_at, list)) = one_pass else {
+        let Some(OnePass {
+            fields,
+            messages,
+            messages_at,
+            list,
+            plain,
+        }) = one_pass
+        else {
             // Anything unusual (invalid JSON, `messages` not an array, a key sent twice, ...)
             // takes the general path, which also words every error.
             let mut fields = parse_raw_object(bytes)?;
@@ -116,19 +126,19 @@ impl ChatRequest {
             let raw = at.map(|i| fields.remove(i).1);
             let checked = check_messages(raw.as_deref().map(RawValue::get));
             let text = raw.map(|r| r.get().to_string()).unwrap_or_default();
-            return Self::finish(fields, text, at.unwrap_or(usize::MAX), checked);
+            let at = at.unwrap_or(usize::MAX);
+            return Self::finish(fields, (text, at, None), checked);
         };
         let checked = validate_list(&list);
         drop(list);
-        Self::finish(fields, messages, messages_at, checked)
+        Self::finish(fields, (messages, messages_at, plain), checked)
     }
 
     /// Validates the fields other than `messages`; `messages_checked` is the outcome of the
     /// messages' validation, reported after the model's.
     fn finish(
         fields: RawFields,
-        messages: String,
-        messages_at: usize,
+        (messages, messages_at, plain_messages): (String, usize, Option<Box<[PlainMessage]>>),
         messages_checked: Result<(), GatewayError>,
     ) -> Result<ChatRequest, GatewayError> {
         // The fields validation reads, as values; every other field stays raw and unparsed.
@@ -200,6 +210,7 @@ impl ChatRequest {
             fields,
             messages,
             messages_at,
+            plain_messages,
             tree: OnceLock::new(),
             model,
             stream,
@@ -217,6 +228,13 @@ impl ChatRequest {
     /// `messages` as sent (JSON text, an array).
     pub fn messages_raw(&self) -> &str {
         &self.messages
+    }
+
+    /// Where the fields of each message are in [`ChatRequest::messages_raw`], when every
+    /// message is plain (an object with only `role`, `content`, `tool_call_id` and
+    /// `tool_calls`, each once, none null).
+    pub fn plain_messages(&self) -> Option<&[PlainMessage]> {
+        self.plain_messages.as_deref()
     }
 
     /// Every top-level field in order, `messages` included, as key and raw JSON text.
@@ -305,8 +323,7 @@ fn validate_list(list: &[MessageFields]) -> Result<(), GatewayError> {
 /// `}`) is read here, to know where each value starts and (from the deserializer's byte
 /// offset) ends. `None` for anything else, which [`ChatRequest::parse`] hands to the general
 /// path.
-#[allow(clippy::type_complexity)]
-fn parse_one_pass(text: &str) -> Option<(RawFields, String, usize, Vec<MessageFields<'_>>)> {
+fn parse_one_pass(text: &str) -> Option<OnePass<'_>> {
     use crate::providers::translate::CowStr;
     /// One JSON value at `text[at..]` (after optional whitespace): the value and where it ends.
     fn one<'a, T: Deserialize<'a>>(text: &'a str, at: usize) -> Option<(T, usize)> {
@@ -347,7 +364,8 @@ fn parse_one_pass(text: &str) -> Option<(RawFields, String, usize, Vec<MessageFi
                 return None;
             }
             let (list, end) = one::<Vec<MessageFields>>(text, at)?;
-            messages = Some((text.get(at..end)?.to_string(), fields.len(), list));
+            let raw = text.get(at..end)?;
+            messages = Some((raw.to_string(), fields.len(), plain_spans(raw, &list), list));
             at = end;
         } else {
             if fields.iter().any(|(k, _)| *k == key) {
@@ -367,8 +385,51 @@ fn parse_one_pass(text: &str) -> Option<(RawFields, String, usize, Vec<MessageFi
     if skip_ws(text, at + 1) != text.len() {
         return None;
     }
-    let (text, messages_at, list) = messages?;
-    Some((fields, text, messages_at, list))
+    let (messages, messages_at, plain, list) = messages?;
+    Some(OnePass {
+        fields,
+        messages,
+        messages_at,
+        list,
+        plain,
+    })
+}
+
+/// What [`parse_one_pass`] found.
+struct OnePass<'a> {
+    fields: RawFields,
+    messages: String,
+    messages_at: usize,
+    list: Vec<MessageFields<'a>>,
+    plain: Option<Box<[PlainMessage]>>,
+}
+
+/// A plain message's fields as (start, length) in the messages text, in the order of their
+/// keys: `content`, `role`, `tool_call_id`, `tool_calls`.
+pub type PlainMessage = [Option<(u32, u32)>; 4];
+
+/// [`PlainMessage`]s of `list`, read from `raw` (the messages text its fields point into);
+/// `None` unless every message is plain.
+fn plain_spans(raw: &str, list: &[MessageFields]) -> Option<Box<[PlainMessage]>> {
+    let base = raw.as_ptr() as usize;
+    let span = |v: Option<&RawValue>| -> Option<Option<(u32, u32)>> {
+        let Some(v) = v else { return Some(None) };
+        let start = (v.get().as_ptr() as usize).checked_sub(base)?;
+        let len = v.get().len();
+        (start + len <= raw.len()).then_some(())?;
+        Some(Some((u32::try_from(start).ok()?, u32::try_from(len).ok()?)))
+    };
+    list.iter()
+        .map(|m| {
+            m.plain.then_some(())?;
+            Some([
+                span(m.content)?,
+                span(m.role)?,
+                span(m.tool_call_id)?,
+                span(m.tool_calls)?,
+            ])
+        })
+        .collect()
 }
 
 /// Parses a JSON object into its raw top-level fields (400 on anything else). A key sent twice
@@ -472,6 +533,9 @@ fn model_value(v: Option<&Value>) -> Result<String, GatewayError> {
 #[derive(Default)]
 pub(crate) struct MessageFields<'a> {
     pub object: bool,
+    /// An object whose keys are all among the four below, each sent once and not null: its
+    /// fields are then the whole message (the cache key writes it from them).
+    pub plain: bool,
     pub role: Option<&'a RawValue>,
     pub content: Option<&'a RawValue>,
     pub tool_calls: Option<&'a RawValue>,
@@ -513,6 +577,7 @@ impl<'de> Deserialize<'de> for MessageFields<'de> {
         struct FieldsVisitor;
         const NOT_OBJECT: MessageFields<'static> = MessageFields {
             object: false,
+            plain: false,
             role: None,
             content: None,
             tool_calls: None,
@@ -529,17 +594,26 @@ impl<'de> Deserialize<'de> for MessageFields<'de> {
             ) -> Result<MessageFields<'de>, A::Error> {
                 let mut f = MessageFields {
                     object: true,
+                    plain: true,
                     ..MessageFields::default()
                 };
                 while let Some(k) = a.next_key::<MessageKey>()? {
-                    match k {
-                        MessageKey::Role => f.role = a.next_value()?,
-                        MessageKey::Content => f.content = a.next_value()?,
-                        MessageKey::ToolCalls => f.tool_calls = a.next_value()?,
-                        MessageKey::ToolCallId => f.tool_call_id = a.next_value()?,
+                    let slot = match k {
+                        MessageKey::Role => &mut f.role,
+                        MessageKey::Content => &mut f.content,
+                        MessageKey::ToolCalls => &mut f.tool_calls,
+                        MessageKey::ToolCallId => &mut f.tool_call_id,
                         MessageKey::Other => {
+                            f.plain = false;
                             a.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
                         }
+                    };
+                    // Sent twice, or null (which reads as absent): not plain.
+                    let twice = slot.is_some();
+                    *slot = a.next_value()?;
+                    if twice || slot.is_none() {
+                        f.plain = false;
                     }
                 }
                 Ok(f)
@@ -1221,7 +1295,13 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user"}],"x":null,"y":true,"w":-1.5e3}"#,
         ];
         for body in bodies {
-            let (fields, messages, at, list) = parse_one_pass(body).expect(body);
+            let OnePass {
+                fields,
+                messages,
+                messages_at: at,
+                list,
+                ..
+            } = parse_one_pass(body).expect(body);
             let mut general = parse_raw_object(body.as_bytes()).unwrap();
             let i = general.iter().position(|(k, _)| k == "messages").unwrap();
             let (_, raw) = general.remove(i);

@@ -200,6 +200,20 @@ fn write_value(h: &mut Sha256, v: &Value) {
 /// canonical form is written in one pass over the JSON into a buffer (an object's members are
 /// put in order when it ends), then hashed in one call.
 pub fn exact_fields<'a>(id: Identity, fields: impl Iterator<Item = (&'a str, &'a str)>) -> Key {
+    exact_with(id, fields, None)
+}
+
+/// [`exact_fields`] of a parsed request. When its messages are plain, their canonical form is
+/// written from where the parser found their fields, without reading the prompt again.
+pub fn exact_request(id: Identity, req: &crate::api::ChatRequest) -> Key {
+    exact_with(id, req.field_texts(), req.plain_messages())
+}
+
+fn exact_with<'a>(
+    id: Identity,
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
+    plain_messages: Option<&[crate::api::PlainMessage]>,
+) -> Key {
     let mut h = header(id, "exact");
     let mut sorted: Vec<(&str, &str)> = fields
         .filter(|(k, _)| *k != "model" && !EXCLUDED.contains(k))
@@ -215,11 +229,50 @@ pub fn exact_fields<'a>(id: Identity, fields: impl Iterator<Item = (&'a str, &'a
         }
         push_str(&mut out, k);
         out.push(b':');
-        push_raw(&mut out, &mut scratch, v);
+        match plain_messages {
+            Some(plain) if k == "messages" => push_plain_messages(&mut out, &mut scratch, v, plain),
+            _ => push_raw(&mut out, &mut scratch, v),
+        }
     }
     out.push(b'}');
     h.update(&out);
     Key(h.finalize().into())
+}
+
+/// The canonical form of plain messages (see `api::MessageFields::plain`): each is an object
+/// of at most four keys, already known in sorted order, so only their values are read.
+fn push_plain_messages<'a>(
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch<'a>,
+    text: &'a str,
+    plain: &[crate::api::PlainMessage],
+) {
+    const KEYS: [&[u8]; 4] = [
+        b"\"content\":",
+        b"\"role\":",
+        b"\"tool_call_id\":",
+        b"\"tool_calls\":",
+    ];
+    out.push(b'[');
+    for (i, message) in plain.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        let mut first = true;
+        for (key, span) in KEYS.iter().zip(message) {
+            let Some((start, len)) = *span else { continue };
+            let (start, len) = (start as usize, len as usize);
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(key);
+            push_raw(out, scratch, text.get(start..start + len).unwrap_or("null"));
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 /// Appends raw JSON in canonical form. The input was parsed as JSON before, so it is valid; should
@@ -508,6 +561,12 @@ mod tests {
             // A key sent twice: the general parsing path.
             r#"{"model":"m","seed":1,"seed":2,"messages":[{"role":"user","content":"x"}]}"#,
             r#"{"mess\u0061ges":[{"role":"user","content":"escaped key"}],"model":"m"}"#,
+            // Plain messages of every shape, written from their fields.
+            r#"{"model":"m","messages":[{"content":"s","role":"system"},{ "role" : "user" , "content" : [ {"type":"text","text":"a\u00e9"}, {"text":"b","type":"text"} ] },{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"x\": 1.0}"}}]},{"tool_call_id":"c1","role":"tool","content":"r\n"}]}"#,
+            // Not plain (another key, a null, a key twice): the whole list is walked.
+            r#"{"model":"m","messages":[{"role":"user","content":"x","name":"n"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x","content":"y"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x","tool_calls":null}]}"#,
         ];
         for body in bodies {
             let tree: Map<String, Value> = serde_json::from_str(body).unwrap();
@@ -517,16 +576,19 @@ mod tests {
                 exact_fields(ID, req.field_texts()),
                 "{body}"
             );
+            assert_eq!(exact(ID, &tree), exact_request(ID, &req), "{body}");
+            // Both ways of writing the messages are covered.
+            let not_plain = ["\"name\"", "\"content\":\"y\"", "null}", "\"seed\":2"];
+            let plain = !not_plain.iter().any(|n| body.contains(n));
+            assert_eq!(req.plain_messages().is_some(), plain, "{body}");
         }
         let key = |content: &str| {
             let body =
                 format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{content}"}}]}}"#);
-            exact_fields(
-                ID,
-                ChatRequest::parse(body.as_bytes()).unwrap().field_texts(),
-            )
+            exact_request(ID, &ChatRequest::parse(body.as_bytes()).unwrap())
         };
         assert_ne!(key("a"), key("b"));
+        assert_ne!(key("a"), key("a "));
     }
 
     #[test]
