@@ -90,7 +90,7 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("Pingora: connection and request cycle", "apps::ServerApp>::process_new::\\{\\{closure\\}\\}( |$)")
     show("gateway: one request (read, answer, log, finish)", "proxy::App as pingora_core::apps::HttpServerApp>::process_new_http::\\{\\{closure\\}\\}( |$)")
     show("  route (everything the answer takes)", "proxy::Gateway::route::\\{\\{closure\\}\\}( |$)")
-    show("  request parse + validation", "api::ChatRequest::parse( |$)")
+    show("  request parse + validation", "api::ChatRequest::parse(_with)?( |$)")
     show("  request body as a JSON tree (translation, cache)", "api::ChatRequest::body( |$)")
     show("  cache key", "cache::key::exact( |$)")
     show("  translation to the provider", "Provider>::chat_request( |$)")

@@ -110,7 +110,15 @@ pub struct ChatRequest {
 impl ChatRequest {
     /// Parses and validates; every error is a 400 naming the field.
     pub fn parse(bytes: &[u8]) -> Result<ChatRequest, GatewayError> {
-        let one_pass = std::str::from_utf8(bytes).ok().and_then(parse_one_pass);
+        Self::parse_with(bytes, true)
+    }
+
+    /// [`ChatRequest::parse`]; `plain_messages` says whether to note where the fields of plain
+    /// messages are (only the cache key reads them: see [`ChatRequest::plain_messages`]).
+    pub fn parse_with(bytes: &[u8], plain_messages: bool) -> Result<ChatRequest, GatewayError> {
+        let one_pass = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| parse_one_pass(text, plain_messages));
         let Some(OnePass {
             fields,
             messages,
@@ -323,7 +331,7 @@ fn validate_list(list: &[MessageFields]) -> Result<(), GatewayError> {
 /// `}`) is read here, to know where each value starts and (from the deserializer's byte
 /// offset) ends. `None` for anything else, which [`ChatRequest::parse`] hands to the general
 /// path.
-fn parse_one_pass(text: &str) -> Option<OnePass<'_>> {
+fn parse_one_pass(text: &str, plain_messages: bool) -> Option<OnePass<'_>> {
     use crate::providers::translate::CowStr;
     /// One JSON value at `text[at..]` (after optional whitespace): the value and where it ends.
     fn one<'a, T: Deserialize<'a>>(text: &'a str, at: usize) -> Option<(T, usize)> {
@@ -365,7 +373,8 @@ fn parse_one_pass(text: &str) -> Option<OnePass<'_>> {
             }
             let (list, end) = one::<Vec<MessageFields>>(text, at)?;
             let raw = text.get(at..end)?;
-            messages = Some((raw.to_string(), fields.len(), plain_spans(raw, &list), list));
+            let plain = plain_messages.then(|| plain_spans(raw, &list)).flatten();
+            messages = Some((raw.to_string(), fields.len(), plain, list));
             at = end;
         } else {
             if fields.iter().any(|(k, _)| *k == key) {
@@ -1301,7 +1310,7 @@ mod tests {
                 messages_at: at,
                 list,
                 ..
-            } = parse_one_pass(body).expect(body);
+            } = parse_one_pass(body, true).expect(body);
             let mut general = parse_raw_object(body.as_bytes()).unwrap();
             let i = general.iter().position(|(k, _)| k == "messages").unwrap();
             let (_, raw) = general.remove(i);
@@ -1330,7 +1339,7 @@ mod tests {
             r#"{"model":"m","messages":[1,]}"#,
             r#"{"model":"m","messages":[]"#,
         ] {
-            assert!(parse_one_pass(declined).is_none(), "{declined}");
+            assert!(parse_one_pass(declined, true).is_none(), "{declined}");
         }
     }
 

@@ -37,7 +37,7 @@ pub async fn handle(
     ctx: &mut Ctx,
 ) -> Result<(), GatewayError> {
     let body = read_body(session, gw.config.max_body_bytes).await?;
-    let req = ChatRequest::parse(&body)?;
+    let req = ChatRequest::parse_with(&body, gw.cache.enabled())?;
     ctx.model = Some(req.model.clone());
     ctx.stream = req.stream;
     let failover = !session
