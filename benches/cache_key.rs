@@ -6,8 +6,8 @@
 
 use std::hint::black_box;
 
-use ai_gateway::api::parse_raw_object;
-use ai_gateway::cache::key::{context, exact, exact_fields, Identity};
+use ai_gateway::api::{parse_raw_object, ChatRequest};
+use ai_gateway::cache::key::{context, exact, exact_fields, exact_request, Identity};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Map, Value};
 
@@ -67,14 +67,21 @@ fn bench(c: &mut Criterion) {
     for (name, body) in [("small", small()), ("typical", typical())] {
         let bytes = serde_json::to_vec(&body).map(|b| b.len()).unwrap_or(0);
         g.throughput(Throughput::Bytes(bytes as u64));
-        // What a cache lookup runs: the key from the raw top-level fields the request was
-        // parsed into (no JSON tree).
-        let raw = serde_json::to_vec(&body)
-            .ok()
-            .and_then(|b| parse_raw_object(&b).ok())
-            .unwrap_or_default();
+        let text = serde_json::to_vec(&body).unwrap_or_default();
+        // What a cache lookup runs: the key of the parsed request, its plain messages written
+        // from where the parser found their fields (no second walk of the prompt).
+        let req = ChatRequest::parse(&text).ok();
         g.bench_function(format!("exact/{name}_{bytes}B"), |b| {
-            b.iter(|| exact_fields(ID, black_box(&raw)))
+            b.iter(|| req.as_ref().map(|r| exact_request(ID, black_box(r))))
+        });
+        // The key from raw top-level fields, every value walked (what a request whose messages
+        // are not plain costs).
+        let raw = parse_raw_object(&text).unwrap_or_default();
+        g.bench_function(format!("exact_walk/{name}_{bytes}B"), |b| {
+            b.iter(|| {
+                let fields = black_box(&raw).iter().map(|(k, v)| (k.as_str(), v.get()));
+                exact_fields(ID, fields)
+            })
         });
         g.bench_function(format!("exact_build_tree/{name}_{bytes}B"), |b| {
             b.iter(|| {
