@@ -92,7 +92,7 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("  route (everything the answer takes)", "proxy::Gateway::route::\\{\\{closure\\}\\}( |$)")
     show("  request parse + validation", "api::ChatRequest::parse(_with)?( |$)")
     show("  request body as a JSON tree (translation, cache)", "api::ChatRequest::body( |$)")
-    show("  cache key", "cache::key::exact( |$)")
+    show("  cache key (canonical form + SHA-256)", "cache::key::exact_request( |$)")
     show("  translation to the provider", "Provider>::chat_request( |$)")
     show("  upstream exchange (Pingora connector)", "upstream::Upstreams::send::\\{\\{closure\\}\\}( |$)")
     show("  response translation / usage", "Provider>::chat_response( |$)")
