@@ -11,7 +11,7 @@
 //!   answer, write the log line.
 //! - [`chat`]: `/v1/chat/completions` and `/v1/embeddings`: the upstream exchange and streaming.
 //! - [`cache`]: the response cache: keys, memory and Redis backends, coalescing, semantic layer.
-//! - [`models`]: `/v1/models`.
+//! - [`models`]: the `/v1/models` endpoint.
 //! - [`api`]: the public OpenAI types: request parsing, usage, completion and chunk writers.
 //! - [`error`]: the OpenAI error object every client sees.
 //! - [`providers`]: one file per upstream wire format (`openai`, `anthropic`, `gemini`, `echo`);

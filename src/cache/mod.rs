@@ -214,7 +214,7 @@ pub async fn lookup(
         upstream_model: &route.upstream_model,
         scope: scope.as_deref(),
     };
-    let key = key::exact_request(id, &req);
+    let key = key::exact_request(id, req);
     let ttl = control.ttl.map_or(cache.ttl, |t| t.min(cache.ttl));
     let store = !ttl.is_zero();
 
