@@ -36,15 +36,8 @@ impl<S> IdlePool<S> {
     /// that `usable` accepts. The others met on the way are closed (outside the lock).
     pub fn take(&self, key: u64, mut usable: impl FnMut(&mut S) -> bool) -> Option<S> {
         loop {
-            let (mut conn, since) = {
-                let mut idle = self.idle.lock();
-                let queue = idle.get_mut(&key)?;
-                let newest = queue.pop_back();
-                if queue.is_empty() {
-                    idle.remove(&key);
-                }
-                newest?
-            };
+            // An emptied queue stays: upstreams are few, and the next put reuses it.
+            let (mut conn, since) = self.idle.lock().get_mut(&key)?.pop_back()?;
             if since.elapsed() < self.max_idle && usable(&mut conn) {
                 return Some(conn);
             }
@@ -77,7 +70,7 @@ impl<S> IdlePool<S> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.idle.lock().is_empty()
+        self.idle.lock().values().all(VecDeque::is_empty)
     }
 }
 

@@ -434,12 +434,15 @@ impl HttpServerApp for App {
         let mut ctx = gw.new_ctx();
         gw.handle(&mut session, &mut ctx).await;
         gw.log(&session, &mut ctx).await;
-        drop(ctx);
         let settings = HttpPersistentSettings::for_session(&session);
-        match session.finish().await {
+        // Finishing may still write (the end of a chunked body): the request stays in flight,
+        // for a graceful shutdown to wait for, until it is done (`ctx` holds the count).
+        let reused = match session.finish().await {
             Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
             _ => None,
-        }
+        };
+        drop(ctx);
+        reused
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {

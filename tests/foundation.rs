@@ -701,7 +701,7 @@ async fn closing_upstream() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
                         }
                     }
                 }
-                let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"fresh"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+                let body = openai_completion("m", "fresh").to_string();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
                     body.len()
