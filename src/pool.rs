@@ -64,12 +64,14 @@ impl<S> IdlePool<S> {
         drop(closed);
     }
 
-    /// Connections kept for `key` (tests, diagnostics).
-    pub fn len(&self, key: u64) -> usize {
+    /// Connections kept for `key`.
+    #[cfg(test)]
+    fn len(&self, key: u64) -> usize {
         self.idle.lock().get(&key).map_or(0, VecDeque::len)
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.idle.lock().values().all(VecDeque::is_empty)
     }
 }
