@@ -332,7 +332,6 @@ fn validate_list(list: &[MessageFields]) -> Result<(), GatewayError> {
 /// offset) ends. `None` for anything else, which [`ChatRequest::parse`] hands to the general
 /// path.
 fn parse_one_pass(text: &str, plain_messages: bool) -> Option<OnePass<'_>> {
-    use crate::providers::translate::CowStr;
     /// One JSON value at `text[at..]` (after optional whitespace): the value and where it ends.
     fn one<'a, T: Deserialize<'a>>(text: &'a str, at: usize) -> Option<(T, usize)> {
         let mut values = serde_json::Deserializer::from_str(text.get(at..)?).into_iter::<T>();
@@ -666,9 +665,7 @@ fn validate_message(i: usize, f: &MessageFields) -> Result<(), GatewayError> {
         ));
     }
     // Borrowed unless it has escapes (serde's own `Cow<str>` always allocates).
-    let role = f
-        .role
-        .map(|r| serde_json::from_str::<crate::providers::translate::CowStr>(r.get()));
+    let role = f.role.map(|r| serde_json::from_str::<CowStr>(r.get()));
     match role {
         Some(Ok(r)) if ROLES.contains(&&*r.0) => {}
         Some(Ok(r)) => {
@@ -725,6 +722,35 @@ fn check_integer(v: Option<&Value>, key: &str) -> Result<(), GatewayError> {
             key,
             format!("'{key}' must be an integer"),
         )),
+    }
+}
+
+/// A JSON string, borrowed from the input unless it had escapes (serde's `Cow<str>` always
+/// copies).
+pub(crate) struct CowStr<'a>(pub std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<CowStr<'de>, E> {
+                Ok(CowStr(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

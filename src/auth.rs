@@ -494,32 +494,6 @@ impl From<Refusal> for GatewayError {
 /// Name of the shared bucket when auth is off (rate limits still apply to everyone together).
 pub const ANONYMOUS: &str = "anonymous";
 
-/// `request_filter`'s gate for the `/v1` API: authenticate, name the key in `ctx`, then apply
-/// its rate limits (which also put the `x-ratelimit-*` headers on the response).
-pub async fn admit(
-    gw: &crate::proxy::Gateway,
-    session: &crate::proxy::Session,
-    ctx: &mut crate::proxy::Ctx,
-) -> Result<(), GatewayError> {
-    let header = session
-        .req_header()
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    let (name, limits) = match gw.auth.authenticate(header) {
-        Ok(Some(e)) => {
-            ctx.key_name = Some(e.name.to_string());
-            (e.name.clone(), e.limits)
-        }
-        Ok(None) => (Arc::from(ANONYMOUS), gw.limiter.config().defaults),
-        Err(refusal) => {
-            ctx.headers.push(("www-authenticate", "Bearer".into()));
-            return Err(refusal.error());
-        }
-    };
-    gw.limiter.admit(name, limits, ctx).await
-}
-
 /// Reloads the keys file on `SIGHUP` and whenever its content changes.
 pub struct KeysWatcher(pub Arc<Auth>);
 
@@ -612,10 +586,9 @@ impl pingora::services::background::BackgroundService for KeysWatcher {
 }
 
 /// Start-up lines: which keys (names only), or a loud warning that anyone may call.
-pub fn log_startup(gw: &crate::proxy::Gateway) {
-    let listen = &gw.config.listen;
-    if gw.auth.enabled() {
-        log::info!("api keys: {}", gw.auth.config().describe());
+pub fn log_startup(auth: &Auth, limits: &RateLimitConfig, listen: &str) {
+    if auth.enabled() {
+        log::info!("api keys: {}", auth.config().describe());
     } else {
         let exposed = listen
             .parse::<std::net::SocketAddr>()
@@ -632,7 +605,7 @@ pub fn log_startup(gw: &crate::proxy::Gateway) {
             log::warn!("{msg}.");
         }
     }
-    log::info!("rate limits: {}", gw.limiter.config().describe());
+    log::info!("rate limits: {}", limits.describe());
 }
 
 #[cfg(test)]

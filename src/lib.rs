@@ -31,12 +31,10 @@
 pub mod api;
 pub mod auth;
 pub mod cache;
-pub mod chat;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod metrics;
-pub mod models;
 pub mod pool;
 pub mod pricing;
 pub mod providers;

@@ -18,12 +18,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use http::Response;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
 use prometheus::{
     CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -404,52 +400,6 @@ pub fn render() -> (String, Vec<u8>) {
         }
     }
     (encoder.format_type().to_string(), buf)
-}
-
-/// The `GATEWAY_METRICS_LISTEN` listener: `/metrics` (and `/health`) only.
-pub struct MetricsApp;
-
-#[async_trait]
-impl ServeHttp for MetricsApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let h = session.req_header();
-        let get = h.method == http::Method::GET || h.method == http::Method::HEAD;
-        let (status, ctype, body) = match h.uri.path().trim_end_matches('/') {
-            "/metrics" if get => {
-                let (ctype, body) = render();
-                (200, ctype, body)
-            }
-            "/health" | "/healthz" if get => (
-                200,
-                "application/json".to_string(),
-                b"{\"status\":\"ok\"}".to_vec(),
-            ),
-            "/metrics" | "/health" | "/healthz" => (
-                405,
-                "application/json".to_string(),
-                crate::error::GatewayError::method_not_allowed(h.method.as_str(), h.uri.path())
-                    .body()
-                    .to_vec(),
-            ),
-            _ => (
-                404,
-                "application/json".to_string(),
-                crate::error::GatewayError::not_found(format!(
-                    "this listener serves only GET /metrics and GET /health, not {}",
-                    h.uri.path()
-                ))
-                .body()
-                .to_vec(),
-            ),
-        };
-        let len = body.len();
-        Response::builder()
-            .status(status)
-            .header("content-type", ctype)
-            .header("content-length", len)
-            .body(body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
-    }
 }
 
 #[cfg(test)]

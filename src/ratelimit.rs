@@ -27,7 +27,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::{vars, Reader, Secret};
 use crate::error::GatewayError;
-use crate::proxy::Ctx;
 
 /// Longest wait for one Redis round trip before limiting locally.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -585,26 +584,28 @@ impl Limiter {
             .charge_at(&c.name, &c.limits, tokens, Instant::now());
     }
 
-    /// Applies `limits` to one request: sets its `x-ratelimit-*` headers and, when it may
-    /// proceed, what the logging phase charges; otherwise the 429.
+    /// Applies `limits` to one request: the `x-ratelimit-*` headers its response carries
+    /// (whether it may proceed or not), and either what is charged once its usage is known
+    /// (`None`: nothing to charge) or the 429.
     pub async fn admit(
         &self,
         name: Arc<str>,
         limits: Limits,
-        ctx: &mut Ctx,
-    ) -> Result<(), GatewayError> {
+    ) -> (
+        Vec<(&'static str, String)>,
+        Result<Option<Charge>, GatewayError>,
+    ) {
         if !limits.is_limited() {
-            return Ok(());
+            return (Vec::new(), Ok(None));
         }
         let d = self.acquire(&name, &limits).await;
-        ctx.headers.extend(headers(&d));
+        let h = headers(&d);
         if d.allowed() {
-            if limits.tpm.is_some() {
-                ctx.rate_limit = Some(Charge { name, limits });
-            }
-            return Ok(());
+            let charge = limits.tpm.is_some().then_some(Charge { name, limits });
+            return (h, Ok(charge));
         }
-        Err(too_many(&name, &limits, &d))
+        let refused = too_many(&name, &limits, &d);
+        (h, Err(refused))
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::health::PoolService;
-use crate::proxy::{App, Gateway};
+use crate::proxy::App;
 
 /// Command-line switches (everything else is configured through the environment).
 #[derive(Debug, Default, Clone)]
@@ -170,9 +170,12 @@ pub fn run(config: Config, args: Args) {
     let grace = config.shutdown_grace;
     crate::pricing::set_overrides(config.prices.clone());
     crate::metrics::init(&config);
-    let gateway = Gateway::new(config);
-    let inflight = gateway.inflight.clone();
-    log_startup(&gateway);
+    let mut app = App::new(config);
+    if listeners.h2c {
+        app.enable_h2c();
+    }
+    let inflight = app.inflight();
+    app.log_startup();
 
     // Load each pool's backend list before the first request, then keep it and the active
     // health checks running as background services.
@@ -180,11 +183,11 @@ pub fn run(config: Config, args: Args) {
         .enable_all()
         .build()
     {
-        for pool in gateway.router.pools.values() {
+        for (_, pool) in app.pools() {
             rt.block_on(pool.load());
         }
     }
-    for (name, pool) in &gateway.router.pools {
+    for (name, pool) in app.pools() {
         server.add_service(background_service(
             &format!("health {name}"),
             PoolService(pool.clone()),
@@ -193,9 +196,9 @@ pub fn run(config: Config, args: Args) {
     server.add_service(background_service("log writer", LogWriter));
     server.add_service(background_service(
         "api keys",
-        crate::auth::KeysWatcher(gateway.auth.clone()),
+        crate::auth::KeysWatcher(app.auth()),
     ));
-    let mut service = Service::new("ai-gateway".to_string(), App::new(gateway));
+    let mut service = Service::new("ai-gateway".to_string(), app);
     if let Err(e) = crate::tls::add_listeners(&mut server, &mut service, &listeners) {
         log::error!("cannot set up the listeners: {e}");
         crate::telemetry::flush_logs();
@@ -206,7 +209,7 @@ pub fn run(config: Config, args: Args) {
         handle.add_dependency(b);
     }
     if let Some(addr) = &metrics_listen {
-        let mut metrics = Service::new("metrics".to_string(), crate::metrics::MetricsApp);
+        let mut metrics = Service::new("metrics".to_string(), crate::proxy::MetricsApp);
         metrics.add_tcp(addr);
         let handle = server.add_service(metrics);
         if let Some(b) = &bootstrap {
@@ -225,12 +228,6 @@ pub fn run(config: Config, args: Args) {
             phases,
         }),
     });
-}
-
-fn log_startup(gw: &Gateway) {
-    let names: Vec<&str> = gw.router.providers.keys().map(String::as_str).collect();
-    log::info!("providers: {}", names.join(", "));
-    crate::auth::log_startup(gw);
 }
 
 /// In `--daemon` mode the parent of the fork waits for the daemon's SIGUSR1 ("ready"), but

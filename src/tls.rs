@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -293,21 +292,15 @@ pub struct Listeners {
 }
 
 /// Adds the configured listeners to the proxy service (and the SIGHUP reloader to the server).
-pub fn add_listeners(
+///
+/// With `h2c` the app must already serve it (Pingora peeks for the HTTP/2 preface, so HTTP/1.1
+/// keeps working on the same port; it never applies h2c to TLS connections: ALPN decides there).
+pub fn add_listeners<A>(
     server: &mut Server,
-    service: &mut Service<crate::proxy::App>,
+    service: &mut Service<A>,
     l: &Listeners,
 ) -> pingora::Result<()> {
-    if l.h2c {
-        // Pingora peeks for the HTTP/2 preface, so HTTP/1.1 keeps working on the same port;
-        // it never applies h2c to TLS connections (ALPN decides there).
-        if let Some(app) = service.app_logic_mut() {
-            let mut opts = HttpServerOptions::default();
-            opts.h2c = true;
-            app.server_options = Some(opts);
-        }
-    }
-    let plain = |service: &mut Service<crate::proxy::App>| {
+    let plain = |service: &mut Service<A>| {
         service.add_tcp(&l.listen);
         let h2c = if l.h2c { " (HTTP/1.1 and h2c)" } else { "" };
         log::info!("ai-gateway listening on http://{}{h2c}", l.listen);

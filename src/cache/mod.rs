@@ -10,13 +10,15 @@
 //! request gets a `chat.completion`, a stream request a replayed SSE stream. Streamed answers
 //! are stored too, rebuilt on the side from the bytes the client was sent ([`assemble`]).
 //!
-//! The chat flow calls four hooks, in order:
-//! - [`lookup`] after the model is resolved: serves a hit (exact, coalesced or semantic) and
-//!   returns `true`, or leaves a [`Fill`] in `Ctx::cache_fill` for the answer to come;
-//! - [`record_body`] / [`record_answer`] with a plain answer, and [`tee`] with every chunk of a
-//!   stream after it was written to the client;
-//! - [`finish`] once the exchange is over (whatever its outcome): stores a complete, successful
-//!   answer and hands it to coalesced followers.
+//! The cache takes and returns plain values and never writes to a client; the proxy's chat
+//! flow (`proxy/cache.rs`) uses it in three steps:
+//! - [`Cache::lookup`] after the model is resolved: a [`Lookup::Hit`] (exact, coalesced or
+//!   semantic) to serve with [`render_hit`] and [`hit_headers`], or a miss with the [`Fill`]
+//!   that travels with the request;
+//! - [`Fill::record_body`] / [`Fill::record_answer`] with a plain answer, and [`Fill::tee`] with
+//!   every chunk of a stream after it was written to the client;
+//! - [`Cache::store`] once the exchange is over (whatever its outcome): stores a complete,
+//!   successful answer and hands it to coalesced followers.
 //!
 //! ```sh
 //! GATEWAY_CACHE_TTL=300 cargo run
@@ -38,20 +40,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::proxy::Session;
 use bytes::BytesMut;
 
 use crate::api::{completion_body, Answer, ChatRequest, ChunkWriter};
 use crate::error::GatewayError;
-use crate::proxy::{respond, Ctx, Gateway};
-use crate::routing::Route;
 
 use self::assemble::Assembler;
-use self::backend::{Backend, Hit, Memory};
+pub use self::backend::Hit;
+use self::backend::{Backend, Memory};
 use self::coalesce::{follow, Inflight, Join, Leader};
 use self::config::{BackendKind, CacheConfig, Scope, SemanticConfig};
 use self::entry::{answer_from_completion, Entry};
-use self::key::{Identity, Key};
+pub use self::key::Identity;
+use self::key::Key;
 use self::redis_backend::RedisBackend;
 
 /// Response headers.
@@ -103,6 +104,11 @@ impl Cache {
 
     pub fn enabled(&self) -> bool {
         self.backend.is_some()
+    }
+
+    /// Whether entries are per gateway key (`GATEWAY_CACHE_SCOPE=key`).
+    pub fn per_key(&self) -> bool {
+        matches!(self.scope, Scope::Key)
     }
 }
 
@@ -164,137 +170,253 @@ impl Control {
 
 /// How a hit was found (decides its headers).
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Found {
+pub enum Found {
     Exact,
     Coalesced,
     Semantic(f32),
 }
 
-fn push_header(ctx: &mut Ctx, name: &'static str, value: String) {
-    ctx.headers.retain(|(k, _)| *k != name);
-    ctx.headers.push((name, value));
+/// Embeds text for the semantic layer. The proxy implements it with an upstream embeddings
+/// exchange; the cache only sees vectors.
+#[async_trait::async_trait]
+pub trait Embedder: Sync {
+    /// `text` embedded by `model` (a model name as a client would write it), unit length.
+    async fn embed(&self, model: &str, text: &str) -> Result<Arc<[f32]>, String>;
 }
 
-fn set_status(ctx: &mut Ctx, label: &'static str, header: &str) {
-    ctx.cache = Some(label);
-    crate::metrics::cache_lookup(label);
-    push_header(ctx, X_CACHE, header.to_string());
+/// What a lookup asks of the request, as plain values.
+pub struct Query<'a> {
+    pub control: Control,
+    pub req: &'a ChatRequest,
+    /// The first candidate (the cache key names it) and the scope (the gateway key's name).
+    pub identity: Identity<'a>,
 }
 
-/// Looks the request up; on a hit, answers the client and returns `true`.
-pub async fn lookup(
-    gw: &Gateway,
-    session: &mut Session,
-    ctx: &mut Ctx,
-    req: &ChatRequest,
-    route: &Route,
-) -> Result<bool, GatewayError> {
-    let cache = &gw.cache;
-    let Some(backend) = cache.backend.clone() else {
-        return Ok(false);
-    };
-    let control = Control::from_headers(&session.req_header().headers)?;
-    // An answer holds one choice; `n > 1` asks for several.
-    let several = req
-        .fields()
-        .iter()
-        .find(|(k, _)| k == "n")
-        .and_then(|(_, n)| n.get().parse::<u64>().ok())
-        .is_some_and(|n| n > 1);
-    if control.no_store || several {
-        set_status(ctx, "bypass", "BYPASS");
-        return Ok(false);
-    }
-    let scope = match cache.scope {
-        Scope::Global => None,
-        Scope::Key => Some(ctx.key_name.clone().unwrap_or_default()),
-    };
-    let id = Identity {
-        provider: route.provider_name(),
-        upstream_model: &route.upstream_model,
-        scope: scope.as_deref(),
-    };
-    let key = key::exact_request(id, req);
-    let ttl = control.ttl.map_or(cache.ttl, |t| t.min(cache.ttl));
-    let store = !ttl.is_zero();
+/// What a lookup decided.
+pub enum Lookup {
+    /// The cache is off: nothing to say.
+    Off,
+    /// A stored answer to serve (its status is already counted).
+    Hit(Hit, Found),
+    /// Not served from the cache. `status` is the `X-Cache` outcome (`miss` or `bypass`, or
+    /// `None` when the request did not ask); `fill`, when the answer is to be stored, goes
+    /// with the request to [`Cache::store`].
+    Miss {
+        status: Option<Status>,
+        fill: Option<Box<Fill>>,
+    },
+}
 
-    let mut leader = None;
-    if control.no_cache {
-        set_status(ctx, "bypass", "BYPASS");
-    } else {
-        if let Some(hit) = backend.get(&key).await {
-            serve(session, ctx, req, &hit, Found::Exact).await;
-            return Ok(true);
+/// A lookup's outcome as the client sees it: a metrics label and the `X-Cache` value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Status {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Hit => "hit",
+            Status::Miss => "miss",
+            Status::Bypass => "bypass",
         }
-        // Only plain requests wait for a leader: a stream must start as soon as its own
-        // upstream does.
-        if !req.stream && store {
-            match cache.inflight.join(&key) {
-                Join::Follower(rx) => {
-                    if let Some(hit) = follow(rx).await {
-                        serve(session, ctx, req, &hit, Found::Coalesced).await;
-                        return Ok(true);
-                    }
-                }
-                Join::Leader(l) => {
-                    // The previous leader may have stored and left between our lookup and
-                    // our join.
-                    if let Some(hit) = backend.get(&key).await {
-                        serve(session, ctx, req, &hit, Found::Exact).await;
-                        return Ok(true);
-                    }
-                    leader = Some(l);
-                }
+    }
+
+    pub fn header(self) -> &'static str {
+        match self {
+            Status::Hit => "HIT",
+            Status::Miss => "MISS",
+            Status::Bypass => "BYPASS",
+        }
+    }
+}
+
+impl Cache {
+    /// Looks a request up: an exact hit, a coalesced one (waiting for an identical request in
+    /// flight), or a semantic one; otherwise what to store once the answer is known.
+    pub async fn lookup(&self, q: Query<'_>, embedder: &dyn Embedder) -> Lookup {
+        let Some(backend) = self.backend.clone() else {
+            return Lookup::Off;
+        };
+        let Query {
+            control,
+            req,
+            identity: id,
+        } = q;
+        // An answer holds one choice; `n > 1` asks for several.
+        let several = req
+            .fields()
+            .iter()
+            .find(|(k, _)| k == "n")
+            .and_then(|(_, n)| n.get().parse::<u64>().ok())
+            .is_some_and(|n| n > 1);
+        if control.no_store || several {
+            return miss(Status::Bypass, None);
+        }
+        let key = key::exact_request(id, req);
+        let ttl = control.ttl.map_or(self.ttl, |t| t.min(self.ttl));
+        let store = !ttl.is_zero();
+
+        let mut leader = None;
+        let status = if control.no_cache {
+            Status::Bypass
+        } else {
+            if let Some(hit) = backend.get(&key).await {
+                return hit_of(hit, Found::Exact);
             }
-        }
-        set_status(ctx, "miss", "MISS");
-    }
-
-    let mut semantic = None;
-    if let Some(sem) = &cache.semantic {
-        if let Some(text) = key::final_user_text(req.body()).filter(|_| store || !control.no_cache)
-        {
-            let context = key::context(id, req.body());
-            // Boxed: an upstream exchange of its own, and rare; every request's future would
-            // otherwise carry its size (see `Upstreams::session`).
-            match Box::pin(semantic::embed(gw, &sem.model, &text)).await {
-                Ok(vector) => {
-                    if !control.no_cache {
-                        if let Some((hit, similarity)) =
-                            semantic_match(backend.as_ref(), &context, &vector, sem.threshold).await
-                        {
-                            if let Some(l) = &leader {
-                                l.publish(hit.clone());
-                            }
-                            serve(session, ctx, req, &hit, Found::Semantic(similarity)).await;
-                            return Ok(true);
+            // Only plain requests wait for a leader: a stream must start as soon as its own
+            // upstream does.
+            if !req.stream && store {
+                match self.inflight.join(&key) {
+                    Join::Follower(rx) => {
+                        if let Some(hit) = follow(rx).await {
+                            return hit_of(hit, Found::Coalesced);
                         }
                     }
-                    semantic = Some((context, vector));
+                    Join::Leader(l) => {
+                        // The previous leader may have stored and left between our lookup and
+                        // our join.
+                        if let Some(hit) = backend.get(&key).await {
+                            return hit_of(hit, Found::Exact);
+                        }
+                        leader = Some(l);
+                    }
                 }
-                Err(e) => {
-                    if cache.embed_warn.ready() {
-                        log::warn!(
-                            "cache: embedding with {} failed, semantic lookup skipped: {e}",
-                            sem.model
-                        );
+            }
+            Status::Miss
+        };
+
+        let mut semantic = None;
+        if let Some(sem) = &self.semantic {
+            if let Some(text) =
+                key::final_user_text(req.body()).filter(|_| store || !control.no_cache)
+            {
+                let context = key::context(id, req.body());
+                // Boxed by the trait: an upstream exchange of its own, and rare; every
+                // request's future would otherwise carry its size.
+                let embedded = tokio::time::timeout(
+                    semantic::EMBED_TIMEOUT,
+                    embedder.embed(&sem.model, &text),
+                )
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {:?}", semantic::EMBED_TIMEOUT)));
+                match embedded {
+                    Ok(vector) => {
+                        if !control.no_cache {
+                            if let Some((hit, similarity)) =
+                                semantic_match(backend.as_ref(), &context, &vector, sem.threshold)
+                                    .await
+                            {
+                                if let Some(l) = &leader {
+                                    l.publish(hit.clone());
+                                }
+                                // The miss counted above stands: the exact key missed.
+                                crate::metrics::cache_lookup(status.label());
+                                return hit_of(hit, Found::Semantic(similarity));
+                            }
+                        }
+                        semantic = Some((context, vector));
+                    }
+                    Err(e) => {
+                        if self.embed_warn.ready() {
+                            log::warn!(
+                                "cache: embedding with {} failed, semantic lookup skipped: {e}",
+                                sem.model
+                            );
+                        }
                     }
                 }
             }
         }
+
+        let fill = store.then(|| {
+            Box::new(Fill {
+                key,
+                ttl,
+                semantic,
+                leader,
+                plain: None,
+                stream: None,
+            })
+        });
+        miss(status, fill)
     }
 
-    if store {
-        ctx.cache_fill = Some(Box::new(Fill {
+    /// Stores the answer of a finished exchange if it is complete and successful, and releases
+    /// coalesced followers. Call once the exchange is over, whatever its outcome (`served`:
+    /// the client got a complete 200 answer, or hung up after one).
+    pub async fn store(
+        &self,
+        fill: Box<Fill>,
+        served: bool,
+        usage: Option<crate::api::Usage>,
+        provider: &str,
+    ) {
+        let Fill {
             key,
             ttl,
             semantic,
             leader,
-            plain: None,
-            stream: None,
-        }));
+            plain,
+            stream,
+        } = *fill;
+        let Some(backend) = self.backend.as_ref() else {
+            return;
+        };
+        if !served {
+            return;
+        }
+        let answer = match stream {
+            Some(a) => a.answer(),
+            None => plain,
+        };
+        let Some(mut answer) = answer else {
+            return;
+        };
+        // The client may not have asked for the usage chunk; the translator saw it anyway.
+        if answer.usage.is_none() {
+            answer.usage = usage;
+        }
+        let entry = Entry {
+            answer,
+            provider: provider.to_string(),
+        };
+        if !entry.cacheable() {
+            return;
+        }
+        let entry = Arc::new(entry);
+        if let Some(l) = &leader {
+            l.publish(Hit {
+                entry: entry.clone(),
+                ttl_left: ttl,
+            });
+        }
+        // The leader's slot is freed only once the entry is stored (when `leader` drops at the
+        // end), so a request arriving in between waits for it rather than going upstream again.
+        backend.put(&key, entry, ttl).await;
+        if let Some(n) = backend.entries() {
+            crate::metrics::cache_size(n);
+        }
+        if let Some((context, vector)) = semantic {
+            backend.add_vector(&context, &key, vector, ttl).await;
+        }
+        drop(leader);
     }
-    Ok(false)
+}
+
+fn miss(status: Status, fill: Option<Box<Fill>>) -> Lookup {
+    crate::metrics::cache_lookup(status.label());
+    Lookup::Miss {
+        status: Some(status),
+        fill,
+    }
+}
+
+fn hit_of(hit: Hit, found: Found) -> Lookup {
+    crate::metrics::cache_lookup(Status::Hit.label());
+    Lookup::Hit(hit, found)
 }
 
 /// The best stored answer for `vector` in its context, at or above the threshold.
@@ -317,126 +439,52 @@ async fn semantic_match(
     None
 }
 
-/// Answers from a stored entry, in the form the client asked for.
-async fn serve(session: &mut Session, ctx: &mut Ctx, req: &ChatRequest, hit: &Hit, found: Found) {
-    set_status(ctx, "hit", "HIT");
+/// The response headers of a hit, beside `X-Cache: HIT`.
+pub fn hit_headers(hit: &Hit, found: Found) -> Vec<(&'static str, String)> {
     // Round up: a live entry never claims 0 seconds left.
     let secs = hit.ttl_left.as_millis().div_ceil(1000);
-    push_header(ctx, X_CACHE_TTL, secs.to_string());
+    let mut h = vec![(X_CACHE_TTL, secs.to_string())];
     match found {
         Found::Exact => {}
-        Found::Coalesced => push_header(ctx, X_CACHE_COALESCED, "true".into()),
+        Found::Coalesced => h.push((X_CACHE_COALESCED, "true".into())),
         Found::Semantic(s) => {
-            push_header(ctx, X_CACHE_SEMANTIC, "true".into());
-            push_header(ctx, X_CACHE_SIMILARITY, format!("{s:.4}"));
+            h.push((X_CACHE_SEMANTIC, "true".into()));
+            h.push((X_CACHE_SIMILARITY, format!("{s:.4}")));
         }
     }
-    ctx.provider = Some(hit.entry.provider.clone());
-    // No upstream tokens were spent; the body still reports the original counts.
-    ctx.usage = None;
+    h
+}
+
+/// A stored answer in the form the client asked for: `(content type, body)`, a replayed SSE
+/// stream or a `chat.completion`.
+pub fn render_hit(hit: &Hit, req: &ChatRequest) -> (&'static str, bytes::Bytes) {
     let answer = &hit.entry.answer;
     let w = ChunkWriter::new(&req.model);
     if req.stream {
         let mut out = BytesMut::with_capacity(512 + answer.content.as_ref().map_or(0, String::len));
         w.replay(&mut out, answer, req.include_usage);
-        respond(
-            session,
-            ctx,
-            200,
-            "text/event-stream",
-            &[("cache-control", "no-cache")],
-            out.freeze(),
-        )
-        .await;
+        ("text/event-stream", out.freeze())
     } else {
         let body = completion_body(&w.id, w.created, &req.model, answer);
-        respond(session, ctx, 200, "application/json", &[], body).await;
+        ("application/json", body)
     }
 }
 
-/// A plain upstream answer (an OpenAI `chat.completion` body) for the pending fill.
-pub fn record_body(ctx: &mut Ctx, body: &[u8]) {
-    if let Some(f) = ctx.cache_fill.as_mut() {
-        f.plain = answer_from_completion(body);
+impl Fill {
+    /// A plain upstream answer (an OpenAI `chat.completion` body).
+    pub fn record_body(&mut self, body: &[u8]) {
+        self.plain = answer_from_completion(body);
     }
-}
 
-/// A plain answer the gateway made itself (the echo provider).
-pub fn record_answer(ctx: &mut Ctx, answer: &Answer) {
-    if let Some(f) = ctx.cache_fill.as_mut() {
-        f.plain = Some(answer.clone());
+    /// A plain answer the gateway made itself (the echo provider).
+    pub fn record_answer(&mut self, answer: &Answer) {
+        self.plain = Some(answer.clone());
     }
-}
 
-/// Bytes of a stream, exactly as they were written to the client.
-pub fn tee(ctx: &mut Ctx, bytes: &[u8]) {
-    if let Some(f) = ctx.cache_fill.as_mut() {
-        f.stream.get_or_insert_with(Assembler::new).feed(bytes);
+    /// Bytes of a stream, exactly as they were written to the client.
+    pub fn tee(&mut self, bytes: &[u8]) {
+        self.stream.get_or_insert_with(Assembler::new).feed(bytes);
     }
-}
-
-/// Whether [`tee`] wants the bytes (so the caller copies them only then).
-pub fn wants_tee(ctx: &Ctx) -> bool {
-    ctx.cache_fill.is_some()
-}
-
-/// Stores the answer if it is complete and successful, and releases coalesced followers.
-/// Call once the exchange is over, whatever its outcome.
-pub async fn finish(gw: &Gateway, ctx: &mut Ctx) {
-    let Some(fill) = ctx.cache_fill.take() else {
-        return;
-    };
-    let Fill {
-        key,
-        ttl,
-        semantic,
-        leader,
-        plain,
-        stream,
-    } = *fill;
-    let Some(backend) = gw.cache.backend.as_ref() else {
-        return;
-    };
-    // A client that hung up does not make a complete answer incomplete (a stream cut short
-    // never reached `[DONE]`, so its assembler holds nothing); storing it spares the retry.
-    if ctx.status != 200 || !matches!(ctx.outcome, "ok" | "client_closed") {
-        return;
-    }
-    let answer = match stream {
-        Some(a) => a.answer(),
-        None => plain,
-    };
-    let Some(mut answer) = answer else {
-        return;
-    };
-    // The client may not have asked for the usage chunk; the translator saw it anyway.
-    if answer.usage.is_none() {
-        answer.usage = ctx.usage;
-    }
-    let entry = Entry {
-        answer,
-        provider: ctx.provider.clone().unwrap_or_default(),
-    };
-    if !entry.cacheable() {
-        return;
-    }
-    let entry = Arc::new(entry);
-    if let Some(l) = &leader {
-        l.publish(Hit {
-            entry: entry.clone(),
-            ttl_left: ttl,
-        });
-    }
-    // The leader's slot is freed only once the entry is stored (when `leader` drops at the
-    // end), so a request arriving in between waits for it rather than going upstream again.
-    backend.put(&key, entry, ttl).await;
-    if let Some(n) = backend.entries() {
-        crate::metrics::cache_size(n);
-    }
-    if let Some((context, vector)) = semantic {
-        backend.add_vector(&context, &key, vector, ttl).await;
-    }
-    drop(leader);
 }
 
 /// Lets a warning through at most once per [`WARN_EVERY`], so an outage logs a line now and

@@ -7,30 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
-
-use crate::chat;
-use crate::proxy::Gateway;
+use serde_json::Value;
 
 use super::key::Key;
 
 /// Longest an embeddings call may add to a request before it proceeds as a miss.
 pub const EMBED_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Embeds `text` with `model` (a model name as a client would write it). The vector comes
-/// back with unit length, so cosine similarity is a dot product.
-pub async fn embed(gw: &Gateway, model: &str, text: &str) -> Result<Arc<[f32]>, String> {
-    let route = gw.router.resolve(model).map_err(|e| e.message)?;
-    let obj = match json!({"model": model, "input": text}) {
-        Value::Object(o) => o,
-        _ => return Err("internal: request is not an object".into()),
-    };
-    let (body, _usage) = tokio::time::timeout(EMBED_TIMEOUT, chat::embed(gw, &route, &obj, model))
-        .await
-        .map_err(|_| format!("no answer within {EMBED_TIMEOUT:?}"))?
-        .map_err(|e| e.message)?;
-    parse_embedding(&body)
-}
 
 /// `data[0].embedding` of an OpenAI embeddings response, normalised.
 pub fn parse_embedding(body: &[u8]) -> Result<Arc<[f32]>, String> {

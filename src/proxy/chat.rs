@@ -1,22 +1,22 @@
-//! `/v1/chat/completions` and `/v1/embeddings`: parse, resolve, exchange with the upstream, and
-//! answer the client (JSON, or SSE forwarded chunk by chunk as it arrives).
+//! `/v1/chat/completions`: parse, resolve, look up the cache, exchange with the upstream
+//! (failing over between candidates), and answer the client (JSON, or SSE forwarded chunk by
+//! chunk as it arrives).
 
-use crate::proxy::Session;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use std::time::{Duration, Instant};
 
-use crate::api::{completion_body, parse_object, required_model, ChatRequest, ChunkWriter};
+use super::{cache, read_body, respond, response_head, Ctx, Gateway, Session};
+use crate::api::{completion_body, ChatRequest, ChunkWriter};
 use crate::config::{BaseUrl, WireKind};
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::providers::{echo, CallInfo, StreamStatus};
-use crate::proxy::{read_body, respond, response_head, Ctx, Gateway};
 use crate::routing::{all_unavailable, Route};
 use crate::upstream::{SendError, UpstreamResponse, MAX_ERROR_BODY};
 
 /// Largest non-streamed upstream answer the gateway accepts.
-const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
+pub(super) const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
 
 /// How one attempt against one upstream ended.
 pub enum Attempt {
@@ -54,12 +54,12 @@ pub async fn handle(
     ctx.upstream_model = Some(first.upstream_model.clone());
     // The cache key names the first candidate (the model's own provider, or for a pool the
     // one the strategy picked).
-    if crate::cache::lookup(gw, session, ctx, &req, first).await? {
+    if cache::lookup(gw, session, ctx, &req, first).await? {
         return Ok(());
     }
     let result = run_candidates(gw, session, ctx, &req, &routes).await;
     // Releases coalesced followers and stores the answer, whatever the outcome.
-    crate::cache::finish(gw, ctx).await;
+    cache::finish(gw, ctx).await;
     result
 }
 
@@ -274,7 +274,7 @@ pub async fn attempt(
         match route.provider.chat_response(body, call) {
             Ok(t) => {
                 ctx.usage = t.usage;
-                crate::cache::record_body(ctx, &t.body);
+                cache::record_body(ctx, &t.body);
                 respond(session, ctx, 200, "application/json", &[], t.body).await;
                 Attempt::Served
             }
@@ -321,10 +321,10 @@ async fn write_chunk(session: &mut Session, ctx: &mut Ctx, out: &mut BytesMut, e
     ctx.bytes += out.len();
     let data = out.split().freeze();
     // The cache reads a copy only after the client has the bytes: it never delays them.
-    let copy = crate::cache::wants_tee(ctx).then(|| data.clone());
+    let copy = cache::wants_tee(ctx).then(|| data.clone());
     let ok = session.write_response_body(data, end).await.is_ok();
     if let (true, Some(copy)) = (ok, copy) {
-        crate::cache::tee(ctx, &copy);
+        cache::tee(ctx, &copy);
     }
     ok
 }
@@ -435,7 +435,7 @@ async fn serve_echo(
     ctx.usage = answer.usage;
     let w = ChunkWriter::new(&call.client_model);
     if !call.stream {
-        crate::cache::record_answer(ctx, &answer);
+        cache::record_answer(ctx, &answer);
         let body = completion_body(&w.id, w.created, &call.client_model, &answer);
         respond(session, ctx, 200, "application/json", &[], body).await;
         return;
@@ -469,87 +469,4 @@ async fn serve_echo(
     if !write_chunk(session, ctx, &mut out, true).await {
         ctx.outcome = "client_closed";
     }
-}
-
-/// `POST /v1/embeddings`.
-pub async fn embeddings(
-    gw: &Gateway,
-    session: &mut Session,
-    ctx: &mut Ctx,
-) -> Result<(), GatewayError> {
-    let body = read_body(session, gw.config.max_body_bytes).await?;
-    let obj = parse_object(&body)?;
-    let model = required_model(&obj)?;
-    match obj.get("input") {
-        Some(serde_json::Value::String(_)) | Some(serde_json::Value::Array(_)) => {}
-        None | Some(serde_json::Value::Null) => {
-            return Err(GatewayError::bad_request(
-                "input",
-                "missing required parameter: 'input'",
-            ))
-        }
-        Some(_) => {
-            return Err(GatewayError::bad_request(
-                "input",
-                "'input' must be a string or an array",
-            ))
-        }
-    }
-    ctx.model = Some(model.clone());
-    let route = gw.router.resolve(&model)?;
-    ctx.provider = Some(route.provider_name().to_string());
-    ctx.upstream_model = Some(route.upstream_model.clone());
-    ctx.attempts = 1;
-    let (bytes, usage) = embed(gw, &route, &obj, &model).await?;
-    ctx.usage = usage;
-    respond(session, ctx, 200, "application/json", &[], bytes).await;
-    Ok(())
-}
-
-/// One embeddings exchange (also used by the semantic cache).
-pub async fn embed(
-    gw: &Gateway,
-    route: &Route,
-    obj: &serde_json::Map<String, serde_json::Value>,
-    client_model: &str,
-) -> Result<(Bytes, Option<crate::api::Usage>), GatewayError> {
-    let cfg = route.provider.config();
-    let backend = cfg.backends.first().ok_or_else(|| {
-        GatewayError::bad_request(
-            "model",
-            format!("provider {} does not offer embeddings", cfg.name),
-        )
-    })?;
-    let up = route
-        .provider
-        .embeddings_request(obj, &route.upstream_model, backend)?;
-    let mut resp = gw.upstreams.send(backend, &up).await.map_err(|e| {
-        let err = e.into_gateway(&cfg.name);
-        metrics::upstream_error(&cfg.name, err.label);
-        err
-    })?;
-    let status = resp.status();
-    let limit = if (200..300).contains(&status) {
-        MAX_RESPONSE_BODY
-    } else {
-        MAX_ERROR_BODY
-    };
-    let body = resp
-        .read_all(limit)
-        .await
-        .map_err(|e| e.into_gateway(&cfg.name))?;
-    resp.release().await;
-    if !(200..300).contains(&status) {
-        let err = route.provider.error(status, &body);
-        metrics::upstream_error(&cfg.name, err.label);
-        return Err(err);
-    }
-    let (bytes, usage) = route.provider.embeddings_response(body, client_model)?;
-    if cfg.kind == WireKind::OpenAi {
-        return Ok((bytes, usage));
-    }
-    // Translated answers: usage estimated if uncounted, base64 encoding applied.
-    Ok(crate::providers::translate::finish_embeddings(
-        obj, bytes, usage,
-    ))
 }

@@ -1,20 +1,37 @@
-//! The HTTP application Pingora runs for every request: read the head, answer, log.
+//! The request lifecycle: the only code that sees Pingora's session, the per-request [`Ctx`]
+//! and the shared [`Gateway`]. Everything it calls (cache, auth, rate limits, routing, health,
+//! providers, telemetry) takes and returns plain values and never writes to a client.
+//!
+//! One request: [`app`] reads the head; [`Gateway::handle`] routes it by path to an endpoint
+//! family (a file each: [`chat`], [`embeddings`], [`models`]), [`admit`] checks its key and
+//! rate limits; the family parses the body, resolves the model, consults the cache
+//! ([`cache`]), exchanges with the upstream and answers; then [`Gateway::log`] charges token
+//! limits, counts metrics and writes the one log line.
 //!
 //! The gateway answers every request itself, upstream exchange included (see DESIGN.md), so it
-//! is a `pingora_core` [`HttpServerApp`] rather than a `ProxyHttp` behind Pingora's proxy
-//! cycle, whose phases, proxy session and cache state it would never use.
+//! is a `pingora_core` `HttpServerApp` ([`app::App`]) rather than a `ProxyHttp` behind
+//! Pingora's proxy cycle, whose phases, proxy session and cache state it would never use.
+
+mod admit;
+mod app;
+mod cache;
+mod chat;
+mod embeddings;
+mod metrics_app;
+mod models;
+
+pub use app::App;
+pub use chat::FAILOVER_HEADER;
+pub use metrics_app::MetricsApp;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use parking_lot::Mutex;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::http::ResponseHeader;
-use pingora::server::ShutdownWatch;
 
 use crate::api::{random_token, Usage};
 use crate::config::Config;
@@ -22,7 +39,6 @@ use crate::error::GatewayError;
 use crate::routing::Router;
 use crate::telemetry::{duration_ms, RequestLog};
 use crate::upstream::{Timeouts, Upstreams};
-use crate::{chat, models};
 
 /// One request's HTTP session with the client (HTTP/1.x or an HTTP/2 stream).
 pub type Session = pingora::protocols::http::ServerSession;
@@ -293,7 +309,7 @@ impl Gateway {
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
         if matches!(ep, Endpoint::Chat | Endpoint::Embeddings | Endpoint::Models) {
-            crate::auth::admit(self, session, ctx).await?;
+            admit::admit(self, session, ctx).await?;
         }
         match ep {
             Endpoint::Health if is_get => {
@@ -354,104 +370,15 @@ impl Gateway {
             }
             Endpoint::Chat if method == Method::POST => chat::handle(self, session, ctx).await,
             Endpoint::Embeddings if method == Method::POST => {
-                chat::embeddings(self, session, ctx).await
+                embeddings::handle(self, session, ctx).await
             }
             _ => Err(GatewayError::method_not_allowed(method.as_str(), &path)),
         }
     }
 }
 
-/// What Pingora runs: the gateway, and the HTTP server options (h2c) the listeners chose.
-pub struct App {
-    pub gateway: Gateway,
-    pub server_options: Option<HttpServerOptions>,
-}
-
-impl App {
-    pub fn new(gateway: Gateway) -> Self {
-        App {
-            gateway,
-            server_options: None,
-        }
-    }
-}
-
-/// Resolves once the server is shutting down (at once if it already is).
-async fn shutting_down(mut w: ShutdownWatch) {
-    loop {
-        if *w.borrow_and_update() {
-            return;
-        }
-        if w.changed().await.is_err() {
-            // The server dropped the sender: it is going away, but not through a shutdown
-            // this connection should act on.
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-#[async_trait]
-impl HttpServerApp for App {
-    /// One request on a connection: Pingora calls this again for the next request on a
-    /// kept-alive HTTP/1.x connection, and once per HTTP/2 stream.
-    async fn process_new_http(
-        self: &Arc<Self>,
-        mut session: Session,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        // A connection idle between requests is closed when the server shuts down; a request
-        // already being read is not dropped for it (biased towards the read).
-        let read = tokio::select! {
-            biased;
-            r = session.read_request() => r,
-            _ = shutting_down(shutdown.clone()) => return None,
-        };
-        match read {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                if matches!(e.etype, pingora::ErrorType::InvalidHTTPHeader) {
-                    let body = GatewayError::bad_request("", "malformed HTTP request").body();
-                    let mut head = Session::generate_error(400);
-                    if head.set_content_length(body.len()).is_ok()
-                        && head
-                            .insert_header(http::header::CONTENT_TYPE, "application/json")
-                            .is_ok()
-                    {
-                        let _ = session.write_error_response(head, body).await;
-                    }
-                }
-                session.shutdown().await;
-                return None;
-            }
-        }
-        if *shutdown.borrow() || session.req_header().method == Method::CONNECT {
-            // Answer this one, but do not keep the connection for another (a CONNECT gets a
-            // 405: the gateway tunnels nothing, and CONNECT changes the message framing).
-            session.set_keepalive(None);
-        }
-        let gw = &self.gateway;
-        let mut ctx = gw.new_ctx();
-        gw.handle(&mut session, &mut ctx).await;
-        gw.log(&session, &mut ctx).await;
-        let settings = HttpPersistentSettings::for_session(&session);
-        // Finishing may still write (the end of a chunked body): the request stays in flight,
-        // for a graceful shutdown to wait for, until it is done (`ctx` holds the count).
-        let reused = match session.finish().await {
-            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
-            _ => None,
-        };
-        drop(ctx);
-        reused
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.server_options.as_ref()
-    }
-}
-
 impl Gateway {
-    fn new_ctx(&self) -> Ctx {
+    pub(crate) fn new_ctx(&self) -> Ctx {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         Ctx {
             request_id: String::new(),
@@ -479,7 +406,7 @@ impl Gateway {
     }
 
     /// Answers the request, errors included.
-    async fn handle(&self, session: &mut Session, ctx: &mut Ctx) {
+    pub(crate) async fn handle(&self, session: &mut Session, ctx: &mut Ctx) {
         ctx.start = Instant::now();
         ctx.request_id = match session.req_header().headers.get("x-request-id") {
             Some(v) if valid_request_id(v.as_bytes()) => {
@@ -495,7 +422,7 @@ impl Gateway {
     }
 
     /// Charges the rate limits, records the metrics and writes the request's log line.
-    async fn log(&self, session: &Session, ctx: &mut Ctx) {
+    pub(crate) async fn log(&self, session: &Session, ctx: &mut Ctx) {
         if let (Some(c), Some(u)) = (ctx.rate_limit.take(), ctx.usage) {
             self.limiter.charge(&c, u.total_tokens).await;
         }

@@ -1,0 +1,135 @@
+//! What Pingora runs for every connection: read a request's head, hand it to the gateway,
+//! log it, and give the connection back for the next request.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Method;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::server::ShutdownWatch;
+
+use crate::config::Config;
+use crate::error::GatewayError;
+
+use super::{Gateway, Session};
+
+/// What Pingora runs: the gateway, and the HTTP server options (h2c) the listeners chose.
+pub struct App {
+    gateway: Gateway,
+    server_options: Option<HttpServerOptions>,
+}
+
+impl App {
+    /// The gateway for this configuration (providers, pools, cache, keys, limits).
+    pub fn new(config: Config) -> Self {
+        App {
+            gateway: Gateway::new(config),
+            server_options: None,
+        }
+    }
+
+    /// Serves HTTP/2 with prior knowledge beside HTTP/1.1 on plain listeners.
+    pub fn enable_h2c(&mut self) {
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = true;
+        self.server_options = Some(opts);
+    }
+
+    /// Requests in flight (a graceful shutdown waits for them).
+    pub fn inflight(&self) -> Arc<AtomicUsize> {
+        self.gateway.inflight.clone()
+    }
+
+    /// The health pools, for their background services.
+    pub fn pools(&self) -> impl Iterator<Item = (&String, &Arc<crate::health::Pool>)> {
+        self.gateway.router.pools.iter()
+    }
+
+    /// The gateway keys, for the reloading service.
+    pub fn auth(&self) -> Arc<crate::auth::Auth> {
+        self.gateway.auth.clone()
+    }
+
+    /// Start-up lines: providers, keys (names only) or a loud warning, rate limits.
+    pub fn log_startup(&self) {
+        let gw = &self.gateway;
+        let names: Vec<&str> = gw.router.providers.keys().map(String::as_str).collect();
+        log::info!("providers: {}", names.join(", "));
+        crate::auth::log_startup(&gw.auth, gw.limiter.config(), &gw.config.listen);
+    }
+}
+
+/// Resolves once the server is shutting down (at once if it already is).
+async fn shutting_down(mut w: ShutdownWatch) {
+    loop {
+        if *w.borrow_and_update() {
+            return;
+        }
+        if w.changed().await.is_err() {
+            // The server dropped the sender: it is going away, but not through a shutdown
+            // this connection should act on.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for App {
+    /// One request on a connection: Pingora calls this again for the next request on a
+    /// kept-alive HTTP/1.x connection, and once per HTTP/2 stream.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // A connection idle between requests is closed when the server shuts down; a request
+        // already being read is not dropped for it (biased towards the read).
+        let read = tokio::select! {
+            biased;
+            r = session.read_request() => r,
+            _ = shutting_down(shutdown.clone()) => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if matches!(e.etype, pingora::ErrorType::InvalidHTTPHeader) {
+                    let body = GatewayError::bad_request("", "malformed HTTP request").body();
+                    let mut head = Session::generate_error(400);
+                    if head.set_content_length(body.len()).is_ok()
+                        && head
+                            .insert_header(http::header::CONTENT_TYPE, "application/json")
+                            .is_ok()
+                    {
+                        let _ = session.write_error_response(head, body).await;
+                    }
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() || session.req_header().method == Method::CONNECT {
+            // Answer this one, but do not keep the connection for another (a CONNECT gets a
+            // 405: the gateway tunnels nothing, and CONNECT changes the message framing).
+            session.set_keepalive(None);
+        }
+        let gw = &self.gateway;
+        let mut ctx = gw.new_ctx();
+        gw.handle(&mut session, &mut ctx).await;
+        gw.log(&session, &mut ctx).await;
+        let settings = HttpPersistentSettings::for_session(&session);
+        // Finishing may still write (the end of a chunked body): the request stays in flight,
+        // for a graceful shutdown to wait for, until it is done (`ctx` holds the count).
+        let reused = match session.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        };
+        drop(ctx);
+        reused
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.server_options.as_ref()
+    }
+}

@@ -1,0 +1,136 @@
+//! The response cache in a request's lifecycle: the cache library decides; this file reads
+//! the request's cache headers, puts the cache's headers on the response, writes hits, and
+//! embeds text for the semantic layer through the gateway's own providers.
+
+use std::sync::Arc;
+
+use crate::api::{Answer, ChatRequest};
+use crate::cache::{self, Control, Embedder, Found, Hit, Identity, Lookup, Query};
+use crate::error::GatewayError;
+use crate::routing::Route;
+
+use super::{respond, Ctx, Gateway, Session};
+
+#[async_trait::async_trait]
+impl Embedder for Gateway {
+    async fn embed(&self, model: &str, text: &str) -> Result<Arc<[f32]>, String> {
+        let route = self.router.resolve(model).map_err(|e| e.message)?;
+        let obj = match serde_json::json!({"model": model, "input": text}) {
+            serde_json::Value::Object(o) => o,
+            _ => return Err("internal: request is not an object".into()),
+        };
+        let (body, _usage) = super::embeddings::embed(self, &route, &obj, model)
+            .await
+            .map_err(|e| e.message)?;
+        cache::semantic::parse_embedding(&body)
+    }
+}
+
+fn push_header(ctx: &mut Ctx, name: &'static str, value: String) {
+    ctx.headers.retain(|(k, _)| *k != name);
+    ctx.headers.push((name, value));
+}
+
+fn set_status(ctx: &mut Ctx, status: cache::Status) {
+    ctx.cache = Some(status.label());
+    push_header(ctx, cache::X_CACHE, status.header().to_string());
+}
+
+/// Looks the request up; on a hit, answers the client and returns `true`.
+pub async fn lookup(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    req: &ChatRequest,
+    route: &Route,
+) -> Result<bool, GatewayError> {
+    if !gw.cache.enabled() {
+        return Ok(false);
+    }
+    let control = Control::from_headers(&session.req_header().headers)?;
+    let scope = gw
+        .cache
+        .per_key()
+        .then(|| ctx.key_name.clone().unwrap_or_default());
+    let identity = Identity {
+        provider: route.provider_name(),
+        upstream_model: &route.upstream_model,
+        scope: scope.as_deref(),
+    };
+    let query = Query {
+        control,
+        req,
+        identity,
+    };
+    match gw.cache.lookup(query, gw).await {
+        Lookup::Off => Ok(false),
+        Lookup::Miss { status, fill } => {
+            if let Some(s) = status {
+                set_status(ctx, s);
+            }
+            ctx.cache_fill = fill;
+            Ok(false)
+        }
+        Lookup::Hit(hit, found) => {
+            serve(session, ctx, req, &hit, found).await;
+            Ok(true)
+        }
+    }
+}
+
+/// Answers from a stored entry, in the form the client asked for.
+async fn serve(session: &mut Session, ctx: &mut Ctx, req: &ChatRequest, hit: &Hit, found: Found) {
+    set_status(ctx, cache::Status::Hit);
+    for (k, v) in cache::hit_headers(hit, found) {
+        push_header(ctx, k, v);
+    }
+    ctx.provider = Some(hit.entry.provider.clone());
+    // No upstream tokens were spent; the body still reports the original counts.
+    ctx.usage = None;
+    let (content_type, body) = cache::render_hit(hit, req);
+    let extra: &[(&str, &str)] = if req.stream {
+        &[("cache-control", "no-cache")]
+    } else {
+        &[]
+    };
+    respond(session, ctx, 200, content_type, extra, body).await;
+}
+
+/// A plain upstream answer (an OpenAI `chat.completion` body) for the pending fill.
+pub fn record_body(ctx: &mut Ctx, body: &[u8]) {
+    if let Some(f) = ctx.cache_fill.as_mut() {
+        f.record_body(body);
+    }
+}
+
+/// A plain answer the gateway made itself (the echo provider).
+pub fn record_answer(ctx: &mut Ctx, answer: &Answer) {
+    if let Some(f) = ctx.cache_fill.as_mut() {
+        f.record_answer(answer);
+    }
+}
+
+/// Bytes of a stream, exactly as they were written to the client.
+pub fn tee(ctx: &mut Ctx, bytes: &[u8]) {
+    if let Some(f) = ctx.cache_fill.as_mut() {
+        f.tee(bytes);
+    }
+}
+
+/// Whether [`tee`] wants the bytes (so the caller copies them only then).
+pub fn wants_tee(ctx: &Ctx) -> bool {
+    ctx.cache_fill.is_some()
+}
+
+/// Stores the answer if it is complete and successful, and releases coalesced followers.
+/// Call once the exchange is over, whatever its outcome.
+pub async fn finish(gw: &Gateway, ctx: &mut Ctx) {
+    let Some(fill) = ctx.cache_fill.take() else {
+        return;
+    };
+    // A client that hung up does not make a complete answer incomplete (a stream cut short
+    // never reached `[DONE]`, so its assembler holds nothing); storing it spares the retry.
+    let served = ctx.status == 200 && matches!(ctx.outcome, "ok" | "client_closed");
+    let provider = ctx.provider.as_deref().unwrap_or_default();
+    gw.cache.store(fill, served, ctx.usage, provider).await;
+}

@@ -1,0 +1,98 @@
+//! `/v1/embeddings`: one exchange with the model's provider (no failover, no cache), the
+//! answer translated to OpenAI's shape where the provider's differs. The semantic cache embeds
+//! through the same exchange.
+
+use bytes::Bytes;
+
+use crate::api::{parse_object, required_model};
+use crate::config::WireKind;
+use crate::error::GatewayError;
+use crate::metrics;
+use crate::routing::Route;
+use crate::upstream::MAX_ERROR_BODY;
+
+use super::chat::MAX_RESPONSE_BODY;
+use super::{read_body, respond, Ctx, Gateway, Session};
+
+/// `POST /v1/embeddings`.
+pub async fn handle(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> Result<(), GatewayError> {
+    let body = read_body(session, gw.config.max_body_bytes).await?;
+    let obj = parse_object(&body)?;
+    let model = required_model(&obj)?;
+    match obj.get("input") {
+        Some(serde_json::Value::String(_)) | Some(serde_json::Value::Array(_)) => {}
+        None | Some(serde_json::Value::Null) => {
+            return Err(GatewayError::bad_request(
+                "input",
+                "missing required parameter: 'input'",
+            ))
+        }
+        Some(_) => {
+            return Err(GatewayError::bad_request(
+                "input",
+                "'input' must be a string or an array",
+            ))
+        }
+    }
+    ctx.model = Some(model.clone());
+    let route = gw.router.resolve(&model)?;
+    ctx.provider = Some(route.provider_name().to_string());
+    ctx.upstream_model = Some(route.upstream_model.clone());
+    ctx.attempts = 1;
+    let (bytes, usage) = embed(gw, &route, &obj, &model).await?;
+    ctx.usage = usage;
+    respond(session, ctx, 200, "application/json", &[], bytes).await;
+    Ok(())
+}
+
+/// One embeddings exchange (also used by the semantic cache).
+pub async fn embed(
+    gw: &Gateway,
+    route: &Route,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    client_model: &str,
+) -> Result<(Bytes, Option<crate::api::Usage>), GatewayError> {
+    let cfg = route.provider.config();
+    let backend = cfg.backends.first().ok_or_else(|| {
+        GatewayError::bad_request(
+            "model",
+            format!("provider {} does not offer embeddings", cfg.name),
+        )
+    })?;
+    let up = route
+        .provider
+        .embeddings_request(obj, &route.upstream_model, backend)?;
+    let mut resp = gw.upstreams.send(backend, &up).await.map_err(|e| {
+        let err = e.into_gateway(&cfg.name);
+        metrics::upstream_error(&cfg.name, err.label);
+        err
+    })?;
+    let status = resp.status();
+    let limit = if (200..300).contains(&status) {
+        MAX_RESPONSE_BODY
+    } else {
+        MAX_ERROR_BODY
+    };
+    let body = resp
+        .read_all(limit)
+        .await
+        .map_err(|e| e.into_gateway(&cfg.name))?;
+    resp.release().await;
+    if !(200..300).contains(&status) {
+        let err = route.provider.error(status, &body);
+        metrics::upstream_error(&cfg.name, err.label);
+        return Err(err);
+    }
+    let (bytes, usage) = route.provider.embeddings_response(body, client_model)?;
+    if cfg.kind == WireKind::OpenAi {
+        return Ok((bytes, usage));
+    }
+    // Translated answers: usage estimated if uncounted, base64 encoding applied.
+    Ok(crate::providers::translate::finish_embeddings(
+        obj, bytes, usage,
+    ))
+}
