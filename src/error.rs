@@ -2,15 +2,88 @@
 //! `{"error":{"message","type","param","code"}}` with a status, plus a low-cardinality label
 //! for metrics and logs.
 
+use std::ops::{Deref, DerefMut};
+
 use bytes::Bytes;
 use serde_json::json;
 
+/// OpenAI's error `type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest,
+    Authentication,
+    Permission,
+    RateLimit,
+    Server,
+    Api,
+    /// The gateway could not get an answer from the upstream (connect, timeout, bad body).
+    Upstream,
+    /// A type an upstream named that is none of the above, passed on as it came.
+    Other(Box<str>),
+}
+
+impl ErrorKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::Authentication => "authentication_error",
+            ErrorKind::Permission => "permission_error",
+            ErrorKind::RateLimit => "rate_limit_error",
+            ErrorKind::Server => "server_error",
+            ErrorKind::Api => "api_error",
+            ErrorKind::Upstream => "upstream_error",
+            ErrorKind::Other(s) => s,
+        }
+    }
+
+    /// The type conventionally used for a status.
+    pub fn for_status(status: u16) -> Self {
+        match status {
+            400 | 404 | 405 | 409 | 413 | 415 | 422 => ErrorKind::InvalidRequest,
+            401 => ErrorKind::Authentication,
+            403 => ErrorKind::Permission,
+            429 => ErrorKind::RateLimit,
+            500..=599 => ErrorKind::Server,
+            _ => ErrorKind::Api,
+        }
+    }
+}
+
+impl From<&str> for ErrorKind {
+    fn from(s: &str) -> Self {
+        match s {
+            "invalid_request_error" => ErrorKind::InvalidRequest,
+            "authentication_error" => ErrorKind::Authentication,
+            "permission_error" => ErrorKind::Permission,
+            "rate_limit_error" => ErrorKind::RateLimit,
+            "server_error" => ErrorKind::Server,
+            "api_error" => ErrorKind::Api,
+            "upstream_error" => ErrorKind::Upstream,
+            other => ErrorKind::Other(other.into()),
+        }
+    }
+}
+
+impl PartialEq<&str> for ErrorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything an error says. Boxed inside [`GatewayError`], so a `Result` that may carry one
+/// stays a pointer wide on the request path.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GatewayError {
+pub struct ErrorDetails {
     pub status: u16,
     pub message: String,
-    /// OpenAI `type`: `invalid_request_error`, `authentication_error`, `rate_limit_error`, ...
-    pub kind: String,
+    /// OpenAI `type`.
+    pub kind: ErrorKind,
     pub param: Option<String>,
     pub code: Option<String>,
     /// `Retry-After` to send, in seconds (as text, passed through from upstreams).
@@ -21,18 +94,69 @@ pub struct GatewayError {
     pub upstream: bool,
 }
 
+/// The error: its details behind one pointer. Fields read and write through `Deref`
+/// (`err.status`, `err.label = ...`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayError(Box<ErrorDetails>);
+
+impl Deref for GatewayError {
+    type Target = ErrorDetails;
+    fn deref(&self) -> &ErrorDetails {
+        &self.0
+    }
+}
+
+impl DerefMut for GatewayError {
+    fn deref_mut(&mut self) -> &mut ErrorDetails {
+        &mut self.0
+    }
+}
+
+impl From<ErrorDetails> for GatewayError {
+    fn from(d: ErrorDetails) -> Self {
+        GatewayError(Box::new(d))
+    }
+}
+
 impl GatewayError {
-    pub fn new(status: u16, kind: &str, code: Option<&str>, message: impl Into<String>) -> Self {
-        GatewayError {
+    pub fn new(
+        status: u16,
+        kind: impl Into<ErrorKind>,
+        code: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        ErrorDetails {
             status,
             message: message.into(),
-            kind: kind.to_string(),
+            kind: kind.into(),
             param: None,
             code: code.map(str::to_string),
             retry_after: None,
             label: label_for_status(status),
             upstream: false,
         }
+        .into()
+    }
+
+    /// An error an upstream answered with, mapped to OpenAI's object (its label from the
+    /// status).
+    pub fn from_upstream(
+        status: u16,
+        kind: ErrorKind,
+        code: Option<String>,
+        message: String,
+    ) -> Self {
+        ErrorDetails {
+            status,
+            message,
+            kind,
+            param: None,
+            code,
+            retry_after: None,
+            label: label_for_status(status),
+            upstream: true,
+        }
+        .into()
     }
 
     /// 400 `invalid_request_error` naming the offending field.
@@ -89,6 +213,11 @@ impl GatewayError {
         Self::new(500, "server_error", Some("internal_error"), message)
     }
 
+    /// The message alone (for callers that report it in their own words).
+    pub fn into_message(self) -> String {
+        self.0.message
+    }
+
     pub fn with_label(mut self, label: &'static str) -> Self {
         self.label = label;
         self
@@ -103,7 +232,7 @@ impl GatewayError {
     pub fn body(&self) -> Bytes {
         let v = json!({"error": {
             "message": self.message,
-            "type": self.kind,
+            "type": self.kind.as_str(),
             "param": self.param,
             "code": self.code,
         }});
@@ -138,20 +267,8 @@ pub fn label_for_status(status: u16) -> &'static str {
         413 => "too_large",
         429 => "rate_limited",
         500..=599 => "server_error",
-        400..=499 => "client_error",
+        s if (400..500).contains(&s) => "client_error",
         _ => "other",
-    }
-}
-
-/// The OpenAI `type` conventionally used for a status.
-pub fn kind_for_status(status: u16) -> &'static str {
-    match status {
-        400 | 404 | 405 | 409 | 413 | 415 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        429 => "rate_limit_error",
-        500..=599 => "server_error",
-        _ => "api_error",
     }
 }
 
@@ -169,5 +286,22 @@ mod tests {
         assert_eq!(v["error"]["message"], "messages is required");
         assert!(e.sse_event().starts_with(b"data: {\"error\""));
         assert!(e.sse_event().ends_with(b"\n\n"));
+    }
+
+    #[test]
+    fn small_and_typed() {
+        assert_eq!(std::mem::size_of::<GatewayError>(), 8);
+        assert_eq!(ErrorKind::from("rate_limit_error"), ErrorKind::RateLimit);
+        assert_eq!(
+            ErrorKind::from("insufficient_quota").as_str(),
+            "insufficient_quota"
+        );
+        assert_eq!(ErrorKind::for_status(401), "authentication_error");
+        let mut e = GatewayError::internal("boom");
+        e.label = "x";
+        assert_eq!(
+            (e.status, e.kind.as_str(), e.label),
+            (500, "server_error", "x")
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Health of providers and of each backend in a provider's pool.
 //!
-//! - Passive: a breaker per backend. `GATEWAY_FAILURE_THRESHOLD` consecutive failures (default
-//!   1) take it out of rotation for `GATEWAY_UNHEALTHY_COOLDOWN`; after that one trial request
-//!   is let through (half-open): success closes the breaker, failure opens it again.
+//! - Passive: a breaker per backend. `GATEWAY_FAILURE_THRESHOLD` consecutive failures
+//!   (default 1) take it out of rotation for `GATEWAY_UNHEALTHY_COOLDOWN`; after that one trial
+//!   request is let through (half-open): success closes the breaker, failure opens it again.
 //! - Active: every `GATEWAY_HEALTH_CHECK_INTERVAL`, Pingora's load-balancing health check runs a
 //!   probe that costs no tokens against each backend; a passing probe closes the breaker at
 //!   once, a failing one opens it.

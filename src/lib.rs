@@ -28,6 +28,8 @@
 //! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
 //! - [`tls`]: the client listeners: HTTPS (rustls, ALPN h2/http1.1, SIGHUP reload) and h2c.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod auth;
 pub mod cache;

@@ -1,4 +1,5 @@
 //! `ai-gateway`: parse the configuration, then run. No logic here.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use ai_gateway::config::Config;
 use ai_gateway::server::{self, Args};

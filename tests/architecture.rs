@@ -117,7 +117,10 @@ fn code(text: &str) -> String {
         } else if c == b'\'' {
             // A char literal ('x', '\n', '\u{..}', '"'); otherwise a lifetime.
             let end = if next == Some(b'\\') {
-                b[i + 2..].iter().position(|&x| x == b'\'').map(|p| i + 2 + p)
+                b[i + 2..]
+                    .iter()
+                    .position(|&x| x == b'\'')
+                    .map(|p| i + 2 + p)
             } else {
                 let ch_len = text[i + 1..].chars().next().map_or(1, char::len_utf8);
                 (b.get(i + 1 + ch_len) == Some(&b'\'')).then_some(i + 1 + ch_len)
@@ -231,7 +234,9 @@ fn config_is_a_leaf() {
             }
         }
         if code.contains("super::super") {
-            offenders.push(format!("src/{rel} reaches outside config/ through super::super"));
+            offenders.push(format!(
+                "src/{rel} reaches outside config/ through super::super"
+            ));
         }
     }
     assert!(seen > 0, "src/config exists");

@@ -345,8 +345,8 @@ fn dockerfile_is_multi_stage_slim_non_root_with_healthcheck() {
         .iter()
         .any(|l| l.starts_with("HEALTHCHECK ") && df.contains("/health")));
     assert!(df.contains("GATEWAY_LISTEN=0.0.0.0:8080"));
-    assert!(lines.iter().any(|l| *l == "EXPOSE 8080"));
-    assert!(lines.iter().any(|l| *l == "STOPSIGNAL SIGTERM"));
+    assert!(lines.contains(&"EXPOSE 8080"));
+    assert!(lines.contains(&"STOPSIGNAL SIGTERM"));
     assert!(
         lines.iter().any(|l| l.starts_with("ENTRYPOINT [")),
         "exec-form ENTRYPOINT gets the signals"

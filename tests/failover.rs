@@ -193,7 +193,7 @@ async fn one_failing_provider_never_fails_a_request_and_sits_out_its_cooldown() 
     // b failed once and was taken out: it saw at most a handful (in-flight when it opened).
     let during = b.mock.calls();
     assert!(
-        during >= 1 && during <= 3,
+        (1..=3).contains(&during),
         "b got {during} calls during its cooldown"
     );
     assert!(

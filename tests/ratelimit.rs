@@ -209,7 +209,13 @@ async fn rpm_600_burst_10_allows_burst_plus_rate_and_other_keys_are_unaffected()
         }
         statuses
     });
-    let shots = hammer(&[url.clone()], "sk-rl-hot", Duration::from_secs(10), 3).await;
+    let shots = hammer(
+        std::slice::from_ref(&url),
+        "sk-rl-hot",
+        Duration::from_secs(10),
+        3,
+    )
+    .await;
     assert_bucket_math(&shots, 10.0, 10.0, "one instance, one key");
     let calm = calm.await.unwrap();
     assert!(

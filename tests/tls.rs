@@ -777,7 +777,9 @@ fn misconfigured_tls_stops_start_up_naming_the_variable() {
     std::fs::write(&not_pem, "hello").unwrap();
     let not_pem = not_pem.to_str().unwrap();
 
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+    // (variables, what the error says, what else it says)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("GATEWAY_TLS_CERT", pki.cert())],
             "GATEWAY_TLS_KEY is not set",

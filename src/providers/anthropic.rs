@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 use crate::api::{completion_body, unix_now, Answer, ChatRequest, ChunkWriter, ToolCall, Usage};
 use crate::config::{BaseUrl, ProviderConfig};
-use crate::error::{kind_for_status, label_for_status, GatewayError};
+use crate::error::{ErrorKind, GatewayError};
 use crate::providers::translate::{
     self, unsupported, Args, Conversation, Fields, Msg, Part, Raw, RawObject, ResponseFormat,
     Source, Str, Text, ToolChoice,
@@ -1058,16 +1058,7 @@ fn status_for_type(t: &str) -> u16 {
 pub fn map_error(status: u16, body: &[u8]) -> GatewayError {
     let (message, kind, _) = upstream_error_message(body);
     let status = if status == 529 { 503 } else { status };
-    GatewayError {
-        status,
-        message,
-        kind: kind_for_status(status).to_string(),
-        param: None,
-        code: kind,
-        retry_after: None,
-        label: label_for_status(status),
-        upstream: true,
-    }
+    GatewayError::from_upstream(status, ErrorKind::for_status(status), kind, message)
 }
 
 #[cfg(test)]

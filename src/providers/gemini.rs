@@ -19,7 +19,7 @@ use crate::api::{
     ChunkWriter, ToolCall, Usage,
 };
 use crate::config::{BaseUrl, ProviderConfig};
-use crate::error::{kind_for_status, label_for_status, GatewayError};
+use crate::error::{ErrorKind, GatewayError};
 use crate::providers::translate::{
     self, unsupported, Args, Conversation, Fields, Msg, Part, Raw, ResponseFormat, Source, Str,
     ToolChoice,
@@ -1182,16 +1182,7 @@ pub fn map_error(status: u16, body: &[u8]) -> GatewayError {
         Some("PERMISSION_DENIED") => 403,
         _ => status,
     };
-    GatewayError {
-        status,
-        message,
-        kind: kind_for_status(status).to_string(),
-        param: None,
-        code: gstatus,
-        retry_after: None,
-        label: label_for_status(status),
-        upstream: true,
-    }
+    GatewayError::from_upstream(status, ErrorKind::for_status(status), gstatus, message)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::api::{ChatRequest, Usage};
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
-use crate::error::{kind_for_status, label_for_status, GatewayError};
+use crate::error::{ErrorKind, GatewayError};
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
     UpstreamRequest,
@@ -259,17 +259,8 @@ pub fn parse_model_list(body: &[u8]) -> Vec<String> {
 /// Any upstream error body as an OpenAI error, status kept.
 pub fn openai_error(status: u16, body: &[u8]) -> GatewayError {
     let (message, kind, code) = upstream_error_message(body);
-    let kind = kind.unwrap_or_else(|| kind_for_status(status).to_string());
-    GatewayError {
-        status,
-        message,
-        kind,
-        param: None,
-        code,
-        retry_after: None,
-        label: label_for_status(status),
-        upstream: true,
-    }
+    let kind = kind.map_or_else(|| ErrorKind::for_status(status), |k| k.as_str().into());
+    GatewayError::from_upstream(status, kind, code, message)
 }
 
 /// Pass-through of an OpenAI SSE stream: events are forwarded byte for byte as each completes;

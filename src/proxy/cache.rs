@@ -14,14 +14,17 @@ use super::{respond, Ctx, Gateway, Session};
 #[async_trait::async_trait]
 impl Embedder for Gateway {
     async fn embed(&self, model: &str, text: &str) -> Result<Arc<[f32]>, String> {
-        let route = self.router.resolve(model).map_err(|e| e.message)?;
+        let route = self
+            .router
+            .resolve(model)
+            .map_err(GatewayError::into_message)?;
         let obj = match serde_json::json!({"model": model, "input": text}) {
             serde_json::Value::Object(o) => o,
             _ => return Err("internal: request is not an object".into()),
         };
         let (body, _usage) = super::embeddings::embed(self, &route, &obj, model)
             .await
-            .map_err(|e| e.message)?;
+            .map_err(GatewayError::into_message)?;
         cache::semantic::parse_embedding(&body)
     }
 }
