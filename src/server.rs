@@ -170,7 +170,14 @@ pub fn run(config: Config, args: Args) {
     let grace = config.shutdown_grace;
     crate::pricing::set_overrides(config.prices.clone());
     crate::metrics::init(&config);
-    let mut app = App::new(config);
+    let mut app = match App::new(config) {
+        Ok(a) => a,
+        Err(e) => {
+            // `main` checks the providers first; this is the same report if it did not.
+            eprintln!("ai-gateway: {}", crate::config::ConfigError(vec![e]));
+            std::process::exit(2);
+        }
+    };
     if listeners.h2c {
         app.enable_h2c();
     }

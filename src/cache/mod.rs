@@ -30,7 +30,6 @@
 pub mod assemble;
 pub mod backend;
 pub mod coalesce;
-pub mod config;
 pub mod entry;
 pub mod key;
 pub mod redis_backend;
@@ -49,11 +48,11 @@ use self::assemble::Assembler;
 pub use self::backend::Hit;
 use self::backend::{Backend, Memory};
 use self::coalesce::{follow, Inflight, Join, Leader};
-use self::config::{BackendKind, CacheConfig, Scope, SemanticConfig};
 use self::entry::{answer_from_completion, Entry};
 pub use self::key::Identity;
 use self::key::Key;
 use self::redis_backend::RedisBackend;
+use crate::config::cache::{BackendKind, CacheConfig, Scope, SemanticConfig};
 
 /// Response headers.
 pub const X_CACHE: &str = "x-cache";

@@ -1,15 +1,16 @@
 //! Upstream wire formats. One file per format, each implementing [`Provider`]; OpenAI-compatible
 //! vendors are configuration, not code.
 //!
-//! To add a wire format: write `providers/<format>.rs` implementing [`Provider`], add a
-//! [`WireKind`] variant in `config.rs`, and register it in [`build`].
+//! To add a wire format: write `providers/<format>.rs` implementing [`Provider`] and register
+//! its name in [`FORMATS`] and [`build`]. A custom host selects it with
+//! `GATEWAY_PROVIDER_<NAME>_FORMAT=<format>`.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::api::{ChatRequest, Usage};
-use crate::config::{BaseUrl, Config, ProviderConfig, WireKind};
+use crate::config::{providers::format_variable, BaseUrl, Config, ProviderConfig};
 use crate::error::GatewayError;
 
 pub mod anthropic;
@@ -157,16 +158,43 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// Builds the provider for one configured entry.
-pub fn build(cfg: &ProviderConfig, config: &Config) -> Arc<dyn Provider> {
-    match cfg.kind {
-        WireKind::OpenAi => Arc::new(openai::OpenAiCompatible::new(cfg.clone())),
-        WireKind::Anthropic => Arc::new(anthropic::Anthropic::new(
+/// The wire formats [`build`] knows, by the name `ProviderConfig::format` holds.
+pub const FORMATS: &[&str] = &["openai", "anthropic", "gemini", "echo"];
+
+/// Builds the provider for one configured entry. An unknown format is a configuration error
+/// naming the variable that chose it.
+pub fn build(cfg: &ProviderConfig, config: &Config) -> Result<Arc<dyn Provider>, String> {
+    Ok(match cfg.format.as_str() {
+        "openai" => Arc::new(openai::OpenAiCompatible::new(cfg.clone())),
+        "anthropic" => Arc::new(anthropic::Anthropic::new(
             cfg.clone(),
             config.anthropic_max_tokens,
         )),
-        WireKind::Gemini => Arc::new(gemini::Gemini::new(cfg.clone())),
-        WireKind::Echo => Arc::new(echo::Echo::new(cfg.clone())),
+        "gemini" => Arc::new(gemini::Gemini::new(cfg.clone())),
+        "echo" => Arc::new(echo::Echo::new(cfg.clone())),
+        other => {
+            return Err(format!(
+                "{}={other:?}: unknown wire format for provider {:?} (known formats: {})",
+                format_variable(&cfg.name),
+                cfg.name,
+                FORMATS.join(", ")
+            ))
+        }
+    })
+}
+
+/// Checks that every configured provider's format has a codec (for start-up and
+/// `--check-config`); the error lists every provider at fault.
+pub fn check(config: &Config) -> Result<(), String> {
+    let errors: Vec<String> = config
+        .providers
+        .values()
+        .filter_map(|p| build(p, config).err())
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
     }
 }
 

@@ -22,11 +22,11 @@ pub struct App {
 
 impl App {
     /// The gateway for this configuration (providers, pools, cache, keys, limits).
-    pub fn new(config: Config) -> Self {
-        App {
-            gateway: Gateway::new(config),
+    pub fn new(config: Config) -> Result<Self, String> {
+        Ok(App {
+            gateway: Gateway::new(config)?,
             server_options: None,
-        }
+        })
     }
 
     /// Serves HTTP/2 with prior knowledge beside HTTP/1.1 on plain listeners.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{cache, read_body, respond, response_head, Ctx, Gateway, Session};
 use crate::api::{completion_body, ChatRequest, ChunkWriter};
-use crate::config::{BaseUrl, WireKind};
+use crate::config::BaseUrl;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::providers::{echo, CallInfo, StreamStatus};
@@ -198,7 +198,7 @@ pub async fn attempt(
     backend: Option<&BaseUrl>,
 ) -> Attempt {
     let cfg = route.provider.config();
-    if cfg.kind == WireKind::Echo {
+    if cfg.format == "echo" {
         serve_echo(gw, session, ctx, req, call).await;
         return Attempt::Served;
     }

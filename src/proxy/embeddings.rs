@@ -5,7 +5,6 @@
 use bytes::Bytes;
 
 use crate::api::{parse_object, required_model};
-use crate::config::WireKind;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routing::Route;
@@ -88,7 +87,7 @@ pub async fn embed(
         return Err(err);
     }
     let (bytes, usage) = route.provider.embeddings_response(body, client_model)?;
-    if cfg.kind == WireKind::OpenAi {
+    if cfg.format == "openai" {
         return Ok((bytes, usage));
     }
     // Translated answers: usage estimated if uncounted, base64 encoding applied.
