@@ -131,6 +131,8 @@ pub struct UrlDiscovery {
     provider: String,
     urls: Vec<BaseUrl>,
     last: Mutex<Reported>,
+    /// Told of each backend (its index) whose name did not resolve, every round.
+    on_unresolved: Option<Box<dyn Fn(usize, &ResolveError) + Send + Sync>>,
 }
 
 /// What the previous round reported.
@@ -149,7 +151,18 @@ impl UrlDiscovery {
             provider,
             urls,
             last: Mutex::new(Reported::default()),
+            on_unresolved: None,
         }
+    }
+
+    /// Calls `f` with the index of each backend whose name does not resolve, on every round
+    /// (the pools' active checks count it as a failed probe: such a backend is never probed).
+    pub fn on_unresolved(
+        mut self,
+        f: impl Fn(usize, &ResolveError) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_unresolved = Some(Box::new(f));
+        self
     }
 
     /// Whether any URL needs a lookup (an IP literal never changes, so no periodic rounds).
@@ -169,6 +182,13 @@ impl UrlDiscovery {
         }
         let mut members: BTreeMap<SocketAddr, Arc<[usize]>> =
             groups.into_iter().map(|(a, v)| (a, v.into())).collect();
+        if let Some(f) = &self.on_unresolved {
+            for (i, r) in found.iter().enumerate() {
+                if let Err(e) = r {
+                    f(i, e);
+                }
+            }
+        }
 
         let mut last = self.last.lock();
         let first = last.addrs.is_empty();

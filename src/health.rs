@@ -134,6 +134,13 @@ impl Breaker {
         }
     }
 
+    /// A failed active check: opens the breaker at once, whatever the threshold.
+    pub fn record_probe_failure(&self, reason: &str) {
+        for _ in 0..self.threshold {
+            self.record_failure(reason);
+        }
+    }
+
     /// Time until the cooldown ends (zero when closed or over).
     pub fn retry_in(&self) -> Duration {
         let s = self.state.lock();
@@ -231,11 +238,23 @@ impl Pool {
                 })
             })
             .collect();
-        let discovery = UrlDiscovery::new(
+        let mut discovery = UrlDiscovery::new(
             upstreams.resolver().clone(),
             cfg.name.clone(),
             cfg.backends.clone(),
         );
+        if check_interval.is_some() {
+            // A backend whose name does not resolve is not in the load balancer, so it is never
+            // probed: with active checks on, each failed lookup counts as the failed probe it
+            // would have been (a probe cannot connect to a name that does not resolve).
+            let unresolved = backends.clone();
+            discovery = discovery.on_unresolved(move |i, _| {
+                if let Some(bh) = unresolved.get(i) {
+                    bh.breaker
+                        .record_probe_failure("health probe: connect_error");
+                }
+            });
+        }
         // IP literals never change: one round (at load) is enough for them.
         let update_frequency = discovery.has_names().then_some(DNS_TTL);
         let mut lb_backends = Backends::new(Box::new(discovery));
@@ -437,10 +456,7 @@ impl Probe {
                 Ok(())
             }
             Err(why) => {
-                // An active failure opens the breaker at once, whatever the threshold.
-                for _ in 0..bh.breaker.threshold {
-                    bh.breaker.record_failure(&why);
-                }
+                bh.breaker.record_probe_failure(&why);
                 Err(why)
             }
         }
@@ -509,6 +525,10 @@ mod tests {
 
     /// The `vllm` pool over `urls` (comma-separated), no active checks.
     fn pool(urls: &str) -> Pool {
+        checked_pool(urls, None)
+    }
+
+    fn checked_pool(urls: &str, check_interval: Option<Duration>) -> Pool {
         let env = [("VLLM_BASE_URL".to_string(), urls.to_string())]
             .into_iter()
             .collect();
@@ -520,7 +540,13 @@ mod tests {
             first_byte: t,
             idle: t,
         }));
-        Pool::new(&provider, upstreams, 1, Duration::from_secs(60), None)
+        Pool::new(
+            &provider,
+            upstreams,
+            1,
+            Duration::from_secs(60),
+            check_interval,
+        )
     }
 
     fn addresses(p: &Pool) -> Vec<Value> {
@@ -593,6 +619,52 @@ mod tests {
         p.backends[1].breaker.record_failure("connect_error");
         assert_eq!(p.pick(&[]), None);
         assert!(!p.is_available());
+    }
+
+    #[tokio::test]
+    async fn with_active_checks_a_name_that_does_not_resolve_fails_its_probe() {
+        let p = checked_pool(
+            "http://127.0.0.1:9101,http://no-such-host.invalid:9102",
+            Some(Duration::from_secs(60)),
+        );
+        p.load().await;
+        let v = p.status();
+        assert_eq!(v["backends"][1]["state"], "unhealthy", "{v}");
+        assert_eq!(
+            v["backends"][1]["last_error"], "health probe: connect_error",
+            "{v}"
+        );
+        assert_eq!(v["backends"][0]["state"], "healthy", "{v}");
+        assert_eq!(p.pick(&[0]), None);
+    }
+
+    #[tokio::test]
+    async fn probe_log_lines_name_urls_and_real_addresses() {
+        let p = pool("http://127.0.0.1:9101/a,http://localhost:9101/b");
+        p.load().await;
+        let env = [("VLLM_BASE_URL".to_string(), "http://x:1".to_string())]
+            .into_iter()
+            .collect();
+        let config = Config::from_map(&env).unwrap();
+        let t = Duration::from_secs(1);
+        let probe = Probe {
+            provider: crate::providers::build(&config.providers["vllm"], &config),
+            upstreams: Arc::new(Upstreams::new(Timeouts {
+                connect: t,
+                first_byte: t,
+                idle: t,
+            })),
+            backends: p.backends.clone(),
+        };
+        let set = p.lb.backends().get_backend();
+        let summaries: Vec<String> = set.iter().map(|b| probe.backend_summary(b)).collect();
+        assert_eq!(
+            summaries,
+            [
+                "provider=vllm backend=http://127.0.0.1:9101/a,http://localhost:9101/b \
+              address=127.0.0.1:9101"
+            ]
+        );
     }
 
     #[tokio::test]
