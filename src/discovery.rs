@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,16 @@ impl Resolver {
         Ok(addr)
     }
 
+    /// The address for `host:port` if it needs no lookup: an IP literal or a cached answer.
+    pub fn peek(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Some(SocketAddr::new(ip, port));
+        }
+        let cache = self.cache.lock();
+        let (addr, at) = cache.get(&(host.to_string(), port))?;
+        (at.elapsed() < self.ttl).then_some(*addr)
+    }
+
     /// [`Resolver::resolve`] for a URL's host and port.
     pub async fn resolve_url(&self, url: &BaseUrl) -> Result<SocketAddr, ResolveError> {
         self.resolve(&url.host, url.port).await
@@ -132,8 +143,13 @@ pub struct UrlDiscovery {
     urls: Vec<BaseUrl>,
     last: Mutex<Reported>,
     /// Told of each backend (its index) whose name did not resolve, every round.
-    on_unresolved: Option<Box<dyn Fn(usize, &ResolveError) + Send + Sync>>,
+    on_unresolved: Option<Unresolved>,
+    /// While false, a round looks nothing up (see [`UrlDiscovery::lookups`]).
+    lookups: Arc<AtomicBool>,
 }
+
+/// A callback for a backend (its index) whose name did not resolve.
+type Unresolved = Box<dyn Fn(usize, &ResolveError) + Send + Sync>;
 
 /// What the previous round reported.
 #[derive(Default)]
@@ -152,7 +168,16 @@ impl UrlDiscovery {
             urls,
             last: Mutex::new(Reported::default()),
             on_unresolved: None,
+            lookups: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// The switch for name lookups. While it is off, a round reports only what needs no lookup
+    /// (IP literals and cached answers) and leaves the other names for a later round, neither
+    /// resolved nor failed: a pool is loaded that way before the server runs, so a name server
+    /// that is slow to answer cannot hold up the start.
+    pub fn lookups(&self) -> Arc<AtomicBool> {
+        self.lookups.clone()
     }
 
     /// Calls `f` with the index of each backend whose name does not resolve, on every round
@@ -165,40 +190,21 @@ impl UrlDiscovery {
         self
     }
 
-    /// Whether any URL needs a lookup (an IP literal never changes, so no periodic rounds).
-    pub fn has_names(&self) -> bool {
-        self.urls.iter().any(|u| u.host.parse::<IpAddr>().is_err())
-    }
-
-    /// Resolves every URL and works out the membership to report.
-    async fn round(&self) -> BTreeMap<SocketAddr, Arc<[usize]>> {
-        let found =
-            futures::future::join_all(self.urls.iter().map(|u| self.resolver.resolve_url(u))).await;
-        let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
-        for (i, r) in found.iter().enumerate() {
-            if let Ok(a) = r {
-                groups.entry(*a).or_default().push(i);
-            }
-        }
-        let mut members: BTreeMap<SocketAddr, Arc<[usize]>> =
-            groups.into_iter().map(|(a, v)| (a, v.into())).collect();
-        if let Some(f) = &self.on_unresolved {
-            for (i, r) in found.iter().enumerate() {
-                if let Err(e) = r {
-                    f(i, e);
-                }
-            }
-        }
-
-        let mut last = self.last.lock();
-        let first = last.addrs.is_empty();
-        for (i, (url, r)) in self.urls.iter().zip(&found).enumerate() {
-            let before = last.addrs.get(i).copied().flatten();
+    /// Logs each backend's address when it is new or changed, and a name that stopped
+    /// resolving (`before` is empty before the first round with lookups).
+    fn log_changes(
+        &self,
+        before: &[Option<SocketAddr>],
+        found: &[Result<SocketAddr, ResolveError>],
+    ) {
+        let first = before.is_empty();
+        for (i, (url, r)) in self.urls.iter().zip(found).enumerate() {
+            let was = before.get(i).copied().flatten();
             match r {
-                Ok(a) if first || before != Some(*a) => {
+                Ok(a) if first || was != Some(*a) => {
                     log::info!("provider={} backend={} address={}", self.provider, url, a)
                 }
-                Err(e) if first || before.is_some() => log::warn!(
+                Err(e) if first || was.is_some() => log::warn!(
                     "provider={} backend={} does not resolve ({}); it stays out of the load \
                      balancer until it does",
                     self.provider,
@@ -208,8 +214,52 @@ impl UrlDiscovery {
                 _ => {}
             }
         }
-        last.addrs = found.iter().map(|r| r.as_ref().ok().copied()).collect();
+    }
 
+    /// Whether any URL needs a lookup (an IP literal never changes, so no periodic rounds).
+    pub fn has_names(&self) -> bool {
+        self.urls.iter().any(|u| u.host.parse::<IpAddr>().is_err())
+    }
+
+    /// Resolves every URL and works out the membership to report.
+    async fn round(&self) -> BTreeMap<SocketAddr, Arc<[usize]>> {
+        let lookups = self.lookups.load(Ordering::Relaxed);
+        let found: Vec<Result<SocketAddr, ResolveError>> = if lookups {
+            futures::future::join_all(self.urls.iter().map(|u| self.resolver.resolve_url(u))).await
+        } else {
+            self.urls
+                .iter()
+                .map(|u| {
+                    self.resolver
+                        .peek(&u.host, u.port)
+                        .ok_or_else(|| ResolveError::Failed("not looked up yet".into()))
+                })
+                .collect()
+        };
+        let mut groups: BTreeMap<SocketAddr, Vec<usize>> = BTreeMap::new();
+        for (i, r) in found.iter().enumerate() {
+            if let Ok(a) = r {
+                groups.entry(*a).or_default().push(i);
+            }
+        }
+        let mut members: BTreeMap<SocketAddr, Arc<[usize]>> =
+            groups.into_iter().map(|(a, v)| (a, v.into())).collect();
+        if lookups {
+            if let Some(f) = &self.on_unresolved {
+                for (i, r) in found.iter().enumerate() {
+                    if let Err(e) = r {
+                        f(i, e);
+                    }
+                }
+            }
+        }
+
+        let mut last = self.last.lock();
+        // Without lookups nothing was resolved or failed: no news to log.
+        if lookups {
+            self.log_changes(&last.addrs, &found);
+            last.addrs = found.iter().map(|r| r.as_ref().ok().copied()).collect();
+        }
         // Pingora keeps its current set (and the `ext` in it) when the new one is equal, which
         // compares addresses and weights only. Should the same addresses and weights come back
         // with other indices behind them (two names swapping addresses), that would leave stale
@@ -337,6 +387,44 @@ mod tests {
             members(&d).await,
             vec![("127.0.0.1:9101".to_string(), 2, vec![0, 2])]
         );
+    }
+
+    #[tokio::test]
+    async fn without_lookups_only_literals_and_cached_answers_count() {
+        let r = resolver();
+        let failed = Arc::new(AtomicBool::new(false));
+        let told = failed.clone();
+        let d = UrlDiscovery::new(
+            r.clone(),
+            "p".into(),
+            vec![
+                url("http://127.0.0.1:9101"),
+                url("http://cached.invalid:9102"),
+                url("http://unknown.invalid:9103"),
+            ],
+        )
+        .on_unresolved(move |_, _| told.store(true, Ordering::Relaxed));
+        r.seed(
+            "cached.invalid",
+            9102,
+            "192.0.2.9:9102".parse().unwrap(),
+            Instant::now(),
+        );
+        d.lookups().store(false, Ordering::Relaxed);
+        assert_eq!(
+            members(&d).await,
+            vec![
+                ("127.0.0.1:9101".to_string(), 1, vec![0]),
+                ("192.0.2.9:9102".to_string(), 1, vec![1]),
+            ]
+        );
+        assert!(
+            !failed.load(Ordering::Relaxed),
+            "a name not looked up has not failed"
+        );
+        d.lookups().store(true, Ordering::Relaxed);
+        assert_eq!(members(&d).await.len(), 2);
+        assert!(failed.load(Ordering::Relaxed));
     }
 
     #[tokio::test]

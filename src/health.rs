@@ -1,8 +1,8 @@
 //! Health of providers and of each backend in a provider's pool.
 //!
-//! - Passive: a breaker per backend. `GATEWAY_FAILURE_THRESHOLD` consecutive failures (default
-//!   1) take it out of rotation for `GATEWAY_UNHEALTHY_COOLDOWN`; after that one trial request
-//!   is let through (half-open): success closes the breaker, failure opens it again.
+//! - Passive: a breaker per backend. `GATEWAY_FAILURE_THRESHOLD` consecutive failures
+//!   (default 1) take it out of rotation for `GATEWAY_UNHEALTHY_COOLDOWN`; after that one trial
+//!   request is let through (half-open): success closes the breaker, failure opens it again.
 //! - Active: every `GATEWAY_HEALTH_CHECK_INTERVAL`, Pingora's load-balancing health check runs a
 //!   probe that costs no tokens against each backend; a passing probe closes the breaker at
 //!   once, a failing one opens it.
@@ -14,7 +14,7 @@
 //! every [`DNS_TTL`] when a URL has a host name.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -182,11 +182,9 @@ pub struct Pool {
     /// Rotation among backends the load balancer does not tell apart: several URLs behind one
     /// address, and those outside its set.
     turn: AtomicUsize,
+    /// The discovery's switch for name lookups (off while [`Pool::load`] runs).
+    lookups: Arc<AtomicBool>,
 }
-
-/// How long [`Pool::load`] waits for the first discovery round; what has not resolved by then
-/// joins on the background service's first round, and is reachable meanwhile anyway.
-const LOAD_BUDGET: Duration = Duration::from_secs(2);
 
 /// The backends a pick has already looked at through the load balancer.
 #[derive(Default)]
@@ -257,6 +255,7 @@ impl Pool {
         }
         // IP literals never change: one round (at load) is enough for them.
         let update_frequency = discovery.has_names().then_some(DNS_TTL);
+        let lookups = discovery.lookups();
         let mut lb_backends = Backends::new(Box::new(discovery));
         // Without an interval no probe is installed at all (Pingora would still run it once).
         if check_interval.is_some() {
@@ -276,14 +275,18 @@ impl Pool {
             lb: Arc::new(lb),
             latency_us: AtomicU64::new(0),
             turn: AtomicUsize::new(0),
+            lookups,
         }
     }
 
-    /// Resolves the backends and loads them into the load balancer (before the first select;
-    /// the background service does it again at its start and then every [`DNS_TTL`]). Bounded
-    /// by [`LOAD_BUDGET`] so a name server that does not answer cannot hold up the start.
+    /// Loads the backends whose address needs no lookup (IP literals, cached answers) into the
+    /// load balancer, at once, before the server runs: nothing waits for a name server there.
+    /// The background service's first round, at its start, resolves the names; until then a
+    /// backend left out is still picked (see [`Pool::pick`]).
     pub async fn load(&self) {
-        let _ = tokio::time::timeout(LOAD_BUDGET, self.lb.update()).await;
+        self.lookups.store(false, Ordering::Relaxed);
+        let _ = self.lb.update().await;
+        self.lookups.store(true, Ordering::Relaxed);
     }
 
     fn next_turn(&self) -> usize {
@@ -294,8 +297,9 @@ impl Pool {
     /// breakers. A half-open backend's trial slot is taken by the pick.
     ///
     /// The load balancer picks an address; the URLs behind it take turns. A backend outside the
-    /// load balancer's set (its name does not resolve yet) is still picked when no backend in
-    /// the set can be: its breaker decides, as for any other, and a failed connection opens it.
+    /// load balancer's set (its name does not resolve, or has not been looked up yet), or that
+    /// this pass did not reach, is still picked when no backend the pass saw can be: its breaker
+    /// decides, as for any other, and a failed connection opens it.
     pub fn pick(&self, tried: &[usize]) -> Option<(usize, Admission)> {
         let admitted = Cell::new(None);
         let seen = Seen::default();
@@ -565,14 +569,23 @@ mod tests {
     #[tokio::test]
     async fn a_pool_of_two_local_urls_is_known_by_their_real_addresses() {
         let p = pool("http://127.0.0.1:9101,http://localhost:9102");
-        p.load().await;
-        let lb: Vec<String> =
+        let lb = |p: &Pool| -> Vec<String> {
             p.lb.backends()
                 .get_backend()
                 .iter()
                 .map(|b| b.addr.to_string())
-                .collect();
-        assert_eq!(lb, ["127.0.0.1:9101", "127.0.0.1:9102"]);
+                .collect()
+        };
+        p.load().await;
+        assert_eq!(lb(&p), ["127.0.0.1:9101"], "loading looks nothing up");
+        assert_eq!(addresses(&p), [json!("127.0.0.1:9101"), Value::Null]);
+        let mut got = picks(&p, 4);
+        got.sort();
+        assert_eq!(got, [0, 0, 0, 0], "the one in the balancer first");
+        assert_eq!(p.pick(&[0]).unwrap().0, 1, "the other is still reachable");
+        // The background service's round resolves the name.
+        p.lb.update().await.unwrap();
+        assert_eq!(lb(&p), ["127.0.0.1:9101", "127.0.0.1:9102"]);
         assert_eq!(
             addresses(&p),
             [json!("127.0.0.1:9101"), json!("127.0.0.1:9102")]
@@ -610,6 +623,7 @@ mod tests {
     async fn a_name_that_does_not_resolve_stays_reachable() {
         let p = pool("http://127.0.0.1:9101,http://no-such-host.invalid:9102");
         p.load().await;
+        p.lb.update().await.unwrap();
         assert_eq!(p.lb.backends().get_backend().len(), 1);
         assert_eq!(addresses(&p), [json!("127.0.0.1:9101"), Value::Null]);
         assert_eq!(p.pick(&[]).unwrap().0, 0, "the resolved backend first");
@@ -629,6 +643,12 @@ mod tests {
         );
         p.load().await;
         let v = p.status();
+        assert_eq!(
+            v["backends"][1]["state"], "healthy",
+            "not looked up yet: {v}"
+        );
+        p.lb.update().await.unwrap();
+        let v = p.status();
         assert_eq!(v["backends"][1]["state"], "unhealthy", "{v}");
         assert_eq!(
             v["backends"][1]["last_error"], "health probe: connect_error",
@@ -641,7 +661,7 @@ mod tests {
     #[tokio::test]
     async fn probe_log_lines_name_urls_and_real_addresses() {
         let p = pool("http://127.0.0.1:9101/a,http://localhost:9101/b");
-        p.load().await;
+        p.lb.update().await.unwrap();
         let env = [("VLLM_BASE_URL".to_string(), "http://x:1".to_string())]
             .into_iter()
             .collect();
