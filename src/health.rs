@@ -8,8 +8,13 @@
 //!   once, a failing one opens it.
 //!
 //! A provider is available while at least one of its backends is.
+//!
+//! The load balancer knows each backend by the address its URL resolves to
+//! ([`crate::discovery::UrlDiscovery`], through the resolver the connector uses), re-resolved
+//! every [`DNS_TTL`] when a URL has a host name.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,10 +23,10 @@ use parking_lot::Mutex;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
-use pingora::protocols::l4::socket::SocketAddr;
 use serde_json::{json, Value};
 
 use crate::config::BaseUrl;
+use crate::discovery::{BackendIndices, UrlDiscovery, DNS_TTL};
 use crate::providers::Provider;
 use crate::upstream::{Upstreams, MAX_ERROR_BODY};
 
@@ -129,6 +134,13 @@ impl Breaker {
         }
     }
 
+    /// A failed active check: opens the breaker at once, whatever the threshold.
+    pub fn record_probe_failure(&self, reason: &str) {
+        for _ in 0..self.threshold {
+            self.record_failure(reason);
+        }
+    }
+
     /// Time until the cooldown ends (zero when closed or over).
     pub fn retry_in(&self) -> Duration {
         let s = self.state.lock();
@@ -167,17 +179,37 @@ pub struct Pool {
     pub lb: Arc<LoadBalancer<RoundRobin>>,
     /// EWMA of time to response head, in microseconds (0 = not measured yet).
     latency_us: AtomicU64,
+    /// Rotation among backends the load balancer does not tell apart: several URLs behind one
+    /// address, and those outside its set.
+    turn: AtomicUsize,
+    /// The discovery's switch for name lookups (off while [`Pool::load`] runs).
+    lookups: Arc<AtomicBool>,
 }
 
-/// Pingora's load balancer keys backends by socket address. Ours are URLs whose host names are
-/// resolved at connect time, so the address here is only an identity (the backend's index);
-/// the index is also kept in the backend's extensions.
-fn identity(i: usize) -> SocketAddr {
-    SocketAddr::Inet(std::net::SocketAddr::from(([127, 0, 0, 1], (i + 1) as u16)))
+/// The backends a pick has already looked at through the load balancer.
+#[derive(Default)]
+struct Seen {
+    low: Cell<u64>,
+    high: RefCell<Vec<usize>>,
 }
 
-#[derive(Clone, Copy)]
-struct BackendIndex(usize);
+impl Seen {
+    fn insert(&self, i: usize) {
+        if i < 64 {
+            self.low.set(self.low.get() | (1 << i));
+        } else {
+            self.high.borrow_mut().push(i);
+        }
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        if i < 64 {
+            self.low.get() & (1 << i) != 0
+        } else {
+            self.high.borrow().contains(&i)
+        }
+    }
+}
 
 impl Pool {
     pub fn new(
@@ -204,19 +236,27 @@ impl Pool {
                 })
             })
             .collect();
-        let set: std::collections::BTreeSet<Backend> = (0..backends.len())
-            .map(|i| {
-                let mut b = Backend {
-                    addr: identity(i),
-                    weight: 1,
-                    ext: http::Extensions::new(),
-                };
-                b.ext.insert(BackendIndex(i));
-                b
-            })
-            .collect();
-        let discovery = pingora::lb::discovery::Static::new(set);
-        let mut lb_backends = Backends::new(discovery);
+        let mut discovery = UrlDiscovery::new(
+            upstreams.resolver().clone(),
+            cfg.name.clone(),
+            cfg.backends.clone(),
+        );
+        if check_interval.is_some() {
+            // A backend whose name does not resolve is not in the load balancer, so it is never
+            // probed: with active checks on, each failed lookup counts as the failed probe it
+            // would have been (a probe cannot connect to a name that does not resolve).
+            let unresolved = backends.clone();
+            discovery = discovery.on_unresolved(move |i, _| {
+                if let Some(bh) = unresolved.get(i) {
+                    bh.breaker
+                        .record_probe_failure("health probe: connect_error");
+                }
+            });
+        }
+        // IP literals never change: one round (at load) is enough for them.
+        let update_frequency = discovery.has_names().then_some(DNS_TTL);
+        let lookups = discovery.lookups();
+        let mut lb_backends = Backends::new(Box::new(discovery));
         // Without an interval no probe is installed at all (Pingora would still run it once).
         if check_interval.is_some() {
             lb_backends.set_health_check(Box::new(Probe {
@@ -227,50 +267,95 @@ impl Pool {
         }
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(lb_backends);
         lb.health_check_frequency = check_interval;
+        lb.update_frequency = update_frequency;
         lb.parallel_health_check = true;
         Pool {
             provider: cfg.name.clone(),
             backends,
             lb: Arc::new(lb),
             latency_us: AtomicU64::new(0),
+            turn: AtomicUsize::new(0),
+            lookups,
         }
     }
 
-    /// Loads the static backend list into the load balancer (needed before the first select;
-    /// the background service also does it).
+    /// Loads the backends whose address needs no lookup (IP literals, cached answers) into the
+    /// load balancer, at once, before the server runs: nothing waits for a name server there.
+    /// The background service's first round, at its start, resolves the names; until then a
+    /// backend left out is still picked (see [`Pool::pick`]).
     pub async fn load(&self) {
+        self.lookups.store(false, Ordering::Relaxed);
         let _ = self.lb.update().await;
+        self.lookups.store(true, Ordering::Relaxed);
+    }
+
+    fn next_turn(&self) -> usize {
+        self.turn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Picks an available backend not in `tried`, round-robin, honouring active checks and
     /// breakers. A half-open backend's trial slot is taken by the pick.
+    ///
+    /// The load balancer picks an address; the URLs behind it take turns. A backend outside the
+    /// load balancer's set (its name does not resolve, or has not been looked up yet), or that
+    /// this pass did not reach, is still picked when no backend the pass saw can be: its breaker
+    /// decides, as for any other, and a failed connection opens it.
     pub fn pick(&self, tried: &[usize]) -> Option<(usize, Admission)> {
-        let admitted = Mutex::new(None);
+        let admitted = Cell::new(None);
+        let seen = Seen::default();
         let n = self.backends.len().max(1);
         self.lb.select_with(b"", n * 2, |b, healthy| {
-            let Some(BackendIndex(i)) = b.ext.get::<BackendIndex>().copied() else {
+            let Some(BackendIndices(group)) = b.ext.get::<BackendIndices>() else {
                 return false;
             };
-            if tried.contains(&i) {
-                return false;
-            }
-            let Some(bh) = self.backends.get(i) else {
-                return false;
-            };
-            // A breaker past its cooldown may try even if the last active check failed: the
-            // trial decides.
-            if !healthy && !bh.breaker.is_available() {
-                return false;
-            }
-            match bh.breaker.admit() {
-                Admission::Open => false,
-                a => {
-                    *admitted.lock() = Some((i, a));
-                    true
+            let start = if group.len() > 1 { self.next_turn() } else { 0 };
+            for k in 0..group.len() {
+                let i = group[(start + k) % group.len()];
+                seen.insert(i);
+                if let Some(a) = self.admit(i, tried, healthy) {
+                    admitted.set(Some((i, a)));
+                    return true;
                 }
             }
+            false
         });
-        admitted.into_inner()
+        if let Some(picked) = admitted.get() {
+            return Some(picked);
+        }
+        let n = self.backends.len();
+        if (0..n).all(|i| seen.contains(i)) {
+            return None;
+        }
+        let start = self.next_turn();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|i| !seen.contains(*i))
+            .find_map(|i| self.admit(i, tried, true).map(|a| (i, a)))
+    }
+
+    /// Whether backend `i` may take this request (`healthy`: the last active check passed).
+    fn admit(&self, i: usize, tried: &[usize], healthy: bool) -> Option<Admission> {
+        if tried.contains(&i) {
+            return None;
+        }
+        let bh = self.backends.get(i)?;
+        // A breaker past its cooldown may try even if the last active check failed: the
+        // trial decides.
+        if !healthy && !bh.breaker.is_available() {
+            return None;
+        }
+        match bh.breaker.admit() {
+            Admission::Open => None,
+            a => Some(a),
+        }
+    }
+
+    /// The address the load balancer knows backend `i` by (`None`: not resolved).
+    fn address(&self, i: usize) -> Option<String> {
+        self.lb.backends().get_backend().iter().find_map(|b| {
+            let BackendIndices(group) = b.ext.get::<BackendIndices>()?;
+            group.contains(&i).then(|| b.addr.to_string())
+        })
     }
 
     /// Whether any backend could take a request now.
@@ -310,9 +395,11 @@ impl Pool {
         let backends: Vec<Value> = self
             .backends
             .iter()
-            .map(|b| {
+            .enumerate()
+            .map(|(i, b)| {
                 let mut v = b.breaker.status();
                 v["url"] = json!(b.url.to_string());
+                v["address"] = json!(self.address(i));
                 v
             })
             .collect();
@@ -348,17 +435,9 @@ struct Probe {
     backends: Vec<Arc<BackendHealth>>,
 }
 
-#[async_trait]
-impl HealthCheck for Probe {
-    async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        let fail =
-            |why: String| pingora::Error::explain(pingora::ErrorType::Custom("probe_failed"), why);
-        let Some(BackendIndex(i)) = target.ext.get::<BackendIndex>().copied() else {
-            return Err(fail("unknown backend".into()));
-        };
-        let Some(bh) = self.backends.get(i) else {
-            return Err(fail("unknown backend".into()));
-        };
+impl Probe {
+    /// One backend's probe, recorded by its breaker.
+    async fn probe(&self, bh: &BackendHealth) -> Result<(), String> {
         let Some(req) = self.provider.health_probe(&bh.url) else {
             return Ok(());
         };
@@ -381,13 +460,60 @@ impl HealthCheck for Probe {
                 Ok(())
             }
             Err(why) => {
-                // An active failure opens the breaker at once, whatever the threshold.
-                for _ in 0..bh.breaker.threshold {
-                    bh.breaker.record_failure(&why);
-                }
-                Err(fail(why))
+                bh.breaker.record_probe_failure(&why);
+                Err(why)
             }
         }
+    }
+}
+
+#[async_trait]
+impl HealthCheck for Probe {
+    /// Probes every URL behind the target's address, each recorded by its own breaker; the
+    /// address passes while one of them does.
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        let fail =
+            |why: String| pingora::Error::explain(pingora::ErrorType::Custom("probe_failed"), why);
+        let Some(BackendIndices(group)) = target.ext.get::<BackendIndices>() else {
+            return Err(fail("unknown backend".into()));
+        };
+        let mut failed = None;
+        let mut passed = false;
+        for &i in group.iter() {
+            let Some(bh) = self.backends.get(i) else {
+                failed = Some("unknown backend".to_string());
+                continue;
+            };
+            match self.probe(bh).await {
+                Ok(()) => passed = true,
+                Err(why) => failed = Some(why),
+            }
+        }
+        match failed {
+            Some(why) if !passed => Err(fail(why)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Names the target in Pingora's log lines by what it is: its URLs and real address.
+    fn backend_summary(&self, target: &Backend) -> String {
+        let urls: Vec<String> = target
+            .ext
+            .get::<BackendIndices>()
+            .map(|BackendIndices(group)| {
+                group
+                    .iter()
+                    .filter_map(|&i| self.backends.get(i))
+                    .map(|b| b.url.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        format!(
+            "provider={} backend={} address={}",
+            self.provider.config().name,
+            urls.join(","),
+            target.addr
+        )
     }
 
     fn health_threshold(&self, _success: bool) -> usize {
@@ -398,6 +524,177 @@ impl HealthCheck for Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::upstream::Timeouts;
+
+    /// The `vllm` pool over `urls` (comma-separated), no active checks.
+    fn pool(urls: &str) -> Pool {
+        checked_pool(urls, None)
+    }
+
+    fn checked_pool(urls: &str, check_interval: Option<Duration>) -> Pool {
+        let env = [("VLLM_BASE_URL".to_string(), urls.to_string())]
+            .into_iter()
+            .collect();
+        let config = Config::from_map(&env).unwrap();
+        let provider = crate::providers::build(&config.providers["vllm"], &config);
+        let t = Duration::from_secs(2);
+        let upstreams = Arc::new(Upstreams::new(Timeouts {
+            connect: t,
+            first_byte: t,
+            idle: t,
+        }));
+        Pool::new(
+            &provider,
+            upstreams,
+            1,
+            Duration::from_secs(60),
+            check_interval,
+        )
+    }
+
+    fn addresses(p: &Pool) -> Vec<Value> {
+        p.status()["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["address"].clone())
+            .collect()
+    }
+
+    fn picks(p: &Pool, n: usize) -> Vec<usize> {
+        (0..n).map(|_| p.pick(&[]).unwrap().0).collect()
+    }
+
+    #[tokio::test]
+    async fn a_pool_of_two_local_urls_is_known_by_their_real_addresses() {
+        let p = pool("http://127.0.0.1:9101,http://localhost:9102");
+        let lb = |p: &Pool| -> Vec<String> {
+            p.lb.backends()
+                .get_backend()
+                .iter()
+                .map(|b| b.addr.to_string())
+                .collect()
+        };
+        p.load().await;
+        assert_eq!(lb(&p), ["127.0.0.1:9101"], "loading looks nothing up");
+        assert_eq!(addresses(&p), [json!("127.0.0.1:9101"), Value::Null]);
+        let mut got = picks(&p, 4);
+        got.sort();
+        assert_eq!(got, [0, 0, 0, 0], "the one in the balancer first");
+        assert_eq!(p.pick(&[0]).unwrap().0, 1, "the other is still reachable");
+        // The background service's round resolves the name.
+        p.lb.update().await.unwrap();
+        assert_eq!(lb(&p), ["127.0.0.1:9101", "127.0.0.1:9102"]);
+        assert_eq!(
+            addresses(&p),
+            [json!("127.0.0.1:9101"), json!("127.0.0.1:9102")]
+        );
+        let mut got = picks(&p, 4);
+        got.sort();
+        assert_eq!(got, [0, 0, 1, 1], "round robin");
+        let (first, _) = p.pick(&[]).unwrap();
+        assert_eq!(
+            p.pick(&[first]).unwrap().0,
+            1 - first,
+            "failover to the other"
+        );
+    }
+
+    #[tokio::test]
+    async fn urls_behind_one_address_take_turns() {
+        let p = pool("http://127.0.0.1:9101/a,http://127.0.0.1:9101/b");
+        p.load().await;
+        assert_eq!(p.lb.backends().get_backend().len(), 1);
+        assert_eq!(
+            addresses(&p),
+            [json!("127.0.0.1:9101"), json!("127.0.0.1:9101")]
+        );
+        let mut got = picks(&p, 4);
+        got.sort();
+        assert_eq!(got, [0, 0, 1, 1]);
+        assert_eq!(p.pick(&[0]).unwrap().0, 1);
+        p.backends[1].breaker.record_failure("500");
+        assert_eq!(picks(&p, 3), [0, 0, 0], "the open breaker sits out");
+        assert_eq!(p.pick(&[0]), None);
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_stays_reachable() {
+        let p = pool("http://127.0.0.1:9101,http://no-such-host.invalid:9102");
+        p.load().await;
+        p.lb.update().await.unwrap();
+        assert_eq!(p.lb.backends().get_backend().len(), 1);
+        assert_eq!(addresses(&p), [json!("127.0.0.1:9101"), Value::Null]);
+        assert_eq!(p.pick(&[]).unwrap().0, 0, "the resolved backend first");
+        assert_eq!(p.pick(&[0]).unwrap().0, 1, "then the other");
+        p.backends[0].breaker.record_failure("500");
+        assert_eq!(p.pick(&[]).unwrap().0, 1);
+        p.backends[1].breaker.record_failure("connect_error");
+        assert_eq!(p.pick(&[]), None);
+        assert!(!p.is_available());
+    }
+
+    #[tokio::test]
+    async fn with_active_checks_a_name_that_does_not_resolve_fails_its_probe() {
+        let p = checked_pool(
+            "http://127.0.0.1:9101,http://no-such-host.invalid:9102",
+            Some(Duration::from_secs(60)),
+        );
+        p.load().await;
+        let v = p.status();
+        assert_eq!(
+            v["backends"][1]["state"], "healthy",
+            "not looked up yet: {v}"
+        );
+        p.lb.update().await.unwrap();
+        let v = p.status();
+        assert_eq!(v["backends"][1]["state"], "unhealthy", "{v}");
+        assert_eq!(
+            v["backends"][1]["last_error"], "health probe: connect_error",
+            "{v}"
+        );
+        assert_eq!(v["backends"][0]["state"], "healthy", "{v}");
+        assert_eq!(p.pick(&[0]), None);
+    }
+
+    #[tokio::test]
+    async fn probe_log_lines_name_urls_and_real_addresses() {
+        let p = pool("http://127.0.0.1:9101/a,http://localhost:9101/b");
+        p.lb.update().await.unwrap();
+        let env = [("VLLM_BASE_URL".to_string(), "http://x:1".to_string())]
+            .into_iter()
+            .collect();
+        let config = Config::from_map(&env).unwrap();
+        let t = Duration::from_secs(1);
+        let probe = Probe {
+            provider: crate::providers::build(&config.providers["vllm"], &config),
+            upstreams: Arc::new(Upstreams::new(Timeouts {
+                connect: t,
+                first_byte: t,
+                idle: t,
+            })),
+            backends: p.backends.clone(),
+        };
+        let set = p.lb.backends().get_backend();
+        let summaries: Vec<String> = set.iter().map(|b| probe.backend_summary(b)).collect();
+        assert_eq!(
+            summaries,
+            [
+                "provider=vllm backend=http://127.0.0.1:9101/a,http://localhost:9101/b \
+              address=127.0.0.1:9101"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pool_not_loaded_yet_still_picks() {
+        let p = pool("http://127.0.0.1:9101,http://127.0.0.1:9102");
+        let mut got = picks(&p, 4);
+        got.sort();
+        assert_eq!(got, [0, 0, 1, 1]);
+        assert_eq!(addresses(&p), [Value::Null, Value::Null]);
+    }
 
     #[test]
     fn breaker_opens_cools_down_and_half_opens() {

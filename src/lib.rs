@@ -21,6 +21,7 @@
 //! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
 //! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
 //! - [`upstream`]: Pingora's connectors: pooled connections, TLS, h2, timeouts, DNS cache.
+//! - [`discovery`]: backend URL -> real address (cached DNS), for the connector and the pools.
 //! - [`pool`]: idle plain-HTTP upstream connections (no watcher task per connection).
 //! - [`sse`]: SSE framing over arbitrary body chunks.
 //! - [`telemetry`]: the logger and the one structured line per request.
@@ -36,6 +37,7 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod metrics;

@@ -1,15 +1,13 @@
 //! The upstream exchange over Pingora's HTTP connector: pooled keep-alive HTTP/1.1 and h2
 //! sessions, rustls with SNI and certificate verification, connect / first-byte / idle
-//! timeouts, and DNS answers cached briefly.
+//! timeouts; host names resolved through the shared [`crate::discovery::Resolver`].
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http::header::{self, HeaderValue};
-use parking_lot::Mutex;
 use pingora::connectors::http::Connector;
 use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
@@ -21,11 +19,11 @@ use pingora::{Error, ErrorType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::BaseUrl;
+use crate::discovery::{ResolveError, Resolver, DNS_TTL};
 use crate::error::GatewayError;
 use crate::pool::IdlePool;
 use crate::providers::UpstreamRequest;
 
-const DNS_TTL: Duration = Duration::from_secs(30);
 /// How long an idle upstream connection stays in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 /// Idle plain-HTTP connections kept per upstream (Pingora's default pool size).
@@ -40,7 +38,7 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
-/// Shared by all requests: the connectors (and their pools) and the DNS cache.
+/// Shared by all requests: the connectors (and their pools) and the resolver.
 pub struct Upstreams {
     /// TLS upstreams: h2 or HTTP/1.1, as ALPN decides.
     connector: Connector,
@@ -49,7 +47,8 @@ pub struct Upstreams {
     plain: TransportConnector,
     /// Their idle connections (see [`crate::pool`] for why not Pingora's pool).
     idle: IdlePool<Stream>,
-    dns: Mutex<HashMap<(String, u16), (SocketAddr, Instant)>>,
+    /// Shared with the health pools' service discovery (see [`Upstreams::resolver`]).
+    resolver: Arc<Resolver>,
     pub timeouts: Timeouts,
 }
 
@@ -114,40 +113,22 @@ impl Upstreams {
             connector: Connector::new(None),
             plain: TransportConnector::new(None),
             idle: IdlePool::new(POOL_IDLE, POOL_PER_UPSTREAM),
-            dns: Mutex::new(HashMap::new()),
+            resolver: Arc::new(Resolver::new(DNS_TTL, timeouts.connect)),
             timeouts,
         }
     }
 
-    async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, SendError> {
-        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
-        }
-        let key = (host.to_string(), port);
-        if let Some((addr, at)) = self.dns.lock().get(&key) {
-            if at.elapsed() < DNS_TTL {
-                return Ok(*addr);
-            }
-        }
-        let lookup =
-            tokio::time::timeout(self.timeouts.connect, tokio::net::lookup_host((host, port)))
-                .await
-                .map_err(|_| SendError::Timeout(format!("resolving {host}")))?
-                .map_err(|e| SendError::Connect(format!("resolving {host}: {e}")))?;
-        let addrs: Vec<SocketAddr> = lookup.collect();
-        // Prefer IPv4 (the common case for API hosts); fall back to whatever there is.
-        let addr = addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(addrs.first())
-            .copied()
-            .ok_or_else(|| SendError::Connect(format!("{host} has no address")))?;
-        self.dns.lock().insert(key, (addr, Instant::now()));
-        Ok(addr)
+    /// The resolver (and its cache) this connector uses: the pools resolve their backends
+    /// through it, so they and the connector agree on each backend's address.
+    pub fn resolver(&self) -> &Arc<Resolver> {
+        &self.resolver
     }
 
     async fn peer(&self, base: &BaseUrl) -> Result<HttpPeer, SendError> {
-        let addr = self.resolve(&base.host, base.port).await?;
+        let addr = self.resolver.resolve_url(base).await.map_err(|e| match e {
+            ResolveError::Timeout(m) => SendError::Timeout(m),
+            ResolveError::Failed(m) => SendError::Connect(m),
+        })?;
         let mut peer = HttpPeer::new(addr, base.tls, base.host.clone());
         let o = &mut peer.options;
         o.connection_timeout = Some(self.timeouts.connect);
