@@ -537,7 +537,7 @@ mod tests {
             .into_iter()
             .collect();
         let config = Config::from_map(&env).unwrap();
-        let provider = crate::providers::build(&config.providers["vllm"], &config);
+        let provider = crate::providers::build(&config.providers["vllm"], &config).unwrap();
         let t = Duration::from_secs(2);
         let upstreams = Arc::new(Upstreams::new(Timeouts {
             connect: t,
@@ -668,7 +668,7 @@ mod tests {
         let config = Config::from_map(&env).unwrap();
         let t = Duration::from_secs(1);
         let probe = Probe {
-            provider: crate::providers::build(&config.providers["vllm"], &config),
+            provider: crate::providers::build(&config.providers["vllm"], &config).unwrap(),
             upstreams: Arc::new(Upstreams::new(Timeouts {
                 connect: t,
                 first_byte: t,
