@@ -88,7 +88,7 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
   END {
     printf "%9.1fk  %s\n", total / n / 1000, "whole process"
     show("Pingora: connection and request cycle", "apps::ServerApp>::process_new::\\{\\{closure\\}\\}( |$)")
-    show("gateway: one request (read, answer, log, finish)", "proxy::App as pingora_core::apps::HttpServerApp>::process_new_http::\\{\\{closure\\}\\}( |$)")
+    show("gateway: one request (read, answer, log, finish)", "proxy::app::App as pingora_core::apps::HttpServerApp>::process_new_http::\\{\\{closure\\}\\}( |$)")
     show("  route (everything the answer takes)", "proxy::Gateway::route::\\{\\{closure\\}\\}( |$)")
     show("  request parse + validation", "api::ChatRequest::parse(_with)?( |$)")
     show("  request body as a JSON tree (translation, cache)", "api::ChatRequest::body( |$)")
