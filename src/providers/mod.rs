@@ -1,5 +1,6 @@
-//! Upstream wire formats. One file per format, each implementing [`Provider`]; OpenAI-compatible
-//! vendors are configuration, not code.
+//! Upstream wire formats. One file per format (a folder for the translating ones: `wire.rs` for
+//! the serde types, `translate.rs` for what they mean), each implementing [`Provider`];
+//! OpenAI-compatible vendors are configuration, not code.
 //!
 //! To add a wire format: write `providers/<format>.rs` implementing [`Provider`], add a
 //! [`WireKind`] variant in `config.rs`, and register it in [`build`].
