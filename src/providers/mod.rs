@@ -17,6 +17,7 @@ pub mod anthropic;
 pub mod echo;
 pub mod gemini;
 pub mod openai;
+pub mod stream;
 pub mod translate;
 
 /// A request to send upstream, fully encoded.

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::api::ChatRequest;
 use crate::config::{BaseUrl, ProviderConfig};
 use crate::error::{kind_for_status, label_for_status, GatewayError};
+use crate::providers::stream::SseDriver;
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamTranslator, Translated, UpstreamRequest,
 };
@@ -82,7 +83,7 @@ impl Provider for Anthropic {
     }
 
     fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator> {
-        Box::new(AnthropicStream::new(call))
+        Box::new(SseDriver::new(AnthropicStream::new(call)))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -480,7 +481,8 @@ mod tests {
         split: usize,
         include_usage: bool,
     ) -> (Vec<u8>, StreamStatus, Option<Usage>) {
-        let mut t = AnthropicStream::new(&call(include_usage)).with_writer("chatcmpl-x", 7);
+        let mut t =
+            SseDriver::new(AnthropicStream::new(&call(include_usage)).with_writer("chatcmpl-x", 7));
         let mut out = BytesMut::new();
         let mut status = StreamStatus::Continue;
         for part in [&input[..split], &input[split..]] {
@@ -524,7 +526,8 @@ mod tests {
             assert_eq!(&status, want_status, "split at {split}");
         }
         // And one byte at a time.
-        let mut t = AnthropicStream::new(&call(include_usage)).with_writer("chatcmpl-x", 7);
+        let mut t =
+            SseDriver::new(AnthropicStream::new(&call(include_usage)).with_writer("chatcmpl-x", 7));
         let mut out = BytesMut::new();
         let mut status = StreamStatus::Continue;
         for b in input {

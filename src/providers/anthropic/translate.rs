@@ -12,12 +12,13 @@ use super::wire::*;
 use super::{map_error, status_for_type, JSON_TOOL, NAME};
 use crate::api::{completion_body, unix_now, Answer, ChatRequest, ChunkWriter, ToolCall, Usage};
 use crate::error::GatewayError;
+use crate::providers::stream::EventDecoder;
 use crate::providers::translate::{
     self, unsupported, Conversation, Fields, Msg, Part, Raw, ResponseFormat, Source, Str, Text,
     ToolChoice,
 };
-use crate::providers::{CallInfo, StreamStatus, StreamTranslator, Translated};
-use crate::sse::SseFramer;
+use crate::providers::{CallInfo, StreamStatus, Translated};
+use crate::sse::SseEvent;
 
 // ---------------------------------------------------------------------------------------------
 // Request encoding
@@ -454,7 +455,6 @@ enum BlockKind {
 /// request can still fail over. The finish chunk waits for `message_stop`: a stream that dies
 /// after `message_delta` must end with an error, not with a finish_reason.
 pub struct AnthropicStream {
-    framer: SseFramer,
     w: ChunkWriter,
     include_usage: bool,
     role_sent: bool,
@@ -463,13 +463,11 @@ pub struct AnthropicStream {
     json_answer: bool,
     stop_reason: Option<String>,
     counts: Option<Counts>,
-    done: bool,
 }
 
 impl AnthropicStream {
     pub fn new(call: &CallInfo) -> Self {
         AnthropicStream {
-            framer: SseFramer::new(),
             w: ChunkWriter::new(&call.client_model),
             include_usage: call.include_usage,
             role_sent: false,
@@ -478,7 +476,6 @@ impl AnthropicStream {
             json_answer: false,
             stop_reason: None,
             counts: None,
-            done: false,
         }
     }
 
@@ -496,7 +493,7 @@ impl AnthropicStream {
         }
     }
 
-    fn event(&mut self, data: &str, out: &mut BytesMut) -> StreamStatus {
+    fn decode(&mut self, data: &str, out: &mut BytesMut) -> StreamStatus {
         let ev: Event = match serde_json::from_str(data) {
             Ok(ev) => ev,
             Err(e) => {
@@ -611,7 +608,6 @@ impl AnthropicStream {
                     self.w.usage(out, &u);
                 }
                 ChunkWriter::done(out);
-                self.done = true;
                 return StreamStatus::Done;
             }
             Event::Error { error } => {
@@ -631,38 +627,20 @@ impl AnthropicStream {
     }
 }
 
-impl StreamTranslator for AnthropicStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> StreamStatus {
-        if self.done {
-            return StreamStatus::Done;
-        }
-        self.framer.push(input);
-        while let Some(ev) = self.framer.next_event() {
-            if ev.data.is_empty() {
-                continue;
-            }
-            match self.event(&ev.data, out) {
-                StreamStatus::Continue => {}
-                other => return other,
-            }
-        }
-        StreamStatus::Continue
+impl EventDecoder for AnthropicStream {
+    fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> StreamStatus {
+        self.decode(&ev.data, out)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> StreamStatus {
-        if self.done {
-            return StreamStatus::Done;
-        }
-        if let Some(ev) = self.framer.finish() {
-            if !ev.data.is_empty() {
-                // A final event without its blank line counts; a cut one is a truncation.
-                match self.event(&ev.data, out) {
-                    StreamStatus::Failed(e) if !translate::is_unreadable(&e) => {
-                        return StreamStatus::Failed(e)
-                    }
-                    StreamStatus::Done => return StreamStatus::Done,
-                    _ => {}
+    fn end(&mut self, tail: Option<SseEvent>, out: &mut BytesMut) -> StreamStatus {
+        if let Some(ev) = tail.filter(|ev| !ev.data.is_empty()) {
+            // A final event without its blank line counts; a cut one is a truncation.
+            match self.decode(&ev.data, out) {
+                StreamStatus::Failed(e) if !translate::is_unreadable(&e) => {
+                    return StreamStatus::Failed(e)
                 }
+                StreamStatus::Done => return StreamStatus::Done,
+                _ => {}
             }
         }
         StreamStatus::Failed(translate::truncated(NAME, "message_stop"))

@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use crate::api::{ChatRequest, Usage};
 use crate::config::{BaseUrl, ProviderConfig};
 use crate::error::{kind_for_status, label_for_status, GatewayError};
+use crate::providers::stream::SseDriver;
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamTranslator, Translated, UpstreamRequest,
 };
@@ -80,7 +81,7 @@ impl Provider for Gemini {
     }
 
     fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator> {
-        Box::new(GeminiStream::new(call))
+        Box::new(SseDriver::new(GeminiStream::new(call)))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -575,7 +576,7 @@ mod tests {
     }
 
     fn run(input: &[u8], split: usize, c: &CallInfo) -> (Vec<u8>, StreamStatus, Option<Usage>) {
-        let mut t = GeminiStream::new(c).with_writer("chatcmpl-x", 7);
+        let mut t = SseDriver::new(GeminiStream::new(c).with_writer("chatcmpl-x", 7));
         let mut out = BytesMut::new();
         let mut status = StreamStatus::Continue;
         for part in [&input[..split], &input[split..]] {

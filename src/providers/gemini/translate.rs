@@ -14,11 +14,12 @@ use crate::api::{
     ChunkWriter, ToolCall, Usage,
 };
 use crate::error::GatewayError;
+use crate::providers::stream::EventDecoder;
 use crate::providers::translate::{
     self, unsupported, Conversation, Fields, Msg, Part, Raw, ResponseFormat, Source, ToolChoice,
 };
-use crate::providers::{CallInfo, StreamStatus, StreamTranslator, Translated};
-use crate::sse::SseFramer;
+use crate::providers::{CallInfo, StreamStatus, Translated};
+use crate::sse::SseEvent;
 
 // ---------------------------------------------------------------------------------------------
 // Request encoding
@@ -503,27 +504,23 @@ struct CandidateState {
 /// finish chunks are written once, at the end, and a stream that ends without any
 /// `finishReason` is an error.
 pub struct GeminiStream {
-    framer: SseFramer,
     w: ChunkWriter,
     include_usage: bool,
     parallel_tool_calls: bool,
     id_set: bool,
     candidates: Vec<CandidateState>,
     usage: Option<Usage>,
-    done: bool,
 }
 
 impl GeminiStream {
     pub fn new(call: &CallInfo) -> Self {
         GeminiStream {
-            framer: SseFramer::new(),
             w: ChunkWriter::new(&call.client_model),
             include_usage: call.include_usage,
             parallel_tool_calls: call.parallel_tool_calls,
             id_set: false,
             candidates: Vec::new(),
             usage: None,
-            done: false,
         }
     }
 
@@ -534,7 +531,7 @@ impl GeminiStream {
         self
     }
 
-    fn event(&mut self, data: &str, out: &mut BytesMut) -> StreamStatus {
+    fn decode(&mut self, data: &str, out: &mut BytesMut) -> StreamStatus {
         if data.trim() == "[DONE]" {
             return StreamStatus::Continue;
         }
@@ -623,40 +620,22 @@ fn role(w: &ChunkWriter, s: &mut CandidateState, idx: usize, out: &mut BytesMut)
     }
 }
 
-impl StreamTranslator for GeminiStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> StreamStatus {
-        if self.done {
-            return StreamStatus::Done;
-        }
-        self.framer.push(input);
-        while let Some(ev) = self.framer.next_event() {
-            if ev.data.is_empty() {
-                continue;
-            }
-            match self.event(&ev.data, out) {
-                StreamStatus::Continue => {}
-                other => return other,
-            }
-        }
-        StreamStatus::Continue
+impl EventDecoder for GeminiStream {
+    fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> StreamStatus {
+        self.decode(&ev.data, out)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> StreamStatus {
-        if self.done {
-            return StreamStatus::Done;
-        }
-        if let Some(ev) = self.framer.finish() {
-            if !ev.data.is_empty() {
-                // A final event without its blank line counts; a cut one is a truncation.
-                if let StreamStatus::Failed(e) = self.event(&ev.data, out) {
-                    if translate::is_unreadable(&e) {
-                        return StreamStatus::Failed(translate::truncated(
-                            NAME,
-                            "its last event was complete",
-                        ));
-                    }
-                    return StreamStatus::Failed(e);
+    fn end(&mut self, tail: Option<SseEvent>, out: &mut BytesMut) -> StreamStatus {
+        if let Some(ev) = tail.filter(|ev| !ev.data.is_empty()) {
+            // A final event without its blank line counts; a cut one is a truncation.
+            if let StreamStatus::Failed(e) = self.decode(&ev.data, out) {
+                if translate::is_unreadable(&e) {
+                    return StreamStatus::Failed(translate::truncated(
+                        NAME,
+                        "its last event was complete",
+                    ));
                 }
+                return StreamStatus::Failed(e);
             }
         }
         if !self.candidates.iter().any(|c| c.finish.is_some()) {
@@ -680,7 +659,6 @@ impl StreamTranslator for GeminiStream {
             }
         }
         ChunkWriter::done(out);
-        self.done = true;
         StreamStatus::Done
     }
 
