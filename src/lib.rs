@@ -12,7 +12,10 @@
 //! - [`chat`]: `/v1/chat/completions` and `/v1/embeddings`: the upstream exchange and streaming.
 //! - [`cache`]: the response cache: keys, memory and Redis backends, coalescing, semantic layer.
 //! - [`models`]: the `/v1/models` endpoint.
-//! - [`api`]: the public OpenAI types: request parsing, usage, completion and chunk writers.
+//! - [`api`]: the public OpenAI types: request parsing, completion and chunk writers (the OpenAI
+//!   chat dialect's [`canonical`] writers).
+//! - [`canonical`]: the canonical answer, usage and stream events; the writer traits a client
+//!   dialect implements.
 //! - [`error`]: the OpenAI error object every client sees.
 //! - [`providers`]: one file per upstream wire format (`openai`, `anthropic`, `gemini`, `echo`);
 //!   `translate` holds what the translating formats share.
@@ -31,6 +34,7 @@
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod canonical;
 pub mod chat;
 pub mod config;
 pub mod error;

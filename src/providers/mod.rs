@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::api::{ChatRequest, Usage};
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, Config, ProviderConfig, WireKind};
 use crate::error::GatewayError;
 
@@ -70,7 +71,7 @@ pub struct CallInfo {
 /// A translated non-streamed answer.
 #[derive(Debug, Clone)]
 pub struct Translated {
-    /// OpenAI `chat.completion` JSON.
+    /// The response body in the client's dialect.
     pub body: Bytes,
     pub usage: Option<Usage>,
 }
@@ -86,9 +87,9 @@ pub enum StreamStatus {
     Failed(GatewayError),
 }
 
-/// Translates one upstream stream into OpenAI `chat.completion.chunk` SSE, chunk by chunk.
+/// Translates one upstream stream into the client's dialect, chunk by chunk.
 pub trait StreamTranslator: Send {
-    /// Consumes bytes as they came off the wire and appends OpenAI SSE bytes to `out`.
+    /// Consumes bytes as they came off the wire and appends the client's bytes to `out`.
     fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> StreamStatus;
     /// The upstream body ended. Formats whose streams simply end (Gemini) write their closing
     /// chunks and `[DONE]` here; for the others an end before the terminal event is an error.
@@ -109,11 +110,24 @@ pub trait Provider: Send + Sync {
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError>;
 
-    /// Translates a successful (2xx) non-streamed response body.
-    fn chat_response(&self, body: Bytes, call: &CallInfo) -> Result<Translated, GatewayError>;
+    /// Translates a successful (2xx) non-streamed response body. A translating format decodes
+    /// it into canonical answers and has `w` (the client's dialect) write the body; a format
+    /// that is the client's dialect passes the body through and ignores `w`.
+    fn chat_response(
+        &self,
+        body: Bytes,
+        call: &CallInfo,
+        w: &dyn AnswerWriter,
+    ) -> Result<Translated, GatewayError>;
 
-    /// A translator for a successful streamed response.
-    fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator>;
+    /// A translator for a successful streamed response. A translating format decodes events
+    /// into calls on `w` (the client's dialect); a format that is the client's dialect passes
+    /// events through and drops `w`.
+    fn stream_translator(
+        &self,
+        call: &CallInfo,
+        w: Box<dyn EventWriter>,
+    ) -> Box<dyn StreamTranslator>;
 
     /// Maps an upstream error response to the OpenAI error object, keeping a meaningful status.
     fn error(&self, status: u16, body: &[u8]) -> GatewayError;

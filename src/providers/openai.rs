@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::{ChatRequest, Usage};
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{kind_for_status, label_for_status, GatewayError};
 use crate::providers::stream::{EventDecoder, SseDriver};
@@ -104,12 +105,23 @@ impl Provider for OpenAiCompatible {
         ))
     }
 
-    fn chat_response(&self, body: Bytes, _call: &CallInfo) -> Result<Translated, GatewayError> {
+    /// The body passes through: the client's dialect is this upstream's.
+    fn chat_response(
+        &self,
+        body: Bytes,
+        _call: &CallInfo,
+        _w: &dyn AnswerWriter,
+    ) -> Result<Translated, GatewayError> {
         let usage = usage_of(&body);
         Ok(Translated { body, usage })
     }
 
-    fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator> {
+    /// Events pass through: the client's dialect is this upstream's.
+    fn stream_translator(
+        &self,
+        call: &CallInfo,
+        _w: Box<dyn EventWriter>,
+    ) -> Box<dyn StreamTranslator> {
         Box::new(SseDriver::new(OpenAiStream {
             include_usage: call.include_usage,
             usage: None,

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::api::ChatRequest;
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, ProviderConfig};
 use crate::error::{kind_for_status, label_for_status, GatewayError};
 use crate::providers::stream::SseDriver;
@@ -78,12 +79,21 @@ impl Provider for Anthropic {
         ))
     }
 
-    fn chat_response(&self, body: Bytes, call: &CallInfo) -> Result<Translated, GatewayError> {
-        decode_response(&body, call)
+    fn chat_response(
+        &self,
+        body: Bytes,
+        call: &CallInfo,
+        w: &dyn AnswerWriter,
+    ) -> Result<Translated, GatewayError> {
+        decode_response(&body, call, w)
     }
 
-    fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator> {
-        Box::new(SseDriver::new(AnthropicStream::new(call)))
+    fn stream_translator(
+        &self,
+        call: &CallInfo,
+        w: Box<dyn EventWriter>,
+    ) -> Box<dyn StreamTranslator> {
+        Box::new(SseDriver::new(AnthropicStream::new(call, w)))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -163,6 +173,16 @@ pub fn map_error(status: u16, body: &[u8]) -> GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ChatCompletionsWriter, ChunkWriter};
+
+    /// The OpenAI chunk writer with a fixed id and time (tests compare exact output).
+    fn fixed_writer(call: &CallInfo) -> Box<dyn EventWriter> {
+        Box::new(ChunkWriter {
+            id: "chatcmpl-x".into(),
+            created: 7,
+            model: call.client_model.clone(),
+        })
+    }
     use crate::api::Usage;
     use crate::providers::StreamStatus;
     use bytes::BytesMut;
@@ -341,7 +361,7 @@ mod tests {
                        {"type":"tool_use","id":"toolu_01","name":"get_weather","input":{"location":"Paris"}}],
             "stop_reason":"tool_use","stop_sequence":null,
             "usage":{"input_tokens":377,"output_tokens":65,"cache_creation_input_tokens":10,"cache_read_input_tokens":100}}"#;
-        let t = decode_response(body, &call(false)).unwrap();
+        let t = decode_response(body, &call(false), &ChatCompletionsWriter).unwrap();
         let v: Value = serde_json::from_slice(&t.body).unwrap();
         assert_eq!(v["id"], "chatcmpl-msg_01");
         assert_eq!(v["object"], "chat.completion");
@@ -370,22 +390,31 @@ mod tests {
         ] {
             let body = json!({"id": "m", "content": [{"type": "text", "text": "x"}], "stop_reason": reason, "usage": {"input_tokens": 1, "output_tokens": 1}});
             let v: Value = serde_json::from_slice(
-                &decode_response(body.to_string().as_bytes(), &call(false))
-                    .unwrap()
-                    .body,
+                &decode_response(
+                    body.to_string().as_bytes(),
+                    &call(false),
+                    &ChatCompletionsWriter,
+                )
+                .unwrap()
+                .body,
             )
             .unwrap();
             assert_eq!(v["choices"][0]["finish_reason"], want, "{reason}");
         }
         let json_mode = br#"{"id":"m","content":[{"type":"tool_use","id":"t","name":"gateway_json_response","input":{"name":"Ada"}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":1}}"#;
-        let v: Value =
-            serde_json::from_slice(&decode_response(json_mode, &call(false)).unwrap().body)
-                .unwrap();
+        let v: Value = serde_json::from_slice(
+            &decode_response(json_mode, &call(false), &ChatCompletionsWriter)
+                .unwrap()
+                .body,
+        )
+        .unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "{\"name\":\"Ada\"}");
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert!(v["choices"][0]["message"].get("tool_calls").is_none());
         assert_eq!(
-            decode_response(b"<html>", &call(false)).unwrap_err().status,
+            decode_response(b"<html>", &call(false), &ChatCompletionsWriter)
+                .unwrap_err()
+                .status,
             502
         );
     }
@@ -481,8 +510,10 @@ mod tests {
         split: usize,
         include_usage: bool,
     ) -> (Vec<u8>, StreamStatus, Option<Usage>) {
-        let mut t =
-            SseDriver::new(AnthropicStream::new(&call(include_usage)).with_writer("chatcmpl-x", 7));
+        let mut t = SseDriver::new(AnthropicStream::new(
+            &call(include_usage),
+            fixed_writer(&call(include_usage)),
+        ));
         let mut out = BytesMut::new();
         let mut status = StreamStatus::Continue;
         for part in [&input[..split], &input[split..]] {
@@ -526,8 +557,10 @@ mod tests {
             assert_eq!(&status, want_status, "split at {split}");
         }
         // And one byte at a time.
-        let mut t =
-            SseDriver::new(AnthropicStream::new(&call(include_usage)).with_writer("chatcmpl-x", 7));
+        let mut t = SseDriver::new(AnthropicStream::new(
+            &call(include_usage),
+            fixed_writer(&call(include_usage)),
+        ));
         let mut out = BytesMut::new();
         let mut status = StreamStatus::Continue;
         for b in input {

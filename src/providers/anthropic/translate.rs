@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 use super::wire::*;
 use super::{map_error, status_for_type, JSON_TOOL, NAME};
-use crate::api::{completion_body, unix_now, Answer, ChatRequest, ChunkWriter, ToolCall, Usage};
+use crate::api::{unix_now, Answer, ChatRequest, ToolCall, Usage};
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::error::GatewayError;
 use crate::providers::stream::EventDecoder;
 use crate::providers::translate::{
@@ -370,15 +371,11 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     }
 }
 
-fn completion_id(upstream: &str) -> String {
-    if upstream.is_empty() {
-        crate::api::completion_id()
-    } else {
-        format!("chatcmpl-{upstream}")
-    }
-}
-
-pub(super) fn decode_response(body: &[u8], call: &CallInfo) -> Result<Translated, GatewayError> {
+pub(super) fn decode_response(
+    body: &[u8],
+    call: &CallInfo,
+    w: &dyn AnswerWriter,
+) -> Result<Translated, GatewayError> {
     let m: MessageResponse =
         serde_json::from_slice(body).map_err(|e| translate::bad_upstream_body(NAME, e))?;
     let mut text = String::new();
@@ -423,11 +420,12 @@ pub(super) fn decode_response(body: &[u8], call: &CallInfo) -> Result<Translated
         finish_reason: finish.to_string(),
         usage,
     };
-    let body = completion_body(
-        &completion_id(&m.id),
+    let body = w.answer_body(
+        &m.id,
         unix_now(),
         &call.client_model,
-        &answer,
+        std::slice::from_ref(&answer),
+        usage.as_ref(),
     );
     Ok(Translated { body, usage })
 }
@@ -455,7 +453,7 @@ enum BlockKind {
 /// request can still fail over. The finish chunk waits for `message_stop`: a stream that dies
 /// after `message_delta` must end with an error, not with a finish_reason.
 pub struct AnthropicStream {
-    w: ChunkWriter,
+    w: Box<dyn EventWriter>,
     include_usage: bool,
     role_sent: bool,
     blocks: HashMap<u64, BlockKind>,
@@ -466,9 +464,9 @@ pub struct AnthropicStream {
 }
 
 impl AnthropicStream {
-    pub fn new(call: &CallInfo) -> Self {
+    pub fn new(call: &CallInfo, w: Box<dyn EventWriter>) -> Self {
         AnthropicStream {
-            w: ChunkWriter::new(&call.client_model),
+            w,
             include_usage: call.include_usage,
             role_sent: false,
             blocks: HashMap::new(),
@@ -479,17 +477,10 @@ impl AnthropicStream {
         }
     }
 
-    /// Fixes the chunk id and time (tests compare exact output).
-    pub fn with_writer(mut self, id: &str, created: u64) -> Self {
-        self.w.id = id.to_string();
-        self.w.created = created;
-        self
-    }
-
     fn role(&mut self, out: &mut BytesMut) {
         if !self.role_sent {
             self.role_sent = true;
-            self.w.role(out);
+            self.w.role(out, 0);
         }
     }
 
@@ -506,7 +497,7 @@ impl AnthropicStream {
         match ev {
             Event::MessageStart { message } => {
                 if !message.id.is_empty() && !self.role_sent {
-                    self.w.id = completion_id(&message.id);
+                    self.w.id(&message.id);
                 }
                 self.counts
                     .get_or_insert_with(Counts::default)
@@ -520,7 +511,7 @@ impl AnthropicStream {
                     StartBlock::Text { text } => {
                         if !text.is_empty() {
                             self.role(out);
-                            self.w.content(out, &text);
+                            self.w.text(out, 0, &text);
                         }
                         BlockKind::Text
                     }
@@ -532,7 +523,7 @@ impl AnthropicStream {
                         self.role(out);
                         let i = self.next_tool;
                         self.next_tool += 1;
-                        self.w.tool_start(out, i, &id, &name);
+                        self.w.tool_start(out, 0, i, &id, &name);
                         BlockKind::Tool {
                             index: i,
                             args: false,
@@ -547,13 +538,13 @@ impl AnthropicStream {
                 match (delta, kind) {
                     (Delta::Text { text }, None | Some(BlockKind::Text)) if !text.is_empty() => {
                         self.role(out);
-                        self.w.content(out, &text);
+                        self.w.text(out, 0, &text);
                     }
                     (Delta::InputJson { partial_json }, Some(BlockKind::Tool { index: i, .. }))
                         if !partial_json.is_empty() =>
                     {
                         self.role(out);
-                        self.w.tool_args(out, i, &partial_json);
+                        self.w.tool_args(out, 0, i, &partial_json);
                         self.blocks.insert(
                             index,
                             BlockKind::Tool {
@@ -566,7 +557,7 @@ impl AnthropicStream {
                         if !partial_json.is_empty() =>
                     {
                         self.role(out);
-                        self.w.content(out, &partial_json);
+                        self.w.text(out, 0, &partial_json);
                     }
                     _ => {}
                 }
@@ -578,7 +569,7 @@ impl AnthropicStream {
                     args: false,
                 }) = self.blocks.get(&index).copied()
                 {
-                    self.w.tool_args(out, i, "{}");
+                    self.w.tool_args(out, 0, i, "{}");
                     self.blocks.insert(
                         index,
                         BlockKind::Tool {
@@ -602,12 +593,12 @@ impl AnthropicStream {
                 if self.json_answer && reason == "tool_calls" {
                     reason = "stop";
                 }
-                self.w.finish(out, reason);
+                self.w.finish(out, 0, reason);
                 if self.include_usage {
                     let u = self.counts.unwrap_or_default().usage();
                     self.w.usage(out, &u);
                 }
-                ChunkWriter::done(out);
+                self.w.done(out);
                 return StreamStatus::Done;
             }
             Event::Error { error } => {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::api::{ChatRequest, Usage};
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, ProviderConfig};
 use crate::error::{kind_for_status, label_for_status, GatewayError};
 use crate::providers::stream::SseDriver;
@@ -76,12 +77,21 @@ impl Provider for Gemini {
         Ok(UpstreamRequest::post(path, self.headers(), body))
     }
 
-    fn chat_response(&self, body: Bytes, call: &CallInfo) -> Result<Translated, GatewayError> {
-        decode_response(&body, call)
+    fn chat_response(
+        &self,
+        body: Bytes,
+        call: &CallInfo,
+        w: &dyn AnswerWriter,
+    ) -> Result<Translated, GatewayError> {
+        decode_response(&body, call, w)
     }
 
-    fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator> {
-        Box::new(SseDriver::new(GeminiStream::new(call)))
+    fn stream_translator(
+        &self,
+        call: &CallInfo,
+        w: Box<dyn EventWriter>,
+    ) -> Box<dyn StreamTranslator> {
+        Box::new(SseDriver::new(GeminiStream::new(call, w)))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -204,6 +214,16 @@ pub fn map_error(status: u16, body: &[u8]) -> GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ChatCompletionsWriter, ChunkWriter};
+
+    /// The OpenAI chunk writer with a fixed id and time (tests compare exact output).
+    fn fixed_writer(call: &CallInfo) -> Box<dyn EventWriter> {
+        Box::new(ChunkWriter {
+            id: "chatcmpl-x".into(),
+            created: 7,
+            model: call.client_model.clone(),
+        })
+    }
     use crate::providers::StreamStatus;
     use bytes::BytesMut;
     use serde_json::json;
@@ -378,7 +398,7 @@ mod tests {
             "finishReason":"STOP","index":0}],
             "usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":12,"totalTokenCount":20,"thoughtsTokenCount":3,"cachedContentTokenCount":2},
             "modelVersion":"gemini-2.0-flash","responseId":"resp1"}"#;
-        let t = decode_response(body, &call(false, true)).unwrap();
+        let t = decode_response(body, &call(false, true), &ChatCompletionsWriter).unwrap();
         let v: Value = serde_json::from_slice(&t.body).unwrap();
         assert_eq!(v["id"], "chatcmpl-resp1");
         assert_eq!(v["model"], "google/gemini-2.0-flash");
@@ -402,7 +422,7 @@ mod tests {
             json!({"prompt_tokens": 5, "completion_tokens": 15, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 2}})
         );
 
-        let t = decode_response(body, &call(false, false)).unwrap();
+        let t = decode_response(body, &call(false, false), &ChatCompletionsWriter).unwrap();
         let v: Value = serde_json::from_slice(&t.body).unwrap();
         assert_eq!(
             v["choices"][0]["message"]["tool_calls"]
@@ -425,18 +445,25 @@ mod tests {
         ] {
             let body = json!({"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": reason}]});
             let v: Value = serde_json::from_slice(
-                &decode_response(body.to_string().as_bytes(), &call(false, true))
-                    .unwrap()
-                    .body,
+                &decode_response(
+                    body.to_string().as_bytes(),
+                    &call(false, true),
+                    &ChatCompletionsWriter,
+                )
+                .unwrap()
+                .body,
             )
             .unwrap();
             assert_eq!(v["choices"][0]["finish_reason"], want, "{reason}");
         }
         let two = br#"{"candidates":[{"content":{"parts":[{"text":"B"}]},"finishReason":"STOP","index":1},{"content":{"parts":[{"text":"A"}]},"finishReason":"MAX_TOKENS","index":0}],
             "usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":2,"totalTokenCount":3}}"#;
-        let v: Value =
-            serde_json::from_slice(&decode_response(two, &call(false, true)).unwrap().body)
-                .unwrap();
+        let v: Value = serde_json::from_slice(
+            &decode_response(two, &call(false, true), &ChatCompletionsWriter)
+                .unwrap()
+                .body,
+        )
+        .unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "A");
         assert_eq!(v["choices"][0]["finish_reason"], "length");
         assert_eq!(
@@ -448,9 +475,12 @@ mod tests {
         );
         assert_eq!(v["usage"]["total_tokens"], 3);
         let blocked = br#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":4,"totalTokenCount":4}}"#;
-        let v: Value =
-            serde_json::from_slice(&decode_response(blocked, &call(false, true)).unwrap().body)
-                .unwrap();
+        let v: Value = serde_json::from_slice(
+            &decode_response(blocked, &call(false, true), &ChatCompletionsWriter)
+                .unwrap()
+                .body,
+        )
+        .unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
     }
 
@@ -576,7 +606,7 @@ mod tests {
     }
 
     fn run(input: &[u8], split: usize, c: &CallInfo) -> (Vec<u8>, StreamStatus, Option<Usage>) {
-        let mut t = SseDriver::new(GeminiStream::new(c).with_writer("chatcmpl-x", 7));
+        let mut t = SseDriver::new(GeminiStream::new(c, fixed_writer(c)));
         let mut out = BytesMut::new();
         let mut status = StreamStatus::Continue;
         for part in [&input[..split], &input[split..]] {

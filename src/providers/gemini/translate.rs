@@ -9,10 +9,8 @@ use serde_json::{json, Map, Value};
 
 use super::wire::*;
 use super::{map_error, MAX_CANDIDATES, MAX_SCHEMA_DEPTH, NAME};
-use crate::api::{
-    completion_body, completion_body_choices, random_token, unix_now, Answer, ChatRequest,
-    ChunkWriter, ToolCall, Usage,
-};
+use crate::api::{random_token, unix_now, Answer, ChatRequest, ToolCall, Usage};
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::error::GatewayError;
 use crate::providers::stream::EventDecoder;
 use crate::providers::translate::{
@@ -398,13 +396,6 @@ fn call_id() -> String {
     format!("call_{}", random_token(24))
 }
 
-fn completion_id(response_id: Option<&str>) -> String {
-    match response_id {
-        Some(r) if !r.is_empty() => format!("chatcmpl-{r}"),
-        _ => crate::api::completion_id(),
-    }
-}
-
 fn in_band_error(err: &Value) -> GatewayError {
     let status = err
         .get("code")
@@ -416,7 +407,11 @@ fn in_band_error(err: &Value) -> GatewayError {
     map_error(status, body.as_bytes())
 }
 
-pub(super) fn decode_response(body: &[u8], call: &CallInfo) -> Result<Translated, GatewayError> {
+pub(super) fn decode_response(
+    body: &[u8],
+    call: &CallInfo,
+    w: &dyn AnswerWriter,
+) -> Result<Translated, GatewayError> {
     let r: GenerateResponse =
         serde_json::from_slice(body).map_err(|e| translate::bad_upstream_body(NAME, e))?;
     if let Some(err) = &r.error {
@@ -470,19 +465,13 @@ pub(super) fn decode_response(body: &[u8], call: &CallInfo) -> Result<Translated
         });
     }
     let usage = r.usage_metadata.map(|u| u.usage());
-    let id = completion_id(r.response_id.as_deref());
-    let body = if answers.len() == 1 {
-        answers[0].usage = usage;
-        completion_body(&id, unix_now(), &call.client_model, &answers[0])
-    } else {
-        completion_body_choices(
-            &id,
-            unix_now(),
-            &call.client_model,
-            &answers,
-            usage.as_ref(),
-        )
-    };
+    let body = w.answer_body(
+        r.response_id.as_deref().unwrap_or(""),
+        unix_now(),
+        &call.client_model,
+        &answers,
+        usage.as_ref(),
+    );
     Ok(Translated { body, usage })
 }
 
@@ -504,7 +493,7 @@ struct CandidateState {
 /// finish chunks are written once, at the end, and a stream that ends without any
 /// `finishReason` is an error.
 pub struct GeminiStream {
-    w: ChunkWriter,
+    w: Box<dyn EventWriter>,
     include_usage: bool,
     parallel_tool_calls: bool,
     id_set: bool,
@@ -513,22 +502,15 @@ pub struct GeminiStream {
 }
 
 impl GeminiStream {
-    pub fn new(call: &CallInfo) -> Self {
+    pub fn new(call: &CallInfo, w: Box<dyn EventWriter>) -> Self {
         GeminiStream {
-            w: ChunkWriter::new(&call.client_model),
+            w,
             include_usage: call.include_usage,
             parallel_tool_calls: call.parallel_tool_calls,
             id_set: false,
             candidates: Vec::new(),
             usage: None,
         }
-    }
-
-    /// Fixes the chunk id and time (tests compare exact output).
-    pub fn with_writer(mut self, id: &str, created: u64) -> Self {
-        self.w.id = id.to_string();
-        self.w.created = created;
-        self
     }
 
     fn decode(&mut self, data: &str, out: &mut BytesMut) -> StreamStatus {
@@ -552,7 +534,7 @@ impl GeminiStream {
         if !self.id_set {
             self.id_set = true;
             if let Some(id) = r.response_id.as_deref().filter(|s| !s.is_empty()) {
-                self.w.id = completion_id(Some(id));
+                self.w.id(id);
             }
         }
         if let Some(u) = &r.usage_metadata {
@@ -569,7 +551,7 @@ impl GeminiStream {
         let parallel = self.parallel_tool_calls;
         for c in r.candidates {
             let idx = c.index.unwrap_or(0);
-            let w = &self.w;
+            let w = &mut *self.w;
             let Some(s) = state(&mut self.candidates, idx) else {
                 continue;
             };
@@ -582,7 +564,7 @@ impl GeminiStream {
                 }
                 if let Some(t) = p.text.filter(|t| !t.is_empty()) {
                     role(w, s, idx, out);
-                    w.content_at(out, idx as u32, &t);
+                    w.text(out, idx as u32, &t);
                 }
                 if let Some(f) = p.function_call {
                     if !parallel && s.tools > 0 {
@@ -590,8 +572,8 @@ impl GeminiStream {
                     }
                     role(w, s, idx, out);
                     let args = f.args.unwrap_or_else(|| json!({})).to_string();
-                    w.tool_start_at(out, idx as u32, s.tools, &call_id(), &f.name);
-                    w.tool_args_at(out, idx as u32, s.tools, &args);
+                    w.tool_start(out, idx as u32, s.tools, &call_id(), &f.name);
+                    w.tool_args(out, idx as u32, s.tools, &args);
                     s.tools += 1;
                 }
             }
@@ -613,10 +595,10 @@ fn state(cands: &mut Vec<CandidateState>, index: usize) -> Option<&mut Candidate
     Some(s)
 }
 
-fn role(w: &ChunkWriter, s: &mut CandidateState, idx: usize, out: &mut BytesMut) {
+fn role(w: &mut dyn EventWriter, s: &mut CandidateState, idx: usize, out: &mut BytesMut) {
     if !s.role_sent {
         s.role_sent = true;
-        w.role_at(out, idx as u32);
+        w.role(out, idx as u32);
     }
 }
 
@@ -650,15 +632,15 @@ impl EventDecoder for GeminiStream {
             } else {
                 finish_reason(s.finish.as_deref(), s.tools > 0)
             };
-            role(&self.w, s, idx, out);
-            self.w.finish_at(out, idx as u32, reason);
+            role(&mut *self.w, s, idx, out);
+            self.w.finish(out, idx as u32, reason);
         }
         if self.include_usage {
             if let Some(u) = &self.usage {
                 self.w.usage(out, u);
             }
         }
-        ChunkWriter::done(out);
+        self.w.done(out);
         StreamStatus::Done
     }
 
