@@ -2,8 +2,9 @@
 //! the serde types, `translate.rs` for what they mean), each implementing [`Provider`];
 //! OpenAI-compatible vendors are configuration, not code.
 //!
-//! To add a wire format: write `providers/<format>.rs` implementing [`Provider`], add a
-//! [`WireKind`] variant in `config.rs`, and register it in [`build`].
+//! To add a wire format: write `providers/<format>.rs` implementing [`Provider`] (an SSE stream
+//! is an [`stream::EventDecoder`] run by [`stream::SseDriver`]; answers and events are written
+//! through the client's [`crate::canonical`] writers) and add its line to [`REGISTRY`].
 
 use std::sync::Arc;
 
@@ -173,17 +174,54 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// Builds the provider for one configured entry.
-pub fn build(cfg: &ProviderConfig, config: &Config) -> Arc<dyn Provider> {
-    match cfg.kind {
-        WireKind::OpenAi => Arc::new(openai::OpenAiCompatible::new(cfg.clone())),
-        WireKind::Anthropic => Arc::new(anthropic::Anthropic::new(
+/// Makes the provider of one configured entry.
+pub type Constructor = fn(&ProviderConfig, &Config) -> Arc<dyn Provider>;
+
+/// Every wire format, by the name a provider's configuration gives it
+/// (`GATEWAY_PROVIDER_<NAME>_FORMAT`). Adding a format is its file plus one line here.
+pub const REGISTRY: &[(&str, Constructor)] = &[
+    ("openai", openai_compatible),
+    ("anthropic", |cfg, config| {
+        Arc::new(anthropic::Anthropic::new(
             cfg.clone(),
             config.anthropic_max_tokens,
-        )),
-        WireKind::Gemini => Arc::new(gemini::Gemini::new(cfg.clone())),
-        WireKind::Echo => Arc::new(echo::Echo::new(cfg.clone())),
+        ))
+    }),
+    ("gemini", |cfg, _| {
+        Arc::new(gemini::Gemini::new(cfg.clone()))
+    }),
+    ("echo", |cfg, _| Arc::new(echo::Echo::new(cfg.clone()))),
+];
+
+/// The constructor of the format named `name`, if there is one.
+pub fn format(name: &str) -> Option<Constructor> {
+    REGISTRY.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+}
+
+/// The names of every format, for configuration to check a `FORMAT` value against.
+pub fn formats() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(n, _)| *n)
+}
+
+/// The registry name of a configured wire kind. (Goes when the configuration names formats.)
+fn format_name(kind: WireKind) -> &'static str {
+    match kind {
+        WireKind::OpenAi => "openai",
+        WireKind::Anthropic => "anthropic",
+        WireKind::Gemini => "gemini",
+        WireKind::Echo => "echo",
     }
+}
+
+/// Builds the provider for one configured entry. A format name that is not registered
+/// (configuration rejects those) gets the OpenAI-compatible format.
+pub fn build(cfg: &ProviderConfig, config: &Config) -> Arc<dyn Provider> {
+    let make = format(format_name(cfg.kind)).unwrap_or(openai_compatible);
+    make(cfg, config)
+}
+
+fn openai_compatible(cfg: &ProviderConfig, _: &Config) -> Arc<dyn Provider> {
+    Arc::new(openai::OpenAiCompatible::new(cfg.clone()))
 }
 
 /// Reads an error message out of any JSON error body: OpenAI's `{"error":{"message"}}`,
@@ -226,5 +264,28 @@ pub fn upstream_error_message(body: &[u8]) -> (String, Option<String>, Option<St
             (msg, kind, code)
         }
         _ => (text(), None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_format_is_registered_once() {
+        let names: Vec<&str> = formats().collect();
+        for kind in [
+            WireKind::OpenAi,
+            WireKind::Anthropic,
+            WireKind::Gemini,
+            WireKind::Echo,
+        ] {
+            assert!(format(format_name(kind)).is_some(), "{kind:?}");
+        }
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(format("nope").is_none());
     }
 }
