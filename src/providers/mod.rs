@@ -16,6 +16,7 @@ use crate::config::{BaseUrl, Config, ProviderConfig, WireKind};
 use crate::error::GatewayError;
 
 pub mod anthropic;
+pub mod cohere;
 pub mod echo;
 pub mod gemini;
 pub mod openai;
@@ -191,6 +192,9 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
         Arc::new(gemini::Gemini::new(cfg.clone()))
     }),
     ("echo", |cfg, _| Arc::new(echo::Echo::new(cfg.clone()))),
+    ("cohere", |cfg, _| {
+        Arc::new(cohere::Cohere::new(cfg.clone()))
+    }),
 ];
 
 /// The constructor of the format named `name`, if there is one.
