@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
         parallel_tool_calls: true,
     };
     for name in ["openai", "anthropic", "google"] {
-        let p = providers::build(&config.providers[name], &config);
+        let p = providers::build(&config.providers[name], &config).expect("provider");
         let backend = if name == "openai" {
             backend.clone()
         } else {
@@ -87,7 +87,7 @@ fn bench(c: &mut Criterion) {
         ("anthropic", &anthropic_prelude[..], &anthropic_event[..]),
         ("google", &b""[..], &gemini_event[..]),
     ] {
-        let p = providers::build(&config.providers[name], &config);
+        let p = providers::build(&config.providers[name], &config).expect("provider");
         let mut t = p.stream_translator(&call, Box::new(ChunkWriter::new(&call.client_model)));
         let mut out = BytesMut::with_capacity(4096);
         t.feed(prelude, &mut out);

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use std::time::{Duration, Instant};
 
 use crate::api::{completion_body, parse_object, required_model, ChatRequest, ChunkWriter};
-use crate::config::{BaseUrl, WireKind};
+use crate::config::BaseUrl;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::providers::{echo, CallInfo, StreamStatus};
@@ -198,7 +198,7 @@ pub async fn attempt(
     backend: Option<&BaseUrl>,
 ) -> Attempt {
     let cfg = route.provider.config();
-    if cfg.kind == WireKind::Echo {
+    if cfg.format == "echo" {
         serve_echo(gw, session, ctx, req, call).await;
         return Attempt::Served;
     }
@@ -549,7 +549,7 @@ pub async fn embed(
         return Err(err);
     }
     let (bytes, usage) = route.provider.embeddings_response(body, client_model)?;
-    if cfg.kind == WireKind::OpenAi {
+    if cfg.format == "openai" {
         return Ok((bytes, usage));
     }
     // Translated answers: usage estimated if uncounted, base64 encoding applied.

@@ -5,7 +5,9 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: every environment variable, parsed once into a validated `Config`.
+//! - [`config`]: every environment variable, parsed once into a validated `Config`; one file per
+//!   feature (`providers`, `routing`, `auth`, `ratelimit`, `tls`, `cache`, `pricing`). A leaf:
+//!   it imports no other module of the gateway.
 //! - [`server`]: Pingora bootstrap, listeners, signals and graceful shutdown.
 //! - [`proxy`]: the `HttpServerApp` Pingora runs per request: read the head, route by path,
 //!   answer, write the log line.

@@ -1,6 +1,6 @@
 //! `ai-gateway`: parse the configuration, then run. No logic here.
 
-use ai_gateway::config::Config;
+use ai_gateway::config::{Config, ConfigError};
 use ai_gateway::server::{self, Args};
 use ai_gateway::telemetry;
 
@@ -46,6 +46,11 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Wire format names are checked against the codecs the binary has (config cannot know).
+    if let Err(e) = ai_gateway::providers::check(&config) {
+        eprintln!("ai-gateway: {}", ConfigError(vec![e]));
+        std::process::exit(2);
+    }
     if check {
         print!("{}", config.describe());
         return;

@@ -16,60 +16,8 @@ use once_cell::sync::Lazy;
 use parking_lot::RwLock;
 
 use crate::api::Usage;
-
-/// Built-in list prices (USD per 1M input and output tokens).
-const BUILTIN: &[(&str, f64, f64)] = &[
-    // OpenAI
-    ("gpt-4o", 2.5, 10.0),
-    ("gpt-4o-mini", 0.15, 0.6),
-    ("chatgpt-4o-latest", 5.0, 15.0),
-    ("gpt-4.1", 2.0, 8.0),
-    ("gpt-4.1-mini", 0.4, 1.6),
-    ("gpt-4.1-nano", 0.1, 0.4),
-    ("gpt-4-turbo", 10.0, 30.0),
-    ("gpt-4", 30.0, 60.0),
-    ("gpt-3.5-turbo", 0.5, 1.5),
-    ("o1", 15.0, 60.0),
-    ("o1-mini", 1.1, 4.4),
-    ("o3", 2.0, 8.0),
-    ("o3-mini", 1.1, 4.4),
-    ("o4-mini", 1.1, 4.4),
-    ("text-embedding-3-small", 0.02, 0.0),
-    ("text-embedding-3-large", 0.13, 0.0),
-    ("text-embedding-ada-002", 0.1, 0.0),
-    // Anthropic
-    ("claude-opus-4", 15.0, 75.0),
-    ("claude-opus-4-5", 5.0, 25.0),
-    ("claude-sonnet-4", 3.0, 15.0),
-    ("claude-haiku-4-5", 1.0, 5.0),
-    ("claude-3-7-sonnet", 3.0, 15.0),
-    ("claude-3-5-sonnet", 3.0, 15.0),
-    ("claude-3-5-haiku", 0.8, 4.0),
-    ("claude-3-opus", 15.0, 75.0),
-    ("claude-3-haiku", 0.25, 1.25),
-    // Google
-    ("gemini-2.5-pro", 1.25, 10.0),
-    ("gemini-2.5-flash", 0.3, 2.5),
-    ("gemini-2.5-flash-lite", 0.1, 0.4),
-    ("gemini-2.0-flash", 0.1, 0.4),
-    ("gemini-2.0-flash-lite", 0.075, 0.3),
-    ("gemini-1.5-pro", 1.25, 5.0),
-    ("gemini-1.5-flash", 0.075, 0.3),
-];
-
-/// Providers that run on the operator's own hardware: no per-token bill.
-const SELF_HOSTED: &[&str] = &["echo", "ollama", "vllm"];
-
-/// One `GATEWAY_PRICES` entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PriceOverride {
-    /// Lower-case provider, when the entry was `provider/model` or `provider/*`.
-    pub provider: Option<String>,
-    /// Lower-case model name, or `*`.
-    pub model: String,
-    pub input: f64,
-    pub output: f64,
-}
+pub use crate::config::pricing::{parse_overrides, PriceOverride};
+use crate::config::pricing::{BUILTIN_PRICES, SELF_HOSTED};
 
 static OVERRIDES: Lazy<RwLock<Vec<PriceOverride>>> = Lazy::new(|| RwLock::new(Vec::new()));
 
@@ -128,75 +76,13 @@ pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Optio
     if SELF_HOSTED.contains(&provider.as_str()) {
         offer(0, 1, (0.0, 0.0));
     } else {
-        for (k, i, out) in BUILTIN {
+        for (k, i, out) in BUILTIN_PRICES {
             if matches(k, &model) {
                 offer(k.len(), 2, (*i, *out));
             }
         }
     }
     best.map(|(_, _, p)| p)
-}
-
-/// Parses `GATEWAY_PRICES`.
-pub fn parse_overrides(raw: &str) -> Result<Vec<PriceOverride>, String> {
-    let mut out = Vec::new();
-    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let bad = |why: &str| {
-            format!("entry {entry:?}: {why} (expected MODEL=INPUT/OUTPUT in USD per 1M tokens, e.g. gpt-4o=2.5/10)")
-        };
-        let (name, prices) = entry.split_once('=').ok_or_else(|| bad("no '='"))?;
-        let (i, o) = prices
-            .split_once('/')
-            .ok_or_else(|| bad("no '/' between the two prices"))?;
-        let num = |s: &str| -> Result<f64, String> {
-            match s.trim().parse::<f64>() {
-                Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
-                _ => Err(bad("prices must be non-negative numbers")),
-            }
-        };
-        let (input, output) = (num(i)?, num(o)?);
-        let name = name.trim().to_ascii_lowercase();
-        if name.is_empty() {
-            return Err(bad("empty model name"));
-        }
-        // A provider name never contains '/', a model name may (`meta-llama/Llama-3.1-8B`):
-        // `a/b` is read as provider `a`, model `b`; bare names stay bare.
-        let (provider, model) = match name.split_once('/') {
-            Some((p, m)) if !p.is_empty() && !m.is_empty() => (
-                Some(crate::config::canonical_provider_name(p).to_string()),
-                m.to_string(),
-            ),
-            Some(_) => return Err(bad("empty provider or model")),
-            None if name == "*" => return Err(bad("'*' needs a provider: provider/*")),
-            None => (None, name),
-        };
-        out.push(PriceOverride {
-            provider,
-            model,
-            input,
-            output,
-        });
-    }
-    Ok(out)
-}
-
-/// One line for `--check-config`.
-pub fn describe(overrides: &[PriceOverride]) -> String {
-    let mut s = format!(
-        "built-in table ({} models; echo, ollama, vllm cost 0)",
-        BUILTIN.len()
-    );
-    if !overrides.is_empty() {
-        let list: Vec<String> = overrides
-            .iter()
-            .map(|o| match &o.provider {
-                Some(p) => format!("{p}/{}={}/{}", o.model, o.input, o.output),
-                None => format!("{}={}/{}", o.model, o.input, o.output),
-            })
-            .collect();
-        s.push_str(&format!(" + GATEWAY_PRICES: {}", list.join(", ")));
-    }
-    s
 }
 
 #[cfg(test)]

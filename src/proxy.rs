@@ -41,20 +41,21 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Self {
+    /// Fails when a provider cannot be built (an unknown wire format).
+    pub fn new(config: Config) -> Result<Self, String> {
         let upstreams = Arc::new(Upstreams::new(Timeouts {
             connect: config.connect_timeout,
             first_byte: config.first_byte_timeout,
             idle: config.idle_timeout,
         }));
-        let router = Router::new(&config, upstreams.clone());
+        let router = Router::new(&config, upstreams.clone())?;
         let cache = crate::cache::Cache::new(&config.cache);
         let auth = Arc::new(crate::auth::Auth::new(
             config.auth.clone(),
             config.rate_limit.clone(),
         ));
         let limiter = crate::ratelimit::Limiter::new(config.rate_limit.clone());
-        Gateway {
+        Ok(Gateway {
             cache,
             config: Arc::new(config),
             router,
@@ -63,7 +64,7 @@ impl Gateway {
             inflight: Arc::new(AtomicUsize::new(0)),
             auth,
             limiter,
-        }
+        })
     }
 }
 

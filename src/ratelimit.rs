@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::config::{vars, Reader, Secret};
+pub use crate::config::ratelimit::{BackendKind, LimitOverrides, Limits, RateLimitConfig};
+use crate::config::Secret;
 use crate::error::GatewayError;
 use crate::proxy::Ctx;
 
@@ -33,33 +34,6 @@ use crate::proxy::Ctx;
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
 /// After a Redis failure, how long requests are limited locally before Redis is tried again.
 pub const REDIS_RETRY: Duration = Duration::from_secs(2);
-
-/// Effective limits of one key. `None`: not limited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Limits {
-    pub rpm: Option<u64>,
-    /// Request bucket capacity; `None`: `rpm`.
-    pub burst: Option<u64>,
-    pub tpm: Option<u64>,
-}
-
-/// A key's own limits (`:rpm=`, `:burst=`, `:tpm=`). `Some(None)`: explicitly off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LimitOverrides {
-    pub rpm: Option<Option<u64>>,
-    pub burst: Option<u64>,
-    pub tpm: Option<Option<u64>>,
-}
-
-impl LimitOverrides {
-    pub fn apply(&self, defaults: &Limits) -> Limits {
-        Limits {
-            rpm: self.rpm.unwrap_or(defaults.rpm),
-            burst: self.burst.or(defaults.burst),
-            tpm: self.tpm.unwrap_or(defaults.tpm),
-        }
-    }
-}
 
 /// Capacity and refill speed of one bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,113 +55,6 @@ impl Limits {
             cap: tpm as f64,
             per_sec: tpm as f64 / 60.0,
         })
-    }
-
-    pub fn is_limited(&self) -> bool {
-        self.rpm.is_some() || self.tpm.is_some()
-    }
-}
-
-/// Where the buckets live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BackendKind {
-    #[default]
-    Memory,
-    Redis,
-}
-
-/// Rate limit settings, validated.
-#[derive(Debug, Clone, Default)]
-pub struct RateLimitConfig {
-    /// `GATEWAY_RATE_LIMIT_RPM` / `_BURST` / `_TPM`: every key's limits unless it sets its own.
-    pub defaults: Limits,
-    pub backend: BackendKind,
-    /// `GATEWAY_REDIS_URL` (may carry a password).
-    pub redis_url: Option<Secret>,
-}
-
-impl RateLimitConfig {
-    pub fn describe(&self) -> String {
-        let show = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "off".into());
-        let backend = match self.backend {
-            BackendKind::Memory => "memory".to_string(),
-            BackendKind::Redis => format!(
-                "redis ({})",
-                self.redis_url
-                    .as_ref()
-                    .map(|u| redact_url(u.expose()))
-                    .unwrap_or_default()
-            ),
-        };
-        format!(
-            "rpm={} burst={} tpm={} backend={backend}",
-            show(self.defaults.rpm),
-            show(self.defaults.burst.or(self.defaults.rpm)),
-            show(self.defaults.tpm)
-        )
-    }
-}
-
-/// `redis://user:pass@host` -> `redis://***@host`.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
-        _ => url.to_string(),
-    }
-}
-
-fn limit_value(v: &str) -> Result<Option<u64>, String> {
-    if matches!(
-        v.to_ascii_lowercase().as_str(),
-        "off" | "none" | "unlimited"
-    ) {
-        return Ok(None);
-    }
-    match v.parse::<u64>() {
-        Ok(n) if n >= 1 => Ok(Some(n)),
-        _ => Err("expected a whole number >= 1, or off".into()),
-    }
-}
-
-/// Reads `GATEWAY_RATE_LIMIT_*` and `GATEWAY_REDIS_URL`.
-pub(crate) fn read_config(r: &mut Reader) -> RateLimitConfig {
-    let rpm = r.parse(vars::RATE_LIMIT_RPM, None, limit_value);
-    let burst = r.parse(vars::RATE_LIMIT_BURST, None, |v| match v.parse::<u64>() {
-        Ok(n) if n >= 1 => Ok(Some(n)),
-        _ => Err("expected a whole number >= 1".into()),
-    });
-    let tpm = r.parse(vars::RATE_LIMIT_TPM, None, limit_value);
-    let backend = r.parse(vars::RATE_LIMIT_BACKEND, BackendKind::Memory, |v| {
-        match v.to_ascii_lowercase().as_str() {
-            "memory" => Ok(BackendKind::Memory),
-            "redis" => Ok(BackendKind::Redis),
-            _ => Err("expected memory or redis".into()),
-        }
-    });
-    let redis_url = r
-        .get(vars::REDIS_URL)
-        .and_then(|u| match redis::Client::open(u) {
-            Ok(_) => Some(Secret::new(u)),
-            Err(_) => {
-                r.error(
-                vars::REDIS_URL,
-                &redact_url(u),
-                "not a Redis URL (redis://[user:password@]host[:port][/db] or redis+unix:///path)",
-            );
-                None
-            }
-        });
-    if backend == BackendKind::Redis && r.get(vars::REDIS_URL).is_none() {
-        r.error(
-            vars::RATE_LIMIT_BACKEND,
-            "redis",
-            "needs GATEWAY_REDIS_URL (e.g. redis://127.0.0.1:6379)",
-        );
-    }
-    RateLimitConfig {
-        defaults: Limits { rpm, burst, tpm },
-        backend,
-        redis_url,
     }
 }
 
@@ -780,19 +647,10 @@ mod tests {
     }
 
     #[test]
-    fn overrides_and_reset_format() {
-        let d = limits(Some(600), Some(10), Some(1000));
-        let o = LimitOverrides {
-            rpm: Some(None),
-            burst: None,
-            tpm: Some(Some(5)),
-        };
-        assert_eq!(o.apply(&d), limits(None, Some(10), Some(5)));
-        assert_eq!(LimitOverrides::default().apply(&d), d);
+    fn reset_format() {
         assert_eq!(format_reset(Duration::from_millis(250)), "250ms");
         assert_eq!(format_reset(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format_reset(Duration::from_secs(17)), "17s");
         assert_eq!(format_reset(Duration::from_secs(360)), "6m0s");
-        assert_eq!(redact_url("redis://u:pw@h:6379/0"), "redis://***@h:6379/0");
     }
 }

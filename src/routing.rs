@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::config::providers::is_builtin;
 use crate::config::{
     canonical_provider_name, enabling_variable, vars, Config, RoutingConfig, Strategy,
-    BUILTIN_PROVIDERS,
 };
 use crate::error::GatewayError;
 use crate::health::Pool;
@@ -69,12 +69,13 @@ pub fn detect_provider(model: &str) -> Option<&'static str> {
 }
 
 impl Router {
-    pub fn new(config: &Config, upstreams: Arc<Upstreams>) -> Self {
+    /// Builds every configured provider; an unknown wire format is a configuration error.
+    pub fn new(config: &Config, upstreams: Arc<Upstreams>) -> Result<Self, String> {
         let providers: BTreeMap<String, Arc<dyn Provider>> = config
             .providers
             .values()
-            .map(|p| (p.name.clone(), providers::build(p, config)))
-            .collect();
+            .map(|p| Ok((p.name.clone(), providers::build(p, config)?)))
+            .collect::<Result<_, String>>()?;
         let rc = &config.routing;
         let pools = providers
             .iter()
@@ -90,12 +91,12 @@ impl Router {
                 (name.clone(), Arc::new(pool))
             })
             .collect();
-        Router {
+        Ok(Router {
             providers,
             pools,
             default_provider: config.default_provider.clone(),
             routing: rc.clone(),
-        }
+        })
     }
 
     pub fn pool(&self, provider: &str) -> Option<&Arc<Pool>> {
@@ -298,7 +299,7 @@ impl Router {
         if let Some((prefix, rest)) = model.split_once('/') {
             let p = prefix.to_ascii_lowercase();
             let name = canonical_provider_name(&p);
-            if BUILTIN_PROVIDERS.contains(&p.as_str()) || self.providers.contains_key(name) {
+            if is_builtin(&p) || self.providers.contains_key(name) {
                 if rest.is_empty() {
                     return Err(GatewayError::model_not_found(format!(
                         "model '{model}' names provider '{name}' but no model"
@@ -349,7 +350,7 @@ mod tests {
             first_byte: Duration::from_secs(1),
             idle: Duration::from_secs(1),
         }));
-        Router::new(&c, up)
+        Router::new(&c, up).unwrap()
     }
 
     fn route(r: &Router, m: &str) -> Result<(String, String), GatewayError> {

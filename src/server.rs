@@ -170,7 +170,14 @@ pub fn run(config: Config, args: Args) {
     let grace = config.shutdown_grace;
     crate::pricing::set_overrides(config.prices.clone());
     crate::metrics::init(&config);
-    let gateway = Gateway::new(config);
+    let gateway = match Gateway::new(config) {
+        Ok(g) => g,
+        Err(e) => {
+            // `main` checks the providers first; this is the same report if it did not.
+            eprintln!("ai-gateway: {}", crate::config::ConfigError(vec![e]));
+            std::process::exit(2);
+        }
+    };
     let inflight = gateway.inflight.clone();
     log_startup(&gateway);
 

@@ -15,8 +15,7 @@
 //! ```
 
 use std::fmt;
-use std::io::BufReader;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,191 +25,12 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
-use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{vars, Reader};
-
-/// TLS settings from `GATEWAY_TLS_CERT`, `GATEWAY_TLS_KEY` and `GATEWAY_TLS_LISTEN`.
-#[derive(Clone)]
-pub struct TlsConfig {
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-    /// A separate HTTPS address (`GATEWAY_TLS_LISTEN`); `None`: `GATEWAY_LISTEN` speaks HTTPS.
-    pub listen: Option<String>,
-    /// The pair as it was checked at start-up, so the listener serves exactly what was validated.
-    pub certified: Arc<CertifiedKey>,
-}
-
-impl fmt::Debug for TlsConfig {
-    // The key material stays out of `Debug` output.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsConfig")
-            .field("cert_path", &self.cert_path)
-            .field("key_path", &self.key_path)
-            .field("listen", &self.listen)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What is wrong with a certificate/key pair, by the file (and so the variable) at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoadError {
-    Cert(String),
-    Key(String),
-    /// The key is fine on its own but is not the certificate's.
-    Mismatch,
-}
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LoadError::Cert(e) => write!(f, "certificate: {e}"),
-            LoadError::Key(e) => write!(f, "private key: {e}"),
-            LoadError::Mismatch => f.write_str("the private key does not match the certificate"),
-        }
-    }
-}
-
-/// Reads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or SEC1)
-/// and checks that the key is the certificate's.
-pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, LoadError> {
-    let cert_pem =
-        std::fs::read(cert).map_err(|e| LoadError::Cert(format!("cannot read the file ({e})")))?;
-    let chain: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut BufReader::new(cert_pem.as_slice()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| LoadError::Cert(format!("not valid PEM ({e})")))?;
-    if chain.is_empty() {
-        return Err(LoadError::Cert(
-            "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".into(),
-        ));
-    }
-    let key_pem =
-        std::fs::read(key).map_err(|e| LoadError::Key(format!("cannot read the file ({e})")))?;
-    let der = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
-        .map_err(|e| LoadError::Key(format!("not valid PEM ({e})")))?
-        .ok_or_else(|| {
-            LoadError::Key("no PEM private key (PKCS#8, PKCS#1 or SEC1) in the file".into())
-        })?;
-    let provider = rustls::crypto::ring::default_provider();
-    let signing = provider
-        .key_provider
-        .load_private_key(der)
-        .map_err(|e| LoadError::Key(format!("unsupported key ({e})")))?;
-    let certified = CertifiedKey::new(chain, signing);
-    match certified.keys_match() {
-        Ok(()) => Ok(Arc::new(certified)),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(LoadError::Mismatch)
-        }
-        // Every key type the ring provider loads can tell its public key, so this is a
-        // certificate rustls cannot parse.
-        Err(e) => Err(LoadError::Cert(format!("cannot be used ({e})"))),
-    }
-}
-
-/// Errors for the TLS variables, in the config's `NAME="value": why` form. Paths are not
-/// secret, so the key's path is shown (the generic reader would mask any `*_KEY` value).
-fn push(r: &mut Reader, name: &str, value: &str, why: &str) {
-    r.errors.push(format!("{name}={value:?}: {why}"));
-}
-
-/// Parses `GATEWAY_TLS_CERT`, `GATEWAY_TLS_KEY` and `GATEWAY_TLS_LISTEN`; loads and checks the
-/// pair. `None` (plain text only) when neither file variable is set.
-pub(crate) fn read_config(r: &mut Reader, listen: &str) -> Option<TlsConfig> {
-    let cert = r.get(vars::TLS_CERT);
-    let key = r.get(vars::TLS_KEY);
-    let tls_listen = r.get(vars::TLS_LISTEN);
-    if let Some(l) = tls_listen {
-        let addr = l.parse::<std::net::SocketAddr>();
-        if addr.is_err() {
-            push(
-                r,
-                vars::TLS_LISTEN,
-                l,
-                "expected ADDRESS:PORT, e.g. 0.0.0.0:8443",
-            );
-        } else if addr.ok() == listen.parse().ok() {
-            push(
-                r,
-                vars::TLS_LISTEN,
-                l,
-                "same address as GATEWAY_LISTEN; leave GATEWAY_TLS_LISTEN unset to serve HTTPS there",
-            );
-        }
-    }
-    let (cert, key) = match (cert, key) {
-        (None, None) => {
-            if let Some(l) = tls_listen {
-                push(
-                    r,
-                    vars::TLS_LISTEN,
-                    l,
-                    "needs GATEWAY_TLS_CERT and GATEWAY_TLS_KEY",
-                );
-            }
-            return None;
-        }
-        (Some(c), None) => {
-            r.errors.push(format!(
-                "{} is not set, but {}={c:?} is: HTTPS needs both the certificate and its private key",
-                vars::TLS_KEY,
-                vars::TLS_CERT
-            ));
-            return None;
-        }
-        (None, Some(k)) => {
-            r.errors.push(format!(
-                "{} is not set, but {}={k:?} is: HTTPS needs both the certificate and its private key",
-                vars::TLS_CERT,
-                vars::TLS_KEY
-            ));
-            return None;
-        }
-        (Some(c), Some(k)) => (c, k),
-    };
-    let certified = match load(Path::new(cert), Path::new(key)) {
-        Ok(c) => c,
-        Err(LoadError::Cert(e)) => {
-            push(r, vars::TLS_CERT, cert, &e);
-            return None;
-        }
-        Err(LoadError::Key(e)) => {
-            push(r, vars::TLS_KEY, key, &e);
-            return None;
-        }
-        Err(LoadError::Mismatch) => {
-            push(
-                r,
-                vars::TLS_KEY,
-                key,
-                &format!(
-                    "this private key does not match the certificate in {}={cert:?}",
-                    vars::TLS_CERT
-                ),
-            );
-            return None;
-        }
-    };
-    Some(TlsConfig {
-        cert_path: cert.into(),
-        key_path: key.into(),
-        listen: tls_listen.map(str::to_string),
-        certified,
-    })
-}
-
-/// `on`/`off` switches.
-pub(crate) fn parse_switch(v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "on" | "true" | "1" | "yes" => Ok(true),
-        "off" | "false" | "0" | "no" => Ok(false),
-        _ => Err("expected on or off".into()),
-    }
-}
+pub use crate::config::tls::{load, LoadError, TlsConfig};
+use crate::config::vars;
 
 /// The certificate every handshake gets; replaced whole by [`ReloadableCert::reload`].
 pub struct ReloadableCert {
@@ -347,6 +167,7 @@ pub fn add_listeners(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -355,21 +176,6 @@ mod tests {
         std::fs::write(&c, ck.cert.pem()).unwrap();
         std::fs::write(&k, ck.signing_key.serialize_pem()).unwrap();
         (c, k)
-    }
-
-    #[test]
-    fn a_matching_pair_loads_and_a_foreign_key_does_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let (c1, k1) = pair(dir.path(), "a");
-        let (_c2, k2) = pair(dir.path(), "b");
-        assert!(load(&c1, &k1).is_ok());
-        assert_eq!(load(&c1, &k2).unwrap_err(), LoadError::Mismatch);
-        assert!(matches!(
-            load(&dir.path().join("none"), &k1),
-            Err(LoadError::Cert(_))
-        ));
-        assert!(matches!(load(&c1, &c1), Err(LoadError::Key(_))));
-        assert!(matches!(load(&k1, &k1), Err(LoadError::Cert(_))));
     }
 
     #[test]
@@ -393,51 +199,5 @@ mod tests {
         std::fs::copy(&k3, &k).unwrap();
         r.reload().unwrap();
         assert_ne!(r.current.read().cert[0], before);
-    }
-
-    #[test]
-    fn config_reads_the_tls_variables() {
-        use crate::config::Config;
-        let dir = tempfile::tempdir().unwrap();
-        let (c, k) = pair(dir.path(), "a");
-        let env = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let (c, k) = (c.to_str().unwrap(), k.to_str().unwrap());
-        let cfg = Config::from_map(&env(&[
-            ("GATEWAY_TLS_CERT", c),
-            ("GATEWAY_TLS_KEY", k),
-            ("GATEWAY_TLS_LISTEN", "0.0.0.0:8443"),
-            ("GATEWAY_H2C", "on"),
-        ]))
-        .unwrap();
-        let tls = cfg.tls.as_ref().unwrap();
-        assert_eq!(tls.listen.as_deref(), Some("0.0.0.0:8443"));
-        assert!(cfg.h2c);
-        assert!(!format!("{cfg:?}").contains("BEGIN"));
-        let none = Config::from_map(&env(&[])).unwrap();
-        assert!(none.tls.is_none() && !none.h2c);
-        let e = Config::from_map(&env(&[
-            ("GATEWAY_LISTEN", "127.0.0.1:8080"),
-            ("GATEWAY_TLS_CERT", c),
-            ("GATEWAY_TLS_KEY", k),
-            ("GATEWAY_TLS_LISTEN", "127.0.0.1:8080"),
-        ]))
-        .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("GATEWAY_TLS_LISTEN=\"127.0.0.1:8080\": same address"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn switches() {
-        assert_eq!(parse_switch("ON"), Ok(true));
-        assert_eq!(parse_switch("off"), Ok(false));
-        assert!(parse_switch("maybe").is_err());
     }
 }

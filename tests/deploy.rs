@@ -40,12 +40,8 @@ fn env_lines(text: &str) -> Vec<(String, String, bool)> {
 
 /// The string values of the `pub const`s in `config::vars` (the names the parser uses).
 fn vars_module_names() -> BTreeSet<String> {
-    let src = read("src/config.rs");
-    let start = src.find("pub mod vars {").expect("config::vars");
-    let body = &src[start..];
-    let end = body.find("\n}\n").expect("end of config::vars");
-    body[..end]
-        .lines()
+    let src = read("src/config/vars.rs");
+    src.lines()
         .filter_map(|l| {
             let l = l.trim();
             let rest = l.strip_prefix("pub const ")?;

@@ -332,7 +332,7 @@ fn encode_all() -> Value {
         };
         let mut case = json!({"name": name, "request": text});
         for provider in ["anthropic", "google"] {
-            let p = providers::build(&config.providers[provider], &config);
+            let p = providers::build(&config.providers[provider], &config).unwrap();
             let result = ChatRequest::parse(text.as_bytes()).and_then(|req| {
                 let call = CallInfo {
                     client_model: format!("{provider}/m"),

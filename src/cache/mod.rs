@@ -28,7 +28,6 @@
 pub mod assemble;
 pub mod backend;
 pub mod coalesce;
-pub mod config;
 pub mod entry;
 pub mod key;
 pub mod redis_backend;
@@ -49,10 +48,10 @@ use crate::routing::Route;
 use self::assemble::Assembler;
 use self::backend::{Backend, Hit, Memory};
 use self::coalesce::{follow, Inflight, Join, Leader};
-use self::config::{BackendKind, CacheConfig, Scope, SemanticConfig};
 use self::entry::{answer_from_completion, Entry};
 use self::key::{Identity, Key};
 use self::redis_backend::RedisBackend;
+use crate::config::cache::{BackendKind, CacheConfig, Scope, SemanticConfig};
 
 /// Response headers.
 pub const X_CACHE: &str = "x-cache";

@@ -4,7 +4,8 @@
 //!
 //! To add a wire format: write `providers/<format>.rs` implementing [`Provider`] (an SSE stream
 //! is an [`stream::EventDecoder`] run by [`stream::SseDriver`]; answers and events are written
-//! through the client's [`crate::canonical`] writers) and add its line to [`REGISTRY`].
+//! through the client's [`crate::canonical`] writers) and add its line to [`REGISTRY`]. A custom
+//! host selects it with `GATEWAY_PROVIDER_<NAME>_FORMAT=<format>`.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::api::{ChatRequest, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
-use crate::config::{BaseUrl, Config, ProviderConfig, WireKind};
+use crate::config::{providers::format_variable, BaseUrl, Config, ProviderConfig};
 use crate::error::GatewayError;
 
 pub mod anthropic;
@@ -179,7 +180,8 @@ pub trait Provider: Send + Sync {
 pub type Constructor = fn(&ProviderConfig, &Config) -> Arc<dyn Provider>;
 
 /// Every wire format, by the name a provider's configuration gives it
-/// (`GATEWAY_PROVIDER_<NAME>_FORMAT`). Adding a format is its file plus one line here.
+/// (`ProviderConfig::format`, `GATEWAY_PROVIDER_<NAME>_FORMAT` for a custom host). Adding a
+/// format is its file plus one line here.
 pub const REGISTRY: &[(&str, Constructor)] = &[
     ("openai", openai_compatible),
     ("anthropic", |cfg, config| {
@@ -202,26 +204,39 @@ pub fn format(name: &str) -> Option<Constructor> {
     REGISTRY.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
 }
 
-/// The names of every format, for configuration to check a `FORMAT` value against.
+/// The names of every format.
 pub fn formats() -> impl Iterator<Item = &'static str> {
     REGISTRY.iter().map(|(n, _)| *n)
 }
 
-/// The registry name of a configured wire kind. (Goes when the configuration names formats.)
-fn format_name(kind: WireKind) -> &'static str {
-    match kind {
-        WireKind::OpenAi => "openai",
-        WireKind::Anthropic => "anthropic",
-        WireKind::Gemini => "gemini",
-        WireKind::Echo => "echo",
+/// Builds the provider for one configured entry. An unknown format is a configuration error
+/// naming the variable that chose it.
+pub fn build(cfg: &ProviderConfig, config: &Config) -> Result<Arc<dyn Provider>, String> {
+    match format(&cfg.format) {
+        Some(make) => Ok(make(cfg, config)),
+        None => Err(format!(
+            "{}={:?}: unknown wire format for provider {:?} (known formats: {})",
+            format_variable(&cfg.name),
+            cfg.format,
+            cfg.name,
+            formats().collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
-/// Builds the provider for one configured entry. A format name that is not registered
-/// (configuration rejects those) gets the OpenAI-compatible format.
-pub fn build(cfg: &ProviderConfig, config: &Config) -> Arc<dyn Provider> {
-    let make = format(format_name(cfg.kind)).unwrap_or(openai_compatible);
-    make(cfg, config)
+/// Checks that every configured provider's format has a codec (for start-up and
+/// `--check-config`); the error lists every provider at fault.
+pub fn check(config: &Config) -> Result<(), String> {
+    let errors: Vec<String> = config
+        .providers
+        .values()
+        .filter_map(|p| build(p, config).err())
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 fn openai_compatible(cfg: &ProviderConfig, _: &Config) -> Arc<dyn Provider> {
@@ -278,13 +293,8 @@ mod tests {
     #[test]
     fn every_format_is_registered_once() {
         let names: Vec<&str> = formats().collect();
-        for kind in [
-            WireKind::OpenAi,
-            WireKind::Anthropic,
-            WireKind::Gemini,
-            WireKind::Echo,
-        ] {
-            assert!(format(format_name(kind)).is_some(), "{kind:?}");
+        for name in ["openai", "anthropic", "gemini", "echo", "cohere"] {
+            assert!(format(name).is_some(), "{name}");
         }
         let mut unique = names.clone();
         unique.sort_unstable();

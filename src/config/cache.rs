@@ -1,9 +1,9 @@
-//! The cache's variables, parsed into [`CacheConfig`] by [`read`] (called from
-//! `Config::from_map`, so errors are reported with every other variable's).
+//! The response cache's variables (`GATEWAY_CACHE_*`, `GATEWAY_SEMANTIC_CACHE*`,
+//! `GATEWAY_REDIS_URL`), parsed into [`CacheConfig`].
 
 use std::time::Duration;
 
-use crate::config::{vars, Reader, Secret};
+use super::{parse_duration, parse_switch, vars, Reader, Secret};
 
 /// Where entries live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub enum BackendKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Global,
-    /// Entries are per gateway key (`Ctx::key_name`); requests without a key share one scope.
+    /// Entries are per gateway key (by its name); requests without a key share one scope.
     Key,
 }
 
@@ -75,7 +75,7 @@ pub const DEFAULT_MAX_SIZE: u64 = 10_000;
 pub const DEFAULT_PREFIX: &str = "aigw:cache:";
 pub const DEFAULT_THRESHOLD: f32 = 0.95;
 
-pub(crate) fn read(r: &mut Reader) -> CacheConfig {
+pub(super) fn read(r: &mut Reader) -> CacheConfig {
     let backend = r.parse(vars::CACHE_BACKEND, BackendKind::Memory, |v| {
         match v.to_ascii_lowercase().as_str() {
             "memory" => Ok(BackendKind::Memory),
@@ -86,7 +86,7 @@ pub(crate) fn read(r: &mut Reader) -> CacheConfig {
     });
     // Redis `SET ... EX` counts whole seconds, and so does `X-Cache-TTL`.
     let ttl = r.parse(vars::CACHE_TTL, DEFAULT_TTL, |v| {
-        let d = crate::config::parse_duration(v)?;
+        let d = parse_duration(v)?;
         if d.subsec_nanos() != 0 || d.as_secs() == 0 {
             return Err("expected a whole number of seconds >= 1 (300, 5m, 1h)".into());
         }
@@ -130,13 +130,7 @@ pub(crate) fn read(r: &mut Reader) -> CacheConfig {
         );
     }
 
-    let semantic_on = r.parse(vars::SEMANTIC_CACHE, false, |v| {
-        match v.to_ascii_lowercase().as_str() {
-            "on" | "true" | "1" | "yes" => Ok(true),
-            "off" | "false" | "0" | "no" => Ok(false),
-            _ => Err("expected on or off".into()),
-        }
-    });
+    let semantic_on = r.parse(vars::SEMANTIC_CACHE, false, parse_switch);
     let threshold = r.parse(
         vars::SEMANTIC_CACHE_THRESHOLD,
         DEFAULT_THRESHOLD,
@@ -188,8 +182,8 @@ pub(crate) fn read(r: &mut Reader) -> CacheConfig {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Config;
     use super::*;
-    use crate::config::Config;
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -1,0 +1,640 @@
+//! Providers: the built-in vendors (one row each in [`BUILTINS`]), custom hosts
+//! (`GATEWAY_PROVIDER_<NAME>_*`), their base URLs and keys.
+//!
+//! A provider's wire format is data here (`ProviderConfig::format`, a lower-case name such as
+//! `openai` or `anthropic`): configuration cannot know which formats the gateway implements,
+//! so it only checks the name's shape; `providers::check` refuses names no codec answers to.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::{vars, Reader, Secret};
+
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+pub const DEFAULT_GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis.com";
+pub const DEFAULT_OLLAMA_HOST: &str = "http://localhost:11434";
+pub const DEFAULT_HF_BASE_URL: &str = "https://router.huggingface.co/v1";
+
+/// The wire format of a custom provider when `GATEWAY_PROVIDER_<NAME>_FORMAT` is not set.
+pub const DEFAULT_CUSTOM_FORMAT: &str = "openai";
+
+/// What kind of host this is: decides the health probe and small quirks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HostFlavor {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Ollama,
+    Vllm,
+    HuggingFace,
+    Custom,
+    Echo,
+}
+
+/// One upstream base URL, split for the connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without trailing slash, e.g. `/v1` or `` (empty).
+    pub path: String,
+}
+
+impl BaseUrl {
+    /// `host` or `host:port` when the port is not the scheme's default.
+    pub fn authority(&self) -> String {
+        let default = if self.tls { 443 } else { 80 };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{}:{}", host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{}://{}{}", scheme, self.authority(), self.path)
+    }
+}
+
+/// How a base URL variable is interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlStyle {
+    /// OpenAI-style: includes the version path; no path at all gets `/v1`.
+    OpenAi,
+    /// Host root (Anthropic, Gemini SDKs): the path is kept as given.
+    Root,
+    /// Ollama `host:port`, scheme optional; the OpenAI API is at `/v1`.
+    Ollama,
+}
+
+fn parse_base_url(raw: &str, style: UrlStyle) -> Result<BaseUrl, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err("empty URL".into());
+    }
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else if style == UrlStyle::Ollama {
+        format!("http://{raw}")
+    } else {
+        return Err("URL needs a scheme (http:// or https://)".into());
+    };
+    let url = url::Url::parse(&with_scheme).map_err(|e| format!("not a URL ({e})"))?;
+    let tls = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        other => return Err(format!("unsupported scheme {other:?}")),
+    };
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => return Err("URL has no host".into()),
+    };
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let mut path = url.path().trim_end_matches('/').to_string();
+    match style {
+        UrlStyle::OpenAi if path.is_empty() => path = "/v1".into(),
+        UrlStyle::Ollama => path = format!("{path}/v1"),
+        _ => {}
+    }
+    if url.query().is_some() {
+        return Err("URL must not carry a query string".into());
+    }
+    Ok(BaseUrl {
+        tls,
+        host,
+        port,
+        path,
+    })
+}
+
+/// One configured provider.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Lower-case name used as the model prefix (`openai`, `groq`, ...).
+    pub name: String,
+    /// The wire format the host speaks, a lower-case name (`openai`, `anthropic`, `gemini`,
+    /// `echo`, ...): the key of the provider codec that talks to it.
+    pub format: String,
+    pub flavor: HostFlavor,
+    /// One or more identical backends (a pool).
+    pub backends: Vec<BaseUrl>,
+    pub api_key: Option<Secret>,
+    /// Model used when this provider serves a request as a fallback or for `auto`.
+    pub default_model: Option<String>,
+}
+
+/// One built-in provider: its names, its format and the variables that configure it.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin {
+    /// Canonical name, the model prefix (`google`).
+    pub name: &'static str,
+    /// Other prefixes that mean the same provider (`gemini`).
+    pub aliases: &'static [&'static str],
+    /// Wire format name (see [`ProviderConfig::format`]).
+    pub format: &'static str,
+    pub flavor: HostFlavor,
+    /// Base URL variables, the first one set wins, each with how it is read. The first one's
+    /// style also reads [`Builtin::default_base_url`], and errors in the default name it.
+    pub base_url_vars: &'static [(&'static str, UrlStyle)],
+    /// Used when the provider is enabled by its key alone.
+    pub default_base_url: Option<&'static str>,
+    /// Key variables, the first one set wins.
+    pub key_vars: &'static [&'static str],
+    /// Whether a key alone enables the provider (otherwise a base URL variable must be set).
+    pub key_enables: bool,
+    pub default_model_var: Option<&'static str>,
+    /// The default model when its variable is not set.
+    pub default_model: Option<&'static str>,
+    /// Always configured, needing no variable at all (the offline `echo` provider).
+    pub always: bool,
+}
+
+/// The built-in providers, one row each: a new OpenAI-compatible vendor is one more row.
+pub const BUILTINS: &[Builtin] = &[
+    Builtin {
+        name: "echo",
+        aliases: &[],
+        format: "echo",
+        flavor: HostFlavor::Echo,
+        base_url_vars: &[],
+        default_base_url: None,
+        key_vars: &[],
+        key_enables: false,
+        default_model_var: None,
+        default_model: Some("echo"),
+        always: true,
+    },
+    Builtin {
+        name: "openai",
+        aliases: &[],
+        format: "openai",
+        flavor: HostFlavor::OpenAi,
+        base_url_vars: &[(vars::OPENAI_BASE_URL, UrlStyle::OpenAi)],
+        default_base_url: Some(DEFAULT_OPENAI_BASE_URL),
+        key_vars: &[vars::OPENAI_API_KEY],
+        key_enables: true,
+        default_model_var: Some(vars::OPENAI_DEFAULT_MODEL),
+        default_model: Some("gpt-4o-mini"),
+        always: false,
+    },
+    Builtin {
+        name: "anthropic",
+        aliases: &[],
+        format: "anthropic",
+        flavor: HostFlavor::Anthropic,
+        base_url_vars: &[(vars::ANTHROPIC_BASE_URL, UrlStyle::Root)],
+        default_base_url: Some(DEFAULT_ANTHROPIC_BASE_URL),
+        key_vars: &[vars::ANTHROPIC_API_KEY],
+        key_enables: true,
+        default_model_var: Some(vars::ANTHROPIC_DEFAULT_MODEL),
+        default_model: Some("claude-3-5-haiku-latest"),
+        always: false,
+    },
+    Builtin {
+        name: "google",
+        aliases: &["gemini"],
+        format: "gemini",
+        flavor: HostFlavor::Gemini,
+        base_url_vars: &[(vars::GEMINI_BASE_URL, UrlStyle::Root)],
+        default_base_url: Some(DEFAULT_GEMINI_BASE_URL),
+        key_vars: &[vars::GEMINI_API_KEY, vars::GOOGLE_API_KEY],
+        key_enables: true,
+        default_model_var: Some(vars::GEMINI_DEFAULT_MODEL),
+        default_model: Some("gemini-2.0-flash"),
+        always: false,
+    },
+    // Ollama is enabled only when one of its variables is set: a default-on provider that is
+    // not running would only add a dead failover candidate and a failing health check.
+    Builtin {
+        name: "ollama",
+        aliases: &[],
+        format: "openai",
+        flavor: HostFlavor::Ollama,
+        base_url_vars: &[
+            (vars::OLLAMA_BASE_URL, UrlStyle::OpenAi),
+            (vars::OLLAMA_HOST, UrlStyle::Ollama),
+        ],
+        default_base_url: None,
+        key_vars: &[],
+        key_enables: false,
+        default_model_var: Some(vars::OLLAMA_DEFAULT_MODEL),
+        default_model: None,
+        always: false,
+    },
+    Builtin {
+        name: "vllm",
+        aliases: &[],
+        format: "openai",
+        flavor: HostFlavor::Vllm,
+        base_url_vars: &[(vars::VLLM_BASE_URL, UrlStyle::OpenAi)],
+        default_base_url: None,
+        key_vars: &[vars::VLLM_API_KEY],
+        key_enables: false,
+        default_model_var: Some(vars::VLLM_DEFAULT_MODEL),
+        default_model: None,
+        always: false,
+    },
+    Builtin {
+        name: "huggingface",
+        aliases: &["hf"],
+        format: "openai",
+        flavor: HostFlavor::HuggingFace,
+        base_url_vars: &[(vars::HF_BASE_URL, UrlStyle::OpenAi)],
+        default_base_url: Some(DEFAULT_HF_BASE_URL),
+        key_vars: &[vars::HF_TOKEN, vars::HUGGINGFACE_API_KEY],
+        key_enables: true,
+        default_model_var: Some(vars::HF_DEFAULT_MODEL),
+        default_model: None,
+        always: false,
+    },
+];
+
+/// The built-in row a name or alias belongs to.
+pub fn builtin(name: &str) -> Option<&'static Builtin> {
+    BUILTINS
+        .iter()
+        .find(|b| b.name == name || b.aliases.contains(&name))
+}
+
+/// Names that are built in (aliases included): known even when not configured.
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    BUILTINS
+        .iter()
+        .flat_map(|b| std::iter::once(b.name).chain(b.aliases.iter().copied()))
+}
+
+/// Whether `name` (lower-case) is a built-in provider name or alias.
+pub fn is_builtin(name: &str) -> bool {
+    builtin(name).is_some()
+}
+
+/// Maps aliases to the canonical provider name (`google` and `gemini`, `hf` and `huggingface`).
+pub fn canonical_provider_name(name: &str) -> &str {
+    match builtin(name) {
+        Some(b) => b.name,
+        None => name,
+    }
+}
+
+/// The upper-case part of a custom provider's variables (`together-ai` -> `TOGETHER_AI`).
+fn custom_var_name(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
+}
+
+/// Which variable enables a provider (for `model_not_found` messages).
+pub fn enabling_variable(name: &str) -> String {
+    let Some(b) = builtin(name).filter(|b| !b.always) else {
+        return format!(
+            "{}{}_BASE_URL",
+            vars::PROVIDER_PREFIX,
+            custom_var_name(name)
+        );
+    };
+    let mut parts = Vec::new();
+    if b.key_enables {
+        if let Some((first, rest)) = b.key_vars.split_first() {
+            let mut s = first.to_string();
+            for k in rest {
+                s.push_str(&format!(" (or {k})"));
+            }
+            parts.push(s);
+        }
+    }
+    parts.extend(b.base_url_vars.iter().map(|(v, _)| v.to_string()));
+    parts.join(" or ")
+}
+
+/// The variable that sets a custom provider's wire format (`GATEWAY_PROVIDER_<NAME>_FORMAT`).
+pub fn format_variable(name: &str) -> String {
+    format!("{}{}_FORMAT", vars::PROVIDER_PREFIX, custom_var_name(name))
+}
+
+/// How a custom host's base URL is read for its format: like the built-in provider of that
+/// format (host root for `anthropic` and `gemini`), OpenAI-style otherwise.
+fn url_style_for_format(format: &str) -> UrlStyle {
+    BUILTINS
+        .iter()
+        .find(|b| b.format == format)
+        .and_then(|b| b.base_url_vars.first())
+        .map_or(UrlStyle::OpenAi, |(_, style)| *style)
+}
+
+/// A wire format name: non-empty, lower-case `[a-z0-9_-]`.
+fn parse_format(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-');
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(
+            "expected a lower-case wire format name ([a-z0-9_-]), e.g. openai, anthropic or gemini"
+                .into(),
+        )
+    }
+}
+
+fn read_urls(r: &mut Reader, name: &str, raw: &str, style: UrlStyle) -> Vec<BaseUrl> {
+    let mut out = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match parse_base_url(part, style) {
+            Ok(u) => out.push(u),
+            Err(e) => r.error(name, part, &e),
+        }
+    }
+    if out.is_empty() && r.errors.is_empty() {
+        r.error(name, raw, "no URL given");
+    }
+    out
+}
+
+/// One built-in provider, if its variables enable it.
+fn read_builtin(r: &mut Reader, b: &Builtin) -> Option<ProviderConfig> {
+    let key = b.key_vars.iter().find_map(|v| r.get(v)).map(Secret::new);
+    let base = b
+        .base_url_vars
+        .iter()
+        .find_map(|(var, style)| r.get(var).map(|raw| (*var, raw, *style)));
+    let base = match base {
+        Some(found) => Some(found),
+        None if b.always || (b.key_enables && key.is_some()) => {
+            match (b.base_url_vars.first(), b.default_base_url) {
+                (Some((var, style)), Some(url)) => Some((*var, url, *style)),
+                _ => None,
+            }
+        }
+        None => return None,
+    };
+    let backends = match base {
+        Some((var, raw, style)) => read_urls(r, var, raw, style),
+        None => Vec::new(),
+    };
+    let default_model = b
+        .default_model_var
+        .and_then(|v| r.get(v))
+        .or(b.default_model)
+        .map(str::to_string);
+    Some(ProviderConfig {
+        name: b.name.into(),
+        format: b.format.into(),
+        flavor: b.flavor,
+        backends,
+        api_key: key,
+        default_model,
+    })
+}
+
+pub(super) fn read(r: &mut Reader) -> BTreeMap<String, ProviderConfig> {
+    let mut providers = BTreeMap::new();
+    for b in BUILTINS {
+        if let Some(p) = read_builtin(r, b) {
+            providers.insert(p.name.clone(), p);
+        }
+    }
+
+    // Any other host: GATEWAY_PROVIDER_<NAME>_BASE_URL (+ _API_KEY, _DEFAULT_MODEL, _FORMAT).
+    let mut custom: Vec<(String, String)> = r
+        .env
+        .iter()
+        .filter_map(|(k, v)| {
+            let rest = k.strip_prefix(vars::PROVIDER_PREFIX)?;
+            let name = rest.strip_suffix("_BASE_URL")?;
+            Some((name.to_string(), v.clone()))
+        })
+        .collect();
+    custom.sort();
+    for (upper, raw) in custom {
+        let name = upper.to_ascii_lowercase().replace('_', "-");
+        let var = format!("{}{}_BASE_URL", vars::PROVIDER_PREFIX, upper);
+        if name.is_empty() || is_builtin(&name) {
+            r.error(&var, &raw, "this name is built in; use its own variables");
+            continue;
+        }
+        let format_var = format!("{}{}_FORMAT", vars::PROVIDER_PREFIX, upper);
+        let format = r.parse(&format_var, DEFAULT_CUSTOM_FORMAT.to_string(), parse_format);
+        let backends = read_urls(r, &var, &raw, url_style_for_format(&format));
+        let key = r
+            .get(&format!("{}{}_API_KEY", vars::PROVIDER_PREFIX, upper))
+            .map(Secret::new);
+        let default_model = r
+            .get(&format!("{}{}_DEFAULT_MODEL", vars::PROVIDER_PREFIX, upper))
+            .map(str::to_string);
+        providers.insert(
+            name.clone(),
+            ProviderConfig {
+                name,
+                format,
+                flavor: HostFlavor::Custom,
+                backends,
+                api_key: key,
+                default_model,
+            },
+        );
+    }
+    providers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn base_urls_follow_sdk_conventions() {
+        let c = Config::from_map(&env(&[
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9000"),
+            (
+                "VLLM_BASE_URL",
+                "http://10.0.0.5:8000/v1/,http://10.0.0.6:8000",
+            ),
+            ("OLLAMA_HOST", "localhost:11434"),
+            ("ANTHROPIC_API_KEY", "k"),
+            ("GEMINI_BASE_URL", "http://127.0.0.1:7000/"),
+            (
+                "GATEWAY_PROVIDER_GROQ_BASE_URL",
+                "https://api.groq.com/openai/v1/",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.providers["openai"].backends[0].to_string(),
+            "http://127.0.0.1:9000/v1"
+        );
+        let v = &c.providers["vllm"].backends;
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].path, "/v1");
+        assert_eq!(v[1].path, "/v1");
+        assert_eq!(
+            c.providers["ollama"].backends[0].to_string(),
+            "http://localhost:11434/v1"
+        );
+        assert_eq!(
+            c.providers["anthropic"].backends[0].to_string(),
+            "https://api.anthropic.com"
+        );
+        assert_eq!(c.providers["google"].backends[0].path, "");
+        assert_eq!(
+            c.providers["groq"].backends[0].to_string(),
+            "https://api.groq.com/openai/v1"
+        );
+    }
+
+    #[test]
+    fn builtin_table_keeps_every_enabling_rule() {
+        // A key alone enables openai, anthropic, google (either key) and huggingface (either
+        // token), with the default base URL and default model.
+        for (var, name, url) in [
+            ("OPENAI_API_KEY", "openai", DEFAULT_OPENAI_BASE_URL),
+            ("ANTHROPIC_API_KEY", "anthropic", DEFAULT_ANTHROPIC_BASE_URL),
+            ("GEMINI_API_KEY", "google", DEFAULT_GEMINI_BASE_URL),
+            ("GOOGLE_API_KEY", "google", DEFAULT_GEMINI_BASE_URL),
+            ("HF_TOKEN", "huggingface", DEFAULT_HF_BASE_URL),
+            ("HUGGINGFACE_API_KEY", "huggingface", DEFAULT_HF_BASE_URL),
+        ] {
+            let c = Config::from_map(&env(&[(var, "k")])).unwrap();
+            let p = &c.providers[name];
+            assert_eq!(p.backends[0].to_string(), url, "{var}");
+            assert_eq!(p.api_key.as_ref().map(Secret::expose), Some("k"), "{var}");
+        }
+        let c =
+            Config::from_map(&env(&[("GEMINI_API_KEY", "g"), ("GOOGLE_API_KEY", "o")])).unwrap();
+        assert_eq!(c.providers["google"].api_key, Some(Secret::new("g")));
+        assert_eq!(
+            c.providers["google"].default_model.as_deref(),
+            Some("gemini-2.0-flash")
+        );
+        // A vLLM key alone does not enable vllm; its base URL does, and takes the key.
+        let c = Config::from_map(&env(&[("VLLM_API_KEY", "k")])).unwrap();
+        assert!(!c.providers.contains_key("vllm"));
+        let c = Config::from_map(&env(&[
+            ("VLLM_API_KEY", "k"),
+            ("VLLM_BASE_URL", "http://127.0.0.1:8000"),
+        ]))
+        .unwrap();
+        assert_eq!(c.providers["vllm"].api_key, Some(Secret::new("k")));
+        assert_eq!(c.providers["vllm"].default_model, None);
+        // OLLAMA_BASE_URL wins over OLLAMA_HOST.
+        let c = Config::from_map(&env(&[
+            ("OLLAMA_HOST", "10.0.0.1:11434"),
+            ("OLLAMA_BASE_URL", "http://10.0.0.2:11434/v1"),
+            ("OLLAMA_DEFAULT_MODEL", "llama3"),
+        ]))
+        .unwrap();
+        let o = &c.providers["ollama"];
+        assert_eq!(o.backends[0].to_string(), "http://10.0.0.2:11434/v1");
+        assert_eq!(o.default_model.as_deref(), Some("llama3"));
+        assert_eq!(
+            (o.format.as_str(), o.flavor),
+            ("openai", HostFlavor::Ollama)
+        );
+        assert_eq!(c.providers["echo"].format, "echo");
+        // Names and aliases.
+        assert_eq!(canonical_provider_name("gemini"), "google");
+        assert_eq!(canonical_provider_name("hf"), "huggingface");
+        assert_eq!(canonical_provider_name("groq"), "groq");
+        let names: Vec<&str> = builtin_names().collect();
+        for n in [
+            "openai",
+            "anthropic",
+            "google",
+            "gemini",
+            "ollama",
+            "vllm",
+            "huggingface",
+            "hf",
+            "echo",
+        ] {
+            assert!(names.contains(&n), "{n}");
+        }
+        assert_eq!(names.len(), 9);
+        assert_eq!(
+            enabling_variable("openai"),
+            "OPENAI_API_KEY or OPENAI_BASE_URL"
+        );
+        assert_eq!(
+            enabling_variable("huggingface"),
+            "HF_TOKEN (or HUGGINGFACE_API_KEY) or HF_BASE_URL"
+        );
+        assert_eq!(enabling_variable("vllm"), "VLLM_BASE_URL");
+        assert!(enabling_variable("ollama").contains("OLLAMA_HOST"));
+        assert!(enabling_variable("google").starts_with("GEMINI_API_KEY (or GOOGLE_API_KEY)"));
+        assert_eq!(
+            enabling_variable("together-ai"),
+            "GATEWAY_PROVIDER_TOGETHER_AI_BASE_URL"
+        );
+    }
+
+    #[test]
+    fn custom_provider_format() {
+        // Default: OpenAI, OpenAI-style URL (`/v1` added).
+        let c = Config::from_map(&env(&[(
+            "GATEWAY_PROVIDER_GROQ_BASE_URL",
+            "https://api.groq.com",
+        )]))
+        .unwrap();
+        let g = &c.providers["groq"];
+        assert_eq!(g.format, "openai");
+        assert_eq!(g.flavor, HostFlavor::Custom);
+        assert_eq!(g.backends[0].to_string(), "https://api.groq.com/v1");
+        // Anthropic: the host root, path kept as given.
+        let c = Config::from_map(&env(&[
+            (
+                "GATEWAY_PROVIDER_MYCLAUDE_BASE_URL",
+                "http://127.0.0.1:9000",
+            ),
+            ("GATEWAY_PROVIDER_MYCLAUDE_FORMAT", "anthropic"),
+        ]))
+        .unwrap();
+        let m = &c.providers["myclaude"];
+        assert_eq!(m.format, "anthropic");
+        assert_eq!(m.backends[0].to_string(), "http://127.0.0.1:9000");
+        let c = Config::from_map(&env(&[
+            ("GATEWAY_PROVIDER_MYGEM_BASE_URL", "http://127.0.0.1:9000/"),
+            ("GATEWAY_PROVIDER_MYGEM_FORMAT", "gemini"),
+        ]))
+        .unwrap();
+        assert_eq!(c.providers["mygem"].backends[0].path, "");
+        // Config checks only the shape of the name; which names exist is the providers' call.
+        let c = Config::from_map(&env(&[
+            ("GATEWAY_PROVIDER_X_BASE_URL", "http://127.0.0.1:9000"),
+            ("GATEWAY_PROVIDER_X_FORMAT", "bedrock-converse"),
+        ]))
+        .unwrap();
+        assert_eq!(c.providers["x"].format, "bedrock-converse");
+        for bad in ["Anthropic", "open ai", "gemini!"] {
+            let e = Config::from_map(&env(&[
+                ("GATEWAY_PROVIDER_X_BASE_URL", "http://127.0.0.1:9000"),
+                ("GATEWAY_PROVIDER_X_FORMAT", bad),
+            ]))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("GATEWAY_PROVIDER_X_FORMAT"), "{bad}: {e}");
+        }
+        assert_eq!(
+            format_variable("together-ai"),
+            "GATEWAY_PROVIDER_TOGETHER_AI_FORMAT"
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! Every variable name, in one place. Each feature's file in `config/` reads its variables
+//! through these constants; [`ALL`] lists every one of them.
+
+pub const LISTEN: &str = "GATEWAY_LISTEN";
+pub const THREADS: &str = "GATEWAY_THREADS";
+pub const MAX_BODY_BYTES: &str = "GATEWAY_MAX_BODY_BYTES";
+pub const DEFAULT_PROVIDER: &str = "GATEWAY_DEFAULT_PROVIDER";
+pub const LOG_LEVEL: &str = "GATEWAY_LOG_LEVEL";
+pub const RUST_LOG: &str = "RUST_LOG";
+pub const LOG_FORMAT: &str = "GATEWAY_LOG_FORMAT";
+pub const CONNECT_TIMEOUT: &str = "GATEWAY_CONNECT_TIMEOUT";
+pub const FIRST_BYTE_TIMEOUT: &str = "GATEWAY_FIRST_BYTE_TIMEOUT";
+pub const IDLE_TIMEOUT: &str = "GATEWAY_IDLE_TIMEOUT";
+pub const SHUTDOWN_GRACE: &str = "GATEWAY_SHUTDOWN_GRACE";
+pub const MODELS_CACHE_TTL: &str = "GATEWAY_MODELS_CACHE_TTL";
+pub const ECHO_CHUNK_DELAY_MS: &str = "GATEWAY_ECHO_CHUNK_DELAY_MS";
+pub const TLS_CERT: &str = "GATEWAY_TLS_CERT";
+pub const TLS_KEY: &str = "GATEWAY_TLS_KEY";
+pub const TLS_LISTEN: &str = "GATEWAY_TLS_LISTEN";
+pub const H2C: &str = "GATEWAY_H2C";
+
+// Response cache (src/cache/).
+pub const CACHE_BACKEND: &str = "GATEWAY_CACHE_BACKEND";
+pub const CACHE_TTL: &str = "GATEWAY_CACHE_TTL";
+pub const CACHE_MAX_SIZE: &str = "GATEWAY_CACHE_MAX_SIZE";
+pub const CACHE_SCOPE: &str = "GATEWAY_CACHE_SCOPE";
+pub const CACHE_PREFIX: &str = "GATEWAY_CACHE_PREFIX";
+pub const SEMANTIC_CACHE: &str = "GATEWAY_SEMANTIC_CACHE";
+pub const SEMANTIC_CACHE_MODEL: &str = "GATEWAY_SEMANTIC_CACHE_MODEL";
+pub const SEMANTIC_CACHE_THRESHOLD: &str = "GATEWAY_SEMANTIC_CACHE_THRESHOLD";
+/// Shared by every feature that uses Redis (cache, rate limits).
+pub const REDIS_URL: &str = "GATEWAY_REDIS_URL";
+
+pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+pub const OPENAI_DEFAULT_MODEL: &str = "OPENAI_DEFAULT_MODEL";
+pub const ANTHROPIC_API_KEY: &str = "ANTHROPIC_API_KEY";
+pub const ANTHROPIC_BASE_URL: &str = "ANTHROPIC_BASE_URL";
+pub const ANTHROPIC_DEFAULT_MODEL: &str = "ANTHROPIC_DEFAULT_MODEL";
+pub const ANTHROPIC_MAX_TOKENS: &str = "GATEWAY_ANTHROPIC_MAX_TOKENS";
+pub const GEMINI_API_KEY: &str = "GEMINI_API_KEY";
+pub const GOOGLE_API_KEY: &str = "GOOGLE_API_KEY";
+pub const GEMINI_BASE_URL: &str = "GEMINI_BASE_URL";
+pub const GEMINI_DEFAULT_MODEL: &str = "GEMINI_DEFAULT_MODEL";
+pub const OLLAMA_HOST: &str = "OLLAMA_HOST";
+pub const OLLAMA_BASE_URL: &str = "OLLAMA_BASE_URL";
+pub const OLLAMA_DEFAULT_MODEL: &str = "OLLAMA_DEFAULT_MODEL";
+pub const VLLM_BASE_URL: &str = "VLLM_BASE_URL";
+pub const VLLM_API_KEY: &str = "VLLM_API_KEY";
+pub const VLLM_DEFAULT_MODEL: &str = "VLLM_DEFAULT_MODEL";
+pub const HF_TOKEN: &str = "HF_TOKEN";
+pub const HUGGINGFACE_API_KEY: &str = "HUGGINGFACE_API_KEY";
+pub const HF_BASE_URL: &str = "HF_BASE_URL";
+pub const HF_DEFAULT_MODEL: &str = "HF_DEFAULT_MODEL";
+pub const PROVIDERS: &str = "GATEWAY_PROVIDERS";
+pub const WEIGHTS: &str = "GATEWAY_WEIGHTS";
+pub const STRATEGY: &str = "GATEWAY_STRATEGY";
+pub const RETRY_MAX: &str = "GATEWAY_RETRY_MAX";
+pub const HEALTH_CHECK_INTERVAL: &str = "GATEWAY_HEALTH_CHECK_INTERVAL";
+pub const UNHEALTHY_COOLDOWN: &str = "GATEWAY_UNHEALTHY_COOLDOWN";
+pub const FAILURE_THRESHOLD: &str = "GATEWAY_FAILURE_THRESHOLD";
+pub const MODEL_ALIASES: &str = "GATEWAY_MODEL_ALIASES";
+pub const FALLBACK_MODELS: &str = "GATEWAY_FALLBACK_MODELS";
+/// `GATEWAY_PROVIDER_<NAME>_BASE_URL` / `_API_KEY` / `_DEFAULT_MODEL` / `_FORMAT`.
+pub const PROVIDER_PREFIX: &str = "GATEWAY_PROVIDER_";
+
+pub const API_KEYS: &str = "GATEWAY_API_KEYS";
+pub const API_KEYS_FILE: &str = "GATEWAY_API_KEYS_FILE";
+pub const API_KEYS_RELOAD_INTERVAL: &str = "GATEWAY_API_KEYS_RELOAD_INTERVAL";
+pub const RATE_LIMIT_RPM: &str = "GATEWAY_RATE_LIMIT_RPM";
+pub const RATE_LIMIT_BURST: &str = "GATEWAY_RATE_LIMIT_BURST";
+pub const RATE_LIMIT_TPM: &str = "GATEWAY_RATE_LIMIT_TPM";
+pub const RATE_LIMIT_BACKEND: &str = "GATEWAY_RATE_LIMIT_BACKEND";
+pub const METRICS_LISTEN: &str = "GATEWAY_METRICS_LISTEN";
+pub const PRICES: &str = "GATEWAY_PRICES";
+pub const UPGRADE_SOCK: &str = "GATEWAY_UPGRADE_SOCK";
+pub const PID_FILE: &str = "GATEWAY_PID_FILE";
+
+/// Every variable the gateway reads, templates with `<NAME>` included. `conf/ai-gateway.env`
+/// must list exactly these (a test checks both directions): add a new variable here too.
+pub const ALL: &[&str] = &[
+    LISTEN,
+    THREADS,
+    MAX_BODY_BYTES,
+    DEFAULT_PROVIDER,
+    LOG_LEVEL,
+    RUST_LOG,
+    LOG_FORMAT,
+    CONNECT_TIMEOUT,
+    FIRST_BYTE_TIMEOUT,
+    IDLE_TIMEOUT,
+    SHUTDOWN_GRACE,
+    MODELS_CACHE_TTL,
+    ECHO_CHUNK_DELAY_MS,
+    TLS_CERT,
+    TLS_KEY,
+    TLS_LISTEN,
+    H2C,
+    METRICS_LISTEN,
+    PRICES,
+    UPGRADE_SOCK,
+    PID_FILE,
+    PROVIDERS,
+    WEIGHTS,
+    STRATEGY,
+    RETRY_MAX,
+    HEALTH_CHECK_INTERVAL,
+    UNHEALTHY_COOLDOWN,
+    FAILURE_THRESHOLD,
+    MODEL_ALIASES,
+    FALLBACK_MODELS,
+    CACHE_BACKEND,
+    CACHE_TTL,
+    CACHE_MAX_SIZE,
+    CACHE_SCOPE,
+    CACHE_PREFIX,
+    SEMANTIC_CACHE,
+    SEMANTIC_CACHE_MODEL,
+    SEMANTIC_CACHE_THRESHOLD,
+    REDIS_URL,
+    API_KEYS,
+    API_KEYS_FILE,
+    API_KEYS_RELOAD_INTERVAL,
+    RATE_LIMIT_RPM,
+    RATE_LIMIT_BURST,
+    RATE_LIMIT_TPM,
+    RATE_LIMIT_BACKEND,
+    OPENAI_API_KEY,
+    OPENAI_BASE_URL,
+    OPENAI_DEFAULT_MODEL,
+    ANTHROPIC_API_KEY,
+    ANTHROPIC_BASE_URL,
+    ANTHROPIC_DEFAULT_MODEL,
+    ANTHROPIC_MAX_TOKENS,
+    GEMINI_API_KEY,
+    GOOGLE_API_KEY,
+    GEMINI_BASE_URL,
+    GEMINI_DEFAULT_MODEL,
+    OLLAMA_HOST,
+    OLLAMA_BASE_URL,
+    OLLAMA_DEFAULT_MODEL,
+    VLLM_BASE_URL,
+    VLLM_API_KEY,
+    VLLM_DEFAULT_MODEL,
+    HF_TOKEN,
+    HUGGINGFACE_API_KEY,
+    HF_BASE_URL,
+    HF_DEFAULT_MODEL,
+    "GATEWAY_PROVIDER_<NAME>_BASE_URL",
+    "GATEWAY_PROVIDER_<NAME>_API_KEY",
+    "GATEWAY_PROVIDER_<NAME>_DEFAULT_MODEL",
+    "GATEWAY_PROVIDER_<NAME>_FORMAT",
+];
