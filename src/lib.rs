@@ -19,8 +19,10 @@
 //! - [`canonical`]: the canonical answer, usage and stream events; the writer traits a client
 //!   dialect implements.
 //! - [`error`]: the OpenAI error object every client sees.
-//! - [`providers`]: one file per upstream wire format (`openai`, `anthropic`, `gemini`, `echo`);
-//!   `translate` holds what the translating formats share.
+//! - [`providers`]: one file (or folder: `wire.rs` types, `translate.rs` meaning) per upstream
+//!   wire format (`openai`, `anthropic/`, `gemini/`, `cohere`, `echo`), registered by name in
+//!   `providers::REGISTRY`; `stream` is the one SSE stream driver, `translate` holds what the
+//!   translating formats share.
 //! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
 //! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
 //! - [`upstream`]: Pingora's connectors: pooled connections, TLS, h2, timeouts, DNS cache.
