@@ -7,7 +7,7 @@
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 
-use ai_gateway::api::ChatRequest;
+use ai_gateway::api::{ChatRequest, ChunkWriter};
 use ai_gateway::config::{BaseUrl, Config};
 use ai_gateway::providers::{self, CallInfo};
 
@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
         ("google", &b""[..], &gemini_event[..]),
     ] {
         let p = providers::build(&config.providers[name], &config).expect("provider");
-        let mut t = p.stream_translator(&call);
+        let mut t = p.stream_translator(&call, Box::new(ChunkWriter::new(&call.client_model)));
         let mut out = BytesMut::with_capacity(4096);
         t.feed(prelude, &mut out);
         out.clear();

@@ -8,66 +8,9 @@ use std::sync::OnceLock;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+pub use crate::canonical::{Answer, ToolCall, Usage};
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::error::GatewayError;
-
-/// Token counts, as OpenAI reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    /// `prompt_tokens_details.cached_tokens`, when the upstream reports it.
-    #[serde(skip)]
-    pub cached_tokens: u64,
-}
-
-impl Usage {
-    pub fn new(prompt: u64, completion: u64) -> Self {
-        Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            total_tokens: prompt + completion,
-            cached_tokens: 0,
-        }
-    }
-
-    /// Reads an OpenAI `usage` object.
-    pub fn from_value(v: &Value) -> Option<Usage> {
-        let o = v.as_object()?;
-        let p = o.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
-        let c = o
-            .get("completion_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        let t = o
-            .get("total_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(p + c);
-        let cached = o
-            .get("prompt_tokens_details")
-            .and_then(|d| d.get("cached_tokens"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        Some(Usage {
-            prompt_tokens: p,
-            completion_tokens: c,
-            total_tokens: t,
-            cached_tokens: cached,
-        })
-    }
-
-    pub fn to_value(&self) -> Value {
-        let mut v = serde_json::json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.total_tokens,
-        });
-        if self.cached_tokens > 0 {
-            v["prompt_tokens_details"] = serde_json::json!({"cached_tokens": self.cached_tokens});
-        }
-        v
-    }
-}
 
 const ROLES: &[&str] = &[
     "system",
@@ -805,25 +748,6 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// One tool call in a finished message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    /// JSON text.
-    pub arguments: String,
-}
-
-/// A finished assistant answer in a provider-neutral form: what a translator or the cache
-/// assembles, and what [`completion_body`] and [`ChunkWriter::replay`] render.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Answer {
-    pub content: Option<String>,
-    pub tool_calls: Vec<ToolCall>,
-    pub finish_reason: String,
-    pub usage: Option<Usage>,
-}
-
 #[derive(Serialize)]
 struct FunctionOut<'a> {
     name: &'a str,
@@ -1213,6 +1137,63 @@ impl ChunkWriter {
     }
 }
 
+/// The OpenAI chat dialect's stream: canonical events as `chat.completion.chunk` SSE events.
+impl EventWriter for ChunkWriter {
+    fn id(&mut self, upstream_id: &str) {
+        self.id = format!("chatcmpl-{upstream_id}");
+    }
+
+    fn role(&mut self, out: &mut BytesMut, choice: u32) {
+        self.role_at(out, choice);
+    }
+
+    fn text(&mut self, out: &mut BytesMut, choice: u32, text: &str) {
+        self.content_at(out, choice, text);
+    }
+
+    fn tool_start(&mut self, out: &mut BytesMut, choice: u32, index: u32, id: &str, name: &str) {
+        self.tool_start_at(out, choice, index, id, name);
+    }
+
+    fn tool_args(&mut self, out: &mut BytesMut, choice: u32, index: u32, fragment: &str) {
+        self.tool_args_at(out, choice, index, fragment);
+    }
+
+    fn finish(&mut self, out: &mut BytesMut, choice: u32, reason: &str) {
+        self.finish_at(out, choice, reason);
+    }
+
+    fn usage(&mut self, out: &mut BytesMut, usage: &Usage) {
+        ChunkWriter::usage(self, out, usage);
+    }
+
+    fn done(&mut self, out: &mut BytesMut) {
+        ChunkWriter::done(out);
+    }
+}
+
+/// The OpenAI chat dialect's whole answers: `chat.completion` objects.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChatCompletionsWriter;
+
+impl AnswerWriter for ChatCompletionsWriter {
+    fn answer_body(
+        &self,
+        id: &str,
+        created: u64,
+        model: &str,
+        answers: &[Answer],
+        usage: Option<&Usage>,
+    ) -> Bytes {
+        let id = if id.is_empty() {
+            completion_id()
+        } else {
+            format!("chatcmpl-{id}")
+        };
+        completion_body_choices(&id, created, model, answers, usage)
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -1445,5 +1426,53 @@ mod tests {
         assert!(events[4].contains(r#""finish_reason":"tool_calls""#));
         assert!(events[5].contains(r#""choices":[]"#) && events[5].contains(r#""total_tokens":7"#));
         assert_eq!(events[6], "data: [DONE]");
+    }
+
+    #[test]
+    fn event_writer_writes_what_the_chunk_writer_writes() {
+        let w = ChunkWriter::new("m");
+        let (mut want, mut got) = (BytesMut::new(), BytesMut::new());
+        w.role(&mut want);
+        w.content(&mut want, "hi");
+        w.tool_start(&mut want, 1, "c1", "f");
+        w.tool_args(&mut want, 1, "{}");
+        w.finish(&mut want, "tool_calls");
+        w.content_at(&mut want, 2, "x");
+        w.usage(&mut want, &Usage::new(3, 4));
+        ChunkWriter::done(&mut want);
+        let mut e: Box<dyn EventWriter> = Box::new(w.clone());
+        e.role(&mut got, 0);
+        e.text(&mut got, 0, "hi");
+        e.tool_start(&mut got, 0, 1, "c1", "f");
+        e.tool_args(&mut got, 0, 1, "{}");
+        e.finish(&mut got, 0, "tool_calls");
+        e.text(&mut got, 2, "x");
+        e.usage(&mut got, &Usage::new(3, 4));
+        e.done(&mut got);
+        assert_eq!(got, want);
+
+        let mut w = w;
+        EventWriter::id(&mut w, "msg_1");
+        assert_eq!(w.id, "chatcmpl-msg_1");
+    }
+
+    #[test]
+    fn answer_writer_writes_completion_bodies() {
+        let a = Answer {
+            content: Some("hi".into()),
+            tool_calls: Vec::new(),
+            finish_reason: "stop".into(),
+            usage: Some(Usage::new(3, 4)),
+        };
+        let w: &dyn AnswerWriter = &ChatCompletionsWriter;
+        assert_eq!(
+            w.answer_body("up1", 7, "m", std::slice::from_ref(&a), a.usage.as_ref()),
+            completion_body("chatcmpl-up1", 7, "m", &a)
+        );
+        let v: Value =
+            serde_json::from_slice(&w.answer_body("", 7, "m", &[a.clone(), a], None)).unwrap();
+        assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert_eq!(v["choices"][1]["index"], 1);
+        assert!(v.get("usage").is_none());
     }
 }

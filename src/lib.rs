@@ -14,10 +14,15 @@
 //! - [`chat`]: `/v1/chat/completions` and `/v1/embeddings`: the upstream exchange and streaming.
 //! - [`cache`]: the response cache: keys, memory and Redis backends, coalescing, semantic layer.
 //! - [`models`]: the `/v1/models` endpoint.
-//! - [`api`]: the public OpenAI types: request parsing, usage, completion and chunk writers.
+//! - [`api`]: the public OpenAI types: request parsing, completion and chunk writers (the OpenAI
+//!   chat dialect's [`canonical`] writers).
+//! - [`canonical`]: the canonical answer, usage and stream events; the writer traits a client
+//!   dialect implements.
 //! - [`error`]: the OpenAI error object every client sees.
-//! - [`providers`]: one file per upstream wire format (`openai`, `anthropic`, `gemini`, `echo`);
-//!   `translate` holds what the translating formats share.
+//! - [`providers`]: one file (or folder: `wire.rs` types, `translate.rs` meaning) per upstream
+//!   wire format (`openai`, `anthropic/`, `gemini/`, `cohere`, `echo`), registered by name in
+//!   `providers::REGISTRY`; `stream` is the one SSE stream driver, `translate` holds what the
+//!   translating formats share.
 //! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
 //! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
 //! - [`upstream`]: Pingora's connectors: pooled connections, TLS, h2, timeouts, DNS cache.
@@ -36,6 +41,7 @@
 pub mod api;
 pub mod auth;
 pub mod cache;
+pub mod canonical;
 pub mod config;
 pub mod discovery;
 pub mod error;

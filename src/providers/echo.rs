@@ -5,6 +5,7 @@
 use bytes::Bytes;
 
 use crate::api::{content_text, Answer, ChatRequest, Usage};
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, ProviderConfig};
 use crate::error::GatewayError;
 use crate::providers::{CallInfo, Provider, StreamTranslator, Translated, UpstreamRequest};
@@ -82,11 +83,20 @@ impl Provider for Echo {
         Err(GatewayError::internal("echo is served in-process"))
     }
 
-    fn chat_response(&self, _body: Bytes, _call: &CallInfo) -> Result<Translated, GatewayError> {
+    fn chat_response(
+        &self,
+        _body: Bytes,
+        _call: &CallInfo,
+        _w: &dyn AnswerWriter,
+    ) -> Result<Translated, GatewayError> {
         Err(GatewayError::internal("echo is served in-process"))
     }
 
-    fn stream_translator(&self, _call: &CallInfo) -> Box<dyn StreamTranslator> {
+    fn stream_translator(
+        &self,
+        _call: &CallInfo,
+        _w: Box<dyn EventWriter>,
+    ) -> Box<dyn StreamTranslator> {
         Box::new(NoStream)
     }
 

@@ -1,22 +1,27 @@
-//! Upstream wire formats. One file per format, each implementing [`Provider`]; OpenAI-compatible
-//! vendors are configuration, not code.
+//! Upstream wire formats. One file per format (a folder for the translating ones: `wire.rs` for
+//! the serde types, `translate.rs` for what they mean), each implementing [`Provider`];
+//! OpenAI-compatible vendors are configuration, not code.
 //!
-//! To add a wire format: write `providers/<format>.rs` implementing [`Provider`] and register
-//! its name in [`FORMATS`] and [`build`]. A custom host selects it with
-//! `GATEWAY_PROVIDER_<NAME>_FORMAT=<format>`.
+//! To add a wire format: write `providers/<format>.rs` implementing [`Provider`] (an SSE stream
+//! is an [`stream::EventDecoder`] run by [`stream::SseDriver`]; answers and events are written
+//! through the client's [`crate::canonical`] writers) and add its line to [`REGISTRY`]. A custom
+//! host selects it with `GATEWAY_PROVIDER_<NAME>_FORMAT=<format>`.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::api::{ChatRequest, Usage};
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{providers::format_variable, BaseUrl, Config, ProviderConfig};
 use crate::error::GatewayError;
 
 pub mod anthropic;
+pub mod cohere;
 pub mod echo;
 pub mod gemini;
 pub mod openai;
+pub mod stream;
 pub mod translate;
 
 /// A request to send upstream, fully encoded.
@@ -69,7 +74,7 @@ pub struct CallInfo {
 /// A translated non-streamed answer.
 #[derive(Debug, Clone)]
 pub struct Translated {
-    /// OpenAI `chat.completion` JSON.
+    /// The response body in the client's dialect.
     pub body: Bytes,
     pub usage: Option<Usage>,
 }
@@ -85,9 +90,9 @@ pub enum StreamStatus {
     Failed(GatewayError),
 }
 
-/// Translates one upstream stream into OpenAI `chat.completion.chunk` SSE, chunk by chunk.
+/// Translates one upstream stream into the client's dialect, chunk by chunk.
 pub trait StreamTranslator: Send {
-    /// Consumes bytes as they came off the wire and appends OpenAI SSE bytes to `out`.
+    /// Consumes bytes as they came off the wire and appends the client's bytes to `out`.
     fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> StreamStatus;
     /// The upstream body ended. Formats whose streams simply end (Gemini) write their closing
     /// chunks and `[DONE]` here; for the others an end before the terminal event is an error.
@@ -108,11 +113,24 @@ pub trait Provider: Send + Sync {
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError>;
 
-    /// Translates a successful (2xx) non-streamed response body.
-    fn chat_response(&self, body: Bytes, call: &CallInfo) -> Result<Translated, GatewayError>;
+    /// Translates a successful (2xx) non-streamed response body. A translating format decodes
+    /// it into canonical answers and has `w` (the client's dialect) write the body; a format
+    /// that is the client's dialect passes the body through and ignores `w`.
+    fn chat_response(
+        &self,
+        body: Bytes,
+        call: &CallInfo,
+        w: &dyn AnswerWriter,
+    ) -> Result<Translated, GatewayError>;
 
-    /// A translator for a successful streamed response.
-    fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator>;
+    /// A translator for a successful streamed response. A translating format decodes events
+    /// into calls on `w` (the client's dialect); a format that is the client's dialect passes
+    /// events through and drops `w`.
+    fn stream_translator(
+        &self,
+        call: &CallInfo,
+        w: Box<dyn EventWriter>,
+    ) -> Box<dyn StreamTranslator>;
 
     /// Maps an upstream error response to the OpenAI error object, keeping a meaningful status.
     fn error(&self, status: u16, body: &[u8]) -> GatewayError;
@@ -158,29 +176,52 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// The wire formats [`build`] knows, by the name `ProviderConfig::format` holds.
-pub const FORMATS: &[&str] = &["openai", "anthropic", "gemini", "echo"];
+/// Makes the provider of one configured entry.
+pub type Constructor = fn(&ProviderConfig, &Config) -> Arc<dyn Provider>;
+
+/// Every wire format, by the name a provider's configuration gives it
+/// (`ProviderConfig::format`, `GATEWAY_PROVIDER_<NAME>_FORMAT` for a custom host). Adding a
+/// format is its file plus one line here.
+pub const REGISTRY: &[(&str, Constructor)] = &[
+    ("openai", openai_compatible),
+    ("anthropic", |cfg, config| {
+        Arc::new(anthropic::Anthropic::new(
+            cfg.clone(),
+            config.anthropic_max_tokens,
+        ))
+    }),
+    ("gemini", |cfg, _| {
+        Arc::new(gemini::Gemini::new(cfg.clone()))
+    }),
+    ("echo", |cfg, _| Arc::new(echo::Echo::new(cfg.clone()))),
+    ("cohere", |cfg, _| {
+        Arc::new(cohere::Cohere::new(cfg.clone()))
+    }),
+];
+
+/// The constructor of the format named `name`, if there is one.
+pub fn format(name: &str) -> Option<Constructor> {
+    REGISTRY.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+}
+
+/// The names of every format.
+pub fn formats() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(n, _)| *n)
+}
 
 /// Builds the provider for one configured entry. An unknown format is a configuration error
 /// naming the variable that chose it.
 pub fn build(cfg: &ProviderConfig, config: &Config) -> Result<Arc<dyn Provider>, String> {
-    Ok(match cfg.format.as_str() {
-        "openai" => Arc::new(openai::OpenAiCompatible::new(cfg.clone())),
-        "anthropic" => Arc::new(anthropic::Anthropic::new(
-            cfg.clone(),
-            config.anthropic_max_tokens,
+    match format(&cfg.format) {
+        Some(make) => Ok(make(cfg, config)),
+        None => Err(format!(
+            "{}={:?}: unknown wire format for provider {:?} (known formats: {})",
+            format_variable(&cfg.name),
+            cfg.format,
+            cfg.name,
+            formats().collect::<Vec<_>>().join(", ")
         )),
-        "gemini" => Arc::new(gemini::Gemini::new(cfg.clone())),
-        "echo" => Arc::new(echo::Echo::new(cfg.clone())),
-        other => {
-            return Err(format!(
-                "{}={other:?}: unknown wire format for provider {:?} (known formats: {})",
-                format_variable(&cfg.name),
-                cfg.name,
-                FORMATS.join(", ")
-            ))
-        }
-    })
+    }
 }
 
 /// Checks that every configured provider's format has a codec (for start-up and
@@ -196,6 +237,10 @@ pub fn check(config: &Config) -> Result<(), String> {
     } else {
         Err(errors.join("; "))
     }
+}
+
+fn openai_compatible(cfg: &ProviderConfig, _: &Config) -> Arc<dyn Provider> {
+    Arc::new(openai::OpenAiCompatible::new(cfg.clone()))
 }
 
 /// Reads an error message out of any JSON error body: OpenAI's `{"error":{"message"}}`,
@@ -238,5 +283,23 @@ pub fn upstream_error_message(body: &[u8]) -> (String, Option<String>, Option<St
             (msg, kind, code)
         }
         _ => (text(), None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_format_is_registered_once() {
+        let names: Vec<&str> = formats().collect();
+        for name in ["openai", "anthropic", "gemini", "echo", "cohere"] {
+            assert!(format(name).is_some(), "{name}");
+        }
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(format("nope").is_none());
     }
 }

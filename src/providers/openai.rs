@@ -8,13 +8,15 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::{ChatRequest, Usage};
+use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError};
+use crate::providers::stream::{EventDecoder, SseDriver};
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
     UpstreamRequest,
 };
-use crate::sse::SseFramer;
+use crate::sse::SseEvent;
 
 pub struct OpenAiCompatible {
     cfg: ProviderConfig,
@@ -103,18 +105,27 @@ impl Provider for OpenAiCompatible {
         ))
     }
 
-    fn chat_response(&self, body: Bytes, _call: &CallInfo) -> Result<Translated, GatewayError> {
+    /// The body passes through: the client's dialect is this upstream's.
+    fn chat_response(
+        &self,
+        body: Bytes,
+        _call: &CallInfo,
+        _w: &dyn AnswerWriter,
+    ) -> Result<Translated, GatewayError> {
         let usage = usage_of(&body);
         Ok(Translated { body, usage })
     }
 
-    fn stream_translator(&self, call: &CallInfo) -> Box<dyn StreamTranslator> {
-        Box::new(OpenAiStream {
-            framer: SseFramer::new(),
+    /// Events pass through: the client's dialect is this upstream's.
+    fn stream_translator(
+        &self,
+        call: &CallInfo,
+        _w: Box<dyn EventWriter>,
+    ) -> Box<dyn StreamTranslator> {
+        Box::new(SseDriver::new(OpenAiStream {
             include_usage: call.include_usage,
             usage: None,
-            done: false,
-        })
+        }))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -266,17 +277,14 @@ pub fn openai_error(status: u16, body: &[u8]) -> GatewayError {
 /// Pass-through of an OpenAI SSE stream: events are forwarded byte for byte as each completes;
 /// usage is read on the side; the usage-only chunk is dropped if the client did not ask for it.
 struct OpenAiStream {
-    framer: SseFramer,
     include_usage: bool,
     usage: Option<Usage>,
-    done: bool,
 }
 
 impl OpenAiStream {
     fn event(&mut self, raw: &[u8], data: &str, out: &mut BytesMut) -> StreamStatus {
         if data == "[DONE]" {
             out.extend_from_slice(raw);
-            self.done = true;
             return StreamStatus::Done;
         }
         // Only events that can carry usage or an error are parsed; the rest are copied.
@@ -307,33 +315,20 @@ impl OpenAiStream {
     }
 }
 
-impl StreamTranslator for OpenAiStream {
-    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> StreamStatus {
-        if self.done {
-            return StreamStatus::Done;
-        }
-        self.framer.push(input);
-        while let Some(ev) = self.framer.next_event() {
-            if ev.is_empty() {
-                // Comments and keep-alives pass through unchanged.
-                out.extend_from_slice(&ev.raw);
-                continue;
-            }
-            match self.event(&ev.raw, &ev.data, out) {
-                StreamStatus::Continue => {}
-                other => return other,
-            }
-        }
-        StreamStatus::Continue
+impl EventDecoder for OpenAiStream {
+    fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> StreamStatus {
+        OpenAiStream::event(self, &ev.raw, &ev.data, out)
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> StreamStatus {
-        if self.done {
-            return StreamStatus::Done;
-        }
-        if let Some(ev) = self.framer.finish() {
+    /// Comments and keep-alives pass through unchanged.
+    fn empty(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+        out.extend_from_slice(&ev.raw);
+    }
+
+    fn end(&mut self, tail: Option<SseEvent>, out: &mut BytesMut) -> StreamStatus {
+        if let Some(ev) = tail {
             // A final event without its blank line: accept it.
-            let status = self.event(&ev.raw, &ev.data, out);
+            let status = OpenAiStream::event(self, &ev.raw, &ev.data, out);
             if status != StreamStatus::Continue {
                 if status == StreamStatus::Done {
                     out.extend_from_slice(b"\n\n");
@@ -361,13 +356,11 @@ impl StreamTranslator for OpenAiStream {
 mod tests {
     use super::*;
 
-    fn translator(include_usage: bool) -> OpenAiStream {
-        OpenAiStream {
-            framer: SseFramer::new(),
+    fn translator(include_usage: bool) -> SseDriver<OpenAiStream> {
+        SseDriver::new(OpenAiStream {
             include_usage,
             usage: None,
-            done: false,
-        }
+        })
     }
 
     const STREAM: &str = concat!(
@@ -378,7 +371,7 @@ mod tests {
         "data: [DONE]\n\n",
     );
 
-    fn run(t: &mut OpenAiStream, input: &[u8], split: usize) -> (Vec<u8>, StreamStatus) {
+    fn run(t: &mut SseDriver<OpenAiStream>, input: &[u8], split: usize) -> (Vec<u8>, StreamStatus) {
         let mut out = BytesMut::new();
         let mut status = StreamStatus::Continue;
         for part in [&input[..split], &input[split..]] {

@@ -271,7 +271,10 @@ pub async fn attempt(
             }
         };
         resp.release().await;
-        match route.provider.chat_response(body, call) {
+        match route
+            .provider
+            .chat_response(body, call, &crate::api::ChatCompletionsWriter)
+        {
             Ok(t) => {
                 ctx.usage = t.usage;
                 cache::record_body(ctx, &t.body);
@@ -341,7 +344,8 @@ async fn stream_response(
 ) -> Attempt {
     let provider = route.provider_name().to_string();
     let _active = metrics::StreamGuard::new();
-    let mut tr = route.provider.stream_translator(call);
+    let writer = Box::new(ChunkWriter::new(&call.client_model));
+    let mut tr = route.provider.stream_translator(call, writer);
     let mut out = BytesMut::with_capacity(4096);
     let mut started = false;
     loop {

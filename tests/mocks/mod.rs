@@ -930,3 +930,290 @@ pub fn validate_gemini(body: &Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+// =============================================================================================
+// Cohere (chat API v2)
+
+pub const COHERE_KEY: &str = "co-mock-secret-3";
+
+fn c_error(status: u16, message: &str) -> Response {
+    json_response(status, json!({"id": "7f3a8e2c-mock", "message": message}))
+}
+
+pub fn cohere() -> Handler {
+    Arc::new(cohere_answer)
+}
+
+fn cohere_answer(r: &Recorded) -> Response {
+    if r.header("authorization") != Some(&format!("Bearer {COHERE_KEY}")) {
+        return c_error(401, "invalid api token");
+    }
+    if r.method == "GET" {
+        if r.path == "/v1/models" {
+            return json_response(
+                200,
+                json!({"models": [
+                    {"name": "command-a-03-2025", "endpoints": ["chat"], "finetuned": false, "context_length": 256000},
+                    {"name": "command-r7b-12-2024", "endpoints": ["chat"], "finetuned": false, "context_length": 128000}
+                ]}),
+            );
+        }
+        return c_error(404, "not found");
+    }
+    if r.path != "/v2/chat" || r.method != "POST" {
+        return c_error(404, "not found");
+    }
+    if !r
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("application/json")
+    {
+        return c_error(
+            400,
+            "invalid request: content-type must be application/json",
+        );
+    }
+    let body = r.json();
+    if let Err(m) = validate_cohere(&body) {
+        return c_error(400, &format!("invalid request: mock validation: {m}"));
+    }
+    let model = text_of(&body["model"]);
+    match model.as_str() {
+        "command-ratelimited" => {
+            return c_error(
+                429,
+                "You are using a Trial key, which is limited to 20 API calls / minute.",
+            )
+        }
+        "command-broken" => return c_error(500, "internal server error, this has been reported"),
+        _ => {}
+    }
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages.last().cloned().unwrap_or(Value::Null);
+    let user_text: String = match &last["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(|p| text_of(&p["text"])).collect(),
+        _ => String::new(),
+    };
+    let results: Vec<String> = messages
+        .iter()
+        .rev()
+        .take_while(|m| m["role"] == "tool")
+        .map(|m| text_of(&m["content"]))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let tools = body["tools"].as_array().cloned().unwrap_or_default();
+
+    let (text, calls, finish): (String, Vec<Value>, &str) = if !results.is_empty() {
+        (
+            format!("Tool said: {}", results.join(", ")),
+            Vec::new(),
+            "COMPLETE",
+        )
+    } else if !tools.is_empty() && body["tool_choice"] != "NONE" {
+        let name = text_of(&tools[0]["function"]["name"]);
+        let mut calls = vec![json!({"id": "get_weather_1byjy32y4hvq", "type": "function",
+            "function": {"name": name, "arguments": "{\"location\":\"Paris\",\"unit\":\"celsius\"}"}})];
+        if user_text.contains(TWO_CITIES) {
+            calls.push(json!({"id": "get_weather_2kzrp8q7d1mn", "type": "function",
+                "function": {"name": name, "arguments": "{\"location\":\"Rome\",\"unit\":\"celsius\"}"}}));
+        }
+        (String::new(), calls, "TOOL_CALL")
+    } else {
+        ("Hello from Command".to_string(), Vec::new(), "COMPLETE")
+    };
+    let usage = json!({"billed_units": {"input_tokens": 12, "output_tokens": 4}, "tokens": {"input_tokens": 210, "output_tokens": 4}});
+    let id = "c14c80c3-18eb-4519-9460-6c92edd8cfb4";
+    if body["stream"] != true {
+        let mut message = json!({"role": "assistant"});
+        if !text.is_empty() {
+            message["content"] = json!([{"type": "text", "text": text}]);
+        }
+        if !calls.is_empty() {
+            message["tool_plan"] = json!("I will look up the weather.");
+            message["tool_calls"] = json!(calls);
+        }
+        return json_response(
+            200,
+            json!({"id": id, "message": message, "finish_reason": finish, "usage": usage}),
+        );
+    }
+    let ev = |data: Value| format!("event: {}\ndata: {data}\n\n", text_of(&data["type"]));
+    let mut events = vec![ev(
+        json!({"id": id, "type": "message-start", "delta": {"message": {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []}}}),
+    )];
+    if !text.is_empty() {
+        events.push(ev(json!({"type": "content-start", "index": 0, "delta": {"message": {"content": {"type": "text", "text": ""}}}})));
+        for (k, w) in words(&text).into_iter().enumerate() {
+            events.push(ev(json!({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": w}}}, "logprobs": null})));
+            if k == 0 && user_text.contains(FAIL_MID_STREAM) {
+                events.push(ev(json!({"type": "message-end", "delta": {"finish_reason": "ERROR", "error": "internal error during generation"}})));
+                return sse_response(events, Duration::ZERO, None);
+            }
+        }
+        events.push(ev(json!({"type": "content-end", "index": 0})));
+    }
+    if !calls.is_empty() {
+        events.push(ev(json!({"type": "tool-plan-delta", "delta": {"message": {"tool_plan": "I will look up the weather."}}})));
+    }
+    for (i, c) in calls.iter().enumerate() {
+        let args = text_of(&c["function"]["arguments"]);
+        let (a, b) = args.split_at(args.len() / 2);
+        events.push(ev(json!({"type": "tool-call-start", "index": i, "delta": {"message": {"tool_calls": {
+            "id": c["id"], "type": "function", "function": {"name": c["function"]["name"], "arguments": ""}}}}})));
+        for frag in [a, b] {
+            events.push(ev(json!({"type": "tool-call-delta", "index": i, "delta": {"message": {"tool_calls": {"function": {"arguments": frag}}}}})));
+        }
+        events.push(ev(json!({"type": "tool-call-end", "index": i})));
+    }
+    if user_text.contains(CUT_STREAM) {
+        let n = events.len();
+        return sse_response(events, Duration::from_millis(20), Some(n));
+    }
+    events.push(ev(
+        json!({"type": "message-end", "delta": {"finish_reason": finish, "usage": usage}}),
+    ));
+    events.push("data: [DONE]\n\n".to_string());
+    sse_response(events, Duration::ZERO, None)
+}
+
+/// The v2 chat request rules the gateway's translation must respect.
+pub fn validate_cohere(body: &Value) -> Result<(), String> {
+    let o = body.as_object().ok_or("body must be an object")?;
+    only_keys(
+        o,
+        &[
+            "model",
+            "messages",
+            "tools",
+            "strict_tools",
+            "documents",
+            "citation_options",
+            "response_format",
+            "safety_mode",
+            "max_tokens",
+            "stop_sequences",
+            "temperature",
+            "seed",
+            "frequency_penalty",
+            "presence_penalty",
+            "k",
+            "p",
+            "logprobs",
+            "tool_choice",
+            "thinking",
+            "stream",
+        ],
+        "body",
+    )?;
+    if !body["model"].is_string() {
+        return Err("model is required".into());
+    }
+    if let Some(tc) = o.get("tool_choice") {
+        if tc != "REQUIRED" && tc != "NONE" {
+            return Err(format!("tool_choice must be REQUIRED or NONE, got {tc}"));
+        }
+        if body["tools"].as_array().is_none_or(|t| t.is_empty()) {
+            return Err("tool_choice needs tools".into());
+        }
+    }
+    for (i, t) in body["tools"].as_array().into_iter().flatten().enumerate() {
+        let t = t
+            .as_object()
+            .ok_or(format!("tools[{i}] must be an object"))?;
+        only_keys(t, &["type", "function"], &format!("tools[{i}]"))?;
+        if t.get("type").is_some_and(|k| k != "function") {
+            return Err(format!("tools[{i}].type must be function"));
+        }
+        let f = t["function"]
+            .as_object()
+            .ok_or(format!("tools[{i}].function must be an object"))?;
+        only_keys(
+            f,
+            &["name", "description", "parameters"],
+            &format!("tools[{i}].function"),
+        )?;
+        if !f.get("name").is_some_and(Value::is_string) {
+            return Err(format!("tools[{i}].function.name is required"));
+        }
+    }
+    let messages = body["messages"]
+        .as_array()
+        .filter(|m| !m.is_empty())
+        .ok_or("messages must be a non-empty array")?;
+    let mut call_ids: Vec<String> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let at = format!("messages[{i}]");
+        let mo = m.as_object().ok_or(format!("{at} must be an object"))?;
+        let content_ok = |c: &Value, images: bool| match c {
+            Value::String(_) => true,
+            Value::Array(parts) => parts.iter().all(|p| match p["type"].as_str() {
+                Some("text") => p["text"].is_string(),
+                Some("image_url") => images && p["image_url"]["url"].is_string(),
+                _ => false,
+            }),
+            _ => false,
+        };
+        match m["role"].as_str() {
+            Some("system") => {
+                only_keys(mo, &["role", "content"], &at)?;
+                if !content_ok(&m["content"], false) {
+                    return Err(format!("{at}.content must be text"));
+                }
+            }
+            Some("user") => {
+                only_keys(mo, &["role", "content"], &at)?;
+                if !content_ok(&m["content"], true) {
+                    return Err(format!("{at}.content must be text or image_url parts"));
+                }
+            }
+            Some("assistant") => {
+                only_keys(
+                    mo,
+                    &["role", "content", "tool_calls", "tool_plan", "citations"],
+                    &at,
+                )?;
+                let calls = m["tool_calls"].as_array().cloned().unwrap_or_default();
+                if mo.get("content").is_none() && calls.is_empty() {
+                    return Err(format!("{at} needs content or tool_calls"));
+                }
+                if let Some(c) = mo.get("content") {
+                    if !content_ok(c, false) {
+                        return Err(format!("{at}.content must be text"));
+                    }
+                }
+                for (k, c) in calls.iter().enumerate() {
+                    if !c["function"]["arguments"].is_string() {
+                        return Err(format!(
+                            "{at}.tool_calls[{k}].function.arguments must be a JSON string"
+                        ));
+                    }
+                    if serde_json::from_str::<Value>(
+                        c["function"]["arguments"].as_str().unwrap_or(""),
+                    )
+                    .is_err()
+                    {
+                        return Err(format!(
+                            "{at}.tool_calls[{k}].function.arguments is not JSON"
+                        ));
+                    }
+                    call_ids.push(text_of(&c["id"]));
+                }
+            }
+            Some("tool") => {
+                only_keys(mo, &["role", "tool_call_id", "content"], &at)?;
+                let id = text_of(&m["tool_call_id"]);
+                if !call_ids.contains(&id) {
+                    return Err(format!("{at}.tool_call_id {id:?} answers no tool call"));
+                }
+                if !m["content"].is_string() && !m["content"].is_array() {
+                    return Err(format!("{at}.content is required"));
+                }
+            }
+            other => return Err(format!("{at}.role {other:?} is not a valid role")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,721 @@
+//! Anthropic Messages API (`POST /v1/messages`) behind OpenAI Chat Completions: requests,
+//! answers, streams and errors translated both ways.
+//!
+//! Choices (README, "Anthropic and Gemini"): `temperature` above 1 is clamped to 1 (Anthropic's
+//! maximum); `n > 1` is a 400; `response_format` JSON is emulated with one forced tool whose
+//! input is the answer; `seed`, `user` (sent as `metadata.user_id`) and the fields of
+//! [`crate::providers::translate::harmless`] cannot change the answer; any other field without
+//! an equivalent is a 400 naming it.
+//!
+//! `wire.rs` holds the Messages API's serde types, `translate.rs` what they mean for the
+//! gateway's canonical (OpenAI chat) request, answers and stream events.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use crate::api::ChatRequest;
+use crate::canonical::{AnswerWriter, EventWriter};
+use crate::config::{BaseUrl, ProviderConfig};
+use crate::error::{ErrorKind, GatewayError};
+use crate::providers::stream::SseDriver;
+use crate::providers::{
+    upstream_error_message, CallInfo, Provider, StreamTranslator, Translated, UpstreamRequest,
+};
+
+mod translate;
+mod wire;
+
+use translate::decode_response;
+pub use translate::{encode_request, finish_reason, AnthropicStream};
+
+/// The API version every request names (`anthropic-version`).
+pub const API_VERSION: &str = "2023-06-01";
+
+/// The tool that carries the answer when the client asked for JSON (`response_format`):
+/// Anthropic has no JSON mode, so the gateway forces a call to this tool and returns its input
+/// as the message content. Client tools may not use the name.
+pub const JSON_TOOL: &str = "gateway_json_response";
+
+const NAME: &str = "Anthropic";
+
+pub struct Anthropic {
+    cfg: ProviderConfig,
+    default_max_tokens: u32,
+}
+
+impl Anthropic {
+    pub fn new(cfg: ProviderConfig, default_max_tokens: u32) -> Self {
+        Anthropic {
+            cfg,
+            default_max_tokens,
+        }
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut h = vec![("anthropic-version", API_VERSION.to_string())];
+        if let Some(k) = &self.cfg.api_key {
+            h.push(("x-api-key", k.expose().to_string()));
+        }
+        h
+    }
+}
+
+impl Provider for Anthropic {
+    fn config(&self) -> &ProviderConfig {
+        &self.cfg
+    }
+
+    fn chat_request(
+        &self,
+        req: &ChatRequest,
+        call: &CallInfo,
+        backend: &BaseUrl,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let body = encode_request(req, call, self.default_max_tokens)?;
+        Ok(UpstreamRequest::post(
+            format!("{}/v1/messages", backend.path),
+            self.headers(),
+            body,
+        ))
+    }
+
+    fn chat_response(
+        &self,
+        body: Bytes,
+        call: &CallInfo,
+        w: &dyn AnswerWriter,
+    ) -> Result<Translated, GatewayError> {
+        decode_response(&body, call, w)
+    }
+
+    fn stream_translator(
+        &self,
+        call: &CallInfo,
+        w: Box<dyn EventWriter>,
+    ) -> Box<dyn StreamTranslator> {
+        Box::new(SseDriver::new(AnthropicStream::new(call, w)))
+    }
+
+    fn error(&self, status: u16, body: &[u8]) -> GatewayError {
+        map_error(status, body)
+    }
+
+    fn embeddings_request(
+        &self,
+        _body: &Map<String, Value>,
+        _upstream_model: &str,
+        _backend: &BaseUrl,
+    ) -> Result<UpstreamRequest, GatewayError> {
+        let mut e = GatewayError::bad_request(
+            "model",
+            "Anthropic has no embeddings API: use an embeddings model of another provider \
+             (for example openai/text-embedding-3-small or google/text-embedding-004)",
+        );
+        e.code = Some("embeddings_not_supported".into());
+        Err(e)
+    }
+
+    fn models_request(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
+        Some(UpstreamRequest::get(
+            format!("{}/v1/models?limit=1000", backend.path),
+            self.headers(),
+        ))
+    }
+
+    fn parse_models(&self, body: &[u8]) -> Vec<String> {
+        crate::providers::openai::parse_model_list(body)
+    }
+
+    fn health_probe(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
+        Some(UpstreamRequest::get(
+            format!("{}/v1/models?limit=1", backend.path),
+            self.headers(),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error mapping
+
+/// The HTTP status Anthropic uses for an error `type` (stream errors carry only the type).
+pub(super) fn status_for_type(t: &str) -> u16 {
+    match t {
+        "invalid_request_error" => 400,
+        "authentication_error" => 401,
+        "billing_error" => 402,
+        "permission_error" => 403,
+        "not_found_error" => 404,
+        "request_too_large" => 413,
+        "rate_limit_error" => 429,
+        "timeout_error" => 504,
+        "overloaded_error" => 529,
+        _ => 500,
+    }
+}
+
+/// An Anthropic error body -> the OpenAI error object. 529 (overloaded) becomes 503 so every
+/// client treats it as retryable; the Anthropic error type is kept as `code`.
+pub fn map_error(status: u16, body: &[u8]) -> GatewayError {
+    let (message, kind, _) = upstream_error_message(body);
+    let status = if status == 529 { 503 } else { status };
+    GatewayError::from_upstream(status, ErrorKind::for_status(status), kind, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ChatCompletionsWriter, ChunkWriter};
+
+    /// The OpenAI chunk writer with a fixed id and time (tests compare exact output).
+    fn fixed_writer(call: &CallInfo) -> Box<dyn EventWriter> {
+        Box::new(ChunkWriter {
+            id: "chatcmpl-x".into(),
+            created: 7,
+            model: call.client_model.clone(),
+        })
+    }
+    use crate::api::Usage;
+    use crate::providers::StreamStatus;
+    use bytes::BytesMut;
+    use serde_json::json;
+
+    fn call(include_usage: bool) -> CallInfo {
+        CallInfo {
+            client_model: "anthropic/claude-sonnet-4-20250514".into(),
+            upstream_model: "claude-sonnet-4-20250514".into(),
+            stream: true,
+            include_usage,
+            parallel_tool_calls: true,
+        }
+    }
+
+    fn encode(body: Value) -> Result<Value, GatewayError> {
+        let req = ChatRequest::parse(body.to_string().as_bytes())?;
+        let bytes = encode_request(&req, &call(false), 4096)?;
+        Ok(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn request_translation() {
+        let v = encode(json!({
+            "model": "anthropic/claude-sonnet-4-20250514",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "developer", "content": "use metric"},
+                {"role": "user", "content": "weather in Paris and Rome?"},
+                {"role": "user", "content": [{"type": "text", "text": "and "}, {"type": "text", "text": ""},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/a.jpg"}}]},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},
+                    {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]},
+                {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
+                {"role": "tool", "tool_call_id": "toolu_2", "content": "21C"},
+                {"role": "assistant", "content": ""},
+                {"role": "user", "content": "thanks"}
+            ],
+            "max_completion_tokens": 100, "max_tokens": 5, "temperature": 1.7, "top_p": 0.9,
+            "stop": ["END", "  "], "user": "u-42", "seed": 7, "n": 1, "store": false,
+            "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+                      {"type": "function", "function": {"name": "noargs"}}],
+            "tool_choice": "required", "parallel_tool_calls": false, "stream": true
+        }))
+        .unwrap();
+        assert_eq!(v["model"], "claude-sonnet-4-20250514");
+        assert_eq!(v["max_tokens"], 100);
+        assert_eq!(v["temperature"], 1.0);
+        assert_eq!(v["top_p"], 0.9);
+        assert_eq!(v["stop_sequences"], json!(["END"]));
+        assert_eq!(v["metadata"], json!({"user_id": "u-42"}));
+        assert_eq!(v["stream"], true);
+        assert!(v.get("seed").is_none() && v.get("store").is_none() && v.get("n").is_none());
+        assert_eq!(
+            v["system"],
+            json!([{"type": "text", "text": "be brief"}, {"type": "text", "text": "use metric"}])
+        );
+        assert_eq!(
+            v["tool_choice"],
+            json!({"type": "any", "disable_parallel_tool_use": true})
+        );
+        assert_eq!(
+            v["tools"][1],
+            json!({"name": "noargs", "input_schema": {"type": "object", "properties": {}}})
+        );
+        assert_eq!(
+            v["tools"][0]["input_schema"]["properties"]["city"]["type"],
+            "string"
+        );
+        let m = v["messages"].as_array().unwrap();
+        assert_eq!(m.len(), 3, "the empty assistant message is dropped, tool results and the next user text merge: {m:?}");
+        assert_eq!(m[0]["role"], "user");
+        assert_eq!(
+            m[0]["content"],
+            json!([
+                {"type": "text", "text": "weather in Paris and Rome?"},
+                {"type": "text", "text": "and "},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}}
+            ])
+        );
+        assert_eq!(
+            m[1],
+            json!({"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}}
+            ]})
+        );
+        assert_eq!(
+            m[2],
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": "21C"},
+                {"type": "text", "text": "thanks"}
+            ]})
+        );
+    }
+
+    #[test]
+    fn defaults_and_json_mode() {
+        let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Sure:  "}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}}))
+        .unwrap();
+        assert_eq!(v["max_tokens"], 4096);
+        assert!(v.get("stream").is_none() && v.get("temperature").is_none());
+        assert_eq!(
+            v["messages"][1]["content"][0]["text"], "Sure:",
+            "a prefill loses its trailing whitespace"
+        );
+        assert_eq!(v["tools"][0]["name"], JSON_TOOL);
+        assert_eq!(
+            v["tools"][0]["input_schema"]["properties"]["name"]["type"],
+            "string"
+        );
+        assert_eq!(
+            v["tool_choice"],
+            json!({"type": "tool", "name": JSON_TOOL, "disable_parallel_tool_use": true})
+        );
+        let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "none"})).unwrap();
+        assert_eq!(v["tool_choice"], json!({"type": "none"}));
+        let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]})).unwrap();
+        assert!(v.get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn untranslatable_fields_are_400s_naming_them() {
+        let base = |extra: Value| {
+            let mut b = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+            for (k, v) in extra.as_object().unwrap() {
+                b[k] = v.clone();
+            }
+            b
+        };
+        for (extra, param) in [
+            (json!({"n": 2}), "n"),
+            (json!({"logprobs": true}), "logprobs"),
+            (json!({"presence_penalty": 0.5}), "presence_penalty"),
+            (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
+            (json!({"reasoning_effort": "high"}), "reasoning_effort"),
+            (json!({"x_unknown": 1}), "x_unknown"),
+            (json!({"temperature": 3}), "temperature"),
+            (
+                json!({"response_format": {"type": "json_object"}, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+                "response_format",
+            ),
+            (
+                json!({"tools": [{"type": "function", "function": {"name": JSON_TOOL}}]}),
+                "tools",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]}),
+                "messages",
+            ),
+            (
+                json!({"messages": [{"role": "system", "content": "only a system prompt"}]}),
+                "messages",
+            ),
+        ] {
+            let e = encode(base(extra.clone())).unwrap_err();
+            assert_eq!(
+                (e.status, e.param.as_deref()),
+                (400, Some(param)),
+                "{extra}"
+            );
+        }
+        // Harmless ones pass.
+        encode(base(json!({"presence_penalty": 0, "logprobs": false, "metadata": {"a": "b"}, "reasoning_effort": "none", "modalities": ["text"]}))).unwrap();
+    }
+
+    #[test]
+    fn response_translation() {
+        let body = br#"{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-20250514",
+            "content":[{"type":"thinking","thinking":"hmm","signature":"x"},{"type":"text","text":"Checking."},
+                       {"type":"tool_use","id":"toolu_01","name":"get_weather","input":{"location":"Paris"}}],
+            "stop_reason":"tool_use","stop_sequence":null,
+            "usage":{"input_tokens":377,"output_tokens":65,"cache_creation_input_tokens":10,"cache_read_input_tokens":100}}"#;
+        let t = decode_response(body, &call(false), &ChatCompletionsWriter).unwrap();
+        let v: Value = serde_json::from_slice(&t.body).unwrap();
+        assert_eq!(v["id"], "chatcmpl-msg_01");
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["model"], "anthropic/claude-sonnet-4-20250514");
+        assert!(v["created"].as_u64().unwrap() > 1_700_000_000);
+        let c = &v["choices"][0];
+        assert_eq!(c["finish_reason"], "tool_calls");
+        assert_eq!(c["message"]["content"], "Checking.");
+        assert_eq!(
+            c["message"]["tool_calls"][0],
+            json!({"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}})
+        );
+        assert_eq!(
+            v["usage"],
+            json!({"prompt_tokens": 487, "completion_tokens": 65, "total_tokens": 552, "prompt_tokens_details": {"cached_tokens": 100}})
+        );
+        assert_eq!(t.usage.unwrap().cached_tokens, 100);
+
+        for (reason, want) in [
+            ("end_turn", "stop"),
+            ("stop_sequence", "stop"),
+            ("pause_turn", "stop"),
+            ("max_tokens", "length"),
+            ("model_context_window_exceeded", "length"),
+            ("refusal", "content_filter"),
+        ] {
+            let body = json!({"id": "m", "content": [{"type": "text", "text": "x"}], "stop_reason": reason, "usage": {"input_tokens": 1, "output_tokens": 1}});
+            let v: Value = serde_json::from_slice(
+                &decode_response(
+                    body.to_string().as_bytes(),
+                    &call(false),
+                    &ChatCompletionsWriter,
+                )
+                .unwrap()
+                .body,
+            )
+            .unwrap();
+            assert_eq!(v["choices"][0]["finish_reason"], want, "{reason}");
+        }
+        let json_mode = br#"{"id":"m","content":[{"type":"tool_use","id":"t","name":"gateway_json_response","input":{"name":"Ada"}}],"stop_reason":"tool_use","usage":{"input_tokens":1,"output_tokens":1}}"#;
+        let v: Value = serde_json::from_slice(
+            &decode_response(json_mode, &call(false), &ChatCompletionsWriter)
+                .unwrap()
+                .body,
+        )
+        .unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "{\"name\":\"Ada\"}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+        assert_eq!(
+            decode_response(b"<html>", &call(false), &ChatCompletionsWriter)
+                .unwrap_err()
+                .status,
+            502
+        );
+    }
+
+    #[test]
+    fn errors_map_to_openai_shape() {
+        let e = map_error(529, br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":"req_1"}"#);
+        assert_eq!(
+            (
+                e.status,
+                e.message.as_str(),
+                e.kind.as_str(),
+                e.code.as_deref()
+            ),
+            (503, "Overloaded", "server_error", Some("overloaded_error"))
+        );
+        let e = map_error(401, br#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#);
+        assert_eq!((e.status, e.kind.as_str()), (401, "authentication_error"));
+        let e = map_error(
+            429,
+            br#"{"type":"error","error":{"type":"rate_limit_error","message":"slow"}}"#,
+        );
+        assert_eq!(
+            (e.status, e.kind.as_str(), e.message.as_str()),
+            (429, "rate_limit_error", "slow")
+        );
+        let v: Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["message"], "slow");
+    }
+
+    // ---- streams: recorded-shape fixtures, fed split at every byte offset ----
+
+    fn ev(name: &str, data: Value) -> String {
+        format!("event: {name}\ndata: {data}\n\n")
+    }
+
+    fn start() -> String {
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 25, "output_tokens": 1, "cache_read_input_tokens": 5}}}),
+        )
+    }
+
+    fn text_stream() -> String {
+        [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            "event: ping\ndata: {\"type\": \"ping\"}\n\n".to_string(),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " wörld"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": 12}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ]
+        .concat()
+    }
+
+    fn tools_stream() -> String {
+        [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me check."}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_A", "name": "get_weather", "input": {}}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{\"locati"}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "on\": \"Paris\"}"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 1})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_B", "name": "get_time", "input": {}}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"tz\":\"CET\"}"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 2})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 3, "content_block": {"type": "tool_use", "id": "toolu_C", "name": "ping_all", "input": {}}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 3})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": 65}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ]
+        .concat()
+    }
+
+    fn chunk(delta: Value, finish: Option<&str>) -> Value {
+        json!({"id": "chatcmpl-msg_1", "object": "chat.completion.chunk", "created": 7, "model": "anthropic/claude-sonnet-4-20250514",
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    }
+
+    fn usage_chunk(p: u64, c: u64, cached: u64) -> Value {
+        json!({"id": "chatcmpl-msg_1", "object": "chat.completion.chunk", "created": 7, "model": "anthropic/claude-sonnet-4-20250514",
+               "choices": [], "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c, "prompt_tokens_details": {"cached_tokens": cached}}})
+    }
+
+    /// Runs `input` split in two at `split`, returns the output events and the final status.
+    fn run(
+        input: &[u8],
+        split: usize,
+        include_usage: bool,
+    ) -> (Vec<u8>, StreamStatus, Option<Usage>) {
+        let mut t = SseDriver::new(AnthropicStream::new(
+            &call(include_usage),
+            fixed_writer(&call(include_usage)),
+        ));
+        let mut out = BytesMut::new();
+        let mut status = StreamStatus::Continue;
+        for part in [&input[..split], &input[split..]] {
+            if status == StreamStatus::Continue {
+                status = t.feed(part, &mut out);
+            }
+        }
+        if status == StreamStatus::Continue {
+            status = t.finish(&mut out);
+        }
+        (out.to_vec(), status, t.usage())
+    }
+
+    fn events(out: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(out).unwrap();
+        assert!(text.is_empty() || text.ends_with("\n\n"), "{text}");
+        text.split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let d = e
+                    .strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("not a data event: {e}"));
+                if d == "[DONE]" {
+                    json!("[DONE]")
+                } else {
+                    serde_json::from_str(d).unwrap()
+                }
+            })
+            .collect()
+    }
+
+    /// Every split gives the same bytes as the whole, and those bytes are `want`.
+    fn check(input: &str, include_usage: bool, want: &[Value], want_status: &StreamStatus) {
+        let input = input.as_bytes();
+        let (whole, status, _) = run(input, 0, include_usage);
+        assert_eq!(&status, want_status);
+        assert_eq!(events(&whole), want);
+        for split in 0..=input.len() {
+            let (out, status, _) = run(input, split, include_usage);
+            assert_eq!(out, whole, "split at {split}");
+            assert_eq!(&status, want_status, "split at {split}");
+        }
+        // And one byte at a time.
+        let mut t = SseDriver::new(AnthropicStream::new(
+            &call(include_usage),
+            fixed_writer(&call(include_usage)),
+        ));
+        let mut out = BytesMut::new();
+        let mut status = StreamStatus::Continue;
+        for b in input {
+            if status == StreamStatus::Continue {
+                status = t.feed(std::slice::from_ref(b), &mut out);
+            }
+        }
+        if status == StreamStatus::Continue {
+            status = t.finish(&mut out);
+        }
+        assert_eq!(out.to_vec(), whole);
+        assert_eq!(&status, want_status);
+    }
+
+    #[test]
+    fn text_stream_at_every_split() {
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Hello"}), None),
+            chunk(json!({"content": " wörld"}), None),
+            chunk(json!({}), Some("stop")),
+            json!("[DONE]"),
+        ];
+        check(&text_stream(), false, &want, &StreamStatus::Done);
+        let mut with_usage = want.to_vec();
+        with_usage.insert(4, usage_chunk(30, 12, 5));
+        check(&text_stream(), true, &with_usage, &StreamStatus::Done);
+        let (_, _, usage) = run(text_stream().as_bytes(), 3, false);
+        let u = usage.unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.cached_tokens),
+            (30, 12, 5),
+            "usage known without the usage chunk"
+        );
+    }
+
+    #[test]
+    fn tool_stream_with_several_calls_at_every_split() {
+        let tc = |v: Value| chunk(json!({"tool_calls": [v]}), None);
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Let me check."}), None),
+            tc(
+                json!({"index": 0, "id": "toolu_A", "type": "function", "function": {"name": "get_weather", "arguments": ""}}),
+            ),
+            tc(json!({"index": 0, "function": {"arguments": "{\"locati"}})),
+            tc(json!({"index": 0, "function": {"arguments": "on\": \"Paris\"}"}})),
+            tc(
+                json!({"index": 1, "id": "toolu_B", "type": "function", "function": {"name": "get_time", "arguments": ""}}),
+            ),
+            tc(json!({"index": 1, "function": {"arguments": "{\"tz\":\"CET\"}"}})),
+            tc(
+                json!({"index": 2, "id": "toolu_C", "type": "function", "function": {"name": "ping_all", "arguments": ""}}),
+            ),
+            tc(json!({"index": 2, "function": {"arguments": "{}"}})),
+            chunk(json!({}), Some("tool_calls")),
+            usage_chunk(30, 65, 5),
+            json!("[DONE]"),
+        ];
+        check(&tools_stream(), true, &want, &StreamStatus::Done);
+    }
+
+    #[test]
+    fn json_mode_stream_becomes_content() {
+        let input = [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_J", "name": JSON_TOOL, "input": {}}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{\"name\":"}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "\"Ada\"}"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ]
+        .concat();
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "{\"name\":"}), None),
+            chunk(json!({"content": "\"Ada\"}"}), None),
+            chunk(json!({}), Some("stop")),
+            json!("[DONE]"),
+        ];
+        check(&input, false, &want, &StreamStatus::Done);
+    }
+
+    #[test]
+    fn error_event_fails_without_a_finish_chunk() {
+        let input = [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}})),
+            ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+        ]
+        .concat();
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Hel"}), None),
+        ];
+        let (_, status, _) = run(input.as_bytes(), 0, false);
+        let StreamStatus::Failed(e) = &status else {
+            panic!("{status:?}")
+        };
+        assert_eq!(
+            (e.status, e.message.as_str(), e.code.as_deref()),
+            (503, "Overloaded", Some("overloaded_error"))
+        );
+        check(&input, true, &want, &status);
+    }
+
+    #[test]
+    fn error_before_any_content_writes_nothing_so_failover_stays_possible() {
+        let input = [start(), ev("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))].concat();
+        let (out, status, _) = run(input.as_bytes(), 0, false);
+        assert!(out.is_empty());
+        assert!(matches!(status, StreamStatus::Failed(e) if e.status == 503));
+    }
+
+    #[test]
+    fn truncated_streams_fail_and_never_finish() {
+        let full = tools_stream();
+        // Cut after message_delta: the finish_reason is known but must not be sent.
+        let cut = full.find("event: message_stop").unwrap();
+        let input = &full[..cut];
+        let (out, status, _) = run(input.as_bytes(), 0, true);
+        assert!(
+            matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")),
+            "{status:?}"
+        );
+        let evs = events(&out);
+        assert!(evs
+            .iter()
+            .all(|e| e["choices"][0]["finish_reason"].is_null()
+                && e != "[DONE]"
+                && e.get("usage").is_none()));
+        check(input, true, &evs, &status);
+        // Cut in the middle of an event.
+        let input = &full[..full.len() / 2];
+        let (out, status, _) = run(input.as_bytes(), 0, false);
+        assert!(
+            matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated"))
+        );
+        check(input, false, &events(&out), &status);
+    }
+
+    #[test]
+    fn unknown_events_and_thinking_are_ignored_and_done_is_final() {
+        let input = [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}})),
+            ev("brand_new_event", json!({"type": "brand_new_event", "x": 1})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 3}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+            "event: ping\ndata: {\"type\":\"ping\"}\n\n".to_string(),
+        ]
+        .concat();
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"content": "Hi"}), None),
+            chunk(json!({}), Some("length")),
+            json!("[DONE]"),
+        ];
+        check(&input, false, &want, &StreamStatus::Done);
+    }
+}

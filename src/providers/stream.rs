@@ -1,0 +1,86 @@
+//! The one stream driver: SSE framing over arbitrary body chunks, shared by every format whose
+//! streams are SSE. A format only says what one event means ([`EventDecoder::event`]) and what
+//! the end of the body means ([`EventDecoder::end`]): whether a final event without its blank
+//! line counts, and which missing event makes a stream truncated, differ per format.
+
+use bytes::BytesMut;
+
+use crate::api::Usage;
+use crate::providers::{StreamStatus, StreamTranslator};
+use crate::sse::{SseEvent, SseFramer};
+
+/// One format's reading of its stream, event by event.
+pub trait EventDecoder: Send {
+    /// One complete event that has data. `Done` ends the stream (nothing after it is read).
+    fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> StreamStatus;
+
+    /// An event without data (a comment, a keep-alive): dropped unless the format passes it on.
+    fn empty(&mut self, _ev: &SseEvent, _out: &mut BytesMut) {}
+
+    /// The upstream body ended before `Done`. `tail` is what was left after the last complete
+    /// event (a final event without its blank line, or a cut one), if anything.
+    fn end(&mut self, tail: Option<SseEvent>, out: &mut BytesMut) -> StreamStatus;
+
+    /// Usage seen so far.
+    fn usage(&self) -> Option<Usage>;
+}
+
+/// A [`StreamTranslator`] made of an SSE framer and a format's [`EventDecoder`].
+pub struct SseDriver<D> {
+    framer: SseFramer,
+    decoder: D,
+    done: bool,
+}
+
+impl<D: EventDecoder> SseDriver<D> {
+    pub fn new(decoder: D) -> Self {
+        SseDriver {
+            framer: SseFramer::new(),
+            decoder,
+            done: false,
+        }
+    }
+
+    pub fn decoder(&self) -> &D {
+        &self.decoder
+    }
+}
+
+impl<D: EventDecoder> StreamTranslator for SseDriver<D> {
+    fn feed(&mut self, input: &[u8], out: &mut BytesMut) -> StreamStatus {
+        if self.done {
+            return StreamStatus::Done;
+        }
+        self.framer.push(input);
+        while let Some(ev) = self.framer.next_event() {
+            if ev.data.is_empty() {
+                self.decoder.empty(&ev, out);
+                continue;
+            }
+            match self.decoder.event(&ev, out) {
+                StreamStatus::Continue => {}
+                StreamStatus::Done => {
+                    self.done = true;
+                    return StreamStatus::Done;
+                }
+                failed => return failed,
+            }
+        }
+        StreamStatus::Continue
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> StreamStatus {
+        if self.done {
+            return StreamStatus::Done;
+        }
+        let status = self.decoder.end(self.framer.finish(), out);
+        if status == StreamStatus::Done {
+            self.done = true;
+        }
+        status
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.decoder.usage()
+    }
+}
