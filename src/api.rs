@@ -1112,29 +1112,6 @@ impl ChunkWriter {
     pub fn done(out: &mut BytesMut) {
         out.put_slice(b"data: [DONE]\n\n");
     }
-
-    /// A whole answer as a stream: role, content, tool calls, finish, usage (when asked), done.
-    pub fn replay(&self, out: &mut BytesMut, answer: &Answer, include_usage: bool) {
-        self.role(out);
-        if let Some(c) = &answer.content {
-            if !c.is_empty() {
-                self.content(out, c);
-            }
-        }
-        for (i, t) in answer.tool_calls.iter().enumerate() {
-            self.tool_start(out, i as u32, &t.id, &t.name);
-            if !t.arguments.is_empty() {
-                self.tool_args(out, i as u32, &t.arguments);
-            }
-        }
-        self.finish(out, &answer.finish_reason);
-        if include_usage {
-            if let Some(u) = &answer.usage {
-                self.usage(out, u);
-            }
-        }
-        Self::done(out);
-    }
 }
 
 /// The OpenAI chat dialect's stream: canonical events as `chat.completion.chunk` SSE events.
@@ -1404,7 +1381,7 @@ mod tests {
 
     #[test]
     fn chunk_writer_replays_in_openai_order() {
-        let w = ChunkWriter::new("m");
+        let mut w = ChunkWriter::new("m");
         let mut out = BytesMut::new();
         let a = Answer {
             content: Some("hi".into()),
@@ -1416,7 +1393,7 @@ mod tests {
             finish_reason: "tool_calls".into(),
             usage: Some(Usage::new(3, 4)),
         };
-        w.replay(&mut out, &a, true);
+        crate::dialects::replay(&mut w, &mut out, &a, true);
         let text = String::from_utf8(out.to_vec()).unwrap();
         let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
         assert_eq!(events.len(), 7);

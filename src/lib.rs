@@ -43,6 +43,7 @@ pub mod auth;
 pub mod cache;
 pub mod canonical;
 pub mod config;
+pub mod dialects;
 pub mod discovery;
 pub mod error;
 pub mod health;

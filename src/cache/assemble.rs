@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn replay_round_trips() {
         let mut out = BytesMut::new();
-        ChunkWriter::new("m").replay(&mut out, &sample(), true);
+        crate::dialects::replay(&mut ChunkWriter::new("m"), &mut out, &sample(), true);
         let mut a = Assembler::new();
         a.feed(&out);
         assert_eq!(a.answer(), Some(sample()));

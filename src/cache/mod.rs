@@ -13,7 +13,7 @@
 //! The cache takes and returns plain values and never writes to a client; the proxy's chat
 //! flow (`proxy/cache.rs`) uses it in three steps:
 //! - [`Cache::lookup`] after the model is resolved: a [`Lookup::Hit`] (exact, coalesced or
-//!   semantic) to serve with [`render_hit`] and [`hit_headers`], or a miss with the [`Fill`]
+//!   semantic) to serve in the client's dialect with [`hit_headers`], or a miss with the [`Fill`]
 //!   that travels with the request;
 //! - [`Fill::record_body`] / [`Fill::record_answer`] with a plain answer, and [`Fill::tee`] with
 //!   every chunk of a stream after it was written to the client;
@@ -39,9 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-
-use crate::api::{completion_body, Answer, ChatRequest, ChunkWriter};
+use crate::api::{Answer, ChatRequest};
 use crate::error::GatewayError;
 
 use self::assemble::Assembler;
@@ -452,21 +450,6 @@ pub fn hit_headers(hit: &Hit, found: Found) -> Vec<(&'static str, String)> {
         }
     }
     h
-}
-
-/// A stored answer in the form the client asked for: `(content type, body)`, a replayed SSE
-/// stream or a `chat.completion`.
-pub fn render_hit(hit: &Hit, req: &ChatRequest) -> (&'static str, bytes::Bytes) {
-    let answer = &hit.entry.answer;
-    let w = ChunkWriter::new(&req.model);
-    if req.stream {
-        let mut out = BytesMut::with_capacity(512 + answer.content.as_ref().map_or(0, String::len));
-        w.replay(&mut out, answer, req.include_usage);
-        ("text/event-stream", out.freeze())
-    } else {
-        let body = completion_body(&w.id, w.created, &req.model, answer);
-        ("application/json", body)
-    }
 }
 
 impl Fill {

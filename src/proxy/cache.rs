@@ -4,8 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::api::{Answer, ChatRequest};
+use bytes::BytesMut;
+
+use crate::api::{unix_now, Answer, ChatRequest};
 use crate::cache::{self, Control, Embedder, Found, Hit, Identity, Lookup, Query};
+use crate::dialects::{replay, Dialect};
 use crate::error::GatewayError;
 use crate::routing::Route;
 
@@ -46,6 +49,7 @@ pub async fn lookup(
     ctx: &mut Ctx,
     req: &ChatRequest,
     route: &Route,
+    dialect: &'static dyn Dialect,
 ) -> Result<bool, GatewayError> {
     if !gw.cache.enabled() {
         return Ok(false);
@@ -75,14 +79,21 @@ pub async fn lookup(
             Ok(false)
         }
         Lookup::Hit(hit, found) => {
-            serve(session, ctx, req, &hit, found).await;
+            serve(session, ctx, req, &hit, found, dialect).await;
             Ok(true)
         }
     }
 }
 
 /// Answers from a stored entry, in the form the client asked for.
-async fn serve(session: &mut Session, ctx: &mut Ctx, req: &ChatRequest, hit: &Hit, found: Found) {
+async fn serve(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    req: &ChatRequest,
+    hit: &Hit,
+    found: Found,
+    dialect: &'static dyn Dialect,
+) {
     set_status(ctx, cache::Status::Hit);
     for (k, v) in cache::hit_headers(hit, found) {
         push_header(ctx, k, v);
@@ -90,7 +101,22 @@ async fn serve(session: &mut Session, ctx: &mut Ctx, req: &ChatRequest, hit: &Hi
     ctx.provider = Some(hit.entry.provider.clone());
     // No upstream tokens were spent; the body still reports the original counts.
     ctx.usage = None;
-    let (content_type, body) = cache::render_hit(hit, req);
+    let answer = &hit.entry.answer;
+    let (content_type, body) = if req.stream {
+        let mut w = dialect.events(&req.model);
+        let mut out = BytesMut::with_capacity(512 + answer.content.as_ref().map_or(0, String::len));
+        replay(w.as_mut(), &mut out, answer, req.include_usage);
+        ("text/event-stream", out.freeze())
+    } else {
+        let body = dialect.answers().answer_body(
+            "",
+            unix_now(),
+            &req.model,
+            std::slice::from_ref(answer),
+            answer.usage.as_ref(),
+        );
+        ("application/json", body)
+    };
     let extra: &[(&str, &str)] = if req.stream {
         &[("cache-control", "no-cache")]
     } else {

@@ -1,14 +1,17 @@
-//! `/v1/chat/completions`: parse, resolve, look up the cache, exchange with the upstream
-//! (failing over between candidates), and answer the client (JSON, or SSE forwarded chunk by
-//! chunk as it arrives).
+//! The model-answering endpoints, one lifecycle for every client dialect (today
+//! `/v1/chat/completions`): parse with the dialect, resolve, look up the cache, exchange with
+//! the upstream (failing over between candidates), and answer the client in its dialect (JSON,
+//! or a stream forwarded chunk by chunk as it arrives).
 
 use bytes::BytesMut;
 
 use std::time::{Duration, Instant};
 
 use super::{cache, read_body, respond, response_head, Ctx, Gateway, Session};
-use crate::api::{completion_body, ChatRequest, ChunkWriter};
+use crate::api::{unix_now, ChatRequest};
+use crate::canonical::{EventWriter, Usage};
 use crate::config::BaseUrl;
+use crate::dialects::Dialect;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::providers::{echo, CallInfo, StreamStatus};
@@ -35,9 +38,10 @@ pub async fn handle(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut Ctx,
+    dialect: &'static dyn Dialect,
 ) -> Result<(), GatewayError> {
     let body = read_body(session, gw.config.max_body_bytes).await?;
-    let req = ChatRequest::parse_with(&body, gw.cache.enabled())?;
+    let req = dialect.parse(&body, gw.cache.enabled())?;
     ctx.model = Some(req.model.clone());
     ctx.stream = req.stream;
     let failover = !session
@@ -54,10 +58,10 @@ pub async fn handle(
     ctx.upstream_model = Some(first.upstream_model.clone());
     // The cache key names the first candidate (the model's own provider, or for a pool the
     // one the strategy picked).
-    if cache::lookup(gw, session, ctx, &req, first).await? {
+    if cache::lookup(gw, session, ctx, &req, first, dialect).await? {
         return Ok(());
     }
-    let result = run_candidates(gw, session, ctx, &req, &routes).await;
+    let result = run_candidates(gw, session, ctx, &req, &routes, dialect).await;
     // Releases coalesced followers and stores the answer, whatever the outcome.
     cache::finish(gw, ctx).await;
     result
@@ -74,6 +78,7 @@ async fn run_candidates(
     ctx: &mut Ctx,
     req: &ChatRequest,
     routes: &[Route],
+    dialect: &'static dyn Dialect,
 ) -> Result<(), GatewayError> {
     let max_attempts = 1 + gw.config.routing.retry_max;
     let lone = routes.len() == 1;
@@ -124,7 +129,7 @@ async fn run_candidates(
             let started = Instant::now();
             let target = backend.and_then(|i| pool.and_then(|p| p.backends.get(i)));
             let url = target.map(|b| &b.url);
-            match attempt(gw, session, ctx, req, route, &call, url).await {
+            match attempt(gw, session, ctx, req, route, &call, url, dialect).await {
                 Attempt::Served => {
                     if let (Some(p), Some(b)) = (pool, target) {
                         b.breaker.record_success();
@@ -188,7 +193,8 @@ fn failure_reason(err: &GatewayError) -> String {
 }
 
 /// One attempt against one route.
-pub async fn attempt(
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut Ctx,
@@ -196,10 +202,11 @@ pub async fn attempt(
     route: &Route,
     call: &CallInfo,
     backend: Option<&BaseUrl>,
+    dialect: &'static dyn Dialect,
 ) -> Attempt {
     let cfg = route.provider.config();
     if cfg.format == "echo" {
-        serve_echo(gw, session, ctx, req, call).await;
+        serve_echo(gw, session, ctx, req, call, dialect).await;
         return Attempt::Served;
     }
     let Some(backend) = backend.or(cfg.backends.first()) else {
@@ -256,7 +263,7 @@ pub async fn attempt(
         };
     }
     if call.stream {
-        stream_response(session, ctx, route, call, resp).await
+        stream_response(session, ctx, route, call, resp, dialect).await
     } else {
         let body = match resp.read_all(MAX_RESPONSE_BODY).await {
             Ok(b) => b,
@@ -271,10 +278,7 @@ pub async fn attempt(
             }
         };
         resp.release().await;
-        match route
-            .provider
-            .chat_response(body, call, &crate::api::ChatCompletionsWriter)
-        {
+        match route.provider.chat_response(body, call, dialect.answers()) {
             Ok(t) => {
                 ctx.usage = t.usage;
                 cache::record_body(ctx, &t.body);
@@ -341,10 +345,18 @@ async fn stream_response(
     route: &Route,
     call: &CallInfo,
     mut resp: UpstreamResponse<'_>,
+    dialect: &'static dyn Dialect,
 ) -> Attempt {
     let provider = route.provider_name().to_string();
     let _active = metrics::StreamGuard::new();
-    let writer = Box::new(ChunkWriter::new(&call.client_model));
+    // Between a dialect and its own wire format the provider forwards the upstream's bytes and
+    // never writes an event: it gets a writer that is nothing (and allocates nothing).
+    let writer: Box<dyn EventWriter> = if route.provider.config().format == dialect.native_format()
+    {
+        Box::new(Passthrough)
+    } else {
+        dialect.events(&call.client_model)
+    };
     let mut tr = route.provider.stream_translator(call, writer);
     let mut out = BytesMut::with_capacity(4096);
     let mut started = false;
@@ -386,7 +398,7 @@ async fn stream_response(
                 ctx.outcome = "client_closed";
                 return Attempt::Served;
             }
-            out.extend_from_slice(&err.sse_event());
+            out.extend_from_slice(&dialect.error_event(&err));
             ctx.outcome = "stream_error";
             ctx.error = Some(err.message.clone());
             write_chunk(session, ctx, &mut out, true).await;
@@ -428,19 +440,42 @@ async fn stream_response(
     }
 }
 
+/// The writer a pass-through stream is given: the provider forwards bytes and writes no
+/// event, so there is nothing to write them with.
+struct Passthrough;
+
+impl EventWriter for Passthrough {
+    fn id(&mut self, _: &str) {}
+    fn role(&mut self, _: &mut BytesMut, _: u32) {}
+    fn text(&mut self, _: &mut BytesMut, _: u32, _: &str) {}
+    fn tool_start(&mut self, _: &mut BytesMut, _: u32, _: u32, _: &str, _: &str) {}
+    fn tool_args(&mut self, _: &mut BytesMut, _: u32, _: u32, _: &str) {}
+    fn finish(&mut self, _: &mut BytesMut, _: u32, _: &str) {}
+    fn usage(&mut self, _: &mut BytesMut, _: &Usage) {}
+    fn done(&mut self, _: &mut BytesMut) {}
+}
+
+/// The offline `echo` provider: its answer written in the client's dialect, streamed word by
+/// word (with `GATEWAY_ECHO_CHUNK_DELAY_MS` between words) when asked.
 async fn serve_echo(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut Ctx,
     req: &ChatRequest,
     call: &CallInfo,
+    dialect: &'static dyn Dialect,
 ) {
     let answer = echo::answer(req);
     ctx.usage = answer.usage;
-    let w = ChunkWriter::new(&call.client_model);
     if !call.stream {
         cache::record_answer(ctx, &answer);
-        let body = completion_body(&w.id, w.created, &call.client_model, &answer);
+        let body = dialect.answers().answer_body(
+            "",
+            unix_now(),
+            &call.client_model,
+            std::slice::from_ref(&answer),
+            answer.usage.as_ref(),
+        );
         respond(session, ctx, 200, "application/json", &[], body).await;
         return;
     }
@@ -450,11 +485,12 @@ async fn serve_echo(
     }
     let _active = metrics::StreamGuard::new();
     let delay = gw.config.echo_chunk_delay;
+    let mut w = dialect.events(&call.client_model);
     let mut out = BytesMut::with_capacity(1024);
-    w.role(&mut out);
+    w.role(&mut out, 0);
     let text = answer.content.clone().unwrap_or_default();
     for piece in echo::word_pieces(&text) {
-        w.content(&mut out, piece);
+        w.text(&mut out, 0, piece);
         if !delay.is_zero() {
             if !write_chunk(session, ctx, &mut out, false).await {
                 ctx.outcome = "client_closed";
@@ -463,13 +499,13 @@ async fn serve_echo(
             tokio::time::sleep(delay).await;
         }
     }
-    w.finish(&mut out, &answer.finish_reason);
+    w.finish(&mut out, 0, &answer.finish_reason);
     if call.include_usage {
         if let Some(u) = &answer.usage {
             w.usage(&mut out, u);
         }
     }
-    ChunkWriter::done(&mut out);
+    w.done(&mut out);
     if !write_chunk(session, ctx, &mut out, true).await {
         ctx.outcome = "client_closed";
     }

@@ -35,6 +35,7 @@ use pingora::http::ResponseHeader;
 
 use crate::api::{random_token, Usage};
 use crate::config::Config;
+use crate::dialects::Dialect;
 use crate::error::GatewayError;
 use crate::routing::Router;
 use crate::telemetry::{duration_ms, RequestLog};
@@ -123,6 +124,8 @@ pub struct Ctx {
     pub cache_fill: Option<Box<crate::cache::Fill>>,
     /// Whose token bucket pays for this request's usage (charged in `logging`).
     pub rate_limit: Option<crate::ratelimit::Charge>,
+    /// The client API the request speaks, once routed to one (decides the error shape).
+    pub dialect: Option<&'static dyn Dialect>,
     _inflight: InflightGuard,
 }
 
@@ -213,19 +216,24 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
         // The rest of the body is not read: the connection cannot be reused.
         session.set_keepalive(None);
     }
-    respond(session, ctx, e.status, "application/json", &extra, e.body()).await;
+    let body = match ctx.dialect {
+        Some(d) => d.error_body(e),
+        None => e.body(),
+    };
+    respond(session, ctx, e.status, "application/json", &extra, body).await;
 }
 
 fn allowed_methods(path: &str) -> &'static str {
     match endpoint(path) {
-        Some(Endpoint::Chat) | Some(Endpoint::Embeddings) => "POST",
+        Some(Endpoint::Dialect(_)) | Some(Endpoint::Embeddings) => "POST",
         _ => "GET, HEAD",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum Endpoint {
-    Chat,
+    /// A client API that asks a model for an answer (OpenAI chat, ...).
+    Dialect(&'static dyn Dialect),
     Embeddings,
     Models,
     Health,
@@ -238,8 +246,10 @@ enum Endpoint {
 fn endpoint(path: &str) -> Option<Endpoint> {
     let p = path.trim_end_matches('/');
     let p = p.strip_prefix("/v1").unwrap_or(p);
+    if let Some(d) = crate::dialects::for_path(p) {
+        return Some(Endpoint::Dialect(d));
+    }
     match p {
-        "/chat/completions" => Some(Endpoint::Chat),
         "/embeddings" => Some(Endpoint::Embeddings),
         "/models" => Some(Endpoint::Models),
         "/health" | "/healthz" => Some(Endpoint::Health),
@@ -309,7 +319,10 @@ impl Gateway {
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
-        if matches!(ep, Endpoint::Chat | Endpoint::Embeddings | Endpoint::Models) {
+        if matches!(
+            ep,
+            Endpoint::Dialect(_) | Endpoint::Embeddings | Endpoint::Models
+        ) {
             admit::admit(self, session, ctx).await?;
         }
         match ep {
@@ -369,7 +382,10 @@ impl Gateway {
                 respond(session, ctx, 200, &ctype, &[], Bytes::from(body)).await;
                 Ok(())
             }
-            Endpoint::Chat if method == Method::POST => chat::handle(self, session, ctx).await,
+            Endpoint::Dialect(d) if method == Method::POST => {
+                ctx.dialect = Some(d);
+                chat::handle(self, session, ctx, d).await
+            }
             Endpoint::Embeddings if method == Method::POST => {
                 embeddings::handle(self, session, ctx).await
             }
@@ -402,6 +418,7 @@ impl Gateway {
             upstream_head: None,
             cache_fill: None,
             rate_limit: None,
+            dialect: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
@@ -478,11 +495,12 @@ mod tests {
 
     #[test]
     fn endpoints_with_and_without_v1() {
-        assert_eq!(endpoint("/v1/chat/completions"), Some(Endpoint::Chat));
-        assert_eq!(endpoint("/chat/completions/"), Some(Endpoint::Chat));
-        assert_eq!(endpoint("/v1/models"), Some(Endpoint::Models));
-        assert_eq!(endpoint("/health"), Some(Endpoint::Health));
-        assert_eq!(endpoint("/v1/nope"), None);
+        let chat = |e: Option<Endpoint>| matches!(e, Some(Endpoint::Dialect(d)) if d.name() == "openai.chat");
+        assert!(chat(endpoint("/v1/chat/completions")));
+        assert!(chat(endpoint("/chat/completions/")));
+        assert!(matches!(endpoint("/v1/models"), Some(Endpoint::Models)));
+        assert!(matches!(endpoint("/health"), Some(Endpoint::Health)));
+        assert!(endpoint("/v1/nope").is_none());
     }
 
     #[test]

@@ -1,0 +1,128 @@
+//! Inbound client APIs ("dialects"): each parses a client's request into the gateway's
+//! canonical request and writes canonical answers, stream events and errors in its own format.
+//! One file per dialect, registered in [`DIALECTS`] by the path it serves; the proxy's
+//! lifecycle (`proxy/chat.rs`) runs every one the same way: admit, parse, route, cache,
+//! exchange, respond, log.
+//!
+//! The canonical request is OpenAI Chat Completions' ([`ChatRequest`]), the canonical answer
+//! and events are [`crate::canonical`]'s. Providers decode their upstream's answers into the
+//! dialect's writers; a provider whose wire format is the dialect's own
+//! ([`Dialect::native_format`]) passes the upstream's bytes through untouched instead (the
+//! OpenAI-compatible family for OpenAI chat), so translation happens only for the pairs that
+//! differ: N dialects plus M provider codecs, never N x M translators.
+//!
+//! To add a dialect: write `dialects/<name>.rs` implementing [`Dialect`], and add its path to
+//! [`DIALECTS`].
+
+use bytes::{Bytes, BytesMut};
+
+use crate::api::ChatRequest;
+use crate::canonical::{Answer, AnswerWriter, EventWriter};
+use crate::error::GatewayError;
+
+pub mod openai_chat;
+
+/// One inbound client API.
+pub trait Dialect: Send + Sync {
+    /// For logs (`openai.chat`).
+    fn name(&self) -> &'static str;
+
+    /// The provider wire format that is this dialect on the wire: between the two, requests
+    /// and answers pass through as bytes.
+    fn native_format(&self) -> &'static str;
+
+    /// Parses a client's request body into the canonical request. `spans`: note where plain
+    /// messages sit, for the cache key (only when the cache is on).
+    fn parse(&self, body: &[u8], spans: bool) -> Result<ChatRequest, GatewayError>;
+
+    /// Writes whole answers as this dialect's response body.
+    fn answers(&self) -> &dyn AnswerWriter;
+
+    /// Writes stream events as this dialect's stream, for one answer of `model`.
+    fn events(&self, model: &str) -> Box<dyn EventWriter>;
+
+    /// An error as this dialect's error body.
+    fn error_body(&self, e: &GatewayError) -> Bytes;
+
+    /// An error once the stream has started, as this dialect's stream event.
+    fn error_event(&self, e: &GatewayError) -> Bytes;
+}
+
+/// Every dialect, by the path it serves (after the optional `/v1` prefix).
+pub static DIALECTS: &[(&str, &dyn Dialect)] = &[("/chat/completions", &openai_chat::OpenAiChat)];
+
+/// The dialect serving a path (without `/v1` and trailing slashes).
+pub fn for_path(path: &str) -> Option<&'static dyn Dialect> {
+    DIALECTS.iter().find(|(p, _)| *p == path).map(|(_, d)| *d)
+}
+
+/// A whole answer as a stream of events (a cache hit or the echo provider answering a stream
+/// request): the role, the text, each tool call, the finish, the usage when asked, the end.
+pub fn replay(w: &mut dyn EventWriter, out: &mut BytesMut, answer: &Answer, include_usage: bool) {
+    w.role(out, 0);
+    if let Some(c) = answer.content.as_deref().filter(|c| !c.is_empty()) {
+        w.text(out, 0, c);
+    }
+    for (i, t) in answer.tool_calls.iter().enumerate() {
+        w.tool_start(out, 0, i as u32, &t.id, &t.name);
+        if !t.arguments.is_empty() {
+            w.tool_args(out, 0, i as u32, &t.arguments);
+        }
+    }
+    w.finish(out, 0, &answer.finish_reason);
+    if include_usage {
+        if let Some(u) = &answer.usage {
+            w.usage(out, u);
+        }
+    }
+    w.done(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ChunkWriter;
+    use crate::canonical::{ToolCall, Usage};
+
+    #[test]
+    fn paths_find_their_dialect() {
+        assert_eq!(
+            for_path("/chat/completions").map(|d| d.name()),
+            Some("openai.chat")
+        );
+        assert!(for_path("/completions").is_none());
+        for (path, d) in DIALECTS {
+            assert!(path.starts_with('/'), "{path}");
+            assert!(
+                crate::providers::REGISTRY
+                    .iter()
+                    .any(|(f, _)| *f == d.native_format()),
+                "{}: native format {} is not a registered provider format",
+                d.name(),
+                d.native_format()
+            );
+        }
+    }
+
+    #[test]
+    fn replay_writes_usage_only_when_asked() {
+        let answer = Answer {
+            content: Some("Paris.".into()),
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "lookup".into(),
+                arguments: "{\"q\":1}".into(),
+            }],
+            finish_reason: "tool_calls".into(),
+            usage: Some(Usage::new(3, 4)),
+        };
+        let mut w: Box<dyn EventWriter> = Box::new(ChunkWriter::new("m"));
+        let (mut with, mut without) = (BytesMut::new(), BytesMut::new());
+        replay(w.as_mut(), &mut with, &answer, true);
+        replay(w.as_mut(), &mut without, &answer, false);
+        let count = |b: &BytesMut| b.windows(6).filter(|x| x == b"data: ").count();
+        assert_eq!((count(&with), count(&without)), (7, 6));
+        assert!(String::from_utf8_lossy(&with).contains("\"total_tokens\":7"));
+        assert!(!String::from_utf8_lossy(&without).contains("total_tokens"));
+    }
+}
