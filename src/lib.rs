@@ -5,36 +5,44 @@
 //!
 //! # Layout
 //!
+//! A request goes down through these layers and its answer comes back up; each module imports
+//! only the ones below it (`tests/architecture.rs` checks there is no cycle).
+//!
+//! - [`server`]: Pingora bootstrap, listeners, background services, signals, graceful shutdown.
+//! - [`proxy`]: the request lifecycle, and the only code that sees Pingora's session, the
+//!   per-request `Ctx` and the shared `Gateway`: the `HttpServerApp` (`proxy/app.rs`), admit
+//!   (key, rate limits), one file per endpoint family (`chat.rs` runs every dialect,
+//!   `embeddings.rs`, `models.rs`), the cache glue and the log line. Everything below takes and
+//!   returns plain values and never writes to a client.
+//! - [`dialects`]: inbound client APIs, one file each, registered by path in
+//!   `dialects::DIALECTS`: parse a request into the canonical request, write answers, stream
+//!   events and errors in the client's format (today `openai_chat`).
+//! - [`providers`]: outbound wire formats, one file (or folder: `wire.rs` types apart from
+//!   `translate.rs`) each, registered by name in `providers::REGISTRY` (`openai`,
+//!   `anthropic/`, `gemini/`, `cohere`, `echo`): encode the canonical request, decode answers
+//!   and streams into the dialect's writers; `stream` is the one SSE stream driver, `translate`
+//!   what the translating formats share.
+//! - [`canonical`]: the canonical answer, usage and stream events; the writer traits a dialect
+//!   implements. [`api`]: the OpenAI types (the canonical request `ChatRequest`, its parser,
+//!   and the OpenAI chat writers).
+//! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
+//! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
+//! - [`discovery`]: backend URL -> real address (one cached resolver), for the connector and
+//!   the pools' load balancers.
+//! - [`upstream`]: Pingora's connectors: pooled connections, TLS, h2, timeouts.
+//! - [`pool`]: idle plain-HTTP upstream connections (no watcher task per connection).
+//! - [`cache`]: the response cache: keys, memory and Redis backends, coalescing, semantic layer;
+//!   plain data in and out.
+//! - [`auth`]: gateway API keys (env and reloadable file), constant-time check, key names.
+//! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
+//! - [`telemetry`]: the logger and the one structured line per request. [`metrics`]:
+//!   Prometheus metrics and the hooks other parts call. [`pricing`]: estimated cost in USD.
+//! - [`tls`]: the client listeners: HTTPS (rustls, ALPN h2/http1.1, SIGHUP reload) and h2c.
+//! - [`error`]: the error every client sees (an `ErrorKind`, boxed details, a metrics label).
+//! - [`sse`]: SSE framing over arbitrary body chunks.
 //! - [`config`]: every environment variable, parsed once into a validated `Config`; one file per
 //!   feature (`providers`, `routing`, `auth`, `ratelimit`, `tls`, `cache`, `pricing`). A leaf:
 //!   it imports no other module of the gateway.
-//! - [`server`]: Pingora bootstrap, listeners, signals and graceful shutdown.
-//! - [`proxy`]: the `HttpServerApp` Pingora runs per request: read the head, route by path,
-//!   answer, write the log line.
-//! - [`chat`]: `/v1/chat/completions` and `/v1/embeddings`: the upstream exchange and streaming.
-//! - [`cache`]: the response cache: keys, memory and Redis backends, coalescing, semantic layer.
-//! - [`models`]: the `/v1/models` endpoint.
-//! - [`api`]: the public OpenAI types: request parsing, completion and chunk writers (the OpenAI
-//!   chat dialect's [`canonical`] writers).
-//! - [`canonical`]: the canonical answer, usage and stream events; the writer traits a client
-//!   dialect implements.
-//! - [`error`]: the OpenAI error object every client sees.
-//! - [`providers`]: one file (or folder: `wire.rs` types, `translate.rs` meaning) per upstream
-//!   wire format (`openai`, `anthropic/`, `gemini/`, `cohere`, `echo`), registered by name in
-//!   `providers::REGISTRY`; `stream` is the one SSE stream driver, `translate` holds what the
-//!   translating formats share.
-//! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
-//! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
-//! - [`upstream`]: Pingora's connectors: pooled connections, TLS, h2, timeouts, DNS cache.
-//! - [`discovery`]: backend URL -> real address (cached DNS), for the connector and the pools.
-//! - [`pool`]: idle plain-HTTP upstream connections (no watcher task per connection).
-//! - [`sse`]: SSE framing over arbitrary body chunks.
-//! - [`telemetry`]: the logger and the one structured line per request.
-//! - [`metrics`]: Prometheus metrics, the hooks other parts call, and `/metrics`.
-//! - [`pricing`]: estimated cost in USD (built-in price table, `GATEWAY_PRICES`).
-//! - [`auth`]: gateway API keys (env and reloadable file), constant-time check, key names.
-//! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
-//! - [`tls`]: the client listeners: HTTPS (rustls, ALPN h2/http1.1, SIGHUP reload) and h2c.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

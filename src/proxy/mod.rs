@@ -2,14 +2,14 @@
 //! and the shared [`Gateway`]. Everything it calls (cache, auth, rate limits, routing, health,
 //! providers, telemetry) takes and returns plain values and never writes to a client.
 //!
-//! One request: [`app`] reads the head; [`Gateway::handle`] routes it by path to an endpoint
-//! family (a file each: [`chat`], [`embeddings`], [`models`]), [`admit`] checks its key and
+//! One request: `app` reads the head; `Gateway::handle` routes it by path to an endpoint
+//! family (a file each: `chat`, `embeddings`, `models`), `admit` checks its key and
 //! rate limits; the family parses the body, resolves the model, consults the cache
-//! ([`cache`]), exchanges with the upstream and answers; then [`Gateway::log`] charges token
+//! (`cache`), exchanges with the upstream and answers; then `Gateway::log` charges token
 //! limits, counts metrics and writes the one log line.
 //!
 //! The gateway answers every request itself, upstream exchange included (see DESIGN.md), so it
-//! is a `pingora_core` `HttpServerApp` ([`app::App`]) rather than a `ProxyHttp` behind
+//! is a `pingora_core` `HttpServerApp` (`app::App`) rather than a `ProxyHttp` behind
 //! Pingora's proxy cycle, whose phases, proxy session and cache state it would never use.
 
 mod admit;
