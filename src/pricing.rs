@@ -149,18 +149,7 @@ mod tests {
             lookup(&o, "huggingface", "meta-llama/Llama-3.1-8B"),
             Some((1.0, 1.0))
         );
-        for bad in [
-            "gpt-4o",
-            "gpt-4o=1",
-            "gpt-4o=a/1",
-            "gpt-4o=-1/1",
-            "=1/1",
-            "*=1/1",
-            "/x=1/1",
-        ] {
-            assert!(parse_overrides(bad).is_err(), "{bad}");
-        }
-        assert!(parse_overrides("").unwrap().is_empty());
+        // Bad overrides are refused by the parser (config/pricing.rs's tests).
     }
 
     #[test]

@@ -182,16 +182,8 @@ pub(super) fn read(r: &mut Reader) -> CacheConfig {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Config;
+    use super::super::{test_env as env, Config};
     use super::*;
-    use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn defaults_are_memory_five_minutes_ten_thousand() {
