@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The test command: everything the test suite needs that cargo does not bring, then cargo test.
-#   - a Python venv (.venv) with the official openai SDK and prometheus_client, for the
-#     client-compatibility and metrics-parsing tests;
+#   - a Python venv (.venv) with the official openai and anthropic SDKs and prometheus_client,
+#     for the client-compatibility and metrics-parsing tests;
 #   - redis-server on PATH, for the Redis backend tests (each test starts its own on loopback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c 'import openai, prometheus_client' 2>/dev/null; then
-  echo "== creating .venv with openai and prometheus_client"
+if ! .venv/bin/python -c 'import openai, anthropic, prometheus_client' 2>/dev/null; then
+  echo "== creating .venv with openai, anthropic and prometheus_client"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check openai prometheus-client
+  .venv/bin/pip install --quiet --disable-pip-version-check openai anthropic prometheus-client
 fi
 if ! command -v redis-server >/dev/null; then
   echo "redis-server is not installed (Debian: apt-get install -y redis-server)" >&2

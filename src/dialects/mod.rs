@@ -20,6 +20,7 @@ use crate::api::ChatRequest;
 use crate::canonical::{Answer, AnswerWriter, EventWriter};
 use crate::error::GatewayError;
 
+pub mod anthropic_messages;
 pub mod openai_chat;
 
 /// One inbound client API.
@@ -33,13 +34,19 @@ pub trait Dialect: Send + Sync {
 
     /// Parses a client's request body into the canonical request. `spans`: note where plain
     /// messages sit, for the cache key (only when the cache is on).
-    fn parse(&self, body: &[u8], spans: bool) -> Result<ChatRequest, GatewayError>;
+    fn parse(&self, body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError>;
 
     /// Writes whole answers as this dialect's response body.
     fn answers(&self) -> &dyn AnswerWriter;
 
     /// Writes stream events as this dialect's stream, for one answer of `model`.
     fn events(&self, model: &str) -> Box<dyn EventWriter>;
+
+    /// The HTTP status an error is answered with (the error's own, unless the dialect's API
+    /// uses another for it).
+    fn status(&self, e: &GatewayError) -> u16 {
+        e.status
+    }
 
     /// An error as this dialect's error body.
     fn error_body(&self, e: &GatewayError) -> Bytes;
@@ -49,7 +56,10 @@ pub trait Dialect: Send + Sync {
 }
 
 /// Every dialect, by the path it serves (after the optional `/v1` prefix).
-pub static DIALECTS: &[(&str, &dyn Dialect)] = &[("/chat/completions", &openai_chat::OpenAiChat)];
+pub static DIALECTS: &[(&str, &dyn Dialect)] = &[
+    ("/chat/completions", &openai_chat::OpenAiChat),
+    ("/messages", &anthropic_messages::AnthropicMessages),
+];
 
 /// The dialect serving a path (without `/v1` and trailing slashes).
 pub fn for_path(path: &str) -> Option<&'static dyn Dialect> {
@@ -89,6 +99,10 @@ mod tests {
         assert_eq!(
             for_path("/chat/completions").map(|d| d.name()),
             Some("openai.chat")
+        );
+        assert_eq!(
+            for_path("/messages").map(|d| d.name()),
+            Some("anthropic.messages")
         );
         assert!(for_path("/completions").is_none());
         for (path, d) in DIALECTS {

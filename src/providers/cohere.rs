@@ -877,6 +877,8 @@ mod tests {
             stream: true,
             include_usage,
             parallel_tool_calls: parallel,
+            passthrough: false,
+            client_headers: Vec::new(),
         }
     }
 

@@ -69,6 +69,13 @@ pub struct CallInfo {
     /// False when the client sent `parallel_tool_calls: false`: formats that cannot be told so
     /// upstream (Gemini) keep only the first tool call of an answer.
     pub parallel_tool_calls: bool,
+    /// The client's dialect is this upstream's wire format (decided once, by the proxy): the
+    /// request goes as the client sent it and answers and streams pass through as bytes;
+    /// otherwise the provider decodes them into the dialect's writers.
+    pub passthrough: bool,
+    /// Headers of the client's request a pass-through forwards (`anthropic-version`,
+    /// `anthropic-beta` for the Messages API), lower-case names.
+    pub client_headers: Vec<(&'static str, String)>,
 }
 
 /// A translated non-streamed answer.

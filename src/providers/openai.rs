@@ -1,13 +1,15 @@
 //! The OpenAI-compatible family: OpenAI, vLLM, Ollama's `/v1`, Hugging Face router/TGI, and any
 //! host configured with `GATEWAY_PROVIDER_<NAME>_BASE_URL`. Requests pass through with every
-//! field the client sent (only `model` rewritten, and usage asked for on streams); responses
-//! pass through byte for byte.
+//! field of the canonical request (only `model` rewritten, and usage asked for on streams).
+//! For an OpenAI chat client (`CallInfo::passthrough`) responses pass through byte for byte;
+//! for a client of another dialect they are decoded into its writers (`chat.completion` into
+//! answers, `chat.completion.chunk` events into stream events).
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{ChatRequest, Usage};
+use crate::api::{Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError};
@@ -105,27 +107,35 @@ impl Provider for OpenAiCompatible {
         ))
     }
 
-    /// The body passes through: the client's dialect is this upstream's.
+    /// The body passes through when the client's dialect is this upstream's; else it is
+    /// decoded and written by the client's dialect.
     fn chat_response(
         &self,
         body: Bytes,
-        _call: &CallInfo,
-        _w: &dyn AnswerWriter,
+        call: &CallInfo,
+        w: &dyn AnswerWriter,
     ) -> Result<Translated, GatewayError> {
-        let usage = usage_of(&body);
-        Ok(Translated { body, usage })
+        if call.passthrough {
+            let usage = usage_of(&body);
+            return Ok(Translated { body, usage });
+        }
+        decode_completion(&body, call, w, &self.cfg.name)
     }
 
-    /// Events pass through: the client's dialect is this upstream's.
+    /// Events pass through when the client's dialect is this upstream's; else they are
+    /// decoded into calls on `w`.
     fn stream_translator(
         &self,
         call: &CallInfo,
-        _w: Box<dyn EventWriter>,
+        w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator> {
-        Box::new(SseDriver::new(OpenAiStream {
-            include_usage: call.include_usage,
-            usage: None,
-        }))
+        if call.passthrough {
+            return Box::new(SseDriver::new(OpenAiStream {
+                include_usage: call.include_usage,
+                usage: None,
+            }));
+        }
+        Box::new(SseDriver::new(OpenAiDecode::new(call, w)))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -272,6 +282,217 @@ pub fn openai_error(status: u16, body: &[u8]) -> GatewayError {
     let (message, kind, code) = upstream_error_message(body);
     let kind = kind.map_or_else(|| ErrorKind::for_status(status), |k| k.as_str().into());
     GatewayError::from_upstream(status, kind, code, message)
+}
+
+/// A `chat.completion` body decoded into canonical answers, written by the client's dialect.
+fn decode_completion(
+    body: &[u8],
+    call: &CallInfo,
+    w: &dyn AnswerWriter,
+    provider: &str,
+) -> Result<Translated, GatewayError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| crate::providers::translate::bad_upstream_body(provider, e))?;
+    let choices = v.get("choices").and_then(Value::as_array).ok_or_else(|| {
+        crate::providers::translate::bad_upstream_body(provider, "no choices in the answer")
+    })?;
+    let mut answers = Vec::with_capacity(choices.len());
+    for c in choices {
+        let msg = c.get("message").unwrap_or(&Value::Null);
+        let content = msg
+            .get("content")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let tool_calls = msg
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .map(|calls| {
+                calls
+                    .iter()
+                    .map(|t| {
+                        let f = t.get("function").unwrap_or(&Value::Null);
+                        fn text(v: Option<&Value>) -> &str {
+                            v.and_then(Value::as_str).unwrap_or("")
+                        }
+                        ToolCall {
+                            id: text(t.get("id")).to_string(),
+                            name: text(f.get("name")).to_string(),
+                            arguments: text(f.get("arguments")).to_string(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let finish_reason = c
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .unwrap_or("stop")
+            .to_string();
+        answers.push(Answer {
+            content,
+            tool_calls,
+            finish_reason,
+            usage: None,
+        });
+    }
+    let usage = v.get("usage").and_then(Usage::from_value);
+    let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+    let created = v
+        .get("created")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(crate::api::unix_now);
+    let body = w.answer_body(id, created, &call.client_model, &answers, usage.as_ref());
+    Ok(Translated { body, usage })
+}
+
+/// An OpenAI SSE stream decoded into canonical events for a client of another dialect.
+struct OpenAiDecode {
+    w: Box<dyn EventWriter>,
+    include_usage: bool,
+    usage: Option<Usage>,
+    id_seen: bool,
+    /// Choices whose role was written.
+    roles: Vec<u32>,
+    /// Tool calls started, as (choice, index).
+    tools: Vec<(u32, u32)>,
+}
+
+impl OpenAiDecode {
+    fn new(call: &CallInfo, w: Box<dyn EventWriter>) -> Self {
+        OpenAiDecode {
+            w,
+            include_usage: call.include_usage,
+            usage: None,
+            id_seen: false,
+            roles: Vec::new(),
+            tools: Vec::new(),
+        }
+    }
+
+    fn role(&mut self, out: &mut BytesMut, choice: u32) {
+        if !self.roles.contains(&choice) {
+            self.roles.push(choice);
+            self.w.role(out, choice);
+        }
+    }
+
+    fn done(&mut self, out: &mut BytesMut) {
+        if self.include_usage {
+            if let Some(u) = &self.usage {
+                self.w.usage(out, u);
+            }
+        }
+        self.w.done(out);
+    }
+
+    fn chunk(&mut self, v: &Value, out: &mut BytesMut) {
+        if !self.id_seen {
+            if let Some(id) = v.get("id").and_then(Value::as_str) {
+                self.id_seen = true;
+                self.w.id(id);
+            }
+        }
+        if let Some(u) = v.get("usage").and_then(Usage::from_value) {
+            self.usage = Some(u);
+        }
+        let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+            return;
+        };
+        for c in choices {
+            let choice = c.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
+            let delta = c.get("delta").unwrap_or(&Value::Null);
+            if delta.get("role").is_some() {
+                self.role(out, choice);
+            }
+            if let Some(t) = delta
+                .get("content")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                self.role(out, choice);
+                self.w.text(out, choice, t);
+            }
+            if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+                self.role(out, choice);
+                for (n, t) in calls.iter().enumerate() {
+                    let index = t
+                        .get("index")
+                        .and_then(Value::as_u64)
+                        .map_or(n as u32, |i| i as u32);
+                    let f = t.get("function").unwrap_or(&Value::Null);
+                    if !self.tools.contains(&(choice, index)) {
+                        self.tools.push((choice, index));
+                        let id = match t.get("id").and_then(Value::as_str) {
+                            Some(id) if !id.is_empty() => id.to_string(),
+                            _ => format!("call_{}", crate::api::random_token(24)),
+                        };
+                        let name = f.get("name").and_then(Value::as_str).unwrap_or("");
+                        self.w.tool_start(out, choice, index, &id, name);
+                    }
+                    if let Some(a) = f
+                        .get("arguments")
+                        .and_then(Value::as_str)
+                        .filter(|a| !a.is_empty())
+                    {
+                        self.w.tool_args(out, choice, index, a);
+                    }
+                }
+            }
+            if let Some(r) = c.get("finish_reason").and_then(Value::as_str) {
+                self.role(out, choice);
+                self.w.finish(out, choice, r);
+            }
+        }
+    }
+}
+
+impl EventDecoder for OpenAiDecode {
+    fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> StreamStatus {
+        let data = ev.data.as_str();
+        if data == "[DONE]" {
+            self.done(out);
+            return StreamStatus::Done;
+        }
+        let v: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => {
+                return StreamStatus::Failed(
+                    crate::providers::translate::bad_upstream_body("upstream", e)
+                        .with_label("upstream_stream_error"),
+                )
+            }
+        };
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            let body = serde_json::json!({ "error": err }).to_string();
+            let mut e = openai_error(500, body.as_bytes());
+            e.label = "upstream_stream_error";
+            return StreamStatus::Failed(e);
+        }
+        self.chunk(&v, out);
+        StreamStatus::Continue
+    }
+
+    fn end(&mut self, tail: Option<SseEvent>, out: &mut BytesMut) -> StreamStatus {
+        if let Some(ev) = tail.filter(|ev| !ev.data.is_empty()) {
+            let status = EventDecoder::event(self, &ev, out);
+            if status != StreamStatus::Continue {
+                return status;
+            }
+        }
+        StreamStatus::Failed(
+            GatewayError::new(
+                502,
+                "upstream_error",
+                Some("stream_truncated"),
+                "the upstream stream ended before data: [DONE]",
+            )
+            .with_label("stream_truncated"),
+        )
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
 }
 
 /// Pass-through of an OpenAI SSE stream: events are forwarded byte for byte as each completes;

@@ -119,12 +119,21 @@ async fn run_candidates(
             }
             ctx.provider = Some(name.clone());
             ctx.upstream_model = Some(route.upstream_model.clone());
+            // The one place pass-through is decided: the client's dialect is the provider's
+            // wire format.
+            let passthrough = route.provider.config().format == dialect.native_format();
             let call = CallInfo {
                 client_model: req.model.clone(),
                 upstream_model: route.upstream_model.clone(),
                 stream: req.stream,
                 include_usage: req.include_usage,
                 parallel_tool_calls: req.parallel_tool_calls(),
+                passthrough,
+                client_headers: if passthrough {
+                    forwarded_headers(session)
+                } else {
+                    Vec::new()
+                },
             };
             let started = Instant::now();
             let target = backend.and_then(|i| pool.and_then(|p| p.backends.get(i)));
@@ -183,6 +192,26 @@ async fn run_candidates(
     Err(e)
 }
 
+/// Client headers a pass-through forwards upstream: the Messages API's version and beta flags.
+const FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta"];
+
+fn forwarded_headers(session: &Session) -> Vec<(&'static str, String)> {
+    let headers = &session.req_header().headers;
+    let mut out = Vec::new();
+    for name in FORWARDED {
+        // A header sent several times goes as one, its values joined (`anthropic-beta`).
+        let values: Vec<&str> = headers
+            .get_all(*name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !values.is_empty() {
+            out.push((*name, values.join(",")));
+        }
+    }
+    out
+}
+
 /// How a failure reads in the health log line.
 fn failure_reason(err: &GatewayError) -> String {
     if err.upstream {
@@ -205,6 +234,12 @@ async fn attempt(
     dialect: &'static dyn Dialect,
 ) -> Attempt {
     let cfg = route.provider.config();
+    if let (false, Some(err)) = (call.passthrough, req.untranslatable()) {
+        return Attempt::Failed {
+            err: err.clone(),
+            retryable: false,
+        };
+    }
     if cfg.format == "echo" {
         serve_echo(gw, session, ctx, req, call, dialect).await;
         return Attempt::Served;
@@ -351,8 +386,7 @@ async fn stream_response(
     let _active = metrics::StreamGuard::new();
     // Between a dialect and its own wire format the provider forwards the upstream's bytes and
     // never writes an event: it gets a writer that is nothing (and allocates nothing).
-    let writer: Box<dyn EventWriter> = if route.provider.config().format == dialect.native_format()
-    {
+    let writer: Box<dyn EventWriter> = if call.passthrough {
         Box::new(Passthrough)
     } else {
         dialect.events(&call.client_model)

@@ -216,11 +216,11 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
         // The rest of the body is not read: the connection cannot be reused.
         session.set_keepalive(None);
     }
-    let body = match ctx.dialect {
-        Some(d) => d.error_body(e),
-        None => e.body(),
+    let (status, body) = match ctx.dialect {
+        Some(d) => (d.status(e), d.error_body(e)),
+        None => (e.status, e.body()),
     };
-    respond(session, ctx, e.status, "application/json", &extra, body).await;
+    respond(session, ctx, status, "application/json", &extra, body).await;
 }
 
 fn allowed_methods(path: &str) -> &'static str {
@@ -319,6 +319,10 @@ impl Gateway {
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
+        if let Endpoint::Dialect(d) = ep {
+            // Errors from here on (the key, rate limits) take the dialect's shape.
+            ctx.dialect = Some(d);
+        }
         if matches!(
             ep,
             Endpoint::Dialect(_) | Endpoint::Embeddings | Endpoint::Models
@@ -383,7 +387,6 @@ impl Gateway {
                 Ok(())
             }
             Endpoint::Dialect(d) if method == Method::POST => {
-                ctx.dialect = Some(d);
                 chat::handle(self, session, ctx, d).await
             }
             Endpoint::Embeddings if method == Method::POST => {
