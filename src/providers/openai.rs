@@ -625,6 +625,125 @@ mod tests {
         }
     }
 
+    /// An OpenAI stream with text and a tool call, decoded for an Anthropic Messages client.
+    const TOOL_STREAM: &str = concat!(
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Let me é check.\"},\"finish_reason\":null}]}\n\n",
+        ": keep-alive\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_7\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"q\\\":\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn decoded(input: &[u8], split: usize) -> (String, StreamStatus) {
+        use crate::dialects::Dialect;
+        let call = CallInfo {
+            client_model: "vllm/m".into(),
+            upstream_model: "m".into(),
+            stream: true,
+            include_usage: true,
+            parallel_tool_calls: true,
+            passthrough: false,
+            client_headers: Vec::new(),
+        };
+        let w = crate::dialects::anthropic_messages::AnthropicMessages.events(&call.client_model);
+        let mut t = SseDriver::new(OpenAiDecode::new(&call, w));
+        let mut out = BytesMut::new();
+        let mut status = StreamStatus::Continue;
+        for part in [&input[..split], &input[split..]] {
+            if status == StreamStatus::Continue {
+                status = t.feed(part, &mut out);
+            }
+        }
+        if status == StreamStatus::Continue {
+            status = t.finish(&mut out);
+        }
+        assert_eq!(t.usage(), Some(Usage::new(9, 4)));
+        (String::from_utf8(out.to_vec()).unwrap(), status)
+    }
+
+    #[test]
+    fn decodes_into_anthropic_events_at_every_split() {
+        let input = TOOL_STREAM.as_bytes();
+        let (want, status) = decoded(input, 0);
+        assert_eq!(status, StreamStatus::Done);
+        let events: Vec<Value> = want
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.split_once("\ndata: ").unwrap().1).unwrap())
+            .collect();
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert_eq!(events[0]["message"]["id"], "msg_c2");
+        assert_eq!(events[2]["delta"]["text"], "Let me é check.");
+        assert_eq!(events[4]["content_block"]["id"], "toolu_call_7");
+        assert_eq!(events[6]["delta"]["partial_json"], "1}");
+        assert_eq!(events[8]["delta"]["stop_reason"], "tool_use");
+        assert_eq!(events[8]["usage"]["input_tokens"], 9);
+        assert_eq!(events[8]["usage"]["output_tokens"], 4);
+        for split in 0..=input.len() {
+            let (out, status) = decoded(input, split);
+            assert_eq!(out, want, "split {split}");
+            assert_eq!(status, StreamStatus::Done, "split {split}");
+        }
+        // Cut before [DONE]: a failure, so the client gets an error event.
+        let cut = &input[..input.len() - "data: [DONE]\n\n".len()];
+        let (out, status) = decoded(cut, cut.len() / 2);
+        assert!(!out.contains("message_stop"));
+        assert!(
+            matches!(status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated"))
+        );
+    }
+
+    #[test]
+    fn completions_decode_into_anthropic_messages() {
+        let call = CallInfo {
+            client_model: "vllm/m".into(),
+            upstream_model: "m".into(),
+            stream: false,
+            include_usage: false,
+            parallel_tool_calls: true,
+            passthrough: false,
+            client_headers: Vec::new(),
+        };
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"q\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+        let w = crate::dialects::anthropic_messages::MessageWriter;
+        let cfg = crate::config::Config::from_map(&Default::default())
+            .unwrap()
+            .providers["echo"]
+            .clone();
+        let t = OpenAiCompatible::new(cfg)
+            .chat_response(Bytes::from_static(body), &call, &w)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&t.body).unwrap();
+        assert_eq!(v["id"], "msg_chatcmpl-1");
+        assert_eq!(v["model"], "vllm/m");
+        assert_eq!(
+            v["content"],
+            serde_json::json!([{"type": "tool_use", "id": "toolu_call_1", "name": "get", "input": {"q": 1}}])
+        );
+        assert_eq!(v["stop_reason"], "tool_use");
+        assert_eq!(v["usage"]["input_tokens"], 5);
+        assert_eq!(t.usage, Some(Usage::new(5, 2)));
+    }
+
     #[test]
     fn truncated_stream_fails() {
         let input = &STREAM.as_bytes()[..STREAM.len() - 20];

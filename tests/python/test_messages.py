@@ -15,9 +15,9 @@ BASE = os.environ["GATEWAY_BASE_URL"].removesuffix("/v1")
 KEY = os.environ["GATEWAY_KEY"]
 # The version the mock Anthropic accepts: the gateway forwards the client's own.
 VERSION = {"anthropic-version": "2023-06-01"}
-# The SDK sends its key as x-api-key.
+# The SDK 2.x sends its key as Authorization: Bearer (x-api-key is tested in tests/messages.rs).
 client = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0, default_headers=VERSION)
-# Claude Code with ANTHROPIC_AUTH_TOKEN sends Authorization: Bearer instead.
+# The same with auth_token (what Claude Code's ANTHROPIC_AUTH_TOKEN does).
 bearer = anthropic.Anthropic(base_url=BASE, auth_token=KEY, max_retries=0, default_headers=VERSION)
 
 NATIVE = "anthropic/claude-sonnet-4-20250514"
