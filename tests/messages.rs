@@ -111,21 +111,36 @@ fn vllm() -> Handler {
 }
 
 fn start(claude: &Mock, vllm: &Mock) -> Gateway {
-    Gateway::start(&[
-        ("ANTHROPIC_BASE_URL", &claude.url()),
+    start_with(claude, vllm, &[])
+}
+
+fn start_with(claude: &Mock, vllm: &Mock, more: &[(&str, &str)]) -> Gateway {
+    let (claude_url, vllm_url) = (claude.url(), format!("{}/v1", vllm.url()));
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("ANTHROPIC_BASE_URL", &claude_url),
         ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
-        ("VLLM_BASE_URL", &format!("{}/v1", vllm.url())),
+        ("VLLM_BASE_URL", &vllm_url),
         ("VLLM_API_KEY", VLLM_KEY),
         ("GATEWAY_API_KEYS", GATEWAY_KEY),
         ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
-    ])
+    ];
+    vars.extend_from_slice(more);
+    Gateway::start(&vars)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anthropic_python_sdk_native_translated_and_echo() {
     let claude = Mock::start(anthropic()).await;
     let up = Mock::start(vllm()).await;
-    let gw = start(&claude, &up);
+    let google = Mock::start(gemini()).await;
+    let gw = start_with(
+        &claude,
+        &up,
+        &[
+            ("GEMINI_BASE_URL", &google.url()),
+            ("GEMINI_API_KEY", GEMINI_KEY),
+        ],
+    );
     let stdout = run_python(&gw, &["test_messages.py"], &[("GATEWAY_KEY", GATEWAY_KEY)]).await;
     assert!(stdout.contains("sdk: 10 passed, 0 failed"), "{stdout}");
     // The translated follow-up carried the upstream's own tool call id back.
@@ -141,6 +156,7 @@ async fn anthropic_python_sdk_native_translated_and_echo() {
         })
         .collect();
     assert_eq!(followups.len(), 2, "one per round trip");
+    assert!(google.calls() >= 7, "{}", google.calls());
     for b in &followups {
         let m = b["messages"].as_array().unwrap();
         let call = m.iter().find(|m| m["role"] == "assistant").unwrap();

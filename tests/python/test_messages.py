@@ -1,7 +1,8 @@
 """The official Anthropic Python SDK against the gateway's /v1/messages.
 
-Run by tests/messages.rs, which starts a mock Anthropic upstream (native pass-through), a mock
-OpenAI-compatible upstream (`vllm/...`, translated) and the gateway (with `echo`), and passes
+Run by tests/messages.rs, which starts a mock Anthropic upstream (native pass-through), mock
+OpenAI-compatible (`vllm/...`) and Gemini upstreams (translated) and the gateway (with `echo`),
+and passes
 GATEWAY_BASE_URL and GATEWAY_KEY. Each check prints one line; the last line is the summary.
 """
 import base64
@@ -22,6 +23,7 @@ bearer = anthropic.Anthropic(base_url=BASE, auth_token=KEY, max_retries=0, defau
 
 NATIVE = "anthropic/claude-sonnet-4-20250514"
 TRANSLATED = "vllm/qwen3-8b"
+GEMINI = "google/gemini-2.0-flash"
 ECHO = "echo/test"
 TOOLS = [{
     "name": "get_weather",
@@ -124,26 +126,30 @@ def native_image():
 @check
 def translated_plain():
     plain(TRANSLATED, "Hello from vLLM")
+    plain(GEMINI, "Hello from Gemini")
 
 
 @check
 def translated_streamed():
     streamed(TRANSLATED, "Hello from vLLM")
+    streamed(GEMINI, "Hello from Gemini")
 
 
 @check
 def translated_tool_round_trip():
-    tool_round_trip(TRANSLATED, False)
-    tool_round_trip(TRANSLATED, True)
+    for model in [TRANSLATED, GEMINI]:
+        tool_round_trip(model, False)
+        tool_round_trip(model, True)
 
 
 @check
 def translated_image():
-    msg = client.messages.create(model=TRANSLATED, max_tokens=64, messages=[{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
-        {"type": "text", "text": "what is this?"},
-    ]}])
-    assert msg.content[0].text == "I see 1 images", msg.content
+    for model in [TRANSLATED, GEMINI]:
+        msg = client.messages.create(model=model, max_tokens=64, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+            {"type": "text", "text": "what is this?"},
+        ]}])
+        assert msg.content[0].text == "I see 1 images", (model, msg.content)
 
 
 @check
