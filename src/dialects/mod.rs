@@ -48,6 +48,12 @@ pub trait Dialect: Send + Sync {
         e.status
     }
 
+    /// The body answering a token-count request (`<path>/count_tokens`) with an estimate,
+    /// when the dialect's API has such an endpoint.
+    fn count_tokens_body(&self, _input_tokens: u64) -> Option<Bytes> {
+        None
+    }
+
     /// An error as this dialect's error body.
     fn error_body(&self, e: &GatewayError) -> Bytes;
 

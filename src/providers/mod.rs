@@ -139,6 +139,18 @@ pub trait Provider: Send + Sync {
         w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator>;
 
+    /// Encodes a token-count request (`POST /v1/messages/count_tokens`) when the upstream
+    /// counts tokens for the client's own format (`call.passthrough`); `None` otherwise, and
+    /// the gateway estimates instead.
+    fn count_tokens_request(
+        &self,
+        _req: &ChatRequest,
+        _call: &CallInfo,
+        _backend: &BaseUrl,
+    ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        None
+    }
+
     /// Maps an upstream error response to the OpenAI error object, keeping a meaningful status.
     fn error(&self, status: u16, body: &[u8]) -> GatewayError;
 

@@ -195,7 +195,7 @@ async fn run_candidates(
 /// Client headers a pass-through forwards upstream: the Messages API's version and beta flags.
 const FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta"];
 
-fn forwarded_headers(session: &Session) -> Vec<(&'static str, String)> {
+pub(super) fn forwarded_headers(session: &Session) -> Vec<(&'static str, String)> {
     let headers = &session.req_header().headers;
     let mut out = Vec::new();
     for name in FORWARDED {

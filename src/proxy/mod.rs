@@ -16,6 +16,7 @@ mod admit;
 mod app;
 mod cache;
 mod chat;
+mod count_tokens;
 mod embeddings;
 mod metrics_app;
 mod models;
@@ -225,7 +226,9 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
 
 fn allowed_methods(path: &str) -> &'static str {
     match endpoint(path) {
-        Some(Endpoint::Dialect(_)) | Some(Endpoint::Embeddings) => "POST",
+        Some(Endpoint::Dialect(_))
+        | Some(Endpoint::CountTokens(_))
+        | Some(Endpoint::Embeddings) => "POST",
         _ => "GET, HEAD",
     }
 }
@@ -234,6 +237,8 @@ fn allowed_methods(path: &str) -> &'static str {
 enum Endpoint {
     /// A client API that asks a model for an answer (OpenAI chat, ...).
     Dialect(&'static dyn Dialect),
+    /// A dialect's token counting (`/v1/messages/count_tokens`).
+    CountTokens(&'static dyn Dialect),
     Embeddings,
     Models,
     Health,
@@ -248,6 +253,13 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     let p = p.strip_prefix("/v1").unwrap_or(p);
     if let Some(d) = crate::dialects::for_path(p) {
         return Some(Endpoint::Dialect(d));
+    }
+    if let Some(d) = p
+        .strip_suffix("/count_tokens")
+        .and_then(crate::dialects::for_path)
+        .filter(|d| d.count_tokens_body(0).is_some())
+    {
+        return Some(Endpoint::CountTokens(d));
     }
     match p {
         "/embeddings" => Some(Endpoint::Embeddings),
@@ -319,13 +331,16 @@ impl Gateway {
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
-        if let Endpoint::Dialect(d) = ep {
+        if let Endpoint::Dialect(d) | Endpoint::CountTokens(d) = ep {
             // Errors from here on (the key, rate limits) take the dialect's shape.
             ctx.dialect = Some(d);
         }
         if matches!(
             ep,
-            Endpoint::Dialect(_) | Endpoint::Embeddings | Endpoint::Models
+            Endpoint::Dialect(_)
+                | Endpoint::CountTokens(_)
+                | Endpoint::Embeddings
+                | Endpoint::Models
         ) {
             admit::admit(self, session, ctx).await?;
         }
@@ -388,6 +403,9 @@ impl Gateway {
             }
             Endpoint::Dialect(d) if method == Method::POST => {
                 chat::handle(self, session, ctx, d).await
+            }
+            Endpoint::CountTokens(d) if method == Method::POST => {
+                count_tokens::handle(self, session, ctx, d).await
             }
             Endpoint::Embeddings if method == Method::POST => {
                 embeddings::handle(self, session, ctx).await

@@ -84,6 +84,9 @@ fn anthropic_answer(r: &Recorded) -> Response {
         }
         return a_error(404, "not_found_error", "Not found");
     }
+    if r.path == "/v1/messages/count_tokens" && r.method == "POST" {
+        return json_response(200, json!({"input_tokens": 42}));
+    }
     if r.path != "/v1/messages" || r.method != "POST" {
         return a_error(404, "not_found_error", "Not found");
     }

@@ -159,6 +159,16 @@ def echo_plain_and_streamed():
 
 
 @check
+def count_tokens():
+    messages = [{"role": "user", "content": "how many tokens is this?"}]
+    n = client.messages.count_tokens(model=NATIVE, messages=messages, tools=TOOLS)
+    assert n.input_tokens == 42, n  # Anthropic's own count, passed through
+    for model in [TRANSLATED, GEMINI, ECHO]:
+        n = client.messages.count_tokens(model=model, messages=messages, tools=TOOLS)
+        assert 10 < n.input_tokens < 200, (model, n)  # the gateway's estimate
+
+
+@check
 def typed_errors():
     bad = anthropic.Anthropic(base_url=BASE, api_key="sk-wrong", max_retries=0, default_headers=VERSION)
     try:

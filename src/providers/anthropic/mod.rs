@@ -128,6 +128,24 @@ impl Provider for Anthropic {
         Box::new(SseDriver::new(AnthropicStream::new(call, w)))
     }
 
+    fn count_tokens_request(
+        &self,
+        req: &ChatRequest,
+        call: &CallInfo,
+        backend: &BaseUrl,
+    ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        let native = req.native_body().filter(|_| call.passthrough)?;
+        Some(
+            passthrough::rewrite_model(native, &call.upstream_model).map(|body| {
+                UpstreamRequest::post(
+                    format!("{}/v1/messages/count_tokens", backend.path),
+                    self.passthrough_headers(call),
+                    body,
+                )
+            }),
+        )
+    }
+
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
         map_error(status, body)
     }
