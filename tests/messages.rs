@@ -142,7 +142,7 @@ async fn anthropic_python_sdk_native_translated_and_echo() {
         ],
     );
     let stdout = run_python(&gw, &["test_messages.py"], &[("GATEWAY_KEY", GATEWAY_KEY)]).await;
-    assert!(stdout.contains("sdk: 11 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("sdk: 12 passed, 0 failed"), "{stdout}");
     // The translated follow-up carried the upstream's own tool call id back.
     let followups: Vec<Value> = up
         .requests()

@@ -66,6 +66,37 @@ impl Dialect for AnthropicMessages {
         Some(Bytes::from(format!("{{\"input_tokens\":{input_tokens}}}")))
     }
 
+    /// Anthropic's list: `{"data":[{"type":"model","id","display_name","created_at"}],
+    /// "has_more","first_id","last_id"}`.
+    fn model_list(&self, openai_list: &Bytes) -> Bytes {
+        let v: Value = serde_json::from_slice(openai_list).unwrap_or(Value::Null);
+        let data: Vec<Value> = v
+            .get("data")
+            .and_then(Value::as_array)
+            .map(|models| {
+                models
+                    .iter()
+                    .filter_map(|m| {
+                        let id = m.get("id")?.as_str()?;
+                        let created = m.get("created").and_then(Value::as_u64).unwrap_or(0);
+                        Some(json!({
+                            "type": "model",
+                            "id": id,
+                            "display_name": id,
+                            "created_at": rfc3339(created),
+                        }))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let first = data.first().map(|m| m["id"].clone()).unwrap_or(Value::Null);
+        let last = data.last().map(|m| m["id"].clone()).unwrap_or(Value::Null);
+        Bytes::from(
+            json!({"data": data, "has_more": false, "first_id": first, "last_id": last})
+                .to_string(),
+        )
+    }
+
     fn error_body(&self, e: &GatewayError) -> Bytes {
         Bytes::from(error_json(e).to_string())
     }
@@ -75,6 +106,28 @@ impl Dialect for AnthropicMessages {
         event(&mut out, "error", &error_json(e));
         out.freeze()
     }
+}
+
+/// A Unix time as RFC 3339 (`2025-05-22T00:00:00Z`).
+fn rfc3339(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -879,6 +932,24 @@ mod tests {
             finish_reason: "tool_calls".into(),
             usage: None,
         }
+    }
+
+    #[test]
+    fn model_lists_in_anthropic_shape() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_747_872_000), "2025-05-22T00:00:00Z");
+        assert_eq!(rfc3339(951_825_599), "2000-02-29T11:59:59Z");
+        let list = Bytes::from_static(
+            br#"{"object":"list","data":[{"id":"anthropic/claude-x","object":"model","created":1747872000,"owned_by":"anthropic"},{"id":"echo/test","object":"model","created":0,"owned_by":"echo"}]}"#,
+        );
+        let v: Value = serde_json::from_slice(&AnthropicMessages.model_list(&list)).unwrap();
+        assert_eq!(
+            v,
+            json!({"data": [
+                {"type": "model", "id": "anthropic/claude-x", "display_name": "anthropic/claude-x", "created_at": "2025-05-22T00:00:00Z"},
+                {"type": "model", "id": "echo/test", "display_name": "echo/test", "created_at": "1970-01-01T00:00:00Z"}
+            ], "has_more": false, "first_id": "anthropic/claude-x", "last_id": "echo/test"})
+        );
     }
 
     #[test]

@@ -54,6 +54,12 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// The gateway's model list (`GET /v1/models`, OpenAI's list object) in this dialect's
+    /// shape.
+    fn model_list(&self, openai_list: &Bytes) -> Bytes {
+        openai_list.clone()
+    }
+
     /// An error as this dialect's error body.
     fn error_body(&self, e: &GatewayError) -> Bytes;
 
@@ -66,6 +72,16 @@ pub static DIALECTS: &[(&str, &dyn Dialect)] = &[
     ("/chat/completions", &openai_chat::OpenAiChat),
     ("/messages", &anthropic_messages::AnthropicMessages),
 ];
+
+/// The dialect of a request to a path every dialect shares (`GET /v1/models`), by its
+/// headers: `anthropic-version` marks an Anthropic client; else OpenAI chat's.
+pub fn for_headers(headers: &http::HeaderMap) -> &'static dyn Dialect {
+    if headers.contains_key("anthropic-version") {
+        &anthropic_messages::AnthropicMessages
+    } else {
+        &openai_chat::OpenAiChat
+    }
+}
 
 /// The dialect serving a path (without `/v1` and trailing slashes).
 pub fn for_path(path: &str) -> Option<&'static dyn Dialect> {

@@ -331,9 +331,13 @@ impl Gateway {
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
-        if let Endpoint::Dialect(d) | Endpoint::CountTokens(d) = ep {
+        match ep {
             // Errors from here on (the key, rate limits) take the dialect's shape.
-            ctx.dialect = Some(d);
+            Endpoint::Dialect(d) | Endpoint::CountTokens(d) => ctx.dialect = Some(d),
+            Endpoint::Models => {
+                ctx.dialect = Some(crate::dialects::for_headers(&session.req_header().headers))
+            }
+            _ => {}
         }
         if matches!(
             ep,

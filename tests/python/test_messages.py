@@ -169,6 +169,14 @@ def count_tokens():
 
 
 @check
+def models_list():
+    page = client.models.list()
+    ids = [m.id for m in page.data]
+    assert NATIVE in ids, ids
+    assert all(m.type == "model" and m.created_at.year >= 1970 for m in page.data), page.data
+
+
+@check
 def typed_errors():
     bad = anthropic.Anthropic(base_url=BASE, api_key="sk-wrong", max_retries=0, default_headers=VERSION)
     try:
