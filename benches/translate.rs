@@ -58,6 +58,7 @@ fn bench(c: &mut Criterion) {
         include_usage: false,
         parallel_tool_calls: true,
         passthrough: false,
+        client_format: "openai",
         client_headers: Vec::new(),
     };
     for name in ["openai", "anthropic", "google"] {
@@ -65,6 +66,7 @@ fn bench(c: &mut Criterion) {
         // An OpenAI chat client and an OpenAI upstream: the pass-through path.
         let call = CallInfo {
             passthrough: name == "openai",
+            client_format: "openai",
             ..call.clone()
         };
         let backend = if name == "openai" {
@@ -97,6 +99,7 @@ fn bench(c: &mut Criterion) {
         let p = providers::build(&config.providers[name], &config).expect("provider");
         let call = CallInfo {
             passthrough: name == "openai",
+            client_format: "openai",
             ..call.clone()
         };
         let mut t = p.stream_translator(&call, Box::new(ChunkWriter::new(&call.client_model)));

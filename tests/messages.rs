@@ -327,3 +327,45 @@ async fn cut_streams_end_with_an_error_event() {
     let last = out.trim_end().rsplit("\n\n").next().unwrap();
     assert!(last.starts_with("event: error\n"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_messages_switch_passes_through_to_an_openai_compatible_host() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(fixed(THINKING_STREAM, true)).await;
+    let gw = start_with(&claude, &up, &[("VLLM_NATIVE_MESSAGES", "on")]);
+    let body = CLIENT_BODY
+        .replace("STREAM", "true")
+        .replace("anthropic/claude-sonnet-4-5", "vllm/qwen3-coder");
+    let resp = client()
+        .post(gw.url("/v1/messages?beta=true"))
+        .header("x-api-key", GATEWAY_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), THINKING_STREAM);
+    let sent = up.last();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(
+        String::from_utf8(sent.body.to_vec()).unwrap(),
+        body.replacen("\"vllm/qwen3-coder\"", "\"qwen3-coder\"", 1)
+    );
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {VLLM_KEY}").as_str())
+    );
+    // An OpenAI chat client of the same host still goes to /chat/completions.
+    up.set(vllm());
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+        .json(&chat_body("vllm/qwen3-coder", "hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().path, "/v1/chat/completions");
+}

@@ -878,6 +878,7 @@ mod tests {
             include_usage,
             parallel_tool_calls: parallel,
             passthrough: false,
+            client_format: "openai",
             client_headers: Vec::new(),
         }
     }

@@ -73,6 +73,9 @@ pub struct CallInfo {
     /// request goes as the client sent it and answers and streams pass through as bytes;
     /// otherwise the provider decodes them into the dialect's writers.
     pub passthrough: bool,
+    /// The wire format of the client's dialect (`Dialect::native_format`): with `passthrough`,
+    /// what the request and answers are (a host that speaks several formats serves each).
+    pub client_format: &'static str,
     /// Headers of the client's request a pass-through forwards (`anthropic-version`,
     /// `anthropic-beta` for the Messages API), lower-case names.
     pub client_headers: Vec<(&'static str, String)>,

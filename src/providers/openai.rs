@@ -3,7 +3,9 @@
 //! field of the canonical request (only `model` rewritten, and usage asked for on streams).
 //! For an OpenAI chat client (`CallInfo::passthrough`) responses pass through byte for byte;
 //! for a client of another dialect they are decoded into its writers (`chat.completion` into
-//! answers, `chat.completion.chunk` events into stream events).
+//! answers, `chat.completion.chunk` events into stream events). A host switched to native
+//! Messages (`<PROVIDER>_NATIVE_MESSAGES=on`) gets Messages clients' bodies as they are, on
+//! `<base URL>/messages`, and answers them itself.
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
@@ -13,6 +15,7 @@ use crate::api::{Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError};
+use crate::providers::anthropic;
 use crate::providers::stream::{EventDecoder, SseDriver};
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
@@ -35,6 +38,12 @@ impl OpenAiCompatible {
             None => Vec::new(),
         }
     }
+}
+
+/// A Messages client passed through to a host that speaks Messages too
+/// (`<PROVIDER>_NATIVE_MESSAGES=on`): `<base URL>/messages`, Anthropic's bytes both ways.
+fn messages_native(call: &CallInfo) -> bool {
+    call.passthrough && call.client_format == "anthropic"
 }
 
 #[derive(Deserialize)]
@@ -96,6 +105,16 @@ impl Provider for OpenAiCompatible {
         call: &CallInfo,
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
+        if let (true, Some(native)) = (messages_native(call), req.native_body()) {
+            let body = anthropic::passthrough::rewrite_model(native, &call.upstream_model)?;
+            let mut headers = call.client_headers.clone();
+            headers.extend(self.headers());
+            return Ok(UpstreamRequest::post(
+                format!("{}/messages", backend.path),
+                headers,
+                body,
+            ));
+        }
         let size = req.messages_raw().len();
         let bytes =
             encode_with_overrides(req.field_texts(), size, &call.upstream_model, req.stream)
@@ -115,6 +134,10 @@ impl Provider for OpenAiCompatible {
         call: &CallInfo,
         w: &dyn AnswerWriter,
     ) -> Result<Translated, GatewayError> {
+        if messages_native(call) {
+            let usage = anthropic::passthrough::usage_of(&body);
+            return Ok(Translated { body, usage });
+        }
         if call.passthrough {
             let usage = usage_of(&body);
             return Ok(Translated { body, usage });
@@ -129,6 +152,11 @@ impl Provider for OpenAiCompatible {
         call: &CallInfo,
         w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator> {
+        if messages_native(call) {
+            return Box::new(SseDriver::new(
+                anthropic::passthrough::PassthroughStream::default(),
+            ));
+        }
         if call.passthrough {
             return Box::new(SseDriver::new(OpenAiStream {
                 include_usage: call.include_usage,
@@ -647,6 +675,7 @@ mod tests {
             include_usage: true,
             parallel_tool_calls: true,
             passthrough: false,
+            client_format: "anthropic",
             client_headers: Vec::new(),
         };
         let w = crate::dialects::anthropic_messages::AnthropicMessages.events(&call.client_model);
@@ -721,6 +750,7 @@ mod tests {
             include_usage: false,
             parallel_tool_calls: true,
             passthrough: false,
+            client_format: "anthropic",
             client_headers: Vec::new(),
         };
         let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"q\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;

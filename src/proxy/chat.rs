@@ -121,7 +121,7 @@ async fn run_candidates(
             ctx.upstream_model = Some(route.upstream_model.clone());
             // The one place pass-through is decided: the client's dialect is the provider's
             // wire format.
-            let passthrough = route.provider.config().format == dialect.native_format();
+            let passthrough = route.provider.config().speaks(dialect.native_format());
             let call = CallInfo {
                 client_model: req.model.clone(),
                 upstream_model: route.upstream_model.clone(),
@@ -129,6 +129,7 @@ async fn run_candidates(
                 include_usage: req.include_usage,
                 parallel_tool_calls: req.parallel_tool_calls(),
                 passthrough,
+                client_format: dialect.native_format(),
                 client_headers: if passthrough {
                     forwarded_headers(session)
                 } else {

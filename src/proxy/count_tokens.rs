@@ -25,7 +25,7 @@ pub async fn handle(
     let cfg = route.provider.config();
     ctx.provider = Some(cfg.name.clone());
     ctx.upstream_model = Some(route.upstream_model.clone());
-    let passthrough = cfg.format == dialect.native_format();
+    let passthrough = cfg.speaks(dialect.native_format());
     let call = CallInfo {
         client_model: req.model.clone(),
         upstream_model: route.upstream_model.clone(),
@@ -33,6 +33,7 @@ pub async fn handle(
         include_usage: false,
         parallel_tool_calls: req.parallel_tool_calls(),
         passthrough,
+        client_format: dialect.native_format(),
         client_headers: if passthrough {
             super::chat::forwarded_headers(session)
         } else {

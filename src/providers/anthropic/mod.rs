@@ -25,7 +25,7 @@ use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamTranslator, Translated, UpstreamRequest,
 };
 
-mod passthrough;
+pub mod passthrough;
 mod translate;
 mod wire;
 
@@ -237,6 +237,7 @@ mod tests {
             include_usage,
             parallel_tool_calls: true,
             passthrough: false,
+            client_format: "openai",
             client_headers: Vec::new(),
         }
     }
