@@ -369,3 +369,25 @@ async fn native_messages_switch_passes_through_to_an_openai_compatible_host() {
     assert_eq!(resp.status(), 200);
     assert_eq!(up.last().path, "/v1/chat/completions");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_translated_upstream_gets_pings() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(Arc::new(|r: &Recorded| {
+        let model = r.json()["model"].as_str().unwrap_or("").to_string();
+        let mut events = openai_stream_events(&model, &["Hi"], true);
+        // The text at once, the rest after 16 s of silence.
+        let rest = events.split_off(2).concat();
+        let events = vec![events.concat(), rest];
+        sse_response(events, Duration::from_millis(16_000), None)
+    }))
+    .await;
+    let gw = start(&claude, &up);
+    let out = stream_text(&gw, "vllm/qwen", "hi").await;
+    let ping = out.find("event: ping\n").expect(&out);
+    assert!(ping > out.find("content_block_delta").unwrap(), "{out}");
+    assert!(
+        out.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{out}"
+    );
+}

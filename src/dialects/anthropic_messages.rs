@@ -62,6 +62,12 @@ impl Dialect for AnthropicMessages {
         }
     }
 
+    fn keepalive(&self) -> Option<Bytes> {
+        Some(Bytes::from_static(
+            b"event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        ))
+    }
+
     fn count_tokens_body(&self, input_tokens: u64) -> Option<Bytes> {
         Some(Bytes::from(format!("{{\"input_tokens\":{input_tokens}}}")))
     }

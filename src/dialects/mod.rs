@@ -60,12 +60,21 @@ pub trait Dialect: Send + Sync {
         openai_list.clone()
     }
 
+    /// An event that keeps a translated stream alive while the upstream is silent (sent at
+    /// least every [`KEEPALIVE_EVERY`] once the stream has started), if the dialect has one.
+    fn keepalive(&self) -> Option<Bytes> {
+        None
+    }
+
     /// An error as this dialect's error body.
     fn error_body(&self, e: &GatewayError) -> Bytes;
 
     /// An error once the stream has started, as this dialect's stream event.
     fn error_event(&self, e: &GatewayError) -> Bytes;
 }
+
+/// How long a translated stream may stay silent before the dialect's keep-alive goes out.
+pub const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Every dialect, by the path it serves (after the optional `/v1` prefix).
 pub static DIALECTS: &[(&str, &dyn Dialect)] = &[

@@ -11,7 +11,7 @@ use super::{cache, read_body, respond, response_head, Ctx, Gateway, Session};
 use crate::api::{unix_now, ChatRequest};
 use crate::canonical::{EventWriter, Usage};
 use crate::config::BaseUrl;
-use crate::dialects::Dialect;
+use crate::dialects::{Dialect, KEEPALIVE_EVERY};
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::providers::{echo, CallInfo, StreamStatus};
@@ -393,16 +393,39 @@ async fn stream_response(
         dialect.events(&call.client_model)
     };
     let mut tr = route.provider.stream_translator(call, writer);
+    // A translated stream whose upstream falls silent gets the dialect's keep-alive (a
+    // pass-through stream carries the upstream's own).
+    let keepalive = if call.passthrough {
+        None
+    } else {
+        dialect.keepalive()
+    };
     let mut out = BytesMut::with_capacity(4096);
     let mut started = false;
     loop {
-        let next = tokio::select! {
-            c = resp.chunk() => c,
-            _ = client_gone(session) => {
-                ctx.outcome = "client_closed";
-                resp.abort().await;
-                return Attempt::Served;
+        // The upstream read is never dropped half-way (a keep-alive goes out while it waits).
+        let woke = {
+            let chunk = resp.chunk();
+            tokio::pin!(chunk);
+            loop {
+                tokio::select! {
+                    c = &mut chunk => break Some(c),
+                    _ = client_gone(session) => break None,
+                    _ = tokio::time::sleep(KEEPALIVE_EVERY), if started && keepalive.is_some() => {
+                        if let Some(k) = &keepalive {
+                            out.extend_from_slice(k);
+                        }
+                        if !write_chunk(session, ctx, &mut out, false).await {
+                            break None;
+                        }
+                    }
+                }
             }
+        };
+        let Some(next) = woke else {
+            ctx.outcome = "client_closed";
+            resp.abort().await;
+            return Attempt::Served;
         };
         let status = match next {
             Ok(Some(chunk)) => tr.feed(&chunk, &mut out),
