@@ -391,3 +391,27 @@ async fn a_silent_translated_upstream_gets_pings() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_model_names_go_to_another_provider_through_aliases() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(vllm()).await;
+    let gw = start_with(
+        &claude,
+        &up,
+        &[(
+            "GATEWAY_MODEL_ALIASES",
+            "claude-sonnet-4-5-20250929=vllm/qwen3-coder;claude-haiku-4-5=vllm/qwen3-8b",
+        )],
+    );
+    for (model, upstream) in [
+        ("claude-sonnet-4-5-20250929", "qwen3-coder"),
+        ("claude-haiku-4-5", "qwen3-8b"),
+    ] {
+        let out = stream_text(&gw, model, "hi").await;
+        assert!(out.contains("\"vLLM\""), "{out}");
+        assert!(out.contains(&format!("\"model\":\"{model}\"")), "{out}");
+        assert_eq!(up.last().json()["model"], upstream);
+    }
+    assert_eq!(claude.calls(), 0);
+}
