@@ -16,7 +16,7 @@
 //!   returns plain values and never writes to a client.
 //! - [`dialects`]: inbound client APIs, one file each, registered by path in
 //!   `dialects::DIALECTS`: parse a request into the canonical request, write answers, stream
-//!   events and errors in the client's format (today `openai_chat`).
+//!   events and errors in the client's format (`openai_chat`, `anthropic_messages`).
 //! - [`providers`]: outbound wire formats, one file (or folder: `wire.rs` types apart from
 //!   `translate.rs`) each, registered by name in `providers::REGISTRY` (`openai`,
 //!   `anthropic/`, `gemini/`, `cohere`, `echo`): encode the canonical request, decode answers

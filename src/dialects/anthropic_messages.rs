@@ -353,10 +353,23 @@ fn convert_turn(
     left_out: &mut Option<GatewayError>,
 ) -> Result<(), GatewayError> {
     let role = turn.get("role").and_then(Value::as_str).unwrap_or("");
+    if role == "system" {
+        // Claude Code puts `system` turns in `messages` for models that are not Claude's.
+        let content = match turn.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(b)) => blocks_text(b, &format!("messages[{i}].content"))?,
+            _ => String::new(),
+        };
+        out.push(json!({"role": "system", "content": content}));
+        return Ok(());
+    }
     if role != "user" && role != "assistant" {
         return Err(bad(
             &format!("messages[{i}].role"),
-            format!("messages[{i}].role must be 'user' or 'assistant'"),
+            format!(
+                "messages[{i}].role must be 'user' or 'assistant', not {}",
+                turn.get("role").unwrap_or(&Value::Null)
+            ),
         ));
     }
     let blocks = match turn.get("content") {
@@ -821,7 +834,8 @@ mod tests {
                 {"role": "user", "content": [
                     {"type": "tool_result", "tool_use_id": "toolu_call_1", "content": [{"type": "text", "text": "42"}], "is_error": true},
                     {"type": "text", "text": "and?"}
-                ]}
+                ]},
+                {"role": "system", "content": [{"type": "text", "text": "reminder"}]}
             ],
             "tools": [{"name": "get", "description": "d", "input_schema": {"type": "object"}}],
             "tool_choice": {"type": "any", "disable_parallel_tool_use": true},
@@ -848,7 +862,8 @@ mod tests {
                         {"id": "call_1", "type": "function", "function": {"name": "get", "arguments": "{\"q\":1}"}}
                     ]},
                     {"role": "tool", "tool_call_id": "call_1", "content": "Error: 42"},
-                    {"role": "user", "content": "and?"}
+                    {"role": "user", "content": "and?"},
+                    {"role": "system", "content": "reminder"}
                 ],
                 "max_tokens": 512,
                 "temperature": 0.5,
