@@ -78,6 +78,15 @@ fn vllm() -> Handler {
             json!({"role": "assistant", "content": ""}),
             Value::Null,
         )];
+        let asked_to_think = messages
+            .last()
+            .and_then(|m| m["content"].as_str())
+            .is_some_and(|t| t.contains("think"));
+        if asked_to_think {
+            for part in ["Thinking ", "hard."] {
+                events.push(chunk(json!({"reasoning_content": part}), Value::Null));
+            }
+        }
         if call {
             events.push(chunk(
                 json!({"tool_calls": [{"index": 0, "id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
@@ -142,7 +151,7 @@ async fn anthropic_python_sdk_native_translated_and_echo() {
         ],
     );
     let stdout = run_python(&gw, &["test_messages.py"], &[("GATEWAY_KEY", GATEWAY_KEY)]).await;
-    assert!(stdout.contains("sdk: 12 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("sdk: 13 passed, 0 failed"), "{stdout}");
     // The translated follow-up carried the upstream's own tool call id back.
     let followups: Vec<Value> = up
         .requests()

@@ -643,6 +643,7 @@ fn event(out: &mut BytesMut, name: &str, data: &Value) {
 #[derive(Clone, Copy, PartialEq)]
 enum Open {
     None,
+    Thinking,
     Text,
     Tool(u32),
 }
@@ -746,6 +747,27 @@ impl EventWriter for MessageEvents {
             out,
             "content_block_delta",
             &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+        );
+    }
+
+    /// Reasoning becomes a `thinking` block (without a signature: only Anthropic signs).
+    fn reasoning(&mut self, out: &mut BytesMut, choice: u32, text: &str) {
+        if choice != 0 || text.is_empty() {
+            return;
+        }
+        self.start(out);
+        if self.open != Open::Thinking {
+            self.block_start(
+                out,
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+            );
+            self.open = Open::Thinking;
+        }
+        let index = self.blocks - 1;
+        event(
+            out,
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": text}}),
         );
     }
 

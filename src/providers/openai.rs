@@ -433,6 +433,15 @@ impl OpenAiDecode {
                 self.role(out, choice);
             }
             if let Some(t) = delta
+                .get("reasoning_content")
+                .or_else(|| delta.get("reasoning"))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                self.role(out, choice);
+                self.w.reasoning(out, choice, t);
+            }
+            if let Some(t) = delta
                 .get("content")
                 .and_then(Value::as_str)
                 .filter(|t| !t.is_empty())
@@ -656,6 +665,7 @@ mod tests {
     /// An OpenAI stream with text and a tool call, decoded for an Anthropic Messages client.
     const TOOL_STREAM: &str = concat!(
         "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"Think.\"},\"finish_reason\":null}]}\n\n",
         "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Let me é check.\"},\"finish_reason\":null}]}\n\n",
         ": keep-alive\n\n",
         "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_7\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
@@ -714,6 +724,9 @@ mod tests {
                 "content_block_stop",
                 "content_block_start",
                 "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
                 "content_block_delta",
                 "content_block_stop",
                 "message_delta",
@@ -721,12 +734,14 @@ mod tests {
             ]
         );
         assert_eq!(events[0]["message"]["id"], "msg_c2");
-        assert_eq!(events[2]["delta"]["text"], "Let me é check.");
-        assert_eq!(events[4]["content_block"]["id"], "toolu_call_7");
-        assert_eq!(events[6]["delta"]["partial_json"], "1}");
-        assert_eq!(events[8]["delta"]["stop_reason"], "tool_use");
-        assert_eq!(events[8]["usage"]["input_tokens"], 9);
-        assert_eq!(events[8]["usage"]["output_tokens"], 4);
+        assert_eq!(events[1]["content_block"]["type"], "thinking");
+        assert_eq!(events[2]["delta"]["thinking"], "Think.");
+        assert_eq!(events[5]["delta"]["text"], "Let me é check.");
+        assert_eq!(events[7]["content_block"]["id"], "toolu_call_7");
+        assert_eq!(events[9]["delta"]["partial_json"], "1}");
+        assert_eq!(events[11]["delta"]["stop_reason"], "tool_use");
+        assert_eq!(events[11]["usage"]["input_tokens"], 9);
+        assert_eq!(events[11]["usage"]["output_tokens"], 4);
         for split in 0..=input.len() {
             let (out, status) = decoded(input, split);
             assert_eq!(out, want, "split {split}");

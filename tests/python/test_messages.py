@@ -153,6 +153,19 @@ def translated_image():
 
 
 @check
+def translated_reasoning_as_thinking():
+    with client.messages.stream(model=TRANSLATED, max_tokens=2048,
+                                thinking={"type": "enabled", "budget_tokens": 1024},
+                                messages=[{"role": "user", "content": "think, then say hello"}]) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_message()
+    assert "thinking" in kinds, kinds
+    assert [b.type for b in final.content] == ["thinking", "text"], final.content
+    assert final.content[0].thinking == "Thinking hard.", final.content
+    assert final.content[1].text == "Hello from vLLM", final.content
+
+
+@check
 def echo_plain_and_streamed():
     plain(ECHO, "say hello")
     streamed(ECHO, "say hello")
