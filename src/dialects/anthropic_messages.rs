@@ -9,10 +9,13 @@
 //! URL), text documents, `tool_use`, `tool_result` (text or blocks; `is_error` prefixes the
 //! text with `Error: `), `tools` (`input_schema` as `parameters`), `tool_choice`
 //! (`auto`/`any`/`tool`/`none`, `disable_parallel_tool_use`), `max_tokens`, `temperature`,
-//! `top_p`, `stop_sequences`, `stream`, `metadata.user_id` (as `user`). Dropped: `thinking`
-//! blocks in history and the `thinking` setting, `cache_control`, `context_management`,
-//! `top_k`, `service_tier`, the rest of `metadata`, an empty `tools` list. Refused (400 naming
-//! the field): server tools (a tool with a `type` other than `custom`), non-text documents.
+//! `top_p`, `stop_sequences`, `stream`, `metadata.user_id` (as `user`), `system` turns inside
+//! `messages` (Claude Code sends them for other models). Dropped: `thinking` blocks in history
+//! and the `thinking` setting, `cache_control`, `context_management`, `top_k`, `service_tier`,
+//! the rest of `metadata`, an empty `tools` list. Left out and noted as the request's
+//! [`ChatRequest::untranslatable`] error (a 400 naming the field for any provider but a native
+//! one): server tools (a tool with a `type` other than `custom`), non-text documents, non-text
+//! blocks in a `tool_result`, unknown blocks.
 //!
 //! Tool call ids: an upstream's id `X` reaches the client as `toolu_X`, and `toolu_X` in the
 //! client's history goes back upstream as `X`, so the upstream sees its own ids.

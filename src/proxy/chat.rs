@@ -1,5 +1,5 @@
-//! The model-answering endpoints, one lifecycle for every client dialect (today
-//! `/v1/chat/completions`): parse with the dialect, resolve, look up the cache, exchange with
+//! The model-answering endpoints, one lifecycle for every client dialect
+//! (`/v1/chat/completions`, `/v1/messages`): parse with the dialect, resolve, look up the cache, exchange with
 //! the upstream (failing over between candidates), and answer the client in its dialect (JSON,
 //! or a stream forwarded chunk by chunk as it arrives).
 
