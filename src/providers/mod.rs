@@ -142,15 +142,22 @@ pub trait Provider: Send + Sync {
         w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator>;
 
-    /// Encodes a token-count request (`POST /v1/messages/count_tokens`) when the upstream
-    /// counts tokens for the client's own format (`call.passthrough`); `None` otherwise, and
-    /// the gateway estimates instead.
+    /// Encodes a token-count request (`POST /v1/messages/count_tokens`) when the upstream can
+    /// count: for the client's own format (`call.passthrough`, the answer goes back as it is),
+    /// or through its own counting endpoint (read by [`Provider::count_tokens_response`]).
+    /// `None`: the gateway estimates instead.
     fn count_tokens_request(
         &self,
         _req: &ChatRequest,
         _call: &CallInfo,
         _backend: &BaseUrl,
     ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        None
+    }
+
+    /// The prompt's token count in a successful answer to a translated
+    /// [`Provider::count_tokens_request`].
+    fn count_tokens_response(&self, _body: &[u8]) -> Option<u64> {
         None
     }
 

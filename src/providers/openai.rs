@@ -166,6 +166,41 @@ impl Provider for OpenAiCompatible {
         Box::new(SseDriver::new(OpenAiDecode::new(call, w)))
     }
 
+    /// vLLM counts through its `/tokenize` (chat form) for a translated client; the other
+    /// hosts have no counting endpoint.
+    fn count_tokens_request(
+        &self,
+        req: &ChatRequest,
+        call: &CallInfo,
+        backend: &BaseUrl,
+    ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        if call.passthrough || self.cfg.flavor != HostFlavor::Vllm {
+            return None;
+        }
+        let root = backend.path.strip_suffix("/v1").unwrap_or(&backend.path);
+        let model = match serde_json::to_string(&call.upstream_model) {
+            Ok(m) => m,
+            Err(e) => {
+                return Some(Err(GatewayError::internal(format!(
+                    "encoding the model: {e}"
+                ))))
+            }
+        };
+        let body = format!("{{\"model\":{model},\"messages\":{}}}", req.messages_raw());
+        Some(Ok(UpstreamRequest::post(
+            format!("{root}/tokenize"),
+            self.headers(),
+            Bytes::from(body),
+        )))
+    }
+
+    fn count_tokens_response(&self, body: &[u8]) -> Option<u64> {
+        serde_json::from_slice::<Value>(body)
+            .ok()?
+            .get("count")?
+            .as_u64()
+    }
+
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
         openai_error(status, body)
     }

@@ -1,7 +1,8 @@
 //! A dialect's token counting (`POST /v1/messages/count_tokens`): the model's provider counts
 //! when it speaks the dialect itself (Anthropic: the request passes through and its answer
-//! comes back as it is); for any other provider the gateway answers an estimate (about four
-//! characters per token of the messages and tools, `providers::translate::estimate_prompt_tokens`).
+//! comes back as it is) or has a counting endpoint of its own (Gemini `countTokens`, vLLM
+//! `/tokenize`); for any other provider the gateway answers an estimate (about four characters
+//! per token of the messages and tools, `providers::translate::estimate_prompt_tokens`).
 //! No failover, no cache, no token charge.
 
 use crate::dialects::Dialect;
@@ -73,6 +74,18 @@ pub async fn handle(
         metrics::upstream_error(&cfg.name, err.label);
         return Err(err);
     }
+    // A translating format's count, in the dialect's shape (an estimate if it cannot be read).
+    let body = if passthrough {
+        body
+    } else {
+        let n = route
+            .provider
+            .count_tokens_response(&body)
+            .unwrap_or_else(|| crate::providers::translate::estimate_prompt_tokens(&req));
+        dialect
+            .count_tokens_body(n)
+            .ok_or_else(|| GatewayError::not_found("this API has no token counting"))?
+    };
     respond(session, ctx, status, "application/json", &[], body).await;
     Ok(())
 }
