@@ -57,9 +57,18 @@ fn bench(c: &mut Criterion) {
         stream: true,
         include_usage: false,
         parallel_tool_calls: true,
+        passthrough: false,
+        client_format: "openai",
+        client_headers: Vec::new(),
     };
     for name in ["openai", "anthropic", "google"] {
         let p = providers::build(&config.providers[name], &config).expect("provider");
+        // An OpenAI chat client and an OpenAI upstream: the pass-through path.
+        let call = CallInfo {
+            passthrough: name == "openai",
+            client_format: "openai",
+            ..call.clone()
+        };
         let backend = if name == "openai" {
             backend.clone()
         } else {
@@ -88,6 +97,11 @@ fn bench(c: &mut Criterion) {
         ("google", &b""[..], &gemini_event[..]),
     ] {
         let p = providers::build(&config.providers[name], &config).expect("provider");
+        let call = CallInfo {
+            passthrough: name == "openai",
+            client_format: "openai",
+            ..call.clone()
+        };
         let mut t = p.stream_translator(&call, Box::new(ChunkWriter::new(&call.client_model)));
         let mut out = BytesMut::with_capacity(4096);
         t.feed(prelude, &mut out);

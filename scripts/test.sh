@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # The test command: everything the test suite needs that cargo does not bring, then cargo test.
-#   - a Python venv (.venv) with the official openai SDK and prometheus_client, for the
-#     client-compatibility and metrics-parsing tests;
-#   - redis-server on PATH, for the Redis backend tests (each test starts its own on loopback).
+#   - a Python venv (.venv) with the official openai and anthropic SDKs and prometheus_client,
+#     for the client-compatibility and metrics-parsing tests;
+#   - redis-server on PATH, for the Redis backend tests (each test starts its own on loopback);
+#   - Claude Code in tests/node (npm ci), for the Claude Code test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c 'import openai, prometheus_client' 2>/dev/null; then
-  echo "== creating .venv with openai and prometheus_client"
+if ! .venv/bin/python -c 'import openai, anthropic, prometheus_client' 2>/dev/null; then
+  echo "== creating .venv with openai, anthropic and prometheus_client"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check openai prometheus-client
+  .venv/bin/pip install --quiet --disable-pip-version-check openai anthropic prometheus-client
+fi
+# Claude Code (npm @anthropic-ai/claude-code, the version pinned in tests/node/package-lock.json)
+# for tests/claude_code.rs.
+if [ ! -x tests/node/node_modules/.bin/claude ]; then
+  if ! command -v npm >/dev/null; then
+    echo "npm is not installed (Debian: apt-get install -y nodejs npm); tests/claude_code.rs needs it" >&2
+    exit 1
+  fi
+  echo "== npm ci in tests/node (Claude Code)"
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 fi
 if ! command -v redis-server >/dev/null; then
   echo "redis-server is not installed (Debian: apt-get install -y redis-server)" >&2

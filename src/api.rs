@@ -48,6 +48,12 @@ pub struct ChatRequest {
     /// The client asked for `stream_options.include_usage`.
     pub include_usage: bool,
     parallel_tool_calls: bool,
+    /// The client's body as sent, when its dialect is not OpenAI chat (this request is then
+    /// the dialect's translation): what a pass-through to the dialect's own format sends.
+    native: Option<Bytes>,
+    /// Why this request cannot be sent to any format but the dialect's own (a part the
+    /// translation had to leave out, which would change the answer).
+    untranslatable: Option<GatewayError>,
 }
 
 impl ChatRequest {
@@ -167,7 +173,29 @@ impl ChatRequest {
             stream,
             include_usage,
             parallel_tool_calls,
+            native: None,
+            untranslatable: None,
         })
+    }
+
+    /// Keeps the client's body as sent in another dialect (see [`ChatRequest::native_body`]),
+    /// and what of it this translation could not carry (see [`ChatRequest::untranslatable`]).
+    pub fn with_native_body(mut self, body: Bytes, untranslatable: Option<GatewayError>) -> Self {
+        self.native = Some(body);
+        self.untranslatable = untranslatable;
+        self
+    }
+
+    /// The error (a 400 naming the field) for sending this request to any wire format but
+    /// the client's own: set when the translation from the client's dialect left out a part
+    /// that would change the answer (a server tool, say).
+    pub fn untranslatable(&self) -> Option<&GatewayError> {
+        self.untranslatable.as_ref()
+    }
+
+    /// The client's body as sent, when it came in a dialect other than OpenAI chat.
+    pub fn native_body(&self) -> Option<&Bytes> {
+        self.native.as_ref()
     }
 
     /// The top-level fields as sent, in order, values as raw JSON: every one but `messages`

@@ -134,6 +134,28 @@ impl Auth {
             return Ok(None);
         }
         let key = bearer(header.ok_or(Refusal::Missing)?)?;
+        self.check(key)
+    }
+
+    /// Checks a key given bare (an `x-api-key` header's value), as [`Auth::authenticate`] does
+    /// a bearer token.
+    pub fn authenticate_key(&self, key: &[u8]) -> Result<Option<Arc<KeyEntry>>, Refusal> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let key = std::str::from_utf8(key)
+            .map_err(|_| Refusal::Malformed)?
+            .trim();
+        if key.is_empty() {
+            return Err(Refusal::Missing);
+        }
+        if key.contains(char::is_whitespace) {
+            return Err(Refusal::Malformed);
+        }
+        self.check(key)
+    }
+
+    fn check(&self, key: &str) -> Result<Option<Arc<KeyEntry>>, Refusal> {
         let d = digest(key);
         let set = self.set.read().clone();
         match set.by_digest.get(&d) {
@@ -402,6 +424,14 @@ mod tests {
         assert_eq!(a.authenticate(None), Err(Refusal::Missing));
         let off = Auth::new(AuthConfig::default(), RateLimitConfig::default());
         assert_eq!(off.authenticate(None), Ok(None));
+        assert_eq!(
+            a.authenticate_key(b"sk-bbb")
+                .map(|e| e.map(|e| e.name.to_string())),
+            Ok(Some("team-b".into()))
+        );
+        assert_eq!(a.authenticate_key(b"sk-bb"), Err(Refusal::Invalid));
+        assert_eq!(a.authenticate_key(b" "), Err(Refusal::Missing));
+        assert_eq!(off.authenticate_key(b"x"), Ok(None));
         let v: serde_json::Value =
             serde_json::from_slice(&Refusal::Invalid.error().body()).unwrap();
         assert_eq!(v["error"]["code"], "invalid_api_key");

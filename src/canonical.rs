@@ -102,6 +102,9 @@ pub trait EventWriter: Send {
     fn role(&mut self, out: &mut BytesMut, choice: u32);
     /// A fragment of the answer's text.
     fn text(&mut self, out: &mut BytesMut, choice: u32, text: &str);
+    /// A fragment of the model's reasoning, when the upstream streams it apart from the text
+    /// (vLLM's and DeepSeek's `reasoning_content`). Dialects without a place for it drop it.
+    fn reasoning(&mut self, _out: &mut BytesMut, _choice: u32, _text: &str) {}
     /// A tool call starts: its position among the choice's calls, its id and function name.
     fn tool_start(&mut self, out: &mut BytesMut, choice: u32, index: u32, id: &str, name: &str);
     /// A fragment of a tool call's JSON arguments.

@@ -12,11 +12,11 @@
 //! - [`proxy`]: the request lifecycle, and the only code that sees Pingora's session, the
 //!   per-request `Ctx` and the shared `Gateway`: the `HttpServerApp` (`proxy/app.rs`), admit
 //!   (key, rate limits), one file per endpoint family (`chat.rs` runs every dialect,
-//!   `embeddings.rs`, `models.rs`), the cache glue and the log line. Everything below takes and
-//!   returns plain values and never writes to a client.
+//!   `count_tokens.rs`, `embeddings.rs`, `models.rs`), the cache glue and the log line.
+//!   Everything below takes and returns plain values and never writes to a client.
 //! - [`dialects`]: inbound client APIs, one file each, registered by path in
 //!   `dialects::DIALECTS`: parse a request into the canonical request, write answers, stream
-//!   events and errors in the client's format (today `openai_chat`).
+//!   events and errors in the client's format (`openai_chat`, `anthropic_messages`).
 //! - [`providers`]: outbound wire formats, one file (or folder: `wire.rs` types apart from
 //!   `translate.rs`) each, registered by name in `providers::REGISTRY` (`openai`,
 //!   `anthropic/`, `gemini/`, `cohere`, `echo`): encode the canonical request, decode answers

@@ -340,6 +340,9 @@ fn encode_all() -> Value {
                     stream: req.stream,
                     include_usage: req.include_usage,
                     parallel_tool_calls: req.parallel_tool_calls(),
+                    passthrough: false,
+                    client_format: "openai",
+                    client_headers: Vec::new(),
                 };
                 p.chat_request(&req, &call, &backend)
             });

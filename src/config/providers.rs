@@ -135,6 +135,17 @@ pub struct ProviderConfig {
     pub api_key: Option<Secret>,
     /// Model used when this provider serves a request as a fallback or for `auto`.
     pub default_model: Option<String>,
+    /// An OpenAI-compatible host that also speaks Anthropic Messages (`/messages` beside
+    /// `/chat/completions`, as recent vLLM and Ollama do): Messages clients pass through.
+    pub native_messages: bool,
+}
+
+impl ProviderConfig {
+    /// Whether the host speaks wire format `format` itself, so a client in that format passes
+    /// through: its own format, and Anthropic's when [`ProviderConfig::native_messages`].
+    pub fn speaks(&self, format: &str) -> bool {
+        self.format == format || (self.native_messages && format == "anthropic")
+    }
 }
 
 /// One built-in provider: its names, its format and the variables that configure it.
@@ -157,6 +168,8 @@ pub struct Builtin {
     /// Whether a key alone enables the provider (otherwise a base URL variable must be set).
     pub key_enables: bool,
     pub default_model_var: Option<&'static str>,
+    /// The switch that makes Messages clients pass through (`VLLM_NATIVE_MESSAGES`).
+    pub native_messages_var: Option<&'static str>,
     /// The default model when its variable is not set.
     pub default_model: Option<&'static str>,
     /// Always configured, needing no variable at all (the offline `echo` provider).
@@ -175,6 +188,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_vars: &[],
         key_enables: false,
         default_model_var: None,
+        native_messages_var: None,
         default_model: Some("echo"),
         always: true,
     },
@@ -188,6 +202,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_vars: &[vars::OPENAI_API_KEY],
         key_enables: true,
         default_model_var: Some(vars::OPENAI_DEFAULT_MODEL),
+        native_messages_var: None,
         default_model: Some("gpt-4o-mini"),
         always: false,
     },
@@ -201,6 +216,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_vars: &[vars::ANTHROPIC_API_KEY],
         key_enables: true,
         default_model_var: Some(vars::ANTHROPIC_DEFAULT_MODEL),
+        native_messages_var: None,
         default_model: Some("claude-3-5-haiku-latest"),
         always: false,
     },
@@ -214,6 +230,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_vars: &[vars::GEMINI_API_KEY, vars::GOOGLE_API_KEY],
         key_enables: true,
         default_model_var: Some(vars::GEMINI_DEFAULT_MODEL),
+        native_messages_var: None,
         default_model: Some("gemini-2.0-flash"),
         always: false,
     },
@@ -232,6 +249,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_vars: &[],
         key_enables: false,
         default_model_var: Some(vars::OLLAMA_DEFAULT_MODEL),
+        native_messages_var: Some(vars::OLLAMA_NATIVE_MESSAGES),
         default_model: None,
         always: false,
     },
@@ -245,6 +263,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_vars: &[vars::VLLM_API_KEY],
         key_enables: false,
         default_model_var: Some(vars::VLLM_DEFAULT_MODEL),
+        native_messages_var: Some(vars::VLLM_NATIVE_MESSAGES),
         default_model: None,
         always: false,
     },
@@ -258,6 +277,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_vars: &[vars::HF_TOKEN, vars::HUGGINGFACE_API_KEY],
         key_enables: true,
         default_model_var: Some(vars::HF_DEFAULT_MODEL),
+        native_messages_var: None,
         default_model: None,
         always: false,
     },
@@ -388,6 +408,10 @@ fn read_builtin(r: &mut Reader, b: &Builtin) -> Option<ProviderConfig> {
         .and_then(|v| r.get(v))
         .or(b.default_model)
         .map(str::to_string);
+    let native_messages = match b.native_messages_var {
+        Some(v) => r.parse(v, false, super::parse_switch),
+        None => false,
+    };
     Some(ProviderConfig {
         name: b.name.into(),
         format: b.format.into(),
@@ -395,6 +419,7 @@ fn read_builtin(r: &mut Reader, b: &Builtin) -> Option<ProviderConfig> {
         backends,
         api_key: key,
         default_model,
+        native_messages,
     })
 }
 
@@ -406,7 +431,8 @@ pub(super) fn read(r: &mut Reader) -> BTreeMap<String, ProviderConfig> {
         }
     }
 
-    // Any other host: GATEWAY_PROVIDER_<NAME>_BASE_URL (+ _API_KEY, _DEFAULT_MODEL, _FORMAT).
+    // Any other host: GATEWAY_PROVIDER_<NAME>_BASE_URL (+ _API_KEY, _DEFAULT_MODEL, _FORMAT,
+    // _NATIVE_MESSAGES).
     let mut custom: Vec<(String, String)> = r
         .env
         .iter()
@@ -433,6 +459,8 @@ pub(super) fn read(r: &mut Reader) -> BTreeMap<String, ProviderConfig> {
         let default_model = r
             .get(&format!("{}{}_DEFAULT_MODEL", vars::PROVIDER_PREFIX, upper))
             .map(str::to_string);
+        let native_var = format!("{}{}_NATIVE_MESSAGES", vars::PROVIDER_PREFIX, upper);
+        let native_messages = r.parse(&native_var, false, super::parse_switch);
         providers.insert(
             name.clone(),
             ProviderConfig {
@@ -442,6 +470,7 @@ pub(super) fn read(r: &mut Reader) -> BTreeMap<String, ProviderConfig> {
                 backends,
                 api_key: key,
                 default_model,
+                native_messages,
             },
         );
     }

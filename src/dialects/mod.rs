@@ -20,6 +20,7 @@ use crate::api::ChatRequest;
 use crate::canonical::{Answer, AnswerWriter, EventWriter};
 use crate::error::GatewayError;
 
+pub mod anthropic_messages;
 pub mod openai_chat;
 
 /// One inbound client API.
@@ -33,13 +34,37 @@ pub trait Dialect: Send + Sync {
 
     /// Parses a client's request body into the canonical request. `spans`: note where plain
     /// messages sit, for the cache key (only when the cache is on).
-    fn parse(&self, body: &[u8], spans: bool) -> Result<ChatRequest, GatewayError>;
+    fn parse(&self, body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError>;
 
     /// Writes whole answers as this dialect's response body.
     fn answers(&self) -> &dyn AnswerWriter;
 
     /// Writes stream events as this dialect's stream, for one answer of `model`.
     fn events(&self, model: &str) -> Box<dyn EventWriter>;
+
+    /// The HTTP status an error is answered with (the error's own, unless the dialect's API
+    /// uses another for it).
+    fn status(&self, e: &GatewayError) -> u16 {
+        e.status
+    }
+
+    /// The body answering a token-count request (`<path>/count_tokens`) with an estimate,
+    /// when the dialect's API has such an endpoint.
+    fn count_tokens_body(&self, _input_tokens: u64) -> Option<Bytes> {
+        None
+    }
+
+    /// The gateway's model list (`GET /v1/models`, OpenAI's list object) in this dialect's
+    /// shape.
+    fn model_list(&self, openai_list: &Bytes) -> Bytes {
+        openai_list.clone()
+    }
+
+    /// An event that keeps a translated stream alive while the upstream is silent (sent at
+    /// least every [`KEEPALIVE_EVERY`] once the stream has started), if the dialect has one.
+    fn keepalive(&self) -> Option<Bytes> {
+        None
+    }
 
     /// An error as this dialect's error body.
     fn error_body(&self, e: &GatewayError) -> Bytes;
@@ -48,8 +73,24 @@ pub trait Dialect: Send + Sync {
     fn error_event(&self, e: &GatewayError) -> Bytes;
 }
 
+/// How long a translated stream may stay silent before the dialect's keep-alive goes out.
+pub const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Every dialect, by the path it serves (after the optional `/v1` prefix).
-pub static DIALECTS: &[(&str, &dyn Dialect)] = &[("/chat/completions", &openai_chat::OpenAiChat)];
+pub static DIALECTS: &[(&str, &dyn Dialect)] = &[
+    ("/chat/completions", &openai_chat::OpenAiChat),
+    ("/messages", &anthropic_messages::AnthropicMessages),
+];
+
+/// The dialect of a request to a path every dialect shares (`GET /v1/models`), by its
+/// headers: `anthropic-version` marks an Anthropic client; else OpenAI chat's.
+pub fn for_headers(headers: &http::HeaderMap) -> &'static dyn Dialect {
+    if headers.contains_key("anthropic-version") {
+        &anthropic_messages::AnthropicMessages
+    } else {
+        &openai_chat::OpenAiChat
+    }
+}
 
 /// The dialect serving a path (without `/v1` and trailing slashes).
 pub fn for_path(path: &str) -> Option<&'static dyn Dialect> {
@@ -89,6 +130,10 @@ mod tests {
         assert_eq!(
             for_path("/chat/completions").map(|d| d.name()),
             Some("openai.chat")
+        );
+        assert_eq!(
+            for_path("/messages").map(|d| d.name()),
+            Some("anthropic.messages")
         );
         assert!(for_path("/completions").is_none());
         for (path, d) in DIALECTS {

@@ -26,7 +26,7 @@ impl Dialect for OpenAiChat {
         "openai"
     }
 
-    fn parse(&self, body: &[u8], spans: bool) -> Result<ChatRequest, GatewayError> {
+    fn parse(&self, body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError> {
         ChatRequest::parse_with(body, spans)
     }
 

@@ -877,6 +877,9 @@ mod tests {
             stream: true,
             include_usage,
             parallel_tool_calls: parallel,
+            passthrough: false,
+            client_format: "openai",
+            client_headers: Vec::new(),
         }
     }
 

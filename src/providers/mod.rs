@@ -69,6 +69,16 @@ pub struct CallInfo {
     /// False when the client sent `parallel_tool_calls: false`: formats that cannot be told so
     /// upstream (Gemini) keep only the first tool call of an answer.
     pub parallel_tool_calls: bool,
+    /// The client's dialect is this upstream's wire format (decided once, by the proxy): the
+    /// request goes as the client sent it and answers and streams pass through as bytes;
+    /// otherwise the provider decodes them into the dialect's writers.
+    pub passthrough: bool,
+    /// The wire format of the client's dialect (`Dialect::native_format`): with `passthrough`,
+    /// what the request and answers are (a host that speaks several formats serves each).
+    pub client_format: &'static str,
+    /// Headers of the client's request a pass-through forwards (`anthropic-version`,
+    /// `anthropic-beta` for the Messages API), lower-case names.
+    pub client_headers: Vec<(&'static str, String)>,
 }
 
 /// A translated non-streamed answer.
@@ -131,6 +141,25 @@ pub trait Provider: Send + Sync {
         call: &CallInfo,
         w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator>;
+
+    /// Encodes a token-count request (`POST /v1/messages/count_tokens`) when the upstream can
+    /// count: for the client's own format (`call.passthrough`, the answer goes back as it is),
+    /// or through its own counting endpoint (read by [`Provider::count_tokens_response`]).
+    /// `None`: the gateway estimates instead.
+    fn count_tokens_request(
+        &self,
+        _req: &ChatRequest,
+        _call: &CallInfo,
+        _backend: &BaseUrl,
+    ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        None
+    }
+
+    /// The prompt's token count in a successful answer to a translated
+    /// [`Provider::count_tokens_request`].
+    fn count_tokens_response(&self, _body: &[u8]) -> Option<u64> {
+        None
+    }
 
     /// Maps an upstream error response to the OpenAI error object, keeping a meaningful status.
     fn error(&self, status: u16, body: &[u8]) -> GatewayError;

@@ -1,16 +1,21 @@
 //! The OpenAI-compatible family: OpenAI, vLLM, Ollama's `/v1`, Hugging Face router/TGI, and any
 //! host configured with `GATEWAY_PROVIDER_<NAME>_BASE_URL`. Requests pass through with every
-//! field the client sent (only `model` rewritten, and usage asked for on streams); responses
-//! pass through byte for byte.
+//! field of the canonical request (only `model` rewritten, and usage asked for on streams).
+//! For an OpenAI chat client (`CallInfo::passthrough`) responses pass through byte for byte;
+//! for a client of another dialect they are decoded into its writers (`chat.completion` into
+//! answers, `chat.completion.chunk` events into stream events). A host switched to native
+//! Messages (`<PROVIDER>_NATIVE_MESSAGES=on`) gets Messages clients' bodies as they are, on
+//! `<base URL>/messages`, and answers them itself.
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{ChatRequest, Usage};
+use crate::api::{Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError};
+use crate::providers::anthropic;
 use crate::providers::stream::{EventDecoder, SseDriver};
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
@@ -33,6 +38,12 @@ impl OpenAiCompatible {
             None => Vec::new(),
         }
     }
+}
+
+/// A Messages client passed through to a host that speaks Messages too
+/// (`<PROVIDER>_NATIVE_MESSAGES=on`): `<base URL>/messages`, Anthropic's bytes both ways.
+fn messages_native(call: &CallInfo) -> bool {
+    call.passthrough && call.client_format == "anthropic"
 }
 
 #[derive(Deserialize)]
@@ -94,6 +105,16 @@ impl Provider for OpenAiCompatible {
         call: &CallInfo,
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
+        if let (true, Some(native)) = (messages_native(call), req.native_body()) {
+            let body = anthropic::passthrough::rewrite_model(native, &call.upstream_model)?;
+            let mut headers = call.client_headers.clone();
+            headers.extend(self.headers());
+            return Ok(UpstreamRequest::post(
+                format!("{}/messages", backend.path),
+                headers,
+                body,
+            ));
+        }
         let size = req.messages_raw().len();
         let bytes =
             encode_with_overrides(req.field_texts(), size, &call.upstream_model, req.stream)
@@ -105,27 +126,79 @@ impl Provider for OpenAiCompatible {
         ))
     }
 
-    /// The body passes through: the client's dialect is this upstream's.
+    /// The body passes through when the client's dialect is this upstream's; else it is
+    /// decoded and written by the client's dialect.
     fn chat_response(
         &self,
         body: Bytes,
-        _call: &CallInfo,
-        _w: &dyn AnswerWriter,
+        call: &CallInfo,
+        w: &dyn AnswerWriter,
     ) -> Result<Translated, GatewayError> {
-        let usage = usage_of(&body);
-        Ok(Translated { body, usage })
+        if messages_native(call) {
+            let usage = anthropic::passthrough::usage_of(&body);
+            return Ok(Translated { body, usage });
+        }
+        if call.passthrough {
+            let usage = usage_of(&body);
+            return Ok(Translated { body, usage });
+        }
+        decode_completion(&body, call, w, &self.cfg.name)
     }
 
-    /// Events pass through: the client's dialect is this upstream's.
+    /// Events pass through when the client's dialect is this upstream's; else they are
+    /// decoded into calls on `w`.
     fn stream_translator(
         &self,
         call: &CallInfo,
-        _w: Box<dyn EventWriter>,
+        w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator> {
-        Box::new(SseDriver::new(OpenAiStream {
-            include_usage: call.include_usage,
-            usage: None,
-        }))
+        if messages_native(call) {
+            return Box::new(SseDriver::new(
+                anthropic::passthrough::PassthroughStream::default(),
+            ));
+        }
+        if call.passthrough {
+            return Box::new(SseDriver::new(OpenAiStream {
+                include_usage: call.include_usage,
+                usage: None,
+            }));
+        }
+        Box::new(SseDriver::new(OpenAiDecode::new(call, w)))
+    }
+
+    /// vLLM counts through its `/tokenize` (chat form) for a translated client; the other
+    /// hosts have no counting endpoint.
+    fn count_tokens_request(
+        &self,
+        req: &ChatRequest,
+        call: &CallInfo,
+        backend: &BaseUrl,
+    ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        if call.passthrough || self.cfg.flavor != HostFlavor::Vllm {
+            return None;
+        }
+        let root = backend.path.strip_suffix("/v1").unwrap_or(&backend.path);
+        let model = match serde_json::to_string(&call.upstream_model) {
+            Ok(m) => m,
+            Err(e) => {
+                return Some(Err(GatewayError::internal(format!(
+                    "encoding the model: {e}"
+                ))))
+            }
+        };
+        let body = format!("{{\"model\":{model},\"messages\":{}}}", req.messages_raw());
+        Some(Ok(UpstreamRequest::post(
+            format!("{root}/tokenize"),
+            self.headers(),
+            Bytes::from(body),
+        )))
+    }
+
+    fn count_tokens_response(&self, body: &[u8]) -> Option<u64> {
+        serde_json::from_slice::<Value>(body)
+            .ok()?
+            .get("count")?
+            .as_u64()
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -274,6 +347,226 @@ pub fn openai_error(status: u16, body: &[u8]) -> GatewayError {
     GatewayError::from_upstream(status, kind, code, message)
 }
 
+/// A `chat.completion` body decoded into canonical answers, written by the client's dialect.
+fn decode_completion(
+    body: &[u8],
+    call: &CallInfo,
+    w: &dyn AnswerWriter,
+    provider: &str,
+) -> Result<Translated, GatewayError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| crate::providers::translate::bad_upstream_body(provider, e))?;
+    let choices = v.get("choices").and_then(Value::as_array).ok_or_else(|| {
+        crate::providers::translate::bad_upstream_body(provider, "no choices in the answer")
+    })?;
+    let mut answers = Vec::with_capacity(choices.len());
+    for c in choices {
+        let msg = c.get("message").unwrap_or(&Value::Null);
+        let content = msg
+            .get("content")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let tool_calls = msg
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .map(|calls| {
+                calls
+                    .iter()
+                    .map(|t| {
+                        let f = t.get("function").unwrap_or(&Value::Null);
+                        fn text(v: Option<&Value>) -> &str {
+                            v.and_then(Value::as_str).unwrap_or("")
+                        }
+                        ToolCall {
+                            id: text(t.get("id")).to_string(),
+                            name: text(f.get("name")).to_string(),
+                            arguments: text(f.get("arguments")).to_string(),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let finish_reason = c
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .unwrap_or("stop")
+            .to_string();
+        answers.push(Answer {
+            content,
+            tool_calls,
+            finish_reason,
+            usage: None,
+        });
+    }
+    let usage = v.get("usage").and_then(Usage::from_value);
+    let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+    let created = v
+        .get("created")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(crate::api::unix_now);
+    let body = w.answer_body(id, created, &call.client_model, &answers, usage.as_ref());
+    Ok(Translated { body, usage })
+}
+
+/// An OpenAI SSE stream decoded into canonical events for a client of another dialect.
+struct OpenAiDecode {
+    w: Box<dyn EventWriter>,
+    include_usage: bool,
+    usage: Option<Usage>,
+    id_seen: bool,
+    /// Choices whose role was written.
+    roles: Vec<u32>,
+    /// Tool calls started, as (choice, index).
+    tools: Vec<(u32, u32)>,
+}
+
+impl OpenAiDecode {
+    fn new(call: &CallInfo, w: Box<dyn EventWriter>) -> Self {
+        OpenAiDecode {
+            w,
+            include_usage: call.include_usage,
+            usage: None,
+            id_seen: false,
+            roles: Vec::new(),
+            tools: Vec::new(),
+        }
+    }
+
+    fn role(&mut self, out: &mut BytesMut, choice: u32) {
+        if !self.roles.contains(&choice) {
+            self.roles.push(choice);
+            self.w.role(out, choice);
+        }
+    }
+
+    fn done(&mut self, out: &mut BytesMut) {
+        if self.include_usage {
+            if let Some(u) = &self.usage {
+                self.w.usage(out, u);
+            }
+        }
+        self.w.done(out);
+    }
+
+    fn chunk(&mut self, v: &Value, out: &mut BytesMut) {
+        if !self.id_seen {
+            if let Some(id) = v.get("id").and_then(Value::as_str) {
+                self.id_seen = true;
+                self.w.id(id);
+            }
+        }
+        if let Some(u) = v.get("usage").and_then(Usage::from_value) {
+            self.usage = Some(u);
+        }
+        let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+            return;
+        };
+        for c in choices {
+            let choice = c.get("index").and_then(Value::as_u64).unwrap_or(0) as u32;
+            let delta = c.get("delta").unwrap_or(&Value::Null);
+            if delta.get("role").is_some() {
+                self.role(out, choice);
+            }
+            if let Some(t) = delta
+                .get("reasoning_content")
+                .or_else(|| delta.get("reasoning"))
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                self.role(out, choice);
+                self.w.reasoning(out, choice, t);
+            }
+            if let Some(t) = delta
+                .get("content")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+            {
+                self.role(out, choice);
+                self.w.text(out, choice, t);
+            }
+            if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+                self.role(out, choice);
+                for (n, t) in calls.iter().enumerate() {
+                    let index = t
+                        .get("index")
+                        .and_then(Value::as_u64)
+                        .map_or(n as u32, |i| i as u32);
+                    let f = t.get("function").unwrap_or(&Value::Null);
+                    if !self.tools.contains(&(choice, index)) {
+                        self.tools.push((choice, index));
+                        let id = match t.get("id").and_then(Value::as_str) {
+                            Some(id) if !id.is_empty() => id.to_string(),
+                            _ => format!("call_{}", crate::api::random_token(24)),
+                        };
+                        let name = f.get("name").and_then(Value::as_str).unwrap_or("");
+                        self.w.tool_start(out, choice, index, &id, name);
+                    }
+                    if let Some(a) = f
+                        .get("arguments")
+                        .and_then(Value::as_str)
+                        .filter(|a| !a.is_empty())
+                    {
+                        self.w.tool_args(out, choice, index, a);
+                    }
+                }
+            }
+            if let Some(r) = c.get("finish_reason").and_then(Value::as_str) {
+                self.role(out, choice);
+                self.w.finish(out, choice, r);
+            }
+        }
+    }
+}
+
+impl EventDecoder for OpenAiDecode {
+    fn event(&mut self, ev: &SseEvent, out: &mut BytesMut) -> StreamStatus {
+        let data = ev.data.as_str();
+        if data == "[DONE]" {
+            self.done(out);
+            return StreamStatus::Done;
+        }
+        let v: Value = match serde_json::from_str(data) {
+            Ok(v) => v,
+            Err(e) => {
+                return StreamStatus::Failed(
+                    crate::providers::translate::bad_upstream_body("upstream", e)
+                        .with_label("upstream_stream_error"),
+                )
+            }
+        };
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            let body = serde_json::json!({ "error": err }).to_string();
+            let mut e = openai_error(500, body.as_bytes());
+            e.label = "upstream_stream_error";
+            return StreamStatus::Failed(e);
+        }
+        self.chunk(&v, out);
+        StreamStatus::Continue
+    }
+
+    fn end(&mut self, tail: Option<SseEvent>, out: &mut BytesMut) -> StreamStatus {
+        if let Some(ev) = tail.filter(|ev| !ev.data.is_empty()) {
+            let status = EventDecoder::event(self, &ev, out);
+            if status != StreamStatus::Continue {
+                return status;
+            }
+        }
+        StreamStatus::Failed(
+            GatewayError::new(
+                502,
+                "upstream_error",
+                Some("stream_truncated"),
+                "the upstream stream ended before data: [DONE]",
+            )
+            .with_label("stream_truncated"),
+        )
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
 /// Pass-through of an OpenAI SSE stream: events are forwarded byte for byte as each completes;
 /// usage is read on the side; the usage-only chunk is dropped if the client did not ask for it.
 struct OpenAiStream {
@@ -402,6 +695,133 @@ mod tests {
             assert!(text.ends_with("data: [DONE]\n\n"));
             assert_eq!(t.usage(), Some(Usage::new(5, 2)));
         }
+    }
+
+    /// An OpenAI stream with text and a tool call, decoded for an Anthropic Messages client.
+    const TOOL_STREAM: &str = concat!(
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"Think.\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Let me é check.\"},\"finish_reason\":null}]}\n\n",
+        ": keep-alive\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_7\",\"type\":\"function\",\"function\":{\"name\":\"get\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"q\\\":\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"1}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"c2\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4,\"total_tokens\":13}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn decoded(input: &[u8], split: usize) -> (String, StreamStatus) {
+        use crate::dialects::Dialect;
+        let call = CallInfo {
+            client_model: "vllm/m".into(),
+            upstream_model: "m".into(),
+            stream: true,
+            include_usage: true,
+            parallel_tool_calls: true,
+            passthrough: false,
+            client_format: "anthropic",
+            client_headers: Vec::new(),
+        };
+        let w = crate::dialects::anthropic_messages::AnthropicMessages.events(&call.client_model);
+        let mut t = SseDriver::new(OpenAiDecode::new(&call, w));
+        let mut out = BytesMut::new();
+        let mut status = StreamStatus::Continue;
+        for part in [&input[..split], &input[split..]] {
+            if status == StreamStatus::Continue {
+                status = t.feed(part, &mut out);
+            }
+        }
+        if status == StreamStatus::Continue {
+            status = t.finish(&mut out);
+        }
+        assert_eq!(t.usage(), Some(Usage::new(9, 4)));
+        (String::from_utf8(out.to_vec()).unwrap(), status)
+    }
+
+    #[test]
+    fn decodes_into_anthropic_events_at_every_split() {
+        let input = TOOL_STREAM.as_bytes();
+        let (want, status) = decoded(input, 0);
+        assert_eq!(status, StreamStatus::Done);
+        let events: Vec<Value> = want
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| serde_json::from_str(e.split_once("\ndata: ").unwrap().1).unwrap())
+            .collect();
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert_eq!(events[0]["message"]["id"], "msg_c2");
+        assert_eq!(events[1]["content_block"]["type"], "thinking");
+        assert_eq!(events[2]["delta"]["thinking"], "Think.");
+        assert_eq!(events[5]["delta"]["text"], "Let me é check.");
+        assert_eq!(events[7]["content_block"]["id"], "toolu_call_7");
+        assert_eq!(events[9]["delta"]["partial_json"], "1}");
+        assert_eq!(events[11]["delta"]["stop_reason"], "tool_use");
+        assert_eq!(events[11]["usage"]["input_tokens"], 9);
+        assert_eq!(events[11]["usage"]["output_tokens"], 4);
+        for split in 0..=input.len() {
+            let (out, status) = decoded(input, split);
+            assert_eq!(out, want, "split {split}");
+            assert_eq!(status, StreamStatus::Done, "split {split}");
+        }
+        // Cut before [DONE]: a failure, so the client gets an error event.
+        let cut = &input[..input.len() - "data: [DONE]\n\n".len()];
+        let (out, status) = decoded(cut, cut.len() / 2);
+        assert!(!out.contains("message_stop"));
+        assert!(
+            matches!(status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated"))
+        );
+    }
+
+    #[test]
+    fn completions_decode_into_anthropic_messages() {
+        let call = CallInfo {
+            client_model: "vllm/m".into(),
+            upstream_model: "m".into(),
+            stream: false,
+            include_usage: false,
+            parallel_tool_calls: true,
+            passthrough: false,
+            client_format: "anthropic",
+            client_headers: Vec::new(),
+        };
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get","arguments":"{\"q\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+        let w = crate::dialects::anthropic_messages::MessageWriter;
+        let cfg = crate::config::Config::from_map(&Default::default())
+            .unwrap()
+            .providers["echo"]
+            .clone();
+        let t = OpenAiCompatible::new(cfg)
+            .chat_response(Bytes::from_static(body), &call, &w)
+            .unwrap();
+        let v: Value = serde_json::from_slice(&t.body).unwrap();
+        assert_eq!(v["id"], "msg_chatcmpl-1");
+        assert_eq!(v["model"], "vllm/m");
+        assert_eq!(
+            v["content"],
+            serde_json::json!([{"type": "tool_use", "id": "toolu_call_1", "name": "get", "input": {"q": 1}}])
+        );
+        assert_eq!(v["stop_reason"], "tool_use");
+        assert_eq!(v["usage"]["input_tokens"], 5);
+        assert_eq!(t.usage, Some(Usage::new(5, 2)));
     }
 
     #[test]

@@ -980,6 +980,17 @@ pub fn estimate_tokens(text: &str) -> u64 {
     (text.chars().count() as u64).div_ceil(4)
 }
 
+/// Token estimate for a request's prompt, for an upstream without a counting endpoint: about
+/// four characters per token of its messages and tools as JSON text.
+pub fn estimate_prompt_tokens(req: &crate::api::ChatRequest) -> u64 {
+    let tools = req
+        .fields()
+        .iter()
+        .find(|(k, _)| k == "tools")
+        .map_or(0, |(_, v)| estimate_tokens(v.get()));
+    estimate_tokens(req.messages_raw()) + tools
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

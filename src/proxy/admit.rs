@@ -1,4 +1,4 @@
-//! The gate for the `/v1` API: authenticate the key, name it on the request, then apply its
+//! The gate for the `/v1` API: authenticate the key (`Authorization: Bearer`, or `x-api-key`), name it on the request, then apply its
 //! rate limits (whose `x-ratelimit-*` headers go on the response either way).
 
 use std::sync::Arc;
@@ -9,12 +9,16 @@ use crate::error::GatewayError;
 use super::{Ctx, Gateway, Session};
 
 pub async fn admit(gw: &Gateway, session: &Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
-    let header = session
-        .req_header()
-        .headers
+    let headers = &session.req_header().headers;
+    let header = headers
         .get(http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    let (name, limits) = match gw.auth.authenticate(header) {
+    // Anthropic's clients send the key as `x-api-key` (Claude Code sends either header).
+    let result = match (header, headers.get("x-api-key")) {
+        (None, Some(key)) => gw.auth.authenticate_key(key.as_bytes()),
+        _ => gw.auth.authenticate(header),
+    };
+    let (name, limits) = match result {
         Ok(Some(e)) => {
             ctx.key_name = Some(e.name.to_string());
             (e.name.clone(), e.limits)

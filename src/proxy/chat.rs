@@ -1,5 +1,5 @@
-//! The model-answering endpoints, one lifecycle for every client dialect (today
-//! `/v1/chat/completions`): parse with the dialect, resolve, look up the cache, exchange with
+//! The model-answering endpoints, one lifecycle for every client dialect
+//! (`/v1/chat/completions`, `/v1/messages`): parse with the dialect, resolve, look up the cache, exchange with
 //! the upstream (failing over between candidates), and answer the client in its dialect (JSON,
 //! or a stream forwarded chunk by chunk as it arrives).
 
@@ -11,7 +11,7 @@ use super::{cache, read_body, respond, response_head, Ctx, Gateway, Session};
 use crate::api::{unix_now, ChatRequest};
 use crate::canonical::{EventWriter, Usage};
 use crate::config::BaseUrl;
-use crate::dialects::Dialect;
+use crate::dialects::{Dialect, KEEPALIVE_EVERY};
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::providers::{echo, CallInfo, StreamStatus};
@@ -119,12 +119,22 @@ async fn run_candidates(
             }
             ctx.provider = Some(name.clone());
             ctx.upstream_model = Some(route.upstream_model.clone());
+            // The one place pass-through is decided: the client's dialect is the provider's
+            // wire format.
+            let passthrough = route.provider.config().speaks(dialect.native_format());
             let call = CallInfo {
                 client_model: req.model.clone(),
                 upstream_model: route.upstream_model.clone(),
                 stream: req.stream,
                 include_usage: req.include_usage,
                 parallel_tool_calls: req.parallel_tool_calls(),
+                passthrough,
+                client_format: dialect.native_format(),
+                client_headers: if passthrough {
+                    forwarded_headers(session)
+                } else {
+                    Vec::new()
+                },
             };
             let started = Instant::now();
             let target = backend.and_then(|i| pool.and_then(|p| p.backends.get(i)));
@@ -183,6 +193,26 @@ async fn run_candidates(
     Err(e)
 }
 
+/// Client headers a pass-through forwards upstream: the Messages API's version and beta flags.
+const FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta"];
+
+pub(super) fn forwarded_headers(session: &Session) -> Vec<(&'static str, String)> {
+    let headers = &session.req_header().headers;
+    let mut out = Vec::new();
+    for name in FORWARDED {
+        // A header sent several times goes as one, its values joined (`anthropic-beta`).
+        let values: Vec<&str> = headers
+            .get_all(*name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !values.is_empty() {
+            out.push((*name, values.join(",")));
+        }
+    }
+    out
+}
+
 /// How a failure reads in the health log line.
 fn failure_reason(err: &GatewayError) -> String {
     if err.upstream {
@@ -205,6 +235,12 @@ async fn attempt(
     dialect: &'static dyn Dialect,
 ) -> Attempt {
     let cfg = route.provider.config();
+    if let (false, Some(err)) = (call.passthrough, req.untranslatable()) {
+        return Attempt::Failed {
+            err: err.clone(),
+            retryable: false,
+        };
+    }
     if cfg.format == "echo" {
         serve_echo(gw, session, ctx, req, call, dialect).await;
         return Attempt::Served;
@@ -351,23 +387,45 @@ async fn stream_response(
     let _active = metrics::StreamGuard::new();
     // Between a dialect and its own wire format the provider forwards the upstream's bytes and
     // never writes an event: it gets a writer that is nothing (and allocates nothing).
-    let writer: Box<dyn EventWriter> = if route.provider.config().format == dialect.native_format()
-    {
+    let writer: Box<dyn EventWriter> = if call.passthrough {
         Box::new(Passthrough)
     } else {
         dialect.events(&call.client_model)
     };
     let mut tr = route.provider.stream_translator(call, writer);
+    // A translated stream whose upstream falls silent gets the dialect's keep-alive (a
+    // pass-through stream carries the upstream's own).
+    let keepalive = if call.passthrough {
+        None
+    } else {
+        dialect.keepalive()
+    };
     let mut out = BytesMut::with_capacity(4096);
     let mut started = false;
     loop {
-        let next = tokio::select! {
-            c = resp.chunk() => c,
-            _ = client_gone(session) => {
-                ctx.outcome = "client_closed";
-                resp.abort().await;
-                return Attempt::Served;
+        // The upstream read is never dropped half-way (a keep-alive goes out while it waits).
+        let woke = {
+            let chunk = resp.chunk();
+            tokio::pin!(chunk);
+            loop {
+                tokio::select! {
+                    c = &mut chunk => break Some(c),
+                    _ = client_gone(session) => break None,
+                    _ = tokio::time::sleep(KEEPALIVE_EVERY), if started && keepalive.is_some() => {
+                        if let Some(k) = &keepalive {
+                            out.extend_from_slice(k);
+                        }
+                        if !write_chunk(session, ctx, &mut out, false).await {
+                            break None;
+                        }
+                    }
+                }
             }
+        };
+        let Some(next) = woke else {
+            ctx.outcome = "client_closed";
+            resp.abort().await;
+            return Attempt::Served;
         };
         let status = match next {
             Ok(Some(chunk)) => tr.feed(&chunk, &mut out),

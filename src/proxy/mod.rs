@@ -3,8 +3,8 @@
 //! providers, telemetry) takes and returns plain values and never writes to a client.
 //!
 //! One request: `app` reads the head; `Gateway::handle` routes it by path to an endpoint
-//! family (a file each: `chat`, `embeddings`, `models`), `admit` checks its key and
-//! rate limits; the family parses the body, resolves the model, consults the cache
+//! family (a file each: `chat`, `count_tokens`, `embeddings`, `models`), `admit` checks its
+//! key and rate limits; the family parses the body, resolves the model, consults the cache
 //! (`cache`), exchanges with the upstream and answers; then `Gateway::log` charges token
 //! limits, counts metrics and writes the one log line.
 //!
@@ -16,6 +16,7 @@ mod admit;
 mod app;
 mod cache;
 mod chat;
+mod count_tokens;
 mod embeddings;
 mod metrics_app;
 mod models;
@@ -216,16 +217,18 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
         // The rest of the body is not read: the connection cannot be reused.
         session.set_keepalive(None);
     }
-    let body = match ctx.dialect {
-        Some(d) => d.error_body(e),
-        None => e.body(),
+    let (status, body) = match ctx.dialect {
+        Some(d) => (d.status(e), d.error_body(e)),
+        None => (e.status, e.body()),
     };
-    respond(session, ctx, e.status, "application/json", &extra, body).await;
+    respond(session, ctx, status, "application/json", &extra, body).await;
 }
 
 fn allowed_methods(path: &str) -> &'static str {
     match endpoint(path) {
-        Some(Endpoint::Dialect(_)) | Some(Endpoint::Embeddings) => "POST",
+        Some(Endpoint::Dialect(_))
+        | Some(Endpoint::CountTokens(_))
+        | Some(Endpoint::Embeddings) => "POST",
         _ => "GET, HEAD",
     }
 }
@@ -234,6 +237,8 @@ fn allowed_methods(path: &str) -> &'static str {
 enum Endpoint {
     /// A client API that asks a model for an answer (OpenAI chat, ...).
     Dialect(&'static dyn Dialect),
+    /// A dialect's token counting (`/v1/messages/count_tokens`).
+    CountTokens(&'static dyn Dialect),
     Embeddings,
     Models,
     Health,
@@ -248,6 +253,13 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     let p = p.strip_prefix("/v1").unwrap_or(p);
     if let Some(d) = crate::dialects::for_path(p) {
         return Some(Endpoint::Dialect(d));
+    }
+    if let Some(d) = p
+        .strip_suffix("/count_tokens")
+        .and_then(crate::dialects::for_path)
+        .filter(|d| d.count_tokens_body(0).is_some())
+    {
+        return Some(Endpoint::CountTokens(d));
     }
     match p {
         "/embeddings" => Some(Endpoint::Embeddings),
@@ -319,9 +331,20 @@ impl Gateway {
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
+        match ep {
+            // Errors from here on (the key, rate limits) take the dialect's shape.
+            Endpoint::Dialect(d) | Endpoint::CountTokens(d) => ctx.dialect = Some(d),
+            Endpoint::Models => {
+                ctx.dialect = Some(crate::dialects::for_headers(&session.req_header().headers))
+            }
+            _ => {}
+        }
         if matches!(
             ep,
-            Endpoint::Dialect(_) | Endpoint::Embeddings | Endpoint::Models
+            Endpoint::Dialect(_)
+                | Endpoint::CountTokens(_)
+                | Endpoint::Embeddings
+                | Endpoint::Models
         ) {
             admit::admit(self, session, ctx).await?;
         }
@@ -383,8 +406,10 @@ impl Gateway {
                 Ok(())
             }
             Endpoint::Dialect(d) if method == Method::POST => {
-                ctx.dialect = Some(d);
                 chat::handle(self, session, ctx, d).await
+            }
+            Endpoint::CountTokens(d) if method == Method::POST => {
+                count_tokens::handle(self, session, ctx, d).await
             }
             Endpoint::Embeddings if method == Method::POST => {
                 embeddings::handle(self, session, ctx).await

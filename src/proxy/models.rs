@@ -80,6 +80,8 @@ pub async fn list(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<
             b
         }
     };
+    let dialect = crate::dialects::for_headers(&session.req_header().headers);
+    let body = dialect.model_list(&body);
     respond(session, ctx, 200, "application/json", &[], body).await;
     Ok(())
 }

@@ -84,6 +84,9 @@ fn anthropic_answer(r: &Recorded) -> Response {
         }
         return a_error(404, "not_found_error", "Not found");
     }
+    if r.path == "/v1/messages/count_tokens" && r.method == "POST" {
+        return json_response(200, json!({"input_tokens": 42}));
+    }
     if r.path != "/v1/messages" || r.method != "POST" {
         return a_error(404, "not_found_error", "Not found");
     }
@@ -514,6 +517,20 @@ fn gemini_answer(r: &Recorded) -> Response {
     let body = r.json();
     match method {
         "batchEmbedContents" => return gemini_embed(model, &body),
+        "countTokens" => {
+            let inner = &body["generateContentRequest"];
+            if inner["model"] != format!("models/{model}") {
+                return g_error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "generateContentRequest.model must name the model",
+                );
+            }
+            if let Err(m) = validate_gemini(&without_model(inner)) {
+                return g_error(400, "INVALID_ARGUMENT", &format!("mock validation: {m}"));
+            }
+            return json_response(200, json!({"totalTokens": 17, "promptTokensDetails": []}));
+        }
         "generateContent" => {}
         "streamGenerateContent" => {
             if r.query.as_deref() != Some("alt=sse") {
@@ -736,6 +753,15 @@ fn validate_schema(s: &Value, at: &str) -> Result<(), String> {
 }
 
 /// The generateContent rules the gateway's translation must respect.
+/// A `generateContentRequest` (countTokens) without its `model`, for [`validate_gemini`].
+fn without_model(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("model");
+    }
+    v
+}
+
 pub fn validate_gemini(body: &Value) -> Result<(), String> {
     let o = body.as_object().ok_or("body must be an object")?;
     only_keys(

@@ -8,7 +8,10 @@
 //! an equivalent is a 400 naming it.
 //!
 //! `wire.rs` holds the Messages API's serde types, `translate.rs` what they mean for the
-//! gateway's canonical (OpenAI chat) request, answers and stream events.
+//! gateway's canonical (OpenAI chat) request, answers and stream events. A client that speaks
+//! Messages itself (`CallInfo::passthrough`) is served by `passthrough.rs` instead: its body,
+//! `anthropic-version` and `anthropic-beta` go upstream as sent (`model` rewritten, the
+//! provider's key in place of the client's), answers and streams come back untouched.
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -22,6 +25,7 @@ use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamTranslator, Translated, UpstreamRequest,
 };
 
+pub mod passthrough;
 mod translate;
 mod wire;
 
@@ -58,6 +62,19 @@ impl Anthropic {
         }
         h
     }
+
+    /// A pass-through's headers: the client's `anthropic-version` (the gateway's when it sent
+    /// none) and `anthropic-beta`, and the provider's key.
+    fn passthrough_headers(&self, call: &CallInfo) -> Vec<(&'static str, String)> {
+        let mut h = call.client_headers.clone();
+        if !h.iter().any(|(k, _)| *k == "anthropic-version") {
+            h.push(("anthropic-version", API_VERSION.to_string()));
+        }
+        if let Some(k) = &self.cfg.api_key {
+            h.push(("x-api-key", k.expose().to_string()));
+        }
+        h
+    }
 }
 
 impl Provider for Anthropic {
@@ -71,6 +88,14 @@ impl Provider for Anthropic {
         call: &CallInfo,
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
+        if let (true, Some(native)) = (call.passthrough, req.native_body()) {
+            let body = passthrough::rewrite_model(native, &call.upstream_model)?;
+            return Ok(UpstreamRequest::post(
+                format!("{}/v1/messages", backend.path),
+                self.passthrough_headers(call),
+                body,
+            ));
+        }
         let body = encode_request(req, call, self.default_max_tokens)?;
         Ok(UpstreamRequest::post(
             format!("{}/v1/messages", backend.path),
@@ -85,6 +110,10 @@ impl Provider for Anthropic {
         call: &CallInfo,
         w: &dyn AnswerWriter,
     ) -> Result<Translated, GatewayError> {
+        if call.passthrough {
+            let usage = passthrough::usage_of(&body);
+            return Ok(Translated { body, usage });
+        }
         decode_response(&body, call, w)
     }
 
@@ -93,7 +122,28 @@ impl Provider for Anthropic {
         call: &CallInfo,
         w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator> {
+        if call.passthrough {
+            return Box::new(SseDriver::new(passthrough::PassthroughStream::default()));
+        }
         Box::new(SseDriver::new(AnthropicStream::new(call, w)))
+    }
+
+    fn count_tokens_request(
+        &self,
+        req: &ChatRequest,
+        call: &CallInfo,
+        backend: &BaseUrl,
+    ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        let native = req.native_body().filter(|_| call.passthrough)?;
+        Some(
+            passthrough::rewrite_model(native, &call.upstream_model).map(|body| {
+                UpstreamRequest::post(
+                    format!("{}/v1/messages/count_tokens", backend.path),
+                    self.passthrough_headers(call),
+                    body,
+                )
+            }),
+        )
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -186,6 +236,9 @@ mod tests {
             stream: true,
             include_usage,
             parallel_tool_calls: true,
+            passthrough: false,
+            client_format: "openai",
+            client_headers: Vec::new(),
         }
     }
 

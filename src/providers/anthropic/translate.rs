@@ -327,7 +327,7 @@ fn encode_messages<'a>(conv: &'a Conversation<'a>) -> Result<Vec<Turn<'a>>, Gate
 // Response decoding
 
 #[derive(Debug, Default, Clone, Copy)]
-struct Counts {
+pub(super) struct Counts {
     input: u64,
     output: u64,
     cache_creation: u64,
@@ -335,7 +335,7 @@ struct Counts {
 }
 
 impl Counts {
-    fn update(&mut self, u: &AnthropicUsage) {
+    pub(super) fn update(&mut self, u: &AnthropicUsage) {
         if let Some(v) = u.input_tokens {
             self.input = v;
         }
@@ -351,7 +351,7 @@ impl Counts {
     }
 
     /// OpenAI counts every prompt token, cached or not, in `prompt_tokens`.
-    fn usage(&self) -> Usage {
+    pub(super) fn usage(&self) -> Usage {
         let mut u = Usage::new(
             self.input + self.cache_read + self.cache_creation,
             self.output,

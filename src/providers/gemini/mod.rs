@@ -77,6 +77,47 @@ impl Provider for Gemini {
         Ok(UpstreamRequest::post(path, self.headers(), body))
     }
 
+    /// `models/{model}:countTokens` with the request as a `generateContentRequest`.
+    fn count_tokens_request(
+        &self,
+        req: &ChatRequest,
+        call: &CallInfo,
+        backend: &BaseUrl,
+    ) -> Option<Result<UpstreamRequest, GatewayError>> {
+        let build = || {
+            let model = model_path(&call.upstream_model)?;
+            let inner = encode_request(req)?;
+            let model_json = serde_json::to_string(&model)
+                .map_err(|e| GatewayError::internal(format!("encoding the model: {e}")))?;
+            // {"generateContentRequest":{"model":"models/m", <the request's fields>}}
+            let fields = inner
+                .strip_prefix(b"{")
+                .and_then(|b| b.strip_suffix(b"}"))
+                .unwrap_or_default();
+            let mut body = Vec::with_capacity(inner.len() + 64);
+            body.extend_from_slice(b"{\"generateContentRequest\":{\"model\":");
+            body.extend_from_slice(model_json.as_bytes());
+            if !fields.is_empty() {
+                body.push(b',');
+                body.extend_from_slice(fields);
+            }
+            body.extend_from_slice(b"}}");
+            Ok(UpstreamRequest::post(
+                format!("{}/v1beta/{model}:countTokens", backend.path),
+                self.headers(),
+                Bytes::from(body),
+            ))
+        };
+        Some(build())
+    }
+
+    fn count_tokens_response(&self, body: &[u8]) -> Option<u64> {
+        serde_json::from_slice::<Value>(body)
+            .ok()?
+            .get("totalTokens")?
+            .as_u64()
+    }
+
     fn chat_response(
         &self,
         body: Bytes,
@@ -226,6 +267,9 @@ mod tests {
             stream: true,
             include_usage,
             parallel_tool_calls: parallel,
+            passthrough: false,
+            client_format: "openai",
+            client_headers: Vec::new(),
         }
     }
 

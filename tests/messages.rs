@@ -1,0 +1,436 @@
+//! Issue 17: the Anthropic Messages API inbound (`/v1/messages`). The real `anthropic` Python
+//! SDK against a native Anthropic upstream (pass-through), an OpenAI-compatible upstream
+//! (translated) and `echo`; pass-through byte for byte; cut streams end with an `error` event.
+//! The SDK checks need `.venv/bin/python` with the `anthropic` package (scripts/test.sh).
+
+mod common;
+mod mocks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+use mocks::*;
+
+const GATEWAY_KEY: &str = "sk-gw-messages-1";
+const VLLM_KEY: &str = "vllm-secret";
+/// The id the OpenAI-compatible mock gives its tool call.
+const CALL_ID: &str = "call_abc123";
+
+/// An OpenAI-compatible upstream: a tool call when tools are offered, `Tool said: ...` once
+/// tool results are in, `I see N images` for images, else a greeting; JSON or SSE.
+fn vllm() -> Handler {
+    Arc::new(|r: &Recorded| {
+        if r.method == "GET" {
+            return json_response(200, json!({"object": "list", "data": []}));
+        }
+        if r.header("authorization") != Some(&format!("Bearer {VLLM_KEY}")) {
+            return json_response(401, json!({"error": {"message": "bad key"}}));
+        }
+        let body = r.json();
+        if r.path == "/tokenize" {
+            assert!(
+                body["messages"].is_array() && body["model"].is_string(),
+                "{body}"
+            );
+            return json_response(
+                200,
+                json!({"count": 33, "max_model_len": 32768, "tokens": []}),
+            );
+        }
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let results: Vec<String> = messages
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap_or("").to_string())
+            .collect();
+        let images = messages
+            .last()
+            .and_then(|m| m["content"].as_array())
+            .map_or(0, |parts| {
+                parts.iter().filter(|p| p["type"] == "image_url").count()
+            });
+        let tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+        let (text, call): (String, bool) = if !results.is_empty() {
+            (format!("Tool said: {}", results.join(", ")), false)
+        } else if tools {
+            (String::new(), true)
+        } else if images > 0 {
+            (format!("I see {images} images"), false)
+        } else {
+            ("Hello from vLLM".to_string(), false)
+        };
+        let args = "{\"location\":\"Paris\",\"unit\":\"celsius\"}";
+        let usage = json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18});
+        if body["stream"] != true {
+            let mut message = json!({"role": "assistant", "content": if call { Value::Null } else { json!(text) }});
+            if call {
+                message["tool_calls"] = json!([{"id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": args}}]);
+            }
+            return json_response(
+                200,
+                json!({
+                    "id": "chatcmpl-v1", "object": "chat.completion", "created": 1, "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": if call { "tool_calls" } else { "stop" }}],
+                    "usage": usage,
+                }),
+            );
+        }
+        let chunk = |delta: Value, finish: Value| {
+            let v = json!({"id": "chatcmpl-v1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {v}\n\n")
+        };
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
+        let asked_to_think = messages
+            .last()
+            .and_then(|m| m["content"].as_str())
+            .is_some_and(|t| t.contains("think"));
+        if asked_to_think {
+            for part in ["Thinking ", "hard."] {
+                events.push(chunk(json!({"reasoning_content": part}), Value::Null));
+            }
+        }
+        if call {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                Value::Null,
+            ));
+            let (a, b) = args.split_at(9);
+            for part in [a, b] {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                    Value::Null,
+                ));
+            }
+            events.push(chunk(json!({}), json!("tool_calls")));
+        } else {
+            for w in text.split_inclusive(' ') {
+                events.push(chunk(json!({"content": w}), Value::Null));
+            }
+            events.push(chunk(json!({}), json!("stop")));
+        }
+        if body["stream_options"]["include_usage"] == true {
+            let v = json!({"id": "chatcmpl-v1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
+            events.push(format!("data: {v}\n\n"));
+        }
+        if text.contains("cut") {
+            let n = events.len();
+            return sse_response(events, Duration::from_millis(20), Some(n));
+        }
+        events.push("data: [DONE]\n\n".to_string());
+        sse_response(events, Duration::ZERO, None)
+    })
+}
+
+fn start(claude: &Mock, vllm: &Mock) -> Gateway {
+    start_with(claude, vllm, &[])
+}
+
+fn start_with(claude: &Mock, vllm: &Mock, more: &[(&str, &str)]) -> Gateway {
+    let (claude_url, vllm_url) = (claude.url(), format!("{}/v1", vllm.url()));
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("ANTHROPIC_BASE_URL", &claude_url),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+        ("VLLM_BASE_URL", &vllm_url),
+        ("VLLM_API_KEY", VLLM_KEY),
+        ("GATEWAY_API_KEYS", GATEWAY_KEY),
+        ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
+    ];
+    vars.extend_from_slice(more);
+    Gateway::start(&vars)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_python_sdk_native_translated_and_echo() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(vllm()).await;
+    let google = Mock::start(gemini()).await;
+    let gw = start_with(
+        &claude,
+        &up,
+        &[
+            ("GEMINI_BASE_URL", &google.url()),
+            ("GEMINI_API_KEY", GEMINI_KEY),
+        ],
+    );
+    let stdout = run_python(&gw, &["test_messages.py"], &[("GATEWAY_KEY", GATEWAY_KEY)]).await;
+    assert!(stdout.contains("sdk: 13 passed, 0 failed"), "{stdout}");
+    // The translated follow-up carried the upstream's own tool call id back.
+    let followups: Vec<Value> = up
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.json())
+        .filter(|b| {
+            b["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"))
+        })
+        .collect();
+    assert_eq!(followups.len(), 2, "one per round trip");
+    assert!(google.calls() >= 7, "{}", google.calls());
+    for b in &followups {
+        let m = b["messages"].as_array().unwrap();
+        let call = m.iter().find(|m| m["role"] == "assistant").unwrap();
+        assert_eq!(call["tool_calls"][0]["id"], CALL_ID, "{b}");
+        let result = m.iter().find(|m| m["role"] == "tool").unwrap();
+        assert_eq!(result["tool_call_id"], CALL_ID, "{b}");
+    }
+    // Native: the client's key never reached Anthropic, the provider's did (the mock checks).
+    assert!(claude.calls() >= 6, "{}", claude.calls());
+}
+
+/// A native upstream that answers with a fixed body or stream, whatever it is sent.
+fn fixed(body: &'static str, stream: bool) -> Handler {
+    Arc::new(move |_r: &Recorded| {
+        if stream {
+            let events = body.split_inclusive("\n\n").map(str::to_string).collect();
+            sse_response(events, Duration::ZERO, None)
+        } else {
+            let mut r = json_response(200, json!({}));
+            *r.body_mut() = axum::body::Body::from(body);
+            r
+        }
+    })
+}
+
+const THINKING_STREAM: &str = concat!(
+    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n",
+    "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"Let me think.\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds\"}}\n\n",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"text_delta\",\"text\":\"42\"}}\n\n",
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":12}}\n\n",
+    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+);
+
+const THINKING_BODY: &str = "{\"id\":\"msg_2\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"Hmm.\",\"signature\":\"c2ln\"},{\"type\":\"server_tool_use\",\"id\":\"srvtoolu_1\",\"name\":\"web_search\",\"input\":{\"query\":\"x\"}},{\"type\":\"text\",\"text\":\"42\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":10,\"output_tokens\":5,\"cache_read_input_tokens\":3},\"future_field\":{\"kept\":true}}";
+
+/// What the client sends: odd spacing, unknown fields, thinking with a signature, cache control.
+const CLIENT_BODY: &str = "{ \"model\" : \"anthropic/claude-sonnet-4-5\",\n  \"max_tokens\": 1024, \"thinking\": {\"type\": \"enabled\", \"budget_tokens\": 512},\n  \"context_management\": {\"edits\": [{\"type\": \"clear_tool_uses_20250919\"}]},\n  \"tools\": [{\"type\": \"web_search_20250305\", \"name\": \"web_search\"}],\n  \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"hi \\u00e9\", \"cache_control\": {\"type\": \"ephemeral\"}}]},\n    {\"role\": \"assistant\", \"content\": [{\"type\": \"thinking\", \"thinking\": \"x\", \"signature\": \"c2ln\"}, {\"type\": \"text\", \"text\": \"ok\"}]},\n    {\"role\": \"user\", \"content\": \"and?\"}], \"stream\": STREAM }";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_pass_through_is_byte_exact() {
+    let claude = Mock::start(fixed(THINKING_BODY, false)).await;
+    let up = Mock::start(vllm()).await;
+    let gw = start(&claude, &up);
+    let c = client();
+    for stream in [false, true] {
+        claude.set(if stream {
+            fixed(THINKING_STREAM, true)
+        } else {
+            fixed(THINKING_BODY, false)
+        });
+        let body = CLIENT_BODY.replace("STREAM", if stream { "true" } else { "false" });
+        let resp = c
+            .post(gw.url("/v1/messages?beta=true"))
+            .header("x-api-key", GATEWAY_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .header("anthropic-beta", "context-management-2025-06-27")
+            .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-provider"].to_str().unwrap(), "anthropic");
+        assert!(resp.headers().get("x-request-id").is_some());
+        let got = resp.text().await.unwrap();
+        let want = if stream {
+            THINKING_STREAM
+        } else {
+            THINKING_BODY
+        };
+        assert_eq!(got, want, "the client gets the upstream's bytes");
+        let sent = claude.last();
+        let expected = body.replacen(
+            "\"anthropic/claude-sonnet-4-5\"",
+            "\"claude-sonnet-4-5\"",
+            1,
+        );
+        assert_eq!(
+            String::from_utf8(sent.body.to_vec()).unwrap(),
+            expected,
+            "the upstream gets the client's bytes, model aside"
+        );
+        assert_eq!(sent.path, "/v1/messages");
+        assert_eq!(sent.header("x-api-key"), Some(ANTHROPIC_KEY));
+        assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+        let beta = sent.header("anthropic-beta").unwrap_or("");
+        assert!(
+            beta.contains("context-management-2025-06-27")
+                && beta.contains("interleaved-thinking-2025-05-14"),
+            "{beta}"
+        );
+        assert!(sent.header("authorization").is_none());
+    }
+    // A Bearer key is accepted too; no key is an Anthropic-shaped 401.
+    let resp = c
+        .post(gw.url("/v1/messages"))
+        .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+        .body(CLIENT_BODY.replace("STREAM", "false"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .post(gw.url("/v1/messages"))
+        .body(CLIENT_BODY.replace("STREAM", "false"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "authentication_error");
+}
+
+async fn stream_text(gw: &Gateway, model: &str, text: &str) -> String {
+    let body = json!({"model": model, "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]});
+    let resp = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", GATEWAY_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_streams_end_with_an_error_event() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(vllm()).await;
+    let gw = start(&claude, &up);
+    // Native: the upstream closes before message_stop.
+    let out = stream_text(&gw, "anthropic/claude-sonnet-4-20250514", CUT_STREAM).await;
+    assert!(out.contains("Claude"), "{out}");
+    assert!(!out.contains("message_stop"), "{out}");
+    assert!(
+        out.ends_with("\n\n") && out.contains("event: error\ndata: {"),
+        "{out}"
+    );
+    // Native: an upstream error event mid-stream becomes the gateway's error event.
+    let out = stream_text(&gw, "anthropic/claude-sonnet-4-20250514", FAIL_MID_STREAM).await;
+    assert!(out.contains("overloaded_error"), "{out}");
+    // Translated: the OpenAI stream ends before [DONE].
+    up.set(Arc::new(|r: &Recorded| {
+        let model = r.json()["model"].as_str().unwrap_or("").to_string();
+        let mut events = openai_stream_events(&model, &["Hel", "lo"], true);
+        events.pop();
+        let n = events.len();
+        sse_response(events, Duration::from_millis(20), Some(n))
+    }));
+    let out = stream_text(&gw, "vllm/qwen", "hi").await;
+    assert!(out.starts_with("event: message_start\n"), "{out}");
+    assert!(
+        out.contains("\"text_delta\"") && out.contains("\"Hel\""),
+        "{out}"
+    );
+    assert!(!out.contains("message_stop"), "{out}");
+    let last = out.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: error\n"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_messages_switch_passes_through_to_an_openai_compatible_host() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(fixed(THINKING_STREAM, true)).await;
+    let gw = start_with(&claude, &up, &[("VLLM_NATIVE_MESSAGES", "on")]);
+    let body = CLIENT_BODY
+        .replace("STREAM", "true")
+        .replace("anthropic/claude-sonnet-4-5", "vllm/qwen3-coder");
+    let resp = client()
+        .post(gw.url("/v1/messages?beta=true"))
+        .header("x-api-key", GATEWAY_KEY)
+        .header("anthropic-version", "2023-06-01")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), THINKING_STREAM);
+    let sent = up.last();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(
+        String::from_utf8(sent.body.to_vec()).unwrap(),
+        body.replacen("\"vllm/qwen3-coder\"", "\"qwen3-coder\"", 1)
+    );
+    assert_eq!(sent.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        sent.header("authorization"),
+        Some(format!("Bearer {VLLM_KEY}").as_str())
+    );
+    // An OpenAI chat client of the same host still goes to /chat/completions.
+    up.set(vllm());
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+        .json(&chat_body("vllm/qwen3-coder", "hi", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.last().path, "/v1/chat/completions");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_translated_upstream_gets_pings() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(Arc::new(|r: &Recorded| {
+        let model = r.json()["model"].as_str().unwrap_or("").to_string();
+        let mut events = openai_stream_events(&model, &["Hi"], true);
+        // The text at once, the rest after 16 s of silence.
+        let rest = events.split_off(2).concat();
+        let events = vec![events.concat(), rest];
+        sse_response(events, Duration::from_millis(16_000), None)
+    }))
+    .await;
+    let gw = start(&claude, &up);
+    let out = stream_text(&gw, "vllm/qwen", "hi").await;
+    let ping = out.find("event: ping\n").expect(&out);
+    assert!(ping > out.find("content_block_delta").unwrap(), "{out}");
+    assert!(
+        out.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_model_names_go_to_another_provider_through_aliases() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(vllm()).await;
+    let gw = start_with(
+        &claude,
+        &up,
+        &[(
+            "GATEWAY_MODEL_ALIASES",
+            "claude-sonnet-4-5-20250929=vllm/qwen3-coder;claude-haiku-4-5=vllm/qwen3-8b",
+        )],
+    );
+    for (model, upstream) in [
+        ("claude-sonnet-4-5-20250929", "qwen3-coder"),
+        ("claude-haiku-4-5", "qwen3-8b"),
+    ] {
+        let out = stream_text(&gw, model, "hi").await;
+        assert!(out.contains("\"vLLM\""), "{out}");
+        assert!(out.contains(&format!("\"model\":\"{model}\"")), "{out}");
+        assert_eq!(up.last().json()["model"], upstream);
+    }
+    assert_eq!(claude.calls(), 0);
+}
