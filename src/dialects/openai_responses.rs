@@ -10,6 +10,8 @@
 //! Translated: `input` (a string, or items: messages with role `user`/`system`/`developer`/
 //! `assistant` and content a string or `input_text`/`input_image`/`output_text`/`refusal`
 //! parts; `function_call` and `function_call_output` items), `instructions`, function `tools`,
+//! `namespace` tools (their function tools offered flat, under their own names: calls come back
+//! without a `namespace`, and a `namespace` on a `function_call` in the history is dropped),
 //! `tool_choice`, `parallel_tool_calls`, `max_output_tokens`, `temperature`, `top_p`,
 //! `text.format` (as `response_format`), `stream`. `developer` messages and `instructions` go
 //! as `system` messages (every chat upstream takes those). Dropped: `store`, `metadata`, `user`,
@@ -210,11 +212,37 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
     match o.get("tools") {
         None | Some(Value::Null) => {}
         Some(Value::Array(tools)) => {
-            let list = tools
+            let mut list = Vec::with_capacity(tools.len());
+            for (i, t) in tools.iter().enumerate() {
+                if t.get("type").and_then(Value::as_str) == Some("namespace") {
+                    // A group of function tools: offered flat, under their own names.
+                    let Some(inner) = t.get("tools").and_then(Value::as_array) else {
+                        return Err(bad(
+                            &format!("tools[{i}].tools"),
+                            "a namespace tool needs 'tools'",
+                        ));
+                    };
+                    for (j, f) in inner.iter().enumerate() {
+                        list.push(convert_tool(f, &format!("tools[{i}].tools[{j}]"))?);
+                    }
+                } else {
+                    list.push(convert_tool(t, &format!("tools[{i}]"))?);
+                }
+            }
+            let mut names: Vec<&str> = list
                 .iter()
-                .enumerate()
-                .map(|(i, t)| convert_tool(t, i))
-                .collect::<Result<Vec<_>, _>>()?;
+                .filter_map(|t| t["function"]["name"].as_str())
+                .collect();
+            names.sort_unstable();
+            if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+                return Err(bad(
+                    "tools",
+                    format!(
+                        "two tools are named {:?} once namespaces are flattened for this provider",
+                        w[0]
+                    ),
+                ));
+            }
             if !list.is_empty() {
                 has_tools = true;
                 out.insert("tools".into(), Value::Array(list));
@@ -441,20 +469,19 @@ fn convert_message(item: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), G
     Ok(())
 }
 
-fn convert_tool(t: &Value, i: usize) -> Result<Value, GatewayError> {
+/// A function tool (`at`: where it is in the request) as a chat tool.
+fn convert_tool(t: &Value, at: &str) -> Result<Value, GatewayError> {
     let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
     if kind != "function" {
         return Err(bad(
-            &format!("tools[{i}].type"),
-            format!("tools of type {kind:?} cannot be translated yet: only 'function' tools"),
+            &format!("{at}.type"),
+            format!("tools of type {kind:?} cannot be translated yet: only 'function' and 'namespace' tools"),
         ));
     }
-    let name = t.get("name").and_then(Value::as_str).ok_or_else(|| {
-        bad(
-            &format!("tools[{i}].name"),
-            "a function tool needs a 'name'",
-        )
-    })?;
+    let name = t
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(&format!("{at}.name"), "a function tool needs a 'name'"))?;
     let mut f = json!({"name": name});
     for k in ["description", "parameters", "strict"] {
         if let Some(x) = t.get(k).filter(|x| !x.is_null()) {
@@ -966,7 +993,8 @@ mod tests {
                 {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "ok"}]},
                 {"role": "user", "content": "and?"}
             ],
-            "tools": [{"type": "function", "name": "exec_command", "description": "run", "parameters": {"type": "object"}, "strict": false}],
+            "tools": [{"type": "function", "name": "exec_command", "description": "run", "parameters": {"type": "object"}, "strict": false},
+                {"type": "namespace", "name": "agents", "description": "sub-agents", "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object"}}]}],
             "tool_choice": "auto",
             "parallel_tool_calls": true,
             "max_output_tokens": 100,
@@ -1012,7 +1040,8 @@ mod tests {
                 "stream": true,
                 "stream_options": {"include_usage": true},
                 "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": true}},
-                "tools": [{"type": "function", "function": {"name": "exec_command", "description": "run", "parameters": {"type": "object"}, "strict": false}}],
+                "tools": [{"type": "function", "function": {"name": "exec_command", "description": "run", "parameters": {"type": "object"}, "strict": false}},
+                    {"type": "function", "function": {"name": "spawn_agent", "parameters": {"type": "object"}}}],
                 "tool_choice": "auto"
             })
         );
@@ -1078,6 +1107,14 @@ mod tests {
                 "text.format.type",
             ),
             (json!({"model": "m"}), "input"),
+            (
+                json!({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f"}, {"type": "namespace", "name": "n", "tools": [{"type": "function", "name": "f"}]}]}),
+                "tools",
+            ),
+            (
+                json!({"model": "m", "input": "hi", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "custom", "name": "g"}]}]}),
+                "tools[0].tools[0].type",
+            ),
         ];
         for (body, field) in cases {
             let e = err(body.clone());
