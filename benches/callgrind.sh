@@ -6,6 +6,7 @@
 #   benches/callgrind.sh                          # pass-through, 2,000 requests
 #   benches/callgrind.sh anthropic/claude-3-5-haiku-latest
 #   CACHE=memory benches/callgrind.sh             # cache hits (the first request fills it)
+#   API=responses benches/callgrind.sh            # the same conversation to /v1/responses
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -16,6 +17,12 @@ cd "$(dirname "$0")/.."
 MODEL=${1:-openai/gpt-4o-mini}
 N=${N:-2000}
 CACHE=${CACHE:-off}
+API=${API:-chat}
+case "$API" in
+  chat) API_PATH=/v1/chat/completions ;;
+  responses) API_PATH=/v1/responses ;;
+  *) echo "API must be chat or responses" >&2; exit 1 ;;
+esac
 MOCK_PORT=${MOCK_PORT:-18191}
 GW_PORT=${GW_PORT:-18193}
 for tool in valgrind callgrind_annotate callgrind_control nginx python3 curl; do
@@ -38,14 +45,17 @@ write_mock_conf "$WORK" "$MOCK_PORT"
 nginx -c "$WORK/mock.conf" -p "$WORK" -g 'daemon on;'
 
 # The same 2 KB-class chat request as benches/load.sh.
-python3 - "$MODEL" > "$WORK/body.json" <<'PY'
+python3 - "$MODEL" "$API" > "$WORK/body.json" <<'PY'
 import json, sys
 msgs=[{"role":"system","content":"You are a helpful assistant. "*20}]
 for i in range(6):
     msgs.append({"role":"user","content":f"Question {i}: "+"what is the capital of France? "*6})
     msgs.append({"role":"assistant","content":"Paris is the capital of France. "*5})
 msgs.append({"role":"user","content":"Thanks, and of Italy?"})
-print(json.dumps({"model":sys.argv[1],"messages":msgs,"temperature":0.2,"max_tokens":64}))
+if sys.argv[2] == "responses":
+    print(json.dumps({"model":sys.argv[1],"instructions":msgs[0]["content"],"input":msgs[1:],"temperature":0.2,"max_output_tokens":64}))
+else:
+    print(json.dumps({"model":sys.argv[1],"messages":msgs,"temperature":0.2,"max_tokens":64}))
 PY
 
 env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \
@@ -59,13 +69,13 @@ GW=$!
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
 
 send() { # $1 requests, one connection, one after another
-  python3 - "$1" "$WORK/body.json" "$GW_PORT" <<'PY'
+  python3 - "$1" "$WORK/body.json" "$GW_PORT" "$API_PATH" <<'PY'
 import http.client, sys
-n, body, port = int(sys.argv[1]), open(sys.argv[2], "rb").read(), int(sys.argv[3])
+n, body, port, path = int(sys.argv[1]), open(sys.argv[2], "rb").read(), int(sys.argv[3]), sys.argv[4]
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 ok = 0
 for _ in range(n):
-    c.request("POST", "/v1/chat/completions", body,
+    c.request("POST", path, body,
               {"Authorization": "Bearer sk-gw-bench-key", "Content-Type": "application/json"})
     r = c.getresponse(); r.read(); ok += r.status == 200
 if ok != n:
@@ -78,7 +88,7 @@ send "$N"
 callgrind_control -i off "$GW" >/dev/null
 kill "$GW"; wait "$GW" 2>/dev/null || true; GW=
 
-echo "model=$MODEL cache=$CACHE requests=$N (instructions per request, inclusive)"
+echo "api=$API model=$MODEL cache=$CACHE requests=$N (instructions per request, inclusive)"
 callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/dev/null | awk -v n="$N" '
   # A function can be listed more than once (inlined code from other files, or its own file
   # under two paths); its largest inclusive entry is the one that holds its calls.
@@ -91,6 +101,7 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("gateway: one request (read, answer, log, finish)", "proxy::app::App as pingora_core::apps::HttpServerApp>::process_new_http::\\{\\{closure\\}\\}( |$)")
     show("  route (everything the answer takes)", "proxy::Gateway::route::\\{\\{closure\\}\\}( |$)")
     show("  request parse + validation", "api::ChatRequest::parse(_with)?( |$)")
+    show("  Responses request -> chat request", "openai_responses::to_chat( |$)")
     show("  request body as a JSON tree (translation, cache)", "api::ChatRequest::body( |$)")
     show("  cache key (canonical form + SHA-256)", "cache::key::exact_request( |$)")
     show("  translation to the provider", "Provider>::chat_request( |$)")

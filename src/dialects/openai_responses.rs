@@ -23,13 +23,16 @@
 //! Tool call ids: a `function_call`'s `call_id` is the upstream's own tool call id, so a
 //! `function_call_output` goes back upstream with the id the upstream gave.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use crate::api::{random_token, unix_now, ChatRequest};
+use crate::api::{parse_raw_object, random_token, unix_now, ChatRequest};
 use crate::canonical::{Answer, AnswerWriter, EventWriter, StreamFailure, Usage};
 use crate::error::GatewayError;
 
@@ -121,15 +124,20 @@ const TRANSLATED: &[&str] = &[
 ];
 
 /// The OpenAI chat JSON equivalent to a Responses request; a 400 naming the field for what it
-/// cannot carry.
+/// cannot carry. Built as text: strings (the conversation, tool schemas) are copied as the
+/// client wrote them, escapes included, without a JSON tree of the request.
 fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| bad("", format!("the request body is not valid JSON: {e}")))?;
-    let Value::Object(o) = v else {
-        return Err(bad("", "the request body must be a JSON object"));
+    let fields = parse_raw_object(body)?;
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.get())
+            .filter(|v| *v != "null")
     };
-    for (k, x) in &o {
-        if x.is_null() || DROPPED.contains(&k.as_str()) || TRANSLATED.contains(&k.as_str()) {
+    for (k, v) in &fields {
+        let k = k.as_str();
+        if v.get() == "null" || DROPPED.contains(&k) || TRANSLATED.contains(&k) {
             continue;
         }
         return Err(bad(
@@ -137,19 +145,25 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
             format!("'{k}' is not supported by the gateway's Responses translation"),
         ));
     }
-    let mut out = Map::new();
-    if let Some(m) = o.get("model") {
-        out.insert("model".into(), m.clone());
+    let mut out = String::with_capacity(body.len() + 256);
+    out.push('{');
+    if let Some(m) = get("model") {
+        out.push_str("\"model\":");
+        out.push_str(m);
+        out.push(',');
     }
-    let mut messages = Vec::new();
-    match o.get("instructions") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => messages.push(json!({"role": "system", "content": s})),
-        Some(_) => return Err(bad("instructions", "'instructions' must be a string")),
+    let mut messages: Vec<Msg> = Vec::new();
+    if let Some(s) = get("instructions") {
+        if !s.starts_with('"') {
+            return Err(bad("instructions", "'instructions' must be a string"));
+        }
+        messages.push(Msg::new("system", Content::Raw(s)));
     }
-    match o.get("input") {
-        Some(Value::String(s)) => messages.push(json!({"role": "user", "content": s})),
-        Some(Value::Array(items)) => {
+    match get("input") {
+        Some(s) if s.starts_with('"') => messages.push(Msg::new("user", Content::Raw(s))),
+        Some(list) if list.starts_with('[') => {
+            let items: Vec<InputItem> = serde_json::from_str(list)
+                .map_err(|e| bad("input", format!("'input' is not a list of items: {e}")))?;
             for (i, item) in items.iter().enumerate() {
                 convert_item(item, i, &mut messages)?;
             }
@@ -161,97 +175,119 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
             ))
         }
     }
-    out.insert("messages".into(), Value::Array(messages));
-    match o.get("max_output_tokens") {
-        None | Some(Value::Null) => {}
-        Some(n) if n.is_u64() => {
-            out.insert("max_tokens".into(), n.clone());
+    out.push_str("\"messages\":[");
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        Some(_) => {
+        m.write(&mut out);
+    }
+    out.push(']');
+    if let Some(n) = get("max_output_tokens") {
+        if n.parse::<u64>().is_err() {
             return Err(bad(
                 "max_output_tokens",
                 "'max_output_tokens' must be an integer",
-            ))
+            ));
+        }
+        push_field(&mut out, "max_tokens", n);
+    }
+    for k in ["temperature", "top_p"] {
+        if let Some(x) = get(k) {
+            push_field(&mut out, k, x);
         }
     }
-    for k in ["temperature", "top_p", "parallel_tool_calls"] {
-        if let Some(x) = o.get(k).filter(|x| !x.is_null()) {
-            out.insert(k.into(), x.clone());
+    if let Some(s) = get("stream") {
+        push_field(&mut out, "stream", s);
+        if s == "true" {
+            push_field(&mut out, "stream_options", "{\"include_usage\":true}");
         }
     }
-    if let Some(s) = o.get("stream").filter(|x| !x.is_null()) {
-        out.insert("stream".into(), s.clone());
-        if s == &Value::Bool(true) {
-            out.insert("stream_options".into(), json!({"include_usage": true}));
-        }
-    }
-    match o.get("text") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(t)) => {
-            for (k, x) in t {
-                match k.as_str() {
-                    "format" => {
-                        if let Some(rf) = response_format(x)? {
-                            out.insert("response_format".into(), rf);
-                        }
+    if let Some(t) = get("text") {
+        let Ok(Value::Object(t)) = serde_json::from_str::<Value>(t) else {
+            return Err(bad("text", "'text' must be an object"));
+        };
+        for (k, x) in &t {
+            match k.as_str() {
+                "format" => {
+                    if let Some(rf) = response_format(x)? {
+                        push_field(&mut out, "response_format", &rf.to_string());
                     }
-                    "verbosity" => {}
-                    _ if x.is_null() => {}
-                    other => {
-                        return Err(bad(
-                            &format!("text.{other}"),
-                            format!("'text.{other}' is not supported by the gateway's Responses translation"),
-                        ))
-                    }
+                }
+                "verbosity" => {}
+                _ if x.is_null() => {}
+                other => {
+                    return Err(bad(
+                        &format!("text.{other}"),
+                        format!(
+                        "'text.{other}' is not supported by the gateway's Responses translation"
+                    ),
+                    ))
                 }
             }
         }
-        Some(_) => return Err(bad("text", "'text' must be an object")),
     }
     let mut has_tools = false;
-    match o.get("tools") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(tools)) => {
-            let mut list = Vec::with_capacity(tools.len());
-            for (i, t) in tools.iter().enumerate() {
-                if t.get("type").and_then(Value::as_str) == Some("namespace") {
-                    // A group of function tools: offered flat, under their own names.
-                    let Some(inner) = t.get("tools").and_then(Value::as_array) else {
-                        return Err(bad(
-                            &format!("tools[{i}].tools"),
-                            "a namespace tool needs 'tools'",
-                        ));
-                    };
-                    for (j, f) in inner.iter().enumerate() {
-                        list.push(convert_tool(f, &format!("tools[{i}].tools[{j}]"))?);
-                    }
-                } else {
-                    list.push(convert_tool(t, &format!("tools[{i}]"))?);
+    if let Some(list) = get("tools") {
+        let tools: Vec<Tool> = serde_json::from_str(list)
+            .map_err(|e| bad("tools", format!("'tools' must be an array of tools: {e}")))?;
+        let mut flat: Vec<(&Tool, String)> = Vec::with_capacity(tools.len());
+        for (i, t) in tools.iter().enumerate() {
+            if t.kind.as_deref() == Some("namespace") {
+                // A group of function tools: offered flat, under their own names.
+                let Some(inner) = &t.tools else {
+                    return Err(bad(
+                        &format!("tools[{i}].tools"),
+                        "a namespace tool needs 'tools'",
+                    ));
+                };
+                for (j, f) in inner.iter().enumerate() {
+                    flat.push((f, format!("tools[{i}].tools[{j}]")));
                 }
-            }
-            let mut names: Vec<&str> = list
-                .iter()
-                .filter_map(|t| t["function"]["name"].as_str())
-                .collect();
-            names.sort_unstable();
-            if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-                return Err(bad(
-                    "tools",
-                    format!(
-                        "two tools are named {:?} once namespaces are flattened for this provider",
-                        w[0]
-                    ),
-                ));
-            }
-            if !list.is_empty() {
-                has_tools = true;
-                out.insert("tools".into(), Value::Array(list));
+            } else {
+                flat.push((t, format!("tools[{i}]")));
             }
         }
-        Some(_) => return Err(bad("tools", "'tools' must be an array")),
+        let mut names: Vec<Cow<str>> = Vec::with_capacity(flat.len());
+        for (t, at) in &flat {
+            names.push(check_tool(t, at)?);
+        }
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(
+                "tools",
+                format!(
+                    "two tools are named {:?} once namespaces are flattened for this provider",
+                    w[0]
+                ),
+            ));
+        }
+        if !flat.is_empty() {
+            has_tools = true;
+            out.push_str(",\"tools\":[");
+            for (i, (t, _)) in flat.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"type\":\"function\",\"function\":{\"name\":");
+                out.push_str(t.name.map(RawValue::get).unwrap_or("\"\""));
+                for (k, x) in [
+                    ("description", t.description),
+                    ("parameters", t.parameters),
+                    ("strict", t.strict),
+                ] {
+                    if let Some(x) = x.map(RawValue::get).filter(|x| *x != "null") {
+                        push_field(&mut out, k, x);
+                    }
+                }
+                out.push_str("}}");
+            }
+            out.push(']');
+        }
     }
-    if let Some(tc) = o.get("tool_choice").filter(|x| !x.is_null()) {
-        let choice = match tc {
+    if let Some(tc) = get("tool_choice") {
+        let tc: Value = serde_json::from_str(tc).unwrap_or(Value::Null);
+        let choice = match &tc {
             Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => tc.clone(),
             Value::Object(c) if c.get("type").and_then(Value::as_str) == Some("function") => {
                 let name = c.get("name").and_then(Value::as_str).ok_or_else(|| {
@@ -278,14 +314,339 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         };
         // Without tools a chat upstream refuses any tool_choice; none is what it means then.
         if has_tools {
-            out.insert("tool_choice".into(), choice);
+            push_field(&mut out, "tool_choice", &choice.to_string());
         }
     }
-    if !has_tools {
-        out.remove("parallel_tool_calls");
+    if has_tools {
+        if let Some(p) = get("parallel_tool_calls") {
+            push_field(&mut out, "parallel_tool_calls", p);
+        }
     }
-    serde_json::to_vec(&Value::Object(out))
-        .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))
+    out.push('}');
+    Ok(out.into_bytes())
+}
+
+/// `,"key":value` (`value` is JSON text).
+fn push_field(out: &mut String, key: &str, value: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+    out.push_str(value);
+}
+
+/// A JSON string's text as JSON (`"..."`), or `None` when it is not a string.
+fn raw_str(v: Option<&RawValue>) -> Option<&str> {
+    v.map(RawValue::get).filter(|s| s.starts_with('"'))
+}
+
+/// An input item; the fields a translation reads, values as sent (JSON text).
+#[derive(Deserialize)]
+struct InputItem<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    role: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    call_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    arguments: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    output: Option<&'a RawValue>,
+}
+
+/// A content part of a message, or of a function call's output.
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    refusal: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    image_url: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    detail: Option<&'a RawValue>,
+}
+
+/// A tool of the request.
+#[derive(Deserialize)]
+struct Tool<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    description: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    parameters: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    strict: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tools: Option<Vec<Tool<'a>>>,
+}
+
+/// Checks a tool offered to the upstream (`at`: where it is in the request); its name.
+fn check_tool<'a>(t: &Tool<'a>, at: &str) -> Result<Cow<'a, str>, GatewayError> {
+    let kind = t.kind.as_deref().unwrap_or("");
+    if kind != "function" {
+        return Err(bad(
+            &format!("{at}.type"),
+            format!("tools of type {kind:?} cannot be translated yet: only 'function' and 'namespace' tools"),
+        ));
+    }
+    raw_str(t.name)
+        .and_then(|n| serde_json::from_str::<Cow<str>>(n).ok())
+        .ok_or_else(|| bad(&format!("{at}.name"), "a function tool needs a 'name'"))
+}
+
+/// A chat message's content, as JSON text.
+enum Content<'a> {
+    /// Copied from the request.
+    Raw(&'a str),
+    Owned(String),
+    Null,
+}
+
+/// A chat message being built.
+struct Msg<'a> {
+    role: &'static str,
+    content: Content<'a>,
+    /// Each call's id, name and arguments (JSON strings as sent).
+    tool_calls: Vec<(&'a str, &'a str, &'a str)>,
+    tool_call_id: Option<&'a str>,
+}
+
+impl<'a> Msg<'a> {
+    fn new(role: &'static str, content: Content<'a>) -> Self {
+        Msg {
+            role,
+            content,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        out.push_str("{\"role\":\"");
+        out.push_str(self.role);
+        out.push_str("\",\"content\":");
+        match &self.content {
+            Content::Raw(s) => out.push_str(s),
+            Content::Owned(s) => out.push_str(s),
+            Content::Null => out.push_str("null"),
+        }
+        if let Some(id) = self.tool_call_id {
+            push_field(out, "tool_call_id", id);
+        }
+        if !self.tool_calls.is_empty() {
+            out.push_str(",\"tool_calls\":[");
+            for (i, (id, name, args)) in self.tool_calls.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"id\":");
+                out.push_str(id);
+                out.push_str(",\"type\":\"function\",\"function\":{\"name\":");
+                out.push_str(name);
+                out.push_str(",\"arguments\":");
+                out.push_str(args);
+                out.push_str("}}");
+            }
+            out.push(']');
+        }
+        out.push('}');
+    }
+}
+
+/// Texts (JSON strings as sent) as one JSON string: the one itself, or their concatenation.
+fn joined<'a>(texts: &[&'a str]) -> Content<'a> {
+    match texts {
+        [] => Content::Raw("\"\""),
+        [one] => Content::Raw(one),
+        many => {
+            let mut s = String::new();
+            for t in many {
+                if let Ok(t) = serde_json::from_str::<Cow<str>>(t) {
+                    s.push_str(&t);
+                }
+            }
+            Content::Owned(serde_json::to_string(&s).unwrap_or_else(|_| "\"\"".into()))
+        }
+    }
+}
+
+/// One input item as chat messages.
+fn convert_item<'a>(
+    item: &InputItem<'a>,
+    i: usize,
+    out: &mut Vec<Msg<'a>>,
+) -> Result<(), GatewayError> {
+    let at = |f: &str| format!("input[{i}].{f}");
+    match item.kind.as_deref() {
+        // An item without a type is a message (EasyInputMessage).
+        None | Some("message") => convert_message(item, i, out),
+        Some("function_call") => {
+            let call_id = raw_str(item.call_id)
+                .ok_or_else(|| bad(&at("call_id"), "a function_call needs a 'call_id'"))?;
+            let name = raw_str(item.name)
+                .ok_or_else(|| bad(&at("name"), "a function_call needs a 'name'"))?;
+            let arguments = match item.arguments.map(RawValue::get) {
+                Some(s) if s.starts_with('"') => s,
+                None | Some("null") => "\"{}\"",
+                Some(_) => return Err(bad(&at("arguments"), "'arguments' must be a string")),
+            };
+            // Calls after an assistant turn (its text, or calls before them) belong to it.
+            match out.last_mut().filter(|m| m.role == "assistant") {
+                Some(last) => last.tool_calls.push((call_id, name, arguments)),
+                None => {
+                    let mut m = Msg::new("assistant", Content::Null);
+                    m.tool_calls.push((call_id, name, arguments));
+                    out.push(m);
+                }
+            }
+            Ok(())
+        }
+        Some("function_call_output") => {
+            let call_id = raw_str(item.call_id)
+                .ok_or_else(|| bad(&at("call_id"), "a function_call_output needs a 'call_id'"))?;
+            let output = match item.output.map(RawValue::get) {
+                Some(s) if s.starts_with('"') => Content::Raw(s),
+                Some(list) if list.starts_with('[') => {
+                    let parts: Vec<Part> = serde_json::from_str(list).map_err(|e| {
+                        bad(
+                            &at("output"),
+                            format!("'output' is not a list of parts: {e}"),
+                        )
+                    })?;
+                    let mut texts = Vec::with_capacity(parts.len());
+                    for (j, p) in parts.iter().enumerate() {
+                        match p.kind.as_deref() {
+                            Some("input_text" | "output_text") => {
+                                texts.push(raw_str(p.text).unwrap_or("\"\""))
+                            }
+                            other => {
+                                return Err(bad(
+                                    &at(&format!("output[{j}].type")),
+                                    format!("a {other:?} part of a function_call_output cannot be translated: only text"),
+                                ))
+                            }
+                        }
+                    }
+                    joined(&texts)
+                }
+                _ => {
+                    return Err(bad(
+                        &at("output"),
+                        "a function_call_output needs an 'output' string",
+                    ))
+                }
+            };
+            let mut m = Msg::new("tool", output);
+            m.tool_call_id = Some(call_id);
+            out.push(m);
+            Ok(())
+        }
+        // Reasoning of earlier turns: no translated provider takes it back.
+        Some("reasoning") => Ok(()),
+        Some(other) => Err(bad(
+            &at("type"),
+            format!("an input item of type {other:?} cannot be translated"),
+        )),
+    }
+}
+
+fn convert_message<'a>(
+    item: &InputItem<'a>,
+    i: usize,
+    out: &mut Vec<Msg<'a>>,
+) -> Result<(), GatewayError> {
+    let role = match item.role.as_deref() {
+        Some("developer" | "system") => "system",
+        Some("user") => "user",
+        Some("assistant") => "assistant",
+        _ => {
+            return Err(bad(
+                &format!("input[{i}].role"),
+                "a message's role must be 'user', 'system', 'developer' or 'assistant'",
+            ))
+        }
+    };
+    let list = match item.content.map(RawValue::get) {
+        Some(s) if s.starts_with('"') => {
+            out.push(Msg::new(role, Content::Raw(s)));
+            return Ok(());
+        }
+        Some(list) if list.starts_with('[') => list,
+        _ => {
+            return Err(bad(
+                &format!("input[{i}].content"),
+                "a message's content must be a string or an array of parts",
+            ))
+        }
+    };
+    let parts: Vec<Part<'a>> = serde_json::from_str(list).map_err(|e| {
+        bad(
+            &format!("input[{i}].content"),
+            format!("a message's content is not a list of parts: {e}"),
+        )
+    })?;
+    let mut texts: Vec<&'a str> = Vec::with_capacity(parts.len());
+    // Parts as chat parts (JSON text), when there is an image.
+    let mut chat_parts = String::new();
+    let mut images = false;
+    for (j, p) in parts.iter().enumerate() {
+        let at = |f: &str| format!("input[{i}].content[{j}].{f}");
+        let text = match p.kind.as_deref() {
+            Some("input_text" | "output_text" | "text") => Some(raw_str(p.text).unwrap_or("\"\"")),
+            Some("refusal") => Some(raw_str(p.refusal).unwrap_or("\"\"")),
+            Some("input_image") if role == "user" => {
+                let url = raw_str(p.image_url).ok_or_else(|| {
+                    bad(
+                        &at("image_url"),
+                        "only images given by 'image_url' (a URL or data URL) can be translated",
+                    )
+                })?;
+                images = true;
+                if !chat_parts.is_empty() {
+                    chat_parts.push(',');
+                }
+                chat_parts.push_str("{\"type\":\"image_url\",\"image_url\":{\"url\":");
+                chat_parts.push_str(url);
+                if let Some(d) = raw_str(p.detail) {
+                    push_field(&mut chat_parts, "detail", d);
+                }
+                chat_parts.push_str("}}");
+                None
+            }
+            other => {
+                return Err(bad(
+                    &at("type"),
+                    format!("a {other:?} part in a {role} message cannot be translated"),
+                ))
+            }
+        };
+        if let Some(t) = text {
+            texts.push(t);
+            if !chat_parts.is_empty() {
+                chat_parts.push(',');
+            }
+            chat_parts.push_str("{\"type\":\"text\",\"text\":");
+            chat_parts.push_str(t);
+            chat_parts.push('}');
+        }
+    }
+    let content = if images {
+        Content::Owned(format!("[{chat_parts}]"))
+    } else {
+        joined(&texts)
+    };
+    out.push(Msg::new(role, content));
+    Ok(())
 }
 
 /// `text.format` as a chat `response_format` (`None` for plain text).
@@ -320,175 +681,6 @@ fn response_format(format: &Value) -> Result<Option<Value>, GatewayError> {
             "text.format.type must be \"text\", \"json_object\" or \"json_schema\"",
         )),
     }
-}
-
-/// One input item as chat messages.
-fn convert_item(item: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), GatewayError> {
-    let at = |f: &str| format!("input[{i}].{f}");
-    let kind = item.get("type").and_then(Value::as_str);
-    match kind {
-        // An item without a type is a message (EasyInputMessage).
-        None | Some("message") => convert_message(item, i, out),
-        Some("function_call") => {
-            let call_id = item
-                .get("call_id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(&at("call_id"), "a function_call needs a 'call_id'"))?;
-            let name = item
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(&at("name"), "a function_call needs a 'name'"))?;
-            let arguments = match item.get("arguments") {
-                Some(Value::String(s)) => s.clone(),
-                None | Some(Value::Null) => "{}".to_string(),
-                Some(_) => return Err(bad(&at("arguments"), "'arguments' must be a string")),
-            };
-            let call = json!({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}});
-            // Calls after an assistant turn (its text, or calls before them) belong to it.
-            if let Some(last) = out.last_mut().filter(|m| m["role"] == "assistant") {
-                match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
-                    Some(calls) => calls.push(call),
-                    None => last["tool_calls"] = json!([call]),
-                }
-            } else {
-                out.push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
-            }
-            Ok(())
-        }
-        Some("function_call_output") => {
-            let call_id = item
-                .get("call_id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(&at("call_id"), "a function_call_output needs a 'call_id'"))?;
-            let output = match item.get("output") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => {
-                    let mut text = String::new();
-                    for (j, p) in parts.iter().enumerate() {
-                        match p.get("type").and_then(Value::as_str) {
-                            Some("input_text" | "output_text") => {
-                                text.push_str(p.get("text").and_then(Value::as_str).unwrap_or(""))
-                            }
-                            other => {
-                                return Err(bad(
-                                    &at(&format!("output[{j}].type")),
-                                    format!("a {other:?} part of a function_call_output cannot be translated: only text"),
-                                ))
-                            }
-                        }
-                    }
-                    text
-                }
-                _ => {
-                    return Err(bad(
-                        &at("output"),
-                        "a function_call_output needs an 'output' string",
-                    ))
-                }
-            };
-            out.push(json!({"role": "tool", "tool_call_id": call_id, "content": output}));
-            Ok(())
-        }
-        // Reasoning of earlier turns: no translated provider takes it back.
-        Some("reasoning") => Ok(()),
-        Some(other) => Err(bad(
-            &at("type"),
-            format!("an input item of type {other:?} cannot be translated"),
-        )),
-    }
-}
-
-fn convert_message(item: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), GatewayError> {
-    let role = match item.get("role").and_then(Value::as_str) {
-        Some("developer" | "system") => "system",
-        Some("user") => "user",
-        Some("assistant") => "assistant",
-        _ => {
-            return Err(bad(
-                &format!("input[{i}].role"),
-                "a message's role must be 'user', 'system', 'developer' or 'assistant'",
-            ))
-        }
-    };
-    let parts = match item.get("content") {
-        Some(Value::String(s)) => {
-            out.push(json!({"role": role, "content": s}));
-            return Ok(());
-        }
-        Some(Value::Array(p)) => p,
-        _ => {
-            return Err(bad(
-                &format!("input[{i}].content"),
-                "a message's content must be a string or an array of parts",
-            ))
-        }
-    };
-    let mut chat_parts = Vec::with_capacity(parts.len());
-    for (j, p) in parts.iter().enumerate() {
-        let at = |f: &str| format!("input[{i}].content[{j}].{f}");
-        match p.get("type").and_then(Value::as_str) {
-            Some("input_text" | "output_text" | "text") => {
-                let text = p.get("text").and_then(Value::as_str).unwrap_or("");
-                chat_parts.push(json!({"type": "text", "text": text}));
-            }
-            Some("refusal") => {
-                let text = p.get("refusal").and_then(Value::as_str).unwrap_or("");
-                chat_parts.push(json!({"type": "text", "text": text}));
-            }
-            Some("input_image") if role == "user" => {
-                let url = p.get("image_url").and_then(Value::as_str).ok_or_else(|| {
-                    bad(
-                        &at("image_url"),
-                        "only images given by 'image_url' (a URL or data URL) can be translated",
-                    )
-                })?;
-                let mut image = json!({"url": url});
-                if let Some(d) = p.get("detail").and_then(Value::as_str) {
-                    image["detail"] = json!(d);
-                }
-                chat_parts.push(json!({"type": "image_url", "image_url": image}));
-            }
-            other => {
-                return Err(bad(
-                    &at("type"),
-                    format!("a {other:?} part in a {role} message cannot be translated"),
-                ))
-            }
-        }
-    }
-    let all_text = chat_parts.iter().all(|p| p["type"] == "text");
-    if role == "user" && !all_text {
-        out.push(json!({"role": role, "content": chat_parts}));
-    } else {
-        let text: String = chat_parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect();
-        out.push(json!({"role": role, "content": text}));
-    }
-    Ok(())
-}
-
-/// A function tool (`at`: where it is in the request) as a chat tool.
-fn convert_tool(t: &Value, at: &str) -> Result<Value, GatewayError> {
-    let kind = t.get("type").and_then(Value::as_str).unwrap_or("");
-    if kind != "function" {
-        return Err(bad(
-            &format!("{at}.type"),
-            format!("tools of type {kind:?} cannot be translated yet: only 'function' and 'namespace' tools"),
-        ));
-    }
-    let name = t
-        .get("name")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad(&format!("{at}.name"), "a function tool needs a 'name'"))?;
-    let mut f = json!({"name": name});
-    for k in ["description", "parameters", "strict"] {
-        if let Some(x) = t.get(k).filter(|x| !x.is_null()) {
-            f[k] = x.clone();
-        }
-    }
-    Ok(json!({"type": "function", "function": f}))
 }
 
 // ---------------------------------------------------------------------------------------------
