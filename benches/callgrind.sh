@@ -8,6 +8,7 @@
 #   CACHE=memory benches/callgrind.sh             # cache hits (the first request fills it)
 #   API=messages benches/callgrind.sh anthropic/claude-3-5-haiku-latest   # /v1/messages, native
 #   API=messages benches/callgrind.sh             # /v1/messages in, OpenAI chat out (translated)
+#   API=responses benches/callgrind.sh            # the same conversation to /v1/responses
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -22,7 +23,8 @@ API=${API:-chat}
 case "$API" in
   chat) REQ_PATH=/v1/chat/completions ;;
   messages) REQ_PATH=/v1/messages ;;
-  *) echo "API must be chat or messages" >&2; exit 1 ;;
+  responses) REQ_PATH=/v1/responses ;;
+  *) echo "API must be chat, messages or responses" >&2; exit 1 ;;
 esac
 MOCK_PORT=${MOCK_PORT:-18191}
 GW_PORT=${GW_PORT:-18193}
@@ -45,7 +47,8 @@ trap cleanup EXIT
 write_mock_conf "$WORK" "$MOCK_PORT"
 nginx -c "$WORK/mock.conf" -p "$WORK" -g 'daemon on;'
 
-# The same 2 KB-class chat request as benches/load.sh (in Messages form for API=messages).
+# The same 2 KB-class chat request as benches/load.sh (in Messages or Responses form for
+# API=messages or API=responses).
 python3 - "$MODEL" "$API" > "$WORK/body.json" <<'PY'
 import json, sys
 system = "You are a helpful assistant. "*20
@@ -56,6 +59,8 @@ for i in range(6):
 msgs.append({"role":"user","content":"Thanks, and of Italy?"})
 if sys.argv[2] == "messages":
     print(json.dumps({"model":sys.argv[1],"system":system,"messages":msgs,"temperature":0.2,"max_tokens":64}))
+elif sys.argv[2] == "responses":
+    print(json.dumps({"model":sys.argv[1],"instructions":system,"input":msgs,"temperature":0.2,"max_output_tokens":64}))
 else:
     msgs.insert(0, {"role":"system","content":system})
     print(json.dumps({"model":sys.argv[1],"messages":msgs,"temperature":0.2,"max_tokens":64}))
@@ -106,6 +111,7 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("  route (everything the answer takes)", "proxy::Gateway::route::\\{\\{closure\\}\\}( |$)")
     show("  request parse + validation", "api::ChatRequest::parse(_with)?( |$)")
     show("  Messages request -> canonical request", "AnthropicMessages as ai_gateway::dialects::Dialect>::parse( |$)")
+    show("  Responses request -> chat request", "openai_responses::to_chat( |$)")
     show("  request body as a JSON tree (translation, cache)", "api::ChatRequest::body( |$)")
     show("  cache key (canonical form + SHA-256)", "cache::key::exact_request( |$)")
     show("  translation to the provider", "Provider>::chat_request( |$)")

@@ -9,6 +9,8 @@
 //! This module imports nothing from the rest of the gateway: dialects and providers both
 //! depend on it.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -116,6 +118,20 @@ pub trait EventWriter: Send {
     fn usage(&mut self, out: &mut BytesMut, usage: &Usage);
     /// The stream ended successfully.
     fn done(&mut self, out: &mut BytesMut);
+    /// What ends this writer's stream when it fails after its first event, for a dialect whose
+    /// failure event refers to what the writer wrote (its response id, the next sequence
+    /// number). Taken before the writer goes to the stream translator; `None`: the dialect's
+    /// own error event.
+    fn on_failure(&self) -> Option<Arc<dyn StreamFailure>> {
+        None
+    }
+}
+
+/// The event ending a stream that failed after its first event (see
+/// [`EventWriter::on_failure`]).
+pub trait StreamFailure: Send + Sync {
+    /// `code`: the error's code (or type), `message`: what went wrong.
+    fn event(&self, code: &str, message: &str) -> Bytes;
 }
 
 /// Writes whole (non-streamed) answers as one client dialect's response body.

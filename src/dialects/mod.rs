@@ -22,6 +22,7 @@ use crate::error::GatewayError;
 
 pub mod anthropic_messages;
 pub mod openai_chat;
+pub mod openai_responses;
 
 /// One inbound client API.
 pub trait Dialect: Send + Sync {
@@ -80,6 +81,7 @@ pub const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(
 pub static DIALECTS: &[(&str, &dyn Dialect)] = &[
     ("/chat/completions", &openai_chat::OpenAiChat),
     ("/messages", &anthropic_messages::AnthropicMessages),
+    ("/responses", &openai_responses::OpenAiResponses),
 ];
 
 /// The dialect of a request to a path every dialect shares (`GET /v1/models`), by its
@@ -136,8 +138,16 @@ mod tests {
             Some("anthropic.messages")
         );
         assert!(for_path("/completions").is_none());
+        assert_eq!(
+            for_path("/responses").map(|d| d.name()),
+            Some("openai.responses")
+        );
         for (path, d) in DIALECTS {
             assert!(path.starts_with('/'), "{path}");
+            // No provider speaks Responses yet: every Responses request is translated.
+            if d.native_format() == openai_responses::NATIVE_FORMAT {
+                continue;
+            }
             assert!(
                 crate::providers::REGISTRY
                     .iter()

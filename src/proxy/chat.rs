@@ -392,6 +392,7 @@ async fn stream_response(
     } else {
         dialect.events(&call.client_model)
     };
+    let on_failure = writer.on_failure();
     let mut tr = route.provider.stream_translator(call, writer);
     // A translated stream whose upstream falls silent gets the dialect's keep-alive (a
     // pass-through stream carries the upstream's own).
@@ -456,7 +457,13 @@ async fn stream_response(
                 ctx.outcome = "client_closed";
                 return Attempt::Served;
             }
-            out.extend_from_slice(&dialect.error_event(&err));
+            match &on_failure {
+                Some(f) => {
+                    let code = err.code.as_deref().unwrap_or(err.kind.as_str());
+                    out.extend_from_slice(&f.event(code, &err.message));
+                }
+                None => out.extend_from_slice(&dialect.error_event(&err)),
+            }
             ctx.outcome = "stream_error";
             ctx.error = Some(err.message.clone());
             write_chunk(session, ctx, &mut out, true).await;

@@ -1,0 +1,215 @@
+//! Issue 16: Codex CLI (npm `@openai/codex`, installed by scripts/test.sh into `.tools/codex`, or
+//! the binary named by `AI_GATEWAY_TEST_CODEX`) running `codex exec` through the gateway's
+//! `/v1/responses` against an OpenAI-compatible (chat-only) upstream that first answers with a
+//! tool call and then with text: the turn completes, the command ran, and its output reached
+//! the upstream in the follow-up request. Codex runs offline: its only connections go to the
+//! gateway on loopback.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+
+const GATEWAY_KEY: &str = "sk-gw-codex-1";
+const VLLM_KEY: &str = "vllm-secret";
+/// What the scripted tool call runs, and what its output must carry back.
+const MARKER: &str = "gateway-codex-ok";
+
+fn codex() -> PathBuf {
+    if let Ok(p) = std::env::var("AI_GATEWAY_TEST_CODEX") {
+        return PathBuf::from(p);
+    }
+    let local =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/codex/node_modules/.bin/codex");
+    assert!(
+        local.exists(),
+        "no Codex CLI: run scripts/test.sh (it installs @openai/codex into .tools/codex) or set AI_GATEWAY_TEST_CODEX"
+    );
+    local
+}
+
+/// A chat-only upstream scripted like a model: a shell tool call first, then, once the tool's
+/// output is in the conversation, a text answer quoting it. Streams, as Codex always asks.
+fn scripted() -> Handler {
+    Arc::new(|r: &Recorded| {
+        if r.method == "GET" {
+            return json_response(200, json!({"object": "list", "data": []}));
+        }
+        if r.header("authorization") != Some(&format!("Bearer {VLLM_KEY}")) {
+            return json_response(401, json!({"error": {"message": "bad key"}}));
+        }
+        let body = r.json();
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let result = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap_or("").to_string());
+        let chunk = |delta: Value, finish: Value| {
+            let v = json!({"id": "chatcmpl-codex", "object": "chat.completion.chunk", "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {v}\n\n")
+        };
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
+        match result {
+            None => {
+                let args = json!({"cmd": format!("echo {MARKER}")}).to_string();
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "id": "call_codex1", "type": "function", "function": {"name": "exec_command", "arguments": ""}}]}),
+                    Value::Null,
+                ));
+                let (a, b) = args.split_at(args.len() / 2);
+                for part in [a, b] {
+                    events.push(chunk(
+                        json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                        Value::Null,
+                    ));
+                }
+                events.push(chunk(json!({}), json!("tool_calls")));
+            }
+            Some(out) => {
+                let seen = if out.contains(MARKER) {
+                    "saw"
+                } else {
+                    "missed"
+                };
+                events.push(chunk(
+                    json!({"content": format!("All done, I {seen} the marker.")}),
+                    Value::Null,
+                ));
+                events.push(chunk(json!({}), json!("stop")));
+            }
+        }
+        let usage = json!({"prompt_tokens": 1200, "completion_tokens": 12, "total_tokens": 1212});
+        events.push(format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-codex", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage})
+        ));
+        events.push("data: [DONE]\n\n".to_string());
+        sse_response(events, Duration::ZERO, None)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_exec_runs_a_tool_turn_through_a_chat_only_upstream() {
+    let up = Mock::start(scripted()).await;
+    let vllm_url = format!("{}/v1", up.url());
+    let gw = Gateway::start(&[
+        ("VLLM_BASE_URL", &vllm_url),
+        ("VLLM_API_KEY", VLLM_KEY),
+        ("GATEWAY_API_KEYS", GATEWAY_KEY),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, work) = (tmp.path().join("codex-home"), tmp.path().join("work"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    // One custom provider (the gateway), network features off, hosted web search off (a
+    // translated provider cannot run it: the gateway would refuse the request).
+    let config = format!(
+        r#"model = "vllm/qwen3-8b"
+model_provider = "gateway"
+approval_policy = "never"
+sandbox_mode = "danger-full-access"
+check_for_update_on_startup = false
+web_search = "disabled"
+
+[model_providers.gateway]
+name = "ai-gateway"
+base_url = "{}"
+env_key = "AI_GATEWAY_KEY"
+wire_api = "responses"
+
+[analytics]
+enabled = false
+
+[feedback]
+enabled = false
+"#,
+        gw.url("/v1")
+    );
+    std::fs::write(home.join("config.toml"), config).unwrap();
+    let mut cmd = Command::new(codex());
+    cmd.args(["exec", "--json", "--skip-git-repo-check", "--strict-config"])
+        .arg(format!("Run `echo {MARKER}` and tell me what it printed."))
+        .current_dir(&work)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", tmp.path())
+        .env("CODEX_HOME", &home)
+        .env("AI_GATEWAY_KEY", GATEWAY_KEY)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(std::process::Stdio::null());
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::task::spawn_blocking(move || cmd.output().expect("run codex")),
+    )
+    .await
+    .expect("codex exec finished in time")
+    .expect("codex task");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "codex exec failed ({}):\n{stdout}\n{stderr}\ngateway log:\n{}",
+        out.status,
+        gw.logs()
+    );
+    // The turn completed with the model's final text.
+    let events: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["type"] == "turn.completed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("All done, I saw the marker."),
+        "the final answer: {stdout}"
+    );
+    // Codex ran the command, and its output went back upstream as the tool's result, under the
+    // upstream's own call id.
+    let posts: Vec<Value> = up
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.json())
+        .collect();
+    assert!(posts.len() >= 2, "{posts:?}");
+    let followup = posts
+        .iter()
+        .find(|b| {
+            b["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"))
+        })
+        .expect("a follow-up with the tool's output");
+    let m = followup["messages"].as_array().unwrap();
+    let result = m.iter().find(|m| m["role"] == "tool").unwrap();
+    assert_eq!(result["tool_call_id"], "call_codex1", "{followup}");
+    assert!(
+        result["content"].as_str().unwrap_or("").contains(MARKER),
+        "{followup}"
+    );
+    let call = m
+        .iter()
+        .find(|m| m["role"] == "assistant" && m.get("tool_calls").is_some())
+        .unwrap();
+    assert_eq!(
+        call["tool_calls"][0]["function"]["name"], "exec_command",
+        "{followup}"
+    );
+    // Codex's system prompt (a developer message) arrived as a system message.
+    assert_eq!(m[0]["role"], "system", "{followup}");
+}

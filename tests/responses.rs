@@ -1,0 +1,214 @@
+//! Issue 16: the OpenAI Responses API inbound (`/v1/responses`), translated for every provider.
+//! The real `openai` Python SDK (`responses.create`, `.stream`, tool round trips, typed errors)
+//! against an OpenAI-compatible upstream, an Anthropic upstream and `echo`; cut streams end
+//! with `response.failed`. The SDK checks need `.venv/bin/python` (scripts/test.sh).
+
+mod common;
+mod mocks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use common::*;
+use mocks::*;
+
+const GATEWAY_KEY: &str = "sk-gw-responses-1";
+const VLLM_KEY: &str = "vllm-secret";
+/// The id the OpenAI-compatible mock gives its tool call.
+const CALL_ID: &str = "call_abc123";
+
+/// An OpenAI-compatible upstream: a tool call when tools are offered, `Tool said: ...` once
+/// tool results are in, else a greeting; JSON or SSE.
+fn vllm() -> Handler {
+    Arc::new(|r: &Recorded| {
+        if r.method == "GET" {
+            return json_response(200, json!({"object": "list", "data": []}));
+        }
+        if r.header("authorization") != Some(&format!("Bearer {VLLM_KEY}")) {
+            return json_response(401, json!({"error": {"message": "bad key"}}));
+        }
+        let body = r.json();
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let results: Vec<String> = messages
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| m["content"].as_str().unwrap_or("").to_string())
+            .collect();
+        let tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+        let (text, call) = if !results.is_empty() {
+            (format!("Tool said: {}", results.join(", ")), false)
+        } else if tools {
+            (String::new(), true)
+        } else {
+            ("Hello from vLLM".to_string(), false)
+        };
+        let args = "{\"location\":\"Paris\",\"unit\":\"celsius\"}";
+        let usage = json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18});
+        if body["stream"] != true {
+            let mut message = json!({"role": "assistant", "content": if call { Value::Null } else { json!(text) }});
+            if call {
+                message["tool_calls"] = json!([{"id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": args}}]);
+            }
+            return json_response(
+                200,
+                json!({
+                    "id": "chatcmpl-v1", "object": "chat.completion", "created": 1, "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": if call { "tool_calls" } else { "stop" }}],
+                    "usage": usage,
+                }),
+            );
+        }
+        let chunk = |delta: Value, finish: Value| {
+            let v = json!({"id": "chatcmpl-v1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {v}\n\n")
+        };
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
+        if call {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                Value::Null,
+            ));
+            let (a, b) = args.split_at(9);
+            for part in [a, b] {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                    Value::Null,
+                ));
+            }
+            events.push(chunk(json!({}), json!("tool_calls")));
+        } else {
+            for w in text.split_inclusive(' ') {
+                events.push(chunk(json!({"content": w}), Value::Null));
+            }
+            events.push(chunk(json!({}), json!("stop")));
+        }
+        if body["stream_options"]["include_usage"] == true {
+            let v = json!({"id": "chatcmpl-v1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
+            events.push(format!("data: {v}\n\n"));
+        }
+        events.push("data: [DONE]\n\n".to_string());
+        sse_response(events, Duration::ZERO, None)
+    })
+}
+
+fn start(claude: &Mock, vllm: &Mock) -> Gateway {
+    let (claude_url, vllm_url) = (claude.url(), format!("{}/v1", vllm.url()));
+    Gateway::start(&[
+        ("ANTHROPIC_BASE_URL", &claude_url),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+        ("VLLM_BASE_URL", &vllm_url),
+        ("VLLM_API_KEY", VLLM_KEY),
+        ("GATEWAY_API_KEYS", GATEWAY_KEY),
+        ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_sdk_responses_translated_and_echo() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(vllm()).await;
+    let gw = start(&claude, &up);
+    let stdout = run_python(&gw, &["test_responses.py"], &[("GATEWAY_KEY", GATEWAY_KEY)]).await;
+    assert!(stdout.contains("sdk: 10 passed, 0 failed"), "{stdout}");
+    // The follow-ups carried the upstream's own tool call id back, as chat tool messages.
+    let followups: Vec<Value> = up
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.json())
+        .filter(|b| {
+            b["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"))
+        })
+        .collect();
+    assert_eq!(followups.len(), 2, "one per round trip");
+    for b in &followups {
+        let m = b["messages"].as_array().unwrap();
+        let call = m.iter().find(|m| m["role"] == "assistant").unwrap();
+        assert_eq!(call["tool_calls"][0]["id"], CALL_ID, "{b}");
+        let result = m.iter().find(|m| m["role"] == "tool").unwrap();
+        assert_eq!(result["tool_call_id"], CALL_ID, "{b}");
+        assert_eq!(result["content"], "18C", "{b}");
+    }
+    // What Codex adds was dropped: the upstream got plain chat requests.
+    for r in up.requests().iter().filter(|r| r.method == "POST") {
+        let b = r.json();
+        for k in [
+            "store",
+            "include",
+            "reasoning",
+            "prompt_cache_key",
+            "client_metadata",
+            "input",
+        ] {
+            assert!(b.get(k).is_none(), "{k} reached the upstream: {b}");
+        }
+    }
+    assert!(claude.calls() >= 8, "{}", claude.calls());
+}
+
+async fn post(gw: &Gateway, body: Value) -> (u16, String) {
+    let resp = client()
+        .post(gw.url("/responses"))
+        .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_streams_end_with_response_failed() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(vllm()).await;
+    let gw = start(&claude, &up);
+    // The OpenAI-compatible stream ends before [DONE].
+    up.set(Arc::new(|r: &Recorded| {
+        let model = r.json()["model"].as_str().unwrap_or("").to_string();
+        let mut events = openai_stream_events(&model, &["Hel", "lo"], true);
+        events.pop();
+        let n = events.len();
+        sse_response(events, Duration::from_millis(20), Some(n))
+    }));
+    let (status, out) = post(
+        &gw,
+        json!({"model": "vllm/qwen", "input": "hi", "stream": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(out.starts_with("event: response.created\n"), "{out}");
+    assert!(out.contains("\"Hel\""), "{out}");
+    assert!(!out.contains("response.completed"), "{out}");
+    let last = out.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: response.failed\n"), "{out}");
+    // Anthropic cuts the connection before message_stop.
+    let (_, out) = post(
+        &gw,
+        json!({"model": "anthropic/claude-sonnet-4-20250514", "input": CUT_STREAM, "stream": true}),
+    )
+    .await;
+    let last = out.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: response.failed\n"), "{out}");
+    // Errors before the stream starts are OpenAI's error objects, over /v1 too.
+    let resp = client()
+        .post(gw.url("/v1/responses"))
+        .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+        .json(&json!({"model": "vllm/qwen", "input": "hi", "conversation": "conv_1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "conversation", "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+}
