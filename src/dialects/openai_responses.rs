@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
@@ -785,16 +785,130 @@ impl AnswerWriter for ResponseWriter {
         let empty = Answer::default();
         let a = answers.first().unwrap_or(&empty);
         let id = response_id(id);
+        let message_id = message_item_id(&id);
+        let call_ids: Vec<String> = a.tool_calls.iter().map(|c| call_item_id(&c.id)).collect();
         let mut output = Vec::with_capacity(1 + a.tool_calls.len());
         if let Some(t) = a.content.as_deref().filter(|t| !t.is_empty()) {
-            output.push(text_item(&message_item_id(&id), t, "completed"));
+            output.push(OutItem::Message {
+                id: &message_id,
+                status: "completed",
+                role: "assistant",
+                content: [OutText {
+                    kind: "output_text",
+                    text: t,
+                    annotations: [],
+                    logprobs: [],
+                }],
+            });
         }
-        for c in &a.tool_calls {
-            output.push(call_item(&c.id, &c.name, &c.arguments, "completed"));
+        for (c, item_id) in a.tool_calls.iter().zip(&call_ids) {
+            output.push(OutItem::FunctionCall {
+                id: item_id,
+                call_id: &c.id,
+                name: &c.name,
+                arguments: &c.arguments,
+                status: "completed",
+            });
         }
-        let (status, incomplete) = status(&a.finish_reason);
-        let body = response_json(&id, created, model, status, incomplete, output, usage);
-        Bytes::from(body.to_string())
+        let (status, incomplete) = match a.finish_reason.as_str() {
+            "length" => ("incomplete", Some("max_output_tokens")),
+            "content_filter" => ("incomplete", Some("content_filter")),
+            _ => ("completed", None),
+        };
+        let body = ResponseBody {
+            id: &id,
+            object: "response",
+            created_at: created,
+            status,
+            error: None,
+            incomplete_details: incomplete.map(|reason| Incomplete { reason }),
+            model,
+            output,
+            usage: usage.map(OutUsage::new),
+        };
+        // Serializing plain structs into a buffer cannot fail.
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+/// A `response` object, as [`ResponseWriter`] writes it.
+#[derive(Serialize)]
+struct ResponseBody<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'static str,
+    error: Option<()>,
+    incomplete_details: Option<Incomplete>,
+    model: &'a str,
+    output: Vec<OutItem<'a>>,
+    usage: Option<OutUsage>,
+}
+
+#[derive(Serialize)]
+struct Incomplete {
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutItem<'a> {
+    Message {
+        id: &'a str,
+        status: &'static str,
+        role: &'static str,
+        content: [OutText<'a>; 1],
+    },
+    FunctionCall {
+        id: &'a str,
+        call_id: &'a str,
+        name: &'a str,
+        arguments: &'a str,
+        status: &'static str,
+    },
+}
+
+#[derive(Serialize)]
+struct OutText<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    annotations: [(); 0],
+    logprobs: [(); 0],
+}
+
+#[derive(Serialize)]
+struct OutUsage {
+    input_tokens: u64,
+    input_tokens_details: CachedTokens,
+    output_tokens: u64,
+    output_tokens_details: ReasoningTokens,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+impl OutUsage {
+    fn new(u: &Usage) -> Self {
+        OutUsage {
+            input_tokens: u.prompt_tokens,
+            input_tokens_details: CachedTokens {
+                cached_tokens: u.cached_tokens,
+            },
+            output_tokens: u.completion_tokens,
+            output_tokens_details: ReasoningTokens {
+                reasoning_tokens: 0,
+            },
+            total_tokens: u.total_tokens,
+        }
     }
 }
 
