@@ -71,9 +71,9 @@ impl Dialect for OpenAiResponses {
         e.body()
     }
 
-    /// Only written when a stream fails before this dialect's writer wrote anything (the
-    /// writer's own [`StreamFailure`] ends the streams it started): a `response.failed` for a
-    /// response that never started.
+    /// Not reached while every Responses stream is translated: the stream's writer ends a
+    /// failed stream itself ([`StreamFailure`], same response id, next sequence number). A
+    /// `response.failed` for a response of its own.
     fn error_event(&self, e: &GatewayError) -> Bytes {
         let shared = Shared::default();
         shared.failed(error_code(e), &e.message)
