@@ -1,6 +1,6 @@
 //! Issue 16: the OpenAI Responses API inbound (`/v1/responses`), translated for every provider.
 //! The real `openai` Python SDK (`responses.create`, `.stream`, tool round trips, typed errors)
-//! against an OpenAI-compatible upstream, an Anthropic upstream and `echo`; cut streams end
+//! against OpenAI-compatible, Anthropic and Gemini upstreams and `echo`; cut streams end
 //! with `response.failed`. The SDK checks need `.venv/bin/python` (scripts/test.sh).
 
 mod common;
@@ -99,24 +99,39 @@ fn vllm() -> Handler {
 }
 
 fn start(claude: &Mock, vllm: &Mock) -> Gateway {
+    start_with(claude, vllm, &[])
+}
+
+fn start_with(claude: &Mock, vllm: &Mock, more: &[(&str, &str)]) -> Gateway {
     let (claude_url, vllm_url) = (claude.url(), format!("{}/v1", vllm.url()));
-    Gateway::start(&[
+    let mut vars: Vec<(&str, &str)> = vec![
         ("ANTHROPIC_BASE_URL", &claude_url),
         ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
         ("VLLM_BASE_URL", &vllm_url),
         ("VLLM_API_KEY", VLLM_KEY),
         ("GATEWAY_API_KEYS", GATEWAY_KEY),
         ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
-    ])
+    ];
+    vars.extend_from_slice(more);
+    Gateway::start(&vars)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_sdk_responses_translated_and_echo() {
     let claude = Mock::start(anthropic()).await;
     let up = Mock::start(vllm()).await;
-    let gw = start(&claude, &up);
+    let google = Mock::start(gemini()).await;
+    let gw = start_with(
+        &claude,
+        &up,
+        &[
+            ("GEMINI_BASE_URL", &google.url()),
+            ("GEMINI_API_KEY", GEMINI_KEY),
+        ],
+    );
     let stdout = run_python(&gw, &["test_responses.py"], &[("GATEWAY_KEY", GATEWAY_KEY)]).await;
-    assert!(stdout.contains("sdk: 10 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("sdk: 11 passed, 0 failed"), "{stdout}");
+    assert!(google.calls() >= 6, "{}", google.calls());
     // The follow-ups carried the upstream's own tool call id back, as chat tool messages.
     let followups: Vec<Value> = up
         .requests()

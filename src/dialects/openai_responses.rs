@@ -28,11 +28,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use crate::api::{parse_raw_object, random_token, unix_now, ChatRequest};
+use crate::api::{random_token, unix_now, ChatRequest};
 use crate::canonical::{Answer, AnswerWriter, EventWriter, StreamFailure, Usage};
 use crate::error::GatewayError;
 
@@ -71,9 +71,9 @@ impl Dialect for OpenAiResponses {
         e.body()
     }
 
-    /// Only written when a stream fails before this dialect's writer wrote anything (the
-    /// writer's own [`StreamFailure`] ends the streams it started): a `response.failed` for a
-    /// response that never started.
+    /// Not reached while every Responses stream is translated: the stream's writer ends a
+    /// failed stream itself ([`StreamFailure`], same response id, next sequence number). A
+    /// `response.failed` for a response of its own.
     fn error_event(&self, e: &GatewayError) -> Bytes {
         let shared = Shared::default();
         shared.failed(error_code(e), &e.message)
@@ -127,17 +127,19 @@ const TRANSLATED: &[&str] = &[
 /// cannot carry. Built as text: strings (the conversation, tool schemas) are copied as the
 /// client wrote them, escapes included, without a JSON tree of the request.
 fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
-    let fields = parse_raw_object(body)?;
+    let top = parse_top(body)?;
     let get = |key: &str| {
-        fields
+        top.fields
             .iter()
+            .rev()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| v.get())
+            .and_then(|(_, v)| *v)
+            .map(RawValue::get)
             .filter(|v| *v != "null")
     };
-    for (k, v) in &fields {
-        let k = k.as_str();
-        if v.get() == "null" || DROPPED.contains(&k) || TRANSLATED.contains(&k) {
+    for (k, v) in &top.fields {
+        let k = k.as_ref();
+        if v.is_some_and(|v| v.get() == "null") || DROPPED.contains(&k) || TRANSLATED.contains(&k) {
             continue;
         }
         return Err(bad(
@@ -159,11 +161,9 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         }
         messages.push(Msg::new("system", Content::Raw(s)));
     }
-    match get("input") {
-        Some(s) if s.starts_with('"') => messages.push(Msg::new("user", Content::Raw(s))),
-        Some(list) if list.starts_with('[') => {
-            let items: Vec<InputItem> = serde_json::from_str(list)
-                .map_err(|e| bad("input", format!("'input' is not a list of items: {e}")))?;
+    match &top.input {
+        Some(Input::Text(s)) => messages.push(Msg::new("user", Content::Raw(s))),
+        Some(Input::Items(items)) => {
             for (i, item) in items.iter().enumerate() {
                 convert_item(item, i, &mut messages)?;
             }
@@ -324,6 +324,109 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
     }
     out.push('}');
     Ok(out.into_bytes())
+}
+
+/// A request's top-level fields (values as sent, JSON text), `input` read as it is parsed: the
+/// conversation is read once.
+struct Top<'a> {
+    /// Every field in order; `input`'s value is `None` (it is in `input`).
+    fields: Vec<(Cow<'a, str>, Option<&'a RawValue>)>,
+    input: Option<Input<'a>>,
+}
+
+/// `input`: a string (as JSON text), items, or anything else (`Other`, a 400).
+enum Input<'a> {
+    Text(String),
+    Items(Vec<InputItem<'a>>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Input<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Input<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of items")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Input<'de>, E> {
+                serde_json::to_string(s).map(Input::Text).map_err(E::custom)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Input<'de>, A::Error> {
+                let mut items = Vec::with_capacity(a.size_hint().unwrap_or(8));
+                while let Some(item) = a.next_element()? {
+                    items.push(item);
+                }
+                Ok(Input::Items(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Input<'de>, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Input::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Input<'de>, E> {
+                Ok(Input::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Input<'de>, E> {
+                Ok(Input::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Input<'de>, E> {
+                Ok(Input::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Input<'de>, E> {
+                Ok(Input::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Input<'de>, E> {
+                Ok(Input::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{MapAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Top<'de>, A::Error> {
+                let mut top = Top {
+                    fields: Vec::with_capacity(16),
+                    input: None,
+                };
+                while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+                    if k == "input" {
+                        top.input = Some(a.next_value()?);
+                        top.fields.push((k, None));
+                    } else {
+                        let v: &'de RawValue = a.next_value()?;
+                        top.fields.push((k, Some(v)));
+                    }
+                }
+                Ok(top)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Parses the request's top level (400s for what is not a JSON object).
+fn parse_top(body: &[u8]) -> Result<Top<'_>, GatewayError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| bad("", format!("the request body is not valid JSON: {e}")))?;
+    serde_json::from_str::<Top>(text).map_err(|e| {
+        if e.classify() != serde_json::error::Category::Data {
+            bad("", format!("the request body is not valid JSON: {e}"))
+        } else if text.trim_start().starts_with('{') {
+            bad("input", format!("'input' is not a list of items: {e}"))
+        } else {
+            bad("", "the request body must be a JSON object")
+        }
+    })
 }
 
 /// `,"key":value` (`value` is JSON text).
@@ -785,16 +888,130 @@ impl AnswerWriter for ResponseWriter {
         let empty = Answer::default();
         let a = answers.first().unwrap_or(&empty);
         let id = response_id(id);
+        let message_id = message_item_id(&id);
+        let call_ids: Vec<String> = a.tool_calls.iter().map(|c| call_item_id(&c.id)).collect();
         let mut output = Vec::with_capacity(1 + a.tool_calls.len());
         if let Some(t) = a.content.as_deref().filter(|t| !t.is_empty()) {
-            output.push(text_item(&message_item_id(&id), t, "completed"));
+            output.push(OutItem::Message {
+                id: &message_id,
+                status: "completed",
+                role: "assistant",
+                content: [OutText {
+                    kind: "output_text",
+                    text: t,
+                    annotations: [],
+                    logprobs: [],
+                }],
+            });
         }
-        for c in &a.tool_calls {
-            output.push(call_item(&c.id, &c.name, &c.arguments, "completed"));
+        for (c, item_id) in a.tool_calls.iter().zip(&call_ids) {
+            output.push(OutItem::FunctionCall {
+                id: item_id,
+                call_id: &c.id,
+                name: &c.name,
+                arguments: &c.arguments,
+                status: "completed",
+            });
         }
-        let (status, incomplete) = status(&a.finish_reason);
-        let body = response_json(&id, created, model, status, incomplete, output, usage);
-        Bytes::from(body.to_string())
+        let (status, incomplete) = match a.finish_reason.as_str() {
+            "length" => ("incomplete", Some("max_output_tokens")),
+            "content_filter" => ("incomplete", Some("content_filter")),
+            _ => ("completed", None),
+        };
+        let body = ResponseBody {
+            id: &id,
+            object: "response",
+            created_at: created,
+            status,
+            error: None,
+            incomplete_details: incomplete.map(|reason| Incomplete { reason }),
+            model,
+            output,
+            usage: usage.map(OutUsage::new),
+        };
+        // Serializing plain structs into a buffer cannot fail.
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+/// A `response` object, as [`ResponseWriter`] writes it.
+#[derive(Serialize)]
+struct ResponseBody<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'static str,
+    error: Option<()>,
+    incomplete_details: Option<Incomplete>,
+    model: &'a str,
+    output: Vec<OutItem<'a>>,
+    usage: Option<OutUsage>,
+}
+
+#[derive(Serialize)]
+struct Incomplete {
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum OutItem<'a> {
+    Message {
+        id: &'a str,
+        status: &'static str,
+        role: &'static str,
+        content: [OutText<'a>; 1],
+    },
+    FunctionCall {
+        id: &'a str,
+        call_id: &'a str,
+        name: &'a str,
+        arguments: &'a str,
+        status: &'static str,
+    },
+}
+
+#[derive(Serialize)]
+struct OutText<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    annotations: [(); 0],
+    logprobs: [(); 0],
+}
+
+#[derive(Serialize)]
+struct OutUsage {
+    input_tokens: u64,
+    input_tokens_details: CachedTokens,
+    output_tokens: u64,
+    output_tokens_details: ReasoningTokens,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct CachedTokens {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct ReasoningTokens {
+    reasoning_tokens: u64,
+}
+
+impl OutUsage {
+    fn new(u: &Usage) -> Self {
+        OutUsage {
+            input_tokens: u.prompt_tokens,
+            input_tokens_details: CachedTokens {
+                cached_tokens: u.cached_tokens,
+            },
+            output_tokens: u.completion_tokens,
+            output_tokens_details: ReasoningTokens {
+                reasoning_tokens: 0,
+            },
+            total_tokens: u.total_tokens,
+        }
     }
 }
 
@@ -1247,6 +1464,13 @@ mod tests {
             v["tool_choice"],
             json!({"type": "function", "function": {"name": "f"}})
         );
+        // Escapes survive: strings copied as sent, joined parts re-encoded.
+        let v = chat(json!({"model": "m", "input": "say \"hi\"\n\u{e9}"})).unwrap();
+        assert_eq!(v["messages"][0]["content"], "say \"hi\"\n\u{e9}");
+        let v = chat(json!({"model": "m", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "a\"b"}, {"type": "input_text", "text": "\\c\t"}]}]}))
+        .unwrap();
+        assert_eq!(v["messages"][0]["content"], "a\"b\\c\t");
         let body = Bytes::from_static(br#"{"model":"m","input":"hi","stream":true}"#);
         let req = OpenAiResponses.parse(&body, true).unwrap();
         assert_eq!(req.model, "m");
@@ -1299,6 +1523,8 @@ mod tests {
                 "text.format.type",
             ),
             (json!({"model": "m"}), "input"),
+            (json!({"model": "m", "input": {"role": "user"}}), "input"),
+            (json!({"model": "m", "input": [{"type": 3}]}), "input"),
             (
                 json!({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f"}, {"type": "namespace", "name": "n", "tools": [{"type": "function", "name": "f"}]}]}),
                 "tools",

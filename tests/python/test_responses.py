@@ -1,7 +1,8 @@
 """The official OpenAI Python SDK's Responses API against the gateway's /v1/responses.
 
 Run by tests/responses.rs, which starts a mock OpenAI-compatible upstream (`vllm/...`) and a
-mock Anthropic upstream (`anthropic/...`), both translated, and the gateway (with `echo`), and
+mock Anthropic upstream (`anthropic/...`) and a mock Gemini upstream (`google/...`), all
+translated, and the gateway (with `echo`), and
 passes GATEWAY_BASE_URL and GATEWAY_KEY. Each check prints one line; the last line is the
 summary.
 """
@@ -18,6 +19,7 @@ client = openai.OpenAI(base_url=BASE, api_key=KEY, max_retries=0)
 
 VLLM = "vllm/qwen3-8b"
 CLAUDE = "anthropic/claude-sonnet-4-20250514"
+GEMINI = "google/gemini-2.0-flash"
 ECHO = "echo/test"
 TOOLS = [{
     "type": "function",
@@ -138,6 +140,14 @@ def anthropic_json_schema():
     r = client.responses.create(model=CLAUDE, input="who wrote the first program?",
                                 text={"format": {"type": "json_schema", "name": "person", "schema": schema, "strict": True}})
     assert json.loads(r.output_text) == {"name": "Ada", "born": 1815}, r.output_text
+
+
+@check
+def gemini_plain_streamed_and_tools():
+    plain(GEMINI, "Hello from Gemini")
+    streamed(GEMINI, "Hello from Gemini")
+    tool_round_trip(GEMINI, False)
+    tool_round_trip(GEMINI, True)
 
 
 @check
