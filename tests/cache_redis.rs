@@ -174,6 +174,27 @@ async fn two_instances_share_entries() {
     assert_eq!(mock.calls(), 3);
 }
 
+/// An answer is stored before the client has all of it, so the client's next request, sent to
+/// another instance the moment the first one ends, finds it: plain and streamed, many times over
+/// (storing after the write left a window that this loop would fall into).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_request_sees_the_stored_answer_at_once() {
+    let redis = RedisServer::start();
+    let (h, _) = numbered(Duration::ZERO);
+    let mock = Mock::start(h).await;
+    let a = redis_gateway(&mock, &redis.url(), &[]);
+    let b = redis_gateway(&mock, &redis.url(), &[]);
+    for i in 0..20 {
+        let stream = i % 2 == 1;
+        let prompt = format!("at once {i}");
+        let first = post(&a, &chat_body("openai/gpt-4o", &prompt, stream), &[]).await;
+        assert_eq!(first.cache(), "MISS", "{i}");
+        let next = post(&b, &chat(&prompt), &[]).await;
+        assert_eq!(next.cache(), "HIT", "request {i} (stream: {stream})");
+    }
+    assert_eq!(mock.calls(), 20);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_outage_degrades_to_misses_and_the_cache_comes_back() {
     let mut redis = RedisServer::start();

@@ -151,8 +151,20 @@ pub fn wants_tee(ctx: &Ctx) -> bool {
     ctx.cache_fill.is_some()
 }
 
-/// Stores the answer if it is complete and successful, and releases coalesced followers.
-/// Call once the exchange is over, whatever its outcome.
+/// Stores a complete, successful answer that is about to reach the client (the whole plain
+/// body, or the stream's last bytes, recorded), and releases coalesced followers. Storing
+/// before the client has it makes the entry visible to whatever request the client sends next.
+pub async fn store_complete(gw: &Gateway, ctx: &mut Ctx) {
+    let Some(fill) = ctx.cache_fill.take() else {
+        return;
+    };
+    let provider = ctx.provider.as_deref().unwrap_or_default();
+    gw.cache.store(fill, true, ctx.usage, provider).await;
+}
+
+/// Stores the answer if it is complete and successful (unless [`store_complete`] already
+/// did), and releases coalesced followers. Call once the exchange is over, whatever its
+/// outcome.
 pub async fn finish(gw: &Gateway, ctx: &mut Ctx) {
     let Some(fill) = ctx.cache_fill.take() else {
         return;

@@ -299,7 +299,7 @@ async fn attempt(
         };
     }
     if call.stream {
-        stream_response(session, ctx, route, call, resp, dialect).await
+        stream_response(gw, session, ctx, route, call, resp, dialect).await
     } else {
         let body = match resp.read_all(MAX_RESPONSE_BODY).await {
             Ok(b) => b,
@@ -318,6 +318,7 @@ async fn attempt(
             Ok(t) => {
                 ctx.usage = t.usage;
                 cache::record_body(ctx, &t.body);
+                cache::store_complete(gw, ctx).await;
                 respond(session, ctx, 200, "application/json", &[], t.body).await;
                 Attempt::Served
             }
@@ -372,10 +373,31 @@ async fn write_chunk(session: &mut Session, ctx: &mut Ctx, out: &mut BytesMut, e
     ok
 }
 
+/// Writes the end of a complete, successful stream. The cache stores the answer first, so a
+/// request that follows at once (on this instance or another sharing Redis) finds it; the
+/// client waits for a memory insert or one Redis write, once per stream.
+async fn write_last(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    out: &mut BytesMut,
+) -> bool {
+    if cache::wants_tee(ctx) {
+        ctx.mark_first_byte();
+        ctx.bytes += out.len();
+        let data = out.split().freeze();
+        cache::tee(ctx, &data);
+        cache::store_complete(gw, ctx).await;
+        return session.write_response_body(data, true).await.is_ok();
+    }
+    write_chunk(session, ctx, out, true).await
+}
+
 /// Forwards a successful upstream stream, translated, chunk by chunk. Nothing is written to
 /// the client until the first translated bytes exist, so a stream that dies before that can
 /// still be retried elsewhere.
 async fn stream_response(
+    gw: &Gateway,
     session: &mut Session,
     ctx: &mut Ctx,
     route: &Route,
@@ -486,7 +508,12 @@ async fn stream_response(
                 return Attempt::Served;
             }
         }
-        if !write_chunk(session, ctx, &mut out, done).await {
+        let written = if done {
+            write_last(gw, session, ctx, &mut out).await
+        } else {
+            write_chunk(session, ctx, &mut out, false).await
+        };
+        if !written {
             ctx.outcome = "client_closed";
             resp.abort().await;
             return Attempt::Served;
@@ -534,6 +561,7 @@ async fn serve_echo(
     ctx.usage = answer.usage;
     if !call.stream {
         cache::record_answer(ctx, &answer);
+        cache::store_complete(gw, ctx).await;
         let body = dialect.answers().answer_body(
             "",
             unix_now(),
@@ -571,7 +599,7 @@ async fn serve_echo(
         }
     }
     w.done(&mut out);
-    if !write_chunk(session, ctx, &mut out, true).await {
+    if !write_last(gw, session, ctx, &mut out).await {
         ctx.outcome = "client_closed";
     }
 }
