@@ -54,7 +54,19 @@ pub struct ChatRequest {
     /// Why this request cannot be sent to any format but the dialect's own (a part the
     /// translation had to leave out, which would change the answer).
     untranslatable: Option<GatewayError>,
+    /// Set when the canonical request is built on first use ([`ChatRequest::deferred`]).
+    deferred: Option<Deferred>,
 }
+
+/// The translation of a client's body into the canonical request, run at most once.
+#[derive(Debug, Clone)]
+struct Deferred {
+    translate: Translate,
+    done: OnceLock<Box<ChatRequest>>,
+}
+
+/// Translates a client's body (of another dialect) into the canonical request.
+pub type Translate = fn(&Bytes) -> Result<ChatRequest, GatewayError>;
 
 impl ChatRequest {
     /// Parses and validates; every error is a 400 naming the field.
@@ -175,6 +187,65 @@ impl ChatRequest {
             parallel_tool_calls,
             native: None,
             untranslatable: None,
+            deferred: None,
+        })
+    }
+
+    /// A request in another dialect whose canonical form is built only when something reads
+    /// it (a translated attempt, through [`ChatRequest::untranslatable`], or the cache): a
+    /// pass-through needs only what is given here and the client's body. `translate` must
+    /// agree with these fields; if it fails, the error is the request's
+    /// [`ChatRequest::untranslatable`] and its canonical parts are empty.
+    pub fn deferred(
+        model: String,
+        stream: bool,
+        include_usage: bool,
+        parallel_tool_calls: bool,
+        native: Bytes,
+        translate: Translate,
+    ) -> ChatRequest {
+        ChatRequest {
+            fields: Vec::new(),
+            messages: String::new(),
+            messages_at: usize::MAX,
+            plain_messages: None,
+            tree: OnceLock::new(),
+            model,
+            stream,
+            include_usage,
+            parallel_tool_calls,
+            native: Some(native),
+            untranslatable: None,
+            deferred: Some(Deferred {
+                translate,
+                done: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The canonical request: this one, or its deferred translation (run on first use).
+    fn canonical(&self) -> &ChatRequest {
+        let Some(d) = &self.deferred else {
+            return self;
+        };
+        d.done.get_or_init(|| {
+            let native = self.native.clone().unwrap_or_default();
+            Box::new(match (d.translate)(&native) {
+                Ok(req) => req,
+                Err(e) => {
+                    let mut failed = ChatRequest::deferred(
+                        self.model.clone(),
+                        self.stream,
+                        self.include_usage,
+                        self.parallel_tool_calls,
+                        native,
+                        d.translate,
+                    );
+                    failed.deferred = None;
+                    failed.untranslatable = Some(e);
+                    failed
+                }
+            })
         })
     }
 
@@ -190,7 +261,7 @@ impl ChatRequest {
     /// the client's own: set when the translation from the client's dialect left out a part
     /// that would change the answer (a server tool, say).
     pub fn untranslatable(&self) -> Option<&GatewayError> {
-        self.untranslatable.as_ref()
+        self.canonical().untranslatable.as_ref()
     }
 
     /// The client's body as sent, when it came in a dialect other than OpenAI chat.
@@ -201,40 +272,40 @@ impl ChatRequest {
     /// The top-level fields as sent, in order, values as raw JSON: every one but `messages`
     /// ([`ChatRequest::messages_raw`]).
     pub fn fields(&self) -> &[(String, Box<RawValue>)] {
-        &self.fields
+        &self.canonical().fields
     }
 
     /// `messages` as sent (JSON text, an array).
     pub fn messages_raw(&self) -> &str {
-        &self.messages
+        &self.canonical().messages
     }
 
     /// Where the fields of each message are in [`ChatRequest::messages_raw`], when every
     /// message is plain (an object with only `role`, `content`, `tool_call_id` and
     /// `tool_calls`, each once, none null).
     pub fn plain_messages(&self) -> Option<&[PlainMessage]> {
-        self.plain_messages.as_deref()
+        self.canonical().plain_messages.as_deref()
     }
 
     /// Every top-level field in order, `messages` included, as key and raw JSON text.
     pub fn field_texts(&self) -> impl Iterator<Item = (&str, &str)> {
-        let (before, after) = self
-            .fields
-            .split_at(self.messages_at.min(self.fields.len()));
+        let c = self.canonical();
+        let (before, after) = c.fields.split_at(c.messages_at.min(c.fields.len()));
         fn text((k, v): &(String, Box<RawValue>)) -> (&str, &str) {
             (k.as_str(), v.get())
         }
         before
             .iter()
             .map(text)
-            .chain(std::iter::once(("messages", self.messages.as_str())))
+            .chain(std::iter::once(("messages", c.messages.as_str())))
             .chain(after.iter().map(text))
     }
 
     /// The whole body as a JSON tree (built on first use).
     pub fn body(&self) -> &Map<String, Value> {
-        self.tree.get_or_init(|| {
-            self.field_texts()
+        let c = self.canonical();
+        c.tree.get_or_init(|| {
+            c.field_texts()
                 .map(|(k, v)| {
                     let value = serde_json::from_str(v).unwrap_or(Value::Null);
                     (k.to_string(), value)
@@ -700,28 +771,25 @@ fn check_integer(v: Option<&Value>, key: &str) -> Result<(), GatewayError> {
 /// copies).
 pub(crate) struct CowStr<'a>(pub std::borrow::Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for CowStr<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = CowStr<'de>;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = CowStr<'a>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: serde::de::Error>(
-                self,
-                v: &'de str,
-            ) -> Result<CowStr<'de>, E> {
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<CowStr<'a>, E> {
                 Ok(CowStr(std::borrow::Cow::Borrowed(v)))
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CowStr<'de>, E> {
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CowStr<'a>, E> {
                 Ok(CowStr(std::borrow::Cow::Owned(v.to_string())))
             }
-            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<CowStr<'de>, E> {
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<CowStr<'a>, E> {
                 Ok(CowStr(std::borrow::Cow::Owned(v)))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 

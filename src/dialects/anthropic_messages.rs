@@ -2,7 +2,10 @@
 //!
 //! The request is translated into the canonical (OpenAI chat) request: the equivalent OpenAI
 //! chat JSON is built and parsed, and the client's body is kept beside it for a pass-through
-//! to an upstream that speaks Messages itself (format `anthropic`). Answers are written as an
+//! to an upstream that speaks Messages itself (format `anthropic`). Without the cache, the
+//! translation is deferred: a light pass over the body (borrowed serde types) reads what the
+//! proxy needs before an attempt and makes sure the translation would succeed, and the
+//! translation runs only when a translated attempt needs it. Answers are written as an
 //! Anthropic `message`, stream events as Anthropic's SSE events, errors in Anthropic's shape.
 //!
 //! Mapped for a translated upstream: `system` (string or text blocks), text, image (base64 or
@@ -43,10 +46,23 @@ impl Dialect for AnthropicMessages {
         "anthropic"
     }
 
+    /// Without the cache, a request that will translate cleanly is checked and read in one
+    /// light pass ([`head`]) and translated only if an attempt needs it (a pass-through to
+    /// a Messages upstream never does); anything else is translated now, for its error.
     fn parse(&self, body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError> {
-        let (chat, untranslatable) = to_chat(body)?;
-        let req = ChatRequest::parse_with(&chat, spans)?;
-        Ok(req.with_native_body(body.clone(), untranslatable))
+        if !spans {
+            if let Some(h) = head(body) {
+                return Ok(ChatRequest::deferred(
+                    h.model,
+                    h.stream,
+                    h.stream,
+                    true,
+                    body.clone(),
+                    translate,
+                ));
+            }
+        }
+        translate_with(body, spans)
     }
 
     fn answers(&self) -> &dyn AnswerWriter {
@@ -190,6 +206,249 @@ fn error_json(e: &GatewayError) -> Value {
 
 // ---------------------------------------------------------------------------------------------
 // Request: Anthropic Messages -> OpenAI chat
+
+/// The canonical request of a Messages body, the body kept for a pass-through.
+fn translate_with(body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError> {
+    let (chat, untranslatable) = to_chat(body)?;
+    let req = ChatRequest::parse_with(&chat, spans)?;
+    Ok(req.with_native_body(body.clone(), untranslatable))
+}
+
+/// [`translate_with`] for a deferred request (no cache, so no spans).
+fn translate(body: &Bytes) -> Result<ChatRequest, GatewayError> {
+    translate_with(body, false)
+}
+
+/// What the proxy reads of a Messages request before any attempt: its model, and whether
+/// it streams (a stream also asks for usage, and parallel tool calls stay allowed).
+#[derive(Debug)]
+struct Head {
+    model: String,
+    stream: bool,
+}
+
+/// The [`Head`] of a body [`to_chat`] and the canonical parse would both accept: read with
+/// borrowed types, message text and tool schemas skipped, no tree built. `None` when the
+/// body is anything else or this pass is unsure (then the full translation runs and words
+/// the error), so a deferred request fails nowhere a translated one would not.
+fn head(body: &[u8]) -> Option<Head> {
+    use light::*;
+    // A derived struct would also take an array: only an object is a request.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let h: Obj<Request> = serde_json::from_slice(body).ok()?;
+    let h = h.0;
+    let model = h.model?.0;
+    if model.trim().is_empty() {
+        return None;
+    }
+    let first = |r: Option<&RawValue>| r.and_then(|r| r.get().bytes().next());
+    if !matches!(first(h.system), None | Some(b'"' | b'[')) {
+        return None;
+    }
+    if !matches!(first(h.tools), None | Some(b'[')) {
+        return None;
+    }
+    if let Some(n) = h.max_tokens.0 {
+        n.get().parse::<u64>().ok()?;
+    }
+    if let Some(Obj(tc)) = &h.tool_choice {
+        let ok = match tc.kind.as_ref().map(|k| &*k.0) {
+            Some("auto" | "any" | "none") => true,
+            Some("tool") => tc.name.is_some(),
+            _ => false,
+        };
+        // `disable_parallel_tool_use` counts only with tools that translate: left to the
+        // full translation.
+        if !ok || tc.disable_parallel_tool_use == Some(true) {
+            return None;
+        }
+    }
+    // The canonical request needs at least one message.
+    let mut some_message = false;
+    for Obj(turn) in h.messages? {
+        let role = turn.role?.0;
+        match (&*role, turn.content) {
+            ("system", Some(Content::Blocks(blocks))) => {
+                if blocks.iter().any(|b| !b.0.is_type("text")) {
+                    return None;
+                }
+                some_message = true;
+            }
+            ("system", _) => some_message = true,
+            ("user" | "assistant", Some(Content::Text)) => some_message = true,
+            ("assistant", Some(Content::Blocks(_))) => some_message = true,
+            ("user", Some(Content::Blocks(blocks))) => {
+                for Obj(b) in &blocks {
+                    if b.is_type("tool_result")
+                        && !matches!(first(b.content), None | Some(b'"' | b'['))
+                    {
+                        return None;
+                    }
+                    if b.is_type("text") || b.is_type("tool_result") {
+                        some_message = true;
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+    if !some_message {
+        return None;
+    }
+    Some(Head {
+        model: model.into_owned(),
+        stream: h.stream.unwrap_or(false),
+    })
+}
+
+/// Borrowed serde types for [`head`]: each reads only the fields it names (others are
+/// skipped unparsed); a key sent twice or a value of another type is a deserialization
+/// error, which [`head`] answers with `None`.
+mod light {
+    use std::marker::PhantomData;
+
+    use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+    pub use serde_json::value::RawValue;
+
+    pub(crate) use crate::api::CowStr;
+
+    #[derive(Deserialize)]
+    pub struct Request<'a> {
+        #[serde(borrow)]
+        pub model: Option<CowStr<'a>>,
+        pub stream: Option<bool>,
+        #[serde(borrow)]
+        pub system: Option<&'a RawValue>,
+        #[serde(borrow)]
+        pub messages: Option<Vec<Obj<Turn<'a>>>>,
+        #[serde(default, borrow)]
+        pub max_tokens: Present<'a>,
+        // Read for their type only (the canonical parse checks them).
+        #[allow(dead_code)]
+        pub temperature: Option<f64>,
+        #[allow(dead_code)]
+        pub top_p: Option<f64>,
+        #[allow(dead_code)]
+        #[serde(borrow)]
+        pub stop_sequences: Option<Vec<CowStr<'a>>>,
+        #[serde(borrow)]
+        pub tools: Option<&'a RawValue>,
+        #[serde(borrow)]
+        pub tool_choice: Option<Obj<ToolChoice<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct ToolChoice<'a> {
+        #[serde(rename = "type", borrow)]
+        pub kind: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        pub name: Option<CowStr<'a>>,
+        pub disable_parallel_tool_use: Option<bool>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Turn<'a> {
+        #[serde(borrow)]
+        pub role: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        pub content: Option<Content<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Block<'a> {
+        #[serde(rename = "type", borrow)]
+        pub kind: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        pub content: Option<&'a RawValue>,
+    }
+
+    impl Block<'_> {
+        pub fn is_type(&self, t: &str) -> bool {
+            self.kind.as_ref().is_some_and(|k| k.0 == t)
+        }
+    }
+
+    /// A value that was sent, `null` included (`None`: absent).
+    #[derive(Default)]
+    pub struct Present<'a>(pub Option<&'a RawValue>);
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Present<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            <&'a RawValue>::deserialize(d).map(|r| Present(Some(r)))
+        }
+    }
+
+    /// A turn's content: a string, blocks, or anything else (null, a number, an object).
+    pub enum Content<'a> {
+        Text,
+        Blocks(Vec<Obj<Block<'a>>>),
+        Other,
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Content<'a>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("message content")
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                    Ok(Content::Text)
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                    Ok(Content::Other)
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                    Ok(Content::Other)
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                    Ok(Content::Other)
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                    Ok(Content::Other)
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                    Ok(Content::Other)
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(Content::Other)
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                    let mut blocks = Vec::new();
+                    while let Some(b) = seq.next_element()? {
+                        blocks.push(b);
+                    }
+                    Ok(Content::Blocks(blocks))
+                }
+            }
+            d.deserialize_any(V(PhantomData))
+        }
+    }
+
+    /// `T` read from a JSON object only (a derived struct would also take an array).
+    pub struct Obj<T>(pub T);
+
+    impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+                type Value = Obj<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                    T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Obj)
+                }
+            }
+            d.deserialize_map(V(PhantomData))
+        }
+    }
+}
 
 fn bad(field: &str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request(field, message)
@@ -917,6 +1176,63 @@ mod tests {
         let req = AnthropicMessages.parse(&body, false).unwrap();
         let e = req.untranslatable().unwrap();
         assert_eq!((e.status, e.param.as_deref()), (400, Some("tools[0].type")));
+    }
+
+    #[test]
+    fn the_light_pass_defers_only_what_translates() {
+        let bodies = [
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","stream":true,"system":"s","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"x"}]}]},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"f","input":{}}]}],"tools":[{"name":"f","input_schema":{}}],"tool_choice":{"type":"auto"}}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":[{"type":"text","text":"s"}]}],"stop_sequences":["x"],"temperature":1,"top_p":0.5}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
+            // Each of these the light pass leaves to the full translation.
+            r#"[{"model":"m","messages":[]}]"#,
+            r#"{"model":" ","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[]}]}"#,
+            r#"{"model":"m","messages":[["user","hi"]]}"#,
+            r#"{"model":"m","messages":[{"role":"tool","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":null}]}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":[{"type":"image"}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"tool_result","content":5}]}]}"#,
+            r#"{"model":"m","max_tokens":null,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","max_tokens":1.5,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","temperature":"hot","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","stop_sequences":[1],"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","system":5,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","tools":{},"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","tool_choice":{"type":"tool"},"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","tool_choice":{"type":"any","disable_parallel_tool_use":true},"tools":[{"name":"f"}],"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","model":"n","messages":[{"role":"user","content":"hi"}]}"#,
+        ];
+        for (i, b) in bodies.iter().enumerate() {
+            let body = Bytes::from_static(b.as_bytes());
+            let eager = translate_with(&body, false);
+            let lazy = AnthropicMessages.parse(&body, false);
+            assert_eq!(head(b.as_bytes()).is_some(), i < 4, "{b}");
+            match (eager, lazy) {
+                (Ok(e), Ok(l)) => {
+                    assert_eq!(
+                        (&e.model, e.stream, e.include_usage, e.parallel_tool_calls()),
+                        (&l.model, l.stream, l.include_usage, l.parallel_tool_calls()),
+                        "{b}"
+                    );
+                    assert_eq!(e.messages_raw(), l.messages_raw(), "{b}");
+                    assert_eq!(e.body(), l.body(), "{b}");
+                    assert_eq!(
+                        e.untranslatable().map(|e| e.param.clone()),
+                        l.untranslatable().map(|e| e.param.clone()),
+                        "{b}"
+                    );
+                    assert_eq!(l.native_body(), Some(&body));
+                }
+                (Err(e), Err(l)) => {
+                    assert_eq!((e.status, &e.param), (l.status, &l.param), "{b}")
+                }
+                (e, l) => panic!("{b}: {:?} / {:?}", e.is_ok(), l.is_ok()),
+            }
+        }
     }
 
     #[test]

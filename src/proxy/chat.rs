@@ -235,7 +235,8 @@ async fn attempt(
     dialect: &'static dyn Dialect,
 ) -> Attempt {
     let cfg = route.provider.config();
-    if let (false, Some(err)) = (call.passthrough, req.untranslatable()) {
+    // Only a translated attempt reads the canonical request (a deferred one is built here).
+    if let Some(err) = (!call.passthrough).then(|| req.untranslatable()).flatten() {
         return Attempt::Failed {
             err: err.clone(),
             retryable: false,
