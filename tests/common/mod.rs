@@ -45,6 +45,18 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// Whether a started gateway can be asked who it is over plain HTTP on its port, with its
+/// request lines in its log (not with HTTPS on that port, a port the test chose, or a log
+/// level that hides request lines).
+fn identity_checkable(vars: &[(&str, &str)]) -> bool {
+    !vars.iter().any(|(k, _)| {
+        matches!(
+            *k,
+            "GATEWAY_LISTEN" | "GATEWAY_TLS_CERT" | "GATEWAY_LOG_LEVEL" | "RUST_LOG"
+        )
+    })
+}
+
 /// A running gateway process. Killed (by its own PID) when dropped.
 pub struct Gateway {
     pub port: u16,
@@ -128,11 +140,46 @@ impl Gateway {
                 return Err(format!("gateway exited with {status}: {}", g.logs()));
             }
             if std::net::TcpStream::connect(("127.0.0.1", g.port)).is_ok() {
-                return Ok(g);
+                if !identity_checkable(vars) || g.answers_as_itself() {
+                    return Ok(g);
+                }
+                return Err(format!(
+                    "port {} answered, but not as this gateway: {}",
+                    g.port,
+                    g.logs()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Err(format!("gateway did not listen in time: {}", g.logs()))
+    }
+
+    /// The port was free when it was picked, but a server another test in this process
+    /// started may have taken it before the gateway bound it (the gateway then fails to bind,
+    /// and the connect above reached the other server, which may go away mid-test). A request
+    /// whose id shows up in this gateway's own log proves the port is this gateway's.
+    fn answers_as_itself(&mut self) -> bool {
+        use std::io::Write as _;
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let token = format!(
+            "ready-{}-{}-{}",
+            std::process::id(),
+            self.port,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+        let req = format!(
+            "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: {token}\r\nConnection: close\r\n\r\n"
+        );
+        if c.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        self.wait_log(&token, Duration::from_secs(5)) && matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn url(&self, path: &str) -> String {
