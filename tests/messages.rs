@@ -4,6 +4,7 @@
 //! The SDK checks need `.venv/bin/python` with the `anthropic` package (scripts/test.sh).
 
 mod common;
+mod dialect_support;
 mod mocks;
 
 use std::sync::Arc;
@@ -12,140 +13,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use common::*;
+use dialect_support::*;
 use mocks::*;
 
 const GATEWAY_KEY: &str = "sk-gw-messages-1";
-const VLLM_KEY: &str = "vllm-secret";
-/// The id the OpenAI-compatible mock gives its tool call.
-const CALL_ID: &str = "call_abc123";
-
-/// An OpenAI-compatible upstream: a tool call when tools are offered, `Tool said: ...` once
-/// tool results are in, `I see N images` for images, else a greeting; JSON or SSE.
-fn vllm() -> Handler {
-    Arc::new(|r: &Recorded| {
-        if r.method == "GET" {
-            return json_response(200, json!({"object": "list", "data": []}));
-        }
-        if r.header("authorization") != Some(&format!("Bearer {VLLM_KEY}")) {
-            return json_response(401, json!({"error": {"message": "bad key"}}));
-        }
-        let body = r.json();
-        if r.path == "/tokenize" {
-            assert!(
-                body["messages"].is_array() && body["model"].is_string(),
-                "{body}"
-            );
-            return json_response(
-                200,
-                json!({"count": 33, "max_model_len": 32768, "tokens": []}),
-            );
-        }
-        let model = body["model"].as_str().unwrap_or("").to_string();
-        let messages = body["messages"].as_array().cloned().unwrap_or_default();
-        let results: Vec<String> = messages
-            .iter()
-            .filter(|m| m["role"] == "tool")
-            .map(|m| m["content"].as_str().unwrap_or("").to_string())
-            .collect();
-        let images = messages
-            .last()
-            .and_then(|m| m["content"].as_array())
-            .map_or(0, |parts| {
-                parts.iter().filter(|p| p["type"] == "image_url").count()
-            });
-        let tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
-        let (text, call): (String, bool) = if !results.is_empty() {
-            (format!("Tool said: {}", results.join(", ")), false)
-        } else if tools {
-            (String::new(), true)
-        } else if images > 0 {
-            (format!("I see {images} images"), false)
-        } else {
-            ("Hello from vLLM".to_string(), false)
-        };
-        let args = "{\"location\":\"Paris\",\"unit\":\"celsius\"}";
-        let usage = json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18});
-        if body["stream"] != true {
-            let mut message = json!({"role": "assistant", "content": if call { Value::Null } else { json!(text) }});
-            if call {
-                message["tool_calls"] = json!([{"id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": args}}]);
-            }
-            return json_response(
-                200,
-                json!({
-                    "id": "chatcmpl-v1", "object": "chat.completion", "created": 1, "model": model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": if call { "tool_calls" } else { "stop" }}],
-                    "usage": usage,
-                }),
-            );
-        }
-        let chunk = |delta: Value, finish: Value| {
-            let v = json!({"id": "chatcmpl-v1", "object": "chat.completion.chunk", "created": 1, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-            format!("data: {v}\n\n")
-        };
-        let mut events = vec![chunk(
-            json!({"role": "assistant", "content": ""}),
-            Value::Null,
-        )];
-        let asked_to_think = messages
-            .last()
-            .and_then(|m| m["content"].as_str())
-            .is_some_and(|t| t.contains("think"));
-        if asked_to_think {
-            for part in ["Thinking ", "hard."] {
-                events.push(chunk(json!({"reasoning_content": part}), Value::Null));
-            }
-        }
-        if call {
-            events.push(chunk(
-                json!({"tool_calls": [{"index": 0, "id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
-                Value::Null,
-            ));
-            let (a, b) = args.split_at(9);
-            for part in [a, b] {
-                events.push(chunk(
-                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
-                    Value::Null,
-                ));
-            }
-            events.push(chunk(json!({}), json!("tool_calls")));
-        } else {
-            for w in text.split_inclusive(' ') {
-                events.push(chunk(json!({"content": w}), Value::Null));
-            }
-            events.push(chunk(json!({}), json!("stop")));
-        }
-        if body["stream_options"]["include_usage"] == true {
-            let v = json!({"id": "chatcmpl-v1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
-            events.push(format!("data: {v}\n\n"));
-        }
-        if text.contains("cut") {
-            let n = events.len();
-            return sse_response(events, Duration::from_millis(20), Some(n));
-        }
-        events.push("data: [DONE]\n\n".to_string());
-        sse_response(events, Duration::ZERO, None)
-    })
-}
-
-fn start(claude: &Mock, vllm: &Mock) -> Gateway {
-    start_with(claude, vllm, &[])
-}
-
-fn start_with(claude: &Mock, vllm: &Mock, more: &[(&str, &str)]) -> Gateway {
-    let (claude_url, vllm_url) = (claude.url(), format!("{}/v1", vllm.url()));
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("ANTHROPIC_BASE_URL", &claude_url),
-        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
-        ("VLLM_BASE_URL", &vllm_url),
-        ("VLLM_API_KEY", VLLM_KEY),
-        ("GATEWAY_API_KEYS", GATEWAY_KEY),
-        ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
-    ];
-    vars.extend_from_slice(more);
-    Gateway::start(&vars)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn anthropic_python_sdk_native_translated_and_echo() {
@@ -155,6 +26,7 @@ async fn anthropic_python_sdk_native_translated_and_echo() {
     let gw = start_with(
         &claude,
         &up,
+        GATEWAY_KEY,
         &[
             ("GEMINI_BASE_URL", &google.url()),
             ("GEMINI_API_KEY", GEMINI_KEY),
@@ -224,7 +96,7 @@ const CLIENT_BODY: &str = "{ \"model\" : \"anthropic/claude-sonnet-4-5\",\n  \"m
 async fn native_pass_through_is_byte_exact() {
     let claude = Mock::start(fixed(THINKING_BODY, false)).await;
     let up = Mock::start(vllm()).await;
-    let gw = start(&claude, &up);
+    let gw = start(&claude, &up, GATEWAY_KEY);
     let c = client();
     for stream in [false, true] {
         claude.set(if stream {
@@ -316,7 +188,7 @@ async fn stream_text(gw: &Gateway, model: &str, text: &str) -> String {
 async fn cut_streams_end_with_an_error_event() {
     let claude = Mock::start(anthropic()).await;
     let up = Mock::start(vllm()).await;
-    let gw = start(&claude, &up);
+    let gw = start(&claude, &up, GATEWAY_KEY);
     // Native: the upstream closes before message_stop.
     let out = stream_text(&gw, "anthropic/claude-sonnet-4-20250514", CUT_STREAM).await;
     assert!(out.contains("Claude"), "{out}");
@@ -351,7 +223,7 @@ async fn cut_streams_end_with_an_error_event() {
 async fn native_messages_switch_passes_through_to_an_openai_compatible_host() {
     let claude = Mock::start(anthropic()).await;
     let up = Mock::start(fixed(THINKING_STREAM, true)).await;
-    let gw = start_with(&claude, &up, &[("VLLM_NATIVE_MESSAGES", "on")]);
+    let gw = start_with(&claude, &up, GATEWAY_KEY, &[("VLLM_NATIVE_MESSAGES", "on")]);
     let body = CLIENT_BODY
         .replace("STREAM", "true")
         .replace("anthropic/claude-sonnet-4-5", "vllm/qwen3-coder");
@@ -401,7 +273,7 @@ async fn a_silent_translated_upstream_gets_pings() {
         sse_response(events, Duration::from_millis(16_000), None)
     }))
     .await;
-    let gw = start(&claude, &up);
+    let gw = start(&claude, &up, GATEWAY_KEY);
     let out = stream_text(&gw, "vllm/qwen", "hi").await;
     let ping = out.find("event: ping\n").expect(&out);
     assert!(ping > out.find("content_block_delta").unwrap(), "{out}");
@@ -418,6 +290,7 @@ async fn claude_model_names_go_to_another_provider_through_aliases() {
     let gw = start_with(
         &claude,
         &up,
+        GATEWAY_KEY,
         &[(
             "GATEWAY_MODEL_ALIASES",
             "claude-sonnet-4-5-20250929=vllm/qwen3-coder;claude-haiku-4-5=vllm/qwen3-8b",

@@ -4,6 +4,7 @@
 //! with `response.failed`. The SDK checks need `.venv/bin/python` (scripts/test.sh).
 
 mod common;
+mod dialect_support;
 mod mocks;
 
 use std::sync::Arc;
@@ -12,109 +13,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use common::*;
+use dialect_support::*;
 use mocks::*;
 
 const GATEWAY_KEY: &str = "sk-gw-responses-1";
-const VLLM_KEY: &str = "vllm-secret";
-/// The id the OpenAI-compatible mock gives its tool call.
-const CALL_ID: &str = "call_abc123";
-
-/// An OpenAI-compatible upstream: a tool call when tools are offered, `Tool said: ...` once
-/// tool results are in, else a greeting; JSON or SSE.
-fn vllm() -> Handler {
-    Arc::new(|r: &Recorded| {
-        if r.method == "GET" {
-            return json_response(200, json!({"object": "list", "data": []}));
-        }
-        if r.header("authorization") != Some(&format!("Bearer {VLLM_KEY}")) {
-            return json_response(401, json!({"error": {"message": "bad key"}}));
-        }
-        let body = r.json();
-        let model = body["model"].as_str().unwrap_or("").to_string();
-        let messages = body["messages"].as_array().cloned().unwrap_or_default();
-        let results: Vec<String> = messages
-            .iter()
-            .filter(|m| m["role"] == "tool")
-            .map(|m| m["content"].as_str().unwrap_or("").to_string())
-            .collect();
-        let tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
-        let (text, call) = if !results.is_empty() {
-            (format!("Tool said: {}", results.join(", ")), false)
-        } else if tools {
-            (String::new(), true)
-        } else {
-            ("Hello from vLLM".to_string(), false)
-        };
-        let args = "{\"location\":\"Paris\",\"unit\":\"celsius\"}";
-        let usage = json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18});
-        if body["stream"] != true {
-            let mut message = json!({"role": "assistant", "content": if call { Value::Null } else { json!(text) }});
-            if call {
-                message["tool_calls"] = json!([{"id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": args}}]);
-            }
-            return json_response(
-                200,
-                json!({
-                    "id": "chatcmpl-v1", "object": "chat.completion", "created": 1, "model": model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": if call { "tool_calls" } else { "stop" }}],
-                    "usage": usage,
-                }),
-            );
-        }
-        let chunk = |delta: Value, finish: Value| {
-            let v = json!({"id": "chatcmpl-v1", "object": "chat.completion.chunk", "created": 1, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-            format!("data: {v}\n\n")
-        };
-        let mut events = vec![chunk(
-            json!({"role": "assistant", "content": ""}),
-            Value::Null,
-        )];
-        if call {
-            events.push(chunk(
-                json!({"tool_calls": [{"index": 0, "id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
-                Value::Null,
-            ));
-            let (a, b) = args.split_at(9);
-            for part in [a, b] {
-                events.push(chunk(
-                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
-                    Value::Null,
-                ));
-            }
-            events.push(chunk(json!({}), json!("tool_calls")));
-        } else {
-            for w in text.split_inclusive(' ') {
-                events.push(chunk(json!({"content": w}), Value::Null));
-            }
-            events.push(chunk(json!({}), json!("stop")));
-        }
-        if body["stream_options"]["include_usage"] == true {
-            let v = json!({"id": "chatcmpl-v1", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage});
-            events.push(format!("data: {v}\n\n"));
-        }
-        events.push("data: [DONE]\n\n".to_string());
-        sse_response(events, Duration::ZERO, None)
-    })
-}
-
-fn start(claude: &Mock, vllm: &Mock) -> Gateway {
-    start_with(claude, vllm, &[])
-}
-
-fn start_with(claude: &Mock, vllm: &Mock, more: &[(&str, &str)]) -> Gateway {
-    let (claude_url, vllm_url) = (claude.url(), format!("{}/v1", vllm.url()));
-    let mut vars: Vec<(&str, &str)> = vec![
-        ("ANTHROPIC_BASE_URL", &claude_url),
-        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
-        ("VLLM_BASE_URL", &vllm_url),
-        ("VLLM_API_KEY", VLLM_KEY),
-        ("GATEWAY_API_KEYS", GATEWAY_KEY),
-        ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
-    ];
-    vars.extend_from_slice(more);
-    Gateway::start(&vars)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_sdk_responses_translated_and_echo() {
@@ -124,6 +26,7 @@ async fn openai_python_sdk_responses_translated_and_echo() {
     let gw = start_with(
         &claude,
         &up,
+        GATEWAY_KEY,
         &[
             ("GEMINI_BASE_URL", &google.url()),
             ("GEMINI_API_KEY", GEMINI_KEY),
@@ -186,7 +89,7 @@ async fn post(gw: &Gateway, body: Value) -> (u16, String) {
 async fn cut_streams_end_with_response_failed() {
     let claude = Mock::start(anthropic()).await;
     let up = Mock::start(vllm()).await;
-    let gw = start(&claude, &up);
+    let gw = start(&claude, &up, GATEWAY_KEY);
     // The OpenAI-compatible stream ends before [DONE].
     up.set(Arc::new(|r: &Recorded| {
         let model = r.json()["model"].as_str().unwrap_or("").to_string();

@@ -1712,15 +1712,7 @@ mod tests {
         let failure = w.on_failure();
         let mut t = openai_provider().stream_translator(&call(), w);
         let mut out = BytesMut::new();
-        let mut status = StreamStatus::Continue;
-        for part in [&input[..split], &input[split..]] {
-            if status == StreamStatus::Continue {
-                status = t.feed(part, &mut out);
-            }
-        }
-        if status == StreamStatus::Continue {
-            status = t.finish(&mut out);
-        }
+        let status = crate::providers::stream::feed_split(t.as_mut(), input, split, &mut out);
         (out, status, failure)
     }
 

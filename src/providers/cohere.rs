@@ -1247,35 +1247,11 @@ mod tests {
     fn run(input: &[u8], split: usize, c: &CallInfo) -> (Vec<u8>, StreamStatus, Option<Usage>) {
         let mut t = translator(c);
         let mut out = BytesMut::new();
-        let mut status = StreamStatus::Continue;
-        for part in [&input[..split], &input[split..]] {
-            if status == StreamStatus::Continue {
-                status = t.feed(part, &mut out);
-            }
-        }
-        if status == StreamStatus::Continue {
-            status = t.finish(&mut out);
-        }
+        let status = crate::providers::stream::feed_split(&mut t, input, split, &mut out);
         (out.to_vec(), status, t.usage())
     }
 
-    fn events(out: &[u8]) -> Vec<Value> {
-        let text = std::str::from_utf8(out).unwrap();
-        assert!(text.is_empty() || text.ends_with("\n\n"), "{text}");
-        text.split("\n\n")
-            .filter(|e| !e.is_empty())
-            .map(|e| {
-                let d = e
-                    .strip_prefix("data: ")
-                    .unwrap_or_else(|| panic!("not a data event: {e}"));
-                if d == "[DONE]" {
-                    json!("[DONE]")
-                } else {
-                    serde_json::from_str(d).unwrap()
-                }
-            })
-            .collect()
-    }
+    use crate::providers::stream::data_events as events;
 
     /// Every split gives the same bytes as the whole, and those bytes are `want`.
     fn check(input: &str, c: &CallInfo, want: &[Value], want_status: &StreamStatus) {

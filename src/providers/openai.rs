@@ -666,15 +666,7 @@ mod tests {
 
     fn run(t: &mut SseDriver<OpenAiStream>, input: &[u8], split: usize) -> (Vec<u8>, StreamStatus) {
         let mut out = BytesMut::new();
-        let mut status = StreamStatus::Continue;
-        for part in [&input[..split], &input[split..]] {
-            if status == StreamStatus::Continue {
-                status = t.feed(part, &mut out);
-            }
-        }
-        if status == StreamStatus::Continue {
-            status = t.finish(&mut out);
-        }
+        let status = crate::providers::stream::feed_split(t, input, split, &mut out);
         (out.to_vec(), status)
     }
 
@@ -726,15 +718,7 @@ mod tests {
         let w = crate::dialects::anthropic_messages::AnthropicMessages.events(&call.client_model);
         let mut t = SseDriver::new(OpenAiDecode::new(&call, w));
         let mut out = BytesMut::new();
-        let mut status = StreamStatus::Continue;
-        for part in [&input[..split], &input[split..]] {
-            if status == StreamStatus::Continue {
-                status = t.feed(part, &mut out);
-            }
-        }
-        if status == StreamStatus::Continue {
-            status = t.finish(&mut out);
-        }
+        let status = crate::providers::stream::feed_split(&mut t, input, split, &mut out);
         assert_eq!(t.usage(), Some(Usage::new(9, 4)));
         (String::from_utf8(out.to_vec()).unwrap(), status)
     }

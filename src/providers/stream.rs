@@ -84,3 +84,45 @@ impl<D: EventDecoder> StreamTranslator for SseDriver<D> {
         self.decoder.usage()
     }
 }
+
+/// Feeds `input` to a translator in two pieces cut at `split`, then ends it (unless it ended
+/// already): what the every-split stream tests run.
+#[cfg(test)]
+pub(crate) fn feed_split(
+    t: &mut dyn StreamTranslator,
+    input: &[u8],
+    split: usize,
+    out: &mut BytesMut,
+) -> StreamStatus {
+    let mut status = StreamStatus::Continue;
+    for part in [&input[..split], &input[split..]] {
+        if status == StreamStatus::Continue {
+            status = t.feed(part, out);
+        }
+    }
+    if status == StreamStatus::Continue {
+        status = t.finish(out);
+    }
+    status
+}
+
+/// The `data:` payloads of an OpenAI chat SSE stream, as JSON (`[DONE]` as a string); the
+/// stream must end on an event boundary.
+#[cfg(test)]
+pub(crate) fn data_events(out: &[u8]) -> Vec<serde_json::Value> {
+    let text = std::str::from_utf8(out).unwrap();
+    assert!(text.is_empty() || text.ends_with("\n\n"), "{text}");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let d = e
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {e}"));
+            if d == "[DONE]" {
+                serde_json::json!("[DONE]")
+            } else {
+                serde_json::from_str(d).unwrap()
+            }
+        })
+        .collect()
+}

@@ -643,15 +643,7 @@ mod tests {
     fn run(input: &[u8], split: usize, c: &CallInfo) -> (Vec<u8>, StreamStatus, Option<Usage>) {
         let mut t = SseDriver::new(GeminiStream::new(c, fixed_writer(c)));
         let mut out = BytesMut::new();
-        let mut status = StreamStatus::Continue;
-        for part in [&input[..split], &input[split..]] {
-            if status == StreamStatus::Continue {
-                status = t.feed(part, &mut out);
-            }
-        }
-        if status == StreamStatus::Continue {
-            status = t.finish(&mut out);
-        }
+        let status = crate::providers::stream::feed_split(&mut t, input, split, &mut out);
         (out.to_vec(), status, t.usage())
     }
 
