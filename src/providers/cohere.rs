@@ -834,17 +834,13 @@ impl EventDecoder for CohereStream {
     }
 
     fn end(&mut self, tail: Option<SseEvent>, out: &mut BytesMut) -> StreamStatus {
-        if let Some(ev) = tail.filter(|ev| !ev.data.is_empty()) {
-            // A final event without its blank line counts; a cut one is a truncation.
-            match self.decode(&ev.data, out) {
-                StreamStatus::Failed(e) if !translate::is_unreadable(&e) => {
-                    return StreamStatus::Failed(e)
-                }
-                StreamStatus::Done => return StreamStatus::Done,
-                _ => {}
-            }
-        }
-        StreamStatus::Failed(translate::truncated(NAME, "message-end"))
+        crate::providers::stream::end_at_terminal_event(
+            tail,
+            out,
+            |data, out| self.decode(data, out),
+            NAME,
+            "message-end",
+        )
     }
 
     fn usage(&self) -> Option<Usage> {
@@ -1267,15 +1263,7 @@ mod tests {
         // And one byte at a time.
         let mut t = translator(c);
         let mut out = BytesMut::new();
-        let mut status = StreamStatus::Continue;
-        for b in input {
-            if status == StreamStatus::Continue {
-                status = t.feed(std::slice::from_ref(b), &mut out);
-            }
-        }
-        if status == StreamStatus::Continue {
-            status = t.finish(&mut out);
-        }
+        let status = crate::providers::stream::feed_bytewise(&mut t, input, &mut out);
         assert_eq!(out.to_vec(), whole);
         assert_eq!(&status, want_status);
     }

@@ -85,6 +85,28 @@ impl<D: EventDecoder> StreamTranslator for SseDriver<D> {
     }
 }
 
+/// The end of the body for a format whose stream closes with a terminal event (Anthropic's
+/// `message_stop`, Cohere's `message-end`): a final event without its blank line counts (it may
+/// be that terminal event); a cut one, or none, means the stream was truncated.
+pub fn end_at_terminal_event(
+    tail: Option<SseEvent>,
+    out: &mut BytesMut,
+    mut decode: impl FnMut(&str, &mut BytesMut) -> StreamStatus,
+    provider: &str,
+    terminal: &str,
+) -> StreamStatus {
+    if let Some(ev) = tail.filter(|ev| !ev.data.is_empty()) {
+        match decode(&ev.data, out) {
+            StreamStatus::Failed(e) if !crate::providers::translate::is_unreadable(&e) => {
+                return StreamStatus::Failed(e)
+            }
+            StreamStatus::Done => return StreamStatus::Done,
+            _ => {}
+        }
+    }
+    StreamStatus::Failed(crate::providers::translate::truncated(provider, terminal))
+}
+
 /// Feeds `input` to a translator in two pieces cut at `split`, then ends it (unless it ended
 /// already): what the every-split stream tests run.
 #[cfg(test)]
@@ -125,4 +147,23 @@ pub(crate) fn data_events(out: &[u8]) -> Vec<serde_json::Value> {
             }
         })
         .collect()
+}
+
+/// Feeds `input` one byte at a time, then ends the stream (unless it ended already).
+#[cfg(test)]
+pub(crate) fn feed_bytewise(
+    t: &mut dyn StreamTranslator,
+    input: &[u8],
+    out: &mut BytesMut,
+) -> StreamStatus {
+    let mut status = StreamStatus::Continue;
+    for b in input {
+        if status == StreamStatus::Continue {
+            status = t.feed(std::slice::from_ref(b), out);
+        }
+    }
+    if status == StreamStatus::Continue {
+        status = t.finish(out);
+    }
+    status
 }

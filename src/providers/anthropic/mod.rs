@@ -582,15 +582,7 @@ mod tests {
             fixed_writer(&call(include_usage)),
         ));
         let mut out = BytesMut::new();
-        let mut status = StreamStatus::Continue;
-        for b in input {
-            if status == StreamStatus::Continue {
-                status = t.feed(std::slice::from_ref(b), &mut out);
-            }
-        }
-        if status == StreamStatus::Continue {
-            status = t.finish(&mut out);
-        }
+        let status = crate::providers::stream::feed_bytewise(&mut t, input, &mut out);
         assert_eq!(out.to_vec(), whole);
         assert_eq!(&status, want_status);
     }

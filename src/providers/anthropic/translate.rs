@@ -624,17 +624,13 @@ impl EventDecoder for AnthropicStream {
     }
 
     fn end(&mut self, tail: Option<SseEvent>, out: &mut BytesMut) -> StreamStatus {
-        if let Some(ev) = tail.filter(|ev| !ev.data.is_empty()) {
-            // A final event without its blank line counts; a cut one is a truncation.
-            match self.decode(&ev.data, out) {
-                StreamStatus::Failed(e) if !translate::is_unreadable(&e) => {
-                    return StreamStatus::Failed(e)
-                }
-                StreamStatus::Done => return StreamStatus::Done,
-                _ => {}
-            }
-        }
-        StreamStatus::Failed(translate::truncated(NAME, "message_stop"))
+        crate::providers::stream::end_at_terminal_event(
+            tail,
+            out,
+            |data, out| self.decode(data, out),
+            NAME,
+            "message_stop",
+        )
     }
 
     fn usage(&self) -> Option<Usage> {
