@@ -1303,12 +1303,14 @@ mod tests {
         let mut cached = Usage::new(10, 5);
         cached.cached_tokens = 4;
         let plain = Answer {
+            reasoning: None,
             content: Some("Paris \"quoted\" \u{e9}\n".into()),
             tool_calls: vec![],
             finish_reason: "stop".into(),
             usage: Some(Usage::new(3, 2)),
         };
         let tools = Answer {
+            reasoning: None,
             content: None,
             tool_calls: vec![ToolCall {
                 id: "call_1".into(),
@@ -1480,6 +1482,7 @@ mod tests {
         let mut w = ChunkWriter::new("m");
         let mut out = BytesMut::new();
         let a = Answer {
+            reasoning: None,
             content: Some("hi".into()),
             tool_calls: vec![ToolCall {
                 id: "c1".into(),
@@ -1532,6 +1535,7 @@ mod tests {
     #[test]
     fn answer_writer_writes_completion_bodies() {
         let a = Answer {
+            reasoning: None,
             content: Some("hi".into()),
             tool_calls: Vec::new(),
             finish_reason: "stop".into(),

@@ -24,6 +24,10 @@ pub struct Usage {
     /// `prompt_tokens_details.cached_tokens`, when the upstream reports it.
     #[serde(skip)]
     pub cached_tokens: u64,
+    /// `completion_tokens_details.reasoning_tokens`, when the upstream reports it (part of
+    /// `completion_tokens`).
+    #[serde(skip)]
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
@@ -33,6 +37,7 @@ impl Usage {
             completion_tokens: completion,
             total_tokens: prompt + completion,
             cached_tokens: 0,
+            reasoning_tokens: 0,
         }
     }
 
@@ -53,11 +58,17 @@ impl Usage {
             .and_then(|d| d.get("cached_tokens"))
             .and_then(Value::as_u64)
             .unwrap_or(0);
+        let reasoning = o
+            .get("completion_tokens_details")
+            .and_then(|d| d.get("reasoning_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         Some(Usage {
             prompt_tokens: p,
             completion_tokens: c,
             total_tokens: t,
             cached_tokens: cached,
+            reasoning_tokens: reasoning,
         })
     }
 
@@ -69,6 +80,10 @@ impl Usage {
         });
         if self.cached_tokens > 0 {
             v["prompt_tokens_details"] = serde_json::json!({"cached_tokens": self.cached_tokens});
+        }
+        if self.reasoning_tokens > 0 {
+            v["completion_tokens_details"] =
+                serde_json::json!({"reasoning_tokens": self.reasoning_tokens});
         }
         v
     }
@@ -88,6 +103,11 @@ pub struct ToolCall {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     pub content: Option<String>,
+    /// The model's reasoning text, when the upstream returns it apart from the content
+    /// (OpenAI-compatible hosts' `reasoning_content`, Anthropic's thinking blocks, Gemini's
+    /// thought parts). Dialects without a place for it leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: String,
     pub usage: Option<Usage>,

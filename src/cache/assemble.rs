@@ -69,6 +69,7 @@ impl Assembler {
             Some(self.content)
         };
         Some(Answer {
+            reasoning: None,
             content,
             tool_calls: self.tools,
             finish_reason,
@@ -170,6 +171,7 @@ mod tests {
 
     fn sample() -> Answer {
         Answer {
+            reasoning: None,
             content: Some("Hello, wörld".into()),
             tool_calls: vec![
                 ToolCall {

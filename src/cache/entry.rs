@@ -65,6 +65,7 @@ impl Entry {
         Some(Entry {
             provider: c.p,
             answer: Answer {
+                reasoning: None,
                 content: c.c,
                 tool_calls: c
                     .t
@@ -77,6 +78,7 @@ impl Entry {
                     .collect(),
                 finish_reason: c.f,
                 usage: c.u.map(|[p, c, t, cached]| Usage {
+                    reasoning_tokens: 0,
                     prompt_tokens: p,
                     completion_tokens: c,
                     total_tokens: t,
@@ -140,6 +142,7 @@ pub fn answer_from_completion(body: &[u8]) -> Option<Answer> {
     }
     let finish_reason = choice.get("finish_reason")?.as_str()?.to_string();
     Some(Answer {
+        reasoning: None,
         content,
         tool_calls,
         finish_reason,
@@ -165,6 +168,7 @@ mod tests {
         let e = Entry {
             provider: "openai".into(),
             answer: Answer {
+                reasoning: None,
                 content: None,
                 tool_calls: vec![ToolCall {
                     id: "call_1".into(),
@@ -173,6 +177,7 @@ mod tests {
                 }],
                 finish_reason: "tool_calls".into(),
                 usage: Some(Usage {
+                    reasoning_tokens: 0,
                     prompt_tokens: 5,
                     completion_tokens: 6,
                     total_tokens: 11,

@@ -1285,6 +1285,7 @@ mod tests {
 
     fn answer() -> Answer {
         Answer {
+            reasoning: None,
             content: Some("Hi.".into()),
             tool_calls: vec![ToolCall {
                 id: "call_9".into(),

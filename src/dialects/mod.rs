@@ -162,6 +162,7 @@ mod tests {
     #[test]
     fn replay_writes_usage_only_when_asked() {
         let answer = Answer {
+            reasoning: None,
             content: Some("Paris.".into()),
             tool_calls: vec![ToolCall {
                 id: "call_1".into(),

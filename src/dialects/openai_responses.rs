@@ -1547,6 +1547,7 @@ mod tests {
 
     fn answer(finish: &str) -> Answer {
         Answer {
+            reasoning: None,
             content: Some("Hi.".into()),
             tool_calls: vec![ToolCall {
                 id: "call_9".into(),

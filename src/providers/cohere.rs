@@ -592,6 +592,7 @@ fn decode_response(
     let finish = finish_reason(r.finish_reason.as_deref(), !calls.is_empty())?;
     let usage = r.usage.map(|u| u.usage());
     let answer = Answer {
+        reasoning: None,
         content: if text.is_empty() && !calls.is_empty() {
             None
         } else {

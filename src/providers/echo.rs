@@ -39,6 +39,7 @@ pub fn answer(req: &ChatRequest) -> Answer {
         .unwrap_or_default();
     let completion = words(&text);
     Answer {
+        reasoning: None,
         content: Some(text),
         tool_calls: Vec::new(),
         finish_reason: "stop".into(),

@@ -63,6 +63,14 @@ struct UsageWire {
     total_tokens: Option<u64>,
     #[serde(default)]
     prompt_tokens_details: Option<CachedDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<ReasoningDetails>,
+}
+
+#[derive(Deserialize)]
+struct ReasoningDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +92,10 @@ pub fn usage_of(body: &[u8]) -> Option<Usage> {
     let p = u.prompt_tokens.unwrap_or(0);
     let c = u.completion_tokens.unwrap_or(0);
     Some(Usage {
+        reasoning_tokens: u
+            .completion_tokens_details
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0),
         prompt_tokens: p,
         completion_tokens: c,
         total_tokens: u.total_tokens.unwrap_or(p + c),
@@ -391,7 +403,13 @@ fn decode_completion(
             .and_then(Value::as_str)
             .unwrap_or("stop")
             .to_string();
+        let reasoning = ["reasoning_content", "reasoning"]
+            .iter()
+            .find_map(|k| msg.get(*k).and_then(Value::as_str))
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
         answers.push(Answer {
+            reasoning,
             content,
             tool_calls,
             finish_reason,

@@ -411,6 +411,7 @@ pub(super) fn decode_response(
     counts.update(&m.usage);
     let usage = Some(counts.usage());
     let answer = Answer {
+        reasoning: None,
         content: if text.is_empty() && !calls.is_empty() {
             None
         } else {
