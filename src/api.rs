@@ -418,7 +418,8 @@ fn parse_one_pass(text: &str, plain_messages: bool) -> Option<OnePass<'_>> {
             messages = Some((raw.to_string(), fields.len(), plain, list));
             at = end;
         } else {
-            if fields.iter().any(|(k, _)| *k == key) {
+            // Bounded, so the duplicate check stays cheap; the slow path refuses the body.
+            if fields.len() >= MAX_TOP_LEVEL_FIELDS || fields.iter().any(|(k, _)| *k == key) {
                 return None;
             }
             let (value, end) = one::<&RawValue>(text, at)?;
@@ -482,6 +483,21 @@ fn plain_spans(raw: &str, list: &[MessageFields]) -> Option<Box<[PlainMessage]>>
         .collect()
 }
 
+/// The most top-level fields a request body may have. Real clients send a few dozen; the bound
+/// keeps the per-key duplicate check (and so a request's parse) linear in the body's size, and
+/// a body with 100,000 keys from taking seconds of a worker thread.
+pub const MAX_TOP_LEVEL_FIELDS: usize = 1024;
+
+const TOO_MANY_FIELDS: &str = "too many top-level fields";
+
+/// The 400 for a body over [`MAX_TOP_LEVEL_FIELDS`].
+pub fn too_many_fields() -> GatewayError {
+    GatewayError::bad_request(
+        "",
+        format!("the request body has more than {MAX_TOP_LEVEL_FIELDS} top-level fields"),
+    )
+}
+
 /// Parses a JSON object into its raw top-level fields (400 on anything else). A key sent twice
 /// keeps its last value, as with a JSON tree.
 pub fn parse_raw_object(bytes: &[u8]) -> Result<RawFields, GatewayError> {
@@ -495,6 +511,9 @@ pub fn parse_raw_object(bytes: &[u8]) -> Result<RawFields, GatewayError> {
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Fields, A::Error> {
             let mut out: RawFields = Vec::with_capacity(a.size_hint().unwrap_or(8));
             while let Some(k) = a.next_key::<String>()? {
+                if out.len() >= MAX_TOP_LEVEL_FIELDS {
+                    return Err(serde::de::Error::custom(TOO_MANY_FIELDS));
+                }
                 let v: Box<RawValue> = a.next_value()?;
                 match out.iter_mut().find(|(x, _)| *x == k) {
                     Some(slot) => slot.1 = v,
@@ -511,6 +530,7 @@ pub fn parse_raw_object(bytes: &[u8]) -> Result<RawFields, GatewayError> {
     }
     match serde_json::from_slice::<Fields>(bytes) {
         Ok(f) => Ok(f.0),
+        Err(e) if e.to_string().starts_with(TOO_MANY_FIELDS) => Err(too_many_fields()),
         Err(e) if e.classify() == serde_json::error::Category::Data => Err(
             GatewayError::bad_request("", "the request body must be a JSON object"),
         ),
@@ -524,6 +544,7 @@ pub fn parse_raw_object(bytes: &[u8]) -> Result<RawFields, GatewayError> {
 /// Parses a JSON object body (400 on anything else).
 pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) if m.len() > MAX_TOP_LEVEL_FIELDS => Err(too_many_fields()),
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(GatewayError::bad_request(
             "",

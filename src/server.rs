@@ -132,6 +132,23 @@ impl ShutdownSignalWatch for Signals {
 
 /// Builds and runs the server; returns when it has shut down.
 pub fn run(config: Config, args: Args) {
+    raise_descriptor_limit();
+    // An upgrade takes the listening sockets over from the running gateway: they are in use
+    // by design. Otherwise every address must be free now, or the start fails here, saying
+    // which (Pingora would retry for 30 s, then panic in a thread and serve nothing).
+    if !args.upgrade {
+        let mut addrs = vec![config.listen.clone()];
+        addrs.extend(config.tls.as_ref().and_then(|t| t.listen.clone()));
+        addrs.extend(config.metrics_listen.clone());
+        for addr in &addrs {
+            if let Err(why) = probe_listen(addr) {
+                log::error!("{why}");
+                crate::telemetry::flush_logs();
+                eprintln!("ai-gateway: {why}");
+                std::process::exit(1);
+            }
+        }
+    }
     let conf = ServerConf {
         threads: config.threads,
         // A second longer than ours, so the drain thread ends it (and says how many requests
@@ -235,6 +252,43 @@ pub fn run(config: Config, args: Args) {
             phases,
         }),
     });
+}
+
+/// Binds `addr` and lets it go again: whether the listener can be set up, as one line.
+pub fn probe_listen(addr: &str) -> Result<(), String> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(format!("address {addr} is in use"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+            "cannot listen on {addr}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        )),
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
+}
+
+/// Raises the open-descriptor soft limit to the hard limit: every connection and every upstream
+/// connection is a descriptor, and the usual soft limit (1024) is reached long before memory or
+/// CPU. The systemd unit sets `LimitNOFILE` for the hard limit.
+fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let before = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                log::debug!(
+                    "open descriptor limit raised from {before} to {}",
+                    lim.rlim_max
+                );
+            }
+        }
+    }
 }
 
 /// In `--daemon` mode the parent of the fork waits for the daemon's SIGUSR1 ("ready"), but

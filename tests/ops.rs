@@ -1057,3 +1057,61 @@ async fn systemd_style_start_and_reload_with_daemon_mode() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs the gateway to its exit (killed after 20 s, so a start that wrongly succeeds fails the
+/// test instead of hanging it): (exited successfully, stdout, stderr, how long it ran).
+fn run_to_exit(vars: &[(&str, &str)]) -> (bool, String, String, Duration) {
+    let t = Instant::now();
+    let mut child = Gateway::command(vars)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the gateway");
+    while t.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let took = t.elapsed();
+    let out = child.wait_with_output().expect("collect the output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        took,
+    )
+}
+
+#[test]
+fn a_port_in_use_stops_the_start_with_one_clear_line() {
+    // Something else holds the port (here, a plain listener; in the report, a first gateway).
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = holder.local_addr().expect("addr").to_string();
+    let (ok, stdout, stderr, took) = run_to_exit(&[("GATEWAY_LISTEN", addr.as_str())]);
+    assert!(!ok, "exited 0: {stderr}");
+    assert!(
+        stderr.contains(&format!("address {addr} is in use")),
+        "stderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains("listening on") && !stdout.contains("listening on"),
+        "claimed to listen: {stderr}{stdout}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Pingora alone retried for 30 s before panicking; the kill comes at 20 s.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // The same for the metrics listener.
+    let free = format!("127.0.0.1:{}", free_port());
+    let (ok, _, stderr, _) = run_to_exit(&[
+        ("GATEWAY_LISTEN", free.as_str()),
+        ("GATEWAY_METRICS_LISTEN", addr.as_str()),
+    ]);
+    assert!(!ok, "exited 0: {stderr}");
+    assert!(
+        stderr.contains(&format!("address {addr} is in use")),
+        "{stderr}"
+    );
+    drop(holder);
+}
