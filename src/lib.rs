@@ -48,6 +48,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod breaker;
 pub mod cache;
 pub mod canonical;
 pub mod config;

@@ -9,8 +9,10 @@
 //!   waits until it has paid the debt back.
 //! - With `GATEWAY_RATE_LIMIT_BACKEND=redis` both buckets live in Redis and are updated by one
 //!   Lua script (atomic, clocked by Redis' `TIME`), so every instance sees the same buckets.
-//!   When Redis cannot be reached the instance limits locally, logs a warning, and tries Redis
-//!   again every [`REDIS_RETRY`]: limits are never dropped and the client never sees a 500.
+//!   When Redis cannot be reached or does not answer within [`REDIS_TIMEOUT`], the instance
+//!   limits locally and logs a warning; a breaker ([`crate::breaker`]) then keeps requests from
+//!   waiting on Redis (one probe at a time, at most 200 ms) until it answers again: limits are
+//!   never dropped and the client never sees a 500.
 //!
 //! ```sh
 //! GATEWAY_API_KEYS=team-a=sk-gw-aaa GATEWAY_RATE_LIMIT_RPM=60 GATEWAY_RATE_LIMIT_BURST=5 cargo run
@@ -18,21 +20,19 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::breaker::{Breaker, Outcome};
 pub use crate::config::ratelimit::{BackendKind, LimitOverrides, Limits, RateLimitConfig};
 use crate::config::Secret;
 use crate::error::GatewayError;
 
 /// Longest wait for one Redis round trip before limiting locally.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
-/// After a Redis failure, how long requests are limited locally before Redis is tried again.
-pub const REDIS_RETRY: Duration = Duration::from_secs(2);
 
 /// Capacity and refill speed of one bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -261,9 +261,8 @@ struct RedisLimiter {
     addr: String,
     conn: Mutex<Option<ConnectionManager>>,
     connecting: tokio::sync::Mutex<()>,
-    /// While set and in the future, Redis is not tried.
-    retry_at: Mutex<Option<Instant>>,
-    down: AtomicBool,
+    /// Open while Redis fails: requests limit locally without waiting on it.
+    breaker: Breaker,
     script: redis::Script,
 }
 
@@ -284,8 +283,7 @@ impl RedisLimiter {
             addr,
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
-            retry_at: Mutex::new(None),
-            down: AtomicBool::new(false),
+            breaker: Breaker::new(),
             script: redis::Script::new(SCRIPT),
         })
     }
@@ -344,36 +342,34 @@ impl RedisLimiter {
         limits: &Limits,
         tokens: u64,
     ) -> Option<ScriptReply> {
-        if let Some(at) = *self.retry_at.lock() {
-            if Instant::now() < at {
-                return None;
-            }
-        }
-        let why = match tokio::time::timeout(REDIS_TIMEOUT, self.eval(mode, name, limits, tokens))
+        match self
+            .breaker
+            .run(REDIS_TIMEOUT, self.eval(mode, name, limits, tokens))
             .await
         {
-            Ok(Ok(reply)) => {
-                *self.retry_at.lock() = None;
-                if self.down.swap(false, Ordering::AcqRel) {
+            Outcome::Done { value, recovered } => {
+                if recovered {
                     log::warn!(
                         "rate limits: Redis at {} is reachable again; limits are shared again",
                         self.addr
                     );
                 }
-                return Some(reply);
+                Some(value)
             }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {REDIS_TIMEOUT:?}"),
-        };
-        *self.retry_at.lock() = Some(Instant::now() + REDIS_RETRY);
-        if !self.down.swap(true, Ordering::AcqRel) {
-            log::warn!(
-                "rate limits: Redis at {} is unreachable ({why}); limiting locally on this instance \
-                 (each instance then allows the full limit) and retrying every {REDIS_RETRY:?}",
-                self.addr
-            );
+            Outcome::Failed { why, opened } => {
+                if opened {
+                    log::warn!(
+                        "rate limits: Redis at {} is unreachable ({why}); limiting locally on this \
+                         instance (each instance then allows the full limit) and probing it every \
+                         {:?}",
+                        self.addr,
+                        crate::breaker::PROBE_EVERY
+                    );
+                }
+                None
+            }
+            Outcome::Skipped => None,
         }
-        None
     }
 }
 

@@ -22,6 +22,7 @@ use super::backend::{Backend, Hit, MAX_VECTORS_PER_CONTEXT};
 use super::entry::Entry;
 use super::key::Key;
 use super::WarnThrottle;
+use crate::breaker::{Breaker, Outcome};
 
 /// Longest a cache call may add to a request.
 pub const TIMEOUT: Duration = Duration::from_millis(500);
@@ -54,6 +55,7 @@ pub struct RedisBackend {
     connecting: tokio::sync::Mutex<()>,
     next_try: Mutex<Instant>,
     warn: WarnThrottle,
+    breaker: Breaker,
 }
 
 impl RedisBackend {
@@ -65,6 +67,7 @@ impl RedisBackend {
             connecting: tokio::sync::Mutex::new(()),
             next_try: Mutex::new(Instant::now()),
             warn: WarnThrottle::new(),
+            breaker: Breaker::new(),
         }
     }
 
@@ -128,22 +131,39 @@ impl RedisBackend {
         }
     }
 
-    /// Runs one call with the timeout; failures are logged and become `None`.
+    /// Runs one call under the breaker (at most [`TIMEOUT`] while Redis is healthy; once a call
+    /// has failed, at most [`crate::breaker::PROBE_TIMEOUT`], and only for one probing request
+    /// at a time): failures are logged and become `None`.
     async fn run<T, F>(&self, what: &str, f: impl FnOnce(ConnectionManager) -> F) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let c = self.conn().await?;
-        match tokio::time::timeout(TIMEOUT, f(c)).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                self.warn(what, &e);
+        let call = async {
+            match self.conn().await {
+                Some(c) => f(c).await.map_err(|e| e.to_string()),
+                None => Err("not connected".to_string()),
+            }
+        };
+        match self.breaker.run(TIMEOUT, call).await {
+            Outcome::Done { value, recovered } => {
+                if recovered {
+                    log::warn!("cache: Redis answers again; the shared cache is back");
+                }
+                Some(value)
+            }
+            Outcome::Failed { why, opened } => {
+                if opened {
+                    log::warn!(
+                        "cache: Redis {what} failed ({why}); serving without the cache, and \
+                         probing Redis every {:?}",
+                        crate::breaker::PROBE_EVERY
+                    );
+                } else {
+                    self.warn(what, &why);
+                }
                 None
             }
-            Err(_) => {
-                self.warn(what, &"timed out");
-                None
-            }
+            Outcome::Skipped => None,
         }
     }
 }
