@@ -198,3 +198,106 @@ async fn a_hung_redis_costs_requests_milliseconds_not_seconds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Reads from `s` until the peer closes or `limit` passes: (what was read, whether it closed).
+fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (String, bool) {
+    use std::io::Read;
+    let t = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < limit {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), true),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), false)
+}
+
+fn connect(gw: &Gateway) -> std::net::TcpStream {
+    std::net::TcpStream::connect(("127.0.0.1", gw.port)).expect("connect")
+}
+
+#[test]
+fn pipelined_requests_are_all_answered_in_order() {
+    use std::io::Write;
+    let gw = Gateway::start(&[]);
+    let mut s = connect(&gw);
+    // Three requests in one write; the last asks to close, so the server ends the exchange.
+    let req = |id: &str, close: bool| {
+        format!(
+            "GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: {id}\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        )
+    };
+    let all = format!(
+        "{}{}{}",
+        req("p-1", false),
+        req("p-2", false),
+        req("p-3", true)
+    );
+    s.write_all(all.as_bytes()).expect("write");
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(10));
+    assert!(closed, "not closed after the last request: {got}");
+    assert_eq!(got.matches("HTTP/1.1 200").count(), 3, "{got}");
+    let at = |id: &str| {
+        got.find(id)
+            .unwrap_or_else(|| panic!("{id} missing: {got}"))
+    };
+    assert!(at("p-1") < at("p-2") && at("p-2") < at("p-3"), "{got}");
+}
+
+#[test]
+fn a_trickled_request_head_is_cut_off_at_the_header_timeout() {
+    use std::io::Write;
+    let gw = Gateway::start(&[("GATEWAY_HEADER_TIMEOUT", "2s")]);
+    let mut s = connect(&gw);
+    let t = Instant::now();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    // One header byte a second, for ever (bounded here at 15 s): slowloris.
+    let mut closed = false;
+    for i in 0..15 {
+        std::thread::sleep(Duration::from_secs(1));
+        if s.write_all(format!("X-{i}: y\r\n").as_bytes()).is_err() {
+            closed = true;
+            break;
+        }
+        let (_, c) = read_until_closed(&mut s, Duration::from_millis(10));
+        if c {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a trickling head was never cut off");
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "cut after {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_at_the_keepalive_timeout() {
+    use std::io::Write;
+    let gw = Gateway::start(&[("GATEWAY_KEEPALIVE_TIMEOUT", "2s")]);
+    let mut s = connect(&gw);
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let t = Instant::now();
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(10));
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(closed, "idle connection still open after 10 s");
+    let took = t.elapsed();
+    assert!(
+        took > Duration::from_millis(1500) && took < Duration::from_secs(6),
+        "closed after {took:?}"
+    );
+}

@@ -88,6 +88,10 @@ pub struct Config {
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Longest wait for the whole head of the first request on a new connection.
+    pub header_timeout: Duration,
+    /// Longest a kept-alive connection may stay idle (and then send its next head).
+    pub keepalive_timeout: Duration,
     pub models_cache_ttl: Duration,
     pub echo_chunk_delay: Duration,
     pub anthropic_max_tokens: u32,
@@ -278,6 +282,8 @@ impl Config {
         let first_byte_timeout = r.duration(vars::FIRST_BYTE_TIMEOUT, Duration::from_secs(120));
         let idle_timeout = r.duration(vars::IDLE_TIMEOUT, Duration::from_secs(120));
         let shutdown_grace = r.duration(vars::SHUTDOWN_GRACE, Duration::from_secs(30));
+        let header_timeout = r.duration(vars::HEADER_TIMEOUT, Duration::from_secs(30));
+        let keepalive_timeout = r.duration(vars::KEEPALIVE_TIMEOUT, Duration::from_secs(60));
         let models_cache_ttl = r.duration(vars::MODELS_CACHE_TTL, Duration::from_secs(60));
         let echo_chunk_delay = Duration::from_millis(r.number(vars::ECHO_CHUNK_DELAY_MS, 0u64));
         let anthropic_max_tokens = r.parse(vars::ANTHROPIC_MAX_TOKENS, 4096u32, |v| {
@@ -348,6 +354,8 @@ impl Config {
             first_byte_timeout,
             idle_timeout,
             shutdown_grace,
+            header_timeout,
+            keepalive_timeout,
             models_cache_ttl,
             echo_chunk_delay,
             anthropic_max_tokens,
@@ -394,8 +402,13 @@ impl Config {
         );
         let _ = writeln!(
             s,
-            "timeouts         connect={:?} first_byte={:?} idle={:?} shutdown_grace={:?}",
-            self.connect_timeout, self.first_byte_timeout, self.idle_timeout, self.shutdown_grace
+            "timeouts         connect={:?} first_byte={:?} idle={:?} shutdown_grace={:?} header={:?} keepalive={:?}",
+            self.connect_timeout,
+            self.first_byte_timeout,
+            self.idle_timeout,
+            self.shutdown_grace,
+            self.header_timeout,
+            self.keepalive_timeout
         );
         let _ = writeln!(
             s,

@@ -14,6 +14,9 @@ use crate::error::GatewayError;
 
 use super::{Gateway, Session};
 
+/// What a new HTTP/1.x connection's first session counts as its remaining reuses.
+const FIRST_REQUEST: u32 = u32::MAX;
+
 /// What Pingora runs: the gateway, and the HTTP server options (h2c) the listeners chose.
 pub struct App {
     gateway: Gateway,
@@ -23,17 +26,38 @@ pub struct App {
 impl App {
     /// The gateway for this configuration (providers, pools, cache, keys, limits).
     pub fn new(config: Config) -> Result<Self, String> {
+        let mut opts = HttpServerOptions::default();
+        // An idle HTTP/2 connection is closed like an idle HTTP/1.1 one.
+        opts.h2_idle_timeout = Some(config.keepalive_timeout);
+        // No practical limit; it tells a connection's first request from later ones.
+        opts.keepalive_request_limit = Some(FIRST_REQUEST);
         Ok(App {
             gateway: Gateway::new(config)?,
-            server_options: None,
+            server_options: Some(opts),
         })
     }
 
     /// Serves HTTP/2 with prior knowledge beside HTTP/1.1 on plain listeners.
     pub fn enable_h2c(&mut self) {
-        let mut opts = HttpServerOptions::default();
+        let mut opts = self.server_options.take().unwrap_or_default();
         opts.h2c = true;
         self.server_options = Some(opts);
+    }
+
+    /// How long this session may take to deliver its request head: on a new connection
+    /// `GATEWAY_HEADER_TIMEOUT` (a client trickling its head, slowloris, is cut off), on a
+    /// kept-alive one `GATEWAY_KEEPALIVE_TIMEOUT` (the idle wait for the next request included).
+    fn head_deadline(&self, session: &Session) -> std::time::Duration {
+        let cfg = &self.gateway.config;
+        // Pingora gives a new HTTP/1.x connection's first session the configured request limit
+        // (u32::MAX, see `new`) and each later one a count lower by one.
+        match session.get_keepalive_reuses_remaining() {
+            Some(FIRST_REQUEST) => cfg.header_timeout,
+            Some(_) => cfg.keepalive_timeout,
+            // HTTP/2: the stream's head has arrived with it; the connection's idle time is
+            // bounded by `h2_idle_timeout`.
+            None => cfg.header_timeout,
+        }
     }
 
     /// Requests in flight (a graceful shutdown waits for them).
@@ -85,9 +109,22 @@ impl HttpServerApp for App {
     ) -> Option<ReusedHttpStream> {
         // A connection idle between requests is closed when the server shuts down; a request
         // already being read is not dropped for it (biased towards the read).
+        // HTTP/1.1 pipelining (RFC 9112, 9.3.2): requests that arrived behind this one in the
+        // same read are answered in order, on this connection, instead of being dropped with
+        // the connection. (Pingora keeps the setting for the connection's later requests.)
+        session.set_pipelining_enabled(true);
+        let deadline = self.head_deadline(&session);
         let read = tokio::select! {
             biased;
-            r = session.read_request() => r,
+            r = tokio::time::timeout(deadline, session.read_request()) => match r {
+                Ok(r) => r,
+                // Too slow to send a head, or idle too long: closed without an answer, as
+                // nginx does (a 408 would be read by nobody, or taken for the next answer).
+                Err(_) => {
+                    session.shutdown().await;
+                    return None;
+                }
+            },
             _ = shutting_down(shutdown.clone()) => return None,
         };
         match read {
