@@ -97,6 +97,7 @@ impl Auth {
             .cloned()
             .collect();
         *auth.set.write() = Arc::new(auth.build(&keys));
+        register_secrets(&keys);
         auth
     }
 
@@ -191,6 +192,7 @@ impl Auth {
             .collect();
         check_unique(all.iter())?;
         let new = self.build(&all);
+        register_secrets(&all);
         let mut guard = self.set.write();
         let old_names: HashSet<Arc<str>> =
             guard.by_digest.values().map(|e| e.name.clone()).collect();
@@ -217,6 +219,12 @@ impl Auth {
         *guard = Arc::new(new);
         Ok(report)
     }
+}
+
+/// Gateway keys are never echoed by an upstream (they are not sent there), but a client may
+/// put one in a prompt that an upstream quotes in an error: redacted too.
+fn register_secrets(keys: &[KeySpec]) {
+    crate::redact::set_group("keys", keys.iter().map(|k| k.key.expose().to_string()));
 }
 
 /// What a reload changed (names only).

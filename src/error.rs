@@ -148,10 +148,15 @@ impl GatewayError {
     ) -> Self {
         ErrorDetails {
             status,
-            message,
+            // Upstreams echo keys (OpenAI's 401 names the key it was given): cut them out
+            // before the message reaches a client, a log line or a metric.
+            message: match crate::redact::text(&message) {
+                std::borrow::Cow::Borrowed(_) => message,
+                std::borrow::Cow::Owned(m) => m,
+            },
             kind,
             param: None,
-            code,
+            code: code.map(|c| crate::redact::text(&c).into_owned()),
             retry_after: None,
             label: label_for_status(status),
             upstream: true,

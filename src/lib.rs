@@ -62,6 +62,7 @@ pub mod pricing;
 pub mod providers;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redact;
 pub mod routing;
 pub mod server;
 pub mod sse;

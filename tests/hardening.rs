@@ -4,9 +4,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::{json, Value};
 
 /// A body with `n` distinct top-level keys besides the ones a request needs.
 fn many_keys(head: &str, n: usize) -> String {
@@ -300,4 +302,165 @@ fn an_idle_kept_alive_connection_is_closed_at_the_keepalive_timeout() {
         took > Duration::from_millis(1500) && took < Duration::from_secs(6),
         "closed after {took:?}"
     );
+}
+
+const OPENAI_KEY: &str = "sk-proj-LEAKYopenai0123456789abcdWXYZ";
+const ANTHROPIC_KEY: &str = "sk-ant-api03-LEAKYanthropic0123456789QRST";
+const GEMINI_KEY: &str = "AIzaSyLEAKYgemini0123456789abcdefMNOP";
+
+/// What a vendor's 401 says, with the key whole and masked as vendors print it.
+fn echoing(key: &str) -> String {
+    let masked = format!("{}****{}", &key[..8], &key[key.len() - 4..]);
+    format!(
+        "Incorrect API key provided: {key} (also known as {masked}, or {}...{})",
+        &key[..3],
+        &key[key.len() - 4..]
+    )
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    for key in [OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY] {
+        let tail = &key[key.len() - 4..];
+        assert!(!text.contains(key), "{what} leaks a key: {text}");
+        assert!(
+            !text.contains(&format!("****{tail}")),
+            "{what} leaks a masked key: {text}"
+        );
+        assert!(
+            !text.contains(&format!("...{tail}")),
+            "{what} leaks a masked key: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_keys_echoed_by_an_upstream_never_reach_the_client_or_the_log() {
+    // Each mock answers by the request's path: errors before the answer for each format, a
+    // stream that fails mid-way with the key in its error event, and an answer quoting it.
+    let handler: Handler = Arc::new(|r: &Recorded| {
+        let body = r.json();
+        let prompt = body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if r.path.contains("generateContent") || r.path.contains("streamGenerateContent") {
+            return json_response(
+                400,
+                json!({"error": {"code": 400, "message": echoing(GEMINI_KEY), "status": "INVALID_ARGUMENT"}}),
+            );
+        }
+        if r.path.ends_with("/messages") {
+            return json_response(
+                401,
+                json!({"type": "error", "error": {"type": "authentication_error", "message": echoing(ANTHROPIC_KEY)}}),
+            );
+        }
+        match prompt.as_str() {
+            "midstream" => sse_response(
+                vec![
+                    "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n".to_string(),
+                    format!("data: {}\n\n", json!({"error": {"message": echoing(OPENAI_KEY), "type": "invalid_request_error"}})),
+                ],
+                Duration::ZERO,
+                None,
+            ),
+            "quote" => json_response(200, openai_completion("m", &format!("your key is {OPENAI_KEY}"))),
+            _ => json_response(
+                401,
+                json!({"error": {"message": echoing(OPENAI_KEY), "type": "invalid_request_error", "code": "invalid_api_key"}}),
+            ),
+        }
+    });
+    let mock = Mock::start(handler).await;
+    let url = mock.url();
+    let gw = Gateway::start(&[
+        ("OPENAI_BASE_URL", &url),
+        ("OPENAI_API_KEY", OPENAI_KEY),
+        ("ANTHROPIC_BASE_URL", &url),
+        ("ANTHROPIC_API_KEY", ANTHROPIC_KEY),
+        ("GEMINI_BASE_URL", &url),
+        ("GEMINI_API_KEY", GEMINI_KEY),
+    ]);
+    let cases = [
+        ("openai/gpt-4o", "plain", false),
+        ("openai/gpt-4o", "plain", true),
+        ("openai/gpt-4o", "midstream", true),
+        ("openai/gpt-4o", "quote", false),
+        ("anthropic/claude-sonnet-4-20250514", "plain", false),
+        ("anthropic/claude-sonnet-4-20250514", "plain", true),
+        ("gemini/gemini-2.5-flash", "plain", false),
+        ("gemini/gemini-2.5-flash", "plain", true),
+    ];
+    for (model, prompt, stream) in cases {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat_body(model, prompt, stream))
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        let what = format!("{model} {prompt} stream={stream} ({status})");
+        assert_no_secret(&what, &text);
+        // The rest of the upstream's message is kept.
+        if prompt != "quote" {
+            assert!(
+                text.contains("Incorrect API key provided: [REDACTED]"),
+                "{what}: {text}"
+            );
+        } else {
+            assert!(text.contains("your key is [REDACTED]"), "{what}: {text}");
+        }
+    }
+    // The Messages API to Anthropic (native pass-through) too.
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .json(
+            &json!({"model": "anthropic/claude-sonnet-4-20250514", "max_tokens": 5,
+                      "messages": [{"role": "user", "content": "plain"}]}),
+        )
+        .send()
+        .await
+        .expect("send");
+    let text = r.text().await.unwrap_or_default();
+    assert_no_secret("messages", &text);
+    assert!(text.contains("[REDACTED]"), "{text}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_no_secret("the log", &gw.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_event_after_an_unterminated_event_starts_on_its_own_line() {
+    // The upstream's last event lacks its blank line, then the connection is cut.
+    let handler: Handler = Arc::new(|_: &Recorded| {
+        sse_response(
+            vec![
+                "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n".to_string(),
+                "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" there\"},\"finish_reason\":null}]}".to_string(),
+            ],
+            Duration::from_millis(20),
+            Some(2),
+        )
+    });
+    let mock = Mock::start(handler).await;
+    let url = mock.url();
+    let gw = Gateway::start(&[("OPENAI_BASE_URL", &url), ("OPENAI_API_KEY", OPENAI_KEY)]);
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "hi", true))
+        .send()
+        .await
+        .expect("send");
+    let text = r.text().await.unwrap_or_default();
+    assert!(!text.contains("}data:"), "error event glued on: {text}");
+    // Every `data:` line is an event of its own that parses, the error one included.
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|e| e.starts_with("data:"))
+        .collect();
+    let last = events.last().expect("events");
+    assert!(last.contains("\"error\""), "{text}");
+    let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
+    assert!(v["error"]["message"].is_string(), "{v}");
 }

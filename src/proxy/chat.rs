@@ -318,9 +318,14 @@ async fn attempt(
         match route.provider.chat_response(body, call, dialect.answers()) {
             Ok(t) => {
                 ctx.usage = t.usage;
-                cache::record_body(ctx, &t.body);
+                // Secrets an upstream echoed never reach the client (nor the cache).
+                let body = match crate::redact::bytes(&t.body) {
+                    std::borrow::Cow::Borrowed(_) => t.body,
+                    std::borrow::Cow::Owned(b) => bytes::Bytes::from(b),
+                };
+                cache::record_body(ctx, &body);
                 cache::store_complete(gw, ctx).await;
-                respond(session, ctx, 200, "application/json", &[], t.body).await;
+                respond(session, ctx, 200, "application/json", &[], body).await;
                 Attempt::Served
             }
             Err(err) => {
@@ -426,6 +431,11 @@ async fn stream_response(
     };
     let mut out = BytesMut::with_capacity(4096);
     let mut started = false;
+    // Secrets an upstream echoes are cut out of what goes to the client (and the cache).
+    let mut redactor = crate::redact::StreamRedactor::new();
+    // Whether what went out so far ends between events (a pass-through upstream's last event
+    // may lack its blank line: the gateway's error event must not be glued onto it).
+    let mut between_events = true;
     loop {
         // The upstream read is never dropped half-way (a keep-alive goes out while it waits).
         let woke = {
@@ -439,6 +449,7 @@ async fn stream_response(
                         if let Some(k) = &keepalive {
                             out.extend_from_slice(k);
                         }
+                        redactor.apply(&mut out, false);
                         if !write_chunk(session, ctx, &mut out, false).await {
                             break None;
                         }
@@ -480,6 +491,13 @@ async fn stream_response(
                 ctx.outcome = "client_closed";
                 return Attempt::Served;
             }
+            redactor.apply(&mut out, true);
+            if !out.is_empty() {
+                between_events = out.ends_with(b"\n\n") || out.ends_with(b"\r\n\r\n");
+            }
+            if !between_events {
+                out.extend_from_slice(b"\n\n");
+            }
             match &on_failure {
                 Some(f) => {
                     let code = err.code.as_deref().unwrap_or(err.kind.as_str());
@@ -508,6 +526,10 @@ async fn stream_response(
                 resp.abort().await;
                 return Attempt::Served;
             }
+        }
+        redactor.apply(&mut out, done);
+        if !out.is_empty() {
+            between_events = out.ends_with(b"\n\n") || out.ends_with(b"\r\n\r\n");
         }
         let written = if done {
             write_last(gw, session, ctx, &mut out).await

@@ -58,9 +58,25 @@ pub struct Gateway {
     pub limiter: crate::ratelimit::Limiter,
 }
 
+/// Provider keys and Redis passwords, for [`crate::redact`] (gateway keys register themselves
+/// in `auth`, as the keys file changes).
+fn register_secrets(config: &Config) {
+    let providers = config
+        .providers
+        .values()
+        .filter_map(|p| p.api_key.as_ref())
+        .map(|k| k.expose().to_string());
+    let urls = [&config.cache.redis_url, &config.rate_limit.redis_url]
+        .into_iter()
+        .flatten()
+        .filter_map(|u| crate::redact::url_password(u.expose()));
+    crate::redact::set_group("providers", providers.chain(urls));
+}
+
 impl Gateway {
     /// Fails when a provider cannot be built (an unknown wire format).
     pub fn new(config: Config) -> Result<Self, String> {
+        register_secrets(&config);
         let upstreams = Arc::new(Upstreams::new(Timeouts {
             connect: config.connect_timeout,
             first_byte: config.first_byte_timeout,
