@@ -863,7 +863,11 @@ impl AnswerWriter for MessageWriter {
     ) -> Bytes {
         let empty = Answer::default();
         let a = answers.first().unwrap_or(&empty);
-        let mut content = Vec::with_capacity(1 + a.tool_calls.len());
+        let mut content = Vec::with_capacity(2 + a.tool_calls.len());
+        // Reasoning leads, as a `thinking` block (without a signature: only Anthropic signs).
+        if let Some(r) = a.reasoning.as_deref().filter(|r| !r.is_empty()) {
+            content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
+        }
         if let Some(t) = a.content.as_deref().filter(|t| !t.is_empty()) {
             content.push(json!({"type": "text", "text": t}));
         }
