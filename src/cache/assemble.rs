@@ -76,6 +76,7 @@ impl Assembler {
         };
         Some(Answer {
             reasoning: (!self.reasoning.is_empty()).then_some(self.reasoning),
+            stop_sequence: None,
             content,
             tool_calls: self.tools,
             finish_reason,
@@ -300,6 +301,13 @@ impl EventWriter for TeeEvents {
         self.record(|r| r.tool_args(choice, index, fragment));
     }
 
+    fn stop_sequence(&mut self, choice: u32, sequence: &str) {
+        self.inner.stop_sequence(choice, sequence);
+        if choice == 0 {
+            self.record(|r| r.answer.stop_sequence = Some(sequence.to_string()));
+        }
+    }
+
     fn finish(&mut self, out: &mut BytesMut, choice: u32, reason: &str) {
         self.inner.finish(out, choice, reason);
         self.record(|r| r.finish(choice, reason));
@@ -379,6 +387,7 @@ mod tests {
     fn sample() -> Answer {
         Answer {
             reasoning: None,
+            stop_sequence: None,
             content: Some("Hello, wörld".into()),
             tool_calls: vec![
                 ToolCall {
@@ -463,6 +472,7 @@ mod tests {
     fn tee_events_record_what_the_dialect_writes() {
         let mut want = sample();
         want.reasoning = Some("First, the weather.".into());
+        want.stop_sequence = Some("END".into());
         for dialect in crate::dialects::DIALECTS.iter().map(|(_, d)| *d) {
             let recorder = Arc::new(Mutex::new(Recorder::default()));
             let mut tee = TeeEvents::new(dialect.events("m"), recorder.clone());

@@ -45,6 +45,7 @@ impl Entry {
             p: self.provider.clone(),
             c: a.content.clone(),
             r: a.reasoning.clone(),
+            s: a.stop_sequence.clone(),
             t: a.tool_calls
                 .iter()
                 .map(|t| (t.id.clone(), t.name.clone(), t.arguments.clone()))
@@ -70,6 +71,7 @@ impl Entry {
             provider: c.p,
             answer: Answer {
                 reasoning: c.r,
+                stop_sequence: c.s,
                 content: c.c,
                 tool_calls: c
                     .t
@@ -101,6 +103,9 @@ struct Compact {
     /// Reasoning (absent in entries written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     r: Option<String>,
+    /// The stop sequence matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     t: Vec<(String, String, String)>,
     f: String,
@@ -163,6 +168,7 @@ pub fn answer_from_completion(body: &[u8]) -> Option<Answer> {
         .map(str::to_string);
     Some(Answer {
         reasoning,
+        stop_sequence: None,
         content,
         tool_calls,
         finish_reason,
@@ -189,6 +195,7 @@ mod tests {
             provider: "openai".into(),
             answer: Answer {
                 reasoning: None,
+                stop_sequence: None,
                 content: None,
                 tool_calls: vec![ToolCall {
                     id: "call_1".into(),
@@ -212,6 +219,7 @@ mod tests {
         // Reasoning and its tokens are kept; an entry written without them still reads.
         let mut r = e;
         r.answer.reasoning = Some("Because.".into());
+        r.answer.stop_sequence = Some("END".into());
         if let Some(u) = r.answer.usage.as_mut() {
             u.reasoning_tokens = 3;
         }

@@ -67,6 +67,12 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// Whether an upstream's error body is already this dialect's error object (then a
+    /// pass-through answers the client with it untouched).
+    fn is_error_body(&self, _body: &[u8]) -> bool {
+        false
+    }
+
     /// An error as this dialect's error body.
     fn error_body(&self, e: &GatewayError) -> Bytes;
 
@@ -115,6 +121,9 @@ pub fn replay(w: &mut dyn EventWriter, out: &mut BytesMut, answer: &Answer, incl
         if !t.arguments.is_empty() {
             w.tool_args(out, 0, i as u32, &t.arguments);
         }
+    }
+    if let Some(s) = &answer.stop_sequence {
+        w.stop_sequence(0, s);
     }
     w.finish(out, 0, &answer.finish_reason);
     if include_usage {
@@ -167,6 +176,7 @@ mod tests {
     fn replay_writes_usage_only_when_asked() {
         let answer = Answer {
             reasoning: None,
+            stop_sequence: None,
             content: Some("Paris.".into()),
             tool_calls: vec![ToolCall {
                 id: "call_1".into(),

@@ -290,6 +290,9 @@ async fn attempt(
         resp.release().await;
         let mut err = route.provider.error(status, &body);
         err.upstream = true;
+        if call.passthrough && dialect.is_error_body(&body) {
+            err.native = Some((status, body));
+        }
         if err.retry_after.is_none() {
             err.retry_after = retry_after;
         }
