@@ -191,6 +191,36 @@ impl ChatRequest {
         })
     }
 
+    /// A canonical request another dialect's translation wrote itself, taken without a
+    /// second parse: `fields` (every top-level field but `messages`, in order, each of the
+    /// type [`ChatRequest::parse`] checks), `messages` (the JSON text of a non-empty array of
+    /// messages [`ChatRequest::parse`] would accept) placed after `fields[..messages_at]`, and
+    /// what they say of the model, streaming, usage and parallel tool calls. The translation
+    /// vouches for all of it; plain-message spans are not noted (the cache parses instead).
+    pub fn translated(
+        fields: RawFields,
+        (messages, messages_at): (String, usize),
+        model: String,
+        stream: bool,
+        include_usage: bool,
+        parallel_tool_calls: bool,
+    ) -> ChatRequest {
+        ChatRequest {
+            fields,
+            messages,
+            messages_at,
+            plain_messages: None,
+            tree: OnceLock::new(),
+            model,
+            stream,
+            include_usage,
+            parallel_tool_calls,
+            native: None,
+            untranslatable: None,
+            deferred: None,
+        }
+    }
+
     /// A request in another dialect whose canonical form is built only when something reads
     /// it (a translated attempt, through [`ChatRequest::untranslatable`], or the cache): a
     /// pass-through needs only what is given here and the client's body. `translate` must
@@ -1325,6 +1355,7 @@ mod tests {
         cached.cached_tokens = 4;
         let plain = Answer {
             reasoning: None,
+            stop_sequence: None,
             content: Some("Paris \"quoted\" \u{e9}\n".into()),
             tool_calls: vec![],
             finish_reason: "stop".into(),
@@ -1332,6 +1363,7 @@ mod tests {
         };
         let tools = Answer {
             reasoning: None,
+            stop_sequence: None,
             content: None,
             tool_calls: vec![ToolCall {
                 id: "call_1".into(),
@@ -1504,6 +1536,7 @@ mod tests {
         let mut out = BytesMut::new();
         let a = Answer {
             reasoning: None,
+            stop_sequence: None,
             content: Some("hi".into()),
             tool_calls: vec![ToolCall {
                 id: "c1".into(),
@@ -1557,6 +1590,7 @@ mod tests {
     fn answer_writer_writes_completion_bodies() {
         let a = Answer {
             reasoning: None,
+            stop_sequence: None,
             content: Some("hi".into()),
             tool_calls: Vec::new(),
             finish_reason: "stop".into(),

@@ -110,6 +110,10 @@ pub struct Answer {
     pub reasoning: Option<String>,
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: String,
+    /// The request's stop sequence the answer stopped on (its `finish_reason` is `stop`), when
+    /// the upstream says which (vLLM's `stop_reason`, SGLang's `matched_stop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
     pub usage: Option<Usage>,
 }
 
@@ -131,6 +135,10 @@ pub trait EventWriter: Send {
     fn tool_start(&mut self, out: &mut BytesMut, choice: u32, index: u32, id: &str, name: &str);
     /// A fragment of a tool call's JSON arguments.
     fn tool_args(&mut self, out: &mut BytesMut, choice: u32, index: u32, fragment: &str);
+    /// The choice stopped on this one of the request's stop sequences (called just before its
+    /// `finish` with `stop`, when the upstream says which). Dialects without a place for it
+    /// drop it.
+    fn stop_sequence(&mut self, _choice: u32, _sequence: &str) {}
     /// The choice ended, with an OpenAI `finish_reason` (`stop`, `length`, `tool_calls`,
     /// `content_filter`).
     fn finish(&mut self, out: &mut BytesMut, choice: u32, reason: &str);

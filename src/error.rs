@@ -92,6 +92,9 @@ pub struct ErrorDetails {
     pub label: &'static str,
     /// An HTTP error answered by an upstream (not one the gateway made up).
     pub upstream: bool,
+    /// The upstream's own status and error body, when the client's dialect is the upstream's
+    /// format and the body is already in that dialect's error shape: answered untouched.
+    pub native: Option<(u16, Bytes)>,
 }
 
 /// The error: its details behind one pointer. Fields read and write through `Deref`
@@ -134,6 +137,7 @@ impl GatewayError {
             retry_after: None,
             label: label_for_status(status),
             upstream: false,
+            native: None,
         }
         .into()
     }
@@ -160,6 +164,7 @@ impl GatewayError {
             retry_after: None,
             label: label_for_status(status),
             upstream: true,
+            native: None,
         }
         .into()
     }

@@ -100,6 +100,14 @@ pub fn text(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// [`bytes`] for a whole body: the same `Bytes` back when there is nothing to redact.
+pub fn body(b: bytes::Bytes) -> bytes::Bytes {
+    match self::bytes(&b) {
+        Cow::Borrowed(_) => b,
+        Cow::Owned(v) => bytes::Bytes::from(v),
+    }
+}
+
 /// [`text`] for bytes (a body, a stream chunk).
 pub fn bytes(input: &[u8]) -> Cow<'_, [u8]> {
     let s = current();

@@ -307,3 +307,155 @@ async fn claude_model_names_go_to_another_provider_through_aliases() {
     }
     assert_eq!(claude.calls(), 0);
 }
+
+/// A native upstream that answers every request with `status` and `body` as given.
+fn failing(status: u16, body: &'static str) -> Handler {
+    Arc::new(move |_r: &Recorded| {
+        let mut r = json_response(status, json!({}));
+        *r.body_mut() = axum::body::Body::from(body);
+        r
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn native_error_bodies_reach_the_client_untouched() {
+    const ANTHROPIC_ERROR: &str = "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"max_tokens: 999999 > 64000, which is the maximum\"},\"request_id\":\"req_011CQ9xyz\"}";
+    let claude = Mock::start(failing(400, ANTHROPIC_ERROR)).await;
+    let up = Mock::start(vllm()).await;
+    let gw = start(&claude, &up, GATEWAY_KEY);
+    let send = || async {
+        let resp = client()
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", GATEWAY_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .body(CLIENT_BODY.replace("STREAM", "false"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    };
+    // Anthropic's own error: its status and bytes, `request_id` included.
+    assert_eq!(send().await, (400, ANTHROPIC_ERROR.to_string()));
+    // An overloaded Anthropic (529, not retried elsewhere: there is no other candidate).
+    const OVERLOADED: &str = "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"},\"request_id\":\"req_2\"}";
+    claude.set(failing(529, OVERLOADED));
+    assert_eq!(send().await, (529, OVERLOADED.to_string()));
+    // Anything else an upstream says is rewritten into Anthropic's shape, status kept.
+    for (status, body, kind) in [
+        (502, "<html>bad gateway</html>", "api_error"),
+        (
+            400,
+            "{\"error\":{\"message\":\"bad things\",\"type\":\"invalid_request_error\"}}",
+            "invalid_request_error",
+        ),
+        (
+            400,
+            "{\"type\":\"error\",\"error\":\"not an object\"}",
+            "invalid_request_error",
+        ),
+    ] {
+        claude.set(failing(status, body));
+        let (got_status, got) = send().await;
+        assert_eq!(got_status, status, "{got}");
+        let v: Value = serde_json::from_str(&got).unwrap_or_else(|_| panic!("{got}"));
+        assert_eq!(v["type"], "error", "{got}");
+        assert_eq!(v["error"]["type"], kind, "{got}");
+        assert!(v["error"]["message"].is_string(), "{got}");
+        assert!(v.get("request_id").is_none(), "{got}");
+    }
+}
+
+/// An OpenAI-compatible upstream that stops on the request's first stop sequence and says so
+/// as vLLM does (`stop_reason` in the choice), plain or streamed; with `vllm_style` off, as
+/// OpenAI does (`finish_reason: stop` only).
+fn stopping(vllm_style: bool) -> Handler {
+    Arc::new(move |r: &Recorded| {
+        let body = r.json();
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        let stop = body["stop"][0].clone();
+        let mut choice = json!({"index": 0, "finish_reason": "stop"});
+        if vllm_style {
+            choice["stop_reason"] = stop;
+        }
+        if body["stream"] != true {
+            choice["message"] = json!({"role": "assistant", "content": "1, 2, 3"});
+            return json_response(
+                200,
+                json!({"id": "chatcmpl-s", "object": "chat.completion", "created": 1, "model": model,
+                    "choices": [choice],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}}),
+            );
+        }
+        choice["delta"] = json!({});
+        let chunk = |c: Value| {
+            let v = json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
+                "model": model, "choices": [c]});
+            format!("data: {v}\n\n")
+        };
+        let events = vec![
+            chunk(
+                json!({"index": 0, "delta": {"role": "assistant", "content": "1, 2, 3"}, "finish_reason": null}),
+            ),
+            chunk(choice),
+            "data: [DONE]\n\n".to_string(),
+        ];
+        sse_response(events, Duration::ZERO, None)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn translated_answers_name_the_stop_sequence_they_stopped_on() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(stopping(true)).await;
+    let gw = start(&claude, &up, GATEWAY_KEY);
+    let ask = |stream: bool| {
+        json!({"model": "vllm/qwen3-8b", "max_tokens": 64, "stream": stream,
+            "stop_sequences": ["4", "END"],
+            "messages": [{"role": "user", "content": "count"}]})
+    };
+    for vllm_style in [true, false] {
+        up.set(stopping(vllm_style));
+        let (reason, sequence) = if vllm_style {
+            (json!("stop_sequence"), json!("4"))
+        } else {
+            (json!("end_turn"), Value::Null)
+        };
+        let resp = client()
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", GATEWAY_KEY)
+            .json(&ask(false))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (&v["stop_reason"], &v["stop_sequence"]),
+            (&reason, &sequence),
+            "{v}"
+        );
+        assert_eq!(up.last().json()["stop"], json!(["4", "END"]));
+        let resp = client()
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", GATEWAY_KEY)
+            .json(&ask(true))
+            .send()
+            .await
+            .unwrap();
+        let out = resp.text().await.unwrap();
+        let delta = out
+            .split("\n\n")
+            .find(|e| e.starts_with("event: message_delta"))
+            .and_then(|e| e.split_once("data: "))
+            .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap())
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(
+            (
+                &delta["delta"]["stop_reason"],
+                &delta["delta"]["stop_sequence"]
+            ),
+            (&reason, &sequence),
+            "{out}"
+        );
+    }
+}

@@ -29,6 +29,7 @@ impl Entry {
 
     fn size(&self) -> usize {
         self.answer.content.as_ref().map_or(0, String::len)
+            + self.answer.reasoning.as_ref().map_or(0, String::len)
             + self
                 .answer
                 .tool_calls
@@ -43,6 +44,8 @@ impl Entry {
         let c = Compact {
             p: self.provider.clone(),
             c: a.content.clone(),
+            r: a.reasoning.clone(),
+            s: a.stop_sequence.clone(),
             t: a.tool_calls
                 .iter()
                 .map(|t| (t.id.clone(), t.name.clone(), t.arguments.clone()))
@@ -56,16 +59,19 @@ impl Entry {
                     u.cached_tokens,
                 ]
             }),
+            ur: a.usage.map_or(0, |u| u.reasoning_tokens),
         };
         serde_json::to_vec(&c).unwrap_or_default()
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Entry> {
         let c: Compact = serde_json::from_slice(bytes).ok()?;
+        let ur = c.ur;
         Some(Entry {
             provider: c.p,
             answer: Answer {
-                reasoning: None,
+                reasoning: c.r,
+                stop_sequence: c.s,
                 content: c.c,
                 tool_calls: c
                     .t
@@ -78,7 +84,7 @@ impl Entry {
                     .collect(),
                 finish_reason: c.f,
                 usage: c.u.map(|[p, c, t, cached]| Usage {
-                    reasoning_tokens: 0,
+                    reasoning_tokens: ur,
                     prompt_tokens: p,
                     completion_tokens: c,
                     total_tokens: t,
@@ -94,11 +100,24 @@ struct Compact {
     p: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     c: Option<String>,
+    /// Reasoning (absent in entries written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<String>,
+    /// The stop sequence matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     t: Vec<(String, String, String)>,
     f: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     u: Option<[u64; 4]>,
+    /// Reasoning tokens (part of the completion tokens in `u`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    ur: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Reads the answer out of an OpenAI `chat.completion` body. `None` when the body holds
@@ -141,8 +160,15 @@ pub fn answer_from_completion(body: &[u8]) -> Option<Answer> {
         }
     }
     let finish_reason = choice.get("finish_reason")?.as_str()?.to_string();
+    // vLLM and DeepSeek say `reasoning_content`, others `reasoning`.
+    let reasoning = ["reasoning_content", "reasoning"]
+        .iter()
+        .find_map(|k| msg.get(*k).and_then(Value::as_str))
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
     Some(Answer {
-        reasoning: None,
+        reasoning,
+        stop_sequence: None,
         content,
         tool_calls,
         finish_reason,
@@ -169,6 +195,7 @@ mod tests {
             provider: "openai".into(),
             answer: Answer {
                 reasoning: None,
+                stop_sequence: None,
                 content: None,
                 tool_calls: vec![ToolCall {
                     id: "call_1".into(),
@@ -187,8 +214,19 @@ mod tests {
         };
         let bytes = e.encode();
         assert!(!bytes.contains(&b' '));
-        assert_eq!(Entry::decode(&bytes), Some(e));
+        assert_eq!(Entry::decode(&bytes), Some(e.clone()));
         assert_eq!(Entry::decode(b"{}"), None);
+        // Reasoning and its tokens are kept; an entry written without them still reads.
+        let mut r = e;
+        r.answer.reasoning = Some("Because.".into());
+        r.answer.stop_sequence = Some("END".into());
+        if let Some(u) = r.answer.usage.as_mut() {
+            u.reasoning_tokens = 3;
+        }
+        assert_eq!(Entry::decode(&r.encode()), Some(r));
+        let old = Entry::decode(br#"{"p":"x","c":"hi","f":"stop","u":[1,2,3,0]}"#).unwrap();
+        assert_eq!(old.answer.reasoning, None);
+        assert_eq!(old.answer.usage, Some(Usage::new(1, 2)));
     }
 
     #[test]

@@ -6,17 +6,23 @@
 //! ([`backend::Memory`], `moka`) or in Redis ([`redis_backend`]), shared by every gateway
 //! instance on the same Redis.
 //!
-//! A stored entry is a provider-neutral [`Answer`], so one entry serves both forms: a plain
-//! request gets a `chat.completion`, a stream request a replayed SSE stream. Streamed answers
-//! are stored too, rebuilt on the side from the bytes the client was sent ([`assemble`]).
+//! A stored entry is a provider-neutral [`Answer`] (reasoning included), so one entry serves
+//! every form and every dialect: a plain request gets its dialect's answer body, a stream
+//! request a replayed stream. A translated answer is recorded as the canonical answer the
+//! provider hands the client's dialect ([`assemble::TeeEvents`], [`assemble::RecordAnswers`]);
+//! an OpenAI chat answer passed through untouched is read from the bytes the client was sent
+//! ([`assemble::Assembler`]). A pass-through in another dialect (Anthropic Messages to a
+//! native upstream) is not stored: its answer carries what a canonical answer cannot (thinking
+//! signatures, server tool blocks), and a replay would lose it.
 //!
 //! The cache takes and returns plain values and never writes to a client; the proxy's chat
 //! flow (`proxy/cache.rs`) uses it in three steps:
 //! - [`Cache::lookup`] after the model is resolved: a [`Lookup::Hit`] (exact, coalesced or
 //!   semantic) to serve in the client's dialect with [`hit_headers`], or a miss with the [`Fill`]
 //!   that travels with the request;
-//! - [`Fill::record_body`] / [`Fill::record_answer`] with a plain answer, and [`Fill::tee`] with
-//!   every chunk of a stream after it was written to the client;
+//! - [`Fill::record_body`] / [`Fill::record_answer`] with a plain answer, [`Fill::tee_events`]
+//!   around a translated stream's writer, [`Fill::tee`] with every chunk of a chat stream
+//!   passed through after it was written to the client, or [`Fill::forgo`];
 //! - [`Cache::store`] once the exchange is over (whatever its outcome): stores a complete,
 //!   successful answer and hands it to coalesced followers.
 //!
@@ -36,13 +42,13 @@ pub mod redis_backend;
 pub mod semantic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::api::{Answer, ChatRequest};
 use crate::error::GatewayError;
 
-use self::assemble::Assembler;
+use self::assemble::{Assembler, Recorder, TeeEvents};
 pub use self::backend::Hit;
 use self::backend::{Backend, Memory};
 use self::coalesce::{follow, Inflight, Join, Leader};
@@ -50,6 +56,7 @@ use self::entry::{answer_from_completion, Entry};
 pub use self::key::Identity;
 use self::key::Key;
 use self::redis_backend::RedisBackend;
+use crate::canonical::EventWriter;
 use crate::config::cache::{BackendKind, CacheConfig, Scope, SemanticConfig};
 
 /// Response headers.
@@ -116,8 +123,21 @@ pub struct Fill {
     /// The semantic context key and the embedding of the final user message.
     semantic: Option<(Key, Arc<[f32]>)>,
     leader: Option<Leader>,
-    plain: Option<Answer>,
-    stream: Option<Assembler>,
+    source: Source,
+}
+
+/// Where a fill's answer comes from.
+enum Source {
+    /// Nothing recorded yet.
+    Nothing,
+    /// A plain answer, or one the gateway made itself.
+    Plain(Answer),
+    /// The OpenAI chat stream bytes the client was sent.
+    Bytes(Assembler),
+    /// The canonical events of a translated stream.
+    Events(Arc<Mutex<Recorder>>),
+    /// Not to be stored.
+    Forgone,
 }
 
 /// What the client asked of the cache, from `Cache-Control` and `X-Cache-TTL`.
@@ -334,8 +354,7 @@ impl Cache {
                 ttl,
                 semantic,
                 leader,
-                plain: None,
-                stream: None,
+                source: Source::Nothing,
             })
         });
         miss(status, fill)
@@ -356,8 +375,7 @@ impl Cache {
             ttl,
             semantic,
             leader,
-            plain,
-            stream,
+            source,
         } = *fill;
         let Some(backend) = self.backend.as_ref() else {
             return;
@@ -365,9 +383,13 @@ impl Cache {
         if !served {
             return;
         }
-        let answer = match stream {
-            Some(a) => a.answer(),
-            None => plain,
+        let answer = match source {
+            Source::Plain(a) => Some(a),
+            Source::Bytes(a) => a.answer(),
+            Source::Events(r) => {
+                std::mem::take(&mut *r.lock().unwrap_or_else(PoisonError::into_inner)).answer()
+            }
+            Source::Nothing | Source::Forgone => None,
         };
         let Some(mut answer) = answer else {
             return;
@@ -453,19 +475,48 @@ pub fn hit_headers(hit: &Hit, found: Found) -> Vec<(&'static str, String)> {
 }
 
 impl Fill {
-    /// A plain upstream answer (an OpenAI `chat.completion` body).
+    /// A plain OpenAI `chat.completion` body, passed through to the client.
     pub fn record_body(&mut self, body: &[u8]) {
-        self.plain = answer_from_completion(body);
+        self.source = match answer_from_completion(body) {
+            Some(a) => Source::Plain(a),
+            None => Source::Nothing,
+        };
     }
 
-    /// A plain answer the gateway made itself (the echo provider).
-    pub fn record_answer(&mut self, answer: &Answer) {
-        self.plain = Some(answer.clone());
+    /// A plain answer: translated, or made by the gateway itself (the echo provider).
+    pub fn record_answer(&mut self, answer: Answer) {
+        self.source = Source::Plain(answer);
     }
 
-    /// Bytes of a stream, exactly as they were written to the client.
+    /// `writer` (the client's dialect) wrapped to record the canonical events of a translated
+    /// stream on their way to it.
+    pub fn tee_events(&mut self, writer: Box<dyn EventWriter>) -> Box<dyn EventWriter> {
+        let recorder = Arc::new(Mutex::new(Recorder::default()));
+        self.source = Source::Events(recorder.clone());
+        Box::new(TeeEvents::new(writer, recorder))
+    }
+
+    /// The answer is not to be stored (coalesced followers are still released).
+    pub fn forgo(&mut self) {
+        self.source = Source::Forgone;
+    }
+
+    /// Whether [`Fill::tee`] reads stream bytes: no once the answer comes another way.
+    pub fn wants_bytes(&self) -> bool {
+        matches!(self.source, Source::Nothing | Source::Bytes(_))
+    }
+
+    /// Bytes of an OpenAI chat stream, exactly as they were written to the client.
     pub fn tee(&mut self, bytes: &[u8]) {
-        self.stream.get_or_insert_with(Assembler::new).feed(bytes);
+        match &mut self.source {
+            Source::Bytes(a) => a.feed(bytes),
+            Source::Nothing => {
+                let mut a = Assembler::new();
+                a.feed(bytes);
+                self.source = Source::Bytes(a);
+            }
+            _ => {}
+        }
     }
 }
 

@@ -1,20 +1,23 @@
 //! Anthropic Messages (`POST /v1/messages`): what Claude Code and the Anthropic SDKs speak.
 //!
-//! The request is translated into the canonical (OpenAI chat) request: the equivalent OpenAI
-//! chat JSON is built and parsed, and the client's body is kept beside it for a pass-through
-//! to an upstream that speaks Messages itself (format `anthropic`). Without the cache, the
-//! translation is deferred: a light pass over the body (borrowed serde types) reads what the
-//! proxy needs before an attempt and makes sure the translation would succeed, and the
-//! translation runs only when a translated attempt needs it. Answers are written as an
-//! Anthropic `message`, stream events as Anthropic's SSE events, errors in Anthropic's shape.
+//! The request is translated into the canonical (OpenAI chat) request, and the client's body
+//! is kept beside it for a pass-through to an upstream that speaks Messages itself (format
+//! `anthropic`). The common request is translated in one pass ([`direct`]: borrowed serde
+//! types read the body, typed serializers write the chat fields, no second parse); anything
+//! unusual goes through JSON trees ([`to_chat`]), which word every error. Without the cache,
+//! the translation is deferred: a light pass over the body ([`head`]) reads what the proxy
+//! needs before an attempt and makes sure the translation would succeed, and the translation
+//! runs only when a translated attempt needs it. Answers are written as an Anthropic
+//! `message`, stream events as Anthropic's SSE events, errors in Anthropic's shape.
 //!
 //! Mapped for a translated upstream: `system` (string or text blocks), text, image (base64 or
 //! URL), text documents, `tool_use`, `tool_result` (text or blocks; `is_error` prefixes the
 //! text with `Error: `), `tools` (`input_schema` as `parameters`), `tool_choice`
 //! (`auto`/`any`/`tool`/`none`, `disable_parallel_tool_use`), `max_tokens`, `temperature`,
 //! `top_p`, `stop_sequences`, `stream`, `metadata.user_id` (as `user`), `system` turns inside
-//! `messages` (Claude Code sends them for other models). Dropped: `thinking` blocks in history
-//! and the `thinking` setting, `cache_control`, `context_management`, `top_k`, `service_tier`,
+//! `messages` (Claude Code sends them for other models), the `thinking` setting (as
+//! `reasoning_effort`, by budget: see [`THINKING_LOW_BELOW`]). Dropped: `thinking` blocks in
+//! history, `cache_control`, `context_management`, `top_k`, `service_tier`,
 //! the rest of `metadata`, an empty `tools` list. Left out and noted as the request's
 //! [`ChatRequest::untranslatable`] error (a 400 naming the field for any provider but a native
 //! one): server tools (a tool with a `type` other than `custom`), non-text documents, non-text
@@ -122,6 +125,26 @@ impl Dialect for AnthropicMessages {
         )
     }
 
+    /// `{"type":"error","error":{"type":"...","message":"..."}, ...}` (Anthropic adds a
+    /// `request_id`).
+    fn is_error_body(&self, body: &[u8]) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Body<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: crate::api::CowStr<'a>,
+            #[serde(rename = "error", borrow)]
+            _error: Inner<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Inner<'a> {
+            #[serde(rename = "type", borrow)]
+            _kind: crate::api::CowStr<'a>,
+            #[serde(rename = "message", borrow)]
+            _message: crate::api::CowStr<'a>,
+        }
+        serde_json::from_slice::<light::Obj<Body>>(body).is_ok_and(|b| b.0.kind.0 == "error")
+    }
+
     fn error_body(&self, e: &GatewayError) -> Bytes {
         Bytes::from(error_json(e).to_string())
     }
@@ -207,8 +230,15 @@ fn error_json(e: &GatewayError) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Request: Anthropic Messages -> OpenAI chat
 
-/// The canonical request of a Messages body, the body kept for a pass-through.
+/// The canonical request of a Messages body, the body kept for a pass-through: in one pass
+/// ([`direct`]) for the common request (without the cache, which needs the spans of plain
+/// messages), else through JSON trees ([`to_chat`]).
 fn translate_with(body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError> {
+    if !spans {
+        if let Some(req) = direct::translate(body) {
+            return Ok(req.with_native_body(body.clone(), None));
+        }
+    }
     let (chat, untranslatable) = to_chat(body)?;
     let req = ChatRequest::parse_with(&chat, spans)?;
     Ok(req.with_native_body(body.clone(), untranslatable))
@@ -450,6 +480,614 @@ mod light {
     }
 }
 
+/// The translation of the common request in one pass: the body read into borrowed types
+/// (strings without escapes are not copied, tool schemas and tool inputs stay raw JSON), the
+/// OpenAI chat fields written from them by typed serializers, and the canonical request made
+/// from those fields without parsing them again. `None` for anything this pass is unsure of
+/// (a part the translation leaves out, a value of an unexpected type, a key sent twice, ...):
+/// the tree translation ([`to_chat`]) then runs and words the error or the left-out part, so
+/// both give the same request wherever this one gives one.
+mod direct {
+    use std::borrow::Cow;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+    use serde::{Deserialize, Serialize};
+    use serde_json::value::{to_raw_value, RawValue};
+
+    use super::light::{Obj, Present};
+    use super::{upstream_tool_id, TOOL_ID_PREFIX};
+    use crate::api::{ChatRequest, CowStr, RawFields};
+
+    #[derive(Deserialize)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        model: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        system: Option<Text<'a>>,
+        #[serde(borrow)]
+        messages: Option<Vec<Obj<Turn<'a>>>>,
+        #[serde(default, borrow)]
+        max_tokens: Present<'a>,
+        #[serde(borrow)]
+        temperature: Option<&'a RawValue>,
+        #[serde(borrow)]
+        top_p: Option<&'a RawValue>,
+        #[serde(borrow)]
+        stop_sequences: Option<Vec<CowStr<'a>>>,
+        stream: Option<bool>,
+        #[serde(borrow)]
+        metadata: Option<&'a RawValue>,
+        #[serde(borrow)]
+        tools: Option<Vec<Obj<Tool<'a>>>>,
+        #[serde(borrow)]
+        tool_choice: Option<Obj<ToolChoice<'a>>>,
+        #[serde(borrow)]
+        thinking: Option<&'a RawValue>,
+    }
+
+    #[derive(Deserialize)]
+    struct Thinking<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        budget_tokens: Option<&'a RawValue>,
+    }
+
+    #[derive(Deserialize)]
+    struct Turn<'a> {
+        #[serde(borrow)]
+        role: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        content: Option<Text<'a>>,
+    }
+
+    /// A string, or content blocks.
+    enum Text<'a> {
+        Str(CowStr<'a>),
+        Blocks(Vec<Obj<Block<'a>>>),
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<'a>(PhantomData<&'a ()>);
+            impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+                type Value = Text<'a>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string or an array of blocks")
+                }
+                fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'a>, E> {
+                    Ok(Text::Str(CowStr(Cow::Borrowed(v))))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'a>, E> {
+                    Ok(Text::Str(CowStr(Cow::Owned(v.to_string()))))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'a>, E> {
+                    Ok(Text::Str(CowStr(Cow::Owned(v))))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Text<'a>, A::Error> {
+                    let mut blocks = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+                    while let Some(b) = seq.next_element()? {
+                        blocks.push(b);
+                    }
+                    Ok(Text::Blocks(blocks))
+                }
+            }
+            d.deserialize_any(V(PhantomData))
+        }
+    }
+
+    /// Every block's fields this pass reads (a block has only those of its type).
+    #[derive(Deserialize)]
+    struct Block<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        text: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        source: Option<Obj<Source<'a>>>,
+        #[serde(borrow)]
+        id: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        name: Option<CowStr<'a>>,
+        #[serde(default, borrow)]
+        input: Present<'a>,
+        #[serde(borrow)]
+        tool_use_id: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        content: Option<Text<'a>>,
+        is_error: Option<bool>,
+    }
+
+    impl Block<'_> {
+        fn kind(&self) -> &str {
+            self.kind.as_ref().map_or("", |k| &k.0)
+        }
+        fn text(&self) -> &str {
+            self.text.as_ref().map_or("", |t| &t.0)
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Source<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        media_type: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        data: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        url: Option<CowStr<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Tool<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        name: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        description: Option<&'a RawValue>,
+        #[serde(default, borrow)]
+        input_schema: Present<'a>,
+    }
+
+    #[derive(Deserialize)]
+    struct ToolChoice<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<CowStr<'a>>,
+        #[serde(borrow)]
+        name: Option<CowStr<'a>>,
+        disable_parallel_tool_use: Option<bool>,
+    }
+
+    #[derive(Deserialize)]
+    struct Metadata<'a> {
+        #[serde(borrow)]
+        user_id: Option<&'a RawValue>,
+    }
+
+    // What is written: OpenAI chat messages and tools.
+
+    struct Message<'a> {
+        role: &'static str,
+        content: Content<'a>,
+        tool_call_id: Option<&'a str>,
+        tool_calls: Vec<Call<'a>>,
+    }
+
+    enum Content<'a> {
+        Null,
+        Text(Cow<'a, str>),
+        Parts(Vec<Part<'a>>),
+    }
+
+    enum Part<'a> {
+        Text(Cow<'a, str>),
+        Image(Cow<'a, str>),
+    }
+
+    struct Call<'a> {
+        id: &'a str,
+        name: &'a str,
+        arguments: String,
+    }
+
+    /// Writes `s` as a JSON string: as it is when it lies in the client's body (serde_json
+    /// borrows a string only when it has no escapes, and a JSON string holds no control
+    /// characters), else escaped.
+    fn put_str(out: &mut Vec<u8>, s: &str, body: &std::ops::Range<*const u8>) {
+        if s.is_empty() || body.contains(&s.as_ptr()) {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        } else {
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, s);
+        }
+    }
+
+    /// The messages as OpenAI chat JSON (an array).
+    fn write_messages(messages: &[Message], body: &std::ops::Range<*const u8>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + (body.end as usize - body.start as usize));
+        out.push(b'[');
+        for (i, m) in messages.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"role\":\"");
+            out.extend_from_slice(m.role.as_bytes());
+            out.push(b'"');
+            if let Some(id) = m.tool_call_id {
+                out.extend_from_slice(b",\"tool_call_id\":");
+                put_str(&mut out, id, body);
+            }
+            out.extend_from_slice(b",\"content\":");
+            match &m.content {
+                Content::Null => out.extend_from_slice(b"null"),
+                Content::Text(t) => put_str(&mut out, t, body),
+                Content::Parts(parts) => {
+                    out.push(b'[');
+                    for (j, p) in parts.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        match p {
+                            Part::Text(t) => {
+                                out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+                                put_str(&mut out, t, body);
+                                out.push(b'}');
+                            }
+                            Part::Image(url) => {
+                                out.extend_from_slice(
+                                    b"{\"type\":\"image_url\",\"image_url\":{\"url\":",
+                                );
+                                put_str(&mut out, url, body);
+                                out.extend_from_slice(b"}}");
+                            }
+                        }
+                    }
+                    out.push(b']');
+                }
+            }
+            if !m.tool_calls.is_empty() {
+                out.extend_from_slice(b",\"tool_calls\":[");
+                for (j, c) in m.tool_calls.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"id\":");
+                    put_str(&mut out, c.id, body);
+                    out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
+                    put_str(&mut out, c.name, body);
+                    out.extend_from_slice(b",\"arguments\":");
+                    put_str(&mut out, &c.arguments, body);
+                    out.extend_from_slice(b"}}");
+                }
+                out.push(b']');
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
+        out
+    }
+
+    struct ToolOut<'a> {
+        name: &'a str,
+        description: Option<&'a RawValue>,
+        parameters: Option<&'a RawValue>,
+    }
+
+    impl Serialize for ToolOut<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("type", "function")?;
+            m.serialize_entry("function", &FunctionDecl(self))?;
+            m.end()
+        }
+    }
+
+    struct FunctionDecl<'a, 'b>(&'b ToolOut<'a>);
+
+    impl Serialize for FunctionDecl<'_, '_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let t = self.0;
+            let mut m = s.serialize_map(None)?;
+            m.serialize_entry("name", t.name)?;
+            if let Some(d) = t.description {
+                m.serialize_entry("description", d)?;
+            }
+            match t.parameters {
+                Some(p) => m.serialize_entry("parameters", p)?,
+                None => m.serialize_entry("parameters", &EmptySchema)?,
+            }
+            m.end()
+        }
+    }
+
+    /// `{"type":"object","properties":{}}`: a tool without an `input_schema`.
+    struct EmptySchema;
+
+    impl Serialize for EmptySchema {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("type", "object")?;
+            m.serialize_entry("properties", &Empty)?;
+            m.end()
+        }
+    }
+
+    struct Empty;
+
+    impl Serialize for Empty {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_map(Some(0))?.end()
+        }
+    }
+
+    /// Whether raw JSON is a number.
+    fn is_number(v: &RawValue) -> bool {
+        matches!(v.get().as_bytes().first(), Some(b'-' | b'0'..=b'9'))
+    }
+
+    /// Text blocks' text joined by blank lines; `None` if any block is not text.
+    fn joined<'a>(blocks: &'a [Obj<Block<'a>>]) -> Option<Cow<'a, str>> {
+        if let [Obj(b)] = blocks {
+            return (b.kind() == "text").then(|| Cow::Borrowed(b.text()));
+        }
+        let mut text = String::new();
+        for Obj(b) in blocks {
+            if b.kind() != "text" {
+                return None;
+            }
+            if !text.is_empty() {
+                text.push_str("\n\n");
+            }
+            text.push_str(b.text());
+        }
+        Some(Cow::Owned(text))
+    }
+
+    /// One turn as OpenAI messages; `None` when this pass is unsure.
+    fn turn<'a>(t: &'a Turn<'a>, out: &mut Vec<Message<'a>>) -> Option<()> {
+        let role: &'static str = match t.role.as_ref().map(|r| &*r.0) {
+            Some("user") => "user",
+            Some("assistant") => "assistant",
+            Some("system") => "system",
+            _ => return None,
+        };
+        let message = |content| Message {
+            role,
+            content,
+            tool_call_id: None,
+            tool_calls: Vec::new(),
+        };
+        let blocks = match &t.content {
+            Some(Text::Str(s)) => {
+                out.push(message(Content::Text(Cow::Borrowed(&s.0))));
+                return Some(());
+            }
+            Some(Text::Blocks(b)) => b,
+            None if role == "system" => {
+                out.push(message(Content::Text(Cow::Borrowed(""))));
+                return Some(());
+            }
+            None => return None,
+        };
+        if role == "system" {
+            out.push(message(Content::Text(joined(blocks)?)));
+            return Some(());
+        }
+        let mut parts: Vec<Part<'a>> = Vec::with_capacity(blocks.len());
+        let mut calls: Vec<Call<'a>> = Vec::new();
+        for Obj(b) in blocks {
+            match (b.kind(), role) {
+                ("text", _) => parts.push(Part::Text(Cow::Borrowed(b.text()))),
+                ("image", "user") => {
+                    let Obj(src) = b.source.as_ref()?;
+                    let field = |f: &'a Option<CowStr<'a>>| f.as_ref().map_or("", |x| &x.0);
+                    let url = match src.kind.as_ref().map(|k| &*k.0) {
+                        Some("base64") => Cow::Owned(format!(
+                            "data:{};base64,{}",
+                            field(&src.media_type),
+                            field(&src.data)
+                        )),
+                        Some("url") => Cow::Borrowed(field(&src.url)),
+                        _ => return None,
+                    };
+                    parts.push(Part::Image(url));
+                }
+                ("document", "user") => {
+                    let Obj(src) = b.source.as_ref()?;
+                    if src.kind.as_ref().map(|k| &*k.0) != Some("text") {
+                        return None;
+                    }
+                    let data = src.data.as_ref().map_or("", |d| &d.0);
+                    parts.push(Part::Text(Cow::Borrowed(data)));
+                }
+                ("tool_use", "assistant") => {
+                    let arguments = match b.input.0 {
+                        // Written as the tree translation writes it (compact).
+                        Some(raw) => serde_json::from_str::<serde_json::Value>(raw.get())
+                            .ok()?
+                            .to_string(),
+                        None => "{}".to_string(),
+                    };
+                    calls.push(Call {
+                        id: upstream_tool_id(b.id.as_ref().map_or("", |i| &i.0)),
+                        name: b.name.as_ref().map_or("", |n| &n.0),
+                        arguments,
+                    });
+                }
+                ("tool_result", "user") => {
+                    let text = match &b.content {
+                        None => Cow::Borrowed(""),
+                        Some(Text::Str(s)) => Cow::Borrowed(&*s.0),
+                        Some(Text::Blocks(blocks)) => joined(blocks)?,
+                    };
+                    let text = if b.is_error == Some(true) {
+                        Cow::Owned(format!("Error: {text}"))
+                    } else {
+                        text
+                    };
+                    out.push(Message {
+                        role: "tool",
+                        content: Content::Text(text),
+                        tool_call_id: Some(upstream_tool_id(
+                            b.tool_use_id.as_ref().map_or("", |i| &i.0),
+                        )),
+                        tool_calls: Vec::new(),
+                    });
+                }
+                ("thinking" | "redacted_thinking", _) => {}
+                _ => return None,
+            }
+        }
+        if role == "assistant" {
+            let text: Cow<str> = match parts.as_slice() {
+                [] => Cow::Borrowed(""),
+                [Part::Text(t)] => t.clone(),
+                _ => Cow::Owned(
+                    parts
+                        .iter()
+                        .filter_map(|p| match p {
+                            Part::Text(t) => Some(&**t),
+                            Part::Image(_) => None,
+                        })
+                        .collect(),
+                ),
+            };
+            let content = if text.is_empty() && !calls.is_empty() {
+                Content::Null
+            } else {
+                Content::Text(text)
+            };
+            out.push(Message {
+                role,
+                content,
+                tool_call_id: None,
+                tool_calls: calls,
+            });
+        } else if !parts.is_empty() {
+            let content = match parts.as_slice() {
+                [Part::Text(t)] => Content::Text(t.clone()),
+                _ => Content::Parts(parts),
+            };
+            out.push(message(content));
+        }
+        Some(())
+    }
+
+    fn raw<T: Serialize + ?Sized>(v: &T) -> Option<Box<RawValue>> {
+        to_raw_value(v).ok()
+    }
+
+    /// The canonical request of a Messages body, in one pass; `None` when unsure (see the
+    /// module).
+    pub fn translate(body: &[u8]) -> Option<ChatRequest> {
+        // A derived struct would also take an array: only an object is a request.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
+        let Obj(r): Obj<Request> = serde_json::from_slice(body).ok()?;
+        let model = r.model.as_ref()?;
+        if model.0.trim().is_empty() {
+            return None;
+        }
+        let mut messages = Vec::with_capacity(1 + r.messages.as_ref().map_or(0, Vec::len));
+        match &r.system {
+            None => {}
+            Some(Text::Str(s)) => messages.push(Message {
+                role: "system",
+                content: Content::Text(Cow::Borrowed(&s.0)),
+                tool_call_id: None,
+                tool_calls: Vec::new(),
+            }),
+            Some(Text::Blocks(b)) => messages.push(Message {
+                role: "system",
+                content: Content::Text(joined(b)?),
+                tool_call_id: None,
+                tool_calls: Vec::new(),
+            }),
+        }
+        for Obj(t) in r.messages.as_ref()? {
+            turn(t, &mut messages)?;
+        }
+        if messages.is_empty() {
+            return None;
+        }
+        let mut fields: RawFields = Vec::with_capacity(12);
+        fields.push(("model".into(), raw(&*model.0)?));
+        let messages_at = fields.len();
+        let range = body.as_ptr_range();
+        let messages = String::from_utf8(write_messages(&messages, &range)).ok()?;
+        if let Some(n) = r.max_tokens.0 {
+            n.get().parse::<u64>().ok()?;
+            fields.push(("max_tokens".into(), raw(n)?));
+        }
+        for (k, v) in [("temperature", r.temperature), ("top_p", r.top_p)] {
+            if let Some(v) = v {
+                if !is_number(v) {
+                    return None;
+                }
+                fields.push((k.into(), raw(v)?));
+            }
+        }
+        if let Some(stop) = &r.stop_sequences {
+            let stop: Vec<&str> = stop.iter().map(|s| &*s.0).collect();
+            fields.push(("stop".into(), raw(&stop)?));
+        }
+        let stream = r.stream.unwrap_or(false);
+        if let Some(s) = r.stream {
+            fields.push(("stream".into(), raw(&s)?));
+            if s {
+                fields.push((
+                    "stream_options".into(),
+                    RawValue::from_string("{\"include_usage\":true}".into()).ok()?,
+                ));
+            }
+        }
+        if let Some(m) = r.metadata.filter(|m| m.get().starts_with('{')) {
+            let m: Metadata = serde_json::from_str(m.get()).ok()?;
+            if let Some(u) = m.user_id.filter(|u| u.get().starts_with('"')) {
+                fields.push(("user".into(), raw(u)?));
+            }
+        }
+        if let Some(t) = r.thinking.filter(|t| t.get().starts_with('{')) {
+            let t: Thinking = serde_json::from_str(t.get()).ok()?;
+            let budget = t.budget_tokens.and_then(|b| b.get().parse::<u64>().ok());
+            if let Some(e) = super::effort(t.kind.as_ref().map(|k| &*k.0), budget) {
+                fields.push(("reasoning_effort".into(), raw(e)?));
+            }
+        }
+        let mut tools = Vec::new();
+        for Obj(t) in r.tools.iter().flatten() {
+            if !matches!(t.kind.as_ref().map(|k| &*k.0), None | Some("custom")) {
+                return None;
+            }
+            tools.push(ToolOut {
+                name: &t.name.as_ref()?.0,
+                description: t.description.filter(|d| d.get().starts_with('"')),
+                parameters: t.input_schema.0,
+            });
+        }
+        let mut parallel_tool_calls = true;
+        if !tools.is_empty() {
+            fields.push(("tools".into(), raw(&tools)?));
+        }
+        if let Some(Obj(tc)) = &r.tool_choice {
+            let choice = match tc.kind.as_ref().map(|k| &*k.0) {
+                Some("auto") => raw("auto")?,
+                Some("any") => raw("required")?,
+                Some("none") => raw("none")?,
+                Some("tool") => raw(&serde_json::json!({
+                    "type": "function", "function": {"name": &*tc.name.as_ref()?.0}
+                }))?,
+                _ => return None,
+            };
+            if !tools.is_empty() {
+                fields.push(("tool_choice".into(), choice));
+                if tc.disable_parallel_tool_use == Some(true) {
+                    parallel_tool_calls = false;
+                    fields.push(("parallel_tool_calls".into(), raw(&false)?));
+                }
+            }
+        }
+        Some(ChatRequest::translated(
+            fields,
+            (messages, messages_at),
+            model.0.to_string(),
+            stream,
+            stream,
+            parallel_tool_calls,
+        ))
+    }
+
+    // The prefix is part of the ids this pass reads back.
+    const _: &str = TOOL_ID_PREFIX;
+}
+
 fn bad(field: &str, message: impl Into<String>) -> GatewayError {
     GatewayError::bad_request(field, message)
 }
@@ -529,6 +1167,12 @@ fn convert(body: &[u8], left_out: &mut Option<GatewayError>) -> Result<Vec<u8>, 
     {
         out.insert("user".into(), u.clone());
     }
+    if let Some(effort) = o.get("thinking").and_then(|t| {
+        let kind = t.get("type").and_then(Value::as_str);
+        effort(kind, t.get("budget_tokens").and_then(Value::as_u64))
+    }) {
+        out.insert("reasoning_effort".into(), json!(effort));
+    }
     let mut has_tools = false;
     match o.get("tools") {
         None | Some(Value::Null) => {}
@@ -578,6 +1222,26 @@ fn convert(body: &[u8], left_out: &mut Option<GatewayError>) -> Result<Vec<u8>, 
     }
     serde_json::to_vec(&Value::Object(out))
         .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))
+}
+
+/// The thinking budgets below which a translated request asks for `low`, then `medium`
+/// `reasoning_effort`; larger budgets ask for `high`. (Claude Code asks for 4,000 tokens for
+/// "think", 10,000 for "think hard" and 31,999 for "ultrathink".)
+pub const THINKING_LOW_BELOW: u64 = 2_048;
+pub const THINKING_MEDIUM_BELOW: u64 = 8_192;
+
+/// The canonical `reasoning_effort` for a request's `thinking` setting (`type`,
+/// `budget_tokens`): none unless thinking is `enabled`; `medium` without a budget.
+fn effort(kind: Option<&str>, budget: Option<u64>) -> Option<&'static str> {
+    if kind != Some("enabled") {
+        return None;
+    }
+    Some(match budget {
+        Some(b) if b < THINKING_LOW_BELOW => "low",
+        Some(b) if b < THINKING_MEDIUM_BELOW => "medium",
+        Some(_) => "high",
+        None => "medium",
+    })
 }
 
 /// The text of text blocks (`system`, tool results), joined by blank lines.
@@ -840,12 +1504,88 @@ fn usage_json(u: Option<&Usage>) -> Value {
     })
 }
 
-/// A tool call's JSON arguments as the block's `input` (an object even when the upstream sent
-/// none or sent something that does not parse).
-fn tool_input(arguments: &str) -> Value {
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => json!({}),
+/// Anthropic's `stop_reason` and `stop_sequence` for an answer's finish: `stop_sequence` with
+/// the sequence when the upstream said which one it stopped on.
+fn stop_of<'a>(finish: &str, sequence: Option<&'a str>) -> (&'static str, Option<&'a str>) {
+    match (stop_reason(finish), sequence) {
+        ("end_turn", Some(s)) => ("stop_sequence", Some(s)),
+        (reason, _) => (reason, None),
+    }
+}
+
+/// A message body, written by typed serializers (no JSON tree).
+#[derive(serde::Serialize)]
+struct MessageBody<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    role: &'static str,
+    model: &'a str,
+    content: Vec<BlockBody<'a>>,
+    stop_reason: &'static str,
+    stop_sequence: Option<&'a str>,
+    usage: UsageBody,
+}
+
+#[derive(serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockBody<'a> {
+    Thinking {
+        thinking: &'a str,
+        signature: &'static str,
+    },
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: String,
+        name: &'a str,
+        input: Input<'a>,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct UsageBody {
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_input_tokens: u64,
+}
+
+impl UsageBody {
+    fn of(u: Option<&Usage>) -> Self {
+        let u = u.copied().unwrap_or_default();
+        let cached = u.cached_tokens.min(u.prompt_tokens);
+        UsageBody {
+            input_tokens: u.prompt_tokens - cached,
+            output_tokens: u.completion_tokens,
+            cache_read_input_tokens: cached,
+        }
+    }
+}
+
+/// A tool call's JSON arguments as the block's `input`: raw when they are a JSON object, else
+/// (none sent, or something else) an empty object.
+enum Input<'a> {
+    Raw(&'a serde_json::value::RawValue),
+    Empty,
+}
+
+impl<'a> Input<'a> {
+    fn of(arguments: &'a str) -> Self {
+        match serde_json::from_str::<&serde_json::value::RawValue>(arguments.trim()) {
+            Ok(raw) if raw.get().starts_with('{') => Input::Raw(raw),
+            _ => Input::Empty,
+        }
+    }
+}
+
+impl serde::Serialize for Input<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Input::Raw(raw) => raw.serialize(s),
+            Input::Empty => s.serialize_map(Some(0))?.end(),
+        }
     }
 }
 
@@ -863,29 +1603,36 @@ impl AnswerWriter for MessageWriter {
     ) -> Bytes {
         let empty = Answer::default();
         let a = answers.first().unwrap_or(&empty);
-        let mut content = Vec::with_capacity(1 + a.tool_calls.len());
+        let mut content = Vec::with_capacity(2 + a.tool_calls.len());
+        // Reasoning leads, as a `thinking` block (without a signature: only Anthropic signs).
+        if let Some(r) = a.reasoning.as_deref().filter(|r| !r.is_empty()) {
+            content.push(BlockBody::Thinking {
+                thinking: r,
+                signature: "",
+            });
+        }
         if let Some(t) = a.content.as_deref().filter(|t| !t.is_empty()) {
-            content.push(json!({"type": "text", "text": t}));
+            content.push(BlockBody::Text { text: t });
         }
         for c in &a.tool_calls {
-            content.push(json!({
-                "type": "tool_use",
-                "id": format!("{TOOL_ID_PREFIX}{}", c.id),
-                "name": c.name,
-                "input": tool_input(&c.arguments),
-            }));
+            content.push(BlockBody::ToolUse {
+                id: format!("{TOOL_ID_PREFIX}{}", c.id),
+                name: &c.name,
+                input: Input::of(&c.arguments),
+            });
         }
-        let body = json!({
-            "id": message_id(id),
-            "type": "message",
-            "role": "assistant",
-            "model": model,
-            "content": content,
-            "stop_reason": stop_reason(&a.finish_reason),
-            "stop_sequence": null,
-            "usage": usage_json(usage),
-        });
-        Bytes::from(body.to_string())
+        let (stop_reason, stop_sequence) = stop_of(&a.finish_reason, a.stop_sequence.as_deref());
+        let body = MessageBody {
+            id: message_id(id),
+            kind: "message",
+            role: "assistant",
+            model,
+            content,
+            stop_reason,
+            stop_sequence,
+            usage: UsageBody::of(usage),
+        };
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 }
 
@@ -923,6 +1670,7 @@ pub struct MessageEvents {
     /// Block index of each tool call, by its position among the answer's calls.
     tools: Vec<(u32, u32)>,
     stop: Option<&'static str>,
+    stop_sequence: Option<String>,
     usage: Option<Usage>,
 }
 
@@ -936,6 +1684,7 @@ impl MessageEvents {
             open: Open::None,
             tools: Vec::new(),
             stop: None,
+            stop_sequence: None,
             usage: None,
         }
     }
@@ -1060,6 +1809,12 @@ impl EventWriter for MessageEvents {
         );
     }
 
+    fn stop_sequence(&mut self, choice: u32, sequence: &str) {
+        if choice == 0 {
+            self.stop_sequence = Some(sequence.to_string());
+        }
+    }
+
     fn finish(&mut self, out: &mut BytesMut, choice: u32, reason: &str) {
         if choice != 0 {
             return;
@@ -1076,11 +1831,14 @@ impl EventWriter for MessageEvents {
     fn done(&mut self, out: &mut BytesMut) {
         self.start(out);
         self.close(out);
-        let stop = self.stop.unwrap_or("end_turn");
+        let (stop, sequence) = match (self.stop.unwrap_or("end_turn"), &self.stop_sequence) {
+            ("end_turn", Some(s)) => ("stop_sequence", Some(s.as_str())),
+            (stop, _) => (stop, None),
+        };
         event(
             out,
             "message_delta",
-            &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": usage_json(self.usage.as_ref())}),
+            &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": sequence}, "usage": usage_json(self.usage.as_ref())}),
         );
         event(out, "message_stop", &json!({"type": "message_stop"}));
     }
@@ -1155,6 +1913,7 @@ mod tests {
                 "stream": true,
                 "stream_options": {"include_usage": true},
                 "user": "u1",
+                "reasoning_effort": "low",
                 "tools": [{"type": "function", "function": {"name": "get", "description": "d", "parameters": {"type": "object"}}}],
                 "tool_choice": "required",
                 "parallel_tool_calls": false
@@ -1235,6 +1994,182 @@ mod tests {
         }
     }
 
+    /// The one-pass translation gives the tree translation's request wherever it gives one,
+    /// and gives one for the common requests.
+    #[test]
+    fn the_one_pass_translation_agrees_with_the_tree_translation() {
+        let full = json!({
+            "model": "claude-sonnet-4-5", "max_tokens": 512,
+            "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "Really \"brief\"."}],
+            "messages": [
+                {"role": "user", "content": [
+                    {"type": "text", "text": "look", "cache_control": {"type": "ephemeral"}},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc"}}
+                ]},
+                {"role": "assistant", "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                    {"type": "text", "text": "Checking."},
+                    {"type": "text", "text": " More."},
+                    {"type": "tool_use", "id": "toolu_call_1", "name": "get", "input": {"q": 1, "z": [1, 2], "a": "\u{e9}"}},
+                    {"type": "tool_use", "id": "other", "name": "get", "input": {}}
+                ]},
+                {"role": "user", "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_call_1", "content": [{"type": "text", "text": "42"}, {"type": "text", "text": "43"}], "is_error": true},
+                    {"type": "tool_result", "tool_use_id": "other", "content": "fine"},
+                    {"type": "tool_result", "tool_use_id": "toolu_3"},
+                    {"type": "text", "text": "and?"}
+                ]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_4", "name": "f", "input": {"x": null}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_4", "content": [{"type": "text", "text": "only"}]}]},
+                {"role": "system", "content": [{"type": "text", "text": "reminder"}]},
+                {"role": "system"},
+                {"role": "assistant", "content": "plain \n text"}
+            ],
+            "tools": [
+                {"name": "get", "description": "d", "input_schema": {"type": "object", "properties": {"q": {"type": "integer"}}}, "cache_control": {"type": "ephemeral"}},
+                {"type": "custom", "name": "f"},
+                {"name": "g", "description": 5, "input_schema": null}
+            ],
+            "tool_choice": {"type": "tool", "name": "get", "disable_parallel_tool_use": true},
+            "stop_sequences": ["END", "\n\nHuman:"], "temperature": 0.5, "top_p": 1.0, "top_k": 3,
+            "stream": true, "metadata": {"user_id": "u1", "other": 1},
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "context_management": {"edits": []}, "service_tier": "auto"
+        });
+        let mut bodies: Vec<String> = vec![full.to_string()];
+        let variants = [
+            json!({"tool_choice": {"type": "auto"}}),
+            json!({"tool_choice": {"type": "any"}, "stream": false}),
+            json!({"tool_choice": {"type": "none"}, "tools": []}),
+            json!({"tools": null, "system": null, "metadata": {"user_id": 5}}),
+            json!({"system": "just text", "metadata": "x", "temperature": null}),
+            json!({"thinking": {"type": "enabled", "budget_tokens": 4000}}),
+            json!({"thinking": {"type": "enabled", "budget_tokens": 31999}}),
+            json!({"thinking": {"type": "enabled"}}),
+            json!({"thinking": {"type": "disabled"}}),
+            json!({"thinking": null}),
+        ];
+        for v in variants {
+            let mut b = full.clone();
+            for (k, x) in v.as_object().unwrap() {
+                b[k] = x.clone();
+            }
+            bodies.push(b.to_string());
+        }
+        let common = bodies.len();
+        // Bodies the one pass leaves to the trees (each differs from the full one in one way).
+        for odd in [
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image","source":{"type":"file","file_id":"f"}}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"image","source":{}}]}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"document","source":{"type":"base64","data":"x"}}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"assistant","content":[{"type":"image","source":{"type":"url","url":"u"}}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":5}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop_sequences":"END"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":-1}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"thinking","thinking":"x"}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tool_choice":"auto"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"metadata":{"user_id":"a","user_id":"b"}}"#,
+        ] {
+            bodies.push(odd.to_string());
+        }
+        // And every body of the light-pass test.
+        for b in [
+            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","stream":true,"system":"s","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"x"}]}]},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"f","input":{}}]}],"tools":[{"name":"f","input_schema":{}}],"tool_choice":{"type":"auto"}}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":[{"type":"text","text":"s"}]}],"stop_sequences":["x"],"temperature":1,"top_p":0.5}"#,
+            r#"{"model":" ","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[]}"#,
+            r#"{"model":"m","messages":[{"role":"tool","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":null}]}"#,
+            r#"{"model":"m","max_tokens":1.5,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","temperature":"hot","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","tool_choice":{"type":"any","disable_parallel_tool_use":true},"tools":[{"name":"f"}],"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","model":"n","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"[{"model":"m","messages":[]}]"#,
+        ] {
+            bodies.push(b.to_string());
+        }
+        for (i, b) in bodies.iter().enumerate() {
+            let fast = direct::translate(b.as_bytes());
+            if i < common {
+                assert!(fast.is_some(), "{b}");
+            } else if i < common + 11 {
+                assert!(fast.is_none(), "{b}");
+            }
+            let Some(fast) = fast else { continue };
+            let (chat, left_out) = to_chat(b.as_bytes()).unwrap();
+            assert!(left_out.is_none(), "{b}");
+            let tree = ChatRequest::parse_with(&chat, false).unwrap();
+            assert_eq!(fast.body(), tree.body(), "{b}");
+            assert_eq!(
+                (
+                    &fast.model,
+                    fast.stream,
+                    fast.include_usage,
+                    fast.parallel_tool_calls()
+                ),
+                (
+                    &tree.model,
+                    tree.stream,
+                    tree.include_usage,
+                    tree.parallel_tool_calls()
+                ),
+                "{b}"
+            );
+            // The text the upstream gets parses as what the trees give.
+            let text: Value = serde_json::from_str(fast.messages_raw()).unwrap();
+            assert_eq!(&text, &tree.body()["messages"], "{b}");
+        }
+    }
+
+    #[test]
+    fn thinking_budgets_map_to_reasoning_effort() {
+        for (thinking, want) in [
+            (
+                json!({"type": "enabled", "budget_tokens": 1024}),
+                Some("low"),
+            ),
+            (
+                json!({"type": "enabled", "budget_tokens": 2048}),
+                Some("medium"),
+            ),
+            (
+                json!({"type": "enabled", "budget_tokens": 4000}),
+                Some("medium"),
+            ),
+            (
+                json!({"type": "enabled", "budget_tokens": 8192}),
+                Some("high"),
+            ),
+            (
+                json!({"type": "enabled", "budget_tokens": 31999}),
+                Some("high"),
+            ),
+            (json!({"type": "enabled"}), Some("medium")),
+            (json!({"type": "disabled"}), None),
+            (json!("yes"), None),
+        ] {
+            let body = json!({"model": "m", "max_tokens": 5, "thinking": thinking,
+                "messages": [{"role": "user", "content": "hi"}]});
+            let req = AnthropicMessages
+                .parse(&Bytes::from(body.to_string()), true)
+                .unwrap();
+            assert_eq!(
+                req.body().get("reasoning_effort").and_then(Value::as_str),
+                want,
+                "{thinking}"
+            );
+            let fast = direct::translate(body.to_string().as_bytes());
+            if let Some(fast) = fast {
+                assert_eq!(fast.body(), req.body(), "{thinking}");
+            }
+        }
+    }
+
     #[test]
     fn untranslatable_requests_are_400s_naming_the_field() {
         let base = |extra: Value| {
@@ -1286,6 +2221,7 @@ mod tests {
     fn answer() -> Answer {
         Answer {
             reasoning: None,
+            stop_sequence: None,
             content: Some("Hi.".into()),
             tool_calls: vec![ToolCall {
                 id: "call_9".into(),

@@ -67,6 +67,12 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// Whether an upstream's error body is already this dialect's error object (then a
+    /// pass-through answers the client with it untouched).
+    fn is_error_body(&self, _body: &[u8]) -> bool {
+        false
+    }
+
     /// An error as this dialect's error body.
     fn error_body(&self, e: &GatewayError) -> Bytes;
 
@@ -100,9 +106,13 @@ pub fn for_path(path: &str) -> Option<&'static dyn Dialect> {
 }
 
 /// A whole answer as a stream of events (a cache hit or the echo provider answering a stream
-/// request): the role, the text, each tool call, the finish, the usage when asked, the end.
+/// request): the role, the reasoning, the text, each tool call, the finish, the usage when
+/// asked, the end.
 pub fn replay(w: &mut dyn EventWriter, out: &mut BytesMut, answer: &Answer, include_usage: bool) {
     w.role(out, 0);
+    if let Some(r) = answer.reasoning.as_deref().filter(|r| !r.is_empty()) {
+        w.reasoning(out, 0, r);
+    }
     if let Some(c) = answer.content.as_deref().filter(|c| !c.is_empty()) {
         w.text(out, 0, c);
     }
@@ -111,6 +121,9 @@ pub fn replay(w: &mut dyn EventWriter, out: &mut BytesMut, answer: &Answer, incl
         if !t.arguments.is_empty() {
             w.tool_args(out, 0, i as u32, &t.arguments);
         }
+    }
+    if let Some(s) = &answer.stop_sequence {
+        w.stop_sequence(0, s);
     }
     w.finish(out, 0, &answer.finish_reason);
     if include_usage {
@@ -163,6 +176,7 @@ mod tests {
     fn replay_writes_usage_only_when_asked() {
         let answer = Answer {
             reasoning: None,
+            stop_sequence: None,
             content: Some("Paris.".into()),
             tool_calls: vec![ToolCall {
                 id: "call_1".into(),

@@ -1548,6 +1548,7 @@ mod tests {
     fn answer(finish: &str) -> Answer {
         Answer {
             reasoning: None,
+            stop_sequence: None,
             content: Some("Hi.".into()),
             tool_calls: vec![ToolCall {
                 id: "call_9".into(),

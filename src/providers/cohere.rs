@@ -593,6 +593,7 @@ fn decode_response(
     let usage = r.usage.map(|u| u.usage());
     let answer = Answer {
         reasoning: None,
+        stop_sequence: None,
         content: if text.is_empty() && !calls.is_empty() {
             None
         } else {

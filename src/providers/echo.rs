@@ -40,6 +40,7 @@ pub fn answer(req: &ChatRequest) -> Answer {
     let completion = words(&text);
     Answer {
         reasoning: None,
+        stop_sequence: None,
         content: Some(text),
         tool_calls: Vec::new(),
         finish_reason: "stop".into(),

@@ -408,8 +408,10 @@ fn decode_completion(
             .find_map(|k| msg.get(*k).and_then(Value::as_str))
             .filter(|r| !r.is_empty())
             .map(str::to_string);
+        let stop_sequence = matched_stop(c, &finish_reason).map(str::to_string);
         answers.push(Answer {
             reasoning,
+            stop_sequence,
             content,
             tool_calls,
             finish_reason,
@@ -424,6 +426,18 @@ fn decode_completion(
         .unwrap_or_else(crate::api::unix_now);
     let body = w.answer_body(id, created, &call.client_model, &answers, usage.as_ref());
     Ok(Translated { body, usage })
+}
+
+/// The stop sequence a choice that finished with `stop` stopped on, when the host says which:
+/// vLLM's `stop_reason` (the matched string; a token id, or null, when it stopped otherwise),
+/// SGLang's `matched_stop`. OpenAI, Ollama and most other hosts say only `stop`.
+fn matched_stop<'a>(choice: &'a Value, finish_reason: &str) -> Option<&'a str> {
+    if finish_reason != "stop" {
+        return None;
+    }
+    ["stop_reason", "matched_stop"]
+        .iter()
+        .find_map(|k| choice.get(*k).and_then(Value::as_str))
 }
 
 /// An OpenAI SSE stream decoded into canonical events for a client of another dialect.
@@ -530,6 +544,9 @@ impl OpenAiDecode {
             }
             if let Some(r) = c.get("finish_reason").and_then(Value::as_str) {
                 self.role(out, choice);
+                if let Some(s) = matched_stop(c, r) {
+                    self.w.stop_sequence(choice, s);
+                }
                 self.w.finish(out, choice, r);
             }
         }

@@ -7,9 +7,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use crate::api::{unix_now, Answer, ChatRequest};
+use crate::cache::assemble::RecordAnswers;
 use crate::cache::{self, Control, Embedder, Found, Hit, Identity, Lookup, Query};
+use crate::canonical::EventWriter;
 use crate::dialects::{replay, Dialect};
 use crate::error::GatewayError;
+use crate::providers::CallInfo;
 use crate::routing::Route;
 
 use super::{respond, Ctx, Gateway, Session};
@@ -122,20 +125,67 @@ async fn serve(
     } else {
         &[]
     };
+    // An entry recorded from a translated answer holds the upstream's text as it was: secrets
+    // are cut out here, as on the way out of a miss.
+    let body = crate::redact::body(body);
     respond(session, ctx, 200, content_type, extra, body).await;
 }
 
-/// A plain upstream answer (an OpenAI `chat.completion` body) for the pending fill.
-pub fn record_body(ctx: &mut Ctx, body: &[u8]) {
+/// The wire format whose answers the cache can read from the bytes the client was sent.
+const CHAT_FORMAT: &str = "openai";
+
+/// For a translated plain answer the pending fill wants: the client's dialect's writer,
+/// recording the canonical answer it writes (give it to [`record_plain`]).
+pub fn answer_recorder<'a>(
+    ctx: &Ctx,
+    call: &CallInfo,
+    dialect: &'a dyn Dialect,
+) -> Option<RecordAnswers<'a>> {
+    (ctx.cache_fill.is_some() && !call.passthrough).then(|| RecordAnswers::new(dialect.answers()))
+}
+
+/// A plain upstream answer for the pending fill: the canonical answer `recorded` while it was
+/// translated, or an OpenAI chat body passed through; a pass-through in another dialect is
+/// not stored (see [`crate::cache`]).
+pub fn record_plain(
+    ctx: &mut Ctx,
+    call: &CallInfo,
+    body: &[u8],
+    recorded: Option<RecordAnswers<'_>>,
+) {
+    let Some(f) = ctx.cache_fill.as_mut() else {
+        return;
+    };
+    match recorded.and_then(RecordAnswers::take) {
+        Some(answer) => f.record_answer(answer),
+        None if call.passthrough && call.client_format == CHAT_FORMAT => f.record_body(body),
+        None => f.forgo(),
+    }
+}
+
+/// The writer of a translated stream's events: the client's dialect's, recording the answer
+/// for the pending fill.
+pub fn tee_events(ctx: &mut Ctx, writer: Box<dyn EventWriter>) -> Box<dyn EventWriter> {
+    match ctx.cache_fill.as_mut() {
+        Some(f) => f.tee_events(writer),
+        None => writer,
+    }
+}
+
+/// A stream passed through: the fill reads it from the bytes in OpenAI chat, else (another
+/// dialect's native stream) does not store it.
+pub fn passthrough_stream(ctx: &mut Ctx, call: &CallInfo) {
     if let Some(f) = ctx.cache_fill.as_mut() {
-        f.record_body(body);
+        if call.client_format != CHAT_FORMAT {
+            f.forgo();
+        }
     }
 }
 
 /// A plain answer the gateway made itself (the echo provider).
 pub fn record_answer(ctx: &mut Ctx, answer: &Answer) {
     if let Some(f) = ctx.cache_fill.as_mut() {
-        f.record_answer(answer);
+        f.record_answer(answer.clone());
     }
 }
 
@@ -148,7 +198,7 @@ pub fn tee(ctx: &mut Ctx, bytes: &[u8]) {
 
 /// Whether [`tee`] wants the bytes (so the caller copies them only then).
 pub fn wants_tee(ctx: &Ctx) -> bool {
-    ctx.cache_fill.is_some()
+    ctx.cache_fill.as_ref().is_some_and(|f| f.wants_bytes())
 }
 
 /// Stores a complete, successful answer that is about to reach the client (the whole plain

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{cache, read_body, respond, response_head, Ctx, Gateway, Session};
 use crate::api::{unix_now, ChatRequest};
-use crate::canonical::{EventWriter, Usage};
+use crate::canonical::{AnswerWriter, EventWriter, Usage};
 use crate::config::BaseUrl;
 use crate::dialects::{Dialect, KEEPALIVE_EVERY};
 use crate::error::GatewayError;
@@ -290,6 +290,11 @@ async fn attempt(
         resp.release().await;
         let mut err = route.provider.error(status, &body);
         err.upstream = true;
+        if call.passthrough && dialect.is_error_body(&body) {
+            // Untouched but for secrets the upstream echoed.
+            let body = crate::redact::body(body);
+            err.native = Some((status, body));
+        }
         if err.retry_after.is_none() {
             err.retry_after = retry_after;
         }
@@ -315,15 +320,17 @@ async fn attempt(
             }
         };
         resp.release().await;
-        match route.provider.chat_response(body, call, dialect.answers()) {
+        let recorder = cache::answer_recorder(ctx, call, dialect);
+        let writer = match &recorder {
+            Some(r) => r as &dyn AnswerWriter,
+            None => dialect.answers(),
+        };
+        match route.provider.chat_response(body, call, writer) {
             Ok(t) => {
                 ctx.usage = t.usage;
                 // Secrets an upstream echoed never reach the client (nor the cache).
-                let body = match crate::redact::bytes(&t.body) {
-                    std::borrow::Cow::Borrowed(_) => t.body,
-                    std::borrow::Cow::Owned(b) => bytes::Bytes::from(b),
-                };
-                cache::record_body(ctx, &body);
+                let body = crate::redact::body(t.body);
+                cache::record_plain(ctx, call, &body, recorder);
                 cache::store_complete(gw, ctx).await;
                 respond(session, ctx, 200, "application/json", &[], body).await;
                 Attempt::Served
@@ -416,9 +423,10 @@ async fn stream_response(
     // Between a dialect and its own wire format the provider forwards the upstream's bytes and
     // never writes an event: it gets a writer that is nothing (and allocates nothing).
     let writer: Box<dyn EventWriter> = if call.passthrough {
+        cache::passthrough_stream(ctx, call);
         Box::new(Passthrough)
     } else {
-        dialect.events(&call.client_model)
+        cache::tee_events(ctx, dialect.events(&call.client_model))
     };
     let on_failure = writer.on_failure();
     let mut tr = route.provider.stream_translator(call, writer);
@@ -595,6 +603,8 @@ async fn serve_echo(
         respond(session, ctx, 200, "application/json", &[], body).await;
         return;
     }
+    // The answer is known: the cache need not read it back from the stream.
+    cache::record_answer(ctx, &answer);
     if !write_stream_head(session, ctx).await {
         ctx.outcome = "client_closed";
         return;

@@ -233,9 +233,11 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
         // The rest of the body is not read: the connection cannot be reused.
         session.set_keepalive(None);
     }
-    let (status, body) = match ctx.dialect {
-        Some(d) => (d.status(e), d.error_body(e)),
-        None => (e.status, e.body()),
+    let (status, body) = match (ctx.dialect, &e.native) {
+        // An upstream of the client's own format said it in the client's shape: as it came.
+        (Some(_), Some((status, body))) => (*status, body.clone()),
+        (Some(d), None) => (d.status(e), d.error_body(e)),
+        (None, _) => (e.status, e.body()),
     };
     respond(session, ctx, status, "application/json", &extra, body).await;
 }

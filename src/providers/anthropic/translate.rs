@@ -412,6 +412,7 @@ pub(super) fn decode_response(
     let usage = Some(counts.usage());
     let answer = Answer {
         reasoning: None,
+        stop_sequence: None,
         content: if text.is_empty() && !calls.is_empty() {
             None
         } else {

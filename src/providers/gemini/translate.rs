@@ -443,6 +443,7 @@ pub(super) fn decode_response(
             }
             Answer {
                 reasoning: None,
+                stop_sequence: None,
                 finish_reason: finish_reason(c.finish_reason.as_deref(), !calls.is_empty())
                     .to_string(),
                 content: if text.is_empty() && !calls.is_empty() {
@@ -460,6 +461,7 @@ pub(super) fn decode_response(
         let blocked = r.prompt_feedback.and_then(|f| f.block_reason).is_some();
         answers.push(Answer {
             reasoning: None,
+            stop_sequence: None,
             content: Some(String::new()),
             tool_calls: Vec::new(),
             finish_reason: if blocked { "content_filter" } else { "stop" }.to_string(),
