@@ -43,6 +43,18 @@ pub trait Dialect: Send + Sync {
     /// Writes stream events as this dialect's stream, for one answer of `model`.
     fn events(&self, model: &str) -> Box<dyn EventWriter>;
 
+    /// [`Dialect::answers`] for one request: a dialect whose answers depend on the request
+    /// (the Responses object echoes its settings) reads what its parse noted
+    /// ([`ChatRequest::notes`]).
+    fn answers_for<'a>(&'a self, _req: &'a ChatRequest) -> Box<dyn AnswerWriter + 'a> {
+        Box::new(self.answers())
+    }
+
+    /// [`Dialect::events`] for one request (see [`Dialect::answers_for`]).
+    fn events_for(&self, _req: &ChatRequest, model: &str) -> Box<dyn EventWriter> {
+        self.events(model)
+    }
+
     /// The HTTP status an error is answered with (the error's own, unless the dialect's API
     /// uses another for it).
     fn status(&self, e: &GatewayError) -> u16 {
@@ -100,9 +112,12 @@ pub fn for_path(path: &str) -> Option<&'static dyn Dialect> {
 }
 
 /// A whole answer as a stream of events (a cache hit or the echo provider answering a stream
-/// request): the role, the text, each tool call, the finish, the usage when asked, the end.
+/// request): the role, the reasoning, the text, each tool call, the finish, the usage when asked, the end.
 pub fn replay(w: &mut dyn EventWriter, out: &mut BytesMut, answer: &Answer, include_usage: bool) {
     w.role(out, 0);
+    if let Some(r) = answer.reasoning.as_deref().filter(|r| !r.is_empty()) {
+        w.reasoning(out, 0, r);
+    }
     if let Some(c) = answer.content.as_deref().filter(|c| !c.is_empty()) {
         w.text(out, 0, c);
     }

@@ -99,16 +99,17 @@ async fn serve(
         push_header(ctx, k, v);
     }
     ctx.provider = Some(hit.entry.provider.clone());
+    super::chat::note_dropped_tools(ctx, req);
     // No upstream tokens were spent; the body still reports the original counts.
     ctx.usage = None;
     let answer = &hit.entry.answer;
     let (content_type, body) = if req.stream {
-        let mut w = dialect.events(&req.model);
+        let mut w = dialect.events_for(req, &req.model);
         let mut out = BytesMut::with_capacity(512 + answer.content.as_ref().map_or(0, String::len));
         replay(w.as_mut(), &mut out, answer, req.include_usage);
         ("text/event-stream", out.freeze())
     } else {
-        let body = dialect.answers().answer_body(
+        let body = dialect.answers_for(req).answer_body(
             "",
             unix_now(),
             &req.model,

@@ -242,6 +242,9 @@ async fn attempt(
             retryable: false,
         };
     }
+    if !call.passthrough {
+        note_dropped_tools(ctx, req);
+    }
     if cfg.format == "echo" {
         serve_echo(gw, session, ctx, req, call, dialect).await;
         return Attempt::Served;
@@ -300,7 +303,7 @@ async fn attempt(
         };
     }
     if call.stream {
-        stream_response(gw, session, ctx, route, call, resp, dialect).await
+        stream_response(gw, session, ctx, req, route, call, resp, dialect).await
     } else {
         let body = match resp.read_all(MAX_RESPONSE_BODY).await {
             Ok(b) => b,
@@ -315,7 +318,10 @@ async fn attempt(
             }
         };
         resp.release().await;
-        match route.provider.chat_response(body, call, dialect.answers()) {
+        match route
+            .provider
+            .chat_response(body, call, &*dialect.answers_for(req))
+        {
             Ok(t) => {
                 ctx.usage = t.usage;
                 cache::record_body(ctx, &t.body);
@@ -333,6 +339,20 @@ async fn attempt(
         }
     }
 }
+
+/// Reports the tools a translation left out (`X-Gateway-Dropped-Tools`, the log line), once.
+pub(super) fn note_dropped_tools(ctx: &mut Ctx, req: &ChatRequest) {
+    if ctx.dropped_tools.is_some() {
+        return;
+    }
+    if let Some(d) = req.notes().and_then(|n| n.dropped_tools.as_ref()) {
+        ctx.headers.push((DROPPED_TOOLS_HEADER, d.clone()));
+        ctx.dropped_tools = Some(d.clone());
+    }
+}
+
+/// Response header naming the tools a translated request left out.
+pub const DROPPED_TOOLS_HEADER: &str = "x-gateway-dropped-tools";
 
 /// Resolves when the client has gone away (reset, closed). Pending otherwise.
 async fn client_gone(session: &mut Session) {
@@ -397,10 +417,12 @@ async fn write_last(
 /// Forwards a successful upstream stream, translated, chunk by chunk. Nothing is written to
 /// the client until the first translated bytes exist, so a stream that dies before that can
 /// still be retried elsewhere.
+#[allow(clippy::too_many_arguments)]
 async fn stream_response(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut Ctx,
+    req: &ChatRequest,
     route: &Route,
     call: &CallInfo,
     mut resp: UpstreamResponse<'_>,
@@ -413,7 +435,7 @@ async fn stream_response(
     let writer: Box<dyn EventWriter> = if call.passthrough {
         Box::new(Passthrough)
     } else {
-        dialect.events(&call.client_model)
+        dialect.events_for(req, &call.client_model)
     };
     let on_failure = writer.on_failure();
     let mut tr = route.provider.stream_translator(call, writer);
@@ -563,7 +585,7 @@ async fn serve_echo(
     if !call.stream {
         cache::record_answer(ctx, &answer);
         cache::store_complete(gw, ctx).await;
-        let body = dialect.answers().answer_body(
+        let body = dialect.answers_for(req).answer_body(
             "",
             unix_now(),
             &call.client_model,
@@ -579,7 +601,7 @@ async fn serve_echo(
     }
     let _active = metrics::StreamGuard::new();
     let delay = gw.config.echo_chunk_delay;
-    let mut w = dialect.events(&call.client_model);
+    let mut w = dialect.events_for(req, &call.client_model);
     let mut out = BytesMut::with_capacity(1024);
     w.role(&mut out, 0);
     let text = answer.content.clone().unwrap_or_default();
