@@ -221,3 +221,47 @@ async fn responses_tools_reasoning_files_and_echo() {
         "{logs}"
     );
 }
+
+/// `X-Gateway-Dropped-Tools` on streamed answers and `echo`'s; none without hosted tools.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_tools_header() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(vllm()).await;
+    let gw = start(&claude, &up, GATEWAY_KEY);
+    let tools = json!([{"type": "file_search", "vector_store_ids": ["vs_1"]}, {"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "file_search"}]);
+    for (model, stream) in [("vllm/qwen", true), ("echo/x", true), ("echo/x", false)] {
+        let resp = client()
+            .post(gw.url("/v1/responses"))
+            .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+            .json(&json!({"model": model, "input": "hi", "stream": stream, "tools": tools}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{model}");
+        assert_eq!(
+            resp.headers()
+                .get("x-gateway-dropped-tools")
+                .and_then(|v| v.to_str().ok()),
+            Some("file_search,code_interpreter"),
+            "{model} stream={stream}"
+        );
+        let body = resp.text().await.unwrap();
+        assert!(
+            body.contains("\"vector_store_ids\""),
+            "tools echoed: {body}"
+        );
+    }
+    let resp = client()
+        .post(gw.url("/v1/responses"))
+        .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+        .json(&json!({"model": "vllm/qwen", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-gateway-dropped-tools").is_none());
+    // The upstream was offered no tool at all.
+    for r in up.requests().iter().filter(|r| r.method == "POST") {
+        assert!(r.json().get("tools").is_none(), "{}", r.json());
+    }
+}

@@ -99,7 +99,7 @@ async fn serve(
         push_header(ctx, k, v);
     }
     ctx.provider = Some(hit.entry.provider.clone());
-    super::chat::note_dropped_tools(ctx, req);
+    super::chat::note_dropped_tools(ctx, req, true);
     // No upstream tokens were spent; the body still reports the original counts.
     ctx.usage = None;
     let answer = &hit.entry.answer;

@@ -242,9 +242,7 @@ async fn attempt(
             retryable: false,
         };
     }
-    if !call.passthrough {
-        note_dropped_tools(ctx, req);
-    }
+    note_dropped_tools(ctx, req, !call.passthrough);
     if cfg.format == "echo" {
         serve_echo(gw, session, ctx, req, call, dialect).await;
         return Attempt::Served;
@@ -340,8 +338,16 @@ async fn attempt(
     }
 }
 
-/// Reports the tools a translation left out (`X-Gateway-Dropped-Tools`, the log line), once.
-pub(super) fn note_dropped_tools(ctx: &mut Ctx, req: &ChatRequest) {
+/// Reports the tools a translation left out (`X-Gateway-Dropped-Tools`, the log line), for
+/// the attempt about to answer: none when it passes the request through (`translated` false:
+/// the upstream runs them), though a translated attempt before it failed over.
+pub(super) fn note_dropped_tools(ctx: &mut Ctx, req: &ChatRequest, translated: bool) {
+    if !translated {
+        if ctx.dropped_tools.take().is_some() {
+            ctx.headers.retain(|(k, _)| *k != DROPPED_TOOLS_HEADER);
+        }
+        return;
+    }
     if ctx.dropped_tools.is_some() {
         return;
     }
