@@ -112,7 +112,8 @@ pub fn for_path(path: &str) -> Option<&'static dyn Dialect> {
 }
 
 /// A whole answer as a stream of events (a cache hit or the echo provider answering a stream
-/// request): the role, the reasoning, the text, each tool call, the finish, the usage when asked, the end.
+/// request): the role, the reasoning, the text, each tool call, the finish, the usage when
+/// asked, the end.
 pub fn replay(w: &mut dyn EventWriter, out: &mut BytesMut, answer: &Answer, include_usage: bool) {
     w.role(out, 0);
     if let Some(r) = answer.reasoning.as_deref().filter(|r| !r.is_empty()) {
