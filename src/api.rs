@@ -56,6 +56,19 @@ pub struct ChatRequest {
     untranslatable: Option<GatewayError>,
     /// Set when the canonical request is built on first use ([`ChatRequest::deferred`]).
     deferred: Option<Deferred>,
+    /// What the client's dialect noted while translating (see [`ChatRequest::notes`]).
+    notes: Option<Notes>,
+}
+
+/// What a dialect's translation noted about a request for later: the tools it left out
+/// (the proxy reports them), and the dialect's own notes for its writers (opaque here).
+#[derive(Debug, Clone, Default)]
+pub struct Notes {
+    /// Tools removed from the offered tools because no translated provider can run them (the
+    /// client's names for them, comma-separated): `X-Gateway-Dropped-Tools` and the log line.
+    pub dropped_tools: Option<String>,
+    /// The dialect's own (read back by its writers through a downcast).
+    pub dialect: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The translation of a client's body into the canonical request, run at most once.
@@ -188,6 +201,7 @@ impl ChatRequest {
             native: None,
             untranslatable: None,
             deferred: None,
+            notes: None,
         })
     }
 
@@ -218,6 +232,7 @@ impl ChatRequest {
             native: None,
             untranslatable: None,
             deferred: None,
+            notes: None,
         }
     }
 
@@ -250,6 +265,7 @@ impl ChatRequest {
                 translate,
                 done: OnceLock::new(),
             }),
+            notes: None,
         }
     }
 
@@ -285,6 +301,18 @@ impl ChatRequest {
         self.native = Some(body);
         self.untranslatable = untranslatable;
         self
+    }
+
+    /// Keeps what the dialect's translation noted (see [`Notes`]).
+    pub fn with_notes(mut self, notes: Notes) -> Self {
+        self.notes = Some(notes);
+        self
+    }
+
+    /// What the client's dialect noted while translating this request (its translation is run
+    /// if it was deferred).
+    pub fn notes(&self) -> Option<&Notes> {
+        self.canonical().notes.as_ref()
     }
 
     /// The error (a 400 naming the field) for sending this request to any wire format but

@@ -176,3 +176,16 @@ pub trait AnswerWriter: Send + Sync {
         usage: Option<&Usage>,
     ) -> Bytes;
 }
+
+impl<T: AnswerWriter + ?Sized> AnswerWriter for &T {
+    fn answer_body(
+        &self,
+        id: &str,
+        created: u64,
+        model: &str,
+        answers: &[Answer],
+        usage: Option<&Usage>,
+    ) -> Bytes {
+        (**self).answer_body(id, created, model, answers, usage)
+    }
+}

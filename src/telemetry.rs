@@ -232,6 +232,9 @@ pub struct RequestLog<'a> {
     pub attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
+    /// Tools a translated request left out (comma-separated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped_tools: Option<&'a str>,
 }
 
 /// `1.23ms` under 10 ms, `320ms` above, written with integer arithmetic (float formatting with
@@ -360,6 +363,9 @@ impl RequestLog<'_> {
         put(s, &[b" method=", self.method.as_bytes()]);
         put(s, &[b" path=", quote_if_needed(self.path).as_bytes()]);
         put(s, &[b" req=", self.req.as_bytes()]);
+        if let Some(d) = self.dropped_tools {
+            put(s, &[b" dropped_tools=", quote_if_needed(d).as_bytes()]);
+        }
         if let Some(e) = self.error {
             let _ = write!(s, " error={:?}", e);
         }
@@ -462,6 +468,7 @@ mod tests {
             bytes: 1234,
             attempts: 2,
             error: Some("boom \"x\""),
+            dropped_tools: None,
         };
         assert_eq!(
             l.text(),
@@ -483,6 +490,27 @@ mod tests {
             "status=404 outcome=error latency=0.00ms tokens=0 stream=false attempts=0 bytes=0 \
              method=GET path=/v1/models req=r"
         );
+    }
+
+    #[test]
+    fn text_line_names_dropped_tools() {
+        let l = RequestLog {
+            req: "r",
+            method: "POST",
+            path: "/v1/responses",
+            status: 200,
+            outcome: "ok",
+            dropped_tools: Some("web_search,tool_search"),
+            ..Default::default()
+        };
+        assert!(
+            l.text()
+                .ends_with(" req=r dropped_tools=web_search,tool_search"),
+            "{}",
+            l.text()
+        );
+        let j: serde_json::Value = serde_json::from_str(&l.json()).unwrap();
+        assert_eq!(j["dropped_tools"], "web_search,tool_search");
     }
 
     #[test]

@@ -213,3 +213,207 @@ enabled = false
     // Codex's system prompt (a developer message) arrived as a system message.
     assert_eq!(m[0]["role"], "system", "{followup}");
 }
+
+/// What the scripted `apply_patch` call writes, and the file it creates.
+const PATCHED_FILE: &str = "gateway-patched.txt";
+
+/// A chat-only upstream scripted like a reasoning model with Codex's `apply_patch` (offered by
+/// the gateway as a function taking one string, `input`): reasoning and a patch first, then,
+/// once the tool's output is in the conversation, a text answer.
+fn scripted_patch() -> Handler {
+    Arc::new(|r: &Recorded| {
+        if r.method == "GET" {
+            return json_response(200, json!({"object": "list", "data": []}));
+        }
+        if r.header("authorization") != Some(&format!("Bearer {VLLM_KEY}")) {
+            return json_response(401, json!({"error": {"message": "bad key"}}));
+        }
+        let body = r.json();
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        let messages = body["messages"].as_array().cloned().unwrap_or_default();
+        let done = messages.iter().any(|m| m["role"] == "tool");
+        let offered = body["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["function"]["name"] == "apply_patch"));
+        let chunk = |delta: Value, finish: Value| {
+            let v = json!({"id": "chatcmpl-patch", "object": "chat.completion.chunk", "created": 1, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {v}\n\n")
+        };
+        let mut events = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
+        if !done && offered {
+            events.push(chunk(
+                json!({"reasoning_content": "Planning the patch."}),
+                Value::Null,
+            ));
+            let patch = format!(
+                "*** Begin Patch\n*** Add File: {PATCHED_FILE}\n+{MARKER}\n*** End Patch\n"
+            );
+            let args = json!({"input": patch}).to_string();
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": "call_patch1", "type": "function", "function": {"name": "apply_patch", "arguments": ""}}]}),
+                Value::Null,
+            ));
+            let (a, b) = args.split_at(args.len() / 2);
+            for part in [a, b] {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                    Value::Null,
+                ));
+            }
+            events.push(chunk(json!({}), json!("tool_calls")));
+        } else {
+            let text = if done {
+                "Patched."
+            } else {
+                "No apply_patch tool."
+            };
+            events.push(chunk(json!({"content": text}), Value::Null));
+            events.push(chunk(json!({}), json!("stop")));
+        }
+        let usage = json!({"prompt_tokens": 1200, "completion_tokens": 12, "total_tokens": 1212,
+            "completion_tokens_details": {"reasoning_tokens": 4}});
+        events.push(format!(
+            "data: {}\n\n",
+            json!({"id": "chatcmpl-patch", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage})
+        ));
+        events.push("data: [DONE]\n\n".to_string());
+        sse_response(events, Duration::ZERO, None)
+    })
+}
+
+/// Codex with a model of its own catalog (`gpt-5.5`, aliased to the chat-only upstream) sends
+/// its custom `apply_patch` tool and the hosted `web_search` and `tool_search`: the hosted
+/// tools are left out (and logged), the patch call comes back as a `custom_tool_call` that
+/// Codex applies, and the tool's output reaches the upstream in the follow-up.
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_exec_applies_a_patch_through_a_chat_only_upstream() {
+    let up = Mock::start(scripted_patch()).await;
+    let vllm_url = format!("{}/v1", up.url());
+    let gw = Gateway::start(&[
+        ("VLLM_BASE_URL", &vllm_url),
+        ("VLLM_API_KEY", VLLM_KEY),
+        ("GATEWAY_API_KEYS", GATEWAY_KEY),
+        ("GATEWAY_MODEL_ALIASES", "gpt-5.5=vllm/qwen3-8b"),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (home, work) = (tmp.path().join("codex-home"), tmp.path().join("work"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    // Hosted web search left on: the gateway drops it rather than refuse the request.
+    let config = format!(
+        r#"model = "gpt-5.5"
+model_provider = "gateway"
+approval_policy = "never"
+sandbox_mode = "danger-full-access"
+check_for_update_on_startup = false
+
+[model_providers.gateway]
+name = "ai-gateway"
+base_url = "{}"
+env_key = "AI_GATEWAY_KEY"
+wire_api = "responses"
+
+[analytics]
+enabled = false
+
+[feedback]
+enabled = false
+"#,
+        gw.url("/v1")
+    );
+    std::fs::write(home.join("config.toml"), config).unwrap();
+    let mut cmd = Command::new(codex());
+    cmd.args(["exec", "--json", "--skip-git-repo-check", "--strict-config"])
+        .arg(format!("Create {PATCHED_FILE} containing {MARKER}."))
+        .current_dir(&work)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", tmp.path())
+        .env("CODEX_HOME", &home)
+        .env("AI_GATEWAY_KEY", GATEWAY_KEY)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .stdin(std::process::Stdio::null());
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::task::spawn_blocking(move || cmd.output().expect("run codex")),
+    )
+    .await
+    .expect("codex exec finished in time")
+    .expect("codex task");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "codex exec failed ({}):\n{stdout}\n{stderr}\ngateway log:\n{}",
+        out.status,
+        gw.logs()
+    );
+    assert!(stdout.contains("Patched."), "the final answer: {stdout}");
+    // Codex applied the patch.
+    let written = std::fs::read_to_string(work.join(PATCHED_FILE)).unwrap_or_default();
+    assert_eq!(written.trim(), MARKER, "{stdout}");
+    let posts: Vec<Value> = up
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.json())
+        .collect();
+    assert!(posts.len() >= 2, "{posts:?}");
+    // The first request: apply_patch as a one-string function, no hosted tool, the effort.
+    let first = &posts[0];
+    let tools = first["tools"].as_array().expect("tools");
+    let patch = tools
+        .iter()
+        .find(|t| t["function"]["name"] == "apply_patch")
+        .expect("apply_patch offered");
+    assert_eq!(
+        patch["function"]["parameters"]["required"],
+        json!(["input"]),
+        "{first}"
+    );
+    for t in tools {
+        assert_eq!(t["type"], "function", "{first}");
+    }
+    assert!(first["reasoning_effort"].is_string(), "{first}");
+    // The follow-up: the patch call under the upstream's id, its output after it.
+    let followup = posts
+        .iter()
+        .find(|b| {
+            b["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"))
+        })
+        .expect("a follow-up with the tool's output");
+    let m = followup["messages"].as_array().unwrap();
+    let call = m
+        .iter()
+        .find(|m| m["role"] == "assistant" && m.get("tool_calls").is_some())
+        .unwrap();
+    assert_eq!(call["tool_calls"][0]["id"], "call_patch1", "{followup}");
+    assert_eq!(
+        call["tool_calls"][0]["function"]["name"], "apply_patch",
+        "{followup}"
+    );
+    let result = m.iter().find(|m| m["role"] == "tool").unwrap();
+    assert_eq!(result["tool_call_id"], "call_patch1", "{followup}");
+    assert!(
+        result["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains(PATCHED_FILE),
+        "{followup}"
+    );
+    // Codex's hosted tools, left out, are named in the log line.
+    let logs = gw.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("path=/v1/responses")
+            && l.contains(" dropped_tools=")
+            && l.contains("web_search")),
+        "{logs}"
+    );
+}

@@ -130,3 +130,138 @@ async fn cut_streams_end_with_response_failed() {
     assert_eq!(v["error"]["param"], "conversation", "{v}");
     assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
 }
+
+/// Custom tools (Codex's `apply_patch`), hosted tools left out, reasoning, input files and the
+/// echoed settings, through the real SDK's typed parsing; then what reached the upstreams.
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_tools_reasoning_files_and_echo() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(vllm()).await;
+    let google = Mock::start(gemini()).await;
+    let gw = start_with(
+        &claude,
+        &up,
+        GATEWAY_KEY,
+        &[
+            ("GEMINI_BASE_URL", &google.url()),
+            ("GEMINI_API_KEY", GEMINI_KEY),
+        ],
+    );
+    let stdout = run_python(
+        &gw,
+        &["test_responses_tools.py"],
+        &[("GATEWAY_KEY", GATEWAY_KEY), ("PATCH", PATCH)],
+    )
+    .await;
+    assert!(stdout.contains("sdk: 8 passed, 0 failed"), "{stdout}");
+    let posts: Vec<Value> = up
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| r.json())
+        .collect();
+    // The custom tool went as a function taking one string; hosted tools never went upstream.
+    let with_tools: Vec<&Value> = posts.iter().filter(|b| b["tools"].is_array()).collect();
+    assert!(with_tools.len() >= 5, "{posts:?}");
+    for b in &with_tools {
+        let tools = b["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), 1, "{b}");
+        let f = &tools[0]["function"];
+        assert_eq!(f["name"], "apply_patch", "{b}");
+        assert_eq!(f["parameters"]["properties"]["input"]["type"], "string");
+        assert_eq!(f["parameters"]["required"], json!(["input"]));
+    }
+    assert!(
+        posts.iter().any(|b| b["reasoning_effort"] == "high"),
+        "{posts:?}"
+    );
+    // The follow-ups: the custom call as a tool call with the patch as its input, and the
+    // tool's output under the upstream's own call id.
+    let followups: Vec<&Value> = posts
+        .iter()
+        .filter(|b| {
+            b["messages"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["role"] == "tool"))
+        })
+        .collect();
+    assert_eq!(followups.len(), 2, "{posts:?}");
+    for b in followups {
+        let m = b["messages"].as_array().unwrap();
+        let call = &m.iter().find(|m| m["role"] == "assistant").unwrap()["tool_calls"][0];
+        assert_eq!(call["id"], CALL_ID, "{b}");
+        assert_eq!(call["function"]["name"], "apply_patch", "{b}");
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(args, json!({"input": PATCH}), "{b}");
+        let result = m.iter().find(|m| m["role"] == "tool").unwrap();
+        assert_eq!(
+            (&result["tool_call_id"], &result["content"]),
+            (&json!(CALL_ID), &json!("Done! patched")),
+            "{b}"
+        );
+    }
+    // Anthropic got the PDF as a document block.
+    let document = claude.requests().iter().any(|r| {
+        r.json()["messages"].as_array().is_some_and(|m| {
+            m.iter().any(|m| {
+                m["content"].as_array().is_some_and(|c| {
+                    c.iter().any(|b| {
+                        b["type"] == "document" && b["source"]["media_type"] == "application/pdf"
+                    })
+                })
+            })
+        })
+    });
+    assert!(document, "no document reached Anthropic");
+    // The log line names what was left out.
+    let logs = gw.logs();
+    assert!(
+        logs.contains("dropped_tools=web_search,tool_search"),
+        "{logs}"
+    );
+}
+
+/// `X-Gateway-Dropped-Tools` on streamed answers and `echo`'s; none without hosted tools.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_tools_header() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(vllm()).await;
+    let gw = start(&claude, &up, GATEWAY_KEY);
+    let tools = json!([{"type": "file_search", "vector_store_ids": ["vs_1"]}, {"type": "code_interpreter", "container": {"type": "auto"}}, {"type": "file_search"}]);
+    for (model, stream) in [("vllm/qwen", true), ("echo/x", true), ("echo/x", false)] {
+        let resp = client()
+            .post(gw.url("/v1/responses"))
+            .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+            .json(&json!({"model": model, "input": "hi", "stream": stream, "tools": tools}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{model}");
+        assert_eq!(
+            resp.headers()
+                .get("x-gateway-dropped-tools")
+                .and_then(|v| v.to_str().ok()),
+            Some("file_search,code_interpreter"),
+            "{model} stream={stream}"
+        );
+        let body = resp.text().await.unwrap();
+        assert!(
+            body.contains("\"vector_store_ids\""),
+            "tools echoed: {body}"
+        );
+    }
+    let resp = client()
+        .post(gw.url("/v1/responses"))
+        .header("authorization", format!("Bearer {GATEWAY_KEY}"))
+        .json(&json!({"model": "vllm/qwen", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-gateway-dropped-tools").is_none());
+    // The upstream was offered no tool at all.
+    for r in up.requests().iter().filter(|r| r.method == "POST") {
+        assert!(r.json().get("tools").is_none(), "{}", r.json());
+    }
+}

@@ -43,6 +43,18 @@ pub trait Dialect: Send + Sync {
     /// Writes stream events as this dialect's stream, for one answer of `model`.
     fn events(&self, model: &str) -> Box<dyn EventWriter>;
 
+    /// [`Dialect::answers`] for one request: a dialect whose answers depend on the request
+    /// (the Responses object echoes its settings) reads what its parse noted
+    /// ([`ChatRequest::notes`]).
+    fn answers_for<'a>(&'a self, _req: &'a ChatRequest) -> Box<dyn AnswerWriter + 'a> {
+        Box::new(self.answers())
+    }
+
+    /// [`Dialect::events`] for one request (see [`Dialect::answers_for`]).
+    fn events_for(&self, _req: &ChatRequest, model: &str) -> Box<dyn EventWriter> {
+        self.events(model)
+    }
+
     /// The HTTP status an error is answered with (the error's own, unless the dialect's API
     /// uses another for it).
     fn status(&self, e: &GatewayError) -> u16 {

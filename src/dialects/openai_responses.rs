@@ -8,17 +8,27 @@
 //! in OpenAI's shape; a stream that fails after its first event ends with `response.failed`.
 //!
 //! Translated: `input` (a string, or items: messages with role `user`/`system`/`developer`/
-//! `assistant` and content a string or `input_text`/`input_image`/`output_text`/`refusal`
-//! parts; `function_call` and `function_call_output` items), `instructions`, function `tools`,
-//! `namespace` tools (their function tools offered flat, under their own names: calls come back
-//! without a `namespace`, and a `namespace` on a `function_call` in the history is dropped),
-//! `tool_choice`, `parallel_tool_calls`, `max_output_tokens`, `temperature`, `top_p`,
-//! `text.format` (as `response_format`), `stream`. `developer` messages and `instructions` go
-//! as `system` messages (every chat upstream takes those). Dropped: `store`, `metadata`, `user`,
-//! `safety_identifier`, `include`, `prompt_cache_key`, `truncation`, `service_tier`,
-//! `client_metadata`, `stream_options`, `text.verbosity`, `reasoning`, `reasoning` input items.
-//! Anything else that is set (`previous_response_id`, `conversation`, `background`,
-//! `max_tool_calls`, tools other than functions, `input_file` parts, ...) is a 400 naming it.
+//! `assistant` and content a string or `input_text`/`input_image`/`input_file`/`output_text`/
+//! `refusal` parts; `function_call`, `function_call_output`, `custom_tool_call` and
+//! `custom_tool_call_output` items), `instructions`, function `tools`, `custom` tools (offered
+//! as a function taking one string, [`CUSTOM_INPUT`]; their calls come back as
+//! `custom_tool_call` items), `namespace` tools (their tools offered flat, under their own
+//! names; calls come back with their `namespace`), `tool_choice`, `parallel_tool_calls`,
+//! `max_output_tokens`, `temperature`, `top_p`, `text.format` (as `response_format`),
+//! `reasoning.effort` (as `reasoning_effort`), `stream`. `developer` messages and
+//! `instructions` go as `system` messages (every chat upstream takes those). Hosted tools
+//! (`web_search`, `file_search`, `tool_search`, ...: any other tool type) are left out of the
+//! offered tools and noted ([`Notes::dropped_tools`]: the proxy reports them); a `tool_choice`
+//! forcing one is a 400. Dropped: `store`, `metadata`, `user`, `safety_identifier`, `include`,
+//! `prompt_cache_key`, `truncation`, `service_tier`, `client_metadata`, `stream_options`,
+//! `text.verbosity`, `reasoning.summary`, `reasoning` input items (with their
+//! `encrypted_content`: no translated provider can read them). Anything else that is set
+//! (`previous_response_id`, `conversation`, `background: true`, `max_tool_calls`, files by id
+//! or URL, ...) is a 400 naming it.
+//!
+//! Answers: a `reasoning` item (its text as one `summary_text` part) when the upstream returns
+//! reasoning, the `message`, the calls; `usage` with `reasoning_tokens`; the request's settings
+//! echoed ([`ECHOED`], OpenAI's defaults for what it left out).
 //!
 //! Tool call ids: a `function_call`'s `call_id` is the upstream's own tool call id, so a
 //! `function_call_output` goes back upstream with the id the upstream gave.
@@ -32,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use crate::api::{random_token, unix_now, ChatRequest};
+use crate::api::{random_token, unix_now, ChatRequest, Notes};
 use crate::canonical::{Answer, AnswerWriter, EventWriter, StreamFailure, Usage};
 use crate::error::GatewayError;
 
@@ -54,17 +64,28 @@ impl Dialect for OpenAiResponses {
     }
 
     fn parse(&self, body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError> {
-        let chat = to_chat(body)?;
+        let (chat, notes) = to_chat(body)?;
         let req = ChatRequest::parse_with(&chat, spans)?;
-        Ok(req.with_native_body(body.clone(), None))
+        Ok(req.with_native_body(body.clone(), None).with_notes(notes))
     }
 
     fn answers(&self) -> &dyn AnswerWriter {
-        &ResponseWriter
+        static PLAIN: ResponseWriter = ResponseWriter { reply: None };
+        &PLAIN
     }
 
     fn events(&self, model: &str) -> Box<dyn EventWriter> {
         Box::new(ResponseEvents::new(model))
+    }
+
+    fn answers_for<'a>(&'a self, req: &'a ChatRequest) -> Box<dyn AnswerWriter + 'a> {
+        Box::new(ResponseWriter {
+            reply: reply_of(req),
+        })
+    }
+
+    fn events_for(&self, req: &ChatRequest, model: &str) -> Box<dyn EventWriter> {
+        Box::new(ResponseEvents::with_reply(model, reply_of(req)))
     }
 
     fn error_body(&self, e: &GatewayError) -> Bytes {
@@ -105,7 +126,6 @@ const DROPPED: &[&str] = &[
     "service_tier",
     "client_metadata",
     "stream_options",
-    "reasoning",
 ];
 
 /// Fields translated into the chat request.
@@ -121,12 +141,75 @@ const TRANSLATED: &[&str] = &[
     "top_p",
     "text",
     "stream",
+    "reasoning",
 ];
+
+/// The request settings a `response` object echoes, with OpenAI's value for each when the
+/// request leaves it out (JSON text), in OpenAI's order.
+const ECHOED: &[(&str, &str)] = &[
+    ("background", "false"),
+    ("instructions", "null"),
+    ("max_output_tokens", "null"),
+    ("max_tool_calls", "null"),
+    ("metadata", "{}"),
+    ("parallel_tool_calls", "true"),
+    ("previous_response_id", "null"),
+    ("prompt_cache_key", "null"),
+    ("reasoning", "{\"effort\":null,\"summary\":null}"),
+    ("safety_identifier", "null"),
+    ("service_tier", "\"default\""),
+    ("store", "true"),
+    ("temperature", "1.0"),
+    (
+        "text",
+        "{\"format\":{\"type\":\"text\"},\"verbosity\":\"medium\"}",
+    ),
+    ("tool_choice", "\"auto\""),
+    ("tools", "[]"),
+    ("top_logprobs", "0"),
+    ("top_p", "1.0"),
+    ("truncation", "\"disabled\""),
+    ("user", "null"),
+];
+
+/// The name of the one string parameter a `custom` tool is offered with, as a function.
+pub const CUSTOM_INPUT: &str = "input";
+
+/// What a response needs from its request, noted while translating it (the request's
+/// [`Notes::dialect`]).
+#[derive(Debug, Default)]
+struct Reply {
+    /// Custom tools (offered as functions): their calls come back as `custom_tool_call` items.
+    custom: Vec<String>,
+    /// Tools of `namespace` tools (offered flat), with their namespace: their calls name it.
+    namespaced: Vec<(String, String)>,
+    /// The echoed settings ([`ECHOED`]): JSON object members, without braces.
+    echo: String,
+}
+
+impl Reply {
+    fn is_custom(&self, name: &str) -> bool {
+        self.custom.iter().any(|c| c == name)
+    }
+
+    fn namespace(&self, name: &str) -> Option<&str> {
+        self.namespaced
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, ns)| ns.as_str())
+    }
+}
+
+/// The [`Reply`] a request's translation noted.
+fn reply_of(req: &ChatRequest) -> Option<Arc<Reply>> {
+    let any = req.notes()?.dialect.clone()?;
+    any.downcast::<Reply>().ok()
+}
 
 /// The OpenAI chat JSON equivalent to a Responses request; a 400 naming the field for what it
 /// cannot carry. Built as text: strings (the conversation, tool schemas) are copied as the
 /// client wrote them, escapes included, without a JSON tree of the request.
-fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+fn to_chat(body: &[u8]) -> Result<(Vec<u8>, Notes), GatewayError> {
     let top = parse_top(body)?;
     let get = |key: &str| {
         top.fields
@@ -140,6 +223,10 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
     for (k, v) in &top.fields {
         let k = k.as_ref();
         if v.is_some_and(|v| v.get() == "null") || DROPPED.contains(&k) || TRANSLATED.contains(&k) {
+            continue;
+        }
+        // Not in the background: what every request does.
+        if k == "background" && v.is_some_and(|v| v.get() == "false") {
             continue;
         }
         return Err(bad(
@@ -197,6 +284,25 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
             push_field(&mut out, k, x);
         }
     }
+    if let Some(r) = get("reasoning") {
+        #[derive(Deserialize)]
+        struct Reasoning<'a> {
+            #[serde(default, borrow)]
+            effort: Option<&'a RawValue>,
+        }
+        let r: Reasoning = serde_json::from_str(r)
+            .map_err(|_| bad("reasoning", "'reasoning' must be an object"))?;
+        match r.effort.map(RawValue::get) {
+            None | Some("null") => {}
+            Some(e) if e.starts_with('"') => push_field(&mut out, "reasoning_effort", e),
+            Some(_) => {
+                return Err(bad(
+                    "reasoning.effort",
+                    "'reasoning.effort' must be a string",
+                ))
+            }
+        }
+    }
     if let Some(s) = get("stream") {
         push_field(&mut out, "stream", s);
         if s == "true" {
@@ -228,29 +334,58 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         }
     }
     let mut has_tools = false;
+    let mut reply = Reply::default();
+    // Hosted tools (run by OpenAI itself), by type, in order: left out.
+    let mut dropped: Vec<String> = Vec::new();
     if let Some(list) = get("tools") {
         let tools: Vec<Tool> = serde_json::from_str(list)
             .map_err(|e| bad("tools", format!("'tools' must be an array of tools: {e}")))?;
-        let mut flat: Vec<(&Tool, String)> = Vec::with_capacity(tools.len());
+        // Each tool offered, where it is in the request, and its namespace.
+        let mut flat: Vec<(&Tool, String, Option<String>)> = Vec::with_capacity(tools.len());
         for (i, t) in tools.iter().enumerate() {
-            if t.kind.as_deref() == Some("namespace") {
-                // A group of function tools: offered flat, under their own names.
-                let Some(inner) = &t.tools else {
-                    return Err(bad(
-                        &format!("tools[{i}].tools"),
-                        "a namespace tool needs 'tools'",
-                    ));
-                };
-                for (j, f) in inner.iter().enumerate() {
-                    flat.push((f, format!("tools[{i}].tools[{j}]")));
+            match t.kind.as_deref() {
+                // A group of function and custom tools: offered flat, under their own names.
+                Some("namespace") => {
+                    let Some(inner) = &t.tools else {
+                        return Err(bad(
+                            &format!("tools[{i}].tools"),
+                            "a namespace tool needs 'tools'",
+                        ));
+                    };
+                    let ns = decoded(t.name).ok_or_else(|| {
+                        bad(
+                            &format!("tools[{i}].name"),
+                            "a namespace tool needs a 'name'",
+                        )
+                    })?;
+                    for (j, f) in inner.iter().enumerate() {
+                        flat.push((f, format!("tools[{i}].tools[{j}]"), Some(ns.to_string())));
+                    }
                 }
-            } else {
-                flat.push((t, format!("tools[{i}]")));
+                Some("function" | "custom") => flat.push((t, format!("tools[{i}]"), None)),
+                Some(hosted) => {
+                    if !dropped.iter().any(|d| d == hosted) {
+                        dropped.push(hosted.to_string());
+                    }
+                }
+                None => {
+                    return Err(bad(
+                        &format!("tools[{i}].type"),
+                        "every tool needs a 'type'",
+                    ))
+                }
             }
         }
         let mut names: Vec<Cow<str>> = Vec::with_capacity(flat.len());
-        for (t, at) in &flat {
-            names.push(check_tool(t, at)?);
+        for (t, at, ns) in &flat {
+            let name = check_tool(t, at)?;
+            if t.kind.as_deref() == Some("custom") {
+                reply.custom.push(name.to_string());
+            }
+            if let Some(ns) = ns {
+                reply.namespaced.push((name.to_string(), ns.clone()));
+            }
+            names.push(name);
         }
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -265,22 +400,11 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         if !flat.is_empty() {
             has_tools = true;
             out.push_str(",\"tools\":[");
-            for (i, (t, _)) in flat.iter().enumerate() {
+            for (i, (t, _, _)) in flat.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str("{\"type\":\"function\",\"function\":{\"name\":");
-                out.push_str(t.name.map(RawValue::get).unwrap_or("\"\""));
-                for (k, x) in [
-                    ("description", t.description),
-                    ("parameters", t.parameters),
-                    ("strict", t.strict),
-                ] {
-                    if let Some(x) = x.map(RawValue::get).filter(|x| *x != "null") {
-                        push_field(&mut out, k, x);
-                    }
-                }
-                out.push_str("}}");
+                write_tool(&mut out, t);
             }
             out.push(']');
         }
@@ -288,22 +412,38 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
     if let Some(tc) = get("tool_choice") {
         let tc: Value = serde_json::from_str(tc).unwrap_or(Value::Null);
         let choice = match &tc {
+            Value::String(s) if s == "required" && !has_tools && !dropped.is_empty() => {
+                return Err(bad(
+                    "tool_choice",
+                    format!(
+                        "tool_choice 'required' forces a tool call, but the only tools ({}) are hosted tools no translated provider can run",
+                        dropped.join(", ")
+                    ),
+                ))
+            }
             Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => tc.clone(),
-            Value::Object(c) if c.get("type").and_then(Value::as_str) == Some("function") => {
+            Value::Object(c)
+                if matches!(
+                    c.get("type").and_then(Value::as_str),
+                    Some("function" | "custom")
+                ) =>
+            {
                 let name = c.get("name").and_then(Value::as_str).ok_or_else(|| {
                     bad(
                         "tool_choice.name",
-                        "a tool_choice of type 'function' needs a 'name'",
+                        "a tool_choice of type 'function' or 'custom' needs a 'name'",
                     )
                 })?;
                 json!({"type": "function", "function": {"name": name}})
             }
             Value::Object(c) => {
                 let kind = c.get("type").and_then(Value::as_str).unwrap_or("");
-                return Err(bad(
-                    "tool_choice.type",
-                    format!("tool_choice of type {kind:?} cannot be translated: only 'function'"),
-                ));
+                let why = if kind == "allowed_tools" {
+                    "a tool_choice of type 'allowed_tools' cannot be translated: only 'function' and 'custom'".to_string()
+                } else {
+                    format!("tool_choice forces the hosted tool {kind:?}, which no translated provider can run (hosted tools are left out of the offered tools)")
+                };
+                return Err(bad("tool_choice.type", why));
             }
             _ => {
                 return Err(bad(
@@ -323,7 +463,81 @@ fn to_chat(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
         }
     }
     out.push('}');
-    Ok(out.into_bytes())
+    reply.echo = echo(&get);
+    let notes = Notes {
+        dropped_tools: (!dropped.is_empty()).then(|| dropped.join(",")),
+        dialect: Some(Arc::new(reply)),
+    };
+    Ok((out.into_bytes(), notes))
+}
+
+/// The echoed settings ([`ECHOED`]) as JSON object members: the request's value, else
+/// OpenAI's.
+fn echo<'a>(get: &dyn Fn(&str) -> Option<&'a str>) -> String {
+    let mut out = String::with_capacity(480);
+    for (k, default) in ECHOED {
+        let v = match get(k) {
+            // The tier a request runs on: `auto` is the project's, here the default.
+            Some("\"auto\"") if *k == "service_tier" => default,
+            Some(v) => v,
+            None => default,
+        };
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(k);
+        out.push_str("\":");
+        out.push_str(v);
+    }
+    out
+}
+
+/// A tool offered upstream as a chat function tool: a function as it is, a custom tool (free
+/// text in) as a function taking one string, [`CUSTOM_INPUT`], its `format` described there.
+fn write_tool(out: &mut String, t: &Tool) {
+    out.push_str("{\"type\":\"function\",\"function\":{\"name\":");
+    out.push_str(t.name.map(RawValue::get).unwrap_or("\"\""));
+    fn given(x: Option<&RawValue>) -> Option<&str> {
+        x.map(RawValue::get).filter(|x| *x != "null")
+    }
+    if let Some(d) = given(t.description) {
+        push_field(out, "description", d);
+    }
+    if t.kind.as_deref() == Some("custom") {
+        let mut about = String::from(
+            "The tool's input: free-form text, passed to the tool exactly as written (not JSON).",
+        );
+        if let Some(f) = given(t.format).and_then(|f| serde_json::from_str::<Value>(f).ok()) {
+            if let (Some(syntax), Some(definition)) = (
+                f.get("syntax").and_then(Value::as_str),
+                f.get("definition").and_then(Value::as_str),
+            ) {
+                about.push_str(&format!(
+                    " It must follow this {syntax} grammar:\n{definition}"
+                ));
+            }
+        }
+        let params = json!({
+            "type": "object",
+            "properties": {CUSTOM_INPUT: {"type": "string", "description": about}},
+            "required": [CUSTOM_INPUT],
+            "additionalProperties": false,
+        });
+        push_field(out, "parameters", &params.to_string());
+    } else {
+        for (k, x) in [("parameters", t.parameters), ("strict", t.strict)] {
+            if let Some(x) = given(x) {
+                push_field(out, k, x);
+            }
+        }
+    }
+    out.push_str("}}");
+}
+
+/// A JSON string (as sent) decoded; `None` when it is not a string.
+fn decoded(v: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    raw_str(v).and_then(|s| serde_json::from_str::<Cow<str>>(s).ok())
 }
 
 /// A request's top-level fields (values as sent, JSON text), `input` read as it is parsed: the
@@ -459,6 +673,8 @@ struct InputItem<'a> {
     arguments: Option<&'a RawValue>,
     #[serde(default, borrow)]
     output: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    input: Option<&'a RawValue>,
 }
 
 /// A content part of a message, or of a function call's output.
@@ -474,6 +690,14 @@ struct Part<'a> {
     image_url: Option<&'a RawValue>,
     #[serde(default, borrow)]
     detail: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    file_data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    file_url: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    file_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    filename: Option<&'a RawValue>,
 }
 
 /// A tool of the request.
@@ -490,21 +714,26 @@ struct Tool<'a> {
     #[serde(default, borrow)]
     strict: Option<&'a RawValue>,
     #[serde(default, borrow)]
+    format: Option<&'a RawValue>,
+    #[serde(default, borrow)]
     tools: Option<Vec<Tool<'a>>>,
 }
 
 /// Checks a tool offered to the upstream (`at`: where it is in the request); its name.
 fn check_tool<'a>(t: &Tool<'a>, at: &str) -> Result<Cow<'a, str>, GatewayError> {
     let kind = t.kind.as_deref().unwrap_or("");
-    if kind != "function" {
+    if !matches!(kind, "function" | "custom") {
         return Err(bad(
             &format!("{at}.type"),
-            format!("tools of type {kind:?} cannot be translated yet: only 'function' and 'namespace' tools"),
+            format!("a namespace can hold function and custom tools, not {kind:?}"),
         ));
     }
-    raw_str(t.name)
-        .and_then(|n| serde_json::from_str::<Cow<str>>(n).ok())
-        .ok_or_else(|| bad(&format!("{at}.name"), "a function tool needs a 'name'"))
+    decoded(t.name).ok_or_else(|| {
+        bad(
+            &format!("{at}.name"),
+            format!("a {kind} tool needs a 'name'"),
+        )
+    })
 }
 
 /// A chat message's content, as JSON text.
@@ -519,8 +748,8 @@ enum Content<'a> {
 struct Msg<'a> {
     role: &'static str,
     content: Content<'a>,
-    /// Each call's id, name and arguments (JSON strings as sent).
-    tool_calls: Vec<(&'a str, &'a str, &'a str)>,
+    /// Each call's id, name and arguments (JSON strings as sent, or made for a custom tool).
+    tool_calls: Vec<(&'a str, &'a str, Cow<'a, str>)>,
     tool_call_id: Option<&'a str>,
 }
 
@@ -593,15 +822,24 @@ fn convert_item<'a>(
     match item.kind.as_deref() {
         // An item without a type is a message (EasyInputMessage).
         None | Some("message") => convert_message(item, i, out),
-        Some("function_call") => {
+        Some(kind @ ("function_call" | "custom_tool_call")) => {
             let call_id = raw_str(item.call_id)
-                .ok_or_else(|| bad(&at("call_id"), "a function_call needs a 'call_id'"))?;
+                .ok_or_else(|| bad(&at("call_id"), format!("a {kind} needs a 'call_id'")))?;
             let name = raw_str(item.name)
-                .ok_or_else(|| bad(&at("name"), "a function_call needs a 'name'"))?;
-            let arguments = match item.arguments.map(RawValue::get) {
-                Some(s) if s.starts_with('"') => s,
-                None | Some("null") => "\"{}\"",
-                Some(_) => return Err(bad(&at("arguments"), "'arguments' must be a string")),
+                .ok_or_else(|| bad(&at("name"), format!("a {kind} needs a 'name'")))?;
+            let arguments: Cow<str> = if kind == "custom_tool_call" {
+                // The custom tool's text, as the arguments of the function it was offered as.
+                let input = decoded(item.input).ok_or_else(|| {
+                    bad(&at("input"), "a custom_tool_call needs an 'input' string")
+                })?;
+                let args = json!({CUSTOM_INPUT: input}).to_string();
+                Cow::Owned(serde_json::to_string(&args).unwrap_or_default())
+            } else {
+                match item.arguments.map(RawValue::get) {
+                    Some(s) if s.starts_with('"') => Cow::Borrowed(s),
+                    None | Some("null") => Cow::Borrowed("\"{}\""),
+                    Some(_) => return Err(bad(&at("arguments"), "'arguments' must be a string")),
+                }
             };
             // Calls after an assistant turn (its text, or calls before them) belong to it.
             match out.last_mut().filter(|m| m.role == "assistant") {
@@ -614,9 +852,9 @@ fn convert_item<'a>(
             }
             Ok(())
         }
-        Some("function_call_output") => {
+        Some(kind @ ("function_call_output" | "custom_tool_call_output")) => {
             let call_id = raw_str(item.call_id)
-                .ok_or_else(|| bad(&at("call_id"), "a function_call_output needs a 'call_id'"))?;
+                .ok_or_else(|| bad(&at("call_id"), format!("a {kind} needs a 'call_id'")))?;
             let output = match item.output.map(RawValue::get) {
                 Some(s) if s.starts_with('"') => Content::Raw(s),
                 Some(list) if list.starts_with('[') => {
@@ -635,7 +873,9 @@ fn convert_item<'a>(
                             other => {
                                 return Err(bad(
                                     &at(&format!("output[{j}].type")),
-                                    format!("a {other:?} part of a function_call_output cannot be translated: only text"),
+                                    format!(
+                                    "a {other:?} part of a {kind} cannot be translated: only text"
+                                ),
                                 ))
                             }
                         }
@@ -645,7 +885,7 @@ fn convert_item<'a>(
                 _ => {
                     return Err(bad(
                         &at("output"),
-                        "a function_call_output needs an 'output' string",
+                        format!("a {kind} needs an 'output' string"),
                     ))
                 }
             };
@@ -699,7 +939,7 @@ fn convert_message<'a>(
         )
     })?;
     let mut texts: Vec<&'a str> = Vec::with_capacity(parts.len());
-    // Parts as chat parts (JSON text), when there is an image.
+    // Parts as chat parts (JSON text), when there is an image or a file.
     let mut chat_parts = String::new();
     let mut images = false;
     for (j, p) in parts.iter().enumerate() {
@@ -722,6 +962,20 @@ fn convert_message<'a>(
                 chat_parts.push_str(url);
                 if let Some(d) = raw_str(p.detail) {
                     push_field(&mut chat_parts, "detail", d);
+                }
+                chat_parts.push_str("}}");
+                None
+            }
+            Some("input_file") if role == "user" => {
+                let data = input_file(p, &at)?;
+                images = true;
+                if !chat_parts.is_empty() {
+                    chat_parts.push(',');
+                }
+                chat_parts.push_str("{\"type\":\"file\",\"file\":{\"file_data\":");
+                chat_parts.push_str(&data);
+                if let Some(f) = raw_str(p.filename) {
+                    push_field(&mut chat_parts, "filename", f);
                 }
                 chat_parts.push_str("}}");
                 None
@@ -750,6 +1004,62 @@ fn convert_message<'a>(
     };
     out.push(Msg::new(role, content));
     Ok(())
+}
+
+/// An `input_file` part's `file_data` as a data URL (JSON text): as sent when it is one, else
+/// base64 made into one with the type its `filename` suggests. A file by URL or by id is a
+/// 400: the chat form carries files inline only, and the gateway cannot read OpenAI's file
+/// store.
+fn input_file(p: &Part, at: &dyn Fn(&str) -> String) -> Result<Cow<'static, str>, GatewayError> {
+    let given = |x: Option<&RawValue>| x.is_some_and(|x| x.get() != "null");
+    if given(p.file_id) {
+        return Err(bad(
+            &at("file_id"),
+            "a file given by 'file_id' cannot be translated: the gateway cannot read OpenAI's file store; send its contents as 'file_data'",
+        ));
+    }
+    let Some(data) = decoded(p.file_data) else {
+        if given(p.file_url) {
+            return Err(bad(
+                &at("file_url"),
+                "a file given by 'file_url' cannot be translated: the chat form carries files inline only; send its contents as 'file_data'",
+            ));
+        }
+        return Err(bad(
+            &at("file_data"),
+            "an input_file needs 'file_data' (a data URL, or base64 with a 'filename')",
+        ));
+    };
+    if data.starts_with("data:") {
+        return Ok(Cow::Owned(
+            serde_json::to_string(&*data).unwrap_or_default(),
+        ));
+    }
+    let name = decoded(p.filename).unwrap_or_default();
+    let url = format!("data:{};base64,{}", mime_of(&name), data.trim());
+    Ok(Cow::Owned(serde_json::to_string(&url).unwrap_or_default()))
+}
+
+/// A file's media type from its name's extension.
+fn mime_of(filename: &str) -> &'static str {
+    let ext = filename
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "pdf" => "application/pdf",
+        "txt" | "text" | "log" => "text/plain",
+        "md" | "markdown" => "text/markdown",
+        "csv" => "text/csv",
+        "html" | "htm" => "text/html",
+        "xml" => "text/xml",
+        "json" => "application/json",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        _ => "application/octet-stream",
+    }
 }
 
 /// `text.format` as a chat `response_format` (`None` for plain text).
@@ -800,10 +1110,10 @@ fn response_id(upstream_id: &str) -> String {
     }
 }
 
-/// The id of the message item of response `resp_X`: `msg_X`.
-fn message_item_id(response_id: &str) -> String {
+/// The id of an item of response `resp_X`: `<prefix>_X` (`msg_X`, `rs_X`).
+fn item_id(prefix: &str, response_id: &str) -> String {
     format!(
-        "msg_{}",
+        "{prefix}_{}",
         response_id.strip_prefix("resp_").unwrap_or(response_id)
     )
 }
@@ -813,68 +1123,94 @@ fn call_item_id(call_id: &str) -> String {
     format!("fc_{call_id}")
 }
 
-/// `status` and `incomplete_details` for an OpenAI `finish_reason`.
-fn status(finish: &str) -> (&'static str, Value) {
+/// The id of the custom tool call item for tool call `call_id`.
+fn custom_item_id(call_id: &str) -> String {
+    format!("ctc_{call_id}")
+}
+
+/// `status` and `incomplete_details.reason` for an OpenAI `finish_reason`.
+fn status(finish: &str) -> (&'static str, Option<&'static str>) {
     match finish {
-        "length" => ("incomplete", json!({"reason": "max_output_tokens"})),
-        "content_filter" => ("incomplete", json!({"reason": "content_filter"})),
-        _ => ("completed", Value::Null),
+        "length" => ("incomplete", Some("max_output_tokens")),
+        "content_filter" => ("incomplete", Some("content_filter")),
+        _ => ("completed", None),
     }
 }
 
-fn usage_json(u: Option<&Usage>) -> Value {
-    let Some(u) = u else {
-        return Value::Null;
-    };
-    json!({
-        "input_tokens": u.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": u.cached_tokens},
-        "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": u.total_tokens,
-    })
+/// A custom tool's text from the arguments of the function it was offered as: the
+/// [`CUSTOM_INPUT`] string; else an object's only string, a JSON string, or the arguments as
+/// written (a model that wrote the text raw).
+fn custom_input(arguments: &str) -> String {
+    #[derive(Deserialize)]
+    struct Args<'a> {
+        #[serde(borrow)]
+        input: Cow<'a, str>,
+    }
+    if let Ok(a) = serde_json::from_str::<Args>(arguments) {
+        return a.input.into_owned();
+    }
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(o)) if o.len() == 1 => match o.into_iter().next() {
+            Some((_, Value::String(s))) => s,
+            _ => arguments.to_string(),
+        },
+        Ok(Value::String(s)) => s,
+        _ => arguments.to_string(),
+    }
 }
 
-fn text_item(id: &str, text: &str, status: &str) -> Value {
-    json!({
-        "type": "message", "id": id, "status": status, "role": "assistant",
-        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
-    })
-}
-
-fn call_item(call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({
-        "type": "function_call", "id": call_item_id(call_id), "call_id": call_id,
-        "name": name, "arguments": arguments, "status": status,
-    })
-}
-
-/// A `response` object. `status` `in_progress` leaves `usage` out.
-fn response_json(
+/// A `response` object (JSON text) with the request's echoed settings. `output` `None` leaves
+/// the output out (a failed response: the items streamed stay the client's).
+#[allow(clippy::too_many_arguments)]
+fn response_text(
     id: &str,
     created: u64,
     model: &str,
     status: &str,
-    incomplete: Value,
-    output: Vec<Value>,
+    incomplete: Option<&str>,
+    output: Option<Vec<Value>>,
     usage: Option<&Usage>,
-) -> Value {
-    json!({
+    echo: &str,
+) -> String {
+    let mut r = json!({
         "id": id,
         "object": "response",
         "created_at": created,
         "status": status,
         "error": null,
-        "incomplete_details": incomplete,
+        "incomplete_details": incomplete.map(|reason| json!({"reason": reason})),
         "model": model,
         "output": output,
-        "usage": usage_json(usage),
-    })
+        "usage": usage.map(OutUsage::new),
+    });
+    if let Some(o) = r.as_object_mut() {
+        if o.get("output").is_some_and(Value::is_null) {
+            o.remove("output");
+        }
+    }
+    with_echo(r.to_string(), echo)
+}
+
+/// A JSON object's text with `echo` (object members) added.
+fn with_echo(mut object: String, echo: &str) -> String {
+    if !echo.is_empty() && object.ends_with('}') {
+        object.pop();
+        if !object.ends_with('{') {
+            object.push(',');
+        }
+        object.push_str(echo);
+        object.push('}');
+    }
+    object
 }
 
 /// Writes canonical answers as a Responses `response` (the first answer: Responses has no
-/// `n`).
-pub struct ResponseWriter;
+/// `n`): a `reasoning` item when the answer carries reasoning, the `message`, then a
+/// `function_call` (or, for a custom tool, a `custom_tool_call`) item per tool call; the
+/// request's settings echoed.
+pub struct ResponseWriter {
+    reply: Option<Arc<Reply>>,
+}
 
 impl AnswerWriter for ResponseWriter {
     fn answer_body(
@@ -886,11 +1222,38 @@ impl AnswerWriter for ResponseWriter {
         usage: Option<&Usage>,
     ) -> Bytes {
         let empty = Answer::default();
+        let reply = self.reply.as_deref();
         let a = answers.first().unwrap_or(&empty);
         let id = response_id(id);
-        let message_id = message_item_id(&id);
-        let call_ids: Vec<String> = a.tool_calls.iter().map(|c| call_item_id(&c.id)).collect();
-        let mut output = Vec::with_capacity(1 + a.tool_calls.len());
+        let message_id = item_id("msg", &id);
+        let reasoning_id = item_id("rs", &id);
+        let custom = |name: &str| reply.is_some_and(|r| r.is_custom(name));
+        let call_ids: Vec<String> = a
+            .tool_calls
+            .iter()
+            .map(|c| {
+                if custom(&c.name) {
+                    custom_item_id(&c.id)
+                } else {
+                    call_item_id(&c.id)
+                }
+            })
+            .collect();
+        let inputs: Vec<Option<String>> = a
+            .tool_calls
+            .iter()
+            .map(|c| custom(&c.name).then(|| custom_input(&c.arguments)))
+            .collect();
+        let mut output = Vec::with_capacity(2 + a.tool_calls.len());
+        if let Some(r) = a.reasoning.as_deref().filter(|r| !r.is_empty()) {
+            output.push(OutItem::Reasoning {
+                id: &reasoning_id,
+                summary: [Summary {
+                    kind: "summary_text",
+                    text: r,
+                }],
+            });
+        }
         if let Some(t) = a.content.as_deref().filter(|t| !t.is_empty()) {
             output.push(OutItem::Message {
                 id: &message_id,
@@ -904,20 +1267,28 @@ impl AnswerWriter for ResponseWriter {
                 }],
             });
         }
-        for (c, item_id) in a.tool_calls.iter().zip(&call_ids) {
-            output.push(OutItem::FunctionCall {
-                id: item_id,
-                call_id: &c.id,
-                name: &c.name,
-                arguments: &c.arguments,
-                status: "completed",
+        for ((c, item_id), input) in a.tool_calls.iter().zip(&call_ids).zip(&inputs) {
+            let namespace = reply.and_then(|r| r.namespace(&c.name));
+            output.push(match input {
+                Some(input) => OutItem::CustomToolCall {
+                    id: item_id,
+                    call_id: &c.id,
+                    name: &c.name,
+                    namespace,
+                    input,
+                    status: "completed",
+                },
+                None => OutItem::FunctionCall {
+                    id: item_id,
+                    call_id: &c.id,
+                    name: &c.name,
+                    namespace,
+                    arguments: &c.arguments,
+                    status: "completed",
+                },
             });
         }
-        let (status, incomplete) = match a.finish_reason.as_str() {
-            "length" => ("incomplete", Some("max_output_tokens")),
-            "content_filter" => ("incomplete", Some("content_filter")),
-            _ => ("completed", None),
-        };
+        let (status, incomplete) = status(&a.finish_reason);
         let body = ResponseBody {
             id: &id,
             object: "response",
@@ -930,7 +1301,8 @@ impl AnswerWriter for ResponseWriter {
             usage: usage.map(OutUsage::new),
         };
         // Serializing plain structs into a buffer cannot fail.
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        let text = serde_json::to_string(&body).unwrap_or_default();
+        Bytes::from(with_echo(text, reply.map_or("", |r| &r.echo)))
     }
 }
 
@@ -956,6 +1328,10 @@ struct Incomplete {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum OutItem<'a> {
+    Reasoning {
+        id: &'a str,
+        summary: [Summary<'a>; 1],
+    },
     Message {
         id: &'a str,
         status: &'static str,
@@ -966,9 +1342,27 @@ enum OutItem<'a> {
         id: &'a str,
         call_id: &'a str,
         name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<&'a str>,
         arguments: &'a str,
         status: &'static str,
     },
+    CustomToolCall {
+        id: &'a str,
+        call_id: &'a str,
+        name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        namespace: Option<&'a str>,
+        input: &'a str,
+        status: &'static str,
+    },
+}
+
+#[derive(Serialize)]
+struct Summary<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
 }
 
 #[derive(Serialize)]
@@ -1008,7 +1402,7 @@ impl OutUsage {
             },
             output_tokens: u.completion_tokens,
             output_tokens_details: ReasoningTokens {
-                reasoning_tokens: 0,
+                reasoning_tokens: u.reasoning_tokens,
             },
             total_tokens: u.total_tokens,
         }
@@ -1028,11 +1422,16 @@ struct Shared {
     id: OnceLock<String>,
     model: OnceLock<String>,
     created: AtomicU64,
+    reply: Option<Arc<Reply>>,
 }
 
 impl Shared {
     fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn echo(&self) -> &str {
+        self.reply.as_deref().map_or("", |r| &r.echo)
     }
 
     /// A `response.failed` event for this stream's response.
@@ -1046,18 +1445,16 @@ impl Shared {
             0 => unix_now(),
             c => c,
         };
-        let mut response =
-            response_json(&id, created, model, "failed", Value::Null, Vec::new(), None);
+        let mut response = json!({
+            "id": id, "object": "response", "created_at": created, "status": "failed",
+            "error": {"code": code, "message": message}, "incomplete_details": null,
+            "model": model, "usage": null,
+        })
+        .to_string();
         // The items already streamed stay the client's (the SDK keeps its own snapshot).
-        if let Some(o) = response.as_object_mut() {
-            o.remove("output");
-        }
-        response["error"] = json!({"code": code, "message": message});
-        let mut out = BytesMut::with_capacity(256 + message.len());
-        event(
-            &mut out,
-            &json!({"type": "response.failed", "sequence_number": self.next_seq(), "response": response}),
-        );
+        response = with_echo(response, self.echo());
+        let mut out = BytesMut::with_capacity(256 + response.len());
+        response_event(&mut out, "response.failed", self.next_seq(), &response);
         out.freeze()
     }
 }
@@ -1079,9 +1476,36 @@ fn event(out: &mut BytesMut, data: &Value) {
     w.into_inner().put_slice(b"\n\n");
 }
 
+/// An event carrying the whole response (`response` is its JSON text).
+fn response_event(out: &mut BytesMut, kind: &str, seq: u64, response: &str) {
+    for piece in [
+        "event: ",
+        kind,
+        "\ndata: {\"type\":\"",
+        kind,
+        "\",\"sequence_number\":",
+    ] {
+        out.put_slice(piece.as_bytes());
+    }
+    out.put_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.put_slice(b",\"response\":");
+    out.put_slice(response.as_bytes());
+    out.put_slice(b"}\n\n");
+}
+
+/// A text or reasoning run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// A `message` item with one `output_text` part.
+    Text,
+    /// A `reasoning` item with one `summary_text` part.
+    Reasoning,
+}
+
 /// An output item being streamed.
 enum Item {
-    Text {
+    Run {
+        kind: Run,
         id: String,
         text: String,
         open: bool,
@@ -1091,19 +1515,240 @@ enum Item {
         index: u32,
         call_id: String,
         name: String,
+        namespace: Option<String>,
         arguments: String,
+        /// For a custom tool: its text, decoded from the arguments as they arrive.
+        custom: Option<InputDecoder>,
         open: bool,
     },
 }
 
+impl Item {
+    fn id(&self) -> String {
+        match self {
+            Item::Run { id, .. } => id.clone(),
+            Item::Call {
+                call_id, custom, ..
+            } => match custom {
+                Some(_) => custom_item_id(call_id),
+                None => call_item_id(call_id),
+            },
+        }
+    }
+
+    /// The item as JSON (`status` its status).
+    fn json(&self, status: &str) -> Value {
+        match self {
+            Item::Run {
+                kind: Run::Text,
+                id,
+                text,
+                ..
+            } => json!({
+                "type": "message", "id": id, "status": status, "role": "assistant",
+                "content": if status == "in_progress" { json!([]) } else {
+                    json!([{"type": "output_text", "text": text, "annotations": [], "logprobs": []}])
+                },
+            }),
+            Item::Run {
+                kind: Run::Reasoning,
+                id,
+                text,
+                ..
+            } => json!({
+                "type": "reasoning", "id": id,
+                "summary": if status == "in_progress" { json!([]) } else {
+                    json!([{"type": "summary_text", "text": text}])
+                },
+            }),
+            Item::Call {
+                call_id,
+                name,
+                namespace,
+                arguments,
+                custom,
+                ..
+            } => {
+                let mut v = match custom {
+                    Some(d) => json!({
+                        "type": "custom_tool_call", "id": self.id(), "call_id": call_id,
+                        "name": name, "input": if status == "in_progress" { String::new() } else { d.input(arguments) },
+                        "status": status,
+                    }),
+                    None => json!({
+                        "type": "function_call", "id": self.id(), "call_id": call_id,
+                        "name": name, "arguments": if status == "in_progress" { "" } else { arguments.as_str() },
+                        "status": status,
+                    }),
+                };
+                if let Some(ns) = namespace {
+                    v["namespace"] = json!(ns);
+                }
+                v
+            }
+        }
+    }
+}
+
+/// Decodes a custom tool's text (the [`CUSTOM_INPUT`] string of its function's arguments,
+/// `{"input":"..."}`) as the arguments arrive, so its deltas stream as text. Arguments of any
+/// other shape are decoded whole at the end ([`custom_input`]).
+#[derive(Default)]
+struct InputDecoder {
+    state: Decode,
+    key: String,
+    /// The text decoded so far.
+    text: String,
+    /// The hex digits of a `\u` escape being read.
+    hex: String,
+    /// A high surrogate waiting for its low half.
+    high: Option<u32>,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    /// Before the object's `{`.
+    #[default]
+    Start,
+    /// Before the first key's opening quote.
+    BeforeKey,
+    Key,
+    /// Before the `:`.
+    AfterKey,
+    /// Before the value's opening quote.
+    BeforeValue,
+    Value,
+    Escape,
+    Unicode,
+    /// The string ended.
+    Done,
+    /// Not `{"input": "...`: decoded whole at the end.
+    Off,
+}
+
+impl InputDecoder {
+    /// Reads a fragment of the arguments; the text it adds.
+    fn feed(&mut self, fragment: &str) -> String {
+        let mut added = String::new();
+        for c in fragment.chars() {
+            self.state = match (self.state, c) {
+                (Decode::Done | Decode::Off, _) => break,
+                (Decode::Start, '{') => Decode::BeforeKey,
+                (Decode::BeforeKey, '"') => Decode::Key,
+                (Decode::Key, '"') if self.key == CUSTOM_INPUT => Decode::AfterKey,
+                (Decode::Key, '"' | '\\') => Decode::Off,
+                (Decode::Key, c) => {
+                    self.key.push(c);
+                    Decode::Key
+                }
+                (Decode::AfterKey, ':') => Decode::BeforeValue,
+                (Decode::BeforeValue, '"') => Decode::Value,
+                (Decode::Start | Decode::BeforeKey | Decode::AfterKey | Decode::BeforeValue, c)
+                    if c.is_ascii_whitespace() =>
+                {
+                    self.state
+                }
+                (Decode::Value, '\\') => Decode::Escape,
+                (Decode::Value, '"') => {
+                    self.lone_high(&mut added);
+                    Decode::Done
+                }
+                (Decode::Value, c) => {
+                    self.lone_high(&mut added);
+                    added.push(c);
+                    Decode::Value
+                }
+                (Decode::Escape, 'u') => {
+                    self.hex.clear();
+                    Decode::Unicode
+                }
+                (Decode::Escape, c) => {
+                    self.lone_high(&mut added);
+                    added.push(match c {
+                        'n' => '\n',
+                        't' => '\t',
+                        'r' => '\r',
+                        'b' => '\u{8}',
+                        'f' => '\u{c}',
+                        other => other,
+                    });
+                    Decode::Value
+                }
+                (Decode::Unicode, c) => {
+                    self.hex.push(c);
+                    if self.hex.len() < 4 {
+                        Decode::Unicode
+                    } else {
+                        match u32::from_str_radix(&self.hex, 16) {
+                            Ok(u) => {
+                                self.code_unit(u, &mut added);
+                                Decode::Value
+                            }
+                            Err(_) => Decode::Off,
+                        }
+                    }
+                }
+                _ => Decode::Off,
+            };
+        }
+        self.text.push_str(&added);
+        added
+    }
+
+    /// A `\uXXXX` escape: a character, or half of a surrogate pair.
+    fn code_unit(&mut self, u: u32, added: &mut String) {
+        match u {
+            0xD800..=0xDBFF => {
+                self.lone_high(added);
+                self.high = Some(u);
+            }
+            0xDC00..=0xDFFF => match self.high.take() {
+                Some(h) => added.push(
+                    char::from_u32(0x10000 + ((h - 0xD800) << 10) + (u - 0xDC00))
+                        .unwrap_or('\u{FFFD}'),
+                ),
+                None => added.push('\u{FFFD}'),
+            },
+            _ => {
+                self.lone_high(added);
+                added.push(char::from_u32(u).unwrap_or('\u{FFFD}'));
+            }
+        }
+    }
+
+    /// A high surrogate not followed by its low half.
+    fn lone_high(&mut self, added: &mut String) {
+        if self.high.take().is_some() {
+            added.push('\u{FFFD}');
+        }
+    }
+
+    /// Whether any text was decoded as it arrived.
+    fn streamed(&self) -> bool {
+        !self.text.is_empty() || matches!(self.state, Decode::Value | Decode::Done)
+    }
+
+    /// The whole text: as streamed, or (arguments of another shape) decoded whole.
+    fn input(&self, arguments: &str) -> String {
+        if self.streamed() {
+            self.text.clone()
+        } else {
+            custom_input(arguments)
+        }
+    }
+}
+
 /// Writes canonical stream events as the Responses stream: `response.created` and
-/// `response.in_progress`, one output item per text run (`output_item.added`,
+/// `response.in_progress`; one output item per reasoning run (`output_item.added`,
+/// `reasoning_summary_part.added`, `reasoning_summary_text.delta`..., `.done`,
+/// `reasoning_summary_part.done`, `output_item.done`), per text run (`output_item.added`,
 /// `content_part.added`, `output_text.delta`..., `output_text.done`, `content_part.done`,
 /// `output_item.done`) and per tool call (`output_item.added`,
-/// `function_call_arguments.delta`..., `.done`, `output_item.done`), then
-/// `response.completed` or `response.incomplete` with the whole response and its usage. A text
-/// run closes when anything else starts; tool calls stay open until the answer finishes (their
-/// arguments may arrive interleaved). Only the first choice is written.
+/// `function_call_arguments.delta`..., `.done`, `output_item.done`; for a custom tool
+/// `custom_tool_call_input.delta`..., `.done`), then `response.completed` or
+/// `response.incomplete` with the whole response, its usage and the request's echoed settings.
+/// A run closes when anything else starts; tool calls stay open until the answer finishes
+/// (their arguments may arrive interleaved). Only the first choice is written.
 pub struct ResponseEvents {
     model: String,
     upstream_id: String,
@@ -1118,6 +1763,10 @@ pub struct ResponseEvents {
 
 impl ResponseEvents {
     pub fn new(model: &str) -> Self {
+        Self::with_reply(model, None)
+    }
+
+    fn with_reply(model: &str, reply: Option<Arc<Reply>>) -> Self {
         ResponseEvents {
             model: model.to_string(),
             upstream_id: String::new(),
@@ -1127,13 +1776,24 @@ impl ResponseEvents {
             items: Vec::new(),
             finish: None,
             usage: None,
-            shared: Arc::new(Shared::default()),
+            shared: Arc::new(Shared {
+                reply,
+                ..Shared::default()
+            }),
         }
+    }
+
+    fn reply(&self) -> Option<&Reply> {
+        self.shared.reply.as_deref()
     }
 
     fn emit(&self, out: &mut BytesMut, mut data: Value) {
         data["sequence_number"] = json!(self.shared.next_seq());
         event(out, &data);
+    }
+
+    fn emit_response(&self, out: &mut BytesMut, kind: &str, response: &str) {
+        response_event(out, kind, self.shared.next_seq(), response);
     }
 
     fn start(&mut self, out: &mut BytesMut) {
@@ -1146,56 +1806,69 @@ impl ResponseEvents {
         let _ = self.shared.id.set(self.id.clone());
         let _ = self.shared.model.set(self.model.clone());
         self.shared.created.store(self.created, Ordering::Relaxed);
-        let r = response_json(
+        let r = response_text(
             &self.id,
             self.created,
             &self.model,
             "in_progress",
-            Value::Null,
-            Vec::new(),
             None,
+            Some(Vec::new()),
+            None,
+            self.shared.echo(),
         );
-        self.emit(
-            out,
-            json!({"type": "response.created", "response": r.clone()}),
-        );
-        self.emit(out, json!({"type": "response.in_progress", "response": r}));
+        self.emit_response(out, "response.created", &r);
+        self.emit_response(out, "response.in_progress", &r);
     }
 
-    /// Closes the open text item, if any.
-    fn close_text(&mut self, out: &mut BytesMut) {
+    /// Closes the open text or reasoning run, if any.
+    fn close_run(&mut self, out: &mut BytesMut) {
         let Some(index) = self
             .items
             .iter()
-            .position(|it| matches!(it, Item::Text { open: true, .. }))
+            .position(|it| matches!(it, Item::Run { open: true, .. }))
         else {
             return;
         };
-        if let Some(Item::Text { open, .. }) = self.items.get_mut(index) {
+        if let Some(Item::Run { open, .. }) = self.items.get_mut(index) {
             *open = false;
         }
-        let Some(Item::Text { id, text, .. }) = self.items.get(index) else {
+        let Some(item @ Item::Run { kind, id, text, .. }) = self.items.get(index) else {
             return;
         };
-        let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
-        let done = [
-            json!({"type": "response.output_text.done", "item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
-            json!({"type": "response.content_part.done", "item_id": id, "output_index": index, "content_index": 0, "part": part}),
-            json!({"type": "response.output_item.done", "output_index": index, "item": text_item(id, text, "completed")}),
-        ];
+        let done = match kind {
+            Run::Text => {
+                let part =
+                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                [
+                    json!({"type": "response.output_text.done", "item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}),
+                    json!({"type": "response.content_part.done", "item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                ]
+            }
+            Run::Reasoning => {
+                let part = json!({"type": "summary_text", "text": text});
+                [
+                    json!({"type": "response.reasoning_summary_text.done", "item_id": id, "output_index": index, "summary_index": 0, "text": text}),
+                    json!({"type": "response.reasoning_summary_part.done", "item_id": id, "output_index": index, "summary_index": 0, "part": part}),
+                ]
+            }
+        };
+        let item = item.json("completed");
         for d in done {
             self.emit(out, d);
         }
+        self.emit(
+            out,
+            json!({"type": "response.output_item.done", "output_index": index, "item": item}),
+        );
     }
 
-    /// Closes every open item (text, then calls in order).
+    /// Closes every open item (the run, then calls in order).
     fn close_all(&mut self, out: &mut BytesMut) {
-        self.close_text(out);
+        self.close_run(out);
         for index in 0..self.items.len() {
             let Some(Item::Call {
-                call_id,
-                name,
                 arguments,
+                custom,
                 open: open @ true,
                 ..
             }) = self.items.get_mut(index)
@@ -1203,29 +1876,117 @@ impl ResponseEvents {
                 continue;
             };
             *open = false;
-            let item = call_item(call_id, name, arguments, "completed");
-            let args = json!({"type": "response.function_call_arguments.done", "item_id": call_item_id(call_id), "output_index": index, "arguments": arguments});
-            self.emit(out, args);
+            // A custom tool's text that could not be decoded as it arrived goes as one delta.
+            let late = match custom {
+                Some(d) if !d.streamed() => Some(custom_input(arguments)),
+                _ => None,
+            };
+            let Some(item) = self.items.get(index) else {
+                continue;
+            };
+            let (item_id, done) = (item.id(), item.json("completed"));
+            if let Some(text) = late.filter(|t| !t.is_empty()) {
+                self.emit(
+                    out,
+                    json!({"type": "response.custom_tool_call_input.delta", "item_id": item_id, "output_index": index, "delta": text}),
+                );
+            }
+            let finished = match done["type"].as_str() {
+                Some("custom_tool_call") => {
+                    json!({"type": "response.custom_tool_call_input.done", "item_id": item_id, "output_index": index, "input": done["input"]})
+                }
+                _ => {
+                    json!({"type": "response.function_call_arguments.done", "item_id": item_id, "output_index": index, "arguments": done["arguments"]})
+                }
+            };
+            self.emit(out, finished);
             self.emit(
                 out,
-                json!({"type": "response.output_item.done", "output_index": index, "item": item}),
+                json!({"type": "response.output_item.done", "output_index": index, "item": done}),
             );
         }
     }
 
+    /// A fragment of a text or reasoning run: the run continues, or a new one starts.
+    fn run(&mut self, out: &mut BytesMut, kind: Run, fragment: &str) {
+        self.start(out);
+        let open =
+            matches!(self.items.last(), Some(Item::Run { kind: k, open: true, .. }) if *k == kind);
+        if !open {
+            self.close_run(out);
+            let index = self.items.len();
+            let (prefix, first) = match kind {
+                Run::Text => (
+                    "msg",
+                    !self.items.iter().any(|it| {
+                        matches!(
+                            it,
+                            Item::Run {
+                                kind: Run::Text,
+                                ..
+                            }
+                        )
+                    }),
+                ),
+                Run::Reasoning => (
+                    "rs",
+                    !self.items.iter().any(|it| {
+                        matches!(
+                            it,
+                            Item::Run {
+                                kind: Run::Reasoning,
+                                ..
+                            }
+                        )
+                    }),
+                ),
+            };
+            let id = if first {
+                item_id(prefix, &self.id)
+            } else {
+                format!("{}_{index}", item_id(prefix, &self.id))
+            };
+            let item = Item::Run {
+                kind,
+                id: id.clone(),
+                text: String::new(),
+                open: true,
+            };
+            self.emit(
+                out,
+                json!({"type": "response.output_item.added", "output_index": index, "item": item.json("in_progress")}),
+            );
+            let part = match kind {
+                Run::Text => {
+                    json!({"type": "response.content_part.added", "item_id": id, "output_index": index, "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
+                }
+                Run::Reasoning => {
+                    json!({"type": "response.reasoning_summary_part.added", "item_id": id, "output_index": index, "summary_index": 0,
+                    "part": {"type": "summary_text", "text": ""}})
+                }
+            };
+            self.emit(out, part);
+            self.items.push(item);
+        }
+        let index = self.items.len() - 1;
+        let Some(Item::Run { id, text: acc, .. }) = self.items.last_mut() else {
+            return;
+        };
+        acc.push_str(fragment);
+        let data = match kind {
+            Run::Text => {
+                json!({"type": "response.output_text.delta", "item_id": id, "output_index": index, "content_index": 0, "delta": fragment, "logprobs": []})
+            }
+            Run::Reasoning => {
+                json!({"type": "response.reasoning_summary_text.delta", "item_id": id, "output_index": index, "summary_index": 0, "delta": fragment})
+            }
+        };
+        self.emit(out, data);
+    }
+
     fn output(&self) -> Vec<Value> {
-        self.items
-            .iter()
-            .map(|it| match it {
-                Item::Text { id, text, .. } => text_item(id, text, "completed"),
-                Item::Call {
-                    call_id,
-                    name,
-                    arguments,
-                    ..
-                } => call_item(call_id, name, arguments, "completed"),
-            })
-            .collect()
+        self.items.iter().map(|it| it.json("completed")).collect()
     }
 }
 
@@ -1246,39 +2007,14 @@ impl EventWriter for ResponseEvents {
         if choice != 0 || text.is_empty() {
             return;
         }
-        self.start(out);
-        let open = matches!(self.items.last(), Some(Item::Text { open: true, .. }));
-        if !open {
-            self.close_text(out);
-            let index = self.items.len();
-            let id = if index == 0 {
-                message_item_id(&self.id)
-            } else {
-                format!("{}_{index}", message_item_id(&self.id))
-            };
-            self.emit(
-                out,
-                json!({"type": "response.output_item.added", "output_index": index, "item": {
-                    "type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []}}),
-            );
-            self.emit(
-                out,
-                json!({"type": "response.content_part.added", "item_id": id, "output_index": index, "content_index": 0,
-                    "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
-            );
-            self.items.push(Item::Text {
-                id,
-                text: String::new(),
-                open: true,
-            });
-        }
-        let index = self.items.len() - 1;
-        let Some(Item::Text { id, text: acc, .. }) = self.items.last_mut() else {
+        self.run(out, Run::Text, text);
+    }
+
+    fn reasoning(&mut self, out: &mut BytesMut, choice: u32, text: &str) {
+        if choice != 0 || text.is_empty() {
             return;
-        };
-        acc.push_str(text);
-        let data = json!({"type": "response.output_text.delta", "item_id": id, "output_index": index, "content_index": 0, "delta": text, "logprobs": []});
-        self.emit(out, data);
+        }
+        self.run(out, Run::Reasoning, text);
     }
 
     fn tool_start(&mut self, out: &mut BytesMut, choice: u32, index: u32, id: &str, name: &str) {
@@ -1286,25 +2022,35 @@ impl EventWriter for ResponseEvents {
             return;
         }
         self.start(out);
-        self.close_text(out);
+        self.close_run(out);
         let output_index = self.items.len();
         let call_id = if id.is_empty() {
             format!("call_{}", random_token(24))
         } else {
             id.to_string()
         };
-        self.emit(
-            out,
-            json!({"type": "response.output_item.added", "output_index": output_index,
-                "item": call_item(&call_id, name, "", "in_progress")}),
-        );
-        self.items.push(Item::Call {
+        let custom = self
+            .reply()
+            .is_some_and(|r| r.is_custom(name))
+            .then(InputDecoder::default);
+        let namespace = self
+            .reply()
+            .and_then(|r| r.namespace(name))
+            .map(str::to_string);
+        let item = Item::Call {
             index,
             call_id,
             name: name.to_string(),
+            namespace,
             arguments: String::new(),
+            custom,
             open: true,
-        });
+        };
+        self.emit(
+            out,
+            json!({"type": "response.output_item.added", "output_index": output_index, "item": item.json("in_progress")}),
+        );
+        self.items.push(item);
     }
 
     fn tool_args(&mut self, out: &mut BytesMut, choice: u32, index: u32, fragment: &str) {
@@ -1319,13 +2065,23 @@ impl EventWriter for ResponseEvents {
             return;
         };
         let Some(Item::Call {
-            call_id, arguments, ..
+            arguments, custom, ..
         }) = self.items.get_mut(output_index)
         else {
             return;
         };
         arguments.push_str(fragment);
-        let data = json!({"type": "response.function_call_arguments.delta", "item_id": call_item_id(call_id), "output_index": output_index, "delta": fragment});
+        let text = custom.as_mut().map(|d| d.feed(fragment));
+        let item_id = self.items[output_index].id();
+        let data = match text {
+            Some(t) if t.is_empty() => return,
+            Some(t) => {
+                json!({"type": "response.custom_tool_call_input.delta", "item_id": item_id, "output_index": output_index, "delta": t})
+            }
+            None => {
+                json!({"type": "response.function_call_arguments.delta", "item_id": item_id, "output_index": output_index, "delta": fragment})
+            }
+        };
         self.emit(out, data);
     }
 
@@ -1346,21 +2102,22 @@ impl EventWriter for ResponseEvents {
         self.start(out);
         self.close_all(out);
         let (status, incomplete) = status(self.finish.as_deref().unwrap_or("stop"));
-        let r = response_json(
+        let r = response_text(
             &self.id,
             self.created,
             &self.model,
             status,
             incomplete,
-            self.output(),
+            Some(self.output()),
             self.usage.as_ref(),
+            self.shared.echo(),
         );
         let kind = if status == "completed" {
             "response.completed"
         } else {
             "response.incomplete"
         };
-        self.emit(out, json!({"type": kind, "response": r}));
+        self.emit_response(out, kind, &r);
     }
 
     fn on_failure(&self) -> Option<Arc<dyn StreamFailure>> {
@@ -1376,7 +2133,7 @@ mod tests {
     use crate::providers::{CallInfo, Provider, StreamStatus};
 
     fn chat(v: Value) -> Result<Value, GatewayError> {
-        let bytes = to_chat(v.to_string().as_bytes())?;
+        let (bytes, _) = to_chat(v.to_string().as_bytes())?;
         Ok(serde_json::from_slice(&bytes).unwrap())
     }
 
@@ -1446,6 +2203,7 @@ mod tests {
                 "temperature": 0.5,
                 "top_p": 0.9,
                 "parallel_tool_calls": true,
+                "reasoning_effort": "medium",
                 "stream": true,
                 "stream_options": {"include_usage": true},
                 "response_format": {"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": true}},
@@ -1495,7 +2253,11 @@ mod tests {
                 "max_tool_calls",
             ),
             (
-                json!({"model": "m", "input": "hi", "tools": [{"type": "web_search"}]}),
+                json!({"model": "m", "input": "hi", "tools": [{"type": "web_search"}], "tool_choice": "required"}),
+                "tool_choice",
+            ),
+            (
+                json!({"model": "m", "input": "hi", "tools": [{"name": "f"}]}),
                 "tools[0].type",
             ),
             (
@@ -1503,8 +2265,40 @@ mod tests {
                 "tool_choice.type",
             ),
             (
+                json!({"model": "m", "input": "hi", "tool_choice": {"type": "allowed_tools", "mode": "auto", "tools": []}}),
+                "tool_choice.type",
+            ),
+            (
+                json!({"model": "m", "input": "hi", "reasoning": {"effort": 3}}),
+                "reasoning.effort",
+            ),
+            (
+                json!({"model": "m", "input": "hi", "reasoning": "high"}),
+                "reasoning",
+            ),
+            (
+                json!({"model": "m", "input": "hi", "background": true}),
+                "background",
+            ),
+            (
                 json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}),
+                "input[0].content[0].file_id",
+            ),
+            (
+                json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_url": "https://x/a.pdf"}]}]}),
+                "input[0].content[0].file_url",
+            ),
+            (
+                json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "filename": "a.pdf"}]}]}),
+                "input[0].content[0].file_data",
+            ),
+            (
+                json!({"model": "m", "input": [{"role": "assistant", "content": [{"type": "input_file", "file_data": "AAAA"}]}]}),
                 "input[0].content[0].type",
+            ),
+            (
+                json!({"model": "m", "input": [{"type": "custom_tool_call", "call_id": "c", "name": "p"}]}),
+                "input[0].input",
             ),
             (
                 json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}),
@@ -1530,8 +2324,12 @@ mod tests {
                 "tools",
             ),
             (
-                json!({"model": "m", "input": "hi", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "custom", "name": "g"}]}]}),
+                json!({"model": "m", "input": "hi", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "web_search"}]}]}),
                 "tools[0].tools[0].type",
+            ),
+            (
+                json!({"model": "m", "input": "hi", "tools": [{"type": "custom", "name": "f"}, {"type": "namespace", "name": "n", "tools": [{"type": "custom", "name": "f"}]}]}),
+                "tools",
             ),
         ];
         for (body, field) in cases {
@@ -1564,8 +2362,13 @@ mod tests {
     fn answers_are_responses() {
         let mut u = Usage::new(10, 3);
         u.cached_tokens = 4;
-        let body =
-            ResponseWriter.answer_body("chatcmpl-1", 7, "m", &[answer("tool_calls")], Some(&u));
+        let body = ResponseWriter { reply: None }.answer_body(
+            "chatcmpl-1",
+            7,
+            "m",
+            &[answer("tool_calls")],
+            Some(&u),
+        );
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             v,
@@ -1581,7 +2384,8 @@ mod tests {
                           "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 13}
             })
         );
-        let body = ResponseWriter.answer_body("", 7, "m", &[answer("length")], None);
+        let body =
+            ResponseWriter { reply: None }.answer_body("", 7, "m", &[answer("length")], None);
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert!(v["id"].as_str().unwrap().starts_with("resp_"));
         assert_eq!(v["status"], "incomplete");
@@ -1811,5 +2615,376 @@ mod tests {
         assert_eq!(v["model"], "vllm/m");
         assert_eq!(v["output"][0]["content"][0]["text"], "Hello");
         assert_eq!(v["usage"]["total_tokens"], 3);
+    }
+
+    /// Codex's custom `apply_patch` (a grammar), a custom tool in a namespace, hosted tools,
+    /// a forced custom tool, and a custom tool's call and output in the history.
+    #[test]
+    fn custom_and_hosted_tools() {
+        let body = json!({
+            "model": "m",
+            "input": [
+                {"role": "user", "content": "patch it"},
+                {"type": "custom_tool_call", "id": "ctc_1", "status": "completed", "call_id": "call_p", "name": "apply_patch", "input": "*** Begin Patch\n\"x\"\n*** End Patch"},
+                {"type": "custom_tool_call_output", "call_id": "call_p", "output": "Done!"}
+            ],
+            "tools": [
+                {"type": "custom", "name": "apply_patch", "description": "Edit files.", "format": {"type": "grammar", "syntax": "lark", "definition": "start: patch"}},
+                {"type": "web_search", "external_web_access": true},
+                {"type": "namespace", "name": "mcp", "description": "d", "tools": [{"type": "custom", "name": "note"}, {"type": "function", "name": "fetch", "parameters": {"type": "object"}}]},
+                {"type": "tool_search"},
+                {"type": "web_search"}
+            ],
+            "tool_choice": {"type": "custom", "name": "apply_patch"}
+        });
+        let (bytes, notes) = to_chat(body.to_string().as_bytes()).unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            notes.dropped_tools.as_deref(),
+            Some("web_search,tool_search")
+        );
+        let tools = v["tools"].as_array().unwrap();
+        let names: Vec<&str> = tools
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["apply_patch", "note", "fetch"]);
+        let patch = &tools[0]["function"];
+        assert_eq!(patch["description"], "Edit files.");
+        assert_eq!(patch["parameters"]["required"], json!([CUSTOM_INPUT]));
+        assert_eq!(
+            patch["parameters"]["properties"][CUSTOM_INPUT]["type"],
+            "string"
+        );
+        let about = patch["parameters"]["properties"][CUSTOM_INPUT]["description"]
+            .as_str()
+            .unwrap();
+        assert!(about.contains("lark grammar:\nstart: patch"), "{about}");
+        assert_eq!(
+            v["tool_choice"],
+            json!({"type": "function", "function": {"name": "apply_patch"}})
+        );
+        let m = v["messages"].as_array().unwrap();
+        let call = &m[1]["tool_calls"][0];
+        assert_eq!(
+            (&call["id"], &m[1]["role"]),
+            (&json!("call_p"), &json!("assistant"))
+        );
+        let args: Value =
+            serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            args,
+            json!({CUSTOM_INPUT: "*** Begin Patch\n\"x\"\n*** End Patch"})
+        );
+        assert_eq!(
+            m[2],
+            json!({"role": "tool", "content": "Done!", "tool_call_id": "call_p"})
+        );
+        let reply = notes.dialect.unwrap().downcast::<Reply>().unwrap();
+        assert!(reply.is_custom("apply_patch") && reply.is_custom("note"));
+        assert!(!reply.is_custom("fetch"));
+        assert_eq!(reply.namespace("fetch"), Some("mcp"));
+        assert_eq!(reply.namespace("apply_patch"), None);
+        // Only hosted tools: offered none, reported, and a tool_choice forcing one is a 400.
+        let (bytes, notes) = to_chat(
+            json!({"model": "m", "input": "hi", "tools": [{"type": "web_search_preview"}], "tool_choice": "auto"})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(
+            v.get("tools").is_none() && v.get("tool_choice").is_none(),
+            "{v}"
+        );
+        assert_eq!(notes.dropped_tools.as_deref(), Some("web_search_preview"));
+        let e = chat(json!({"model": "m", "input": "hi", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search_preview"}}))
+            .unwrap_err();
+        assert!(e.message.contains("web_search_preview"), "{}", e.message);
+        // No hosted tool, nothing reported.
+        let (_, notes) = to_chat(br#"{"model":"m","input":"hi"}"#).unwrap();
+        assert!(notes.dropped_tools.is_none());
+    }
+
+    #[test]
+    fn reasoning_effort_and_input_files() {
+        let v = chat(json!({"model": "m", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "read"},
+            {"type": "input_file", "file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"},
+            {"type": "input_file", "file_data": "aGVsbG8=", "filename": "notes.TXT"},
+            {"type": "input_file", "file_data": "AAAA"}
+        ]}], "reasoning": {"effort": "high", "summary": "auto"}}))
+        .unwrap();
+        assert_eq!(v["reasoning_effort"], "high");
+        assert_eq!(
+            v["messages"][0]["content"],
+            json!([
+                {"type": "text", "text": "read"},
+                {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}},
+                {"type": "file", "file": {"file_data": "data:text/plain;base64,aGVsbG8=", "filename": "notes.TXT"}},
+                {"type": "file", "file": {"file_data": "data:application/octet-stream;base64,AAAA"}}
+            ])
+        );
+        // No effort (Codex's `{"summary": "auto"}`): nothing to set.
+        let v =
+            chat(json!({"model": "m", "input": "hi", "reasoning": {"summary": "auto"}})).unwrap();
+        assert!(v.get("reasoning_effort").is_none(), "{v}");
+        // The canonical request parses (the proxy's own validation).
+        let body = Bytes::from(
+            json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_data": "JVBERi0=", "filename": "a.pdf"}]}]})
+                .to_string(),
+        );
+        OpenAiResponses.parse(&body, true).unwrap();
+    }
+
+    /// A request as the proxy gets it, with Codex's tools.
+    fn codex_request(stream: bool) -> ChatRequest {
+        let body = json!({
+            "model": "vllm/m", "input": "fix it", "stream": stream, "store": false,
+            "instructions": "Be brief.", "temperature": 0.3, "max_output_tokens": 500,
+            "reasoning": {"effort": "low", "summary": "auto"}, "metadata": {"k": "v"},
+            "service_tier": "auto",
+            "tools": [
+                {"type": "custom", "name": "apply_patch", "description": "Edit files."},
+                {"type": "namespace", "name": "mcp", "description": "d", "tools": [{"type": "function", "name": "fetch", "parameters": {"type": "object"}}]},
+                {"type": "web_search"}
+            ]
+        });
+        OpenAiResponses
+            .parse(&Bytes::from(body.to_string()), false)
+            .unwrap()
+    }
+
+    #[test]
+    fn answers_echo_settings_and_carry_reasoning_and_custom_calls() {
+        let req = codex_request(false);
+        assert_eq!(
+            req.notes().and_then(|n| n.dropped_tools.as_deref()),
+            Some("web_search")
+        );
+        let a = Answer {
+            stop_sequence: None,
+            reasoning: Some("Think first.".into()),
+            content: Some("Patching.".into()),
+            tool_calls: vec![
+                ToolCall {
+                    id: "call_1".into(),
+                    name: "apply_patch".into(),
+                    arguments: json!({CUSTOM_INPUT: "*** Begin Patch\n*** End Patch\n"})
+                        .to_string(),
+                },
+                ToolCall {
+                    id: "call_2".into(),
+                    name: "fetch".into(),
+                    arguments: "{}".into(),
+                },
+            ],
+            finish_reason: "tool_calls".into(),
+            usage: None,
+        };
+        let mut u = Usage::new(10, 30);
+        u.reasoning_tokens = 12;
+        let body = OpenAiResponses
+            .answers_for(&req)
+            .answer_body("c1", 7, "vllm/m", &[a], Some(&u));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["output"],
+            json!([
+                {"type": "reasoning", "id": "rs_c1", "summary": [{"type": "summary_text", "text": "Think first."}]},
+                {"type": "message", "id": "msg_c1", "status": "completed", "role": "assistant",
+                 "content": [{"type": "output_text", "text": "Patching.", "annotations": [], "logprobs": []}]},
+                {"type": "custom_tool_call", "id": "ctc_call_1", "call_id": "call_1", "name": "apply_patch",
+                 "input": "*** Begin Patch\n*** End Patch\n", "status": "completed"},
+                {"type": "function_call", "id": "fc_call_2", "call_id": "call_2", "name": "fetch", "namespace": "mcp",
+                 "arguments": "{}", "status": "completed"}
+            ])
+        );
+        assert_eq!(v["usage"]["output_tokens_details"]["reasoning_tokens"], 12);
+        // Settings as sent, OpenAI's defaults for the rest.
+        for (k, want) in [
+            ("instructions", json!("Be brief.")),
+            ("temperature", json!(0.3)),
+            ("max_output_tokens", json!(500)),
+            ("reasoning", json!({"effort": "low", "summary": "auto"})),
+            ("metadata", json!({"k": "v"})),
+            ("store", json!(false)),
+            ("service_tier", json!("default")),
+            ("top_p", json!(1.0)),
+            ("tool_choice", json!("auto")),
+            ("parallel_tool_calls", json!(true)),
+            ("truncation", json!("disabled")),
+            ("previous_response_id", Value::Null),
+            ("user", Value::Null),
+            (
+                "text",
+                json!({"format": {"type": "text"}, "verbosity": "medium"}),
+            ),
+        ] {
+            assert_eq!(v[k], want, "{k}");
+        }
+        assert_eq!(v["tools"].as_array().unwrap().len(), 3);
+        assert_eq!(v["tools"][0]["type"], "custom");
+        assert_eq!(v["status"], "completed");
+    }
+
+    #[test]
+    fn custom_input_decodes_at_every_split() {
+        let text = "*** Begin Patch\n+say \"hi\" \\ \u{e9} \u{1F600}\t\n*** End Patch";
+        // serde's escapes, and the \u forms other encoders write.
+        let args = [
+            json!({CUSTOM_INPUT: text}).to_string(),
+            "{ \"input\" : \"*** Begin Patch\\n+say \\\"hi\\\" \\\\ \\u00e9 \\ud83d\\ude00\\t\\n*** End Patch\", \"x\": 1}".to_string(),
+        ];
+        for a in &args {
+            assert_eq!(custom_input(a), text, "{a}");
+            let chars: Vec<(usize, char)> = a.char_indices().collect();
+            for (split, _) in &chars {
+                let mut d = InputDecoder::default();
+                let mut got = d.feed(&a[..*split]);
+                got.push_str(&d.feed(&a[*split..]));
+                assert_eq!(got, text, "split {split} of {a}");
+                assert_eq!(d.input(a), text);
+            }
+            // One character at a time.
+            let mut d = InputDecoder::default();
+            let got: String = chars.iter().map(|(_, c)| d.feed(&c.to_string())).collect();
+            assert_eq!(got, text);
+        }
+        // Other shapes: decoded whole at the end.
+        for (a, want) in [
+            ("{\"patch\":\"p\"}", "p"),
+            ("\"p\"", "p"),
+            ("*** Begin Patch", "*** Begin Patch"),
+            ("{\"a\":1,\"b\":2}", "{\"a\":1,\"b\":2}"),
+        ] {
+            let mut d = InputDecoder::default();
+            assert_eq!(d.feed(a), "", "{a}");
+            assert!(!d.streamed());
+            assert_eq!(d.input(a), want, "{a}");
+        }
+    }
+
+    /// A reasoning model's chat stream: reasoning, text, a call to a custom tool and one to a
+    /// namespaced function.
+    const REASONING_STREAM: &str = concat!(
+        "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"Let me \"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"think \\u00e9.\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Patching.\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_p\",\"type\":\"function\",\"function\":{\"name\":\"apply_patch\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"input\\\":\\\"*** Begin\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\" Patch\\\\n\\\\\\\"x\\\\\\\"\\\\u00e9\\\"}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_f\",\"type\":\"function\",\"function\":{\"name\":\"fetch\",\"arguments\":\"{}\"}}]},\"finish_reason\":null}]}\n\n",
+        "data: {\"id\":\"c3\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"c3\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":20,\"total_tokens\":29,\"completion_tokens_details\":{\"reasoning_tokens\":6}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn reasoning_and_custom_calls_stream_at_every_split() {
+        let req = codex_request(true);
+        let input = REASONING_STREAM.as_bytes();
+        let run = |split: usize| {
+            let w = OpenAiResponses.events_for(&req, "vllm/m");
+            let mut t = openai_provider().stream_translator(&call(), w);
+            let mut out = BytesMut::new();
+            let status = crate::providers::stream::feed_split(t.as_mut(), input, split, &mut out);
+            assert_eq!(status, StreamStatus::Done, "split {split}");
+            events(&out)
+        };
+        let evs = run(0);
+        assert_eq!(
+            types(&evs),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.custom_tool_call_input.delta",
+                "response.custom_tool_call_input.delta",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.custom_tool_call_input.done",
+                "response.output_item.done",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        assert_eq!(evs[0]["response"]["tools"][0]["name"], "apply_patch");
+        assert_eq!(evs[0]["response"]["temperature"], 0.3);
+        assert_eq!(
+            evs[2]["item"],
+            json!({"type": "reasoning", "id": "rs_c3", "summary": []})
+        );
+        assert_eq!(evs[6]["text"], "Let me think \u{e9}.");
+        assert_eq!(evs[9]["output_index"], 1);
+        assert_eq!(evs[15]["item"]["type"], "custom_tool_call");
+        assert_eq!(evs[15]["item"]["id"], "ctc_call_p");
+        let patch = "*** Begin Patch\n\"x\"\u{e9}";
+        assert_eq!(
+            format!(
+                "{}{}",
+                evs[16]["delta"].as_str().unwrap(),
+                evs[17]["delta"].as_str().unwrap()
+            ),
+            patch
+        );
+        assert_eq!(evs[18]["item"]["namespace"], "mcp");
+        assert_eq!(evs[20]["input"], patch);
+        assert_eq!(evs[20]["item_id"], "ctc_call_p");
+        let r = &evs[24]["response"];
+        assert_eq!(r["output"][0]["summary"][0]["text"], "Let me think \u{e9}.");
+        assert_eq!(r["output"][1]["content"][0]["text"], "Patching.");
+        assert_eq!(r["output"][2]["input"], patch);
+        assert_eq!(r["output"][3]["type"], "function_call");
+        assert_eq!(r["usage"]["output_tokens_details"]["reasoning_tokens"], 6);
+        assert_eq!(r["store"], false);
+        for split in 1..input.len() {
+            let got = run(split);
+            let kinds = types(&got);
+            // The custom tool's text may arrive in other pieces; the rest is the same.
+            let same: Vec<&str> = types(&evs)
+                .into_iter()
+                .filter(|k| *k != "response.custom_tool_call_input.delta")
+                .collect();
+            let got_same: Vec<&str> = kinds
+                .iter()
+                .copied()
+                .filter(|k| *k != "response.custom_tool_call_input.delta")
+                .collect();
+            assert_eq!(got_same, same, "split {split}");
+            let deltas: String = got
+                .iter()
+                .filter(|e| e["type"] == "response.custom_tool_call_input.delta")
+                .map(|e| e["delta"].as_str().unwrap())
+                .collect();
+            assert_eq!(deltas, patch, "split {split}");
+            assert_eq!(
+                got.last().unwrap()["response"]["output"],
+                r["output"],
+                "split {split}"
+            );
+        }
+        // A failure after the first event: response.failed, echo included.
+        let w = OpenAiResponses.events_for(&req, "vllm/m");
+        let failure = w.on_failure().unwrap();
+        let ev = String::from_utf8(failure.event("boom", "cut").to_vec()).unwrap();
+        let v: Value = serde_json::from_str(ev.split_once("data: ").unwrap().1.trim()).unwrap();
+        assert_eq!(v["response"]["status"], "failed");
+        assert_eq!(v["response"]["instructions"], "Be brief.");
     }
 }

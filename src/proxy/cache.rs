@@ -2,6 +2,7 @@
 //! the request's cache headers, puts the cache's headers on the response, writes hits, and
 //! embeds text for the semantic layer through the gateway's own providers.
 
+use crate::canonical::AnswerWriter;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -102,16 +103,17 @@ async fn serve(
         push_header(ctx, k, v);
     }
     ctx.provider = Some(hit.entry.provider.clone());
+    super::chat::note_dropped_tools(ctx, req, true);
     // No upstream tokens were spent; the body still reports the original counts.
     ctx.usage = None;
     let answer = &hit.entry.answer;
     let (content_type, body) = if req.stream {
-        let mut w = dialect.events(&req.model);
+        let mut w = dialect.events_for(req, &req.model);
         let mut out = BytesMut::with_capacity(512 + answer.content.as_ref().map_or(0, String::len));
         replay(w.as_mut(), &mut out, answer, req.include_usage);
         ("text/event-stream", out.freeze())
     } else {
-        let body = dialect.answers().answer_body(
+        let body = dialect.answers_for(req).answer_body(
             "",
             unix_now(),
             &req.model,
@@ -134,14 +136,14 @@ async fn serve(
 /// The wire format whose answers the cache can read from the bytes the client was sent.
 const CHAT_FORMAT: &str = "openai";
 
-/// For a translated plain answer the pending fill wants: the client's dialect's writer,
+/// For a translated plain answer the pending fill wants: the client's dialect's writer `answers`,
 /// recording the canonical answer it writes (give it to [`record_plain`]).
 pub fn answer_recorder<'a>(
     ctx: &Ctx,
     call: &CallInfo,
-    dialect: &'a dyn Dialect,
+    answers: &'a dyn AnswerWriter,
 ) -> Option<RecordAnswers<'a>> {
-    (ctx.cache_fill.is_some() && !call.passthrough).then(|| RecordAnswers::new(dialect.answers()))
+    (ctx.cache_fill.is_some() && !call.passthrough).then(|| RecordAnswers::new(answers))
 }
 
 /// A plain upstream answer for the pending fill: the canonical answer `recorded` while it was

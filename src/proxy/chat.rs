@@ -242,6 +242,7 @@ async fn attempt(
             retryable: false,
         };
     }
+    note_dropped_tools(ctx, req, !call.passthrough);
     if cfg.format == "echo" {
         serve_echo(gw, session, ctx, req, call, dialect).await;
         return Attempt::Served;
@@ -305,7 +306,7 @@ async fn attempt(
         };
     }
     if call.stream {
-        stream_response(gw, session, ctx, route, call, resp, dialect).await
+        stream_response(gw, session, ctx, req, route, call, resp, dialect).await
     } else {
         let body = match resp.read_all(MAX_RESPONSE_BODY).await {
             Ok(b) => b,
@@ -320,10 +321,11 @@ async fn attempt(
             }
         };
         resp.release().await;
-        let recorder = cache::answer_recorder(ctx, call, dialect);
+        let answers = dialect.answers_for(req);
+        let recorder = cache::answer_recorder(ctx, call, &*answers);
         let writer = match &recorder {
             Some(r) => r as &dyn AnswerWriter,
-            None => dialect.answers(),
+            None => &*answers,
         };
         match route.provider.chat_response(body, call, writer) {
             Ok(t) => {
@@ -345,6 +347,28 @@ async fn attempt(
         }
     }
 }
+
+/// Reports the tools a translation left out (`X-Gateway-Dropped-Tools`, the log line), for
+/// the attempt about to answer: none when it passes the request through (`translated` false:
+/// the upstream runs them), though a translated attempt before it failed over.
+pub(super) fn note_dropped_tools(ctx: &mut Ctx, req: &ChatRequest, translated: bool) {
+    if !translated {
+        if ctx.dropped_tools.take().is_some() {
+            ctx.headers.retain(|(k, _)| *k != DROPPED_TOOLS_HEADER);
+        }
+        return;
+    }
+    if ctx.dropped_tools.is_some() {
+        return;
+    }
+    if let Some(d) = req.notes().and_then(|n| n.dropped_tools.as_ref()) {
+        ctx.headers.push((DROPPED_TOOLS_HEADER, d.clone()));
+        ctx.dropped_tools = Some(d.clone());
+    }
+}
+
+/// Response header naming the tools a translated request left out.
+pub const DROPPED_TOOLS_HEADER: &str = "x-gateway-dropped-tools";
 
 /// Resolves when the client has gone away (reset, closed). Pending otherwise.
 async fn client_gone(session: &mut Session) {
@@ -409,10 +433,12 @@ async fn write_last(
 /// Forwards a successful upstream stream, translated, chunk by chunk. Nothing is written to
 /// the client until the first translated bytes exist, so a stream that dies before that can
 /// still be retried elsewhere.
+#[allow(clippy::too_many_arguments)]
 async fn stream_response(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut Ctx,
+    req: &ChatRequest,
     route: &Route,
     call: &CallInfo,
     mut resp: UpstreamResponse<'_>,
@@ -426,7 +452,7 @@ async fn stream_response(
         cache::passthrough_stream(ctx, call);
         Box::new(Passthrough)
     } else {
-        cache::tee_events(ctx, dialect.events(&call.client_model))
+        cache::tee_events(ctx, dialect.events_for(req, &call.client_model))
     };
     let on_failure = writer.on_failure();
     let mut tr = route.provider.stream_translator(call, writer);
@@ -593,7 +619,7 @@ async fn serve_echo(
     if !call.stream {
         cache::record_answer(ctx, &answer);
         cache::store_complete(gw, ctx).await;
-        let body = dialect.answers().answer_body(
+        let body = dialect.answers_for(req).answer_body(
             "",
             unix_now(),
             &call.client_model,
@@ -611,7 +637,7 @@ async fn serve_echo(
     }
     let _active = metrics::StreamGuard::new();
     let delay = gw.config.echo_chunk_delay;
-    let mut w = dialect.events(&call.client_model);
+    let mut w = dialect.events_for(req, &call.client_model);
     let mut out = BytesMut::with_capacity(1024);
     w.role(&mut out, 0);
     let text = answer.content.clone().unwrap_or_default();

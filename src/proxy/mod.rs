@@ -143,6 +143,8 @@ pub struct Ctx {
     pub rate_limit: Option<crate::ratelimit::Charge>,
     /// The client API the request speaks, once routed to one (decides the error shape).
     pub dialect: Option<&'static dyn Dialect>,
+    /// The tools a translated request left out (`X-Gateway-Dropped-Tools`), for the log line.
+    pub dropped_tools: Option<String>,
     _inflight: InflightGuard,
 }
 
@@ -462,6 +464,7 @@ impl Gateway {
             cache_fill: None,
             rate_limit: None,
             dialect: None,
+            dropped_tools: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
@@ -527,6 +530,7 @@ impl Gateway {
             bytes: ctx.bytes,
             attempts: ctx.attempts,
             error: ctx.error.as_deref(),
+            dropped_tools: ctx.dropped_tools.as_deref(),
         };
         line.emit(self.config.log_format);
     }

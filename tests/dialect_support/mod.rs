@@ -14,9 +14,14 @@ use crate::mocks::*;
 pub const VLLM_KEY: &str = "vllm-secret";
 /// The id the OpenAI-compatible mock gives its tool call.
 pub const CALL_ID: &str = "call_abc123";
+/// The patch the OpenAI-compatible mock sends when an `apply_patch` tool is offered.
+pub const PATCH: &str =
+    "*** Begin Patch\n*** Add File: hello.txt\n+hi \"there\" \u{e9}\n*** End Patch\n";
 
-/// An OpenAI-compatible upstream (the dialect tests' vLLM): a tool call when tools are offered, `Tool said: ...` once
-/// tool results are in, `I see N images` for images, else a greeting; JSON or SSE.
+/// An OpenAI-compatible upstream (the dialect tests' vLLM): a tool call when tools are offered
+/// (`apply_patch` with [`PATCH`] when offered, else `get_weather`), `Tool said: ...` once
+/// tool results are in, `I see N images` for images, else a greeting; JSON or SSE. Asked to
+/// "think" (the last message), it reasons first (`reasoning_content`, 5 reasoning tokens).
 pub fn vllm() -> Handler {
     Arc::new(|r: &Recorded| {
         if r.method == "GET" {
@@ -50,6 +55,13 @@ pub fn vllm() -> Handler {
                 parts.iter().filter(|p| p["type"] == "image_url").count()
             });
         let tools = body["tools"].as_array().is_some_and(|t| !t.is_empty());
+        let patch = body["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["function"]["name"] == "apply_patch"));
+        let asked_to_think = messages
+            .last()
+            .and_then(|m| m["content"].as_str())
+            .is_some_and(|t| t.contains("think"));
         let (text, call): (String, bool) = if !results.is_empty() {
             (format!("Tool said: {}", results.join(", ")), false)
         } else if tools {
@@ -59,12 +71,25 @@ pub fn vllm() -> Handler {
         } else {
             ("Hello from vLLM".to_string(), false)
         };
-        let args = "{\"location\":\"Paris\",\"unit\":\"celsius\"}";
-        let usage = json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18});
+        let (tool, args) = if patch {
+            ("apply_patch", json!({"input": PATCH}).to_string())
+        } else {
+            (
+                "get_weather",
+                "{\"location\":\"Paris\",\"unit\":\"celsius\"}".to_string(),
+            )
+        };
+        let mut usage = json!({"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18});
+        if asked_to_think {
+            usage["completion_tokens_details"] = json!({"reasoning_tokens": 5});
+        }
         if body["stream"] != true {
             let mut message = json!({"role": "assistant", "content": if call { Value::Null } else { json!(text) }});
             if call {
-                message["tool_calls"] = json!([{"id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": args}}]);
+                message["tool_calls"] = json!([{"id": CALL_ID, "type": "function", "function": {"name": tool, "arguments": args}}]);
+            }
+            if asked_to_think {
+                message["reasoning_content"] = json!("Thinking hard.");
             }
             return json_response(
                 200,
@@ -84,10 +109,6 @@ pub fn vllm() -> Handler {
             json!({"role": "assistant", "content": ""}),
             Value::Null,
         )];
-        let asked_to_think = messages
-            .last()
-            .and_then(|m| m["content"].as_str())
-            .is_some_and(|t| t.contains("think"));
         if asked_to_think {
             for part in ["Thinking ", "hard."] {
                 events.push(chunk(json!({"reasoning_content": part}), Value::Null));
@@ -95,11 +116,16 @@ pub fn vllm() -> Handler {
         }
         if call {
             events.push(chunk(
-                json!({"tool_calls": [{"index": 0, "id": CALL_ID, "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                json!({"tool_calls": [{"index": 0, "id": CALL_ID, "type": "function", "function": {"name": tool, "arguments": ""}}]}),
                 Value::Null,
             ));
-            let (a, b) = args.split_at(9);
-            for part in [a, b] {
+            // The patch in three pieces, one ending inside an escape (`\n` split).
+            let mut parts = vec![&args[..9], &args[9..]];
+            if patch {
+                let at = args.find("\\n").map_or(9, |i| i + 1);
+                parts = vec![&args[..9], &args[9..at], &args[at..]];
+            }
+            for part in parts {
                 events.push(chunk(
                     json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
                     Value::Null,
