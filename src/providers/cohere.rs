@@ -303,7 +303,7 @@ fn encode_messages<'a>(conv: &'a Conversation<'a>) -> Result<Vec<MessageOut<'a>>
                     out.push(MessageOut::User { content });
                 }
             }
-            Msg::Assistant { parts, calls } => {
+            Msg::Assistant { parts, calls, .. } => {
                 let mut content = Vec::with_capacity(parts.len());
                 for p in parts {
                     let text = text_part(p)?;

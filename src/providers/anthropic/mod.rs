@@ -29,8 +29,12 @@ pub mod passthrough;
 mod translate;
 mod wire;
 
+#[cfg(test)]
 use translate::decode_response;
-pub use translate::{encode_request, finish_reason, AnthropicStream};
+use translate::{decode_response_for, encode_request_for};
+pub use translate::{
+    encode_request, finish_reason, thinking_for, AnthropicStream, Thinking, BUDGETS,
+};
 
 /// The API version every request names (`anthropic-version`).
 pub const API_VERSION: &str = "2023-06-01";
@@ -41,6 +45,9 @@ pub const API_VERSION: &str = "2023-06-01";
 pub const JSON_TOOL: &str = "gateway_json_response";
 
 const NAME: &str = "Anthropic";
+
+/// The built-in provider's name: the tag of reasoning state decoded without a provider named.
+const PROVIDER: &str = "anthropic";
 
 pub struct Anthropic {
     cfg: ProviderConfig,
@@ -96,7 +103,7 @@ impl Provider for Anthropic {
                 body,
             ));
         }
-        let body = encode_request(req, call, self.default_max_tokens)?;
+        let body = encode_request_for(req, call, self.default_max_tokens, &self.cfg.name)?;
         Ok(UpstreamRequest::post(
             format!("{}/v1/messages", backend.path),
             self.headers(),
@@ -114,7 +121,7 @@ impl Provider for Anthropic {
             let usage = passthrough::usage_of(&body);
             return Ok(Translated { body, usage });
         }
-        decode_response(&body, call, w)
+        decode_response_for(&body, call, w, &self.cfg.name)
     }
 
     fn stream_translator(
@@ -125,7 +132,9 @@ impl Provider for Anthropic {
         if call.passthrough {
             return Box::new(SseDriver::new(passthrough::PassthroughStream::default()));
         }
-        Box::new(SseDriver::new(AnthropicStream::new(call, w)))
+        Box::new(SseDriver::new(
+            AnthropicStream::new(call, w).provider(&self.cfg.name),
+        ))
     }
 
     fn count_tokens_request(
@@ -367,7 +376,7 @@ mod tests {
             (json!({"logprobs": true}), "logprobs"),
             (json!({"presence_penalty": 0.5}), "presence_penalty"),
             (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
-            (json!({"reasoning_effort": "high"}), "reasoning_effort"),
+            (json!({"reasoning_effort": "extreme"}), "reasoning_effort"),
             (json!({"x_unknown": 1}), "x_unknown"),
             (json!({"temperature": 3}), "temperature"),
             (
@@ -414,9 +423,24 @@ mod tests {
         let c = &v["choices"][0];
         assert_eq!(c["finish_reason"], "tool_calls");
         assert_eq!(c["message"]["content"], "Checking.");
+        assert_eq!(c["message"]["reasoning_content"], "hmm");
+        // The thinking block's signature travels in the call's id, for the next turn.
+        let id = c["message"]["tool_calls"][0]["id"].as_str().unwrap();
+        let (base, thought) = crate::providers::translate::split_id(id);
+        assert_eq!(base, "toolu_01");
+        let thought = thought.unwrap();
         assert_eq!(
-            c["message"]["tool_calls"][0],
-            json!({"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}})
+            (thought.provider.as_str(), thought.model.as_str()),
+            ("anthropic", "claude-sonnet-4-20250514")
+        );
+        assert_eq!(thought.blocks[0].signature.as_deref(), Some("x"));
+        assert_eq!(
+            (thought.blocks[0].offset, thought.blocks[0].len),
+            (Some(0), Some(3))
+        );
+        assert_eq!(
+            c["message"]["tool_calls"][0]["function"],
+            json!({"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"})
         );
         assert_eq!(
             v["usage"],
@@ -717,7 +741,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_events_and_thinking_are_ignored_and_done_is_final() {
+    fn unknown_events_are_ignored_thinking_is_reasoning_and_done_is_final() {
         let input = [
             start(),
             ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}})),
@@ -733,6 +757,7 @@ mod tests {
         .concat();
         let want = [
             chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"reasoning_content": "hmm"}), None),
             chunk(json!({"content": "Hi"}), None),
             chunk(json!({}), Some("length")),
             json!("[DONE]"),

@@ -25,10 +25,19 @@ use crate::providers::{
 mod translate;
 mod wire;
 
-use translate::{decode_embeddings, decode_response, encode_embeddings};
-pub use translate::{encode_request, finish_reason, schema, GeminiStream};
+#[cfg(test)]
+use translate::decode_response;
+use translate::{decode_embeddings, decode_response_for, encode_embeddings, encode_request_for};
+pub use translate::{
+    encode_request, family, finish_reason, schema, thinking_config, Family, GeminiStream,
+    SKIP_SIGNATURE,
+};
+pub use wire::ThinkingConfig;
 
 const NAME: &str = "Gemini";
+
+/// The built-in provider's name: the tag of thought signatures decoded without a provider named.
+const PROVIDER: &str = "gemini";
 
 /// Most candidates a stream is allowed to address (Gemini allows up to 8).
 const MAX_CANDIDATES: usize = 8;
@@ -65,7 +74,7 @@ impl Provider for Gemini {
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
         let model = model_path(&call.upstream_model)?;
-        let body = encode_request(req)?;
+        let body = encode_request_for(req, &self.cfg.name, &call.upstream_model)?;
         let path = if req.stream {
             format!(
                 "{}/v1beta/{model}:streamGenerateContent?alt=sse",
@@ -86,7 +95,7 @@ impl Provider for Gemini {
     ) -> Option<Result<UpstreamRequest, GatewayError>> {
         let build = || {
             let model = model_path(&call.upstream_model)?;
-            let inner = encode_request(req)?;
+            let inner = encode_request_for(req, &self.cfg.name, &call.upstream_model)?;
             let model_json = serde_json::to_string(&model)
                 .map_err(|e| GatewayError::internal(format!("encoding the model: {e}")))?;
             // {"generateContentRequest":{"model":"models/m", <the request's fields>}}
@@ -124,7 +133,7 @@ impl Provider for Gemini {
         call: &CallInfo,
         w: &dyn AnswerWriter,
     ) -> Result<Translated, GatewayError> {
-        decode_response(&body, call, w)
+        decode_response_for(&body, call, w, &self.cfg.name)
     }
 
     fn stream_translator(
@@ -132,7 +141,9 @@ impl Provider for Gemini {
         call: &CallInfo,
         w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator> {
-        Box::new(SseDriver::new(GeminiStream::new(call, w)))
+        Box::new(SseDriver::new(
+            GeminiStream::new(call, w).provider(&self.cfg.name),
+        ))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -389,7 +400,7 @@ mod tests {
         let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}, "reasoning_effort": "low"})).unwrap();
         assert_eq!(
             v["generationConfig"],
-            json!({"responseMimeType": "application/json", "thinkingConfig": {"thinkingBudget": 1024}})
+            json!({"responseMimeType": "application/json", "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": true}})
         );
         let v =
             encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
@@ -439,6 +450,7 @@ mod tests {
         assert_eq!(v["model"], "google/gemini-2.0-flash");
         let c = &v["choices"][0];
         assert_eq!(c["message"]["content"], "Let me check.");
+        assert_eq!(c["message"]["reasoning_content"], "thinking...");
         assert_eq!(c["finish_reason"], "tool_calls");
         let calls = c["message"]["tool_calls"].as_array().unwrap();
         assert_eq!(calls.len(), 2);
@@ -454,7 +466,7 @@ mod tests {
         );
         assert_eq!(
             v["usage"],
-            json!({"prompt_tokens": 5, "completion_tokens": 15, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 2}})
+            json!({"prompt_tokens": 5, "completion_tokens": 15, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 3}})
         );
 
         let t = decode_response(body, &call(false, false), &ChatCompletionsWriter).unwrap();
