@@ -859,4 +859,221 @@ mod tests {
             "{status:?}"
         );
     }
+
+    // ---- reasoning (issue 20) ----
+
+    #[test]
+    fn thinking_config_per_level_and_family() {
+        use crate::providers::translate::Effort as E;
+        let levels = [E::None, E::Minimal, E::Low, E::Medium, E::High, E::Xhigh];
+        let table = |model: &str| -> Vec<Value> {
+            levels
+                .iter()
+                .map(|e| serde_json::to_value(thinking_config(model, *e)).unwrap())
+                .collect()
+        };
+        let budget = |n: u32, show: bool| {
+            if show {
+                json!({"thinkingBudget": n, "includeThoughts": true})
+            } else {
+                json!({"thinkingBudget": n})
+            }
+        };
+        let level = |l: &str, show: bool| {
+            if show {
+                json!({"thinkingLevel": l, "includeThoughts": true})
+            } else {
+                json!({"thinkingLevel": l})
+            }
+        };
+        assert_eq!(family("gemini-3-pro-preview"), Family::Three { pro: true });
+        assert_eq!(
+            family("models/gemini-3.1-pro-preview"),
+            Family::Three { pro: true }
+        );
+        assert_eq!(
+            family("gemini-3-flash-preview"),
+            Family::Three { pro: false }
+        );
+        assert_eq!(family("gemini-2.5-pro"), Family::TwoFive { pro: true });
+        assert_eq!(
+            family("gemini-2.5-flash-lite"),
+            Family::TwoFive { pro: false }
+        );
+        assert_eq!(family("gemini-2.0-flash"), Family::Other);
+        // Gemini 3 Pro: only low and high; low stands for none.
+        assert_eq!(
+            table("gemini-3-pro-preview"),
+            [
+                level("low", false),
+                level("low", true),
+                level("low", true),
+                level("high", true),
+                level("high", true),
+                level("high", true)
+            ]
+        );
+        // Gemini 3 Flash: minimal stands for none.
+        assert_eq!(
+            table("gemini-3-flash-preview"),
+            [
+                level("minimal", false),
+                level("minimal", true),
+                level("low", true),
+                level("medium", true),
+                level("high", true),
+                level("high", true)
+            ]
+        );
+        // 2.5 Pro cannot stop thinking (128 at least) and goes to 32768.
+        assert_eq!(
+            table("gemini-2.5-pro"),
+            [
+                budget(128, false),
+                budget(1024, true),
+                budget(1024, true),
+                budget(8192, true),
+                budget(24576, true),
+                budget(32768, true)
+            ]
+        );
+        for model in [
+            "gemini-2.5-flash",
+            "gemini-2.5-flash-lite",
+            "gemini-2.0-flash",
+            "gemini-flash-latest",
+        ] {
+            assert_eq!(
+                table(model),
+                [
+                    budget(0, false),
+                    budget(1024, true),
+                    budget(1024, true),
+                    budget(8192, true),
+                    budget(24576, true),
+                    budget(24576, true)
+                ],
+                "{model}"
+            );
+        }
+    }
+
+    fn call_for(model: &str) -> CallInfo {
+        let mut c = call(false, true);
+        c.upstream_model = model.into();
+        c
+    }
+
+    fn encode_for(provider: &str, model: &str, body: Value) -> Value {
+        let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let bytes = translate::encode_request_for(&req, provider, model).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn thought_signatures_round_trip_in_the_call_ids() {
+        let body = br#"{"candidates":[{"content":{"parts":[{"text":"Plan: weather then time.","thought":true},
+            {"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"c2ln/+="},
+            {"functionCall":{"name":"get_time","args":{}}}],"role":"model"},"finishReason":"STOP","index":0}],
+            "usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":4,"thoughtsTokenCount":7,"totalTokenCount":16},"responseId":"r1"}"#;
+        let t = decode_response_for(
+            body,
+            &call_for("gemini-3-pro-preview"),
+            &ChatCompletionsWriter,
+            "google",
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&t.body).unwrap();
+        let m = &v["choices"][0]["message"];
+        assert_eq!(m["reasoning_content"], "Plan: weather then time.");
+        assert_eq!(t.usage.unwrap().reasoning_tokens, 7);
+        let id = m["tool_calls"][0]["id"].as_str().unwrap();
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{id}"
+        );
+        let (base, thought) = crate::providers::translate::split_id(id);
+        assert!(base.starts_with("call_") && base.len() == 29);
+        assert_eq!(thought.unwrap().signature.as_deref(), Some("c2ln/+="));
+        // The second (parallel) call is not signed: a plain id.
+        assert_eq!(m["tool_calls"][1]["id"].as_str().unwrap().len(), 29);
+
+        let next = json!({"model": "m", "messages": [
+            {"role": "user", "content": "weather?"},
+            m,
+            {"role": "tool", "tool_call_id": m["tool_calls"][0]["id"], "content": "18C"},
+            {"role": "tool", "tool_call_id": m["tool_calls"][1]["id"], "content": "12:00"}
+        ]});
+        // Back to the provider and model that signed: restored on the call it was on.
+        let v = encode_for("google", "gemini-3-pro-preview", next.clone());
+        assert_eq!(
+            v["contents"][1]["parts"],
+            json!([{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2ln/+="},
+                   {"functionCall": {"name": "get_time", "args": {}}}])
+        );
+        assert_eq!(
+            v["contents"][2]["parts"][0]["functionResponse"]["name"],
+            "get_weather"
+        );
+        // Another provider's Gemini 3 (or another model): the documented placeholder instead.
+        for (provider, model) in [
+            ("vertex", "gemini-3-pro-preview"),
+            ("google", "gemini-3-flash-preview"),
+        ] {
+            let v = encode_for(provider, model, next.clone());
+            assert_eq!(
+                v["contents"][1]["parts"][0]["thoughtSignature"],
+                SKIP_SIGNATURE
+            );
+            assert!(v["contents"][1]["parts"][1]
+                .get("thoughtSignature")
+                .is_none());
+        }
+        // Gemini 2.5 needs no placeholder: the call goes unsigned.
+        let v = encode_for("google", "gemini-2.5-flash", next);
+        assert!(!v.to_string().contains("thoughtSignature"), "{v}");
+    }
+
+    #[test]
+    fn thought_stream_at_every_split() {
+        let c = call_for("gemini-3-flash-preview");
+        let input = [
+            ev(json!({"candidates": [{"content": {"parts": [{"text": "Thinking ", "thought": true}], "role": "model"}, "index": 0}], "responseId": "r1"})),
+            ev(json!({"candidates": [{"content": {"parts": [{"text": "hard.", "thought": true}], "role": "model"}, "index": 0}], "responseId": "r1"})),
+            ev(json!({"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2ln"}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+                      "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 4, "thoughtsTokenCount": 6, "totalTokenCount": 19}, "responseId": "r1"})),
+        ]
+        .concat();
+        let input = input.as_bytes();
+        // Ids are random apart from the signature: compared with their base replaced.
+        let norm = |out: &[u8]| -> Vec<Value> {
+            let mut evs = events(out);
+            for e in &mut evs {
+                if let Some(tc) = e.pointer_mut("/choices/0/delta/tool_calls/0/id") {
+                    let (_, thought) = crate::providers::translate::split_id(tc.as_str().unwrap());
+                    *tc = json!(thought.and_then(|t| t.signature));
+                }
+            }
+            evs
+        };
+        let want = vec![
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"reasoning_content": "Thinking "}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"reasoning_content": "hard."}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c2ln", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}}]}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "tool_calls"}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 10, "total_tokens": 19, "completion_tokens_details": {"reasoning_tokens": 6}}}),
+            json!("[DONE]"),
+        ];
+        let mut c = c;
+        c.include_usage = true;
+        for split in 0..=input.len() {
+            let (out, status, usage) = run(input, split, &c);
+            assert_eq!(status, StreamStatus::Done, "split at {split}");
+            assert_eq!(norm(&out), want, "split at {split}");
+            assert_eq!(usage.unwrap().reasoning_tokens, 6);
+        }
+    }
 }
