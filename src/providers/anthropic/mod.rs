@@ -5,7 +5,10 @@
 //! maximum); `n > 1` is a 400; `response_format` JSON is emulated with one forced tool whose
 //! input is the answer; `seed`, `user` (sent as `metadata.user_id`) and the fields of
 //! [`crate::providers::translate::harmless`] cannot change the answer; any other field without
-//! an equivalent is a 400 naming it.
+//! an equivalent is a 400 naming it. Reasoning (README, "Reasoning"): `reasoning_effort`
+//! becomes `thinking` (a budget, or adaptive for Claude 4.6+), thinking blocks are
+//! `reasoning_content`, and their signatures travel in the tool call ids
+//! (`translate::Thought`) back to this provider and model only.
 //!
 //! `wire.rs` holds the Messages API's serde types, `translate.rs` what they mean for the
 //! gateway's canonical (OpenAI chat) request, answers and stream events. A client that speaks

@@ -4,8 +4,10 @@
 //!
 //! Choices (README, "Anthropic and Gemini"): tool call ids are synthesised (`call_<random>`);
 //! `parallel_tool_calls: false` keeps only the first call of an answer (Gemini cannot be told);
-//! `reasoning_effort` becomes a thinking budget; `user` cannot change the answer and is dropped;
-//! any other field without an equivalent is a 400 naming it.
+//! `user` cannot change the answer and is dropped; any other field without an equivalent is a
+//! 400 naming it. Reasoning (README, "Reasoning"): `reasoning_effort` becomes `thinkingConfig`
+//! by model family, thought parts are `reasoning_content`, and a call's `thoughtSignature`
+//! travels in its id (`translate::Thought`) and comes back to this provider and model only.
 //!
 //! `wire.rs` holds the Gemini API's serde types, `translate.rs` what they mean for the gateway's
 //! canonical (OpenAI chat) request, answers and stream events.
