@@ -790,6 +790,21 @@ pub fn effort(body: &Fields) -> Result<Option<Effort>, GatewayError> {
     Ok(Some(e))
 }
 
+/// The thinking budget per effort level, for models that take a number of tokens (Anthropic's
+/// before Claude 4.6, Cohere's reasoning models; README, "Reasoning").
+pub const BUDGETS: [(Effort, u64); 5] = [
+    (Effort::Minimal, 1024),
+    (Effort::Low, 2048),
+    (Effort::Medium, 8192),
+    (Effort::High, 16384),
+    (Effort::Xhigh, 24576),
+];
+
+/// [`BUDGETS`]' budget for `effort` (`None` for `none`).
+pub fn budget(effort: Effort) -> Option<u64> {
+    BUDGETS.iter().find(|(e, _)| *e == effort).map(|(_, b)| *b)
+}
+
 /// What separates a tool call's id from the reasoning state the gateway appends to it.
 pub const THOUGHT_SEPARATOR: &str = "__thought__";
 

@@ -32,12 +32,11 @@ pub mod passthrough;
 mod translate;
 mod wire;
 
+pub use crate::providers::translate::BUDGETS;
 #[cfg(test)]
 use translate::decode_response;
 use translate::{decode_response_for, encode_request_for};
-pub use translate::{
-    encode_request, finish_reason, thinking_for, AnthropicStream, Thinking, BUDGETS,
-};
+pub use translate::{encode_request, finish_reason, thinking_for, AnthropicStream, Thinking};
 
 /// The API version every request names (`anthropic-version`).
 pub const API_VERSION: &str = "2023-06-01";

@@ -417,15 +417,6 @@ pub enum Thinking {
     Adaptive(&'static str),
 }
 
-/// The thinking budget per effort level, for models that take a budget (README, "Reasoning").
-pub const BUDGETS: [(Effort, u64); 5] = [
-    (Effort::Minimal, 1024),
-    (Effort::Low, 2048),
-    (Effort::Medium, 8192),
-    (Effort::High, 16384),
-    (Effort::Xhigh, 24576),
-];
-
 /// A Claude model's family version (`claude-opus-4-6` -> (4, 6); `claude-3-7-sonnet` ->
 /// (3, 7)), and whether it is a Mythos model; `None` for a name that is not Claude's.
 fn claude_version(model: &str) -> Option<((u32, u32), bool)> {
@@ -465,10 +456,7 @@ pub fn thinking_for(model: &str, effort: Effort) -> Option<Thinking> {
         };
         return Some(Thinking::Adaptive(level));
     }
-    BUDGETS
-        .iter()
-        .find(|(e, _)| *e == effort)
-        .map(|(_, b)| Thinking::Budget(*b))
+    translate::budget(effort).map(Thinking::Budget)
 }
 
 /// Whether thinking can be on for these turns: Anthropic requires the assistant turn of an
