@@ -1232,6 +1232,57 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_and_thought_ids_are_read_from_assistant_messages() {
+        let thought = Thought {
+            provider: "google".into(),
+            model: "gemini-3-pro-preview".into(),
+            signature: Some("c2ln+/=".into()),
+            blocks: Vec::new(),
+        };
+        let id = encode_id("call_1", &thought);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{id}"
+        );
+        let m = msgs(json!([
+            {"role": "user", "content": "q"},
+            // `reasoning_content` wins over `reasoning`, in either order.
+            {"role": "assistant", "reasoning": "second", "reasoning_content": "first", "tool_calls": [
+                {"id": id, "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "call_2__thought__not-base64!", "type": "function", "function": {"name": "g", "arguments": "{}"}}
+            ]},
+            {"role": "tool", "tool_call_id": id, "content": "a"},
+            {"role": "tool", "tool_call_id": "call_2__thought__not-base64!", "content": "b"},
+            {"role": "assistant", "reasoning_content": null, "reasoning": "only", "content": "x"}
+        ]));
+        let c = Conversation::parse(&m).unwrap();
+        match &c.turns[1] {
+            Msg::Assistant {
+                calls, reasoning, ..
+            } => {
+                assert_eq!(reasoning.as_deref(), Some("first"));
+                assert_eq!(calls[0].id, "call_1");
+                assert_eq!(calls[0].thought.as_ref(), Some(&thought));
+                // A suffix that does not decode is dropped all the same.
+                assert_eq!(
+                    (calls[1].id.as_ref(), calls[1].thought.as_ref()),
+                    ("call_2", None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Tool results answer the calls by the ids as sent, and carry the upstream's.
+        assert!(matches!(&c.turns[2], Msg::Tool { id, name, .. } if id == "call_1" && name == "f"));
+        assert!(matches!(&c.turns[3], Msg::Tool { id, name, .. } if id == "call_2" && name == "g"));
+        match &c.turns[4] {
+            Msg::Assistant { reasoning, .. } => assert_eq!(reasoning.as_deref(), Some("only")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(split_id("plain"), ("plain", None));
+    }
+
+    #[test]
     fn bad_messages_name_the_field() {
         let cases = [
             (
