@@ -669,6 +669,9 @@ pub(crate) struct MessageFields<'a> {
     pub content: Option<&'a RawValue>,
     pub tool_calls: Option<&'a RawValue>,
     pub tool_call_id: Option<&'a RawValue>,
+    /// An assistant message's reasoning as a gateway showed it: `reasoning_content`, else
+    /// `reasoning` (not one of the plain keys).
+    pub reasoning: Option<&'a RawValue>,
 }
 
 enum MessageKey {
@@ -676,6 +679,8 @@ enum MessageKey {
     Content,
     ToolCalls,
     ToolCallId,
+    ReasoningContent,
+    Reasoning,
     Other,
 }
 
@@ -693,6 +698,8 @@ impl<'de> Deserialize<'de> for MessageKey {
                     "content" => MessageKey::Content,
                     "tool_calls" => MessageKey::ToolCalls,
                     "tool_call_id" => MessageKey::ToolCallId,
+                    "reasoning_content" => MessageKey::ReasoningContent,
+                    "reasoning" => MessageKey::Reasoning,
                     _ => MessageKey::Other,
                 })
             }
@@ -711,6 +718,7 @@ impl<'de> Deserialize<'de> for MessageFields<'de> {
             content: None,
             tool_calls: None,
             tool_call_id: None,
+            reasoning: None,
         };
         impl<'de> serde::de::Visitor<'de> for FieldsVisitor {
             type Value = MessageFields<'de>;
@@ -726,12 +734,24 @@ impl<'de> Deserialize<'de> for MessageFields<'de> {
                     plain: true,
                     ..MessageFields::default()
                 };
+                let mut reasoning_content = false;
                 while let Some(k) = a.next_key::<MessageKey>()? {
                     let slot = match k {
                         MessageKey::Role => &mut f.role,
                         MessageKey::Content => &mut f.content,
                         MessageKey::ToolCalls => &mut f.tool_calls,
                         MessageKey::ToolCallId => &mut f.tool_call_id,
+                        MessageKey::ReasoningContent | MessageKey::Reasoning => {
+                            f.plain = false;
+                            let v: Option<&'de RawValue> = a.next_value()?;
+                            // `reasoning_content` wins over `reasoning`, whatever the order.
+                            let primary = matches!(k, MessageKey::ReasoningContent);
+                            if v.is_some() && (primary || !reasoning_content) {
+                                f.reasoning = v;
+                                reasoning_content |= primary;
+                            }
+                            continue;
+                        }
                         MessageKey::Other => {
                             f.plain = false;
                             a.next_value::<serde::de::IgnoredAny>()?;
@@ -962,6 +982,9 @@ struct MessageOut<'a> {
     role: &'static str,
     content: Option<&'a str>,
     refusal: Option<()>,
+    /// The model's reasoning, where vLLM, DeepSeek and most OpenAI-compatible hosts put it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallOut<'a>>,
 }
@@ -983,6 +1006,12 @@ impl Serialize for UsageOut<'_> {
                 &serde_json::json!({"cached_tokens": u.cached_tokens}),
             )?;
         }
+        if u.reasoning_tokens > 0 {
+            m.serialize_entry(
+                "completion_tokens_details",
+                &serde_json::json!({"reasoning_tokens": u.reasoning_tokens}),
+            )?;
+        }
         m.end()
     }
 }
@@ -994,6 +1023,7 @@ fn choice_out(index: usize, a: &Answer) -> CompletionChoiceOut<'_> {
             role: "assistant",
             content: a.content.as_deref(),
             refusal: None,
+            reasoning_content: a.reasoning.as_deref().filter(|r| !r.is_empty()),
             tool_calls: a
                 .tool_calls
                 .iter()
@@ -1077,6 +1107,11 @@ struct RoleDelta {
 #[derive(Serialize)]
 struct ContentDelta<'a> {
     content: &'a str,
+}
+
+#[derive(Serialize)]
+struct ReasoningDelta<'a> {
+    reasoning_content: &'a str,
 }
 
 #[derive(Serialize)]
@@ -1252,6 +1287,14 @@ impl ChunkWriter {
         self.choice_at(out, choice, ContentDelta { content: text }, None);
     }
 
+    /// A fragment of the model's reasoning: `delta.reasoning_content`.
+    pub fn reasoning_at(&self, out: &mut BytesMut, choice: u32, text: &str) {
+        let delta = ReasoningDelta {
+            reasoning_content: text,
+        };
+        self.choice_at(out, choice, delta, None);
+    }
+
     pub fn tool_start_at(&self, out: &mut BytesMut, choice: u32, index: u32, id: &str, name: &str) {
         let function = ToolDeltaFn {
             name: Some(name),
@@ -1301,6 +1344,10 @@ impl EventWriter for ChunkWriter {
 
     fn text(&mut self, out: &mut BytesMut, choice: u32, text: &str) {
         self.content_at(out, choice, text);
+    }
+
+    fn reasoning(&mut self, out: &mut BytesMut, choice: u32, text: &str) {
+        self.reasoning_at(out, choice, text);
     }
 
     fn tool_start(&mut self, out: &mut BytesMut, choice: u32, index: u32, id: &str, name: &str) {

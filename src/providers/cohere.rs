@@ -67,6 +67,7 @@ const TRANSLATED: &[&str] = &[
     "tool_choice",
     "parallel_tool_calls",
     "response_format",
+    "reasoning_effort",
     "user",
 ];
 
@@ -219,6 +220,29 @@ pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, Gatew
         }),
     };
     let raw = |k: &str| b.raw(k).filter(|v| !translate::is_null(v)).map(Raw);
+    let thinking = match translate::effort(&b)? {
+        None => None,
+        // Cohere's reasoning models are hybrid: reasoning on by default, off when asked.
+        Some(effort) if reasons(&call.upstream_model) => Some(match translate::budget(effort) {
+            None => ThinkingOut {
+                kind: "disabled",
+                token_budget: None,
+            },
+            Some(n) => ThinkingOut {
+                kind: "enabled",
+                token_budget: Some(n),
+            },
+        }),
+        // A model that does not reason already does what `none` asks.
+        Some(translate::Effort::None) => None,
+        Some(_) => {
+            return Err(unsupported(
+                NAME,
+                "reasoning_effort",
+                "only Cohere's reasoning models (command-a-reasoning-...) can reason; use one, or omit it",
+            ))
+        }
+    };
     let body = ChatBody {
         model: &call.upstream_model,
         messages,
@@ -243,9 +267,15 @@ pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, Gatew
         presence_penalty: raw("presence_penalty"),
         k: raw("top_k"),
         p: raw("top_p"),
+        thinking,
         stream: req.stream,
     };
     translate::to_bytes(&body, b.messages().len() + 512)
+}
+
+/// Whether a Cohere model reasons (and takes `thinking`): the `command-a-reasoning` family.
+fn reasons(model: &str) -> bool {
+    model.to_ascii_lowercase().contains("reasoning")
 }
 
 fn text_part<'a>(p: &'a Part<'a>) -> Result<&'a Str<'a>, GatewayError> {
@@ -303,7 +333,7 @@ fn encode_messages<'a>(conv: &'a Conversation<'a>) -> Result<Vec<MessageOut<'a>>
                     out.push(MessageOut::User { content });
                 }
             }
-            Msg::Assistant { parts, calls } => {
+            Msg::Assistant { parts, calls, .. } => {
                 let mut content = Vec::with_capacity(parts.len());
                 for p in parts {
                     let text = text_part(p)?;
@@ -374,7 +404,18 @@ struct ChatBody<'a> {
     k: Option<Raw<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     p: Option<Raw<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking: Option<ThinkingOut>,
     stream: bool,
+}
+
+/// `thinking`, for Cohere's reasoning models.
+#[derive(Serialize)]
+struct ThinkingOut {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_budget: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -471,13 +512,17 @@ struct MessageIn {
     tool_calls: Vec<ToolCallIn>,
 }
 
-/// Text is the answer; thinking and anything new are not shown.
+/// Text is the answer, thinking its reasoning; anything new is not shown.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ContentIn {
     Text {
         #[serde(default)]
         text: String,
+    },
+    Thinking {
+        #[serde(default)]
+        thinking: String,
     },
     #[serde(other)]
     Other,
@@ -567,11 +612,14 @@ fn decode_response(
     let r: ChatResponse =
         serde_json::from_slice(body).map_err(|e| translate::bad_upstream_body(NAME, e))?;
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut calls = Vec::new();
     if let Some(m) = r.message {
         for c in m.content {
-            if let ContentIn::Text { text: t } = c {
-                text.push_str(&t);
+            match c {
+                ContentIn::Text { text: t } => text.push_str(&t),
+                ContentIn::Thinking { thinking } => reasoning.push_str(&thinking),
+                ContentIn::Other => {}
             }
         }
         for c in m.tool_calls {
@@ -592,7 +640,7 @@ fn decode_response(
     let finish = finish_reason(r.finish_reason.as_deref(), !calls.is_empty())?;
     let usage = r.usage.map(|u| u.usage());
     let answer = Answer {
-        reasoning: None,
+        reasoning: (!reasoning.is_empty()).then_some(reasoning),
         stop_sequence: None,
         content: if text.is_empty() && !calls.is_empty() {
             None
@@ -663,6 +711,9 @@ struct ContentDeltaContent {
     /// Absent on a reasoning model's thinking fragments.
     #[serde(default)]
     text: Option<String>,
+    /// A reasoning model's thinking fragment.
+    #[serde(default)]
+    thinking: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -742,14 +793,16 @@ impl CohereStream {
                 }
             }
             Event::ContentDelta { delta } => {
-                let text = delta
-                    .and_then(|d| d.message)
-                    .and_then(|m| m.content)
-                    .and_then(|c| c.text)
-                    .filter(|t| !t.is_empty());
-                if let Some(t) = text {
-                    self.role(out);
-                    self.w.text(out, 0, &t);
+                let content = delta.and_then(|d| d.message).and_then(|m| m.content);
+                if let Some(c) = content {
+                    if let Some(t) = c.thinking.filter(|t| !t.is_empty()) {
+                        self.role(out);
+                        self.w.reasoning(out, 0, &t);
+                    }
+                    if let Some(t) = c.text.filter(|t| !t.is_empty()) {
+                        self.role(out);
+                        self.w.text(out, 0, &t);
+                    }
                 }
             }
             Event::ToolCallStart { delta } => {
@@ -1092,6 +1145,7 @@ mod tests {
         let c = &v["choices"][0];
         assert_eq!(c["finish_reason"], "tool_calls");
         assert_eq!(c["message"]["content"], "Checking.");
+        assert_eq!(c["message"]["reasoning_content"], "hmm");
         assert_eq!(
             c["message"]["tool_calls"],
             json!([
@@ -1406,7 +1460,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_events_and_thinking_are_ignored() {
+    fn unknown_events_are_ignored_and_thinking_is_reasoning() {
         let input = [
             start(),
             ev(json!({"type": "content-start", "index": 0, "delta": {"message": {"content": {"type": "thinking", "thinking": ""}}}})),
@@ -1420,10 +1474,55 @@ mod tests {
         .concat();
         let want = [
             chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"reasoning_content": "hmm"}), None),
             chunk(json!({"content": "Hi"}), None),
             chunk(json!({}), Some("length")),
             json!("[DONE]"),
         ];
         check(&input, &call(false, true), &want, &StreamStatus::Done);
+    }
+
+    #[test]
+    fn reasoning_effort_for_reasoning_models_only() {
+        let ask = |model: &str, effort: &str| {
+            let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort});
+            let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+            let mut c = call(false, true);
+            c.upstream_model = model.into();
+            encode_request(&req, &c).map(|b| serde_json::from_slice::<Value>(&b).unwrap())
+        };
+        let r = "command-a-reasoning-08-2025";
+        assert_eq!(
+            ask(r, "none").unwrap()["thinking"],
+            json!({"type": "disabled"})
+        );
+        for (effort, budget) in [
+            ("minimal", 1024),
+            ("low", 2048),
+            ("medium", 8192),
+            ("high", 16384),
+            ("xhigh", 24576),
+        ] {
+            assert_eq!(
+                ask(r, effort).unwrap()["thinking"],
+                json!({"type": "enabled", "token_budget": budget}),
+                "{effort}"
+            );
+        }
+        // A model that does not reason: `none` is what it does; anything else is a 400.
+        assert!(ask("command-a-03-2025", "none")
+            .unwrap()
+            .get("thinking")
+            .is_none());
+        let e = ask("command-a-03-2025", "low").unwrap_err();
+        assert_eq!(
+            (e.status, e.param.as_deref()),
+            (400, Some("reasoning_effort"))
+        );
+        let e = ask(r, "extreme").unwrap_err();
+        assert_eq!(
+            (e.status, e.param.as_deref()),
+            (400, Some("reasoning_effort"))
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::anthropic;
 use crate::providers::stream::{EventDecoder, SseDriver};
+use crate::providers::translate;
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
     UpstreamRequest,
@@ -315,6 +316,9 @@ fn encode_with_overrides<'a>(
                     serde_json::from_str(v).unwrap_or(None);
                 serde_json::to_writer(&mut out, &WithUsage(options.as_ref()))?
             }
+            "messages" if v.contains(translate::THOUGHT_SEPARATOR) => {
+                serde_json::to_writer(&mut out, &without_thoughts(v)?)?
+            }
             _ => out.extend_from_slice(v.as_bytes()),
         }
     }
@@ -327,6 +331,31 @@ fn encode_with_overrides<'a>(
     }
     out.push(b'}');
     Ok(out)
+}
+
+/// `messages` with the reasoning state another provider's answers put in tool call ids
+/// (`translate::Thought`) taken out: a signature never goes to a provider that did not make it
+/// (after a failover or a change of model), and the ids are the ones that provider first gave.
+fn without_thoughts(messages: &str) -> serde_json::Result<Value> {
+    let mut v: Value = serde_json::from_str(messages)?;
+    let strip = |id: &mut Value| {
+        if let Some(s) = id.as_str() {
+            let base = translate::split_id(s).0.to_string();
+            *id = Value::String(base);
+        }
+    };
+    for m in v.as_array_mut().into_iter().flatten() {
+        if let Some(id) = m.get_mut("tool_call_id") {
+            strip(id);
+        }
+        let calls = m.get_mut("tool_calls").and_then(Value::as_array_mut);
+        for c in calls.into_iter().flatten() {
+            if let Some(id) = c.get_mut("id") {
+                strip(id);
+            }
+        }
+    }
+    Ok(v)
 }
 
 /// `{"data":[{"id":..}]}` -> ids.
@@ -888,6 +917,34 @@ mod tests {
         );
         let out = encode(&body, "b", false);
         assert_eq!(out, r#"{"model":"b","messages":[],"stream":true}"#);
+    }
+
+    #[test]
+    fn reasoning_state_in_ids_is_taken_out_for_openai_hosts() {
+        use serde_json::json;
+        let thought = translate::Thought {
+            provider: "google".into(),
+            model: "gemini-3-pro-preview".into(),
+            signature: Some("c2ln".into()),
+            blocks: Vec::new(),
+        };
+        let id = translate::encode_id("call_1", &thought);
+        let body = json!({"model": "m", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": null, "reasoning_content": "r", "tool_calls": [
+                {"id": id, "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": id, "content": "a"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "b"}
+        ]});
+        let raw = crate::api::parse_raw_object(body.to_string().as_bytes()).unwrap();
+        let texts = raw.iter().map(|(k, v)| (k.as_str(), v.get()));
+        let out: Value =
+            serde_json::from_slice(&encode_with_overrides(texts, 0, "m", false).unwrap()).unwrap();
+        let mut want = body.clone();
+        want["messages"][1]["tool_calls"][0]["id"] = json!("call_1");
+        want["messages"][2]["tool_call_id"] = json!("call_1");
+        assert_eq!(out, want);
     }
 
     #[test]

@@ -547,9 +547,12 @@ impl PartialEq for Args<'_> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall<'a> {
+    /// The id as the upstream knows it: the client's, without the gateway's [`Thought`] suffix.
     pub id: Cow<'a, str>,
     pub name: Cow<'a, str>,
     pub args: Args<'a>,
+    /// The reasoning state the gateway put in the id when the call was answered.
+    pub thought: Option<Thought>,
 }
 
 /// One message, roles reduced to what the upstreams distinguish.
@@ -559,6 +562,9 @@ pub enum Msg<'a> {
     Assistant {
         parts: Vec<Part<'a>>,
         calls: Vec<ToolCall<'a>>,
+        /// The message's reasoning as the gateway showed it (`reasoning_content`, else
+        /// `reasoning`): Anthropic's thinking text, needed with its signature.
+        reasoning: Option<Cow<'a, str>>,
     },
     /// A tool result; `name` is the function's, recovered from the assistant message that
     /// called it (Gemini needs it).
@@ -589,8 +595,9 @@ impl<'a> Conversation<'a> {
             system: Vec::new(),
             turns: Vec::with_capacity(list.len()),
         };
-        // Function names by tool_call_id, from the assistant messages seen so far.
-        let mut names: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::new();
+        // The calls of the assistant messages seen so far: the id as sent (with the gateway's
+        // suffix, which tool messages repeat), the id for the upstream, the function name.
+        let mut names: Vec<(Cow<'a, str>, Cow<'a, str>, Cow<'a, str>)> = Vec::new();
         for (i, m) in list.into_iter().enumerate() {
             let role = str_of(m.role);
             let role = role.as_deref().unwrap_or("");
@@ -613,11 +620,16 @@ impl<'a> Conversation<'a> {
                 "user" => conv.turns.push(Msg::User(parts(content, i)?)),
                 "assistant" => {
                     let parts = parts(content, i)?;
-                    let calls = tool_calls(m.tool_calls, i)?;
-                    for c in &calls {
-                        names.push((c.id.clone(), c.name.clone()));
+                    let (calls, sent) = tool_calls(m.tool_calls, i)?;
+                    for (c, sent) in calls.iter().zip(sent) {
+                        names.push((sent, c.id.clone(), c.name.clone()));
                     }
-                    conv.turns.push(Msg::Assistant { parts, calls });
+                    let reasoning = str_of(m.reasoning);
+                    conv.turns.push(Msg::Assistant {
+                        parts,
+                        calls,
+                        reasoning,
+                    });
                 }
                 "tool" => {
                     let id = str_of(m.tool_call_id).ok_or_else(|| {
@@ -626,11 +638,11 @@ impl<'a> Conversation<'a> {
                             format!("messages[{i}].tool_call_id is required for tool messages"),
                         )
                     })?;
-                    let name = names
+                    let (id, name) = names
                         .iter()
                         .rev()
-                        .find(|(k, _)| *k == id)
-                        .map(|(_, n)| n.clone())
+                        .find(|(k, ..)| *k == id)
+                        .map(|(_, base, n)| (base.clone(), n.clone()))
                         .ok_or_else(|| {
                             GatewayError::bad_request(
                                 &at("tool_call_id"),
@@ -667,9 +679,14 @@ fn content_text(parts: &RawValue) -> String {
     out
 }
 
-fn tool_calls<'a>(list: Option<&'a RawValue>, i: usize) -> Result<Vec<ToolCall<'a>>, GatewayError> {
+/// An assistant message's tool calls, and each call's id as sent.
+#[allow(clippy::type_complexity)]
+fn tool_calls<'a>(
+    list: Option<&'a RawValue>,
+    i: usize,
+) -> Result<(Vec<ToolCall<'a>>, Vec<Cow<'a, str>>), GatewayError> {
     let Some(list) = list.filter(|l| !is_null(l)) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let list = items(list).ok_or_else(|| {
         GatewayError::bad_request(
@@ -678,6 +695,7 @@ fn tool_calls<'a>(list: Option<&'a RawValue>, i: usize) -> Result<Vec<ToolCall<'
         )
     })?;
     let mut out = Vec::with_capacity(list.len());
+    let mut sent = Vec::with_capacity(list.len());
     for (j, c) in list.into_iter().enumerate() {
         let at = |k: &str| format!("messages[{i}].tool_calls[{j}].{k}");
         let req = |k: &str, v: Option<Cow<'a, str>>| {
@@ -717,9 +735,145 @@ fn tool_calls<'a>(list: Option<&'a RawValue>, i: usize) -> Result<Vec<ToolCall<'
             },
             Some(_) => return Err(bad_args()),
         };
-        out.push(ToolCall { id, name, args });
+        let (n, thought) = {
+            let (base, thought) = split_id(&id);
+            (base.len(), thought)
+        };
+        let base = match &id {
+            Cow::Borrowed(s) => Cow::Borrowed(s.get(..n).unwrap_or(s)),
+            Cow::Owned(s) => Cow::Owned(s.get(..n).unwrap_or(s).to_string()),
+        };
+        out.push(ToolCall {
+            id: base,
+            name,
+            args,
+            thought,
+        });
+        sent.push(id);
     }
-    Ok(out)
+    Ok((out, sent))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reasoning: the effort asked for, and the state a reasoning model needs back next turn
+
+/// `reasoning_effort`, OpenAI's levels (`xhigh` as the newest models have it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Effort {
+    None,
+    Minimal,
+    Low,
+    Medium,
+    High,
+    Xhigh,
+}
+
+/// `reasoning_effort`, checked (`None` when absent or null).
+pub fn effort(body: &Fields) -> Result<Option<Effort>, GatewayError> {
+    let Some(raw) = body.raw("reasoning_effort").filter(|v| !is_null(v)) else {
+        return Ok(None);
+    };
+    let e = match str_of(Some(raw)).as_deref() {
+        Some("none") => Effort::None,
+        Some("minimal") => Effort::Minimal,
+        Some("low") => Effort::Low,
+        Some("medium") => Effort::Medium,
+        Some("high") => Effort::High,
+        Some("xhigh") => Effort::Xhigh,
+        _ => {
+            return Err(GatewayError::bad_request(
+                "reasoning_effort",
+                "'reasoning_effort' must be one of none, minimal, low, medium, high, xhigh",
+            ))
+        }
+    };
+    Ok(Some(e))
+}
+
+/// The thinking budget per effort level, for models that take a number of tokens (Anthropic's
+/// before Claude 4.6, Cohere's reasoning models; README, "Reasoning").
+pub const BUDGETS: [(Effort, u64); 5] = [
+    (Effort::Minimal, 1024),
+    (Effort::Low, 2048),
+    (Effort::Medium, 8192),
+    (Effort::High, 16384),
+    (Effort::Xhigh, 24576),
+];
+
+/// [`BUDGETS`]' budget for `effort` (`None` for `none`).
+pub fn budget(effort: Effort) -> Option<u64> {
+    BUDGETS.iter().find(|(e, _)| *e == effort).map(|(_, b)| *b)
+}
+
+/// What separates a tool call's id from the reasoning state the gateway appends to it.
+pub const THOUGHT_SEPARATOR: &str = "__thought__";
+
+/// The reasoning state a translated answer's tool call carries to the client and back, inside
+/// its id (`<id>__thought__<base64url JSON>`; every character in `[A-Za-z0-9_-]`): clients
+/// return a tool call's id unchanged in the next turn, whatever else they drop. Tagged with the
+/// provider and model that made it: it is restored only to them, never sent elsewhere.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Thought {
+    /// The provider's name (`GATEWAY_PROVIDER_<NAME>`, `anthropic`, `gemini`).
+    #[serde(rename = "p")]
+    pub provider: String,
+    /// The upstream model.
+    #[serde(rename = "m")]
+    pub model: String,
+    /// Gemini: the call's `thoughtSignature`.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// Anthropic: the thinking blocks before this call, in order.
+    #[serde(rename = "b", default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<ThinkingRef>,
+}
+
+/// One Anthropic thinking block as the id carries it: its signature, and where its text is in
+/// the message's `reasoning_content` (the text itself is not repeated); or a redacted block's
+/// data.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThinkingRef {
+    /// Byte offset and length of the block's text in the reasoning text.
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<usize>,
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<usize>,
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// `redacted_thinking`'s `data`.
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<String>,
+}
+
+impl Thought {
+    /// Whether this state was made by `provider` for `model` (and so may go back to it).
+    pub fn is_for(&self, provider: &str, model: &str) -> bool {
+        self.provider == provider && self.model == model
+    }
+}
+
+/// A tool call id with `thought` appended.
+pub fn encode_id(id: &str, thought: &Thought) -> String {
+    let json = serde_json::to_vec(thought).unwrap_or_default();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+    let mut out = String::with_capacity(id.len() + THOUGHT_SEPARATOR.len() + b64.len());
+    out.push_str(id);
+    out.push_str(THOUGHT_SEPARATOR);
+    out.push_str(&b64);
+    out
+}
+
+/// A tool call id as sent -> the id the upstream knows and the state appended to it. A suffix
+/// that does not decode is dropped all the same: it was never the upstream's.
+pub fn split_id(id: &str) -> (&str, Option<Thought>) {
+    let Some((base, suffix)) = id.split_once(THOUGHT_SEPARATOR) else {
+        return (id, None);
+    };
+    let thought = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(suffix)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    (base, thought)
 }
 
 /// A message's content as parts (a string is one text part; empty text is dropped).
@@ -1052,7 +1206,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match &c.turns[1] {
-            Msg::Assistant { parts, calls } => {
+            Msg::Assistant { parts, calls, .. } => {
                 assert!(parts.is_empty());
                 assert_eq!(calls[0].args, json!({"q": 1}));
                 assert_eq!(calls[1].args, json!({}));
@@ -1075,6 +1229,57 @@ mod tests {
                 content: "a cat".into()
             }
         );
+    }
+
+    #[test]
+    fn reasoning_and_thought_ids_are_read_from_assistant_messages() {
+        let thought = Thought {
+            provider: "google".into(),
+            model: "gemini-3-pro-preview".into(),
+            signature: Some("c2ln+/=".into()),
+            blocks: Vec::new(),
+        };
+        let id = encode_id("call_1", &thought);
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{id}"
+        );
+        let m = msgs(json!([
+            {"role": "user", "content": "q"},
+            // `reasoning_content` wins over `reasoning`, in either order.
+            {"role": "assistant", "reasoning": "second", "reasoning_content": "first", "tool_calls": [
+                {"id": id, "type": "function", "function": {"name": "f", "arguments": "{}"}},
+                {"id": "call_2__thought__not-base64!", "type": "function", "function": {"name": "g", "arguments": "{}"}}
+            ]},
+            {"role": "tool", "tool_call_id": id, "content": "a"},
+            {"role": "tool", "tool_call_id": "call_2__thought__not-base64!", "content": "b"},
+            {"role": "assistant", "reasoning_content": null, "reasoning": "only", "content": "x"}
+        ]));
+        let c = Conversation::parse(&m).unwrap();
+        match &c.turns[1] {
+            Msg::Assistant {
+                calls, reasoning, ..
+            } => {
+                assert_eq!(reasoning.as_deref(), Some("first"));
+                assert_eq!(calls[0].id, "call_1");
+                assert_eq!(calls[0].thought.as_ref(), Some(&thought));
+                // A suffix that does not decode is dropped all the same.
+                assert_eq!(
+                    (calls[1].id.as_ref(), calls[1].thought.as_ref()),
+                    ("call_2", None)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Tool results answer the calls by the ids as sent, and carry the upstream's.
+        assert!(matches!(&c.turns[2], Msg::Tool { id, name, .. } if id == "call_1" && name == "f"));
+        assert!(matches!(&c.turns[3], Msg::Tool { id, name, .. } if id == "call_2" && name == "g"));
+        match &c.turns[4] {
+            Msg::Assistant { reasoning, .. } => assert_eq!(reasoning.as_deref(), Some("only")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(split_id("plain"), ("plain", None));
     }
 
     #[test]

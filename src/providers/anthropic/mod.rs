@@ -5,7 +5,10 @@
 //! maximum); `n > 1` is a 400; `response_format` JSON is emulated with one forced tool whose
 //! input is the answer; `seed`, `user` (sent as `metadata.user_id`) and the fields of
 //! [`crate::providers::translate::harmless`] cannot change the answer; any other field without
-//! an equivalent is a 400 naming it.
+//! an equivalent is a 400 naming it. Reasoning (README, "Reasoning"): `reasoning_effort`
+//! becomes `thinking` (a budget, or adaptive for Claude 4.6+), thinking blocks are
+//! `reasoning_content`, and their signatures travel in the tool call ids
+//! (`translate::Thought`) back to this provider and model only.
 //!
 //! `wire.rs` holds the Messages API's serde types, `translate.rs` what they mean for the
 //! gateway's canonical (OpenAI chat) request, answers and stream events. A client that speaks
@@ -29,8 +32,11 @@ pub mod passthrough;
 mod translate;
 mod wire;
 
+pub use crate::providers::translate::BUDGETS;
+#[cfg(test)]
 use translate::decode_response;
-pub use translate::{encode_request, finish_reason, AnthropicStream};
+use translate::{decode_response_for, encode_request_for};
+pub use translate::{encode_request, finish_reason, thinking_for, AnthropicStream, Thinking};
 
 /// The API version every request names (`anthropic-version`).
 pub const API_VERSION: &str = "2023-06-01";
@@ -41,6 +47,9 @@ pub const API_VERSION: &str = "2023-06-01";
 pub const JSON_TOOL: &str = "gateway_json_response";
 
 const NAME: &str = "Anthropic";
+
+/// The built-in provider's name: the tag of reasoning state decoded without a provider named.
+const PROVIDER: &str = "anthropic";
 
 pub struct Anthropic {
     cfg: ProviderConfig,
@@ -96,7 +105,7 @@ impl Provider for Anthropic {
                 body,
             ));
         }
-        let body = encode_request(req, call, self.default_max_tokens)?;
+        let body = encode_request_for(req, call, self.default_max_tokens, &self.cfg.name)?;
         Ok(UpstreamRequest::post(
             format!("{}/v1/messages", backend.path),
             self.headers(),
@@ -114,7 +123,7 @@ impl Provider for Anthropic {
             let usage = passthrough::usage_of(&body);
             return Ok(Translated { body, usage });
         }
-        decode_response(&body, call, w)
+        decode_response_for(&body, call, w, &self.cfg.name)
     }
 
     fn stream_translator(
@@ -125,7 +134,9 @@ impl Provider for Anthropic {
         if call.passthrough {
             return Box::new(SseDriver::new(passthrough::PassthroughStream::default()));
         }
-        Box::new(SseDriver::new(AnthropicStream::new(call, w)))
+        Box::new(SseDriver::new(
+            AnthropicStream::new(call, w).provider(&self.cfg.name),
+        ))
     }
 
     fn count_tokens_request(
@@ -367,7 +378,7 @@ mod tests {
             (json!({"logprobs": true}), "logprobs"),
             (json!({"presence_penalty": 0.5}), "presence_penalty"),
             (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
-            (json!({"reasoning_effort": "high"}), "reasoning_effort"),
+            (json!({"reasoning_effort": "extreme"}), "reasoning_effort"),
             (json!({"x_unknown": 1}), "x_unknown"),
             (json!({"temperature": 3}), "temperature"),
             (
@@ -414,9 +425,24 @@ mod tests {
         let c = &v["choices"][0];
         assert_eq!(c["finish_reason"], "tool_calls");
         assert_eq!(c["message"]["content"], "Checking.");
+        assert_eq!(c["message"]["reasoning_content"], "hmm");
+        // The thinking block's signature travels in the call's id, for the next turn.
+        let id = c["message"]["tool_calls"][0]["id"].as_str().unwrap();
+        let (base, thought) = crate::providers::translate::split_id(id);
+        assert_eq!(base, "toolu_01");
+        let thought = thought.unwrap();
         assert_eq!(
-            c["message"]["tool_calls"][0],
-            json!({"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}})
+            (thought.provider.as_str(), thought.model.as_str()),
+            ("anthropic", "claude-sonnet-4-20250514")
+        );
+        assert_eq!(thought.blocks[0].signature.as_deref(), Some("x"));
+        assert_eq!(
+            (thought.blocks[0].offset, thought.blocks[0].len),
+            (Some(0), Some(3))
+        );
+        assert_eq!(
+            c["message"]["tool_calls"][0]["function"],
+            json!({"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"})
         );
         assert_eq!(
             v["usage"],
@@ -717,7 +743,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_events_and_thinking_are_ignored_and_done_is_final() {
+    fn unknown_events_are_ignored_thinking_is_reasoning_and_done_is_final() {
         let input = [
             start(),
             ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}})),
@@ -733,10 +759,355 @@ mod tests {
         .concat();
         let want = [
             chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"reasoning_content": "hmm"}), None),
             chunk(json!({"content": "Hi"}), None),
             chunk(json!({}), Some("length")),
             json!("[DONE]"),
         ];
         check(&input, false, &want, &StreamStatus::Done);
+    }
+
+    // ---- reasoning (issue 20) ----
+
+    fn encode_for(model: &str, body: Value) -> Value {
+        let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let mut c = call(false);
+        c.upstream_model = model.into();
+        let bytes = encode_request(&req, &c, 4096).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn effort_table_per_level_and_family() {
+        use crate::providers::translate::Effort as E;
+        let levels = [E::None, E::Minimal, E::Low, E::Medium, E::High, E::Xhigh];
+        let budget = |n| Some(Thinking::Budget(n));
+        let adaptive = |e| Some(Thinking::Adaptive(e));
+        // Models that take a budget: Claude up to 4.5, 3.7, and names the gateway cannot place.
+        for model in [
+            "claude-sonnet-4-5-20250929",
+            "claude-opus-4-1",
+            "claude-opus-4-20250514",
+            "claude-haiku-4-5",
+            "claude-3-7-sonnet-20250219",
+            "some-custom-model",
+        ] {
+            let got: Vec<_> = levels.iter().map(|e| thinking_for(model, *e)).collect();
+            assert_eq!(
+                got,
+                [
+                    None,
+                    budget(1024),
+                    budget(2048),
+                    budget(8192),
+                    budget(16384),
+                    budget(24576)
+                ],
+                "{model}"
+            );
+        }
+        // Claude 4.6: adaptive, `max` standing for xhigh.
+        for model in [
+            "claude-opus-4-6",
+            "claude-sonnet-4-6",
+            "anthropic.claude-opus-4-6-v1",
+            "claude-mythos-preview",
+        ] {
+            let got: Vec<_> = levels.iter().map(|e| thinking_for(model, *e)).collect();
+            assert_eq!(
+                got,
+                [
+                    None,
+                    adaptive("low"),
+                    adaptive("low"),
+                    adaptive("medium"),
+                    adaptive("high"),
+                    adaptive("max")
+                ],
+                "{model}"
+            );
+        }
+        // 4.7 and later have xhigh.
+        for model in [
+            "claude-opus-4-7",
+            "claude-fable-5",
+            "claude-sonnet-5-20260301",
+        ] {
+            assert_eq!(thinking_for(model, E::Xhigh), adaptive("xhigh"), "{model}");
+            assert_eq!(thinking_for(model, E::Minimal), adaptive("low"), "{model}");
+        }
+        assert_eq!(BUDGETS.len(), 5);
+    }
+
+    #[test]
+    fn effort_in_the_request() {
+        let ask = json!([{"role": "user", "content": "hi"}]);
+        // A budget: max_tokens raised when it would not fit; kept when it does.
+        let v = encode_for(
+            "claude-sonnet-4-5",
+            json!({"model": "m", "messages": ask, "reasoning_effort": "medium", "max_tokens": 500}),
+        );
+        assert_eq!(
+            v["thinking"],
+            json!({"type": "enabled", "budget_tokens": 8192})
+        );
+        assert_eq!(v["max_tokens"], 8692);
+        let v = encode_for(
+            "claude-sonnet-4-5",
+            json!({"model": "m", "messages": ask, "reasoning_effort": "low", "max_completion_tokens": 30000}),
+        );
+        assert_eq!(
+            (
+                v["thinking"]["budget_tokens"].as_u64(),
+                v["max_tokens"].as_u64()
+            ),
+            (Some(2048), Some(30000))
+        );
+        // Adaptive: the effort level, max_tokens as asked.
+        let v = encode_for(
+            "claude-opus-4-6",
+            json!({"model": "m", "messages": ask, "reasoning_effort": "xhigh", "max_tokens": 500}),
+        );
+        assert_eq!(v["thinking"], json!({"type": "adaptive"}));
+        assert_eq!(v["output_config"], json!({"effort": "max"}));
+        assert_eq!(v["max_tokens"], 500);
+        // none: no thinking, sampling settings kept.
+        let v = encode_for(
+            "claude-opus-4-6",
+            json!({"model": "m", "messages": ask, "reasoning_effort": "none", "temperature": 0.3, "top_k": 4}),
+        );
+        assert!(v.get("thinking").is_none() && v.get("output_config").is_none());
+        assert_eq!(
+            (v["temperature"].as_f64(), v["top_k"].as_u64()),
+            (Some(0.3), Some(4))
+        );
+        // Thinking on: temperature other than 1, top_k, top_p below 0.95 dropped; 1 and 0.95 kept.
+        let v = encode_for(
+            "claude-sonnet-4-5",
+            json!({"model": "m", "messages": ask, "reasoning_effort": "high", "temperature": 0.3, "top_k": 4, "top_p": 0.9}),
+        );
+        assert!(
+            v.get("temperature").is_none() && v.get("top_k").is_none() && v.get("top_p").is_none(),
+            "{v}"
+        );
+        let v = encode_for(
+            "claude-sonnet-4-5",
+            json!({"model": "m", "messages": ask, "reasoning_effort": "high", "temperature": 1, "top_p": 0.95}),
+        );
+        assert_eq!(
+            (v["temperature"].as_f64(), v["top_p"].as_f64()),
+            (Some(1.0), Some(0.95))
+        );
+        // A forced tool (or JSON mode, which forces one): no thinking.
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        for choice in [
+            json!("required"),
+            json!({"type": "function", "function": {"name": "f"}}),
+        ] {
+            let v = encode_for(
+                "claude-sonnet-4-5",
+                json!({"model": "m", "messages": ask, "reasoning_effort": "high", "tools": tools, "tool_choice": choice, "temperature": 0.3}),
+            );
+            assert!(v.get("thinking").is_none(), "{v}");
+            assert_eq!(v["temperature"], 0.3);
+        }
+        let v = encode_for(
+            "claude-sonnet-4-5",
+            json!({"model": "m", "messages": ask, "reasoning_effort": "high", "response_format": {"type": "json_object"}}),
+        );
+        assert!(v.get("thinking").is_none());
+        let v = encode_for(
+            "claude-sonnet-4-5",
+            json!({"model": "m", "messages": ask, "reasoning_effort": "high", "tools": tools, "tool_choice": "auto"}),
+        );
+        assert!(v.get("thinking").is_some());
+    }
+
+    /// An answer with thinking, a redacted block and a tool call, as the client gets it.
+    fn thinking_answer() -> Value {
+        let body = json!({"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514",
+            "content": [{"type": "thinking", "thinking": "Let me think: café ☕.", "signature": "c2lnbmF0dXJl+/="},
+                        {"type": "redacted_thinking", "data": "UkVEQUNURUQ="},
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"location": "Paris"}},
+                        {"type": "thinking", "thinking": "And the time.", "signature": "c2Vjb25k"},
+                        {"type": "tool_use", "id": "toolu_02", "name": "get_time", "input": {}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 10, "output_tokens": 20}});
+        let t = decode_response(
+            body.to_string().as_bytes(),
+            &call(false),
+            &ChatCompletionsWriter,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&t.body).unwrap();
+        v["choices"][0]["message"].clone()
+    }
+
+    fn next_turn(message: &Value) -> Value {
+        let calls = message["tool_calls"].as_array().unwrap();
+        json!({"model": "m", "reasoning_effort": "high", "messages": [
+            {"role": "user", "content": "weather?"},
+            message,
+            {"role": "tool", "tool_call_id": calls[0]["id"], "content": "18C"},
+            {"role": "tool", "tool_call_id": calls[1]["id"], "content": "12:00"}
+        ]})
+    }
+
+    #[test]
+    fn thinking_blocks_go_back_in_order_with_their_signatures() {
+        let message = thinking_answer();
+        assert_eq!(
+            message["reasoning_content"],
+            "Let me think: café ☕.\n\nAnd the time."
+        );
+        let v = encode_for("claude-sonnet-4-20250514", next_turn(&message));
+        assert_eq!(v["thinking"]["type"], "enabled");
+        assert_eq!(
+            v["messages"][1]["content"],
+            json!([
+                {"type": "thinking", "thinking": "Let me think: café ☕.", "signature": "c2lnbmF0dXJl+/="},
+                {"type": "redacted_thinking", "data": "UkVEQUNURUQ="},
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"location": "Paris"}},
+                {"type": "thinking", "thinking": "And the time.", "signature": "c2Vjb25k"},
+                {"type": "tool_use", "id": "toolu_02", "name": "get_time", "input": {}}
+            ])
+        );
+        assert_eq!(v["messages"][2]["content"][0]["tool_use_id"], "toolu_01");
+        assert_eq!(v["messages"][2]["content"][1]["tool_use_id"], "toolu_02");
+
+        // `reasoning` is read as well as `reasoning_content`.
+        let mut m = message.clone();
+        let r = m
+            .as_object_mut()
+            .unwrap()
+            .remove("reasoning_content")
+            .unwrap();
+        m["reasoning"] = r;
+        let v = encode_for("claude-sonnet-4-20250514", next_turn(&m));
+        assert_eq!(v["messages"][1]["content"][0]["type"], "thinking");
+
+        // The reasoning changed, or missing: the blocks cannot be rebuilt; thinking off.
+        for edit in [Some(json!("Let me think")), None] {
+            let mut m = message.clone();
+            match edit {
+                Some(r) => m["reasoning_content"] = r,
+                None => drop(m.as_object_mut().unwrap().remove("reasoning_content")),
+            }
+            let v = encode_for("claude-sonnet-4-20250514", next_turn(&m));
+            assert!(v.get("thinking").is_none(), "{v}");
+            assert!(!v.to_string().contains("\"thinking\""), "{v}");
+            assert_eq!(v["messages"][1]["content"][1]["id"], "toolu_01");
+        }
+        // Another model (or provider) made them: not sent, thinking off.
+        let v = encode_for("claude-opus-4-1", next_turn(&message));
+        assert!(v.get("thinking").is_none() && !v.to_string().contains("c2lnbmF0dXJl"));
+        // A loop that is closed (a new user question) may think again, without the old blocks.
+        let mut next = next_turn(&message);
+        next["messages"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"role": "user", "content": "and tomorrow?"}));
+        let v = encode_for("claude-opus-4-1", next);
+        assert!(v.get("thinking").is_some());
+        assert_eq!(v["messages"][1]["content"][0]["type"], "text");
+    }
+
+    #[test]
+    fn ids_that_anthropic_would_refuse_are_made_to_fit() {
+        let v = encode(json!({"model": "m", "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "tool_calls": [
+                {"id": "functions.get:0", "type": "function", "function": {"name": "get", "arguments": "{}"}},
+                {"id": "functions_get_0", "type": "function", "function": {"name": "get", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "functions.get:0", "content": "a"},
+            {"role": "tool", "tool_call_id": "functions_get_0", "content": "b"}
+        ]}))
+        .unwrap();
+        let a = v["messages"][1]["content"][0]["id"].as_str().unwrap();
+        let b = v["messages"][1]["content"][1]["id"].as_str().unwrap();
+        assert!(
+            a.starts_with("functions_get_0_")
+                && a.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'),
+            "{a}"
+        );
+        assert_eq!(b, "functions_get_0");
+        assert_eq!(v["messages"][2]["content"][0]["tool_use_id"], a);
+        assert_eq!(v["messages"][2]["content"][1]["tool_use_id"], b);
+    }
+
+    fn thinking_stream() -> String {
+        [
+            start(),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me "}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "think: café."}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2ln+/="}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "redacted_thinking", "data": "UkVE"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 1})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 2, "content_block": {"type": "thinking", "thinking": ""}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 2, "delta": {"type": "thinking_delta", "thinking": "More."}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 2, "delta": {"type": "signature_delta", "signature": "bW9yZQ=="}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 2})),
+            ev("content_block_start", json!({"type": "content_block_start", "index": 3, "content_block": {"type": "tool_use", "id": "toolu_A", "name": "get_weather", "input": {}}})),
+            ev("content_block_delta", json!({"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta", "partial_json": "{\"location\":\"Paris\"}"}})),
+            ev("content_block_stop", json!({"type": "content_block_stop", "index": 3})),
+            ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}})),
+            ev("message_stop", json!({"type": "message_stop"})),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn thinking_stream_at_every_split() {
+        let thought = crate::providers::translate::Thought {
+            provider: "anthropic".into(),
+            model: "claude-sonnet-4-20250514".into(),
+            signature: None,
+            blocks: vec![
+                crate::providers::translate::ThinkingRef {
+                    offset: Some(0),
+                    len: Some(20),
+                    signature: Some("c2ln+/=".into()),
+                    redacted: None,
+                },
+                crate::providers::translate::ThinkingRef {
+                    redacted: Some("UkVE".into()),
+                    ..Default::default()
+                },
+                crate::providers::translate::ThinkingRef {
+                    offset: Some(22),
+                    len: Some(5),
+                    signature: Some("bW9yZQ==".into()),
+                    redacted: None,
+                },
+            ],
+        };
+        let id = crate::providers::translate::encode_id("toolu_A", &thought);
+        let want = [
+            chunk(json!({"role": "assistant", "content": ""}), None),
+            chunk(json!({"reasoning_content": "Let me "}), None),
+            chunk(json!({"reasoning_content": "think: café."}), None),
+            chunk(json!({"reasoning_content": "\n\n"}), None),
+            chunk(json!({"reasoning_content": "More."}), None),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                None,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"location\":\"Paris\"}"}}]}),
+                None,
+            ),
+            chunk(json!({}), Some("tool_calls")),
+            json!("[DONE]"),
+        ];
+        check(&thinking_stream(), false, &want, &StreamStatus::Done);
+        // The reasoning as the client assembles it holds each block's text where the id says
+        // (byte offsets).
+        let text = "Let me think: café.\n\nMore.";
+        assert_eq!(&text[0..20], "Let me think: café.");
+        assert_eq!(&text[22..27], "More.");
     }
 }

@@ -9,14 +9,14 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::wire::*;
-use super::{map_error, status_for_type, JSON_TOOL, NAME};
+use super::{map_error, status_for_type, JSON_TOOL, NAME, PROVIDER};
 use crate::api::{unix_now, Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
 use crate::error::GatewayError;
 use crate::providers::stream::EventDecoder;
 use crate::providers::translate::{
-    self, unsupported, Conversation, Fields, Msg, Part, Raw, ResponseFormat, Source, Str, Text,
-    ToolChoice,
+    self, encode_id, unsupported, Conversation, Effort, Fields, Msg, Part, Raw, ResponseFormat,
+    Source, Str, Text, ThinkingRef, Thought, ToolCall as CallIn, ToolChoice,
 };
 use crate::providers::{CallInfo, StreamStatus, Translated};
 use crate::sse::SseEvent;
@@ -24,11 +24,23 @@ use crate::sse::SseEvent;
 // ---------------------------------------------------------------------------------------------
 // Request encoding
 
-/// The Anthropic Messages body for an OpenAI chat request, serialized.
+/// The Anthropic Messages body for an OpenAI chat request, serialized (for the built-in
+/// provider's name; [`encode_request_for`] names the provider).
 pub fn encode_request(
     req: &ChatRequest,
     call: &CallInfo,
     default_max_tokens: u32,
+) -> Result<Bytes, GatewayError> {
+    encode_request_for(req, call, default_max_tokens, PROVIDER)
+}
+
+/// The Anthropic Messages body for an OpenAI chat request to provider `provider` (whose
+/// reasoning state, carried in tool call ids, is the only one restored).
+pub fn encode_request_for(
+    req: &ChatRequest,
+    call: &CallInfo,
+    default_max_tokens: u32,
+    provider: &str,
 ) -> Result<Bytes, GatewayError> {
     let b = Fields::of(req);
     for (k, raw) in b.fields {
@@ -42,20 +54,25 @@ pub fn encode_request(
     }
 
     let conv = Conversation::of(&b)?;
-    let messages = encode_messages(&conv)?;
+    let origin = Origin {
+        provider,
+        model: &call.upstream_model,
+    };
+    let mut messages = encode_messages(&conv, origin)?;
     if messages.is_empty() {
         return Err(GatewayError::bad_request(
             "messages",
             "'messages' needs at least one user or assistant message with content",
         ));
     }
-    let max_tokens = translate::max_tokens(&b)?.unwrap_or(u64::from(default_max_tokens));
+    let mut max_tokens = translate::max_tokens(&b)?.unwrap_or(u64::from(default_max_tokens));
     let system = conv.system.iter().map(text_block).collect();
     let mut stop_sequences = translate::stop_sequences(&b);
     // Anthropic rejects whitespace-only stop sequences.
     stop_sequences.retain(|s| !s.trim().is_empty());
     // Anthropic's range is 0-1; OpenAI's 0-2. Values above 1 get Anthropic's most random.
-    let temperature = translate::temperature(&b)?.map(|t| t.min(1.0));
+    let mut temperature = translate::temperature(&b)?.map(|t| t.min(1.0));
+    let effort = translate::effort(&b)?;
 
     let tools = translate::tools(&b)?;
     let choice = translate::tool_choice(&b, &tools)?;
@@ -130,6 +147,54 @@ pub fn encode_request(
             });
         }
     }
+    let mut top_p = b.raw("top_p").filter(|v| !translate::is_null(v)).map(Raw);
+    let mut top_k = b.raw("top_k").filter(|v| !translate::is_null(v)).map(Raw);
+    // Thinking cannot be combined with a forced tool (Anthropic refuses it), and a tool loop
+    // whose first assistant turn has no thinking block of this model's cannot continue with
+    // thinking on: such requests are served without thinking (README, "Reasoning").
+    let forced = tool_choice
+        .as_ref()
+        .is_some_and(|c| c.kind == "any" || c.kind == "tool");
+    let mut thinking = None;
+    let mut output_config = None;
+    if let Some(setting) = effort.and_then(|e| thinking_for(&call.upstream_model, e)) {
+        if !forced && loop_has_thinking(&messages) {
+            match setting {
+                Thinking::Budget(budget) => {
+                    // The client's limit is for the answer when the budget would not leave
+                    // it room: the budget is kept and the limit raised.
+                    if max_tokens <= budget {
+                        max_tokens += budget;
+                    }
+                    thinking = Some(ThinkingOut::Enabled {
+                        budget_tokens: budget,
+                    });
+                }
+                Thinking::Adaptive(effort) => {
+                    thinking = Some(ThinkingOut::Adaptive);
+                    output_config = Some(OutputConfig { effort });
+                }
+            }
+            // What Anthropic refuses with thinking on is dropped; the thinking is kept.
+            if temperature.is_some_and(|t| t != 1.0) {
+                temperature = None;
+            }
+            top_k = None;
+            if top_p.is_some_and(|p| translate::value(p.0).as_f64().is_none_or(|p| p < 0.95)) {
+                top_p = None;
+            }
+        }
+    }
+    if thinking.is_none() {
+        for t in &mut messages {
+            t.content.retain(|b| {
+                !matches!(
+                    b,
+                    BlockOut::Thinking { .. } | BlockOut::RedactedThinking { .. }
+                )
+            });
+        }
+    }
     let body = MessagesBody {
         model: &call.upstream_model,
         max_tokens,
@@ -137,10 +202,12 @@ pub fn encode_request(
         messages,
         stop_sequences,
         temperature,
-        top_p: b.raw("top_p").filter(|v| !translate::is_null(v)).map(Raw),
-        top_k: b.raw("top_k").filter(|v| !translate::is_null(v)).map(Raw),
+        top_p,
+        top_k,
         tools: tools_out,
         tool_choice,
+        thinking,
+        output_config,
         metadata: b.str("user").map(|user_id| Metadata { user_id }),
         stream: req.stream,
     };
@@ -170,6 +237,7 @@ fn check_field(k: &str, raw: &RawValue) -> Result<(), GatewayError> {
         "response_format",
         "user",
         "seed",
+        "reasoning_effort",
     ];
     if TRANSLATED.contains(&k) {
         return Ok(());
@@ -178,13 +246,7 @@ fn check_field(k: &str, raw: &RawValue) -> Result<(), GatewayError> {
     match k {
         _ if v.is_null() => Ok(()),
         "presence_penalty" | "frequency_penalty" if v.as_f64() == Some(0.0) => Ok(()),
-        "reasoning_effort" if v == "none" => Ok(()),
         k if translate::harmless(k, &v) => Ok(()),
-        "reasoning_effort" => Err(unsupported(
-            NAME,
-            k,
-            "extended thinking cannot be requested through the OpenAI API of this gateway; omit it",
-        )),
         other => Err(unsupported(
             NAME,
             other,
@@ -247,8 +309,13 @@ fn part_block<'a>(p: &'a Part<'a>) -> Result<BlockOut<'a>, GatewayError> {
 }
 
 /// OpenAI messages -> Anthropic turns: tool results become `user` turns of `tool_result`
-/// blocks, consecutive same-role turns merge, empty ones disappear.
-fn encode_messages<'a>(conv: &'a Conversation<'a>) -> Result<Vec<Turn<'a>>, GatewayError> {
+/// blocks, consecutive same-role turns merge, empty ones disappear. An assistant message's
+/// thinking blocks come back from its tool call ids when `origin` made them (dropped later if
+/// thinking is off).
+fn encode_messages<'a>(
+    conv: &'a Conversation<'a>,
+    origin: Origin,
+) -> Result<Vec<Turn<'a>>, GatewayError> {
     let mut turns: Vec<Turn<'a>> = Vec::with_capacity(conv.turns.len());
     for t in &conv.turns {
         let (role, blocks) = match t {
@@ -259,14 +326,25 @@ fn encode_messages<'a>(conv: &'a Conversation<'a>) -> Result<Vec<Turn<'a>>, Gate
                     .map(part_block)
                     .collect::<Result<Vec<_>, _>>()?,
             ),
-            Msg::Assistant { parts, calls } => {
-                let mut blocks = Vec::with_capacity(parts.len() + calls.len());
+            Msg::Assistant {
+                parts,
+                calls,
+                reasoning,
+            } => {
+                let thinking = restore_thinking(calls, reasoning.as_deref(), origin);
+                let mut blocks = Vec::with_capacity(parts.len() + calls.len() + 1);
+                // The first call's thinking opens the turn, as Anthropic wrote it.
+                let mut thinking = thinking.into_iter();
+                blocks.extend(thinking.next().unwrap_or_default());
                 for p in parts {
                     blocks.push(part_block(p)?);
                 }
-                for c in calls {
+                for (i, c) in calls.iter().enumerate() {
+                    if i > 0 {
+                        blocks.extend(thinking.next().unwrap_or_default());
+                    }
                     blocks.push(BlockOut::ToolUse {
-                        id: &c.id,
+                        id: tool_id(&c.id),
                         name: &c.name,
                         input: &c.args,
                     });
@@ -276,7 +354,7 @@ fn encode_messages<'a>(conv: &'a Conversation<'a>) -> Result<Vec<Turn<'a>>, Gate
             Msg::Tool { id, content, .. } => (
                 "user",
                 vec![BlockOut::ToolResult {
-                    tool_use_id: id,
+                    tool_use_id: tool_id(id),
                     content,
                 }],
             ),
@@ -321,6 +399,156 @@ fn encode_messages<'a>(conv: &'a Conversation<'a>) -> Result<Vec<Turn<'a>>, Gate
         }
     }
     Ok(turns)
+}
+
+/// Who a request goes to: the provider's name and the upstream model.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Origin<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+}
+
+/// The thinking setting for a model and effort (`None`: no thinking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thinking {
+    /// `{"type":"enabled","budget_tokens":N}`.
+    Budget(u64),
+    /// `{"type":"adaptive"}` with `output_config.effort`.
+    Adaptive(&'static str),
+}
+
+/// A Claude model's family version (`claude-opus-4-6` -> (4, 6); `claude-3-7-sonnet` ->
+/// (3, 7)), and whether it is a Mythos model; `None` for a name that is not Claude's.
+fn claude_version(model: &str) -> Option<((u32, u32), bool)> {
+    let lower = model.to_ascii_lowercase();
+    let rest = &lower[lower.find("claude-")? + "claude-".len()..];
+    let mut tokens = rest.split(['-', '@', '.', ':']);
+    let number = |t: Option<&str>| {
+        t.filter(|t| !t.is_empty() && t.len() <= 2 && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse::<u32>().ok())
+    };
+    let first = tokens.next()?;
+    if let Some(major) = number(Some(first)) {
+        // The older naming: claude-3-7-sonnet-...
+        return Some(((major, number(tokens.next()).unwrap_or(0)), false));
+    }
+    let mythos = first == "mythos";
+    let major = number(tokens.next());
+    let minor = major.and_then(|_| number(tokens.next())).unwrap_or(0);
+    Some(((major.unwrap_or(0), minor), mythos))
+}
+
+/// `reasoning_effort` for an Anthropic model: Claude 4.6 and later (and Mythos) think
+/// adaptively at an effort level (`xhigh` from 4.7, `max` standing for it before); older and
+/// unknown models get a budget from [`BUDGETS`]. `none` is no thinking.
+pub fn thinking_for(model: &str, effort: Effort) -> Option<Thinking> {
+    if effort == Effort::None {
+        return None;
+    }
+    let (version, mythos) = claude_version(model).unwrap_or(((0, 0), false));
+    if mythos || version >= (4, 6) {
+        let level = match effort {
+            Effort::None | Effort::Minimal | Effort::Low => "low",
+            Effort::Medium => "medium",
+            Effort::High => "high",
+            Effort::Xhigh if version >= (4, 7) => "xhigh",
+            Effort::Xhigh => "max",
+        };
+        return Some(Thinking::Adaptive(level));
+    }
+    translate::budget(effort).map(Thinking::Budget)
+}
+
+/// Whether thinking can be on for these turns: Anthropic requires the assistant turn of an
+/// unfinished tool loop (the request ends with tool results) to open with the thinking block it
+/// wrote; a loop begun without one (thinking off then, or another provider's answer) must go
+/// on without thinking.
+fn loop_has_thinking(turns: &[Turn]) -> bool {
+    let is_result = |b: &BlockOut| matches!(b, BlockOut::ToolResult { .. });
+    let ends_with_results = turns
+        .last()
+        .is_some_and(|t| t.role == "user" && t.content.iter().any(is_result));
+    if !ends_with_results {
+        return true;
+    }
+    // The loop starts after the last user turn that is not only tool results.
+    let start = turns
+        .iter()
+        .rposition(|t| t.role == "user" && !t.content.iter().all(is_result))
+        .map_or(0, |i| i + 1);
+    match turns[start..].iter().find(|t| t.role == "assistant") {
+        Some(first) => matches!(
+            first.content.first(),
+            Some(BlockOut::Thinking { .. } | BlockOut::RedactedThinking { .. })
+        ),
+        None => true,
+    }
+}
+
+/// The thinking blocks before each of an assistant message's calls, from the state in their
+/// ids: empty when the state is another provider's or model's, or when a block's text is not
+/// in the message's reasoning as the gateway showed it (a partial turn would be refused).
+fn restore_thinking<'a>(
+    calls: &'a [CallIn<'a>],
+    reasoning: Option<&'a str>,
+    origin: Origin,
+) -> Vec<Vec<BlockOut<'a>>> {
+    let mut out = Vec::with_capacity(calls.len());
+    for c in calls {
+        let Some(t) = c.thought.as_ref().filter(|t| !t.blocks.is_empty()) else {
+            out.push(Vec::new());
+            continue;
+        };
+        if !t.is_for(origin.provider, origin.model) {
+            return Vec::new();
+        }
+        let mut blocks = Vec::with_capacity(t.blocks.len());
+        for r in &t.blocks {
+            let block = match (&r.redacted, &r.signature, r.offset, r.len) {
+                (Some(data), ..) => BlockOut::RedactedThinking { data },
+                (None, Some(signature), Some(o), Some(n)) => {
+                    match reasoning.and_then(|text| text.get(o..o.saturating_add(n))) {
+                        Some(thinking) => BlockOut::Thinking {
+                            thinking,
+                            signature,
+                        },
+                        None => return Vec::new(),
+                    }
+                }
+                _ => return Vec::new(),
+            };
+            blocks.push(block);
+        }
+        out.push(blocks);
+    }
+    out
+}
+
+/// A tool call id as Anthropic accepts it (`^[a-zA-Z0-9_-]+$`): as sent when it fits, else its
+/// other characters replaced and a hash of the original appended, so two ids never merge and
+/// a call and its result still match.
+fn tool_id(id: &str) -> Cow<'_, str> {
+    let fits = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !id.is_empty() && id.bytes().all(fits) {
+        return Cow::Borrowed(id);
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(id.as_bytes());
+    let mut out: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && fits(c as u8) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    out.push('_');
+    for b in &hash[..6] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    Cow::Owned(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,19 +599,110 @@ pub fn finish_reason(stop_reason: Option<&str>) -> &'static str {
     }
 }
 
+/// The reasoning of an answer as it is decoded: its text as shown, and the thinking blocks
+/// since the last tool call, which the next call's id carries back.
+#[derive(Debug, Default)]
+struct Reasoning {
+    text: String,
+    pending: Vec<ThinkingRef>,
+    /// A thinking block is open: where its text started.
+    open: Option<usize>,
+    signature: Option<String>,
+    /// Thinking blocks seen (a second one's text is separated from the first's).
+    blocks: usize,
+}
+
+/// What separates two thinking blocks' texts in the reasoning shown.
+const BLOCK_SEPARATOR: &str = "\n\n";
+
+impl Reasoning {
+    /// A thinking block starts: the separator it needs before its text, if any.
+    fn start(&mut self) -> &'static str {
+        let sep = if self.blocks > 0 { BLOCK_SEPARATOR } else { "" };
+        self.text.push_str(sep);
+        self.blocks += 1;
+        self.open = Some(self.text.len());
+        self.signature = None;
+        sep
+    }
+
+    fn push(&mut self, t: &str) {
+        self.text.push_str(t);
+    }
+
+    /// The open thinking block ends.
+    fn stop(&mut self) {
+        if let Some(o) = self.open.take() {
+            self.pending.push(ThinkingRef {
+                offset: Some(o),
+                len: Some(self.text.len() - o),
+                signature: self.signature.take(),
+                redacted: None,
+            });
+        }
+    }
+
+    fn redacted(&mut self, data: String) {
+        self.pending.push(ThinkingRef {
+            redacted: Some(data),
+            ..ThinkingRef::default()
+        });
+    }
+
+    /// The id a tool call goes to the client with: the upstream's, with the thinking blocks
+    /// before it when there are any.
+    fn call_id(&mut self, id: &str, origin: Origin) -> String {
+        if self.pending.is_empty() {
+            return id.to_string();
+        }
+        let t = Thought {
+            provider: origin.provider.to_string(),
+            model: origin.model.to_string(),
+            signature: None,
+            blocks: std::mem::take(&mut self.pending),
+        };
+        encode_id(id, &t)
+    }
+}
+
+#[cfg(test)]
 pub(super) fn decode_response(
     body: &[u8],
     call: &CallInfo,
     w: &dyn AnswerWriter,
 ) -> Result<Translated, GatewayError> {
+    decode_response_for(body, call, w, PROVIDER)
+}
+
+pub(super) fn decode_response_for(
+    body: &[u8],
+    call: &CallInfo,
+    w: &dyn AnswerWriter,
+    provider: &str,
+) -> Result<Translated, GatewayError> {
     let m: MessageResponse =
         serde_json::from_slice(body).map_err(|e| translate::bad_upstream_body(NAME, e))?;
+    let origin = Origin {
+        provider,
+        model: &call.upstream_model,
+    };
     let mut text = String::new();
     let mut calls = Vec::new();
     let mut json_answer = false;
+    let mut reasoning = Reasoning::default();
     for b in m.content {
         match b {
             Block::Text { text: t } => text.push_str(&t),
+            Block::Thinking {
+                thinking,
+                signature,
+            } => {
+                reasoning.start();
+                reasoning.push(&thinking);
+                reasoning.signature = Some(signature);
+                reasoning.stop();
+            }
+            Block::RedactedThinking { data } => reasoning.redacted(data),
             Block::ToolUse { name, input, .. } if name == JSON_TOOL => {
                 json_answer = true;
                 text.push_str(&input.to_string());
@@ -395,7 +714,7 @@ pub(super) fn decode_response(
                     input.to_string()
                 };
                 calls.push(ToolCall {
-                    id,
+                    id: reasoning.call_id(&id, origin),
                     name,
                     arguments,
                 });
@@ -411,7 +730,7 @@ pub(super) fn decode_response(
     counts.update(&m.usage);
     let usage = Some(counts.usage());
     let answer = Answer {
-        reasoning: None,
+        reasoning: (!reasoning.text.is_empty()).then_some(reasoning.text),
         stop_sequence: None,
         content: if text.is_empty() && !calls.is_empty() {
             None
@@ -446,6 +765,8 @@ enum BlockKind {
     },
     /// The forced JSON tool: its input is the answer's content.
     Json,
+    /// A thinking block: its text is reasoning.
+    Thinking,
     /// Thinking, server tools, anything new: not shown.
     Hidden,
 }
@@ -456,6 +777,9 @@ enum BlockKind {
 /// after `message_delta` must end with an error, not with a finish_reason.
 pub struct AnthropicStream {
     w: Box<dyn EventWriter>,
+    provider: String,
+    model: String,
+    reasoning: Reasoning,
     include_usage: bool,
     role_sent: bool,
     blocks: HashMap<u64, BlockKind>,
@@ -469,6 +793,9 @@ impl AnthropicStream {
     pub fn new(call: &CallInfo, w: Box<dyn EventWriter>) -> Self {
         AnthropicStream {
             w,
+            provider: PROVIDER.to_string(),
+            model: call.upstream_model.clone(),
+            reasoning: Reasoning::default(),
             include_usage: call.include_usage,
             role_sent: false,
             blocks: HashMap::new(),
@@ -477,6 +804,12 @@ impl AnthropicStream {
             stop_reason: None,
             counts: None,
         }
+    }
+
+    /// The provider whose reasoning state tool call ids carry (the built-in's by default).
+    pub fn provider(mut self, name: &str) -> Self {
+        self.provider = name.to_string();
+        self
     }
 
     fn role(&mut self, out: &mut BytesMut) {
@@ -525,11 +858,35 @@ impl AnthropicStream {
                         self.role(out);
                         let i = self.next_tool;
                         self.next_tool += 1;
+                        let origin = Origin {
+                            provider: &self.provider,
+                            model: &self.model,
+                        };
+                        let id = self.reasoning.call_id(&id, origin);
                         self.w.tool_start(out, 0, i, &id, &name);
                         BlockKind::Tool {
                             index: i,
                             args: false,
                         }
+                    }
+                    StartBlock::Thinking {
+                        thinking,
+                        signature,
+                    } => {
+                        let sep = self.reasoning.start();
+                        if !sep.is_empty() || !thinking.is_empty() {
+                            self.role(out);
+                            self.w.reasoning(out, 0, &format!("{sep}{thinking}"));
+                        }
+                        self.reasoning.push(&thinking);
+                        if !signature.is_empty() {
+                            self.reasoning.signature = Some(signature);
+                        }
+                        BlockKind::Thinking
+                    }
+                    StartBlock::RedactedThinking { data } => {
+                        self.reasoning.redacted(data);
+                        BlockKind::Hidden
                     }
                     StartBlock::Other => BlockKind::Hidden,
                 };
@@ -561,10 +918,24 @@ impl AnthropicStream {
                         self.role(out);
                         self.w.text(out, 0, &partial_json);
                     }
+                    (Delta::Thinking { thinking }, Some(BlockKind::Thinking))
+                        if !thinking.is_empty() =>
+                    {
+                        self.role(out);
+                        self.w.reasoning(out, 0, &thinking);
+                        self.reasoning.push(&thinking);
+                    }
+                    (Delta::Signature { signature }, Some(BlockKind::Thinking)) => {
+                        let s = self.reasoning.signature.get_or_insert_with(String::new);
+                        s.push_str(&signature);
+                    }
                     _ => {}
                 }
             }
             Event::ContentBlockStop { index } => {
+                if let Some(BlockKind::Thinking) = self.blocks.get(&index) {
+                    self.reasoning.stop();
+                }
                 // A call without arguments still gets a parseable `{}`.
                 if let Some(BlockKind::Tool {
                     index: i,

@@ -31,6 +31,10 @@ pub struct MessagesBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<ToolChoiceOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<ThinkingOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_config: Option<OutputConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata<'a>>,
     #[serde(skip_serializing_if = "is_false")]
     pub stream: bool,
@@ -42,6 +46,20 @@ pub fn is_false(b: &bool) -> bool {
 
 pub fn no_text(s: &&Str) -> bool {
     s.is_empty()
+}
+
+/// `thinking`: a fixed budget, or adaptive (Claude 4.6 and later; the depth is
+/// `output_config.effort`).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ThinkingOut {
+    Enabled { budget_tokens: u64 },
+    Adaptive,
+}
+
+#[derive(Serialize, Debug, Clone, Copy, PartialEq)]
+pub struct OutputConfig {
+    pub effort: &'static str,
 }
 
 #[derive(Serialize)]
@@ -72,13 +90,20 @@ pub enum BlockOut<'a> {
     Document {
         source: BlockSource<'a>,
     },
+    Thinking {
+        thinking: &'a str,
+        signature: &'a str,
+    },
+    RedactedThinking {
+        data: &'a str,
+    },
     ToolUse {
-        id: &'a str,
+        id: Cow<'a, str>,
         name: &'a str,
         input: &'a Args<'a>,
     },
     ToolResult {
-        tool_use_id: &'a str,
+        tool_use_id: Cow<'a, str>,
         #[serde(skip_serializing_if = "no_text")]
         content: &'a Str<'a>,
     },
@@ -176,6 +201,16 @@ pub enum Block {
     Text {
         text: String,
     },
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        #[serde(default)]
+        data: String,
+    },
     ToolUse {
         id: String,
         name: String,
@@ -249,6 +284,16 @@ pub enum StartBlock {
         #[serde(default)]
         text: String,
     },
+    Thinking {
+        #[serde(default)]
+        thinking: String,
+        #[serde(default)]
+        signature: String,
+    },
+    RedactedThinking {
+        #[serde(default)]
+        data: String,
+    },
     ToolUse {
         id: String,
         name: String,
@@ -264,6 +309,10 @@ pub enum Delta {
     Text { text: String },
     #[serde(rename = "input_json_delta")]
     InputJson { partial_json: String },
+    #[serde(rename = "thinking_delta")]
+    Thinking { thinking: String },
+    #[serde(rename = "signature_delta")]
+    Signature { signature: String },
     #[serde(other)]
     Other,
 }

@@ -4,8 +4,10 @@
 //!
 //! Choices (README, "Anthropic and Gemini"): tool call ids are synthesised (`call_<random>`);
 //! `parallel_tool_calls: false` keeps only the first call of an answer (Gemini cannot be told);
-//! `reasoning_effort` becomes a thinking budget; `user` cannot change the answer and is dropped;
-//! any other field without an equivalent is a 400 naming it.
+//! `user` cannot change the answer and is dropped; any other field without an equivalent is a
+//! 400 naming it. Reasoning (README, "Reasoning"): `reasoning_effort` becomes `thinkingConfig`
+//! by model family, thought parts are `reasoning_content`, and a call's `thoughtSignature`
+//! travels in its id (`translate::Thought`) and comes back to this provider and model only.
 //!
 //! `wire.rs` holds the Gemini API's serde types, `translate.rs` what they mean for the gateway's
 //! canonical (OpenAI chat) request, answers and stream events.
@@ -25,10 +27,19 @@ use crate::providers::{
 mod translate;
 mod wire;
 
-use translate::{decode_embeddings, decode_response, encode_embeddings};
-pub use translate::{encode_request, finish_reason, schema, GeminiStream};
+#[cfg(test)]
+use translate::decode_response;
+use translate::{decode_embeddings, decode_response_for, encode_embeddings, encode_request_for};
+pub use translate::{
+    encode_request, family, finish_reason, schema, thinking_config, Family, GeminiStream,
+    SKIP_SIGNATURE,
+};
+pub use wire::ThinkingConfig;
 
 const NAME: &str = "Gemini";
+
+/// The built-in provider's name: the tag of thought signatures decoded without a provider named.
+const PROVIDER: &str = "gemini";
 
 /// Most candidates a stream is allowed to address (Gemini allows up to 8).
 const MAX_CANDIDATES: usize = 8;
@@ -65,7 +76,7 @@ impl Provider for Gemini {
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
         let model = model_path(&call.upstream_model)?;
-        let body = encode_request(req)?;
+        let body = encode_request_for(req, &self.cfg.name, &call.upstream_model)?;
         let path = if req.stream {
             format!(
                 "{}/v1beta/{model}:streamGenerateContent?alt=sse",
@@ -86,7 +97,7 @@ impl Provider for Gemini {
     ) -> Option<Result<UpstreamRequest, GatewayError>> {
         let build = || {
             let model = model_path(&call.upstream_model)?;
-            let inner = encode_request(req)?;
+            let inner = encode_request_for(req, &self.cfg.name, &call.upstream_model)?;
             let model_json = serde_json::to_string(&model)
                 .map_err(|e| GatewayError::internal(format!("encoding the model: {e}")))?;
             // {"generateContentRequest":{"model":"models/m", <the request's fields>}}
@@ -124,7 +135,7 @@ impl Provider for Gemini {
         call: &CallInfo,
         w: &dyn AnswerWriter,
     ) -> Result<Translated, GatewayError> {
-        decode_response(&body, call, w)
+        decode_response_for(&body, call, w, &self.cfg.name)
     }
 
     fn stream_translator(
@@ -132,7 +143,9 @@ impl Provider for Gemini {
         call: &CallInfo,
         w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator> {
-        Box::new(SseDriver::new(GeminiStream::new(call, w)))
+        Box::new(SseDriver::new(
+            GeminiStream::new(call, w).provider(&self.cfg.name),
+        ))
     }
 
     fn error(&self, status: u16, body: &[u8]) -> GatewayError {
@@ -389,7 +402,7 @@ mod tests {
         let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}, "reasoning_effort": "low"})).unwrap();
         assert_eq!(
             v["generationConfig"],
-            json!({"responseMimeType": "application/json", "thinkingConfig": {"thinkingBudget": 1024}})
+            json!({"responseMimeType": "application/json", "thinkingConfig": {"thinkingBudget": 1024, "includeThoughts": true}})
         );
         let v =
             encode(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
@@ -439,6 +452,7 @@ mod tests {
         assert_eq!(v["model"], "google/gemini-2.0-flash");
         let c = &v["choices"][0];
         assert_eq!(c["message"]["content"], "Let me check.");
+        assert_eq!(c["message"]["reasoning_content"], "thinking...");
         assert_eq!(c["finish_reason"], "tool_calls");
         let calls = c["message"]["tool_calls"].as_array().unwrap();
         assert_eq!(calls.len(), 2);
@@ -454,7 +468,7 @@ mod tests {
         );
         assert_eq!(
             v["usage"],
-            json!({"prompt_tokens": 5, "completion_tokens": 15, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 2}})
+            json!({"prompt_tokens": 5, "completion_tokens": 15, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": {"reasoning_tokens": 3}})
         );
 
         let t = decode_response(body, &call(false, false), &ChatCompletionsWriter).unwrap();
@@ -846,5 +860,222 @@ mod tests {
             matches!(&status, StreamStatus::Failed(e) if e.code.as_deref() == Some("stream_truncated")),
             "{status:?}"
         );
+    }
+
+    // ---- reasoning (issue 20) ----
+
+    #[test]
+    fn thinking_config_per_level_and_family() {
+        use crate::providers::translate::Effort as E;
+        let levels = [E::None, E::Minimal, E::Low, E::Medium, E::High, E::Xhigh];
+        let table = |model: &str| -> Vec<Value> {
+            levels
+                .iter()
+                .map(|e| serde_json::to_value(thinking_config(model, *e)).unwrap())
+                .collect()
+        };
+        let budget = |n: u32, show: bool| {
+            if show {
+                json!({"thinkingBudget": n, "includeThoughts": true})
+            } else {
+                json!({"thinkingBudget": n})
+            }
+        };
+        let level = |l: &str, show: bool| {
+            if show {
+                json!({"thinkingLevel": l, "includeThoughts": true})
+            } else {
+                json!({"thinkingLevel": l})
+            }
+        };
+        assert_eq!(family("gemini-3-pro-preview"), Family::Three { pro: true });
+        assert_eq!(
+            family("models/gemini-3.1-pro-preview"),
+            Family::Three { pro: true }
+        );
+        assert_eq!(
+            family("gemini-3-flash-preview"),
+            Family::Three { pro: false }
+        );
+        assert_eq!(family("gemini-2.5-pro"), Family::TwoFive { pro: true });
+        assert_eq!(
+            family("gemini-2.5-flash-lite"),
+            Family::TwoFive { pro: false }
+        );
+        assert_eq!(family("gemini-2.0-flash"), Family::Other);
+        // Gemini 3 Pro: only low and high; low stands for none.
+        assert_eq!(
+            table("gemini-3-pro-preview"),
+            [
+                level("low", false),
+                level("low", true),
+                level("low", true),
+                level("high", true),
+                level("high", true),
+                level("high", true)
+            ]
+        );
+        // Gemini 3 Flash: minimal stands for none.
+        assert_eq!(
+            table("gemini-3-flash-preview"),
+            [
+                level("minimal", false),
+                level("minimal", true),
+                level("low", true),
+                level("medium", true),
+                level("high", true),
+                level("high", true)
+            ]
+        );
+        // 2.5 Pro cannot stop thinking (128 at least) and goes to 32768.
+        assert_eq!(
+            table("gemini-2.5-pro"),
+            [
+                budget(128, false),
+                budget(1024, true),
+                budget(1024, true),
+                budget(8192, true),
+                budget(24576, true),
+                budget(32768, true)
+            ]
+        );
+        for model in [
+            "gemini-2.5-flash",
+            "gemini-2.5-flash-lite",
+            "gemini-2.0-flash",
+            "gemini-flash-latest",
+        ] {
+            assert_eq!(
+                table(model),
+                [
+                    budget(0, false),
+                    budget(1024, true),
+                    budget(1024, true),
+                    budget(8192, true),
+                    budget(24576, true),
+                    budget(24576, true)
+                ],
+                "{model}"
+            );
+        }
+    }
+
+    fn call_for(model: &str) -> CallInfo {
+        let mut c = call(false, true);
+        c.upstream_model = model.into();
+        c
+    }
+
+    fn encode_for(provider: &str, model: &str, body: Value) -> Value {
+        let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let bytes = translate::encode_request_for(&req, provider, model).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn thought_signatures_round_trip_in_the_call_ids() {
+        let body = br#"{"candidates":[{"content":{"parts":[{"text":"Plan: weather then time.","thought":true},
+            {"functionCall":{"name":"get_weather","args":{"city":"Paris"}},"thoughtSignature":"c2ln/+="},
+            {"functionCall":{"name":"get_time","args":{}}}],"role":"model"},"finishReason":"STOP","index":0}],
+            "usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":4,"thoughtsTokenCount":7,"totalTokenCount":16},"responseId":"r1"}"#;
+        let t = decode_response_for(
+            body,
+            &call_for("gemini-3-pro-preview"),
+            &ChatCompletionsWriter,
+            "google",
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&t.body).unwrap();
+        let m = &v["choices"][0]["message"];
+        assert_eq!(m["reasoning_content"], "Plan: weather then time.");
+        assert_eq!(t.usage.unwrap().reasoning_tokens, 7);
+        let id = m["tool_calls"][0]["id"].as_str().unwrap();
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{id}"
+        );
+        let (base, thought) = crate::providers::translate::split_id(id);
+        assert!(base.starts_with("call_") && base.len() == 29);
+        assert_eq!(thought.unwrap().signature.as_deref(), Some("c2ln/+="));
+        // The second (parallel) call is not signed: a plain id.
+        assert_eq!(m["tool_calls"][1]["id"].as_str().unwrap().len(), 29);
+
+        let next = json!({"model": "m", "messages": [
+            {"role": "user", "content": "weather?"},
+            m,
+            {"role": "tool", "tool_call_id": m["tool_calls"][0]["id"], "content": "18C"},
+            {"role": "tool", "tool_call_id": m["tool_calls"][1]["id"], "content": "12:00"}
+        ]});
+        // Back to the provider and model that signed: restored on the call it was on.
+        let v = encode_for("google", "gemini-3-pro-preview", next.clone());
+        assert_eq!(
+            v["contents"][1]["parts"],
+            json!([{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2ln/+="},
+                   {"functionCall": {"name": "get_time", "args": {}}}])
+        );
+        assert_eq!(
+            v["contents"][2]["parts"][0]["functionResponse"]["name"],
+            "get_weather"
+        );
+        // Another provider's Gemini 3 (or another model): the documented placeholder instead.
+        for (provider, model) in [
+            ("vertex", "gemini-3-pro-preview"),
+            ("google", "gemini-3-flash-preview"),
+        ] {
+            let v = encode_for(provider, model, next.clone());
+            assert_eq!(
+                v["contents"][1]["parts"][0]["thoughtSignature"],
+                SKIP_SIGNATURE
+            );
+            assert!(v["contents"][1]["parts"][1]
+                .get("thoughtSignature")
+                .is_none());
+        }
+        // Gemini 2.5 needs no placeholder: the call goes unsigned.
+        let v = encode_for("google", "gemini-2.5-flash", next);
+        assert!(!v.to_string().contains("thoughtSignature"), "{v}");
+    }
+
+    #[test]
+    fn thought_stream_at_every_split() {
+        let c = call_for("gemini-3-flash-preview");
+        let input = [
+            ev(json!({"candidates": [{"content": {"parts": [{"text": "Thinking ", "thought": true}], "role": "model"}, "index": 0}], "responseId": "r1"})),
+            ev(json!({"candidates": [{"content": {"parts": [{"text": "hard.", "thought": true}], "role": "model"}, "index": 0}], "responseId": "r1"})),
+            ev(json!({"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}, "thoughtSignature": "c2ln"}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+                      "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 4, "thoughtsTokenCount": 6, "totalTokenCount": 19}, "responseId": "r1"})),
+        ]
+        .concat();
+        let input = input.as_bytes();
+        // Ids are random apart from the signature: compared with their base replaced.
+        let norm = |out: &[u8]| -> Vec<Value> {
+            let mut evs = events(out);
+            for e in &mut evs {
+                if let Some(tc) = e.pointer_mut("/choices/0/delta/tool_calls/0/id") {
+                    let (_, thought) = crate::providers::translate::split_id(tc.as_str().unwrap());
+                    *tc = json!(thought.and_then(|t| t.signature));
+                }
+            }
+            evs
+        };
+        let want = vec![
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"reasoning_content": "Thinking "}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"reasoning_content": "hard."}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "c2ln", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}}]}, "logprobs": null, "finish_reason": null}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "tool_calls"}]}),
+            json!({"id": "chatcmpl-r1", "object": "chat.completion.chunk", "created": 7, "model": "google/gemini-2.0-flash", "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 10, "total_tokens": 19, "completion_tokens_details": {"reasoning_tokens": 6}}}),
+            json!("[DONE]"),
+        ];
+        let mut c = c;
+        c.include_usage = true;
+        for split in 0..=input.len() {
+            let (out, status, usage) = run(input, split, &c);
+            assert_eq!(status, StreamStatus::Done, "split at {split}");
+            assert_eq!(norm(&out), want, "split at {split}");
+            assert_eq!(usage.unwrap().reasoning_tokens, 6);
+        }
     }
 }

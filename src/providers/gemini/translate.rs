@@ -8,13 +8,14 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::wire::*;
-use super::{map_error, MAX_CANDIDATES, MAX_SCHEMA_DEPTH, NAME};
+use super::{map_error, MAX_CANDIDATES, MAX_SCHEMA_DEPTH, NAME, PROVIDER};
 use crate::api::{random_token, unix_now, Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
 use crate::error::GatewayError;
 use crate::providers::stream::EventDecoder;
 use crate::providers::translate::{
-    self, unsupported, Conversation, Fields, Msg, Part, Raw, ResponseFormat, Source, ToolChoice,
+    self, encode_id, unsupported, Conversation, Effort, Fields, Msg, Part, Raw, ResponseFormat,
+    Source, Thought, ToolChoice,
 };
 use crate::providers::{CallInfo, StreamStatus, Translated};
 use crate::sse::SseEvent;
@@ -22,8 +23,20 @@ use crate::sse::SseEvent;
 // ---------------------------------------------------------------------------------------------
 // Request encoding
 
-/// The `generateContent` body for an OpenAI chat request, serialized.
+/// The `generateContent` body for an OpenAI chat request, serialized, for no model in
+/// particular (reasoning settings as for an unknown model family).
 pub fn encode_request(req: &ChatRequest) -> Result<Bytes, GatewayError> {
+    encode_request_for(req, PROVIDER, "")
+}
+
+/// The `generateContent` body for an OpenAI chat request to `model` of provider `provider`:
+/// reasoning settings by the model's family, thought signatures restored when they are this
+/// provider's and model's.
+pub fn encode_request_for(
+    req: &ChatRequest,
+    provider: &str,
+    model: &str,
+) -> Result<Bytes, GatewayError> {
     let b = Fields::of(req);
     /// Fields with an equivalent upstream, and `user`, which identifies the end user for abuse
     /// reports only.
@@ -64,7 +77,7 @@ pub fn encode_request(req: &ChatRequest) -> Result<Bytes, GatewayError> {
     }
 
     let conv = Conversation::of(&b)?;
-    let contents = encode_contents(&conv);
+    let contents = encode_contents(&conv, provider, model);
     if contents.is_empty() {
         return Err(GatewayError::bad_request(
             "messages",
@@ -149,21 +162,8 @@ pub fn encode_request(req: &ChatRequest) -> Result<Bytes, GatewayError> {
             gen.response_schema = Some(schema(&s));
         }
     }
-    if let Some(effort) = b.get("reasoning_effort").filter(|v| !v.is_null()) {
-        // The budgets Google's own OpenAI-compatible endpoint uses.
-        let thinking_budget = match effort.as_str() {
-            Some("none") => 0,
-            Some("minimal") | Some("low") => 1024,
-            Some("medium") => 8192,
-            Some("high") => 24576,
-            _ => {
-                return Err(GatewayError::bad_request(
-                    "reasoning_effort",
-                    "'reasoning_effort' must be one of none, minimal, low, medium, high",
-                ))
-            }
-        };
-        gen.thinking_config = Some(ThinkingConfig { thinking_budget });
+    if let Some(effort) = translate::effort(&b)? {
+        gen.thinking_config = Some(thinking_config(model, effort));
     }
     let body = GenerateBody {
         contents,
@@ -175,6 +175,90 @@ pub fn encode_request(req: &ChatRequest) -> Result<Bytes, GatewayError> {
     let size = b.messages().len() + 512;
     translate::to_bytes(&body, size)
 }
+
+/// A Gemini model's family, as far as reasoning settings go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Gemini 3: `thinkingLevel`; Pro has only `low` and `high`.
+    Three { pro: bool },
+    /// Gemini 2.5: `thinkingBudget`; Pro cannot turn thinking off (128 at least).
+    TwoFive { pro: bool },
+    /// Anything else: `thinkingBudget` as for 2.5 Flash (Gemini 3 accepts budgets too).
+    Other,
+}
+
+pub fn family(model: &str) -> Family {
+    let lower = model.to_ascii_lowercase();
+    let Some(at) = lower.find("gemini-") else {
+        return Family::Other;
+    };
+    let rest = &lower[at + "gemini-".len()..];
+    let pro = rest.contains("pro");
+    if rest.starts_with("3-") || rest.starts_with("3.") {
+        Family::Three { pro }
+    } else if rest.starts_with("2.5-") {
+        Family::TwoFive { pro }
+    } else {
+        Family::Other
+    }
+}
+
+/// `reasoning_effort` as Gemini's `thinkingConfig` (README, "Reasoning"). Thought summaries
+/// are asked for whenever the model is to reason, so they can be shown.
+pub fn thinking_config(model: &str, effort: Effort) -> ThinkingConfig {
+    use Effort as E;
+    let include_thoughts = effort != E::None;
+    let (thinking_budget, thinking_level) = match family(model) {
+        Family::Three { pro: true } => (
+            None,
+            Some(match effort {
+                E::None | E::Minimal | E::Low => "low",
+                E::Medium | E::High | E::Xhigh => "high",
+            }),
+        ),
+        // Gemini 3 cannot stop thinking: its lowest level stands for `none`.
+        Family::Three { pro: false } => (
+            None,
+            Some(match effort {
+                E::None | E::Minimal => "minimal",
+                E::Low => "low",
+                E::Medium => "medium",
+                E::High | E::Xhigh => "high",
+            }),
+        ),
+        Family::TwoFive { pro } => (
+            Some(match effort {
+                E::None if pro => 128,
+                E::None => 0,
+                E::Minimal | E::Low => 1024,
+                E::Medium => 8192,
+                E::High => 24576,
+                E::Xhigh if pro => 32768,
+                E::Xhigh => 24576,
+            }),
+            None,
+        ),
+        // The budgets Google's own OpenAI-compatible endpoint uses.
+        Family::Other => (
+            Some(match effort {
+                E::None => 0,
+                E::Minimal | E::Low => 1024,
+                E::Medium => 8192,
+                E::High | E::Xhigh => 24576,
+            }),
+            None,
+        ),
+    };
+    ThinkingConfig {
+        thinking_budget,
+        thinking_level,
+        include_thoughts,
+    }
+}
+
+/// Gemini 3's documented signature for a function call it did not sign (another provider's,
+/// or one whose signature was lost): validation is skipped for that call.
+pub const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
 
 fn part<'a>(p: &'a Part<'a>) -> GeminiPartOut<'a> {
     match p {
@@ -199,18 +283,42 @@ fn part<'a>(p: &'a Part<'a>) -> GeminiPartOut<'a> {
 /// OpenAI messages -> Gemini `contents`: roles `user`/`model`, tool results as
 /// `functionResponse` parts in a user turn, consecutive same-role turns merged (Gemini wants
 /// them alternating), empty ones dropped.
-fn encode_contents<'a>(conv: &'a Conversation<'a>) -> Vec<ContentOut<'a>> {
+///
+/// A call's `thoughtSignature` comes back from its id when this provider and model made it;
+/// for Gemini 3, the first call of a step without one (another provider's, after a failover)
+/// gets [`SKIP_SIGNATURE`], as Google documents.
+fn encode_contents<'a>(
+    conv: &'a Conversation<'a>,
+    provider: &str,
+    model: &str,
+) -> Vec<ContentOut<'a>> {
+    let three = matches!(family(model), Family::Three { .. });
     let mut turns: Vec<ContentOut<'a>> = Vec::with_capacity(conv.turns.len());
     for t in &conv.turns {
         let (role, parts) = match t {
             Msg::User(parts) => ("user", parts.iter().map(part).collect::<Vec<_>>()),
-            Msg::Assistant { parts, calls } => {
+            Msg::Assistant { parts, calls, .. } => {
                 let mut out = Vec::with_capacity(parts.len() + calls.len());
                 out.extend(parts.iter().map(part));
-                for c in calls {
-                    out.push(GeminiPartOut::FunctionCall {
-                        name: &c.name,
-                        args: &c.args,
+                for (i, c) in calls.iter().enumerate() {
+                    let signature = c
+                        .thought
+                        .as_ref()
+                        .filter(|t| t.is_for(provider, model))
+                        .and_then(|t| t.signature.as_deref())
+                        .or((three && i == 0).then_some(SKIP_SIGNATURE));
+                    out.push(match signature {
+                        Some(thought_signature) => GeminiPartOut::SignedCall(SignedCall {
+                            function_call: CallOut {
+                                name: &c.name,
+                                args: &c.args,
+                            },
+                            thought_signature,
+                        }),
+                        None => GeminiPartOut::FunctionCall {
+                            name: &c.name,
+                            args: &c.args,
+                        },
                     });
                 }
                 ("model", out)
@@ -369,6 +477,7 @@ impl GeminiUsage {
             u.total_tokens = self.total_token_count;
         }
         u.cached_tokens = self.cached_content_token_count;
+        u.reasoning_tokens = self.thoughts_token_count;
         u
     }
 }
@@ -396,6 +505,23 @@ fn call_id() -> String {
     format!("call_{}", random_token(24))
 }
 
+/// A new call's id, with its `thoughtSignature` when it has one (tagged with the provider and
+/// model that must get it back).
+fn signed_call_id(signature: Option<String>, provider: &str, model: &str) -> String {
+    match signature.filter(|s| !s.is_empty()) {
+        None => call_id(),
+        Some(s) => {
+            let t = Thought {
+                provider: provider.to_string(),
+                model: model.to_string(),
+                signature: Some(s),
+                blocks: Vec::new(),
+            };
+            encode_id(&call_id(), &t)
+        }
+    }
+}
+
 fn in_band_error(err: &Value) -> GatewayError {
     let status = err
         .get("code")
@@ -407,10 +533,20 @@ fn in_band_error(err: &Value) -> GatewayError {
     map_error(status, body.as_bytes())
 }
 
+#[cfg(test)]
 pub(super) fn decode_response(
     body: &[u8],
     call: &CallInfo,
     w: &dyn AnswerWriter,
+) -> Result<Translated, GatewayError> {
+    decode_response_for(body, call, w, PROVIDER)
+}
+
+pub(super) fn decode_response_for(
+    body: &[u8],
+    call: &CallInfo,
+    w: &dyn AnswerWriter,
+    provider: &str,
 ) -> Result<Translated, GatewayError> {
     let r: GenerateResponse =
         serde_json::from_slice(body).map_err(|e| translate::bad_upstream_body(NAME, e))?;
@@ -423,9 +559,13 @@ pub(super) fn decode_response(
         .into_iter()
         .map(|c| {
             let mut text = String::new();
+            let mut reasoning = String::new();
             let mut calls = Vec::new();
             for p in c.content.map(|c| c.parts).unwrap_or_default() {
                 if p.thought == Some(true) {
+                    if let Some(t) = p.text {
+                        reasoning.push_str(&t);
+                    }
                     continue;
                 }
                 if let Some(t) = p.text {
@@ -434,7 +574,7 @@ pub(super) fn decode_response(
                 if let Some(f) = p.function_call {
                     if call.parallel_tool_calls || calls.is_empty() {
                         calls.push(ToolCall {
-                            id: call_id(),
+                            id: signed_call_id(p.thought_signature, provider, &call.upstream_model),
                             name: f.name,
                             arguments: f.args.unwrap_or_else(|| json!({})).to_string(),
                         });
@@ -442,7 +582,7 @@ pub(super) fn decode_response(
                 }
             }
             Answer {
-                reasoning: None,
+                reasoning: (!reasoning.is_empty()).then_some(reasoning),
                 stop_sequence: None,
                 finish_reason: finish_reason(c.finish_reason.as_deref(), !calls.is_empty())
                     .to_string(),
@@ -498,6 +638,8 @@ struct CandidateState {
 /// `finishReason` is an error.
 pub struct GeminiStream {
     w: Box<dyn EventWriter>,
+    provider: String,
+    model: String,
     include_usage: bool,
     parallel_tool_calls: bool,
     id_set: bool,
@@ -509,12 +651,20 @@ impl GeminiStream {
     pub fn new(call: &CallInfo, w: Box<dyn EventWriter>) -> Self {
         GeminiStream {
             w,
+            provider: PROVIDER.to_string(),
+            model: call.upstream_model.clone(),
             include_usage: call.include_usage,
             parallel_tool_calls: call.parallel_tool_calls,
             id_set: false,
             candidates: Vec::new(),
             usage: None,
         }
+    }
+
+    /// The provider whose thought signatures tool call ids carry (the built-in's by default).
+    pub fn provider(mut self, name: &str) -> Self {
+        self.provider = name.to_string();
+        self
     }
 
     fn decode(&mut self, data: &str, out: &mut BytesMut) -> StreamStatus {
@@ -564,6 +714,10 @@ impl GeminiStream {
             }
             for p in c.content.map(|c| c.parts).unwrap_or_default() {
                 if p.thought == Some(true) {
+                    if let Some(t) = p.text.filter(|t| !t.is_empty()) {
+                        role(w, s, idx, out);
+                        w.reasoning(out, idx as u32, &t);
+                    }
                     continue;
                 }
                 if let Some(t) = p.text.filter(|t| !t.is_empty()) {
@@ -576,7 +730,8 @@ impl GeminiStream {
                     }
                     role(w, s, idx, out);
                     let args = f.args.unwrap_or_else(|| json!({})).to_string();
-                    w.tool_start(out, idx as u32, s.tools, &call_id(), &f.name);
+                    let id = signed_call_id(p.thought_signature, &self.provider, &self.model);
+                    w.tool_start(out, idx as u32, s.tools, &id, &f.name);
                     w.tool_args(out, idx as u32, s.tools, &args);
                     s.tools += 1;
                 }

@@ -62,6 +62,22 @@ pub enum GeminiPartOut<'a> {
         name: &'a str,
         response: FunctionResult<'a>,
     },
+    /// A function call with its `thoughtSignature` beside it in the part.
+    #[serde(untagged)]
+    SignedCall(SignedCall<'a>),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedCall<'a> {
+    pub function_call: CallOut<'a>,
+    pub thought_signature: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct CallOut<'a> {
+    pub name: &'a str,
+    pub args: &'a Args<'a>,
 }
 
 /// A `functionResponse`'s `response`, which must be an object: a JSON object result is passed
@@ -149,10 +165,17 @@ impl GenerationConfig<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// `thinkingConfig`: a budget (Gemini 2.5) or a level (Gemini 3), and whether thought
+/// summaries come back.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct ThinkingConfig {
-    pub thinking_budget: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_budget: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thinking_level: Option<&'static str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub include_thoughts: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -196,11 +219,14 @@ pub struct Content {
 pub struct GeminiPart {
     #[serde(default)]
     pub text: Option<String>,
-    /// Thought summaries are not part of the answer.
+    /// A thought summary: reasoning, not part of the answer.
     #[serde(default)]
     pub thought: Option<bool>,
     #[serde(default)]
     pub function_call: Option<FunctionCall>,
+    /// Gemini 3 signs the first function call of each step: it must come back with the call.
+    #[serde(default)]
+    pub thought_signature: Option<String>,
 }
 
 #[derive(Deserialize)]
