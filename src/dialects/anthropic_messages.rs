@@ -231,13 +231,30 @@ fn error_json(e: &GatewayError) -> Value {
 // Request: Anthropic Messages -> OpenAI chat
 
 /// The canonical request of a Messages body, the body kept for a pass-through: in one pass
-/// ([`direct`]) for the common request (without the cache, which needs the spans of plain
-/// messages), else through JSON trees ([`to_chat`]).
+/// ([`direct`]) for the common request (with `spans`, for the cache, its chat body is parsed
+/// once more to note where plain messages sit), else through JSON trees ([`to_chat`]).
 fn translate_with(body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError> {
-    if !spans {
-        if let Some(req) = direct::translate(body) {
+    if let Some(req) = direct::translate(body) {
+        if !spans {
             return Ok(req.with_native_body(body.clone(), None));
         }
+        // The cache key reads where plain messages sit: the chat body is parsed once more
+        // for it (still no tree).
+        let mut chat = Vec::with_capacity(body.len() + 256);
+        chat.push(b'{');
+        for (i, (k, v)) in req.field_texts().enumerate() {
+            if i > 0 {
+                chat.push(b',');
+            }
+            // Keys are the translation's own (plain ASCII names).
+            chat.push(b'"');
+            chat.extend_from_slice(k.as_bytes());
+            chat.extend_from_slice(b"\":");
+            chat.extend_from_slice(v.as_bytes());
+        }
+        chat.push(b'}');
+        let req = ChatRequest::parse_with(&chat, true)?;
+        return Ok(req.with_native_body(body.clone(), None));
     }
     let (chat, untranslatable) = to_chat(body)?;
     let req = ChatRequest::parse_with(&chat, spans)?;
@@ -2118,6 +2135,15 @@ mod tests {
                     tree.include_usage,
                     tree.parallel_tool_calls()
                 ),
+                "{b}"
+            );
+            // With the cache's spans too.
+            let spanned = translate_with(&Bytes::from(b.clone()), true).unwrap();
+            assert_eq!(spanned.body(), tree.body(), "{b}");
+            let tree_spans = ChatRequest::parse_with(&chat, true).unwrap();
+            assert_eq!(
+                spanned.plain_messages().is_some(),
+                tree_spans.plain_messages().is_some(),
                 "{b}"
             );
             // The text the upstream gets parses as what the trees give.
