@@ -498,9 +498,10 @@ mod light {
 }
 
 /// The translation of the common request in one pass: the body read into borrowed types
-/// (strings without escapes are not copied, tool schemas and tool inputs stay raw JSON), the
-/// OpenAI chat fields written from them by typed serializers, and the canonical request made
-/// from those fields without parsing them again. `None` for anything this pass is unsure of
+/// (strings without escapes are not copied, tool schemas stay raw JSON), the OpenAI chat
+/// messages written from them directly (strings from the body copied as they are, others
+/// escaped), the other fields by typed serializers, and the canonical request made from
+/// those without parsing them again. `None` for anything this pass is unsure of
 /// (a part the translation leaves out, a value of an unexpected type, a key sent twice, ...):
 /// the tree translation ([`to_chat`]) then runs and words the error or the left-out part, so
 /// both give the same request wherever this one gives one.
@@ -514,7 +515,7 @@ mod direct {
     use serde_json::value::{to_raw_value, RawValue};
 
     use super::light::{Obj, Present};
-    use super::{upstream_tool_id, TOOL_ID_PREFIX};
+    use super::upstream_tool_id;
     use crate::api::{ChatRequest, CowStr, RawFields};
 
     #[derive(Deserialize)]
@@ -1100,9 +1101,6 @@ mod direct {
             parallel_tool_calls,
         ))
     }
-
-    // The prefix is part of the ids this pass reads back.
-    const _: &str = TOOL_ID_PREFIX;
 }
 
 fn bad(field: &str, message: impl Into<String>) -> GatewayError {
