@@ -459,3 +459,68 @@ async fn translated_answers_name_the_stop_sequence_they_stopped_on() {
         );
     }
 }
+
+/// An OpenAI-compatible upstream that reasons, then stops on the request's first stop sequence
+/// and names it as vLLM does, plain or streamed.
+fn reasoning_and_stopping() -> Handler {
+    Arc::new(|r: &Recorded| {
+        let body = r.json();
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        let stop = body["stop"][0].clone();
+        let usage = json!({"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15});
+        if body["stream"] != true {
+            return json_response(
+                200,
+                json!({"id": "chatcmpl-t", "object": "chat.completion", "created": 1, "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "1, 2, 3",
+                        "reasoning_content": "Counting."}, "finish_reason": "stop", "stop_reason": stop}],
+                    "usage": usage}),
+            );
+        }
+        let chunk = |c: Value| {
+            let v = json!({"id": "chatcmpl-t", "object": "chat.completion.chunk", "created": 1,
+                "model": model, "choices": [c]});
+            format!("data: {v}\n\n")
+        };
+        let mut events = vec![
+            chunk(
+                json!({"index": 0, "delta": {"role": "assistant", "reasoning_content": "Count"}, "finish_reason": null}),
+            ),
+            chunk(
+                json!({"index": 0, "delta": {"reasoning_content": "ing."}, "finish_reason": null}),
+            ),
+            chunk(json!({"index": 0, "delta": {"content": "1, 2, 3"}, "finish_reason": null})),
+            chunk(json!({"index": 0, "delta": {}, "finish_reason": "stop", "stop_reason": stop})),
+        ];
+        let v = json!({"id": "chatcmpl-t", "object": "chat.completion.chunk", "created": 1,
+            "model": model, "choices": [], "usage": usage});
+        events.push(format!("data: {v}\n\n"));
+        events.push("data: [DONE]\n\n".to_string());
+        sse_response(events, Duration::ZERO, None)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thinking_stop_sequences_and_native_errors_through_the_sdk() {
+    let claude = Mock::start(failing(
+        400,
+        "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"max_tokens: 999999 > 64000, which is the maximum\"},\"request_id\":\"req_011CQ9native\"}",
+    ))
+    .await;
+    let up = Mock::start(reasoning_and_stopping()).await;
+    let gw = start(&claude, &up, GATEWAY_KEY);
+    let stdout = run_python(
+        &gw,
+        &["test_messages_reasoning.py"],
+        &[("GATEWAY_KEY", GATEWAY_KEY)],
+    )
+    .await;
+    assert!(stdout.contains("sdk: 3 passed, 0 failed"), "{stdout}");
+    // The thinking budget (4,000 tokens) reached the upstream as a medium reasoning effort.
+    let sent: Vec<Value> = up.requests().iter().map(Recorded::json).collect();
+    assert_eq!(sent.len(), 2);
+    for b in &sent {
+        assert_eq!(b["reasoning_effort"], "medium", "{b}");
+        assert_eq!(b["stop"], json!(["END", "STOP"]), "{b}");
+    }
+}

@@ -231,13 +231,30 @@ fn error_json(e: &GatewayError) -> Value {
 // Request: Anthropic Messages -> OpenAI chat
 
 /// The canonical request of a Messages body, the body kept for a pass-through: in one pass
-/// ([`direct`]) for the common request (without the cache, which needs the spans of plain
-/// messages), else through JSON trees ([`to_chat`]).
+/// ([`direct`]) for the common request (with `spans`, for the cache, its chat body is parsed
+/// once more to note where plain messages sit), else through JSON trees ([`to_chat`]).
 fn translate_with(body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError> {
-    if !spans {
-        if let Some(req) = direct::translate(body) {
+    if let Some(req) = direct::translate(body) {
+        if !spans {
             return Ok(req.with_native_body(body.clone(), None));
         }
+        // The cache key reads where plain messages sit: the chat body is parsed once more
+        // for it (still no tree).
+        let mut chat = Vec::with_capacity(body.len() + 256);
+        chat.push(b'{');
+        for (i, (k, v)) in req.field_texts().enumerate() {
+            if i > 0 {
+                chat.push(b',');
+            }
+            // Keys are the translation's own (plain ASCII names).
+            chat.push(b'"');
+            chat.extend_from_slice(k.as_bytes());
+            chat.extend_from_slice(b"\":");
+            chat.extend_from_slice(v.as_bytes());
+        }
+        chat.push(b'}');
+        let req = ChatRequest::parse_with(&chat, true)?;
+        return Ok(req.with_native_body(body.clone(), None));
     }
     let (chat, untranslatable) = to_chat(body)?;
     let req = ChatRequest::parse_with(&chat, spans)?;
@@ -481,9 +498,10 @@ mod light {
 }
 
 /// The translation of the common request in one pass: the body read into borrowed types
-/// (strings without escapes are not copied, tool schemas and tool inputs stay raw JSON), the
-/// OpenAI chat fields written from them by typed serializers, and the canonical request made
-/// from those fields without parsing them again. `None` for anything this pass is unsure of
+/// (strings without escapes are not copied, tool schemas stay raw JSON), the OpenAI chat
+/// messages written from them directly (strings from the body copied as they are, others
+/// escaped), the other fields by typed serializers, and the canonical request made from
+/// those without parsing them again. `None` for anything this pass is unsure of
 /// (a part the translation leaves out, a value of an unexpected type, a key sent twice, ...):
 /// the tree translation ([`to_chat`]) then runs and words the error or the left-out part, so
 /// both give the same request wherever this one gives one.
@@ -497,7 +515,7 @@ mod direct {
     use serde_json::value::{to_raw_value, RawValue};
 
     use super::light::{Obj, Present};
-    use super::{upstream_tool_id, TOOL_ID_PREFIX};
+    use super::upstream_tool_id;
     use crate::api::{ChatRequest, CowStr, RawFields};
 
     #[derive(Deserialize)]
@@ -1083,9 +1101,6 @@ mod direct {
             parallel_tool_calls,
         ))
     }
-
-    // The prefix is part of the ids this pass reads back.
-    const _: &str = TOOL_ID_PREFIX;
 }
 
 fn bad(field: &str, message: impl Into<String>) -> GatewayError {
@@ -2118,6 +2133,15 @@ mod tests {
                     tree.include_usage,
                     tree.parallel_tool_calls()
                 ),
+                "{b}"
+            );
+            // With the cache's spans too.
+            let spanned = translate_with(&Bytes::from(b.clone()), true).unwrap();
+            assert_eq!(spanned.body(), tree.body(), "{b}");
+            let tree_spans = ChatRequest::parse_with(&chat, true).unwrap();
+            assert_eq!(
+                spanned.plain_messages().is_some(),
+                tree_spans.plain_messages().is_some(),
                 "{b}"
             );
             // The text the upstream gets parses as what the trees give.
