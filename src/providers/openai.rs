@@ -129,9 +129,17 @@ impl Provider for OpenAiCompatible {
             ));
         }
         let size = req.messages_raw().len();
-        let bytes =
-            encode_with_overrides(req.field_texts(), size, &call.upstream_model, req.stream)
-                .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
+        // An effort another dialect mapped from its own setting (Claude Code's thinking budget)
+        // is a hint: OpenAI refuses `reasoning_effort` for models that do not reason, and a
+        // client of another API cannot fix that. An effort the chat client sent itself is kept.
+        let drop_effort = call.client_format != "openai"
+            && self.cfg.name == "openai"
+            && !openai_reasoning_model(&call.upstream_model);
+        let fields = req
+            .field_texts()
+            .filter(|(k, _)| !(drop_effort && *k == "reasoning_effort"));
+        let bytes = encode_with_overrides(fields, size, &call.upstream_model, req.stream)
+            .map_err(|e| GatewayError::internal(format!("encoding the request: {e}")))?;
         Ok(UpstreamRequest::post(
             format!("{}/chat/completions", backend.path),
             self.headers(),
@@ -274,6 +282,15 @@ impl Provider for OpenAiCompatible {
 /// set: every other field is written byte for byte as it came, in its order. The fields are
 /// JSON the request parser read (keys and raw values), so the object is put together here
 /// piece by piece: keys escaped by serde_json, values copied.
+/// OpenAI's models that take `reasoning_effort` (the o-series, GPT-5 and the Codex models).
+fn openai_reasoning_model(model: &str) -> bool {
+    let m = model.to_ascii_lowercase();
+    ["o1", "o3", "o4", "gpt-5", "codex"]
+        .iter()
+        .any(|p| m.starts_with(p))
+        && !m.starts_with("gpt-5-chat")
+}
+
 fn encode_with_overrides<'a>(
     fields: impl Iterator<Item = (&'a str, &'a str)>,
     size: usize,
@@ -712,6 +729,16 @@ impl EventDecoder for OpenAiStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_openai_reasoning_models_take_a_mapped_effort() {
+        for m in ["o1", "o3-mini", "o4-mini", "gpt-5", "gpt-5.1-codex", "codex-mini-latest"] {
+            assert!(openai_reasoning_model(m), "{m}");
+        }
+        for m in ["gpt-4o", "gpt-4.1-mini", "gpt-5-chat-latest", "chatgpt-4o-latest"] {
+            assert!(!openai_reasoning_model(m), "{m}");
+        }
+    }
 
     fn translator(include_usage: bool) -> SseDriver<OpenAiStream> {
         SseDriver::new(OpenAiStream {
