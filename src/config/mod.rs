@@ -16,6 +16,7 @@
 //! - [`tls`]: the HTTPS listener's certificate and key, checked against each other.
 //! - [`cache`]: the response cache's backend, TTL, scope and semantic layer.
 //! - [`pricing`]: `GATEWAY_PRICES` overrides and the built-in price table they override.
+//! - [`state`]: the state backend (`GATEWAY_STATE_BACKEND`) and the stored responses' TTL.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -28,6 +29,7 @@ pub mod pricing;
 pub mod providers;
 pub mod ratelimit;
 pub mod routing;
+pub mod state;
 pub mod tls;
 pub mod vars;
 
@@ -109,6 +111,8 @@ pub struct Config {
     pub tls: Option<tls::TlsConfig>,
     /// HTTP/2 with prior knowledge on the plain listener (`GATEWAY_H2C`).
     pub h2c: bool,
+    /// The state backend (`GATEWAY_STATE_BACKEND`) and what it keeps.
+    pub state: state::StateConfig,
 }
 
 /// Every error found, one per line.
@@ -333,6 +337,7 @@ impl Config {
         let routing = routing::read(&mut r, &providers);
         let auth = auth::read(&mut r);
         let rate_limit = ratelimit::read(&mut r);
+        let state = state::read(&mut r);
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -362,6 +367,7 @@ impl Config {
             rate_limit,
             tls,
             h2c,
+            state,
         })
     }
 }
@@ -405,6 +411,7 @@ impl Config {
         let _ = writeln!(s, "cache            {}", self.cache.describe());
         let _ = writeln!(s, "api keys         {}", self.auth.describe());
         let _ = writeln!(s, "rate limits      {}", self.rate_limit.describe());
+        let _ = writeln!(s, "state            {}", self.state.describe());
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();

@@ -5,7 +5,8 @@
 //! for a client of another dialect they are decoded into its writers (`chat.completion` into
 //! answers, `chat.completion.chunk` events into stream events). A host switched to native
 //! Messages (`<PROVIDER>_NATIVE_MESSAGES=on`) gets Messages clients' bodies as they are, on
-//! `<base URL>/messages`, and answers them itself.
+//! `<base URL>/messages`, and answers them itself; likewise Responses clients on
+//! `<base URL>/responses` for OpenAI itself and hosts with `<PROVIDER>_NATIVE_RESPONSES=on`.
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
@@ -15,8 +16,8 @@ use crate::api::{Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError};
-use crate::providers::anthropic;
 use crate::providers::stream::{EventDecoder, SseDriver};
+use crate::providers::{anthropic, responses_passthrough};
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
     UpstreamRequest,
@@ -44,6 +45,13 @@ impl OpenAiCompatible {
 /// (`<PROVIDER>_NATIVE_MESSAGES=on`): `<base URL>/messages`, Anthropic's bytes both ways.
 fn messages_native(call: &CallInfo) -> bool {
     call.passthrough && call.client_format == "anthropic"
+}
+
+/// A Responses client passed through to a host that speaks Responses (OpenAI, or
+/// `<PROVIDER>_NATIVE_RESPONSES=on`): `<base URL>/responses`, the Responses API's bytes both
+/// ways.
+fn responses_native(call: &CallInfo) -> bool {
+    call.passthrough && call.client_format == crate::config::providers::RESPONSES_FORMAT
 }
 
 #[derive(Deserialize)]
@@ -127,6 +135,14 @@ impl Provider for OpenAiCompatible {
                 body,
             ));
         }
+        if let (true, Some(native)) = (responses_native(call), req.native_body()) {
+            let body = anthropic::passthrough::rewrite_model(native, &call.upstream_model)?;
+            return Ok(UpstreamRequest::post(
+                format!("{}/responses", backend.path),
+                self.headers(),
+                body,
+            ));
+        }
         let size = req.messages_raw().len();
         let bytes =
             encode_with_overrides(req.field_texts(), size, &call.upstream_model, req.stream)
@@ -150,6 +166,10 @@ impl Provider for OpenAiCompatible {
             let usage = anthropic::passthrough::usage_of(&body);
             return Ok(Translated { body, usage });
         }
+        if responses_native(call) {
+            let (_, usage) = responses_passthrough::read_response(&body);
+            return Ok(Translated { body, usage });
+        }
         if call.passthrough {
             let usage = usage_of(&body);
             return Ok(Translated { body, usage });
@@ -167,6 +187,11 @@ impl Provider for OpenAiCompatible {
         if messages_native(call) {
             return Box::new(SseDriver::new(
                 anthropic::passthrough::PassthroughStream::default(),
+            ));
+        }
+        if responses_native(call) {
+            return Box::new(SseDriver::new(
+                responses_passthrough::PassthroughStream::default(),
             ));
         }
         if call.passthrough {
@@ -252,6 +277,20 @@ impl Provider for OpenAiCompatible {
 
     fn parse_models(&self, body: &[u8]) -> Vec<String> {
         parse_model_list(body)
+    }
+
+    fn stored_response_request(
+        &self,
+        method: &'static str,
+        id_and_query: &str,
+        backend: &BaseUrl,
+    ) -> Option<UpstreamRequest> {
+        Some(UpstreamRequest {
+            method,
+            path: format!("{}/responses/{id_and_query}", backend.path),
+            headers: self.headers(),
+            body: Bytes::new(),
+        })
     }
 
     fn health_probe(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {

@@ -3,7 +3,7 @@
 //! providers, telemetry) takes and returns plain values and never writes to a client.
 //!
 //! One request: `app` reads the head; `Gateway::handle` routes it by path to an endpoint
-//! family (a file each: `chat`, `count_tokens`, `embeddings`, `models`), `admit` checks its
+//! family (a file each: `chat`, `responses`, `count_tokens`, `embeddings`, `models`), `admit` checks its
 //! key and rate limits; the family parses the body, resolves the model, consults the cache
 //! (`cache`), exchanges with the upstream and answers; then `Gateway::log` charges token
 //! limits, counts metrics and writes the one log line.
@@ -20,6 +20,7 @@ mod count_tokens;
 mod embeddings;
 mod metrics_app;
 mod models;
+mod responses;
 
 pub use app::App;
 pub use chat::FAILOVER_HEADER;
@@ -56,6 +57,8 @@ pub struct Gateway {
     pub cache: crate::cache::Cache,
     pub auth: Arc<crate::auth::Auth>,
     pub limiter: crate::ratelimit::Limiter,
+    /// State kept between requests (stored Responses).
+    pub state: crate::state::State,
 }
 
 impl Gateway {
@@ -73,7 +76,9 @@ impl Gateway {
             config.rate_limit.clone(),
         ));
         let limiter = crate::ratelimit::Limiter::new(config.rate_limit.clone());
+        let state = crate::state::State::new(&config.state);
         Ok(Gateway {
+            state,
             cache,
             config: Arc::new(config),
             router,
@@ -127,6 +132,10 @@ pub struct Ctx {
     pub rate_limit: Option<crate::ratelimit::Charge>,
     /// The client API the request speaks, once routed to one (decides the error shape).
     pub dialect: Option<&'static dyn Dialect>,
+    /// A Responses request's stored-response bookkeeping (`responses.rs`).
+    pub responses: Option<Box<responses::Turn>>,
+    /// The endpoint family, for metrics (`chat`, `responses`, `messages`, ...).
+    pub endpoint: &'static str,
     _inflight: InflightGuard,
 }
 
@@ -229,6 +238,7 @@ fn allowed_methods(path: &str) -> &'static str {
         Some(Endpoint::Dialect(_))
         | Some(Endpoint::CountTokens(_))
         | Some(Endpoint::Embeddings) => "POST",
+        Some(Endpoint::StoredResponse) => "GET, DELETE",
         _ => "GET, HEAD",
     }
 }
@@ -240,6 +250,8 @@ enum Endpoint {
     /// A dialect's token counting (`/v1/messages/count_tokens`).
     CountTokens(&'static dyn Dialect),
     Embeddings,
+    /// `/v1/responses/{id}`: a stored response (`GET`, `DELETE`).
+    StoredResponse,
     Models,
     Health,
     Ready,
@@ -261,6 +273,9 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     {
         return Some(Endpoint::CountTokens(d));
     }
+    if stored_response_id(p).is_some() {
+        return Some(Endpoint::StoredResponse);
+    }
     match p {
         "/embeddings" => Some(Endpoint::Embeddings),
         "/models" => Some(Endpoint::Models),
@@ -269,6 +284,39 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/health/providers" => Some(Endpoint::ProvidersHealth),
         "/metrics" => Some(Endpoint::Metrics),
         _ => None,
+    }
+}
+
+/// The id in `/responses/{id}` (after the optional `/v1`), if the path is one.
+fn stored_response_id(p: &str) -> Option<&str> {
+    p.strip_prefix("/responses/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// The endpoint family's name in metrics.
+fn endpoint_label(ep: Endpoint) -> &'static str {
+    match ep {
+        Endpoint::Dialect(d) | Endpoint::CountTokens(d) => {
+            let family = match d.name() {
+                "openai.chat" => "chat",
+                "openai.responses" => "responses",
+                "anthropic.messages" => "messages",
+                other => other,
+            };
+            if matches!(ep, Endpoint::CountTokens(_)) {
+                match family {
+                    "messages" => "messages_count_tokens",
+                    _ => "count_tokens",
+                }
+            } else {
+                family
+            }
+        }
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::StoredResponse => "responses_stored",
+        Endpoint::Models => "models",
+        Endpoint::Health | Endpoint::Ready | Endpoint::ProvidersHealth => "health",
+        Endpoint::Metrics => "metrics",
     }
 }
 
@@ -331,9 +379,13 @@ impl Gateway {
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
+        ctx.endpoint = endpoint_label(ep);
         match ep {
             // Errors from here on (the key, rate limits) take the dialect's shape.
             Endpoint::Dialect(d) | Endpoint::CountTokens(d) => ctx.dialect = Some(d),
+            Endpoint::StoredResponse => {
+                ctx.dialect = crate::dialects::for_path("/responses");
+            }
             Endpoint::Models => {
                 ctx.dialect = Some(crate::dialects::for_headers(&session.req_header().headers))
             }
@@ -344,6 +396,7 @@ impl Gateway {
             Endpoint::Dialect(_)
                 | Endpoint::CountTokens(_)
                 | Endpoint::Embeddings
+                | Endpoint::StoredResponse
                 | Endpoint::Models
         ) {
             admit::admit(self, session, ctx).await?;
@@ -405,8 +458,20 @@ impl Gateway {
                 respond(session, ctx, 200, &ctype, &[], Bytes::from(body)).await;
                 Ok(())
             }
+            Endpoint::Dialect(d) if method == Method::POST && d.name() == "openai.responses" => {
+                responses::handle(self, session, ctx, d).await
+            }
             Endpoint::Dialect(d) if method == Method::POST => {
                 chat::handle(self, session, ctx, d).await
+            }
+            Endpoint::StoredResponse if method == Method::GET || method == Method::DELETE => {
+                let p = path.trim_end_matches('/');
+                let p = p.strip_prefix("/v1").unwrap_or(p);
+                let mut rest = stored_response_id(p).unwrap_or_default().to_string();
+                if let Some(q) = session.req_header().uri.query() {
+                    rest = format!("{rest}?{q}");
+                }
+                responses::by_id(self, session, ctx, &rest).await
             }
             Endpoint::CountTokens(d) if method == Method::POST => {
                 count_tokens::handle(self, session, ctx, d).await
@@ -444,6 +509,8 @@ impl Gateway {
             cache_fill: None,
             rate_limit: None,
             dialect: None,
+            responses: None,
+            endpoint: "other",
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
@@ -478,6 +545,7 @@ impl Gateway {
         };
         if !crate::metrics::is_probe(h.uri.path()) {
             crate::metrics::request(&crate::metrics::RequestRecord {
+                endpoint: ctx.endpoint,
                 provider: ctx.provider.as_deref(),
                 model: upstream_model,
                 status: ctx.status,
