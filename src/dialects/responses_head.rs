@@ -7,8 +7,8 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde::de::IgnoredAny;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::api::{ChatRequest, Translate};
 
@@ -16,6 +16,10 @@ use crate::api::{ChatRequest, Translate};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head {
     pub model: String,
+    /// Where `model`'s value (JSON text, quotes included) is in the body.
+    pub model_span: (usize, usize),
+    /// Where `input`'s value (JSON text: a string or an array of items) is in the body.
+    pub input_span: (usize, usize),
     pub stream: bool,
     pub parallel_tool_calls: bool,
     /// `store` is not `false` (OpenAI's default is to store).
@@ -26,7 +30,7 @@ pub struct Head {
 #[derive(Deserialize)]
 struct Wire<'a> {
     #[serde(default, borrow)]
-    model: Option<Cow<'a, str>>,
+    model: Option<&'a RawValue>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -36,8 +40,8 @@ struct Wire<'a> {
     #[serde(default, borrow)]
     previous_response_id: Option<Cow<'a, str>>,
     /// Present (any value but null) is all that is checked here.
-    #[serde(default)]
-    input: Option<IgnoredAny>,
+    #[serde(default, borrow)]
+    input: Option<&'a RawValue>,
 }
 
 /// The head of `body`, when it is a JSON object with a non-empty string `model`, an `input`,
@@ -48,12 +52,20 @@ pub fn read(body: &[u8]) -> Option<Head> {
         return None;
     }
     let w: Wire = serde_json::from_slice(body).ok()?;
-    let model = w.model?;
+    let raw = w.model?.get();
+    let model: Cow<str> = serde_json::from_str(raw).ok()?;
     if model.trim().is_empty() {
         return None;
     }
-    w.input?;
+    let input = w.input.map(RawValue::get).filter(|v| *v != "null")?;
+    // Values borrow from `body`: their place in it is a difference of addresses.
+    let span = |v: &str| {
+        let start = (v.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+        (start, start + v.len())
+    };
     Some(Head {
+        model_span: span(raw),
+        input_span: span(input),
         model: model.into_owned(),
         stream: w.stream.unwrap_or(false),
         parallel_tool_calls: w.parallel_tool_calls != Some(false),
@@ -76,6 +88,7 @@ impl Head {
             body.clone(),
             translate,
         )
+        .with_native_model_span(self.model_span)
     }
 }
 
@@ -87,6 +100,8 @@ mod tests {
     fn reads_what_it_needs_and_refuses_the_rest() {
         let h = read(br#"{"model":"openai/gpt-4o","input":"hi","stream":true,"store":false,"previous_response_id":"resp_1","tools":[{"type":"web_search"}]}"#).unwrap();
         assert_eq!(h.model, "openai/gpt-4o");
+        assert_eq!(h.model_span, (9, 24));
+        assert_eq!(h.input_span, (33, 37));
         assert!(h.stream && !h.store && h.parallel_tool_calls);
         assert_eq!(h.previous_response_id.as_deref(), Some("resp_1"));
         let h = read(br#"{"input":[],"model":"m","parallel_tool_calls":false}"#).unwrap();

@@ -136,7 +136,12 @@ impl Provider for OpenAiCompatible {
             ));
         }
         if let (true, Some(native)) = (responses_native(call), req.native_body()) {
-            let body = anthropic::passthrough::rewrite_model(native, &call.upstream_model)?;
+            let body = match req.native_model_span() {
+                Some(span) => {
+                    anthropic::passthrough::splice_model(native, span, &call.upstream_model)?
+                }
+                None => anthropic::passthrough::rewrite_model(native, &call.upstream_model)?,
+            };
             return Ok(UpstreamRequest::post(
                 format!("{}/responses", backend.path),
                 self.headers(),

@@ -76,6 +76,29 @@ pub fn read_response(body: &[u8]) -> (Option<String>, Option<Usage>) {
     }
 }
 
+/// The id of a `response` body: read from its start when `id` is its first field (as OpenAI
+/// writes it, compact or indented), else by reading the body.
+pub fn response_id(body: &[u8]) -> Option<String> {
+    fn skip_ws(b: &[u8]) -> &[u8] {
+        let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+        &b[n..]
+    }
+    let leading = (|| {
+        let b = skip_ws(body).strip_prefix(b"{")?;
+        let b = skip_ws(b).strip_prefix(b"\"id\"")?;
+        let b = skip_ws(b).strip_prefix(b":")?;
+        let b = skip_ws(b).strip_prefix(b"\"")?;
+        let end = b.iter().position(|c| *c == b'"')?;
+        let id = &b[..end];
+        // Escapes and control characters: left to the parser.
+        if id.iter().any(|c| *c == b'\\' || *c < 0x20) {
+            return None;
+        }
+        std::str::from_utf8(id).ok().map(str::to_string)
+    })();
+    leading.or_else(|| read_response(body).0)
+}
+
 /// The events the pass-through reads, with what it reads of them.
 #[derive(Deserialize)]
 #[serde(tag = "type")]
@@ -365,5 +388,18 @@ mod tests {
         assert_eq!(id.as_deref(), Some("resp_9"));
         assert_eq!(usage.unwrap().total_tokens, 7);
         assert_eq!(read_response(b"nope"), (None, None));
+        assert_eq!(
+            response_id(b"{\n  \"id\": \"resp_67cc\",\n  \"object\": \"response\"}").as_deref(),
+            Some("resp_67cc")
+        );
+        assert_eq!(
+            response_id(br#"{"object":"response","id":"resp_2"}"#).as_deref(),
+            Some("resp_2")
+        );
+        assert_eq!(
+            response_id(br#"{"id":"a\"b","x":1}"#).as_deref(),
+            Some("a\"b")
+        );
+        assert_eq!(response_id(b"[]"), None);
     }
 }

@@ -19,7 +19,7 @@
 
 use bytes::Bytes;
 use http::Method;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::chat::{self, Options};
@@ -36,8 +36,8 @@ fn state_key(id: &str) -> String {
     format!("resp:{id}")
 }
 
-/// One stored response, as kept in the state backend.
-#[derive(Serialize, Deserialize)]
+/// One stored response, as kept in the state backend (written by [`record_text`]).
+#[derive(Deserialize)]
 struct Record {
     /// The name of the gateway key that made it.
     scope: String,
@@ -45,18 +45,40 @@ struct Record {
     /// The provider speaks Responses and keeps the response itself.
     native: bool,
     /// Translated only: the request's input items, earlier turns first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    input: Option<Vec<Value>>,
+    #[serde(default)]
+    input: Option<Value>,
     /// Translated only: the response object as the client got it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     response: Option<Value>,
+}
+
+/// A record as JSON text: `input` and `response` are JSON text already (the request's and
+/// the answer's own bytes), copied as they are.
+fn record_text(scope: &str, provider: &str, conversation: Option<(&[u8], &[u8])>) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(64 + conversation.map_or(0, |(i, r)| i.len() + r.len()));
+    out.extend_from_slice(b"{\"scope\":");
+    serde_json::to_writer(&mut out, scope).ok()?;
+    out.extend_from_slice(b",\"provider\":");
+    serde_json::to_writer(&mut out, provider).ok()?;
+    match conversation {
+        None => out.extend_from_slice(b",\"native\":true}"),
+        Some((input, response)) => {
+            out.extend_from_slice(b",\"native\":false,\"input\":");
+            out.extend_from_slice(input);
+            out.extend_from_slice(b",\"response\":");
+            out.extend_from_slice(response);
+            out.push(b'}');
+        }
+    }
+    Some(Bytes::from(out))
 }
 
 /// What one Responses request needs to remember until its answer is complete.
 pub struct Turn {
     scope: String,
-    /// The body as sent on (earlier turns spliced in).
+    /// The body as sent on (earlier turns spliced in), and where its `input` is.
     body: Bytes,
+    input_span: (usize, usize),
     /// The provider of the attempt under way, and whether it passes through.
     provider: String,
     native: bool,
@@ -87,7 +109,7 @@ pub async fn handle(
     let mut body = read_body(session, gw.config.max_body_bytes).await?;
     let mut head = responses_head::read(&body);
     let mut options = Options::default();
-    if let Some(h) = head.clone() {
+    if let Some(mut h) = head.clone() {
         let scope = scope(ctx);
         if let Some(pid) = &h.previous_response_id {
             let record = load(gw, &scope, pid)
@@ -105,12 +127,16 @@ pub async fn handle(
             } else {
                 body = splice(&body, &record)?;
                 head = responses_head::read(&body);
+                if let Some(spliced) = &head {
+                    h.input_span = spliced.input_span;
+                }
             }
         }
         options.bypass_cache = h.store || h.previous_response_id.is_some();
         ctx.responses = Some(Box::new(Turn {
             scope,
             body: body.clone(),
+            input_span: h.input_span,
             provider: String::new(),
             native: false,
             framer: h.stream.then(SseFramer::new),
@@ -177,7 +203,7 @@ fn splice(body: &[u8], record: &Record) -> Result<Bytes, GatewayError> {
     let mut top: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
         GatewayError::bad_request("", format!("the request body is not a JSON object: {e}"))
     })?;
-    let mut items = record.input.clone().unwrap_or_default();
+    let mut items = input_items(record.input.as_ref());
     let output = record
         .response
         .as_ref()
@@ -268,49 +294,41 @@ pub async fn complete(gw: &Gateway, ctx: &mut Ctx, body: Option<&[u8]>) {
     t.done = true;
     let (id, record) = if t.native {
         let id = match body {
-            Some(b) => crate::providers::responses_passthrough::read_response(b).0,
+            Some(b) => crate::providers::responses_passthrough::response_id(b),
             None => t.id.take(),
         };
-        let record = Record {
-            scope: std::mem::take(&mut t.scope),
-            provider: std::mem::take(&mut t.provider),
-            native: true,
-            input: None,
-            response: None,
-        };
-        (id, record)
+        (id, record_text(&t.scope, &t.provider, None))
     } else {
-        let response: Option<Value> = match body {
-            Some(b) => serde_json::from_slice(b).ok(),
-            None => t
-                .last
-                .take()
-                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-                .and_then(|mut v| v.get_mut("response").map(Value::take)),
+        #[derive(Deserialize)]
+        struct Event<'a> {
+            #[serde(borrow)]
+            response: &'a serde_json::value::RawValue,
+        }
+        #[derive(Deserialize)]
+        struct Id {
+            #[serde(default)]
+            id: Option<String>,
+        }
+        let last = t.last.take();
+        // The response object as JSON text: the plain answer, or the final event's.
+        let response: Option<&str> = match (body, &last) {
+            (Some(b), _) => std::str::from_utf8(b).ok(),
+            (None, Some(data)) => serde_json::from_str::<Event>(data)
+                .ok()
+                .map(|e| e.response.get()),
+            (None, None) => None,
         };
         let Some(response) = response else {
             return;
         };
-        let id = response
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let top: Map<String, Value> = serde_json::from_slice(&t.body).unwrap_or_default();
-        let record = Record {
-            scope: std::mem::take(&mut t.scope),
-            provider: std::mem::take(&mut t.provider),
-            native: false,
-            input: Some(input_items(top.get("input"))),
-            response: Some(response),
-        };
-        (id, record)
+        let id = crate::providers::responses_passthrough::response_id(response.as_bytes())
+            .or_else(|| serde_json::from_str::<Id>(response).ok().and_then(|i| i.id));
+        let input = t.body.get(t.input_span.0..t.input_span.1).unwrap_or(b"[]");
+        let text = record_text(&t.scope, &t.provider, Some((input, response.as_bytes())));
+        (id, text)
     };
-    let Some(id) = id else {
+    let (Some(id), Some(value)) = (id, record) else {
         return;
-    };
-    let value = match serde_json::to_vec(&record) {
-        Ok(v) => Bytes::from(v),
-        Err(_) => return,
     };
     let ttl = gw.config.state.responses_ttl;
     if let Err(e) = gw.state.put(&state_key(&id), value, ttl).await {
@@ -421,9 +439,7 @@ mod tests {
             scope: "k".into(),
             provider: "vllm".into(),
             native: false,
-            input: Some(vec![
-                serde_json::json!({"type": "message", "role": "user", "content": "Hi, I am Ada"}),
-            ]),
+            input: Some(serde_json::json!("Hi, I am Ada")),
             response: Some(serde_json::json!({"id": "resp_1", "output": [
                 {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
                  "content": [{"type": "output_text", "text": "Hello Ada", "annotations": []}]}
@@ -442,5 +458,21 @@ mod tests {
         // Field order is kept.
         let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["model", "input", "store"]);
+    }
+
+    #[test]
+    fn record_text_is_a_record() {
+        let t = record_text(
+            "team \"a\"",
+            "vllm",
+            Some((b"\"hi\"", b"{\"id\":\"resp_1\"}")),
+        )
+        .unwrap();
+        let r: Record = serde_json::from_slice(&t).unwrap();
+        assert_eq!((r.scope.as_str(), r.native), ("team \"a\"", false));
+        assert_eq!(r.input, Some(serde_json::json!("hi")));
+        assert_eq!(r.response.unwrap()["id"], "resp_1");
+        let r: Record = serde_json::from_slice(&record_text("k", "openai", None).unwrap()).unwrap();
+        assert!(r.native && r.input.is_none());
     }
 }

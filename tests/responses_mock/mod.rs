@@ -219,9 +219,11 @@ fn answer(state: &Responses, r: &Recorded) -> Response {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    // Codex's shell tool when it is offered, else the first function tool.
     let function = tools
         .iter()
-        .find(|t| t["type"] == "function")
+        .find(|t| t["name"] == "exec_command")
+        .or_else(|| tools.iter().find(|t| t["type"] == "function"))
         .and_then(|t| t["name"].as_str())
         .map(str::to_string);
     let id = {
