@@ -90,7 +90,7 @@ async fn native_responses_pass_through_and_keep_state() {
         ],
     )
     .await;
-    assert!(out.contains("sdk: 7 passed, 0 failed"), "{out}");
+    assert!(out.contains("sdk: 8 passed, 0 failed"), "{out}");
     let direct_calls = mock.all_calls();
     // The same checks through the gateway, with a second key that must not see the first's.
     let out = run_python(
@@ -100,10 +100,11 @@ async fn native_responses_pass_through_and_keep_state() {
             ("GATEWAY_KEY", KEY),
             ("MODEL", "openai/gpt-4o-mini"),
             ("OTHER_KEY", OTHER),
+            ("CUT_CHECK", "1"),
         ],
     )
     .await;
-    assert!(out.contains("sdk: 7 passed, 0 failed"), "{out}");
+    assert!(out.contains("sdk: 8 passed, 0 failed"), "{out}");
     // Every request through the gateway reached /v1/responses with the provider's key.
     let through: Vec<Recorded> = mock.requests().split_off(direct_calls);
     assert!(through.len() >= 12, "{}", through.len());
@@ -250,7 +251,7 @@ async fn translated_providers_keep_the_conversation() {
         ],
     )
     .await;
-    assert!(out.contains("sdk: 7 passed, 0 failed"), "{out}");
+    assert!(out.contains("sdk: 8 passed, 0 failed"), "{out}");
     // Every request upstream was plain chat: the stored turns arrived as messages.
     let posts: Vec<Value> = up
         .requests()

@@ -2,7 +2,8 @@
 fidelity check, straight against the mock OpenAI Responses upstream).
 
 Run by tests/responses_native.rs with GATEWAY_BASE_URL, GATEWAY_KEY, MODEL, and OTHER_KEY (a
-second gateway key, or empty to skip the other-key checks). Each check prints one line; the last
+second gateway key, or empty to skip the other-key checks) and CUT_CHECK=1 where the upstream
+cuts a stream asked to ("please cut the stream") and the gateway must end it. Each check prints one line; the last
 line is the summary.
 """
 import os
@@ -120,6 +121,20 @@ def another_key_gets_404():
         assert e.param == "previous_response_id", e.body
     # Still there for its own key.
     assert client.responses.retrieve(r.id).id == r.id
+
+
+@check
+def cut_stream_ends_with_response_failed():
+    if os.environ.get("CUT_CHECK") != "1":
+        print("  (no cut check here)")
+        return
+    events = list(client.responses.create(model=MODEL, input="please cut the stream", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.failed", kinds
+    assert "response.completed" not in kinds, kinds
+    assert events[-1].response.id == events[0].response.id, events[-1]
+    assert events[-1].response.status == "failed" and events[-1].response.error.message, events[-1]
+    assert [e.sequence_number for e in events] == list(range(len(events))), events
 
 
 @check
