@@ -259,7 +259,12 @@ pub fn tee(ctx: &mut Ctx, bytes: &[u8]) {
     }
     framer.push(bytes);
     while let Some(ev) = framer.next_event() {
-        match ev.event.as_deref() {
+        // A host that leaves out `event:` lines still names the event in its `type`.
+        let kind = match ev.event.as_deref() {
+            Some(k) => Some(k.to_string()),
+            None => event_type(&ev.data),
+        };
+        match kind.as_deref() {
             Some("response.created") if t.native => {
                 #[derive(Deserialize)]
                 struct Created {
@@ -283,6 +288,16 @@ pub fn tee(ctx: &mut Ctx, bytes: &[u8]) {
             _ => {}
         }
     }
+}
+
+/// The `type` of an event's data.
+fn event_type(data: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Kind>(data).ok().map(|k| k.kind)
 }
 
 /// The answer is complete (`body`: a plain answer; `None`: the stream [`tee`] read): keeps it
@@ -458,6 +473,15 @@ mod tests {
         // Field order is kept.
         let keys: Vec<&String> = out.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["model", "input", "store"]);
+    }
+
+    #[test]
+    fn events_without_names_are_read_by_type() {
+        assert_eq!(
+            event_type(r#"{"type":"response.created","response":{"id":"resp_1"}}"#).as_deref(),
+            Some("response.created")
+        );
+        assert_eq!(event_type("[DONE]"), None);
     }
 
     #[test]
