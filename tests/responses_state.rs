@@ -275,8 +275,48 @@ async fn translated_providers_keep_the_conversation() {
         assert!(b.get("previous_response_id").is_none(), "{b}");
         assert!(b.get("input").is_none(), "{b}");
     }
-    // A stored conversation continues on another provider (Anthropic, translated too).
+    // The mock gives every answer the same id: another key's response with that id does not
+    // replace this key's record.
     let c = client();
+    let ask = |key: &'static str, body: Value| {
+        c.post(gw.url("/v1/responses"))
+            .header("authorization", format!("Bearer {key}"))
+            .json(&body)
+            .send()
+    };
+    let a: Value = ask(
+        KEY,
+        json!({"model": "vllm/qwen3-8b", "input": "My name is Ada."}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let b: Value = ask(
+        OTHER,
+        json!({"model": "vllm/qwen3-8b", "input": "My name is Bob."}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(a["id"], b["id"], "the mock reuses its answer id");
+    let again: Value = ask(
+        KEY,
+        json!({"model": "vllm/qwen3-8b", "input": "What is my name?", "previous_response_id": a["id"]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        again["output"][0]["content"][0]["text"], "Your name is Ada.",
+        "{again}"
+    );
+    // A stored conversation continues on another provider (Anthropic, translated too).
     let r1: Value = c
         .post(gw.url("/v1/responses"))
         .header("authorization", format!("Bearer {KEY}"))

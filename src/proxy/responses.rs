@@ -31,9 +31,10 @@ use crate::dialects::Dialect;
 use crate::error::GatewayError;
 use crate::sse::SseFramer;
 
-/// The state key of a stored response.
-fn state_key(id: &str) -> String {
-    format!("resp:{id}")
+/// The state key of a stored response: its id within its key's scope, so one key's response
+/// can never replace another's (an upstream may reuse answer ids).
+fn state_key(scope: &str, id: &str) -> String {
+    format!("resp:{}:{scope}:{id}", scope.len())
 }
 
 /// One stored response, as kept in the state backend (written by [`record_text`]).
@@ -170,7 +171,7 @@ fn response_not_found(id: &str) -> GatewayError {
 async fn load(gw: &Gateway, scope: &str, id: &str) -> Result<Option<Record>, GatewayError> {
     let Some(bytes) = gw
         .state
-        .get(&state_key(id))
+        .get(&state_key(scope, id))
         .await
         .map_err(crate::state::StateError::into_gateway)?
     else {
@@ -346,7 +347,7 @@ pub async fn complete(gw: &Gateway, ctx: &mut Ctx, body: Option<&[u8]>) {
         return;
     };
     let ttl = gw.config.state.responses_ttl;
-    if let Err(e) = gw.state.put(&state_key(&id), value, ttl).await {
+    if let Err(e) = gw.state.put(&state_key(&t.scope, &id), value, ttl).await {
         log::warn!("responses: response {id} was not stored: {}", e.0);
     }
 }
@@ -360,7 +361,8 @@ pub async fn by_id(
 ) -> Result<(), GatewayError> {
     let method = session.req_header().method.clone();
     let id = rest.split('?').next().unwrap_or(rest).to_string();
-    let record = load(gw, &scope(ctx), &id)
+    let scope = scope(ctx);
+    let record = load(gw, &scope, &id)
         .await?
         .ok_or_else(|| response_not_found(&id))?;
     ctx.provider = Some(record.provider.clone());
@@ -370,7 +372,7 @@ pub async fn by_id(
     }
     if delete {
         gw.state
-            .delete(&state_key(&id))
+            .delete(&state_key(&scope, &id))
             .await
             .map_err(crate::state::StateError::into_gateway)?;
         let body = serde_json::json!({"id": id, "object": "response", "deleted": true});
@@ -431,7 +433,7 @@ async fn forward(
     };
     resp.release().await;
     if delete && (200..300).contains(&status) {
-        if let Err(e) = gw.state.delete(&state_key(id)).await {
+        if let Err(e) = gw.state.delete(&state_key(&scope(ctx), id)).await {
             log::warn!("responses: could not forget {id}: {}", e.0);
         }
     }
