@@ -685,4 +685,42 @@ mod tests {
             "GATEWAY_PROVIDER_TOGETHER_AI_FORMAT"
         );
     }
+
+    #[test]
+    fn native_responses_switches() {
+        let c = Config::from_map(&env(&[
+            ("OPENAI_API_KEY", "k"),
+            ("VLLM_BASE_URL", "http://127.0.0.1:8000/v1"),
+            ("OLLAMA_HOST", "127.0.0.1:11434"),
+            ("OLLAMA_NATIVE_RESPONSES", "on"),
+            ("HF_TOKEN", "hf"),
+            ("HF_NATIVE_RESPONSES", "on"),
+            (
+                "GATEWAY_PROVIDER_GROQ_BASE_URL",
+                "https://api.groq.com/openai/v1",
+            ),
+            ("GATEWAY_PROVIDER_GROQ_NATIVE_RESPONSES", "on"),
+            (
+                "GATEWAY_PROVIDER_LOCAL_BASE_URL",
+                "http://127.0.0.1:9000/v1",
+            ),
+        ]))
+        .unwrap();
+        let speaks = |name: &str| c.providers[name].speaks(RESPONSES_FORMAT);
+        // OpenAI by default; the others when switched on.
+        assert!(speaks("openai") && speaks("ollama") && speaks("huggingface") && speaks("groq"));
+        assert!(!speaks("vllm") && !speaks("local") && !speaks("echo"));
+        let off = Config::from_map(&env(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_NATIVE_RESPONSES", "off"),
+        ]))
+        .unwrap();
+        assert!(!off.providers["openai"].speaks(RESPONSES_FORMAT));
+        let e = Config::from_map(&env(&[
+            ("VLLM_BASE_URL", "http://127.0.0.1:8000/v1"),
+            ("VLLM_NATIVE_RESPONSES", "maybe"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("VLLM_NATIVE_RESPONSES"));
+    }
 }
