@@ -8,7 +8,8 @@
 #   CACHE=memory benches/callgrind.sh             # cache hits (the first request fills it)
 #   API=messages benches/callgrind.sh anthropic/claude-3-5-haiku-latest   # /v1/messages, native
 #   API=messages benches/callgrind.sh             # /v1/messages in, OpenAI chat out (translated)
-#   API=responses benches/callgrind.sh            # the same conversation to /v1/responses
+#   API=responses benches/callgrind.sh            # the same conversation to /v1/responses (OpenAI: native)
+#   API=responses NATIVE=off benches/callgrind.sh # ... translated to chat (OPENAI_NATIVE_RESPONSES=off)
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 MODEL=${1:-openai/gpt-4o-mini}
 N=${N:-2000}
 CACHE=${CACHE:-off}
+NATIVE=${NATIVE:-on}
 API=${API:-chat}
 case "$API" in
   chat) REQ_PATH=/v1/chat/completions ;;
@@ -69,7 +71,7 @@ PY
 env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \
   GATEWAY_UPGRADE_SOCK="$WORK/up.sock" GATEWAY_PID_FILE="$WORK/gw.pid" \
   GATEWAY_HEALTH_CHECK_INTERVAL=off GATEWAY_API_KEYS="bench=sk-gw-bench-key" GATEWAY_CACHE_BACKEND="$CACHE" \
-  OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT" OPENAI_API_KEY=sk-upstream \
+  OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT" OPENAI_API_KEY=sk-upstream OPENAI_NATIVE_RESPONSES="$NATIVE" \
   ANTHROPIC_BASE_URL="http://127.0.0.1:$MOCK_PORT" ANTHROPIC_API_KEY=sk-ant-upstream \
   valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no \
   target/release/ai-gateway > "$WORK/gw.log" 2>&1 &
@@ -97,7 +99,7 @@ send "$N"
 callgrind_control -i off "$GW" >/dev/null
 kill "$GW"; wait "$GW" 2>/dev/null || true; GW=
 
-echo "api=$API model=$MODEL cache=$CACHE requests=$N (instructions per request, inclusive)"
+echo "api=$API model=$MODEL cache=$CACHE native_responses=$NATIVE requests=$N (instructions per request, inclusive)"
 callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/dev/null | awk -v n="$N" '
   # A function can be listed more than once (inlined code from other files, or its own file
   # under two paths); its largest inclusive entry is the one that holds its calls.
@@ -112,6 +114,8 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("  request parse + validation", "api::ChatRequest::parse(_with)?( |$)")
     show("  Messages request -> canonical request", "AnthropicMessages as ai_gateway::dialects::Dialect>::parse( |$)")
     show("  Responses request -> chat request", "openai_responses::to_chat( |$)")
+    show("  Responses request head (native)", "responses_head::read( |$)")
+    show("  stored response kept (state)", "proxy::responses::complete::\\{\\{closure\\}\\}( |$)")
     show("  request body as a JSON tree (translation, cache)", "api::ChatRequest::body( |$)")
     show("  cache key (canonical form + SHA-256)", "cache::key::exact_request( |$)")
     show("  translation to the provider", "Provider>::chat_request( |$)")

@@ -51,6 +51,9 @@ pub struct ChatRequest {
     /// The client's body as sent, when its dialect is not OpenAI chat (this request is then
     /// the dialect's translation): what a pass-through to the dialect's own format sends.
     native: Option<Bytes>,
+    /// Where `model`'s value (JSON text) is in `native`, when the dialect's first pass noted
+    /// it: a pass-through splices the upstream's model there without reading the body again.
+    native_model: Option<(usize, usize)>,
     /// Why this request cannot be sent to any format but the dialect's own (a part the
     /// translation had to leave out, which would change the answer).
     untranslatable: Option<GatewayError>,
@@ -199,6 +202,7 @@ impl ChatRequest {
             include_usage,
             parallel_tool_calls,
             native: None,
+            native_model: None,
             untranslatable: None,
             deferred: None,
             notes: None,
@@ -233,6 +237,7 @@ impl ChatRequest {
             untranslatable: None,
             deferred: None,
             notes: None,
+            native_model: None,
         }
     }
 
@@ -260,6 +265,7 @@ impl ChatRequest {
             include_usage,
             parallel_tool_calls,
             native: Some(native),
+            native_model: None,
             untranslatable: None,
             deferred: Some(Deferred {
                 translate,
@@ -325,6 +331,17 @@ impl ChatRequest {
     /// The client's body as sent, when it came in a dialect other than OpenAI chat.
     pub fn native_body(&self) -> Option<&Bytes> {
         self.native.as_ref()
+    }
+
+    /// Notes where `model`'s value is in the native body (`start..end`, its JSON text).
+    pub fn with_native_model_span(mut self, span: (usize, usize)) -> Self {
+        self.native_model = Some(span);
+        self
+    }
+
+    /// Where `model`'s value is in [`ChatRequest::native_body`], if a first pass noted it.
+    pub fn native_model_span(&self) -> Option<(usize, usize)> {
+        self.native_model
     }
 
     /// The top-level fields as sent, in order, values as raw JSON: every one but `messages`

@@ -12,7 +12,8 @@
 //! - [`proxy`]: the request lifecycle, and the only code that sees Pingora's session, the
 //!   per-request `Ctx` and the shared `Gateway`: the `HttpServerApp` (`proxy/app.rs`), admit
 //!   (key, rate limits), one file per endpoint family (`chat.rs` runs every dialect,
-//!   `count_tokens.rs`, `embeddings.rs`, `models.rs`), the cache glue and the log line.
+//!   `responses.rs`, `count_tokens.rs`, `embeddings.rs`, `models.rs`), the cache glue and the
+//!   log line.
 //!   Everything below takes and returns plain values and never writes to a client.
 //! - [`dialects`]: inbound client APIs, one file each, registered by path in
 //!   `dialects::DIALECTS`: parse a request into the canonical request, write answers, stream
@@ -35,6 +36,8 @@
 //!   plain data in and out.
 //! - [`auth`]: gateway API keys (env and reloadable file), constant-time check, key names.
 //! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
+//! - [`state`]: state kept between requests (stored Responses), by key with a TTL, in memory
+//!   or shared through Redis (`GATEWAY_STATE_BACKEND`).
 //! - [`telemetry`]: the logger and the one structured line per request. [`metrics`]:
 //!   Prometheus metrics and the hooks other parts call. [`pricing`]: estimated cost in USD.
 //! - [`tls`]: the client listeners: HTTPS (rustls, ALPN h2/http1.1, SIGHUP reload) and h2c.
@@ -66,6 +69,7 @@ pub mod redact;
 pub mod routing;
 pub mod server;
 pub mod sse;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -114,8 +114,8 @@ impl Metrics {
         let m = Metrics {
             requests: counter(
                 "gateway_requests_total",
-                "Requests answered, by provider, model, status class and cache outcome.",
-                &["provider", "model", "status_class", "cache"],
+                "Requests answered, by endpoint (chat, responses, messages, embeddings, ...), provider, model, status class and cache outcome.",
+                &["endpoint", "provider", "model", "status_class", "cache"],
             )?,
             latency: histogram(
                 "gateway_request_duration_seconds",
@@ -261,6 +261,8 @@ pub fn is_probe(path: &str) -> bool {
 
 /// One finished request, as the `logging` phase sees it.
 pub struct RequestRecord<'a> {
+    /// The endpoint family (`chat`, `responses`, `messages`, `embeddings`, `models`, ...).
+    pub endpoint: &'static str,
     pub provider: Option<&'a str>,
     /// The model the provider was asked for (only set once the model resolved to a provider).
     pub model: Option<&'a str>,
@@ -296,6 +298,7 @@ pub fn request(r: &RequestRecord) {
         let stream = if r.stream { "true" } else { "false" };
         m.requests
             .with_label_values(&[
+                r.endpoint,
                 provider,
                 model,
                 status_class(r.status),
@@ -434,6 +437,7 @@ mod tests {
     #[test]
     fn exposition_has_the_families() {
         request(&RequestRecord {
+            endpoint: "chat",
             provider: Some("echo"),
             model: Some("test"),
             status: 200,
@@ -452,7 +456,7 @@ mod tests {
         let text = String::from_utf8(body).unwrap();
         assert!(ctype.starts_with("text/plain"), "{ctype}");
         assert!(text.contains(
-            "gateway_requests_total{cache=\"none\",model=\"test\",provider=\"echo\",status_class=\"2xx\"} 1"
+            "gateway_requests_total{cache=\"none\",endpoint=\"chat\",model=\"test\",provider=\"echo\",status_class=\"2xx\"} 1"
         ), "{text}");
         assert!(
             text.contains("gateway_completion_tokens_total{model=\"test\",provider=\"echo\"} 4")

@@ -5,104 +5,14 @@
 
 mod cache_support;
 mod common;
+mod redis_support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cache_support::*;
 use common::*;
-
-/// A `redis-server` on 127.0.0.1, killed by its PID when stopped or dropped.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        Self::start_on(reserved_port())
-    }
-
-    fn start_on(port: u16) -> RedisServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh checks)");
-        let mut s = RedisServer {
-            port,
-            child: Some(child),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !s.ping() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING on port {port}"
-            );
-            if let Some(Ok(Some(status))) = s.child.as_mut().map(|c| c.try_wait()) {
-                panic!("redis-server exited: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(mut c) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 16];
-        c.write_all(b"PING\r\n").is_ok()
-            && c.read(&mut buf)
-                .map(|n| buf[..n].starts_with(b"+PONG"))
-                .unwrap_or(false)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the test redis")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use redis_support::RedisServer;
 
 fn redis_gateway(mock: &Mock, redis_url: &str, extra: &[(&str, &str)]) -> Gateway {
     let url = mock.url();

@@ -2,10 +2,12 @@
 //! the binary named by `AI_GATEWAY_TEST_CODEX`) running `codex exec` through the gateway's
 //! `/v1/responses` against an OpenAI-compatible (chat-only) upstream that first answers with a
 //! tool call and then with text: the turn completes, the command ran, and its output reached
-//! the upstream in the follow-up request. Codex runs offline: its only connections go to the
+//! the upstream in the follow-up request. The same against a native Responses upstream (OpenAI's
+//! `/v1/responses`, passed through byte for byte). Codex runs offline: its only connections go to the
 //! gateway on loopback.
 
 mod common;
+mod responses_mock;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -100,15 +102,9 @@ fn scripted() -> Handler {
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn codex_exec_runs_a_tool_turn_through_a_chat_only_upstream() {
-    let up = Mock::start(scripted()).await;
-    let vllm_url = format!("{}/v1", up.url());
-    let gw = Gateway::start(&[
-        ("VLLM_BASE_URL", &vllm_url),
-        ("VLLM_API_KEY", VLLM_KEY),
-        ("GATEWAY_API_KEYS", GATEWAY_KEY),
-    ]);
+/// Runs `codex exec` through `gw` with `model` (a throw-away CODEX_HOME with one custom provider,
+/// the gateway, network features off); asserts it succeeded and returns its stdout (JSON lines).
+async fn codex_exec(gw: &Gateway, model: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let (home, work) = (tmp.path().join("codex-home"), tmp.path().join("work"));
     std::fs::create_dir_all(&home).unwrap();
@@ -116,7 +112,7 @@ async fn codex_exec_runs_a_tool_turn_through_a_chat_only_upstream() {
     // One custom provider (the gateway), network features off, hosted web search off (a
     // translated provider cannot run it: the gateway would refuse the request).
     let config = format!(
-        r#"model = "vllm/qwen3-8b"
+        r#"model = "{model}"
 model_provider = "gateway"
 approval_policy = "never"
 sandbox_mode = "danger-full-access"
@@ -165,6 +161,19 @@ enabled = false
         out.status,
         gw.logs()
     );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_exec_runs_a_tool_turn_through_a_chat_only_upstream() {
+    let up = Mock::start(scripted()).await;
+    let vllm_url = format!("{}/v1", up.url());
+    let gw = Gateway::start(&[
+        ("VLLM_BASE_URL", &vllm_url),
+        ("VLLM_API_KEY", VLLM_KEY),
+        ("GATEWAY_API_KEYS", GATEWAY_KEY),
+    ]);
+    let stdout = codex_exec(&gw, "vllm/qwen3-8b").await;
     // The turn completed with the model's final text.
     let events: Vec<Value> = stdout
         .lines()
@@ -212,6 +221,64 @@ enabled = false
     );
     // Codex's system prompt (a developer message) arrived as a system message.
     assert_eq!(m[0]["role"], "system", "{followup}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_exec_runs_a_tool_turn_through_a_native_responses_upstream() {
+    let state = std::sync::Arc::new(responses_mock::Responses::default());
+    let up = Mock::start(responses_mock::openai_responses(state.clone())).await;
+    let url = up.url();
+    let gw = Gateway::start(&[
+        ("OPENAI_BASE_URL", &url),
+        ("OPENAI_API_KEY", responses_mock::OPENAI_KEY),
+        ("GATEWAY_API_KEYS", GATEWAY_KEY),
+    ]);
+    let stdout = codex_exec(&gw, "openai/gpt-4o-mini").await;
+    let events: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["type"] == "turn.completed"),
+        "{stdout}"
+    );
+    // The final answer quotes the command's output, which the upstream got back.
+    assert!(stdout.contains("Tool said:"), "{stdout}");
+    let posts: Vec<Value> = up
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| {
+            assert_eq!(r.path, "/v1/responses");
+            r.json()
+        })
+        .collect();
+    assert!(posts.len() >= 2, "{posts:?}");
+    // Codex's own request went through as it sent it, model rewritten.
+    let first = &posts[0];
+    assert_eq!(first["model"], "gpt-4o-mini", "{first}");
+    assert_eq!(first["store"], false, "{first}");
+    assert!(first.get("client_metadata").is_some(), "{first}");
+    assert_eq!(first["input"][0]["role"], "developer", "{first}");
+    let followup = posts
+        .iter()
+        .find(|b| {
+            b["input"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|i| i["type"] == "function_call_output"))
+        })
+        .expect("a follow-up with the tool's output");
+    let items = followup["input"].as_array().unwrap();
+    let call = items.iter().find(|i| i["type"] == "function_call").unwrap();
+    assert_eq!(call["name"], "exec_command", "{followup}");
+    let result = items
+        .iter()
+        .find(|i| i["type"] == "function_call_output")
+        .unwrap();
+    assert_eq!(result["call_id"], call["call_id"], "{followup}");
+    assert!(result["output"].to_string().contains(MARKER), "{followup}");
+    // store: false: nothing kept by the gateway either.
+    assert!(followup.get("previous_response_id").is_none());
 }
 
 /// What the scripted `apply_patch` call writes, and the file it creates.

@@ -296,7 +296,8 @@ async fn responses_answers_are_stored_and_served() {
             .map(|c| c["text"].as_str().unwrap_or("").to_string())
             .collect()
     };
-    let req = json!({"model": "vllm/qwen3-8b", "input": "say hello"});
+    // Stored responses (`store` not false) bypass the cache (README); Codex sends false.
+    let req = json!({"model": "vllm/qwen3-8b", "input": "say hello", "store": false});
     let first = post(&gw, "/v1/responses", &req).await;
     let second = post(&gw, "/v1/responses", &req).await;
     assert_eq!((first.status, second.status), (200, 200), "{}", second.body);
@@ -307,7 +308,7 @@ async fn responses_answers_are_stored_and_served() {
     assert_eq!(text_of(&second.body), "Hello from vLLM");
     assert_eq!(up.calls(), 1);
 
-    let req = json!({"model": "vllm/qwen3-8b", "input": "say hello, streamed", "stream": true});
+    let req = json!({"model": "vllm/qwen3-8b", "input": "say hello, streamed", "stream": true, "store": false});
     let first = post(&gw, "/v1/responses", &req).await;
     let second = post(&gw, "/v1/responses", &req).await;
     assert_eq!(

@@ -3,11 +3,13 @@
 //! (tests/ops.rs).
 
 mod common;
+mod redis_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use redis_support::RedisServer;
 use serde_json::{json, Value};
 
 /// A body with `n` distinct top-level keys besides the ones a request needs.
@@ -127,7 +129,6 @@ async fn timed_chat(gw: &Gateway, key: &str) -> (u16, Duration) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_redis_costs_requests_milliseconds_not_seconds() {
-    use common::redis_server::RedisServer;
     let redis = RedisServer::start();
     let gw = Gateway::start(&[
         ("GATEWAY_API_KEYS", "team=sk-gw-hung-0123456789"),

@@ -16,6 +16,7 @@
 //! - [`tls`]: the HTTPS listener's certificate and key, checked against each other.
 //! - [`cache`]: the response cache's backend, TTL, scope and semantic layer.
 //! - [`pricing`]: `GATEWAY_PRICES` overrides and the built-in price table they override.
+//! - [`state`]: the state backend (`GATEWAY_STATE_BACKEND`) and the stored responses' TTL.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -28,6 +29,7 @@ pub mod pricing;
 pub mod providers;
 pub mod ratelimit;
 pub mod routing;
+pub mod state;
 pub mod tls;
 pub mod vars;
 
@@ -113,6 +115,8 @@ pub struct Config {
     pub tls: Option<tls::TlsConfig>,
     /// HTTP/2 with prior knowledge on the plain listener (`GATEWAY_H2C`).
     pub h2c: bool,
+    /// The state backend (`GATEWAY_STATE_BACKEND`) and what it keeps.
+    pub state: state::StateConfig,
 }
 
 /// Every error found, one per line.
@@ -339,6 +343,7 @@ impl Config {
         let routing = routing::read(&mut r, &providers);
         let auth = auth::read(&mut r);
         let rate_limit = ratelimit::read(&mut r);
+        let state = state::read(&mut r);
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -370,6 +375,7 @@ impl Config {
             rate_limit,
             tls,
             h2c,
+            state,
         })
     }
 }
@@ -418,6 +424,7 @@ impl Config {
         let _ = writeln!(s, "cache            {}", self.cache.describe());
         let _ = writeln!(s, "api keys         {}", self.auth.describe());
         let _ = writeln!(s, "rate limits      {}", self.rate_limit.describe());
+        let _ = writeln!(s, "state            {}", self.state.describe());
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();

@@ -138,13 +138,22 @@ pub struct ProviderConfig {
     /// An OpenAI-compatible host that also speaks Anthropic Messages (`/messages` beside
     /// `/chat/completions`, as recent vLLM and Ollama do): Messages clients pass through.
     pub native_messages: bool,
+    /// An OpenAI-compatible host that also speaks the OpenAI Responses API (`/responses`
+    /// beside `/chat/completions`): Responses clients pass through. On by default for OpenAI.
+    pub native_responses: bool,
 }
+
+/// The wire format name of the OpenAI Responses API (the `openai.responses` dialect's own).
+pub const RESPONSES_FORMAT: &str = "openai-responses";
 
 impl ProviderConfig {
     /// Whether the host speaks wire format `format` itself, so a client in that format passes
-    /// through: its own format, and Anthropic's when [`ProviderConfig::native_messages`].
+    /// through: its own format, Anthropic's when [`ProviderConfig::native_messages`], OpenAI
+    /// Responses when [`ProviderConfig::native_responses`].
     pub fn speaks(&self, format: &str) -> bool {
-        self.format == format || (self.native_messages && format == "anthropic")
+        self.format == format
+            || (self.native_messages && format == "anthropic")
+            || (self.native_responses && format == RESPONSES_FORMAT)
     }
 }
 
@@ -170,6 +179,9 @@ pub struct Builtin {
     pub default_model_var: Option<&'static str>,
     /// The switch that makes Messages clients pass through (`VLLM_NATIVE_MESSAGES`).
     pub native_messages_var: Option<&'static str>,
+    /// The switch that makes Responses clients pass through (`VLLM_NATIVE_RESPONSES`), and
+    /// its value when not set (on for OpenAI itself).
+    pub native_responses_var: Option<(&'static str, bool)>,
     /// The default model when its variable is not set.
     pub default_model: Option<&'static str>,
     /// Always configured, needing no variable at all (the offline `echo` provider).
@@ -189,6 +201,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_enables: false,
         default_model_var: None,
         native_messages_var: None,
+        native_responses_var: None,
         default_model: Some("echo"),
         always: true,
     },
@@ -203,6 +216,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_enables: true,
         default_model_var: Some(vars::OPENAI_DEFAULT_MODEL),
         native_messages_var: None,
+        native_responses_var: Some((vars::OPENAI_NATIVE_RESPONSES, true)),
         default_model: Some("gpt-4o-mini"),
         always: false,
     },
@@ -217,6 +231,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_enables: true,
         default_model_var: Some(vars::ANTHROPIC_DEFAULT_MODEL),
         native_messages_var: None,
+        native_responses_var: None,
         default_model: Some("claude-3-5-haiku-latest"),
         always: false,
     },
@@ -231,6 +246,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_enables: true,
         default_model_var: Some(vars::GEMINI_DEFAULT_MODEL),
         native_messages_var: None,
+        native_responses_var: None,
         default_model: Some("gemini-2.0-flash"),
         always: false,
     },
@@ -250,6 +266,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_enables: false,
         default_model_var: Some(vars::OLLAMA_DEFAULT_MODEL),
         native_messages_var: Some(vars::OLLAMA_NATIVE_MESSAGES),
+        native_responses_var: Some((vars::OLLAMA_NATIVE_RESPONSES, false)),
         default_model: None,
         always: false,
     },
@@ -264,6 +281,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_enables: false,
         default_model_var: Some(vars::VLLM_DEFAULT_MODEL),
         native_messages_var: Some(vars::VLLM_NATIVE_MESSAGES),
+        native_responses_var: Some((vars::VLLM_NATIVE_RESPONSES, false)),
         default_model: None,
         always: false,
     },
@@ -278,6 +296,7 @@ pub const BUILTINS: &[Builtin] = &[
         key_enables: true,
         default_model_var: Some(vars::HF_DEFAULT_MODEL),
         native_messages_var: None,
+        native_responses_var: Some((vars::HF_NATIVE_RESPONSES, false)),
         default_model: None,
         always: false,
     },
@@ -412,6 +431,10 @@ fn read_builtin(r: &mut Reader, b: &Builtin) -> Option<ProviderConfig> {
         Some(v) => r.parse(v, false, super::parse_switch),
         None => false,
     };
+    let native_responses = match b.native_responses_var {
+        Some((v, default)) => r.parse(v, default, super::parse_switch),
+        None => false,
+    };
     Some(ProviderConfig {
         name: b.name.into(),
         format: b.format.into(),
@@ -420,6 +443,7 @@ fn read_builtin(r: &mut Reader, b: &Builtin) -> Option<ProviderConfig> {
         api_key: key,
         default_model,
         native_messages,
+        native_responses,
     })
 }
 
@@ -432,7 +456,7 @@ pub(super) fn read(r: &mut Reader) -> BTreeMap<String, ProviderConfig> {
     }
 
     // Any other host: GATEWAY_PROVIDER_<NAME>_BASE_URL (+ _API_KEY, _DEFAULT_MODEL, _FORMAT,
-    // _NATIVE_MESSAGES).
+    // _NATIVE_MESSAGES, _NATIVE_RESPONSES).
     let mut custom: Vec<(String, String)> = r
         .env
         .iter()
@@ -461,6 +485,8 @@ pub(super) fn read(r: &mut Reader) -> BTreeMap<String, ProviderConfig> {
             .map(str::to_string);
         let native_var = format!("{}{}_NATIVE_MESSAGES", vars::PROVIDER_PREFIX, upper);
         let native_messages = r.parse(&native_var, false, super::parse_switch);
+        let responses_var = format!("{}{}_NATIVE_RESPONSES", vars::PROVIDER_PREFIX, upper);
+        let native_responses = r.parse(&responses_var, false, super::parse_switch);
         providers.insert(
             name.clone(),
             ProviderConfig {
@@ -471,6 +497,7 @@ pub(super) fn read(r: &mut Reader) -> BTreeMap<String, ProviderConfig> {
                 api_key: key,
                 default_model,
                 native_messages,
+                native_responses,
             },
         );
     }
@@ -657,5 +684,43 @@ mod tests {
             format_variable("together-ai"),
             "GATEWAY_PROVIDER_TOGETHER_AI_FORMAT"
         );
+    }
+
+    #[test]
+    fn native_responses_switches() {
+        let c = Config::from_map(&env(&[
+            ("OPENAI_API_KEY", "k"),
+            ("VLLM_BASE_URL", "http://127.0.0.1:8000/v1"),
+            ("OLLAMA_HOST", "127.0.0.1:11434"),
+            ("OLLAMA_NATIVE_RESPONSES", "on"),
+            ("HF_TOKEN", "hf"),
+            ("HF_NATIVE_RESPONSES", "on"),
+            (
+                "GATEWAY_PROVIDER_GROQ_BASE_URL",
+                "https://api.groq.com/openai/v1",
+            ),
+            ("GATEWAY_PROVIDER_GROQ_NATIVE_RESPONSES", "on"),
+            (
+                "GATEWAY_PROVIDER_LOCAL_BASE_URL",
+                "http://127.0.0.1:9000/v1",
+            ),
+        ]))
+        .unwrap();
+        let speaks = |name: &str| c.providers[name].speaks(RESPONSES_FORMAT);
+        // OpenAI by default; the others when switched on.
+        assert!(speaks("openai") && speaks("ollama") && speaks("huggingface") && speaks("groq"));
+        assert!(!speaks("vllm") && !speaks("local") && !speaks("echo"));
+        let off = Config::from_map(&env(&[
+            ("OPENAI_API_KEY", "k"),
+            ("OPENAI_NATIVE_RESPONSES", "off"),
+        ]))
+        .unwrap();
+        assert!(!off.providers["openai"].speaks(RESPONSES_FORMAT));
+        let e = Config::from_map(&env(&[
+            ("VLLM_BASE_URL", "http://127.0.0.1:8000/v1"),
+            ("VLLM_NATIVE_RESPONSES", "maybe"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("VLLM_NATIVE_RESPONSES"));
     }
 }

@@ -23,6 +23,7 @@ use crate::error::GatewayError;
 pub mod anthropic_messages;
 pub mod openai_chat;
 pub mod openai_responses;
+pub mod responses_head;
 
 /// One inbound client API.
 pub trait Dialect: Send + Sync {
@@ -169,7 +170,7 @@ mod tests {
         );
         for (path, d) in DIALECTS {
             assert!(path.starts_with('/'), "{path}");
-            // No provider speaks Responses yet: every Responses request is translated.
+            // Responses is spoken by OpenAI-compatible hosts beside their own format.
             if d.native_format() == openai_responses::NATIVE_FORMAT {
                 continue;
             }

@@ -1,8 +1,9 @@
 //! OpenAI Responses (`POST /v1/responses`): what `client.responses.create(...)`, Codex CLI and
 //! the Agents SDK speak.
 //!
-//! No provider format speaks Responses today, so every request is translated into the canonical
-//! (OpenAI chat) request: the equivalent chat JSON is built and parsed, the client's body kept
+//! A host that speaks Responses itself gets the body as sent (`responses_head.rs` reads what
+//! the proxy needs; see `providers/responses_passthrough.rs`). For every other, the request is
+//! translated into the canonical (OpenAI chat) request: the equivalent chat JSON is built and parsed, the client's body kept
 //! beside it. Answers are written as a Responses `response` object, stream events as the
 //! Responses SSE stream (`event:` lines, `type` and `sequence_number` in every payload), errors
 //! in OpenAI's shape; a stream that fails after its first event ends with `response.failed`.
@@ -50,9 +51,10 @@ use super::Dialect;
 
 pub struct OpenAiResponses;
 
-/// The wire format that is this dialect on the wire: no provider speaks it yet, so the proxy
-/// never passes a Responses request through (see `tests` in `dialects/mod.rs`).
-pub const NATIVE_FORMAT: &str = "openai-responses";
+/// The wire format that is this dialect on the wire: OpenAI's own `/v1/responses`, spoken by
+/// OpenAI and by OpenAI-compatible hosts switched on with `<PROVIDER>_NATIVE_RESPONSES`
+/// (`ProviderConfig::native_responses`); between them requests and answers pass through.
+pub const NATIVE_FORMAT: &str = crate::config::providers::RESPONSES_FORMAT;
 
 impl Dialect for OpenAiResponses {
     fn name(&self) -> &'static str {
@@ -63,10 +65,11 @@ impl Dialect for OpenAiResponses {
         NATIVE_FORMAT
     }
 
+    /// A request a pass-through could send is never refused here: when the translation
+    /// fails (or is not needed yet), the request is deferred and only a translated attempt
+    /// answers with the translation's 400.
     fn parse(&self, body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError> {
-        let (chat, notes) = to_chat(body)?;
-        let req = ChatRequest::parse_with(&chat, spans)?;
-        Ok(req.with_native_body(body.clone(), None).with_notes(notes))
+        parse_with_head(body, super::responses_head::read(body), spans)
     }
 
     fn answers(&self) -> &dyn AnswerWriter {
@@ -92,13 +95,43 @@ impl Dialect for OpenAiResponses {
         e.body()
     }
 
-    /// Not reached while every Responses stream is translated: the stream's writer ends a
-    /// failed stream itself ([`StreamFailure`], same response id, next sequence number). A
-    /// `response.failed` for a response of its own.
+    /// A native stream cut short (a translated one's writer ends a failed stream itself,
+    /// [`StreamFailure`], same response id, next sequence number): a `response.failed` for a
+    /// response of its own.
     fn error_event(&self, e: &GatewayError) -> Bytes {
         let shared = Shared::default();
         shared.failed(error_code(e), &e.message)
     }
+}
+
+/// [`Dialect::parse`] with the request's head already read (`None`: not a request a
+/// pass-through could send; the translation words the error).
+pub fn parse_with_head(
+    body: &Bytes,
+    head: Option<super::responses_head::Head>,
+    spans: bool,
+) -> Result<ChatRequest, GatewayError> {
+    if let (false, Some(h)) = (spans, &head) {
+        return Ok(h.deferred(body, translate));
+    }
+    match translate_with(body, spans) {
+        Ok(req) => Ok(req),
+        Err(e) => match head {
+            Some(h) => Ok(h.deferred(body, translate)),
+            None => Err(e),
+        },
+    }
+}
+
+fn translate_with(body: &Bytes, spans: bool) -> Result<ChatRequest, GatewayError> {
+    let (chat, notes) = to_chat(body)?;
+    let req = ChatRequest::parse_with(&chat, spans)?;
+    Ok(req.with_native_body(body.clone(), None).with_notes(notes))
+}
+
+/// [`translate_with`] for a deferred request (no spans).
+fn translate(body: &Bytes) -> Result<ChatRequest, GatewayError> {
+    translate_with(body, false)
 }
 
 /// The `code` of a `response.failed` event's error: the upstream's own code, else the type.

@@ -21,6 +21,7 @@ pub mod cohere;
 pub mod echo;
 pub mod gemini;
 pub mod openai;
+pub mod responses_passthrough;
 pub mod stream;
 pub mod translate;
 
@@ -109,6 +110,13 @@ pub trait StreamTranslator: Send {
     fn finish(&mut self, out: &mut BytesMut) -> StreamStatus;
     /// Usage seen so far (final once the stream is done).
     fn usage(&self) -> Option<Usage>;
+
+    /// The event ending a failed stream, when this translator words it itself (a pass-through
+    /// that knows its upstream's response id and event count; empty when the upstream's own
+    /// failure event was already forwarded). `None`: the client's dialect words it.
+    fn failure_event(&self, _err: &GatewayError) -> Option<Bytes> {
+        None
+    }
 }
 
 /// One upstream wire format.
@@ -197,6 +205,18 @@ pub trait Provider: Send + Sync {
     /// Model ids from a models listing.
     fn parse_models(&self, _body: &[u8]) -> Vec<String> {
         Vec::new()
+    }
+
+    /// A request about a response stored by a host that speaks the Responses API
+    /// (`GET`/`DELETE <base URL>/responses/<id_and_query>`), with this provider's key.
+    /// `None`: the format has no stored responses.
+    fn stored_response_request(
+        &self,
+        _method: &'static str,
+        _id_and_query: &str,
+        _backend: &BaseUrl,
+    ) -> Option<UpstreamRequest> {
+        None
     }
 
     /// A request that costs no tokens, for active health checks.

@@ -5,7 +5,8 @@
 //! for a client of another dialect they are decoded into its writers (`chat.completion` into
 //! answers, `chat.completion.chunk` events into stream events). A host switched to native
 //! Messages (`<PROVIDER>_NATIVE_MESSAGES=on`) gets Messages clients' bodies as they are, on
-//! `<base URL>/messages`, and answers them itself.
+//! `<base URL>/messages`, and answers them itself; likewise Responses clients on
+//! `<base URL>/responses` for OpenAI itself and hosts with `<PROVIDER>_NATIVE_RESPONSES=on`.
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
@@ -15,9 +16,9 @@ use crate::api::{Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError};
-use crate::providers::anthropic;
 use crate::providers::stream::{EventDecoder, SseDriver};
 use crate::providers::translate;
+use crate::providers::{anthropic, responses_passthrough};
 use crate::providers::{
     upstream_error_message, CallInfo, Provider, StreamStatus, StreamTranslator, Translated,
     UpstreamRequest,
@@ -45,6 +46,13 @@ impl OpenAiCompatible {
 /// (`<PROVIDER>_NATIVE_MESSAGES=on`): `<base URL>/messages`, Anthropic's bytes both ways.
 fn messages_native(call: &CallInfo) -> bool {
     call.passthrough && call.client_format == "anthropic"
+}
+
+/// A Responses client passed through to a host that speaks Responses (OpenAI, or
+/// `<PROVIDER>_NATIVE_RESPONSES=on`): `<base URL>/responses`, the Responses API's bytes both
+/// ways.
+fn responses_native(call: &CallInfo) -> bool {
+    call.passthrough && call.client_format == crate::config::providers::RESPONSES_FORMAT
 }
 
 #[derive(Deserialize)]
@@ -128,6 +136,19 @@ impl Provider for OpenAiCompatible {
                 body,
             ));
         }
+        if let (true, Some(native)) = (responses_native(call), req.native_body()) {
+            let body = match req.native_model_span() {
+                Some(span) => {
+                    anthropic::passthrough::splice_model(native, span, &call.upstream_model)?
+                }
+                None => anthropic::passthrough::rewrite_model(native, &call.upstream_model)?,
+            };
+            return Ok(UpstreamRequest::post(
+                format!("{}/responses", backend.path),
+                self.headers(),
+                body,
+            ));
+        }
         let size = req.messages_raw().len();
         // An effort another dialect mapped from its own setting (Claude Code's thinking budget)
         // is a hint: OpenAI refuses `reasoning_effort` for models that do not reason, and a
@@ -159,6 +180,10 @@ impl Provider for OpenAiCompatible {
             let usage = anthropic::passthrough::usage_of(&body);
             return Ok(Translated { body, usage });
         }
+        if responses_native(call) {
+            let (_, usage) = responses_passthrough::read_response(&body);
+            return Ok(Translated { body, usage });
+        }
         if call.passthrough {
             let usage = usage_of(&body);
             return Ok(Translated { body, usage });
@@ -176,6 +201,11 @@ impl Provider for OpenAiCompatible {
         if messages_native(call) {
             return Box::new(SseDriver::new(
                 anthropic::passthrough::PassthroughStream::default(),
+            ));
+        }
+        if responses_native(call) {
+            return Box::new(SseDriver::new(
+                responses_passthrough::PassthroughStream::default(),
             ));
         }
         if call.passthrough {
@@ -261,6 +291,20 @@ impl Provider for OpenAiCompatible {
 
     fn parse_models(&self, body: &[u8]) -> Vec<String> {
         parse_model_list(body)
+    }
+
+    fn stored_response_request(
+        &self,
+        method: &'static str,
+        id_and_query: &str,
+        backend: &BaseUrl,
+    ) -> Option<UpstreamRequest> {
+        Some(UpstreamRequest {
+            method,
+            path: format!("{}/responses/{id_and_query}", backend.path),
+            headers: self.headers(),
+            body: Bytes::new(),
+        })
     }
 
     fn health_probe(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
@@ -732,10 +776,22 @@ mod tests {
 
     #[test]
     fn only_openai_reasoning_models_take_a_mapped_effort() {
-        for m in ["o1", "o3-mini", "o4-mini", "gpt-5", "gpt-5.1-codex", "codex-mini-latest"] {
+        for m in [
+            "o1",
+            "o3-mini",
+            "o4-mini",
+            "gpt-5",
+            "gpt-5.1-codex",
+            "codex-mini-latest",
+        ] {
             assert!(openai_reasoning_model(m), "{m}");
         }
-        for m in ["gpt-4o", "gpt-4.1-mini", "gpt-5-chat-latest", "chatgpt-4o-latest"] {
+        for m in [
+            "gpt-4o",
+            "gpt-4.1-mini",
+            "gpt-5-chat-latest",
+            "chatgpt-4o-latest",
+        ] {
             assert!(!openai_reasoning_model(m), "{m}");
         }
     }

@@ -23,6 +23,11 @@ pub trait EventDecoder: Send {
 
     /// Usage seen so far.
     fn usage(&self) -> Option<Usage>;
+
+    /// See [`StreamTranslator::failure_event`].
+    fn failure_event(&self, _err: &crate::error::GatewayError) -> Option<bytes::Bytes> {
+        None
+    }
 }
 
 /// A [`StreamTranslator`] made of an SSE framer and a format's [`EventDecoder`].
@@ -82,6 +87,10 @@ impl<D: EventDecoder> StreamTranslator for SseDriver<D> {
 
     fn usage(&self) -> Option<Usage> {
         self.decoder.usage()
+    }
+
+    fn failure_event(&self, err: &crate::error::GatewayError) -> Option<bytes::Bytes> {
+        self.decoder.failure_event(err)
     }
 }
 

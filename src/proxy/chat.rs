@@ -1,5 +1,5 @@
 //! The model-answering endpoints, one lifecycle for every client dialect
-//! (`/v1/chat/completions`, `/v1/messages`): parse with the dialect, resolve, look up the cache, exchange with
+//! (`/v1/chat/completions`, `/v1/messages`, `/v1/responses`): parse with the dialect, resolve, look up the cache, exchange with
 //! the upstream (failing over between candidates), and answer the client in its dialect (JSON,
 //! or a stream forwarded chunk by chunk as it arrives).
 
@@ -42,6 +42,30 @@ pub async fn handle(
 ) -> Result<(), GatewayError> {
     let body = read_body(session, gw.config.max_body_bytes).await?;
     let req = dialect.parse(&body, gw.cache.enabled())?;
+    run(gw, session, ctx, dialect, req, &Options::default()).await
+}
+
+/// What an endpoint family adds to the lifecycle (`responses.rs`: a follow-up to a response
+/// a native upstream made must go to that provider; stored responses skip the cache).
+#[derive(Default)]
+pub(super) struct Options {
+    /// Only this provider may serve the request, and why (the error when the model routes
+    /// elsewhere).
+    pub pin: Option<(String, GatewayError)>,
+    /// Neither look up nor store the answer in the response cache.
+    pub bypass_cache: bool,
+}
+
+/// The lifecycle after the request was parsed (with spans for the cache key unless
+/// `options.bypass_cache`).
+pub(super) async fn run(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    dialect: &'static dyn Dialect,
+    req: ChatRequest,
+    options: &Options,
+) -> Result<(), GatewayError> {
     ctx.model = Some(req.model.clone());
     ctx.stream = req.stream;
     let failover = !session
@@ -50,15 +74,26 @@ pub async fn handle(
         .get(FAILOVER_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("off"));
-    let routes = gw.router.plan(&req.model, failover)?;
+    let mut routes = gw.router.plan(&req.model, failover)?;
+    if let Some((provider, err)) = &options.pin {
+        routes.retain(|r| r.provider_name() == provider);
+        if routes.is_empty() {
+            return Err(err.clone());
+        }
+    }
     let Some(first) = routes.first() else {
         return Err(all_unavailable(Duration::from_secs(1)));
     };
     ctx.provider = Some(first.provider_name().to_string());
     ctx.upstream_model = Some(first.upstream_model.clone());
     // The cache key names the first candidate (the model's own provider, or for a pool the
-    // one the strategy picked).
-    if cache::lookup(gw, session, ctx, &req, first, dialect).await? {
+    // one the strategy picked). A request only its own dialect's format can carry has no
+    // canonical form to key.
+    if !options.bypass_cache
+        && gw.cache.enabled()
+        && req.untranslatable().is_none()
+        && cache::lookup(gw, session, ctx, &req, first, dialect).await?
+    {
         return Ok(());
     }
     let result = run_candidates(gw, session, ctx, &req, &routes, dialect).await;
@@ -136,6 +171,7 @@ async fn run_candidates(
                     Vec::new()
                 },
             };
+            super::responses::attempting(ctx, &name, passthrough);
             let started = Instant::now();
             let target = backend.and_then(|i| pool.and_then(|p| p.backends.get(i)));
             let url = target.map(|b| &b.url);
@@ -334,6 +370,7 @@ async fn attempt(
                 let body = crate::redact::body(t.body);
                 cache::record_plain(ctx, call, &body, recorder);
                 cache::store_complete(gw, ctx).await;
+                super::responses::complete(gw, ctx, Some(&body)).await;
                 respond(session, ctx, 200, "application/json", &[], body).await;
                 Attempt::Served
             }
@@ -401,6 +438,7 @@ async fn write_chunk(session: &mut Session, ctx: &mut Ctx, out: &mut BytesMut, e
     ctx.mark_first_byte();
     ctx.bytes += out.len();
     let data = out.split().freeze();
+    super::responses::tee(ctx, &data);
     // The cache reads a copy only after the client has the bytes: it never delays them.
     let copy = cache::wants_tee(ctx).then(|| data.clone());
     let ok = session.write_response_body(data, end).await.is_ok();
@@ -419,6 +457,11 @@ async fn write_last(
     ctx: &mut Ctx,
     out: &mut BytesMut,
 ) -> bool {
+    // A stored response is kept before its last bytes go out, like the cache's entry.
+    if super::responses::wants_tee(ctx) {
+        super::responses::tee(ctx, out);
+        super::responses::complete(gw, ctx, None).await;
+    }
     if cache::wants_tee(ctx) {
         ctx.mark_first_byte();
         ctx.bytes += out.len();
@@ -532,12 +575,14 @@ async fn stream_response(
             if !between_events {
                 out.extend_from_slice(b"\n\n");
             }
-            match &on_failure {
-                Some(f) => {
+            match (tr.failure_event(&err), &on_failure) {
+                // A pass-through that words the failure itself (a native Responses stream).
+                (Some(ev), _) => out.extend_from_slice(&ev),
+                (None, Some(f)) => {
                     let code = err.code.as_deref().unwrap_or(err.kind.as_str());
                     out.extend_from_slice(&f.event(code, &err.message));
                 }
-                None => out.extend_from_slice(&dialect.error_event(&err)),
+                (None, None) => out.extend_from_slice(&dialect.error_event(&err)),
             }
             ctx.outcome = "stream_error";
             ctx.error = Some(err.message.clone());
@@ -626,6 +671,7 @@ async fn serve_echo(
             std::slice::from_ref(&answer),
             answer.usage.as_ref(),
         );
+        super::responses::complete(gw, ctx, Some(&body)).await;
         respond(session, ctx, 200, "application/json", &[], body).await;
         return;
     }

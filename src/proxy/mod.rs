@@ -3,7 +3,7 @@
 //! providers, telemetry) takes and returns plain values and never writes to a client.
 //!
 //! One request: `app` reads the head; `Gateway::handle` routes it by path to an endpoint
-//! family (a file each: `chat`, `count_tokens`, `embeddings`, `models`), `admit` checks its
+//! family (a file each: `chat`, `responses`, `count_tokens`, `embeddings`, `models`), `admit` checks its
 //! key and rate limits; the family parses the body, resolves the model, consults the cache
 //! (`cache`), exchanges with the upstream and answers; then `Gateway::log` charges token
 //! limits, counts metrics and writes the one log line.
@@ -20,6 +20,7 @@ mod count_tokens;
 mod embeddings;
 mod metrics_app;
 mod models;
+mod responses;
 
 pub use app::App;
 pub use chat::FAILOVER_HEADER;
@@ -56,6 +57,8 @@ pub struct Gateway {
     pub cache: crate::cache::Cache,
     pub auth: Arc<crate::auth::Auth>,
     pub limiter: crate::ratelimit::Limiter,
+    /// State kept between requests (stored Responses).
+    pub state: crate::state::State,
 }
 
 /// Provider keys and Redis passwords, for [`crate::redact`] (gateway keys register themselves
@@ -66,10 +69,14 @@ fn register_secrets(config: &Config) {
         .values()
         .filter_map(|p| p.api_key.as_ref())
         .map(|k| k.expose().to_string());
-    let urls = [&config.cache.redis_url, &config.rate_limit.redis_url]
-        .into_iter()
-        .flatten()
-        .filter_map(|u| crate::redact::url_password(u.expose()));
+    let urls = [
+        &config.cache.redis_url,
+        &config.rate_limit.redis_url,
+        &config.state.redis_url,
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|u| crate::redact::url_password(u.expose()));
     crate::redact::set_group("providers", providers.chain(urls));
 }
 
@@ -89,7 +96,9 @@ impl Gateway {
             config.rate_limit.clone(),
         ));
         let limiter = crate::ratelimit::Limiter::new(config.rate_limit.clone());
+        let state = crate::state::State::new(&config.state);
         Ok(Gateway {
+            state,
             cache,
             config: Arc::new(config),
             router,
@@ -145,6 +154,10 @@ pub struct Ctx {
     pub dialect: Option<&'static dyn Dialect>,
     /// The tools a translated request left out (`X-Gateway-Dropped-Tools`), for the log line.
     pub dropped_tools: Option<String>,
+    /// A Responses request's stored-response bookkeeping (`responses.rs`).
+    pub responses: Option<Box<responses::Turn>>,
+    /// The endpoint family, for metrics (`chat`, `responses`, `messages`, ...).
+    pub endpoint: &'static str,
     _inflight: InflightGuard,
 }
 
@@ -249,6 +262,7 @@ fn allowed_methods(path: &str) -> &'static str {
         Some(Endpoint::Dialect(_))
         | Some(Endpoint::CountTokens(_))
         | Some(Endpoint::Embeddings) => "POST",
+        Some(Endpoint::StoredResponse) => "GET, DELETE",
         _ => "GET, HEAD",
     }
 }
@@ -260,6 +274,8 @@ enum Endpoint {
     /// A dialect's token counting (`/v1/messages/count_tokens`).
     CountTokens(&'static dyn Dialect),
     Embeddings,
+    /// `/v1/responses/{id}`: a stored response (`GET`, `DELETE`).
+    StoredResponse,
     Models,
     Health,
     Ready,
@@ -281,6 +297,9 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     {
         return Some(Endpoint::CountTokens(d));
     }
+    if stored_response_id(p).is_some() {
+        return Some(Endpoint::StoredResponse);
+    }
     match p {
         "/embeddings" => Some(Endpoint::Embeddings),
         "/models" => Some(Endpoint::Models),
@@ -289,6 +308,39 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         "/health/providers" => Some(Endpoint::ProvidersHealth),
         "/metrics" => Some(Endpoint::Metrics),
         _ => None,
+    }
+}
+
+/// The id in `/responses/{id}` (after the optional `/v1`), if the path is one.
+fn stored_response_id(p: &str) -> Option<&str> {
+    p.strip_prefix("/responses/")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+}
+
+/// The endpoint family's name in metrics.
+fn endpoint_label(ep: Endpoint) -> &'static str {
+    match ep {
+        Endpoint::Dialect(d) | Endpoint::CountTokens(d) => {
+            let family = match d.name() {
+                "openai.chat" => "chat",
+                "openai.responses" => "responses",
+                "anthropic.messages" => "messages",
+                other => other,
+            };
+            if matches!(ep, Endpoint::CountTokens(_)) {
+                match family {
+                    "messages" => "messages_count_tokens",
+                    _ => "count_tokens",
+                }
+            } else {
+                family
+            }
+        }
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::StoredResponse => "responses_stored",
+        Endpoint::Models => "models",
+        Endpoint::Health | Endpoint::Ready | Endpoint::ProvidersHealth => "health",
+        Endpoint::Metrics => "metrics",
     }
 }
 
@@ -351,9 +403,13 @@ impl Gateway {
         let ep = endpoint(&path)
             .ok_or_else(|| GatewayError::not_found(format!("no route for {method} {path}")))?;
         let is_get = method == Method::GET || method == Method::HEAD;
+        ctx.endpoint = endpoint_label(ep);
         match ep {
             // Errors from here on (the key, rate limits) take the dialect's shape.
             Endpoint::Dialect(d) | Endpoint::CountTokens(d) => ctx.dialect = Some(d),
+            Endpoint::StoredResponse => {
+                ctx.dialect = crate::dialects::for_path("/responses");
+            }
             Endpoint::Models => {
                 ctx.dialect = Some(crate::dialects::for_headers(&session.req_header().headers))
             }
@@ -364,6 +420,7 @@ impl Gateway {
             Endpoint::Dialect(_)
                 | Endpoint::CountTokens(_)
                 | Endpoint::Embeddings
+                | Endpoint::StoredResponse
                 | Endpoint::Models
         ) {
             admit::admit(self, session, ctx).await?;
@@ -425,8 +482,20 @@ impl Gateway {
                 respond(session, ctx, 200, &ctype, &[], Bytes::from(body)).await;
                 Ok(())
             }
+            Endpoint::Dialect(d) if method == Method::POST && d.name() == "openai.responses" => {
+                responses::handle(self, session, ctx, d).await
+            }
             Endpoint::Dialect(d) if method == Method::POST => {
                 chat::handle(self, session, ctx, d).await
+            }
+            Endpoint::StoredResponse if method == Method::GET || method == Method::DELETE => {
+                let p = path.trim_end_matches('/');
+                let p = p.strip_prefix("/v1").unwrap_or(p);
+                let mut rest = stored_response_id(p).unwrap_or_default().to_string();
+                if let Some(q) = session.req_header().uri.query() {
+                    rest = format!("{rest}?{q}");
+                }
+                responses::by_id(self, session, ctx, &rest).await
             }
             Endpoint::CountTokens(d) if method == Method::POST => {
                 count_tokens::handle(self, session, ctx, d).await
@@ -465,6 +534,8 @@ impl Gateway {
             rate_limit: None,
             dialect: None,
             dropped_tools: None,
+            responses: None,
+            endpoint: "other",
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
@@ -499,6 +570,7 @@ impl Gateway {
         };
         if !crate::metrics::is_probe(h.uri.path()) {
             crate::metrics::request(&crate::metrics::RequestRecord {
+                endpoint: ctx.endpoint,
                 provider: ctx.provider.as_deref(),
                 model: upstream_model,
                 status: ctx.status,

@@ -2,8 +2,6 @@
 //! (real HTTP servers on 127.0.0.1) that record what they receive and answer as told.
 #![allow(dead_code)]
 
-pub mod redis_server;
-
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::TcpListener as StdListener;

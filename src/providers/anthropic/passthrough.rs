@@ -30,8 +30,20 @@ pub fn rewrite_model(body: &Bytes, model: &str) -> Result<Bytes, GatewayError> {
     let raw = field.model.get();
     // `raw` borrows from `body`: its place in it is a difference of addresses.
     let start = (raw.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
-    let end = start + raw.len();
-    if end > body.len() || body.get(start..end) != Some(raw.as_bytes()) {
+    splice_model(body, (start, start + raw.len()), model)
+}
+
+/// The client's body with the JSON text at `start..end` (its `model` value, found by an earlier
+/// pass) replaced by `model`; every other byte as sent. The span must hold a JSON string.
+pub fn splice_model(
+    body: &Bytes,
+    (start, end): (usize, usize),
+    model: &str,
+) -> Result<Bytes, GatewayError> {
+    let located = body
+        .get(start..end)
+        .is_some_and(|v| v.len() >= 2 && v.first() == Some(&b'"') && v.last() == Some(&b'"'));
+    if !located {
         return Err(GatewayError::internal(
             "could not locate 'model' in the body",
         ));

@@ -1,12 +1,15 @@
-//! A real `redis-server` for tests: on a loopback port, nothing persisted, stopped by its PID
-//! when dropped; it can be paused (SIGSTOP: it accepts connections and never answers, as a hung
-//! Redis does) and resumed.
+//! A real `redis-server` for the tests that need one (Redis cache, shared state): started on a
+//! reserved loopback port, stopped by its PID.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::reserved_port;
+
+/// A `redis-server` on 127.0.0.1, killed by its PID when stopped or dropped.
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
@@ -15,7 +18,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        Self::start_on(super::reserved_port())
+        Self::start_on(reserved_port())
     }
 
     pub fn start_on(port: u16) -> RedisServer {
@@ -84,21 +87,31 @@ impl RedisServer {
         }
     }
 
-    /// SIGSTOP: connections are still accepted by the kernel, nothing is answered.
+    /// SIGSTOP: connections are still accepted by the kernel, nothing is answered (a hung
+    /// Redis).
     pub fn pause(&self) {
         self.signal("STOP");
     }
 
+    /// SIGCONT after [`RedisServer::pause`].
     pub fn resume(&self) {
         self.signal("CONT");
     }
 
+    /// Kills it by its PID (a paused one too).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SIGKILL ends a paused (SIGSTOP) server too.
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis")
     }
 }
 

@@ -1,0 +1,109 @@
+//! The gateway's state backend (`GATEWAY_STATE_BACKEND`, `GATEWAY_REDIS_URL`) and what is kept
+//! in it (`GATEWAY_RESPONSES_TTL`), parsed into [`StateConfig`].
+
+use std::time::Duration;
+
+use super::{parse_duration, vars, Reader, Secret};
+
+/// Where state lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    /// In this process, bounded by [`MEMORY_MAX_BYTES`].
+    Memory,
+    /// Shared by every instance that points at the same Redis.
+    Redis,
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub backend: StateBackend,
+    /// May carry a password: printed as `***`.
+    pub redis_url: Option<Secret>,
+    /// How long a stored Responses response stays retrievable and continuable.
+    pub responses_ttl: Duration,
+}
+
+/// 30 days, as long as OpenAI keeps a stored response.
+pub const DEFAULT_RESPONSES_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most bytes the memory backend holds (keys and values); the least used go first.
+pub const MEMORY_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Prefix of every Redis key the state backend writes.
+pub const REDIS_PREFIX: &str = "aigw:state:";
+
+impl StateConfig {
+    /// One line for `--check-config`.
+    pub fn describe(&self) -> String {
+        let backend = match self.backend {
+            StateBackend::Memory => "memory".to_string(),
+            StateBackend::Redis => format!("redis (***, prefix {REDIS_PREFIX})"),
+        };
+        format!(
+            "backend={backend} responses_ttl={}s",
+            self.responses_ttl.as_secs()
+        )
+    }
+}
+
+pub(super) fn read(r: &mut Reader) -> StateConfig {
+    let backend = r.parse(vars::STATE_BACKEND, StateBackend::Memory, |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "memory" => Ok(StateBackend::Memory),
+            "redis" => Ok(StateBackend::Redis),
+            _ => Err("expected memory or redis".into()),
+        }
+    });
+    // Redis `SET ... EX` counts whole seconds.
+    let responses_ttl = r.parse(vars::RESPONSES_TTL, DEFAULT_RESPONSES_TTL, |v| {
+        let d = parse_duration(v)?;
+        if d.subsec_nanos() != 0 || d.as_secs() == 0 {
+            return Err("expected a whole number of seconds >= 1 (2592000, 30m, 12h)".into());
+        }
+        Ok(d)
+    });
+    // The URL itself is checked by the cache's reader (the same variable).
+    let redis_url = r.get(vars::REDIS_URL).map(Secret::new);
+    if backend == StateBackend::Redis && redis_url.is_none() {
+        r.error(
+            vars::STATE_BACKEND,
+            "redis",
+            &format!("the Redis state backend needs {}", vars::REDIS_URL),
+        );
+    }
+    StateConfig {
+        backend,
+        redis_url,
+        responses_ttl,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{test_env as env, Config};
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = Config::from_map(&env(&[])).unwrap();
+        assert_eq!(c.state.backend, StateBackend::Memory);
+        assert_eq!(c.state.responses_ttl, DEFAULT_RESPONSES_TTL);
+        let c = Config::from_map(&env(&[
+            ("GATEWAY_STATE_BACKEND", "redis"),
+            ("GATEWAY_REDIS_URL", "redis://:pw@127.0.0.1:6379"),
+            ("GATEWAY_RESPONSES_TTL", "1h"),
+        ]))
+        .unwrap();
+        assert_eq!(c.state.backend, StateBackend::Redis);
+        assert_eq!(c.state.responses_ttl, Duration::from_secs(3600));
+        assert!(!c.describe().contains("pw"));
+        let e = Config::from_map(&env(&[
+            ("GATEWAY_STATE_BACKEND", "redis"),
+            ("GATEWAY_RESPONSES_TTL", "0"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("GATEWAY_REDIS_URL"), "{e}");
+        assert!(e.contains("GATEWAY_RESPONSES_TTL"), "{e}");
+        let e = Config::from_map(&env(&[("GATEWAY_STATE_BACKEND", "disk")])).unwrap_err();
+        assert!(e.to_string().contains("GATEWAY_STATE_BACKEND"));
+    }
+}
