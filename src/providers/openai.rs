@@ -377,9 +377,7 @@ fn encode_with_overrides<'a>(
                     serde_json::from_str(v).unwrap_or(None);
                 serde_json::to_writer(&mut out, &WithUsage(options.as_ref()))?
             }
-            "messages" if v.contains(translate::THOUGHT_SEPARATOR) => {
-                serde_json::to_writer(&mut out, &without_thoughts(v)?)?
-            }
+            "messages" if has_thought(v) => serde_json::to_writer(&mut out, &without_thoughts(v)?)?,
             _ => out.extend_from_slice(v.as_bytes()),
         }
     }
@@ -392,6 +390,16 @@ fn encode_with_overrides<'a>(
     }
     out.push(b'}');
     Ok(out)
+}
+
+/// Whether `messages` holds an id with reasoning state (a SIMD search: this runs for every
+/// pass-through request).
+fn has_thought(messages: &str) -> bool {
+    static FINDER: once_cell::sync::Lazy<memchr::memmem::Finder<'static>> =
+        once_cell::sync::Lazy::new(|| {
+            memchr::memmem::Finder::new(translate::THOUGHT_SEPARATOR.as_bytes())
+        });
+    FINDER.find(messages.as_bytes()).is_some()
 }
 
 /// `messages` with the reasoning state another provider's answers put in tool call ids

@@ -545,9 +545,7 @@ fn tool_id(id: &str) -> Cow<'_, str> {
         })
         .collect();
     out.push('_');
-    for b in &hash[..6] {
-        out.push_str(&format!("{b:02x}"));
-    }
+    out.push_str(&hex::encode(&hash[..6]));
     Cow::Owned(out)
 }
 
