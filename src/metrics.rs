@@ -81,6 +81,7 @@ fn cut(s: &str) -> &str {
 struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    endpoint_requests: IntCounterVec,
     latency: HistogramVec,
     ttfb: HistogramVec,
     prompt_tokens: IntCounterVec,
@@ -116,6 +117,11 @@ impl Metrics {
                 "gateway_requests_total",
                 "Requests answered, by provider, model, status class and cache outcome.",
                 &["provider", "model", "status_class", "cache"],
+            )?,
+            endpoint_requests: counter(
+                "gateway_endpoint_requests_total",
+                "Requests to the OpenAI API's other endpoints (completions, moderations, images, audio, rerank), by endpoint, provider and status class.",
+                &["endpoint", "provider", "status_class"],
             )?,
             latency: histogram(
                 "gateway_request_duration_seconds",
@@ -193,6 +199,7 @@ impl Metrics {
         };
         let r = &m.registry;
         r.register(Box::new(m.requests.clone()))?;
+        r.register(Box::new(m.endpoint_requests.clone()))?;
         r.register(Box::new(m.latency.clone()))?;
         r.register(Box::new(m.ttfb.clone()))?;
         r.register(Box::new(m.prompt_tokens.clone()))?;
@@ -323,6 +330,20 @@ pub fn request(r: &RequestRecord) {
                 m.cost.with_label_values(&[provider, model]).inc_by(c);
             }
         }
+    });
+}
+
+/// Counts one request to an endpoint of the OpenAI API's other endpoints (`completions`,
+/// `audio.speech`, ...), beside [`request`]. Called once per request from the `logging` phase.
+pub fn endpoint_request(endpoint: &'static str, provider: Option<&str>, status: u16) {
+    with(|m| {
+        m.endpoint_requests
+            .with_label_values(&[
+                endpoint,
+                cut(provider.unwrap_or("none")),
+                status_class(status),
+            ])
+            .inc()
     });
 }
 

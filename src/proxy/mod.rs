@@ -20,6 +20,8 @@ mod count_tokens;
 mod embeddings;
 mod metrics_app;
 mod models;
+mod multipart;
+mod passthrough;
 
 pub use app::App;
 pub use chat::FAILOVER_HEADER;
@@ -127,6 +129,9 @@ pub struct Ctx {
     pub rate_limit: Option<crate::ratelimit::Charge>,
     /// The client API the request speaks, once routed to one (decides the error shape).
     pub dialect: Option<&'static dyn Dialect>,
+    /// The endpoint of the OpenAI API's others (`completions`, `audio.speech`, ...) the request
+    /// went to: its metrics label.
+    pub endpoint: Option<&'static str>,
     _inflight: InflightGuard,
 }
 
@@ -228,7 +233,8 @@ fn allowed_methods(path: &str) -> &'static str {
     match endpoint(path) {
         Some(Endpoint::Dialect(_))
         | Some(Endpoint::CountTokens(_))
-        | Some(Endpoint::Embeddings) => "POST",
+        | Some(Endpoint::Embeddings)
+        | Some(Endpoint::Api(_)) => "POST",
         _ => "GET, HEAD",
     }
 }
@@ -240,7 +246,11 @@ enum Endpoint {
     /// A dialect's token counting (`/v1/messages/count_tokens`).
     CountTokens(&'static dyn Dialect),
     Embeddings,
+    /// The OpenAI API's other endpoints (completions, moderations, images, audio, rerank).
+    Api(&'static passthrough::Api),
     Models,
+    /// `GET /v1/models/{model}`.
+    Model,
     Health,
     Ready,
     ProvidersHealth,
@@ -260,6 +270,12 @@ fn endpoint(path: &str) -> Option<Endpoint> {
         .filter(|d| d.count_tokens_body(0).is_some())
     {
         return Some(Endpoint::CountTokens(d));
+    }
+    if let Some(api) = passthrough::for_path(p) {
+        return Some(Endpoint::Api(api));
+    }
+    if p.starts_with("/models/") {
+        return Some(Endpoint::Model);
     }
     match p {
         "/embeddings" => Some(Endpoint::Embeddings),
@@ -334,7 +350,7 @@ impl Gateway {
         match ep {
             // Errors from here on (the key, rate limits) take the dialect's shape.
             Endpoint::Dialect(d) | Endpoint::CountTokens(d) => ctx.dialect = Some(d),
-            Endpoint::Models => {
+            Endpoint::Models | Endpoint::Model => {
                 ctx.dialect = Some(crate::dialects::for_headers(&session.req_header().headers))
             }
             _ => {}
@@ -344,7 +360,9 @@ impl Gateway {
             Endpoint::Dialect(_)
                 | Endpoint::CountTokens(_)
                 | Endpoint::Embeddings
+                | Endpoint::Api(_)
                 | Endpoint::Models
+                | Endpoint::Model
         ) {
             admit::admit(self, session, ctx).await?;
         }
@@ -362,6 +380,7 @@ impl Gateway {
                 Ok(())
             }
             Endpoint::Models if is_get => models::list(self, session, ctx).await,
+            Endpoint::Model if is_get => models::retrieve(self, session, ctx, &path).await,
             Endpoint::Ready if is_get => {
                 // Ready while at least one configured upstream provider can take a request;
                 // with none configured (echo only), always.
@@ -414,6 +433,10 @@ impl Gateway {
             Endpoint::Embeddings if method == Method::POST => {
                 embeddings::handle(self, session, ctx).await
             }
+            Endpoint::Api(api) if method == Method::POST => {
+                ctx.endpoint = Some(api.name);
+                passthrough::handle(self, session, ctx, api).await
+            }
             _ => Err(GatewayError::method_not_allowed(method.as_str(), &path)),
         }
     }
@@ -444,6 +467,7 @@ impl Gateway {
             cache_fill: None,
             rate_limit: None,
             dialect: None,
+            endpoint: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
@@ -476,6 +500,9 @@ impl Gateway {
             (Some(p), Some(m), Some(u)) => crate::pricing::cost_usd(p, m, &u),
             _ => None,
         };
+        if let Some(endpoint) = ctx.endpoint {
+            crate::metrics::endpoint_request(endpoint, ctx.provider.as_deref(), ctx.status);
+        }
         if !crate::metrics::is_probe(h.uri.path()) {
             crate::metrics::request(&crate::metrics::RequestRecord {
                 provider: ctx.provider.as_deref(),
