@@ -855,3 +855,122 @@ async fn echo_answers_completions_moderations_embeddings_and_tool_calls() {
         .unwrap()
         .contains("echo/test"));
 }
+
+fn speech_sha256() -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(speech_bytes()))
+}
+
+/// The upload both SDK scripts send: bytes 0..=255, 64 times.
+fn sdk_upload() -> Vec<u8> {
+    (0..256 * 64).map(|i| (i % 256) as u8).collect()
+}
+
+/// Every multipart request the mock received carries the SDK's upload byte for byte, and the
+/// model rewritten (the provider prefix gone). Returns the bodies.
+fn check_uploads(mock: &Mock) -> Vec<Vec<u8>> {
+    let upload = sdk_upload();
+    let forms: Vec<Recorded> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("multipart/form-data"))
+        })
+        .collect();
+    // images.edit, transcriptions, translations (the refused one never reaches the mock).
+    assert_eq!(
+        forms.len(),
+        3,
+        "{:?}",
+        forms.iter().map(|f| &f.path).collect::<Vec<_>>()
+    );
+    for f in &forms {
+        let body = &f.body;
+        assert!(
+            body.windows(upload.len()).any(|w| w == upload.as_slice()),
+            "{}: the file arrives whole",
+            f.path
+        );
+        let text = String::from_utf8_lossy(body);
+        assert!(!text.contains("openai/"), "{}: model rewritten", f.path);
+        assert!(
+            text.contains("\r\n\r\nwhisper-1\r\n") || text.contains("\r\n\r\ngpt-image-1\r\n"),
+            "{}: {text:.300}",
+            f.path
+        );
+    }
+    forms.into_iter().map(|f| f.body.to_vec()).collect()
+}
+
+/// Runs tests/node/test_rest.mjs (the npm `openai` package, installed by scripts/test.sh with
+/// `npm ci --prefix tests/node`) against `gw`; asserts it succeeded and returns its stdout.
+async fn run_node(gw: &Gateway, env: &[(&str, &str)]) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/openai/package.json").exists(),
+        "the npm openai package is not installed: run scripts/test.sh (npm ci --prefix tests/node)"
+    );
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(dir.join("test_rest.mjs"))
+        .env("GATEWAY_BASE_URL", gw.base())
+        .env("NO_PROXY", "127.0.0.1,localhost");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run node"))
+        .await
+        .expect("node task");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "Node SDK checks failed:\n{stdout}\n{}\ngateway log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.logs()
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sdk_calls_every_endpoint_against_a_mock() {
+    let (mock, gw) = start().await;
+    let sha = speech_sha256();
+    let out = run_python(
+        &gw,
+        &["test_rest.py"],
+        &[("REST_MODE", "mock"), ("SPEECH_SHA256", &sha)],
+    )
+    .await;
+    assert!(out.contains("sdk rest (mock): 8 passed, 0 failed"), "{out}");
+    check_uploads(&mock);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_sdk_calls_every_endpoint_against_a_mock() {
+    let (mock, gw) = start().await;
+    let sha = speech_sha256();
+    let out = run_node(&gw, &[("REST_MODE", "mock"), ("SPEECH_SHA256", &sha)]).await;
+    assert!(
+        out.contains("node sdk rest (mock): 7 passed, 0 failed"),
+        "{out}"
+    );
+    let forms = check_uploads(&mock);
+    // The transcription's form has `model` after the file: routed all the same.
+    let text = String::from_utf8_lossy(&forms[1]);
+    let file = text.find("name=\"file\"").unwrap();
+    let model = text.find("name=\"model\"").unwrap();
+    assert!(model > file, "{text:.300}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_sdks_work_offline_against_echo() {
+    let gw = Gateway::start(&[]);
+    let out = run_python(&gw, &["test_rest.py"], &[("REST_MODE", "echo")]).await;
+    assert!(out.contains("sdk rest (echo): 4 passed, 0 failed"), "{out}");
+    let out = run_node(&gw, &[("REST_MODE", "echo")]).await;
+    assert!(
+        out.contains("node sdk rest (echo): 4 passed, 0 failed"),
+        "{out}"
+    );
+}
