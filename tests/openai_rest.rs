@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use common::*;
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 /// The mock's audio: 3 MiB of bytes that are not text, so a byte changed anywhere shows.
@@ -103,6 +104,23 @@ fn upstream() -> Handler {
                 200,
                 json!({"created": 1, "data": [{"b64_json": "aGVsbG8="}]}),
             );
+        }
+        if path.ends_with("/audio/speech") && body["input"] == "cut" {
+            // Three chunks of audio, then the connection drops.
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+                Ok(vec![1u8; 65536]),
+                Ok(vec![2u8; 65536]),
+                Ok(vec![3u8; 65536]),
+                Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "cut")),
+            ];
+            let stream = futures::stream::iter(chunks).then(|c| async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                c
+            });
+            let mut resp = Response::new(Body::from_stream(stream));
+            resp.headers_mut()
+                .insert("content-type", "audio/mpeg".parse().unwrap());
+            return resp;
         }
         if path.ends_with("/audio/speech") {
             let mut resp = Response::new(Body::from(speech_bytes()));
@@ -597,6 +615,36 @@ async fn completions_stream_unbuffered_and_a_cut_stream_ends_in_an_error_event()
         "{err}"
     );
     assert!(!body.contains("[DONE]"));
+    assert!(gw.wait_log("outcome=stream_error", Duration::from_secs(5)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binary_answer_cut_upstream_is_cut_for_the_client_too() {
+    let (_mock, gw) = start().await;
+    let mut r = post_json(
+        &gw,
+        "/v1/audio/speech",
+        json!({"model": "openai/tts-1", "input": "cut", "voice": "alloy"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "audio/mpeg");
+    let mut got = 0usize;
+    let end = loop {
+        match r.chunk().await {
+            Ok(Some(c)) => got += c.len(),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    assert!(
+        got >= 65536,
+        "the audio before the cut arrived ({got} bytes)"
+    );
+    assert!(
+        end.is_err(),
+        "the client sees the body end early, not a complete answer ({got} bytes)"
+    );
     assert!(gw.wait_log("outcome=stream_error", Duration::from_secs(5)));
 }
 
