@@ -559,6 +559,98 @@ async fn keys_and_rate_limits_apply() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn failover_moves_completions_and_uploads_to_the_next_provider() {
+    let down = Mock::start(Arc::new(|_: &Recorded| {
+        json_response(
+            503,
+            json!({"error": {"message": "overloaded", "type": "server_error"}}),
+        )
+    }))
+    .await;
+    let up = Mock::start(upstream()).await;
+    let gw = Gateway::start(&[
+        ("OPENAI_BASE_URL", &down.url()),
+        ("OPENAI_API_KEY", "sk-mock-rest"),
+        ("VLLM_BASE_URL", &up.url()),
+        ("ANTHROPIC_BASE_URL", &up.url()),
+        ("ANTHROPIC_API_KEY", "sk-ant-mock"),
+        (
+            "GATEWAY_FALLBACK_MODELS",
+            "openai/gpt-3.5-turbo-instruct=anthropic/claude-x|vllm/qwen3-8b;openai/whisper-1=vllm/whisper-large",
+        ),
+    ]);
+    let r = post_json(
+        &gw,
+        "/v1/completions",
+        json!({"model": "openai/gpt-3.5-turbo-instruct", "prompt": "hi"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", gw.logs());
+    assert_eq!(r.headers()["x-provider"], "vllm");
+    assert_eq!(down.calls(), 1);
+    // Anthropic, which has no completions, was skipped; vLLM got its own model name.
+    assert_eq!(up.calls(), 1);
+    assert_eq!(up.last().json()["model"], "qwen3-8b");
+    let r = post_form(
+        &gw,
+        "/v1/audio/transcriptions",
+        form_body("openai/whisper-1", &upload(4096)),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-provider"], "vllm");
+    assert!(up.last().body == form_body("whisper-large", &upload(4096)));
+    // Without failover, the first provider's error.
+    let r = client()
+        .post(gw.url("/v1/completions"))
+        .header("x-gateway-failover", "off")
+        .json(&json!({"model": "openai/gpt-3.5-turbo-instruct", "prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cohere_serves_rerank_natively_and_nothing_else() {
+    let mock = Mock::start(upstream()).await;
+    let gw = Gateway::start(&[
+        ("GATEWAY_PROVIDER_COHERE_BASE_URL", &mock.url()),
+        ("GATEWAY_PROVIDER_COHERE_FORMAT", "cohere"),
+        ("GATEWAY_PROVIDER_COHERE_API_KEY", "co-mock-rest"),
+    ]);
+    let fields = r#""query":"q", "documents":["a","b"]"#;
+    for path in ["/v1/rerank", "/v2/rerank"] {
+        let r = post_json(&gw, path, json_body("cohere/rerank-v3.5", fields)).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["results"][0]["index"], 1);
+        let sent = mock.last();
+        assert_eq!(sent.path, "/v2/rerank");
+        assert_eq!(sent.header("authorization"), Some("Bearer co-mock-rest"));
+        assert_eq!(
+            String::from_utf8_lossy(&sent.body),
+            json_body("rerank-v3.5", fields)
+        );
+    }
+    let v = error_of(
+        post_json(
+            &gw,
+            "/v1/completions",
+            json_body("cohere/command-a", r#""prompt":"x""#),
+        )
+        .await,
+        400,
+        "cohere completions",
+    )
+    .await;
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cohere/command-a"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn completions_stream_unbuffered_and_a_cut_stream_ends_in_an_error_event() {
     let (mock, gw) = start().await;
     // Unbuffered: the first piece arrives while the upstream is still sending (300 ms gaps).

@@ -350,6 +350,8 @@ impl Gateway {
         match ep {
             // Errors from here on (the key, rate limits) take the dialect's shape.
             Endpoint::Dialect(d) | Endpoint::CountTokens(d) => ctx.dialect = Some(d),
+            // Metrics label the endpoint, refusals by key or limit included.
+            Endpoint::Api(api) => ctx.endpoint = Some(api.name),
             Endpoint::Models | Endpoint::Model => {
                 ctx.dialect = Some(crate::dialects::for_headers(&session.req_header().headers))
             }
@@ -434,7 +436,6 @@ impl Gateway {
                 embeddings::handle(self, session, ctx).await
             }
             Endpoint::Api(api) if method == Method::POST => {
-                ctx.endpoint = Some(api.name);
                 passthrough::handle(self, session, ctx, api).await
             }
             _ => Err(GatewayError::method_not_allowed(method.as_str(), &path)),
