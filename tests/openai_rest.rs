@@ -47,6 +47,15 @@ fn completion_events(model: &str, pieces: &[&str]) -> Vec<String> {
     ev
 }
 
+/// A streamed transcription: its end is an event of its own, no `[DONE]`.
+fn transcript_events() -> Vec<String> {
+    vec![
+        "data: {\"type\":\"transcript.text.delta\",\"delta\":\"mock \"}\n\n".into(),
+        "data: {\"type\":\"transcript.text.delta\",\"delta\":\"words\"}\n\n".into(),
+        "data: {\"type\":\"transcript.text.done\",\"text\":\"mock words\"}\n\n".into(),
+    ]
+}
+
 /// A mock OpenAI-compatible upstream serving every endpoint of the issue.
 fn upstream() -> Handler {
     Arc::new(|r: &Recorded| {
@@ -127,6 +136,11 @@ fn upstream() -> Handler {
             resp.headers_mut()
                 .insert("content-type", "audio/mpeg".parse().unwrap());
             return resp;
+        }
+        if path.ends_with("/audio/transcriptions")
+            && String::from_utf8_lossy(&r.body).contains("name=\"stream\"\r\n\r\ntrue")
+        {
+            return sse_response(transcript_events(), Duration::from_millis(20), None);
         }
         if path.ends_with("/audio/transcriptions") {
             return json_response(200, json!({"text": "mock transcription"}));
@@ -350,6 +364,19 @@ async fn multipart_uploads_keep_every_part_and_byte_with_the_model_rewritten() {
             "{path}: the upstream gets the form as sent, only the model part rewritten"
         );
     }
+    // A streamed transcription passes through as it is (it ends without `[DONE]`, as OpenAI's
+    // does, and gets no error event for it).
+    let mut streamed = form_body("openai/gpt-4o-transcribe", &file);
+    let close = format!("--{BOUNDARY}--\r\n");
+    streamed.truncate(streamed.len() - close.len());
+    streamed.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"stream\"\r\n\r\ntrue\r\n{close}")
+            .as_bytes(),
+    );
+    let r = post_form(&gw, "/v1/audio/transcriptions", streamed).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.text().await.unwrap(), transcript_events().concat());
     // A form without a model, or not a form at all: 400.
     let no_model = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nxx\r\n--{BOUNDARY}--\r\n");
     let v = error_of(

@@ -573,9 +573,11 @@ async fn write(session: &mut Session, ctx: &mut Ctx, data: Bytes, end: bool) -> 
 }
 
 /// Relays a successful answer chunk by chunk as it arrives. The head goes out with the first
-/// bytes, so an upstream that fails before sending any can still be retried elsewhere. An SSE
-/// stream (completions) that ends before `data: [DONE]` gets an error event; a binary answer
-/// cut short is cut short for the client too (the connection is closed before the body's end).
+/// bytes, so an upstream that fails before sending any can still be retried elsewhere. A
+/// completions stream that ends before `data: [DONE]` gets an error event; any other answer cut
+/// short (audio, or the SSE of a streamed transcription or speech, whose ends are events of
+/// their own rather than `[DONE]`) is cut short for the client too: the connection is closed
+/// before the body's end.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
     gw: &Gateway,
@@ -594,7 +596,8 @@ async fn forward(
             .and_then(|v| v.trim().parse::<usize>().ok())
     };
     let _active = sse.then(metrics::StreamGuard::new);
-    let mut watch = sse.then(|| Watch::new(api.name == "completions" && ctx.cache_fill.is_some()));
+    let completions = sse && api.name == "completions";
+    let mut watch = completions.then(|| Watch::new(ctx.cache_fill.is_some()));
     let mut started = false;
     loop {
         let next = tokio::select! {
@@ -663,7 +666,7 @@ async fn forward(
         }
         ctx.outcome = "stream_error";
         ctx.error = Some(err.message.clone());
-        if sse {
+        if completions {
             // Bytes already reached the client: the stream ends with an error event.
             let _ = write(session, ctx, OpenAiChat.error_event(&err), true).await;
         } else {
