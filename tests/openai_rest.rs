@@ -377,6 +377,7 @@ async fn multipart_uploads_keep_every_part_and_byte_with_the_model_rewritten() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     assert_eq!(r.text().await.unwrap(), transcript_events().concat());
+    assert!(gw.wait_log("stream=true", Duration::from_secs(5)));
     // A form without a model, or not a form at all: 400.
     let no_model = format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nxx\r\n--{BOUNDARY}--\r\n");
     let v = error_of(

@@ -207,6 +207,12 @@ fn parse(api: &Api, body: Bytes, content_type: &str) -> Result<Request, GatewayE
         };
         let parts = multipart::parts(&body, boundary)
             .map_err(|e| GatewayError::bad_request("", format!("malformed multipart body: {e}")))?;
+        // A streamed transcription asks with a `stream` field (for the log line and metrics).
+        let stream = parts.iter().any(|p| {
+            !p.file
+                && p.name.as_deref() == Some("stream")
+                && body[p.body.clone()].eq_ignore_ascii_case(b"true")
+        });
         let Some(part) = parts
             .into_iter()
             .find(|p| !p.file && p.name.as_deref() == Some("model"))
@@ -228,7 +234,7 @@ fn parse(api: &Api, body: Bytes, content_type: &str) -> Result<Request, GatewayE
         }
         return Ok(Request {
             model,
-            stream: false,
+            stream,
             include_usage: false,
             body,
             content_type: content_type.to_string(),
