@@ -5,6 +5,7 @@
 # Fixed answers in each provider's format, keep-alive, one worker.
 
 OPENAI_BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1727346142,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
+COMPLETION_BODY='{"id":"cmpl-bench","object":"text_completion","created":1727346142,"model":"gpt-3.5-turbo-instruct","choices":[{"text":"Hello! How can I help you today?","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
 ANTHROPIC_BODY='{"id":"msg_bench","type":"message","role":"assistant","model":"claude-3-5-haiku-latest","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"output_tokens":9}}'
 
 write_mock_conf() {
@@ -20,6 +21,7 @@ http {
   server {
     listen 127.0.0.1:$port;
     location = /v1/chat/completions { default_type application/json; return 200 '$OPENAI_BODY'; }
+    location = /v1/completions { default_type application/json; return 200 '$COMPLETION_BODY'; }
     location = /v1/messages { default_type application/json; return 200 '$ANTHROPIC_BODY'; }
     location / { default_type application/json; return 200 '{"object":"list","data":[]}'; }
   }

@@ -3,7 +3,8 @@
 //! providers, telemetry) takes and returns plain values and never writes to a client.
 //!
 //! One request: `app` reads the head; `Gateway::handle` routes it by path to an endpoint
-//! family (a file each: `chat`, `count_tokens`, `embeddings`, `models`), `admit` checks its
+//! family (a file each: `chat`, `count_tokens`, `embeddings`, `models`, `passthrough` for the
+//! OpenAI API's other endpoints), `admit` checks its
 //! key and rate limits; the family parses the body, resolves the model, consults the cache
 //! (`cache`), exchanges with the upstream and answers; then `Gateway::log` charges token
 //! limits, counts metrics and writes the one log line.
