@@ -847,6 +847,18 @@ async fn models_retrieve_takes_slash_ids_raw_and_percent_encoded() {
         .await
         .unwrap();
     assert_eq!(v["id"], "openai/gpt-4o");
+    // An Anthropic client gets Anthropic's model object.
+    let v: Value = client()
+        .get(gw.url("/v1/models/openai%2Forg%2Fmodel-x"))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["type"], "model", "{v}");
+    assert_eq!(v["id"], "openai/org/model-x");
     // Routable but not listed, and unknown: 404 model_not_found in OpenAI's shape.
     for path in [
         "/v1/models/openai/gpt-5-unlisted",
