@@ -18,9 +18,11 @@
 //! curl -s localhost:8080/v1/audio/transcriptions -F model=openai/whisper-1 -F file=@a.wav
 //! ```
 
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::chat::{retryable_status, FAILOVER_HEADER, MAX_RESPONSE_BODY};
@@ -113,10 +115,11 @@ struct Request {
 }
 
 enum Shape {
-    /// A JSON object; `model_given`: whether it has a `model` (else one is added upstream).
+    /// A JSON object; `model_given`: whether it has a `model` (else one is added upstream), and
+    /// where its value is in the body when the light pass found it.
     Json {
-        obj: Map<String, Value>,
         model_given: bool,
+        model_at: Option<Range<usize>>,
     },
     /// A multipart form and its `model` part.
     Form { model: multipart::Part },
@@ -126,6 +129,18 @@ impl Request {
     /// The body for an upstream that calls the model `upstream_model`.
     fn upstream_body(&self, upstream_model: &str) -> Result<Bytes, GatewayError> {
         match &self.shape {
+            Shape::Json {
+                model_given: true,
+                model_at: Some(at),
+            } => {
+                let value = serde_json::to_string(upstream_model)
+                    .map_err(|e| GatewayError::internal(format!("encoding the model: {e}")))?;
+                let mut out = BytesMut::with_capacity(self.body.len() + value.len());
+                out.extend_from_slice(&self.body[..at.start]);
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(&self.body[at.end..]);
+                Ok(out.freeze())
+            }
             Shape::Json {
                 model_given: true, ..
             } => {
@@ -163,9 +178,10 @@ impl Request {
         }
     }
 
-    fn obj(&self) -> Option<&Map<String, Value>> {
+    /// The JSON body as a tree (built only for `echo` and the cache key).
+    fn obj(&self) -> Option<Map<String, Value>> {
         match &self.shape {
-            Shape::Json { obj, .. } => Some(obj),
+            Shape::Json { .. } => crate::api::parse_object(&self.body).ok(),
             Shape::Form { .. } => None,
         }
     }
@@ -241,7 +257,35 @@ fn parse(api: &Api, body: Bytes, content_type: &str) -> Result<Request, GatewayE
             shape: Shape::Form { model: part },
         });
     }
-    let obj = crate::api::parse_object(&body)?;
+    // The few fields the proxy reads, borrowed from the body: no tree of a long prompt is built.
+    // Anything the light pass cannot read (not an object, a key sent twice, invalid JSON) takes
+    // the tree, which words every error.
+    let light = serde_json::from_slice::<Light>(&body).ok().map(|l| {
+        let tiny =
+            |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
+        // `raw` borrows from `body`: its place in it is a difference of addresses (checked).
+        let model_at = l.model.and_then(|raw| {
+            let start = (raw.get().as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+            let at = start..start + raw.get().len();
+            (body.get(at.clone()) == Some(raw.get().as_bytes())).then_some(at)
+        });
+        let mut fields = Map::new();
+        for (k, v) in [
+            ("model", tiny(l.model)),
+            ("stream", tiny(l.stream)),
+            ("stream_options", tiny(l.stream_options)),
+            ("prompt", l.prompt.map(|_| Value::Bool(true))),
+        ] {
+            if let Some(v) = v {
+                fields.insert(k.to_string(), v);
+            }
+        }
+        (fields, model_at)
+    });
+    let (obj, model_at) = match light {
+        Some((fields, at)) => (fields, at),
+        None => (crate::api::parse_object(&body)?, None),
+    };
     let (model, model_given) = match (obj.get("model"), api.default_model) {
         (None | Some(Value::Null), Some(default)) => (default.to_string(), false),
         _ => (crate::api::required_model(&obj)?, true),
@@ -261,7 +305,7 @@ fn parse(api: &Api, body: Bytes, content_type: &str) -> Result<Request, GatewayE
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if api.name == "completions" && !obj.contains_key("prompt") {
+    if api.name == "completions" && obj.get("prompt").is_none_or(Value::is_null) {
         return Err(GatewayError::bad_request(
             "prompt",
             "missing required parameter: 'prompt'",
@@ -273,8 +317,24 @@ fn parse(api: &Api, body: Bytes, content_type: &str) -> Result<Request, GatewayE
         include_usage,
         body,
         content_type: "application/json".to_string(),
-        shape: Shape::Json { obj, model_given },
+        shape: Shape::Json {
+            model_given,
+            model_at: model_at.filter(|_| model_given),
+        },
     })
+}
+
+/// What the light pass reads of a JSON body (other fields are skipped, unparsed).
+#[derive(serde::Deserialize)]
+struct Light<'a> {
+    #[serde(default, borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    prompt: Option<&'a RawValue>,
 }
 
 /// Whether `route`'s provider serves `api`.
@@ -525,7 +585,12 @@ async fn attempt(
         };
         resp.release().await;
         ctx.usage = openai::usage_of(&body);
-        if let Some(answer) = answer_of_completion(&body) {
+        if let Some(answer) = ctx
+            .cache_fill
+            .is_some()
+            .then(|| answer_of_completion(&body))
+            .flatten()
+        {
             cache::record_answer(ctx, &answer);
             cache::store_complete(gw, ctx).await;
         }
@@ -809,10 +874,13 @@ async fn lookup(
     req: &Request,
     route: &Route,
 ) -> Result<bool, GatewayError> {
+    if !gw.cache.enabled() {
+        return Ok(false);
+    }
     let Some(obj) = req.obj() else {
         return Ok(false);
     };
-    if !gw.cache.enabled() || !cacheable(obj) {
+    if !cacheable(&obj) {
         return Ok(false);
     }
     let control = Control::from_headers(&session.req_header().headers)?;
@@ -982,11 +1050,11 @@ async fn serve_echo(
         ));
     };
     if api.name == "moderations" {
-        let body = echo::moderation(obj, &req.model).map_err(|e| (e, false))?;
+        let body = echo::moderation(&obj, &req.model).map_err(|e| (e, false))?;
         respond(session, ctx, 200, "application/json", &[], body).await;
         return Ok(());
     }
-    let prompts = echo::prompts(obj).map_err(|e| (e, false))?;
+    let prompts = echo::prompts(&obj).map_err(|e| (e, false))?;
     let w = CompletionWriter::new(&req.model);
     let prompt_tokens: u64 = prompts.iter().map(|p| echo::words(p)).sum();
     let usage = Usage::new(prompt_tokens, prompt_tokens);
@@ -1078,6 +1146,37 @@ mod tests {
         assert_eq!(&sent[..], b"{\"model\":\"m\",\"input\":\"x\"}");
         let req = parse(api, Bytes::from_static(b"{ }"), "").unwrap();
         assert_eq!(&req.upstream_body("m").unwrap()[..], b"{\"model\":\"m\" }");
+        // An escaped model name, and a body the light pass leaves to the tree (a key twice).
+        let req = parse(
+            api,
+            Bytes::from_static(b"{\"model\":\"openai\\/omni\",\"input\":\"x\"}"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(req.model, "openai/omni");
+        assert_eq!(
+            &req.upstream_body("omni").unwrap()[..],
+            b"{\"model\":\"omni\",\"input\":\"x\"}"
+        );
+        let req = parse(
+            api,
+            Bytes::from_static(b"{\"input\":\"x\",\"input\":\"y\",\"model\":\"m\"}"),
+            "",
+        )
+        .unwrap();
+        assert_eq!(req.model, "m");
+        assert_eq!(
+            &req.upstream_body("n").unwrap()[..],
+            b"{\"input\":\"x\",\"input\":\"y\",\"model\":\"n\"}"
+        );
+        for bad in [
+            &b"{\"model\":1}"[..],
+            b"{\"model\":\" \"}",
+            b"not json",
+            b"{\"model\":\"m\",\"stream\":1}",
+        ] {
+            assert!(parse(api, Bytes::from_static(bad), "").is_err(), "{bad:?}");
+        }
         // Completions need a model and a prompt.
         let api = for_path("/completions").unwrap();
         assert!(parse(api, Bytes::from_static(b"{\"prompt\":\"x\"}"), "").is_err());
