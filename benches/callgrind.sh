@@ -10,6 +10,7 @@
 #   API=messages benches/callgrind.sh             # /v1/messages in, OpenAI chat out (translated)
 #   API=responses benches/callgrind.sh            # the same conversation to /v1/responses (OpenAI: native)
 #   API=responses NATIVE=off benches/callgrind.sh # ... translated to chat (OPENAI_NATIVE_RESPONSES=off)
+#   API=completions benches/callgrind.sh          # the conversation as one prompt, /v1/completions
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -26,7 +27,8 @@ case "$API" in
   chat) REQ_PATH=/v1/chat/completions ;;
   messages) REQ_PATH=/v1/messages ;;
   responses) REQ_PATH=/v1/responses ;;
-  *) echo "API must be chat, messages or responses" >&2; exit 1 ;;
+  completions) REQ_PATH=/v1/completions ;;
+  *) echo "API must be chat, messages, responses or completions" >&2; exit 1 ;;
 esac
 MOCK_PORT=${MOCK_PORT:-18191}
 GW_PORT=${GW_PORT:-18193}
@@ -63,6 +65,9 @@ if sys.argv[2] == "messages":
     print(json.dumps({"model":sys.argv[1],"system":system,"messages":msgs,"temperature":0.2,"max_tokens":64}))
 elif sys.argv[2] == "responses":
     print(json.dumps({"model":sys.argv[1],"instructions":system,"input":msgs,"temperature":0.2,"max_output_tokens":64}))
+elif sys.argv[2] == "completions":
+    prompt = system + "".join(f"\n{m['role']}: {m['content']}" for m in msgs)
+    print(json.dumps({"model":sys.argv[1],"prompt":prompt,"temperature":0.2,"max_tokens":64}))
 else:
     msgs.insert(0, {"role":"system","content":system})
     print(json.dumps({"model":sys.argv[1],"messages":msgs,"temperature":0.2,"max_tokens":64}))
@@ -119,6 +124,7 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("  request body as a JSON tree (translation, cache)", "api::ChatRequest::body( |$)")
     show("  cache key (canonical form + SHA-256)", "cache::key::exact_request( |$)")
     show("  translation to the provider", "Provider>::chat_request( |$)")
+    show("  completions and the other endpoints (passthrough.rs)", "proxy::passthrough::handle::\\{\\{closure\\}\\}( |$)")
     show("  upstream exchange (Pingora connector)", "upstream::Upstreams::send::\\{\\{closure\\}\\}( |$)")
     show("  response translation / usage", "Provider>::chat_response( |$)")
     show("  response to the client", "proxy::respond::\\{\\{closure\\}\\}( |$)")

@@ -6,6 +6,7 @@
 
 OPENAI_BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1727346142,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
 RESPONSES_BODY='{"id":"resp_bench","object":"response","created_at":1727346142,"status":"completed","error":null,"incomplete_details":null,"model":"gpt-4o-mini","output":[{"type":"message","id":"msg_bench","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello! How can I help you today?","annotations":[]}]}],"usage":{"input_tokens":14,"input_tokens_details":{"cached_tokens":0},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":23}}'
+COMPLETION_BODY='{"id":"cmpl-bench","object":"text_completion","created":1727346142,"model":"gpt-3.5-turbo-instruct","choices":[{"text":"Hello! How can I help you today?","index":0,"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
 ANTHROPIC_BODY='{"id":"msg_bench","type":"message","role":"assistant","model":"claude-3-5-haiku-latest","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":14,"output_tokens":9}}'
 
 write_mock_conf() {
@@ -22,6 +23,7 @@ http {
     listen 127.0.0.1:$port;
     location = /v1/chat/completions { default_type application/json; return 200 '$OPENAI_BODY'; }
     location = /v1/responses { default_type application/json; return 200 '$RESPONSES_BODY'; }
+    location = /v1/completions { default_type application/json; return 200 '$COMPLETION_BODY'; }
     location = /v1/messages { default_type application/json; return 200 '$ANTHROPIC_BODY'; }
     location / { default_type application/json; return 200 '{"object":"list","data":[]}'; }
   }

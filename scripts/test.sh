@@ -17,10 +17,10 @@ if ! command -v npm >/dev/null; then
   echo "npm is not installed (Debian: apt-get install -y nodejs npm); the Claude Code and Codex CLI tests need it" >&2
   exit 1
 fi
-# Claude Code (npm @anthropic-ai/claude-code, the version pinned in tests/node/package-lock.json)
-# for tests/claude_code.rs.
-if [ ! -x tests/node/node_modules/.bin/claude ]; then
-  echo "== npm ci in tests/node (Claude Code)"
+# Claude Code (npm @anthropic-ai/claude-code) for tests/claude_code.rs and the openai npm package
+# for tests/openai_rest.rs, the versions pinned in tests/node/package-lock.json.
+if [ ! -x tests/node/node_modules/.bin/claude ] || [ ! -f tests/node/node_modules/openai/package.json ]; then
+  echo "== npm ci in tests/node (Claude Code, openai)"
   npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 fi
 # Codex CLI, for tests/codex.rs (the version clients.md's recordings were made with).

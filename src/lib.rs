@@ -12,8 +12,9 @@
 //! - [`proxy`]: the request lifecycle, and the only code that sees Pingora's session, the
 //!   per-request `Ctx` and the shared `Gateway`: the `HttpServerApp` (`proxy/app.rs`), admit
 //!   (key, rate limits), one file per endpoint family (`chat.rs` runs every dialect,
-//!   `responses.rs`, `count_tokens.rs`, `embeddings.rs`, `models.rs`), the cache glue and the
-//!   log line.
+//!   `responses.rs`, `count_tokens.rs`, `embeddings.rs`, `models.rs`, `passthrough.rs` for
+//!   completions, moderations, images, audio and rerank with `multipart.rs` for their uploads),
+//!   the cache glue and the log line.
 //!   Everything below takes and returns plain values and never writes to a client.
 //! - [`dialects`]: inbound client APIs, one file each, registered by path in
 //!   `dialects::DIALECTS`: parse a request into the canonical request, write answers, stream

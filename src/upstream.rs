@@ -311,10 +311,13 @@ fn request_head(base: &BaseUrl, req: &UpstreamRequest) -> pingora::Result<Reques
         head.insert_header(*k, v.as_str())?;
     }
     if req.method != "GET" {
-        head.insert_header(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )?;
+        // JSON unless the request names its own type (a multipart upload's boundary).
+        if !req.headers.iter().any(|(k, _)| *k == "content-type") {
+            head.insert_header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )?;
+        }
         head.insert_header(header::CONTENT_LENGTH, HeaderValue::from(req.body.len()))?;
     }
     Ok(head)

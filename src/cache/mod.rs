@@ -54,7 +54,7 @@ use self::backend::{Backend, Memory};
 use self::coalesce::{follow, Inflight, Join, Leader};
 use self::entry::{answer_from_completion, Entry};
 pub use self::key::Identity;
-use self::key::Key;
+pub use self::key::Key;
 use self::redis_backend::RedisBackend;
 use crate::canonical::EventWriter;
 use crate::config::cache::{BackendKind, CacheConfig, Scope, SemanticConfig};
@@ -353,6 +353,55 @@ impl Cache {
                 key,
                 ttl,
                 semantic,
+                leader,
+                source: Source::Nothing,
+            })
+        });
+        miss(status, fill)
+    }
+
+    /// Looks up a request by its exact key alone (an endpoint the semantic layer does not
+    /// read, such as legacy completions, whose key the caller made with
+    /// [`key::exact_fields`]): an exact or coalesced hit, or what to store once the answer is
+    /// known (recorded with [`Fill::record_answer`]).
+    pub async fn lookup_exact(&self, control: Control, key: Key, stream: bool) -> Lookup {
+        let Some(backend) = self.backend.clone() else {
+            return Lookup::Off;
+        };
+        if control.no_store {
+            return miss(Status::Bypass, None);
+        }
+        let ttl = control.ttl.map_or(self.ttl, |t| t.min(self.ttl));
+        let store = !ttl.is_zero();
+        let mut leader = None;
+        let status = if control.no_cache {
+            Status::Bypass
+        } else {
+            if let Some(hit) = backend.get(&key).await {
+                return hit_of(hit, Found::Exact);
+            }
+            if !stream && store {
+                match self.inflight.join(&key) {
+                    Join::Follower(rx) => {
+                        if let Some(hit) = follow(rx).await {
+                            return hit_of(hit, Found::Coalesced);
+                        }
+                    }
+                    Join::Leader(l) => {
+                        if let Some(hit) = backend.get(&key).await {
+                            return hit_of(hit, Found::Exact);
+                        }
+                        leader = Some(l);
+                    }
+                }
+            }
+            Status::Miss
+        };
+        let fill = store.then(|| {
+            Box::new(Fill {
+                key,
+                ttl,
+                semantic: None,
                 leader,
                 source: Source::Nothing,
             })

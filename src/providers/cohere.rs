@@ -139,6 +139,27 @@ impl Provider for Cohere {
         map_error(status, body)
     }
 
+    /// Rerank is Cohere's own API (`/v2/rerank`, the shape vLLM serves too): passed through.
+    /// Cohere has none of the OpenAI API's other endpoints.
+    fn api_request(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+        backend: &BaseUrl,
+    ) -> Option<UpstreamRequest> {
+        if !matches!(path, "/rerank" | "/v2/rerank") {
+            return None;
+        }
+        let mut headers = self.headers();
+        headers.push(("content-type", content_type.to_string()));
+        Some(UpstreamRequest::post(
+            format!("{}/v2/rerank", root(backend)),
+            headers,
+            body,
+        ))
+    }
+
     fn models_request(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
         Some(UpstreamRequest::get(
             format!("{}/v1/models?endpoint=chat&page_size=1000", root(backend)),

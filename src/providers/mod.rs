@@ -197,6 +197,22 @@ pub trait Provider: Send + Sync {
         Ok((body, None))
     }
 
+    /// Encodes a request to one of the OpenAI API's other endpoints (`/completions`,
+    /// `/moderations`, `/images/...`, `/audio/...`, `/rerank`) for an upstream that serves it:
+    /// `body` goes as it is (the proxy already rewrote its `model`), with `content_type` (JSON, or
+    /// a multipart upload with its boundary). `path` is under the OpenAI-style base path
+    /// (`/v1`); a `/v2/...` path (vLLM's and Cohere's `/v2/rerank`) is under the host's root.
+    /// `None`: the upstream has no such endpoint (the client gets a 400 naming the model).
+    fn api_request(
+        &self,
+        _path: &str,
+        _content_type: &str,
+        _body: Bytes,
+        _backend: &BaseUrl,
+    ) -> Option<UpstreamRequest> {
+        None
+    }
+
     /// `GET` that lists models, if the upstream has one.
     fn models_request(&self, _backend: &BaseUrl) -> Option<UpstreamRequest> {
         None

@@ -282,6 +282,26 @@ impl Provider for OpenAiCompatible {
         Ok((body, usage))
     }
 
+    fn api_request(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+        backend: &BaseUrl,
+    ) -> Option<UpstreamRequest> {
+        let full = match path.strip_prefix("/v2/") {
+            // vLLM serves `/v2/rerank` beside `/v1/rerank`, at the host's root.
+            Some(_) => {
+                let root = backend.path.strip_suffix("/v1").unwrap_or(&backend.path);
+                format!("{root}{path}")
+            }
+            None => format!("{}{path}", backend.path),
+        };
+        let mut headers = self.headers();
+        headers.push(("content-type", content_type.to_string()));
+        Some(UpstreamRequest::post(full, headers, body))
+    }
+
     fn models_request(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
         Some(UpstreamRequest::get(
             format!("{}/models", backend.path),

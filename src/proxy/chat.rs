@@ -697,6 +697,10 @@ async fn serve_echo(
             tokio::time::sleep(delay).await;
         }
     }
+    for (i, t) in answer.tool_calls.iter().enumerate() {
+        w.tool_start(&mut out, 0, i as u32, &t.id, &t.name);
+        w.tool_args(&mut out, 0, i as u32, &t.arguments);
+    }
     w.finish(&mut out, 0, &answer.finish_reason);
     if call.include_usage {
         if let Some(u) = &answer.usage {

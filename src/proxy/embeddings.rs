@@ -56,6 +56,9 @@ pub async fn embed(
     client_model: &str,
 ) -> Result<(Bytes, Option<crate::api::Usage>), GatewayError> {
     let cfg = route.provider.config();
+    if cfg.format == "echo" {
+        return crate::providers::echo::embeddings(obj, client_model);
+    }
     let backend = cfg.backends.first().ok_or_else(|| {
         GatewayError::bad_request(
             "model",

@@ -3,7 +3,8 @@
 //! providers, telemetry) takes and returns plain values and never writes to a client.
 //!
 //! One request: `app` reads the head; `Gateway::handle` routes it by path to an endpoint
-//! family (a file each: `chat`, `responses`, `count_tokens`, `embeddings`, `models`), `admit` checks its
+//! family (a file each: `chat`, `responses`, `count_tokens`, `embeddings`, `models`,
+//! `passthrough` for the OpenAI API's other endpoints), `admit` checks its
 //! key and rate limits; the family parses the body, resolves the model, consults the cache
 //! (`cache`), exchanges with the upstream and answers; then `Gateway::log` charges token
 //! limits, counts metrics and writes the one log line.
@@ -20,6 +21,8 @@ mod count_tokens;
 mod embeddings;
 mod metrics_app;
 mod models;
+mod multipart;
+mod passthrough;
 mod responses;
 
 pub use app::App;
@@ -261,7 +264,8 @@ fn allowed_methods(path: &str) -> &'static str {
     match endpoint(path) {
         Some(Endpoint::Dialect(_))
         | Some(Endpoint::CountTokens(_))
-        | Some(Endpoint::Embeddings) => "POST",
+        | Some(Endpoint::Embeddings)
+        | Some(Endpoint::Api(_)) => "POST",
         Some(Endpoint::StoredResponse) => "GET, DELETE",
         _ => "GET, HEAD",
     }
@@ -276,7 +280,11 @@ enum Endpoint {
     Embeddings,
     /// `/v1/responses/{id}`: a stored response (`GET`, `DELETE`).
     StoredResponse,
+    /// The OpenAI API's other endpoints (completions, moderations, images, audio, rerank).
+    Api(&'static passthrough::Api),
     Models,
+    /// `GET /v1/models/{model}`.
+    Model,
     Health,
     Ready,
     ProvidersHealth,
@@ -299,6 +307,12 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     }
     if stored_response_id(p).is_some() {
         return Some(Endpoint::StoredResponse);
+    }
+    if let Some(api) = passthrough::for_path(p) {
+        return Some(Endpoint::Api(api));
+    }
+    if p.starts_with("/models/") {
+        return Some(Endpoint::Model);
     }
     match p {
         "/embeddings" => Some(Endpoint::Embeddings),
@@ -338,7 +352,8 @@ fn endpoint_label(ep: Endpoint) -> &'static str {
         }
         Endpoint::Embeddings => "embeddings",
         Endpoint::StoredResponse => "responses_stored",
-        Endpoint::Models => "models",
+        Endpoint::Api(api) => api.name,
+        Endpoint::Models | Endpoint::Model => "models",
         Endpoint::Health | Endpoint::Ready | Endpoint::ProvidersHealth => "health",
         Endpoint::Metrics => "metrics",
     }
@@ -410,7 +425,7 @@ impl Gateway {
             Endpoint::StoredResponse => {
                 ctx.dialect = crate::dialects::for_path("/responses");
             }
-            Endpoint::Models => {
+            Endpoint::Models | Endpoint::Model => {
                 ctx.dialect = Some(crate::dialects::for_headers(&session.req_header().headers))
             }
             _ => {}
@@ -421,7 +436,9 @@ impl Gateway {
                 | Endpoint::CountTokens(_)
                 | Endpoint::Embeddings
                 | Endpoint::StoredResponse
+                | Endpoint::Api(_)
                 | Endpoint::Models
+                | Endpoint::Model
         ) {
             admit::admit(self, session, ctx).await?;
         }
@@ -439,6 +456,7 @@ impl Gateway {
                 Ok(())
             }
             Endpoint::Models if is_get => models::list(self, session, ctx).await,
+            Endpoint::Model if is_get => models::retrieve(self, session, ctx, &path).await,
             Endpoint::Ready if is_get => {
                 // Ready while at least one configured upstream provider can take a request;
                 // with none configured (echo only), always.
@@ -502,6 +520,9 @@ impl Gateway {
             }
             Endpoint::Embeddings if method == Method::POST => {
                 embeddings::handle(self, session, ctx).await
+            }
+            Endpoint::Api(api) if method == Method::POST => {
+                passthrough::handle(self, session, ctx, api).await
             }
             _ => Err(GatewayError::method_not_allowed(method.as_str(), &path)),
         }

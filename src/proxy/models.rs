@@ -65,7 +65,8 @@ async fn build(gw: &Gateway) -> Bytes {
     Bytes::from(json!({"object": "list", "data": data}).to_string())
 }
 
-pub async fn list(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+/// The gateway's model list (OpenAI's list object), cached for `GATEWAY_MODELS_CACHE_TTL`.
+async fn listing(gw: &Gateway) -> Bytes {
     let cached = gw
         .models_cache
         .lock()
@@ -80,8 +81,67 @@ pub async fn list(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<
             b
         }
     };
+    body
+}
+
+pub async fn list(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    let body = listing(gw).await;
     let dialect = crate::dialects::for_headers(&session.req_header().headers);
     let body = dialect.model_list(&body);
     respond(session, ctx, 200, "application/json", &[], body).await;
+    Ok(())
+}
+
+/// `GET /v1/models/{model}`: the model object of a model `GET /v1/models` lists (its id may hold
+/// `/`, sent as it is or percent-encoded), else 404 `model_not_found`.
+pub async fn retrieve(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    path: &str,
+) -> Result<(), GatewayError> {
+    let p = path.trim_end_matches('/');
+    let p = p.strip_prefix("/v1").unwrap_or(p);
+    let raw = p.strip_prefix("/models/").unwrap_or_default();
+    let id = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| GatewayError::bad_request("model", "the model id is not UTF-8"))?
+        .into_owned();
+    ctx.model = Some(id.clone());
+    let body = listing(gw).await;
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let found = list
+        .get("data")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|models| {
+            models
+                .iter()
+                .find(|m| m.get("id").and_then(|v| v.as_str()) == Some(id.as_str()))
+        })
+        .cloned();
+    let Some(model) = found else {
+        return Err(GatewayError::model_not_found(format!(
+            "the model '{id}' does not exist: GET /v1/models lists the models the gateway serves"
+        )));
+    };
+    // In the client's shape: the list writer of its dialect, given a list of this one model.
+    let dialect = crate::dialects::for_headers(&session.req_header().headers);
+    let one = Bytes::from(json!({"object": "list", "data": [model]}).to_string());
+    let shaped: serde_json::Value =
+        serde_json::from_slice(&dialect.model_list(&one)).unwrap_or_default();
+    let object = shaped
+        .get("data")
+        .and_then(|d| d.get(0))
+        .cloned()
+        .unwrap_or(model);
+    respond(
+        session,
+        ctx,
+        200,
+        "application/json",
+        &[],
+        Bytes::from(object.to_string()),
+    )
+    .await;
     Ok(())
 }
