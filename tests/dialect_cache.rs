@@ -280,6 +280,58 @@ async fn reasoning_is_stored_and_replayed_as_thinking() {
     assert_eq!(up.calls(), 2);
 }
 
+/// Issue 20, point 4: a chat answer's reasoning is stored with it and replayed, before the
+/// content, as `reasoning_content` (plain) and `delta.reasoning_content` (streamed).
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_reasoning_is_stored_and_replayed_before_the_content() {
+    let claude = Mock::start(anthropic()).await;
+    let up = Mock::start(reasoning_upstream()).await;
+    let gw = gateway(&claude, &up);
+    for stream in [false, true] {
+        let req = json!({"model": "vllm/qwen3-8b", "stream": stream,
+            "messages": [{"role": "user", "content": format!("capital of Italy? chat {stream}")}]});
+        let first = post(&gw, "/v1/chat/completions", &req).await;
+        let second = post(&gw, "/v1/chat/completions", &req).await;
+        assert_eq!(
+            (first.cache.as_str(), second.cache.as_str()),
+            ("MISS", "HIT"),
+            "{}",
+            second.body
+        );
+        if stream {
+            let (mut reasoning, mut content) = (String::new(), String::new());
+            for line in second.body.lines() {
+                let Some(data) = line.strip_prefix("data: ") else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                    continue;
+                };
+                let delta = &v["choices"][0]["delta"];
+                if let Some(r) = delta["reasoning_content"].as_str() {
+                    assert!(
+                        content.is_empty(),
+                        "reasoning after content: {}",
+                        second.body
+                    );
+                    reasoning.push_str(r);
+                }
+                if let Some(c) = delta["content"].as_str() {
+                    content.push_str(c);
+                }
+            }
+            assert_eq!(reasoning, "Italy's capital is Rome.", "{}", second.body);
+            assert_eq!(content, "Rome.", "{}", second.body);
+        } else {
+            let v: Value = serde_json::from_str(&second.body).unwrap();
+            let m = &v["choices"][0]["message"];
+            assert_eq!(m["reasoning_content"], "Italy's capital is Rome.", "{v}");
+            assert_eq!(m["content"], "Rome.", "{v}");
+        }
+    }
+    assert_eq!(up.calls(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_answers_are_stored_and_served() {
     let claude = Mock::start(anthropic()).await;

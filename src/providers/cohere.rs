@@ -256,6 +256,10 @@ pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, Gatew
         }),
         // A model that does not reason already does what `none` asks.
         Some(translate::Effort::None) => None,
+        // An effort another client API mapped from its own setting (Codex's `reasoning.effort`,
+        // Claude Code's thinking budget) is a hint those clients send by default: a model that
+        // cannot reason answers without it rather than refuse the request.
+        Some(_) if call.client_format != "openai" => None,
         Some(_) => {
             return Err(unsupported(
                 NAME,
@@ -1545,5 +1549,13 @@ mod tests {
             (e.status, e.param.as_deref()),
             (400, Some("reasoning_effort"))
         );
+        // Mapped from another client API (Codex's default `reasoning.effort`): answered
+        // without reasoning instead.
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "medium"});
+        let req = ChatRequest::parse(body.to_string().as_bytes()).unwrap();
+        let mut c = call(false, true);
+        c.client_format = "openai-responses";
+        let out: Value = serde_json::from_slice(&encode_request(&req, &c).unwrap()).unwrap();
+        assert!(out.get("thinking").is_none(), "{out}");
     }
 }

@@ -12,7 +12,8 @@
 //! - `GET`/`DELETE /v1/responses/{id}`: the stored response object, or its deletion
 //!   (`{"id","object":"response","deleted":true}`); for a native one, forwarded to the provider
 //!   that made it. Another key's id, an unknown or an expired one: 404 in OpenAI's shape (as
-//!   a `previous_response_id`: OpenAI's 400 `previous_response_not_found`).
+//!   a `previous_response_id` too: 404, code `previous_response_not_found`, naming the field;
+//!   OpenAI itself answers that case with a 400, issue 16 asks for 404 for every unknown id).
 //! - A stored response is written before the answer's last bytes go out, so the client's next
 //!   request finds it; state that cannot be read (Redis unreachable) is a 503, never a hang
 //!   (every state call is bounded).
@@ -151,10 +152,11 @@ pub async fn handle(
     chat::run(gw, session, ctx, dialect, req, &options).await
 }
 
-/// OpenAI answers an unknown `previous_response_id` with a 400 naming the field.
+/// An unknown, expired or another key's `previous_response_id`: 404 naming the field, with
+/// OpenAI's code for it (OpenAI answers 400; issue 16 asks for 404 for every unknown id).
 fn previous_not_found(id: &str) -> GatewayError {
     let mut e = GatewayError::new(
-        400,
+        404,
         "invalid_request_error",
         Some("previous_response_not_found"),
         format!("Previous response with id '{id}' not found."),

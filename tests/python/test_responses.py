@@ -182,7 +182,7 @@ def typed_errors():
     for kwargs, cls, param in [
         ({"model": "nope/model"}, openai.NotFoundError, None),
         ({"model": "anthropic/claude-ratelimited"}, openai.RateLimitError, None),
-        ({"model": VLLM, "previous_response_id": "resp_123"}, openai.BadRequestError, "previous_response_id"),
+        ({"model": VLLM, "previous_response_id": "resp_123"}, openai.NotFoundError, "previous_response_id"),
         # A hosted tool is left out of the offered tools; forcing one cannot be honoured.
         ({"model": VLLM, "tools": [{"type": "web_search_preview"}], "tool_choice": {"type": "web_search_preview"}},
          openai.BadRequestError, "tool_choice.type"),
