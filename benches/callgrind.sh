@@ -11,6 +11,8 @@
 #   API=responses benches/callgrind.sh            # the same conversation to /v1/responses (OpenAI: native)
 #   API=responses NATIVE=off benches/callgrind.sh # ... translated to chat (OPENAI_NATIVE_RESPONSES=off)
 #   API=completions benches/callgrind.sh          # the conversation as one prompt, /v1/completions
+#   BIN=/tmp/old-build benches/callgrind.sh       # another build, to compare in one sitting
+#   CG_OUT=/tmp/cg.out benches/callgrind.sh       # keep callgrind's file (callgrind_annotate)
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -35,7 +37,9 @@ GW_PORT=${GW_PORT:-18193}
 for tool in valgrind callgrind_annotate callgrind_control nginx python3 curl; do
   command -v "$tool" >/dev/null || { echo "missing $tool (Debian: apt-get install -y valgrind nginx-light)" >&2; exit 1; }
 done
-[ -x target/release/ai-gateway ] || cargo build --release --bin ai-gateway
+# BIN: another build to compare in the same sitting (default: this tree's release build).
+BIN=${BIN:-target/release/ai-gateway}
+[ "$BIN" != target/release/ai-gateway ] || [ -x "$BIN" ] || cargo build --release --bin ai-gateway
 
 WORK=$(mktemp -d)
 GW=
@@ -79,7 +83,7 @@ env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \
   OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT" OPENAI_API_KEY=sk-upstream OPENAI_NATIVE_RESPONSES="$NATIVE" \
   ANTHROPIC_BASE_URL="http://127.0.0.1:$MOCK_PORT" ANTHROPIC_API_KEY=sk-ant-upstream \
   valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no \
-  target/release/ai-gateway > "$WORK/gw.log" 2>&1 &
+  "$BIN" > "$WORK/gw.log" 2>&1 &
 GW=$!
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
 
@@ -104,6 +108,8 @@ send "$N"
 callgrind_control -i off "$GW" >/dev/null
 kill "$GW"; wait "$GW" 2>/dev/null || true; GW=
 
+# CG_OUT: keep callgrind's output there, for callgrind_annotate.
+[ -z "${CG_OUT:-}" ] || cp "$WORK/cg.out" "$CG_OUT"
 echo "api=$API model=$MODEL cache=$CACHE native_responses=$NATIVE requests=$N (instructions per request, inclusive)"
 callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/dev/null | awk -v n="$N" '
   # A function can be listed more than once (inlined code from other files, or its own file

@@ -25,6 +25,10 @@ impl SseEvent {
     }
 }
 
+/// The largest stream event the gateway holds (an upstream's event still without its end):
+/// 8 MiB, room for a large image in base64.
+pub const MAX_EVENT_BYTES: usize = 8 << 20;
+
 /// Splits a byte stream into SSE events.
 #[derive(Debug, Default)]
 pub struct SseFramer {

@@ -221,30 +221,48 @@ async fn entries_expire_after_their_ttl() {
         .contains("X-Cache-TTL"));
 }
 
+/// Eight answers stored, then asked again: how many are hits.
+async fn hits_after_refill(mock: &Mock, var: &str, max: &str) -> usize {
+    let gw = memory(mock, &[(var, max)]);
+    for i in 0..8 {
+        assert_eq!(
+            post(&gw, &chat(&format!("q{i}")), &[]).await.cache(),
+            "MISS"
+        );
+    }
+    let mut hits = 0;
+    for i in 0..8 {
+        if post(&gw, &chat(&format!("q{i}")), &[]).await.cache() == "HIT" {
+            hits += 1;
+        }
+    }
+    hits
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_bytes_is_honoured() {
+    // Answers of 40 KB: 100 KB holds two of them at most.
+    let big: &'static str = Box::leak("x".repeat(40_000).into_boxed_str());
+    let mock = Mock::start(openai_handler(big)).await;
+    let small = hits_after_refill(&mock, "GATEWAY_CACHE_MAX_BYTES", "100000").await;
+    assert!(small <= 2, "{small} hits with room for 100 KB");
+    assert_eq!(
+        hits_after_refill(&mock, "GATEWAY_CACHE_MAX_BYTES", "10m").await,
+        8
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn max_size_is_honoured() {
-    async fn hits_after_refill(mock: &Mock, max: &str) -> usize {
-        let gw = memory(mock, &[("GATEWAY_CACHE_MAX_SIZE", max)]);
-        for i in 0..8 {
-            assert_eq!(
-                post(&gw, &chat(&format!("q{i}")), &[]).await.cache(),
-                "MISS"
-            );
-        }
-        let mut hits = 0;
-        for i in 0..8 {
-            if post(&gw, &chat(&format!("q{i}")), &[]).await.cache() == "HIT" {
-                hits += 1;
-            }
-        }
-        hits
-    }
     let mock = Mock::start(openai_handler("x")).await;
-    let small = hits_after_refill(&mock, "3").await;
+    let small = hits_after_refill(&mock, "GATEWAY_CACHE_MAX_SIZE", "3").await;
     assert!(small <= 3, "{small} hits with room for 3 entries");
     // The same sequence with room for all of them hits every time: the bound is what
     // limited the first run.
-    assert_eq!(hits_after_refill(&mock, "100").await, 8);
+    assert_eq!(
+        hits_after_refill(&mock, "GATEWAY_CACHE_MAX_SIZE", "100").await,
+        8
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -465,3 +465,55 @@ async fn an_error_event_after_an_unterminated_event_starts_on_its_own_line() {
     let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
     assert!(v["error"]["message"].is_string(), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endless_stream_event_is_cut_at_its_cap() {
+    // After one good event, `data:` and 9 MiB without a line end, sent in 64 KiB pieces.
+    let handler: Handler = Arc::new(|r: &Recorded| {
+        let first = r.json()["messages"][0]["content"] != "straight away";
+        let mut events = Vec::new();
+        if first {
+            events.push("data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n".to_string());
+        }
+        events.push("data: \"".to_string());
+        events.extend(std::iter::repeat_n("x".repeat(64 << 10), 9 * 16));
+        sse_response(events, Duration::ZERO, None)
+    });
+    let mock = Mock::start(handler).await;
+    let url = mock.url();
+    let gw = Gateway::start(&[("OPENAI_BASE_URL", &url), ("OPENAI_API_KEY", OPENAI_KEY)]);
+    let started = Instant::now();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "hi", true))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap_or_default();
+    assert!(
+        text.len() < 1 << 20,
+        "{} bytes reached the client",
+        text.len()
+    );
+    assert!(text.contains("\"Hi\""), "{text}");
+    let last = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|e| e.starts_with("data:"))
+        .last()
+        .expect("events");
+    let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
+    assert_eq!(v["error"]["code"], "stream_event_too_large", "{v}");
+    // Before any byte went out: an error answer in the client's shape.
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "straight away", true))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "stream_event_too_large", "{v}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

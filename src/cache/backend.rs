@@ -73,16 +73,27 @@ struct Vector {
     expires: Instant,
 }
 
+/// What an entry costs beside its answer's bytes (its structs, key and moka's node).
+const ENTRY_OVERHEAD: usize = 256;
+
 pub struct Memory {
     entries: Moka<Key, MemEntry>,
     contexts: Moka<Key, Arc<Mutex<VecDeque<Vector>>>>,
 }
 
 impl Memory {
-    pub fn new(max_entries: u64, ttl: Duration) -> Self {
+    /// At most `max_entries` entries and `max_bytes` bytes of them: moka weighs each entry, its
+    /// bytes plus `max_bytes / max_entries`, against `max_bytes`, so neither bound is passed
+    /// (many small entries are bounded by their count, a few large ones by their bytes).
+    pub fn new(max_entries: u64, max_bytes: u64, ttl: Duration) -> Self {
+        let floor = max_bytes / max_entries.max(1);
         Memory {
             entries: Moka::builder()
-                .max_capacity(max_entries)
+                .max_capacity(max_bytes)
+                .weigher(move |_k: &Key, v: &MemEntry| {
+                    let bytes = (v.entry.size() + v.entry.provider.len() + ENTRY_OVERHEAD) as u64;
+                    u32::try_from(bytes.saturating_add(floor)).unwrap_or(u32::MAX)
+                })
                 .expire_after(OwnTtl)
                 .build(),
             contexts: Moka::builder()
@@ -183,12 +194,12 @@ mod tests {
 
     #[tokio::test]
     async fn bounded_and_expiring() {
-        let m = Memory::new(3, Duration::from_secs(60));
+        let m = Memory::new(3, 1 << 30, Duration::from_secs(60));
         for i in 0..20 {
             m.put(&key(i), entry("x"), Duration::from_secs(60)).await;
             assert!(m.len() <= 3, "after {i}: {}", m.len());
         }
-        let m = Memory::new(10, Duration::from_secs(60));
+        let m = Memory::new(10, 1 << 30, Duration::from_secs(60));
         m.put(&key(1), entry("short"), Duration::from_millis(50))
             .await;
         m.put(&key(2), entry("long"), Duration::from_secs(60)).await;
@@ -201,8 +212,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bounded_in_bytes() {
+        // Room for 100 entries but 200 KB: answers of 30 KB fit six at a time at most.
+        let m = Memory::new(100, 200_000, Duration::from_secs(60));
+        let big = "x".repeat(30_000);
+        for i in 0..20 {
+            m.put(&key(i), entry(&big), Duration::from_secs(60)).await;
+            assert!(m.len() <= 6, "after {i}: {} entries", m.len());
+            assert!(m.entries.weighted_size() <= 200_000);
+        }
+        assert!(!m.is_empty());
+        // Small answers are bounded by their count.
+        let m = Memory::new(5, 1 << 30, Duration::from_secs(60));
+        for i in 0..20 {
+            m.put(&key(i), entry("x"), Duration::from_secs(60)).await;
+            assert!(m.len() <= 5, "after {i}: {} entries", m.len());
+        }
+    }
+
+    #[tokio::test]
     async fn vectors_per_context_are_capped() {
-        let m = Memory::new(10, Duration::from_secs(60));
+        let m = Memory::new(10, 1 << 30, Duration::from_secs(60));
         let ctx = key(200);
         for i in 0..(MAX_VECTORS_PER_CONTEXT + 10) {
             let k = Key([

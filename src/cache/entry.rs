@@ -27,7 +27,8 @@ impl Entry {
             && self.size() <= MAX_ENTRY_BYTES
     }
 
-    fn size(&self) -> usize {
+    /// The bytes of its answer (text, reasoning, tool calls).
+    pub fn size(&self) -> usize {
         self.answer.content.as_ref().map_or(0, String::len)
             + self.answer.reasoning.as_ref().map_or(0, String::len)
             + self

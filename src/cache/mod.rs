@@ -80,7 +80,7 @@ impl Cache {
     pub fn new(c: &CacheConfig) -> Cache {
         let backend: Option<Arc<dyn Backend>> = match c.backend {
             BackendKind::Off => None,
-            BackendKind::Memory => Some(Arc::new(Memory::new(c.max_size, c.ttl))),
+            BackendKind::Memory => Some(Arc::new(Memory::new(c.max_size, c.max_bytes, c.ttl))),
             BackendKind::Redis => {
                 match c
                     .redis_url

@@ -35,6 +35,8 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// Most entries the memory backend holds.
     pub max_size: u64,
+    /// Most bytes of answers the memory backend holds.
+    pub max_bytes: u64,
     pub scope: Scope,
     /// May carry a password: printed as `***`.
     pub redis_url: Option<Secret>,
@@ -51,10 +53,11 @@ impl CacheConfig {
     /// One line for `--check-config`.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "backend={:?} ttl={}s max_size={} scope={:?}",
+            "backend={:?} ttl={}s max_size={} max_bytes={} scope={:?}",
             self.backend,
             self.ttl.as_secs(),
             self.max_size,
+            self.max_bytes,
             self.scope
         );
         if self.backend == BackendKind::Redis {
@@ -72,6 +75,8 @@ impl CacheConfig {
 
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_SIZE: u64 = 10_000;
+/// 256 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_PREFIX: &str = "aigw:cache:";
 pub const DEFAULT_THRESHOLD: f32 = 0.95;
 
@@ -97,6 +102,11 @@ pub(super) fn read(r: &mut Reader) -> CacheConfig {
             Ok(n) if n >= 1 => Ok(n),
             _ => Err("expected a number of entries >= 1".into()),
         }
+    });
+    let max_bytes = r.parse(vars::CACHE_MAX_BYTES, DEFAULT_MAX_BYTES, |v| {
+        parse_bytes(v)
+            .filter(|n| *n >= 1024)
+            .ok_or_else(|| "expected a number of bytes >= 1024 (268435456, 512k, 256m, 2g)".into())
     });
     let scope = r.parse(vars::CACHE_SCOPE, Scope::Global, |v| {
         match v.to_ascii_lowercase().as_str() {
@@ -173,11 +183,29 @@ pub(super) fn read(r: &mut Reader) -> CacheConfig {
         backend,
         ttl,
         max_size,
+        max_bytes,
         scope,
         redis_url: redis_url.map(Secret::new),
         prefix,
         semantic,
     }
+}
+
+/// A byte count: digits, optionally followed by `k`, `m` or `g` (powers of 1024).
+fn parse_bytes(v: &str) -> Option<u64> {
+    let v = v.trim().to_ascii_lowercase();
+    let (digits, unit) = match v.strip_suffix(['k', 'm', 'g']) {
+        Some(d) => (d, &v[d.len()..]),
+        None => (v.as_str(), ""),
+    };
+    let n: u64 = digits.trim().parse().ok()?;
+    let shift = match unit {
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => 0,
+    };
+    n.checked_mul(1 << shift)
 }
 
 #[cfg(test)]
@@ -191,6 +219,7 @@ mod tests {
         assert_eq!(c.backend, BackendKind::Memory);
         assert_eq!(c.ttl, Duration::from_secs(300));
         assert_eq!(c.max_size, 10_000);
+        assert_eq!(c.max_bytes, 256 * 1024 * 1024);
         assert_eq!(c.scope, Scope::Global);
         assert!(c.semantic.is_none());
     }
@@ -202,6 +231,7 @@ mod tests {
             ("GATEWAY_REDIS_URL", "redis://:pw-secret@127.0.0.1:6379/2"),
             ("GATEWAY_CACHE_TTL", "2m"),
             ("GATEWAY_CACHE_SCOPE", "key"),
+            ("GATEWAY_CACHE_MAX_BYTES", "64m"),
             ("GATEWAY_SEMANTIC_CACHE", "on"),
             (
                 "GATEWAY_SEMANTIC_CACHE_MODEL",
@@ -214,6 +244,7 @@ mod tests {
         assert_eq!(cc.backend, BackendKind::Redis);
         assert_eq!(cc.ttl, Duration::from_secs(120));
         assert_eq!(cc.scope, Scope::Key);
+        assert_eq!(cc.max_bytes, 64 << 20);
         let s = cc.semantic.as_ref().unwrap();
         assert_eq!(s.threshold, 0.9);
         assert!(!format!("{c:?}").contains("pw-secret"));
@@ -226,6 +257,7 @@ mod tests {
             ("GATEWAY_CACHE_BACKEND", "disk"),
             ("GATEWAY_CACHE_TTL", "1.5s"),
             ("GATEWAY_CACHE_MAX_SIZE", "0"),
+            ("GATEWAY_CACHE_MAX_BYTES", "lots"),
             ("GATEWAY_CACHE_SCOPE", "tenant"),
             ("GATEWAY_REDIS_URL", "http://:pw-secret@host"),
             ("GATEWAY_SEMANTIC_CACHE_THRESHOLD", "1.5"),
@@ -236,6 +268,7 @@ mod tests {
             "GATEWAY_CACHE_BACKEND",
             "GATEWAY_CACHE_TTL",
             "GATEWAY_CACHE_MAX_SIZE",
+            "GATEWAY_CACHE_MAX_BYTES",
             "GATEWAY_CACHE_SCOPE",
             "GATEWAY_REDIS_URL",
             "GATEWAY_SEMANTIC_CACHE_THRESHOLD",

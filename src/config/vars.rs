@@ -25,6 +25,7 @@ pub const H2C: &str = "GATEWAY_H2C";
 pub const CACHE_BACKEND: &str = "GATEWAY_CACHE_BACKEND";
 pub const CACHE_TTL: &str = "GATEWAY_CACHE_TTL";
 pub const CACHE_MAX_SIZE: &str = "GATEWAY_CACHE_MAX_SIZE";
+pub const CACHE_MAX_BYTES: &str = "GATEWAY_CACHE_MAX_BYTES";
 pub const CACHE_SCOPE: &str = "GATEWAY_CACHE_SCOPE";
 pub const CACHE_PREFIX: &str = "GATEWAY_CACHE_PREFIX";
 pub const SEMANTIC_CACHE: &str = "GATEWAY_SEMANTIC_CACHE";
@@ -126,6 +127,7 @@ pub const ALL: &[&str] = &[
     CACHE_BACKEND,
     CACHE_TTL,
     CACHE_MAX_SIZE,
+    CACHE_MAX_BYTES,
     CACHE_SCOPE,
     CACHE_PREFIX,
     SEMANTIC_CACHE,

@@ -8,8 +8,11 @@
 //! `<base URL>/messages`, and answers them itself; likewise Responses clients on
 //! `<base URL>/responses` for OpenAI itself and hosts with `<PROVIDER>_NATIVE_RESPONSES=on`.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::api::{Answer, ChatRequest, ToolCall, Usage};
@@ -98,21 +101,28 @@ pub fn usage_of(body: &[u8]) -> Option<Usage> {
             return v.get("usage").and_then(Usage::from_value);
         }
     };
-    let p = u.prompt_tokens.unwrap_or(0);
-    let c = u.completion_tokens.unwrap_or(0);
-    Some(Usage {
-        reasoning_tokens: u
-            .completion_tokens_details
-            .and_then(|d| d.reasoning_tokens)
-            .unwrap_or(0),
-        prompt_tokens: p,
-        completion_tokens: c,
-        total_tokens: u.total_tokens.unwrap_or(p + c),
-        cached_tokens: u
-            .prompt_tokens_details
-            .and_then(|d| d.cached_tokens)
-            .unwrap_or(0),
-    })
+    Some(u.into_usage())
+}
+
+impl UsageWire {
+    fn into_usage(self) -> Usage {
+        let u = self;
+        let p = u.prompt_tokens.unwrap_or(0);
+        let c = u.completion_tokens.unwrap_or(0);
+        Usage {
+            reasoning_tokens: u
+                .completion_tokens_details
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+            prompt_tokens: p,
+            completion_tokens: c,
+            total_tokens: u.total_tokens.unwrap_or(p + c),
+            cached_tokens: u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+        }
+    }
 }
 
 impl Provider for OpenAiCompatible {
@@ -479,6 +489,133 @@ pub fn openai_error(status: u16, body: &[u8]) -> GatewayError {
 
 /// A `chat.completion` body decoded into canonical answers, written by the client's dialect.
 fn decode_completion(
+    body: &[u8],
+    call: &CallInfo,
+    w: &dyn AnswerWriter,
+    provider: &str,
+) -> Result<Translated, GatewayError> {
+    // Typed and borrowed, without a JSON tree; an answer of other shapes than OpenAI's (a
+    // host's extra types) is read through the tree.
+    if let Ok(c) = serde_json::from_slice::<CompletionWire>(body) {
+        if let Some(choices) = c.choices {
+            let answers: Vec<Answer> = choices.into_iter().map(WireChoice::into_answer).collect();
+            let usage = c.usage.map(UsageWire::into_usage);
+            let id = c.id.as_deref().unwrap_or("");
+            let created = c.created.unwrap_or_else(crate::api::unix_now);
+            let body = w.answer_body(id, created, &call.client_model, &answers, usage.as_ref());
+            return Ok(Translated { body, usage });
+        }
+    }
+    decode_completion_tree(body, call, w, provider)
+}
+
+/// An OpenAI chat completion, the fields a translation reads.
+#[derive(Deserialize)]
+struct CompletionWire<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    created: Option<u64>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<WireChoice<'a>>>,
+    #[serde(default)]
+    usage: Option<UsageWire>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice<'a> {
+    #[serde(default, borrow)]
+    message: Option<WireMessage<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    stop_reason: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    matched_stop: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    reasoning: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<WireToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    function: Option<WireFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+/// A JSON value (as sent) that is a string, decoded.
+fn string_of(v: Option<&RawValue>) -> Option<String> {
+    v.map(RawValue::get)
+        .filter(|s| s.starts_with('"'))
+        .and_then(|s| serde_json::from_str(s).ok())
+}
+
+impl WireChoice<'_> {
+    fn into_answer(self) -> Answer {
+        let finish_reason = self
+            .finish_reason
+            .map_or("stop".to_string(), Cow::into_owned);
+        let stop_sequence = if finish_reason == "stop" {
+            string_of(self.stop_reason).or_else(|| string_of(self.matched_stop))
+        } else {
+            None
+        };
+        let (content, tool_calls, reasoning) = match self.message {
+            None => (None, Vec::new(), None),
+            Some(m) => (
+                m.content.map(Cow::into_owned),
+                m.tool_calls
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| {
+                        let (name, arguments) =
+                            t.function.map_or((None, None), |f| (f.name, f.arguments));
+                        ToolCall {
+                            id: t.id.map(Cow::into_owned).unwrap_or_default(),
+                            name: name.map(Cow::into_owned).unwrap_or_default(),
+                            arguments: arguments.map(Cow::into_owned).unwrap_or_default(),
+                        }
+                    })
+                    .collect(),
+                // The first of the two that is a string, when it is not empty.
+                string_of(m.reasoning_content)
+                    .or_else(|| string_of(m.reasoning))
+                    .filter(|r| !r.is_empty()),
+            ),
+        };
+        Answer {
+            reasoning,
+            stop_sequence,
+            content,
+            tool_calls,
+            finish_reason,
+            usage: None,
+        }
+    }
+}
+
+/// [`decode_completion`] through a JSON tree: any value of another type than OpenAI's is
+/// read as absent.
+fn decode_completion_tree(
     body: &[u8],
     call: &CallInfo,
     w: &dyn AnswerWriter,

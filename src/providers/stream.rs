@@ -71,6 +71,13 @@ impl<D: EventDecoder> StreamTranslator for SseDriver<D> {
                 failed => return failed,
             }
         }
+        // One event without its end can only grow: past the cap, the stream is ended (with
+        // the client's error event) and the held bytes dropped.
+        if self.framer.pending() > crate::sse::MAX_EVENT_BYTES {
+            self.done = true;
+            self.framer = SseFramer::new();
+            return StreamStatus::Failed(crate::providers::translate::event_too_large());
+        }
         StreamStatus::Continue
     }
 

@@ -1073,6 +1073,20 @@ pub fn is_unreadable(e: &GatewayError) -> bool {
 }
 
 /// A stream that ended before its format's terminal event.
+/// An upstream stream event that grew past [`crate::sse::MAX_EVENT_BYTES`] without ending.
+pub fn event_too_large() -> GatewayError {
+    GatewayError::new(
+        502,
+        "upstream_error",
+        Some("stream_event_too_large"),
+        format!(
+            "the upstream sent a stream event larger than {} MiB; the stream was ended",
+            crate::sse::MAX_EVENT_BYTES >> 20
+        ),
+    )
+    .with_label("stream_event_too_large")
+}
+
 pub fn truncated(provider: &str, what: &str) -> GatewayError {
     GatewayError::new(
         502,

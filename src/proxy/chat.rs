@@ -357,17 +357,28 @@ async fn attempt(
             }
         };
         resp.release().await;
-        let answers = dialect.answers_for(req);
-        let recorder = cache::answer_recorder(ctx, call, &*answers);
+        // Secrets an upstream echoed never reach the client (nor the cache): cut out of the
+        // upstream's own bytes, before a translation adds the gateway's (a Responses answer
+        // echoes the request's settings: three times the bytes to scan).
+        let body = crate::redact::body(body);
+        // A pass-through writes no answer: its writer is the plain one, so a deferred
+        // request is never translated for it.
+        let for_req;
+        let answers: &dyn AnswerWriter = if call.passthrough {
+            dialect.answers()
+        } else {
+            for_req = dialect.answers_for(req);
+            &*for_req
+        };
+        let recorder = cache::answer_recorder(ctx, call, answers);
         let writer = match &recorder {
             Some(r) => r as &dyn AnswerWriter,
-            None => &*answers,
+            None => answers,
         };
         match route.provider.chat_response(body, call, writer) {
             Ok(t) => {
                 ctx.usage = t.usage;
-                // Secrets an upstream echoed never reach the client (nor the cache).
-                let body = crate::redact::body(t.body);
+                let body = t.body;
                 cache::record_plain(ctx, call, &body, recorder);
                 cache::store_complete(gw, ctx).await;
                 super::responses::complete(gw, ctx, Some(&body)).await;
