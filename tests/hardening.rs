@@ -517,3 +517,96 @@ async fn an_endless_stream_event_is_cut_at_its_cap() {
     assert_eq!(v["error"]["code"], "stream_event_too_large", "{v}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickling_upstream_is_cut_at_the_request_timeout() {
+    // An event every 200 ms for 20 s: each read is quick, the whole never ends in time.
+    let handler: Handler = Arc::new(|_: &Recorded| {
+        let event = "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n";
+        sse_response(
+            vec![event.to_string(); 100],
+            Duration::from_millis(200),
+            None,
+        )
+    });
+    let mock = Mock::start(handler).await;
+    let url = mock.url();
+    let gw = Gateway::start(&[
+        ("OPENAI_BASE_URL", &url),
+        ("OPENAI_API_KEY", OPENAI_KEY),
+        ("ANTHROPIC_BASE_URL", &url),
+        ("GATEWAY_REQUEST_TIMEOUT", "1s"),
+    ]);
+    // A stream under way ends with an error event of its own code.
+    let started = Instant::now();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "hi", true))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap_or_default();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert!(text.contains("\"a\""), "{text}");
+    let last = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|e| e.starts_with("data:"))
+        .last()
+        .expect("events");
+    let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
+    assert_eq!(v["error"]["code"], "request_timeout", "{v}");
+    // Before any byte: a 504 in the client's shape (the upstream's body never completes).
+    let started = Instant::now();
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "hi", false))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], "request_timeout", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("GATEWAY_REQUEST_TIMEOUT"),
+        "{v}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(gw.logs().contains("timeout"), "{}", gw.logs());
+}
+
+#[test]
+fn a_trickled_request_body_is_cut_off_at_the_body_timeout() {
+    use std::io::Write;
+    let gw = Gateway::start(&[("GATEWAY_BODY_TIMEOUT", "1s")]);
+    let mut s = connect(&gw);
+    let t = Instant::now();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+    )
+    .expect("write");
+    // One byte every 200 ms: each read is quick, the body never completes (bounded at 8 s).
+    let mut got = String::new();
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(200));
+        if s.write_all(b" ").is_err() {
+            break;
+        }
+        let (g, closed) = read_until_closed(&mut s, Duration::from_millis(10));
+        got.push_str(&g);
+        if closed || got.contains("\r\n\r\n{") {
+            break;
+        }
+    }
+    let (rest, _) = read_until_closed(&mut s, Duration::from_secs(1));
+    got.push_str(&rest);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("request_body_timeout"), "{got}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}

@@ -94,6 +94,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Longest a kept-alive connection may stay idle (and then send its next head).
     pub keepalive_timeout: Duration,
+    /// Longest a whole request may take, its answer included (`None`: no bound).
+    pub request_timeout: Option<Duration>,
+    /// Longest a client may take to send a request's body.
+    pub body_timeout: Duration,
     pub models_cache_ttl: Duration,
     pub echo_chunk_delay: Duration,
     pub anthropic_max_tokens: u32,
@@ -288,6 +292,18 @@ impl Config {
         let shutdown_grace = r.duration(vars::SHUTDOWN_GRACE, Duration::from_secs(30));
         let header_timeout = r.duration(vars::HEADER_TIMEOUT, Duration::from_secs(30));
         let keepalive_timeout = r.duration(vars::KEEPALIVE_TIMEOUT, Duration::from_secs(60));
+        let body_timeout = r.parse(vars::BODY_TIMEOUT, Duration::from_secs(60), |v| {
+            parse_duration(v).and_then(|d| {
+                if d < Duration::from_millis(100) {
+                    Err("use at least 100ms".into())
+                } else {
+                    Ok(d)
+                }
+            })
+        });
+        let request_timeout = r.parse(vars::REQUEST_TIMEOUT, None, |v| {
+            parse_duration_or_off(v).map(|d| d.filter(|d| !d.is_zero()))
+        });
         let models_cache_ttl = r.duration(vars::MODELS_CACHE_TTL, Duration::from_secs(60));
         let echo_chunk_delay = Duration::from_millis(r.number(vars::ECHO_CHUNK_DELAY_MS, 0u64));
         let anthropic_max_tokens = r.parse(vars::ANTHROPIC_MAX_TOKENS, 4096u32, |v| {
@@ -361,6 +377,8 @@ impl Config {
             shutdown_grace,
             header_timeout,
             keepalive_timeout,
+            request_timeout,
+            body_timeout,
             models_cache_ttl,
             echo_chunk_delay,
             anthropic_max_tokens,
@@ -408,13 +426,16 @@ impl Config {
         );
         let _ = writeln!(
             s,
-            "timeouts         connect={:?} first_byte={:?} idle={:?} shutdown_grace={:?} header={:?} keepalive={:?}",
+            "timeouts         connect={:?} first_byte={:?} idle={:?} shutdown_grace={:?} header={:?} keepalive={:?} body={:?} request={}",
             self.connect_timeout,
             self.first_byte_timeout,
             self.idle_timeout,
             self.shutdown_grace,
             self.header_timeout,
-            self.keepalive_timeout
+            self.keepalive_timeout,
+            self.body_timeout,
+            self.request_timeout
+                .map_or("off".to_string(), |d| format!("{d:?}"))
         );
         let _ = writeln!(
             s,

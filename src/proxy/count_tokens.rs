@@ -19,7 +19,7 @@ pub async fn handle(
     ctx: &mut Ctx,
     dialect: &'static dyn Dialect,
 ) -> Result<(), GatewayError> {
-    let body = read_body(session, gw.config.max_body_bytes).await?;
+    let body = read_body(session, gw.config.max_body_bytes, gw.config.body_timeout).await?;
     let req = dialect.parse(&body, false)?;
     ctx.model = Some(req.model.clone());
     let route = gw.router.resolve(&req.model)?;

@@ -19,7 +19,7 @@ pub async fn handle(
     session: &mut Session,
     ctx: &mut Ctx,
 ) -> Result<(), GatewayError> {
-    let body = read_body(session, gw.config.max_body_bytes).await?;
+    let body = read_body(session, gw.config.max_body_bytes, gw.config.body_timeout).await?;
     let obj = parse_object(&body)?;
     let model = required_model(&obj)?;
     match obj.get("input") {

@@ -176,6 +176,38 @@ fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|c| c.is_ascii_graphic())
 }
 
+/// `GATEWAY_REQUEST_TIMEOUT` ran out (the request's work, the upstream exchange with it, has
+/// been dropped): a 504 in the client's shape when nothing was sent yet; a stream under way ends
+/// with the client's error event. The connection is not kept (a write may have been cut).
+async fn request_timed_out(session: &mut Session, ctx: &mut Ctx, limit: Duration) {
+    let mut err = GatewayError::gateway_timeout(format!(
+        "the request took longer than the gateway allows (GATEWAY_REQUEST_TIMEOUT={}s)",
+        limit.as_secs_f64()
+    ));
+    err.code = Some("request_timeout".into());
+    err.label = "request_timeout";
+    session.set_keepalive(None);
+    ctx.error = Some(err.message.clone());
+    if !ctx.responded {
+        respond_error(session, ctx, &err).await;
+    } else if ctx.stream {
+        let event = match ctx.dialect {
+            Some(d) => d.error_event(&err),
+            None => crate::dialects::openai_chat::OpenAiChat.error_event(&err),
+        };
+        // Blank lines first: the last event sent may not have ended.
+        let mut out = bytes::BytesMut::with_capacity(event.len() + 2);
+        out.extend_from_slice(b"\n\n");
+        out.extend_from_slice(&event);
+        ctx.bytes += out.len();
+        let _ = session.write_response_body(out.freeze(), true).await;
+    }
+    ctx.outcome = "timeout";
+    if let Some(p) = ctx.provider.as_deref() {
+        crate::metrics::upstream_error(p, err.label);
+    }
+}
+
 /// Writes a complete response with the gateway's standard headers.
 pub async fn respond(
     session: &mut Session,
@@ -360,7 +392,33 @@ fn endpoint_label(ep: Endpoint) -> &'static str {
 }
 
 /// Reads the whole request body, up to `limit` bytes (413 above it).
-pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+/// Reads the whole request body, at most `limit` bytes, within `deadline`
+/// (`GATEWAY_BODY_TIMEOUT`: a body trickled a byte at a time cannot hold the request for ever).
+pub async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    deadline: Duration,
+) -> Result<Bytes, GatewayError> {
+    match tokio::time::timeout(deadline, read_body_unbounded(session, limit)).await {
+        Ok(r) => r,
+        Err(_) => {
+            // The rest of the body is never read: the connection cannot carry another request.
+            session.set_keepalive(None);
+            Err(GatewayError::new(
+                408,
+                "invalid_request_error",
+                Some("request_body_timeout"),
+                format!(
+                    "the request body did not arrive within {}s (GATEWAY_BODY_TIMEOUT)",
+                    deadline.as_secs_f64()
+                ),
+            )
+            .with_label("body_timeout"))
+        }
+    }
+}
+
+async fn read_body_unbounded(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let too_large = || {
         GatewayError::new(
             413,
@@ -570,7 +628,14 @@ impl Gateway {
             }
             _ => format!("req_{}", random_token(24)),
         };
-        if let Err(e) = self.route(session, ctx).await {
+        let routed = match self.config.request_timeout {
+            None => self.route(session, ctx).await,
+            Some(limit) => match tokio::time::timeout(limit, self.route(session, ctx)).await {
+                Ok(r) => r,
+                Err(_) => return request_timed_out(session, ctx, limit).await,
+            },
+        };
+        if let Err(e) = routed {
             if !ctx.responded {
                 respond_error(session, ctx, &e).await;
             }

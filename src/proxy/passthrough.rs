@@ -190,8 +190,12 @@ impl Request {
 /// Reads the whole body, up to `limit` bytes. Over the limit, the rest is read and dropped
 /// (up to a bound, for a while) before the 413 goes out: a client still sending its upload
 /// would otherwise see the connection reset instead of the answer.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
-    match super::read_body(session, limit).await {
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<Bytes, GatewayError> {
+    match super::read_body(session, limit, deadline).await {
         Err(e) if e.status == 413 => {
             let drain = async {
                 let mut seen = 0usize;
@@ -358,7 +362,7 @@ pub async fn handle(
     ctx: &mut Ctx,
     api: &'static Api,
 ) -> Result<(), GatewayError> {
-    let body = read_body(session, gw.config.max_body_bytes).await?;
+    let body = read_body(session, gw.config.max_body_bytes, gw.config.body_timeout).await?;
     let content_type = session
         .req_header()
         .headers

@@ -108,7 +108,7 @@ pub async fn handle(
     ctx: &mut Ctx,
     dialect: &'static dyn Dialect,
 ) -> Result<(), GatewayError> {
-    let mut body = read_body(session, gw.config.max_body_bytes).await?;
+    let mut body = read_body(session, gw.config.max_body_bytes, gw.config.body_timeout).await?;
     let mut head = responses_head::read(&body);
     let mut options = Options::default();
     if let Some(mut h) = head.clone() {
