@@ -154,10 +154,10 @@ impl GatewayError {
             status,
             // Upstreams echo keys (OpenAI's 401 names the key it was given): cut them out
             // before the message reaches a client, a log line or a metric.
-            message: match crate::redact::text(&message) {
+            message: capped(match crate::redact::text(&message) {
                 std::borrow::Cow::Borrowed(_) => message,
                 std::borrow::Cow::Owned(m) => m,
-            },
+            }),
             kind,
             param: None,
             code: code.map(|c| crate::redact::text(&c).into_owned()),
@@ -266,6 +266,25 @@ impl std::fmt::Display for GatewayError {
 }
 
 /// Label for an upstream error status.
+/// The most of an upstream's own words an error quotes (a host that answers with a page of
+/// HTML or binary garbage is not repeated whole).
+pub const MAX_QUOTED: usize = 1024;
+
+/// `message` cut to [`MAX_QUOTED`] bytes (at a character boundary), saying how much was left out.
+pub fn capped(mut message: String) -> String {
+    if message.len() <= MAX_QUOTED {
+        return message;
+    }
+    let mut end = MAX_QUOTED;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!("... ({cut} more bytes not shown)"));
+    message
+}
+
 pub fn label_for_status(status: u16) -> &'static str {
     match status {
         400 => "bad_request",

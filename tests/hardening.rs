@@ -610,3 +610,46 @@ fn a_trickled_request_body_is_cut_off_at_the_body_timeout() {
     assert!(got.contains("request_body_timeout"), "{got}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn garbage_from_an_upstream_is_never_passed_on_as_an_answer_nor_quoted_whole() {
+    // `binary`: a 200 application/json whose body is not JSON; `page`: a 503 with 14 KB of text.
+    let handler: Handler = Arc::new(|r: &Recorded| {
+        let what = r.json()["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let (status, body): (u16, Vec<u8>) = match what.as_str() {
+            "binary" => (200, (0..4096u32).map(|i| (i * 7 % 256) as u8).collect()),
+            _ => (503, "<html>oops ".repeat(1300).into_bytes()),
+        };
+        let mut resp = axum::response::Response::new(axum::body::Body::from(body));
+        *resp.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+        resp.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        resp
+    });
+    let mock = Mock::start(handler).await;
+    let url = mock.url();
+    let gw = Gateway::start(&[("OPENAI_BASE_URL", &url), ("OPENAI_API_KEY", OPENAI_KEY)]);
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "binary", false))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.expect("an error in OpenAI's shape");
+    assert_eq!(v["error"]["code"], "invalid_upstream_response", "{v}");
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "page", false))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.expect("an error in OpenAI's shape");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(message.len() < 1200, "{} bytes quoted", message.len());
+    assert!(message.contains("more bytes not shown"), "{message}");
+}

@@ -196,6 +196,14 @@ impl Provider for OpenAiCompatible {
         }
         if call.passthrough {
             let usage = usage_of(&body);
+            // The usage read is a full parse: only a body that failed it is looked at again,
+            // so an answer that is not JSON never reaches the client as if it were one.
+            if usage.is_none() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+                return Err(translate::bad_upstream_body(
+                    &self.cfg.name,
+                    "its answer is not JSON",
+                ));
+            }
             return Ok(Translated { body, usage });
         }
         decode_completion(&body, call, w, &self.cfg.name)

@@ -1062,7 +1062,9 @@ pub fn bad_upstream_body(provider: &str, why: impl std::fmt::Display) -> Gateway
         502,
         "upstream_error",
         Some("invalid_upstream_response"),
-        format!("{provider} sent a response the gateway cannot read: {why}"),
+        crate::error::capped(format!(
+            "{provider} sent a response the gateway cannot read: {why}"
+        )),
     )
     .with_label("bad_upstream_response")
 }
