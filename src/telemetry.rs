@@ -27,7 +27,17 @@ pub fn init_logging(level: &str, format: LogFormat) {
     b.target(env_logger::Target::Pipe(Box::new(SinkWriter)));
     match format {
         LogFormat::Text => {
-            b.format(|buf, r| writeln!(buf, "{} {}", r.level(), r.args()));
+            b.format(|buf, r| {
+                let mut ts = Vec::with_capacity(24);
+                push_rfc3339_now(&mut ts);
+                writeln!(
+                    buf,
+                    "{} {} {}",
+                    String::from_utf8_lossy(&ts),
+                    r.level(),
+                    r.args()
+                )
+            });
         }
         LogFormat::Json => {
             b.format(|buf, r| {
@@ -172,19 +182,62 @@ pub fn flush_logs() {
 
 /// `2026-11-24T16:18:07.123Z`.
 pub fn rfc3339_now() -> String {
+    let mut s = Vec::with_capacity(24);
+    push_rfc3339_now(&mut s);
+    String::from_utf8_lossy(&s).into_owned()
+}
+
+/// The time now in UTC, RFC 3339 with milliseconds (`2026-12-05T01:02:03.456Z`), written with
+/// integer arithmetic (the text log line carries it on every request).
+pub fn push_rfc3339_now(s: &mut Vec<u8>) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs() as i64;
+    push_rfc3339(s, now);
+}
+
+fn push_rfc3339(s: &mut Vec<u8>, since_epoch: Duration) {
+    let secs = since_epoch.as_secs() as i64;
     let (y, mo, d) = civil_from_days(secs.div_euclid(86400));
-    let rem = secs.rem_euclid(86400);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
+    let rem = secs.rem_euclid(86400) as u64;
+    push_digits(s, y.clamp(0, 9999) as u64, 4);
+    s.push(b'-');
+    push_digits(s, u64::from(mo), 2);
+    s.push(b'-');
+    push_digits(s, u64::from(d), 2);
+    s.push(b'T');
+    push_digits(s, rem / 3600, 2);
+    s.push(b':');
+    push_digits(s, rem % 3600 / 60, 2);
+    s.push(b':');
+    push_digits(s, rem % 60, 2);
+    s.push(b'.');
+    push_digits(s, u64::from(since_epoch.subsec_millis()), 3);
+    s.push(b'Z');
+}
+
+/// A float rounded to `10^-decimals` for JSON: `0.223`, never `0.22277000000000002`.
+fn rounded(x: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (x * scale).round() / scale
+}
+
+fn ms3<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(rounded(*x, 3))
+}
+
+fn opt_ms3<S: serde::Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match x {
+        Some(x) => s.serialize_f64(rounded(*x, 3)),
+        None => s.serialize_none(),
+    }
+}
+
+fn opt_usd6<S: serde::Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match x {
+        Some(x) => s.serialize_f64(rounded(*x, 6)),
+        None => s.serialize_none(),
+    }
 }
 
 // Howard Hinnant's days -> civil date.
@@ -218,15 +271,16 @@ pub struct RequestLog<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<&'a str>,
     pub stream: bool,
+    #[serde(serialize_with = "ms3")]
     pub latency_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_ms3")]
     pub ttfb_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completion_tokens: Option<u64>,
     pub tokens: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_usd6")]
     pub cost_usd: Option<f64>,
     pub bytes: usize,
     pub attempts: u32,
@@ -388,7 +442,8 @@ impl RequestLog<'_> {
         // bytes the logger's formatter writes for this target.
         write_line(|buf| match format {
             LogFormat::Text => {
-                buf.extend_from_slice(b"INFO ");
+                push_rfc3339_now(buf);
+                buf.extend_from_slice(b" INFO ");
                 self.write_text(buf);
             }
             LogFormat::Json => buf.extend_from_slice(self.json().as_bytes()),
@@ -444,6 +499,26 @@ mod tests {
         assert_eq!(j["model"], "gpt-4o");
         assert_eq!(j["status"], 200);
         assert_eq!(j["level"], "INFO");
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_and_json_numbers_are_rounded() {
+        let mut s = Vec::new();
+        push_rfc3339(&mut s, Duration::from_millis(1_796_346_123_456));
+        assert_eq!(String::from_utf8_lossy(&s), "2026-12-04T01:02:03.456Z");
+        let now = rfc3339_now();
+        assert_eq!(now.len(), 24, "{now}");
+        assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
+        let l = RequestLog {
+            latency_ms: 0.22277000000000002,
+            ttfb_ms: Some(95.40000000000001),
+            cost_usd: Some(0.00012345678),
+            ..Default::default()
+        };
+        let j = l.json();
+        assert!(j.contains("\"latency_ms\":0.223"), "{j}");
+        assert!(j.contains("\"ttfb_ms\":95.4,"), "{j}");
+        assert!(j.contains("\"cost_usd\":0.000123"), "{j}");
     }
 
     #[test]

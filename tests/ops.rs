@@ -566,12 +566,19 @@ fn check_config_prints_the_resolved_configuration_without_secrets() {
         "https://api.groq.com/openai/v1",
         "key=***",
         "shutdown_grace=45s",
-        "format=Json",
+        "format=json",
+        "backend=memory",
+        "scope=global",
+        "request=off",
         "http://127.0.0.1:9090/metrics (separate listener)",
         "groq/llama-3.3-70b=0.59/0.79",
         "upgrade",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+    // The variables' own values, never Rust's names for them.
+    for debug_name in ["Json", "Memory", "Global"] {
+        assert!(!out.contains(debug_name), "{debug_name} in:\n{out}");
     }
     assert!(
         !out.contains(OPENAI_KEY) && !out.contains(GROQ_KEY),

@@ -53,12 +53,19 @@ impl CacheConfig {
     /// One line for `--check-config`.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "backend={:?} ttl={}s max_size={} max_bytes={} scope={:?}",
-            self.backend,
+            "backend={} ttl={}s max_size={} max_bytes={} scope={}",
+            match self.backend {
+                BackendKind::Memory => "memory",
+                BackendKind::Redis => "redis",
+                BackendKind::Off => "off",
+            },
             self.ttl.as_secs(),
             self.max_size,
             self.max_bytes,
-            self.scope
+            match self.scope {
+                Scope::Global => "global",
+                Scope::Key => "key",
+            }
         );
         if self.backend == BackendKind::Redis {
             s.push_str(&format!(" redis=*** prefix={}", self.prefix));

@@ -421,8 +421,12 @@ impl Config {
         let _ = writeln!(s, "max body bytes   {}", self.max_body_bytes);
         let _ = writeln!(
             s,
-            "log              level={} format={:?}",
-            self.log_level, self.log_format
+            "log              level={} format={}",
+            self.log_level,
+            match self.log_format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
         );
         let _ = writeln!(
             s,
