@@ -510,8 +510,8 @@ mod tests {
         assert_eq!(now.len(), 24, "{now}");
         assert!(now.ends_with('Z') && now.as_bytes()[10] == b'T', "{now}");
         let l = RequestLog {
-            latency_ms: 0.22277000000000002,
-            ttfb_ms: Some(95.40000000000001),
+            latency_ms: 0.22277 + 1e-13,
+            ttfb_ms: Some(95.4 + 1e-11),
             cost_usd: Some(0.00012345678),
             ..Default::default()
         };
