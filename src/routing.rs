@@ -314,6 +314,14 @@ impl Router {
         if let Some(d) = &self.default_provider {
             return self.configured(d, model);
         }
+        // A prefix that names no provider: most likely one the operator meant to add.
+        if let Some((prefix, _)) = model.split_once('/').filter(|(p, _)| !p.is_empty()) {
+            return Err(GatewayError::model_not_found(format!(
+                "the model '{model}' does not name a configured provider: '{prefix}' is not one (to add it, set {}; or set {} for bare names)",
+                crate::config::providers::enabling_variable(&prefix.to_ascii_lowercase()),
+                vars::DEFAULT_PROVIDER
+            )));
+        }
         Err(GatewayError::model_not_found(format!(
             "the model '{model}' does not name a provider (use provider/model, e.g. openai/gpt-4o or echo/test) and {} is not set",
             vars::DEFAULT_PROVIDER
@@ -356,6 +364,27 @@ mod tests {
     fn route(r: &Router, m: &str) -> Result<(String, String), GatewayError> {
         r.resolve(m)
             .map(|r| (r.provider_name().to_string(), r.upstream_model.clone()))
+    }
+
+    #[test]
+    fn unknown_and_unconfigured_providers_say_which_variable_adds_them() {
+        let r = router(&[]);
+        let e = route(&r, "mock/mock-large").unwrap_err();
+        assert_eq!(e.status, 404);
+        assert!(
+            e.message.contains("GATEWAY_PROVIDER_MOCK_BASE_URL"),
+            "{}",
+            e.message
+        );
+        let e = route(&r, "anthropic/claude-sonnet-4").unwrap_err();
+        assert!(e.message.contains("ANTHROPIC_API_KEY"), "{}", e.message);
+        assert!(e.message.contains("ANTHROPIC_BASE_URL"), "{}", e.message);
+        let e = route(&r, "my-model").unwrap_err();
+        assert!(
+            e.message.contains("GATEWAY_DEFAULT_PROVIDER"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -464,6 +464,13 @@ async fn an_error_event_after_an_unterminated_event_starts_on_its_own_line() {
     assert!(last.contains("\"error\""), "{text}");
     let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
     assert!(v["error"]["message"].is_string(), "{v}");
+    // In plain words, with a code of its own (no HTTP library's internals).
+    assert_eq!(v["error"]["code"], "upstream_body_interrupted", "{v}");
+    assert_eq!(
+        v["error"]["message"],
+        "provider openai closed the connection before the stream was complete",
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -348,7 +348,7 @@ async fn attempt(
             Ok(b) => b,
             Err(e) => {
                 resp.abort().await;
-                let err = e.into_gateway(&cfg.name);
+                let err = cut_short(e, &cfg.name, "its answer", gw.upstreams.timeouts.idle);
                 metrics::upstream_error(&cfg.name, err.label);
                 return Attempt::Failed {
                     err,
@@ -392,6 +392,26 @@ async fn attempt(
                     retryable: true,
                 }
             }
+        }
+    }
+}
+
+/// An upstream body cut short after its head (`what`: "the stream", "its answer"): a plain
+/// message and a code of its own, Pingora's wording only in the debug log.
+fn cut_short(e: SendError, provider: &str, what: &str, idle: std::time::Duration) -> GatewayError {
+    log::debug!("provider {provider}: {what} was cut short: {e:?}");
+    match e {
+        SendError::Timeout(_) => GatewayError::gateway_timeout(format!(
+            "provider {provider} stopped sending {what} (nothing for {}s, GATEWAY_IDLE_TIMEOUT)",
+            idle.as_secs_f64()
+        )),
+        SendError::Connect(_) | SendError::Broken(_) => {
+            let mut err = GatewayError::bad_gateway(format!(
+                "provider {provider} closed the connection before {what} was complete"
+            ));
+            err.code = Some("upstream_body_interrupted".into());
+            err.label = "upstream_interrupted";
+            err
         }
     }
 }
@@ -553,15 +573,10 @@ async fn stream_response(
         let status = match next {
             Ok(Some(chunk)) => tr.feed(&chunk, &mut out),
             Ok(None) => tr.finish(&mut out),
-            Err(e) => {
-                let err = match e {
-                    SendError::Timeout(m) => GatewayError::gateway_timeout(format!(
-                        "provider {provider} stopped sending mid-stream: {m}"
-                    )),
-                    other => other.into_gateway(&provider),
-                };
-                StreamStatus::Failed(err.with_label("stream_interrupted"))
-            }
+            Err(e) => StreamStatus::Failed(
+                cut_short(e, &provider, "the stream", gw.upstreams.timeouts.idle)
+                    .with_label("stream_interrupted"),
+            ),
         };
         ctx.usage = tr.usage().or(ctx.usage);
         if let StreamStatus::Failed(err) = status {
