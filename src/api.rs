@@ -133,7 +133,15 @@ impl ChatRequest {
             match k.as_str() {
                 "tools" => tools = Some(&**v),
                 k if CHECKED_FIELDS.contains(&k) => {
-                    checked.push((k, serde_json::from_str(v.get()).unwrap_or(Value::Null)));
+                    // The raw value is valid JSON: what fails here is a number out of range
+                    // (`1e999999`), never to be read as null.
+                    let value = serde_json::from_str(v.get()).map_err(|_| {
+                        GatewayError::bad_request(
+                            k,
+                            format!("'{k}' is out of range (a finite number is expected)"),
+                        )
+                    })?;
+                    checked.push((k, value));
                 }
                 _ => {}
             }

@@ -660,3 +660,61 @@ async fn garbage_from_an_upstream_is_never_passed_on_as_an_answer_nor_quoted_who
     assert!(message.len() < 1200, "{} bytes quoted", message.len());
     assert!(message.contains("more bytes not shown"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn numbers_out_of_range_are_refused_in_every_api() {
+    let gw = Gateway::start(&[]);
+    let cases = [
+        (
+            "/v1/chat/completions",
+            json!(null),
+            r#"{"model":"echo/x","messages":[{"role":"user","content":"hi"}],"max_tokens":1e999999}"#,
+            "max_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            json!(null),
+            r#"{"model":"echo/x","messages":[{"role":"user","content":"hi"}],"temperature":-1e999}"#,
+            "temperature",
+        ),
+        (
+            "/v1/responses",
+            json!(null),
+            r#"{"model":"echo/x","input":"hi","temperature":1e999}"#,
+            "temperature",
+        ),
+        (
+            "/v1/messages",
+            json!(null),
+            r#"{"model":"echo/x","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"temperature":1e999}"#,
+            "",
+        ),
+        (
+            "/v1/messages",
+            json!(null),
+            r#"{"model":"echo/x","max_tokens":1e999999,"messages":[{"role":"user","content":"hi"}]}"#,
+            "",
+        ),
+    ];
+    for (path, _, body, field) in cases {
+        let r = client()
+            .post(gw.url(path))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 400, "{path} {body}");
+        let v: Value = r.json().await.expect("json");
+        let message = if path == "/v1/messages" {
+            assert_eq!(v["type"], "error", "{v}");
+            v["error"]["message"].as_str().unwrap_or("").to_string()
+        } else {
+            assert_eq!(v["error"]["param"], field, "{v}");
+            v["error"]["message"].as_str().unwrap_or("").to_string()
+        };
+        assert!(message.contains(field), "{path}: {message}");
+        assert!(message.contains("out of range"), "{path} {body}: {message}");
+    }
+}

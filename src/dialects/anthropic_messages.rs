@@ -825,8 +825,10 @@ mod direct {
     }
 
     /// Whether raw JSON is a number.
+    /// A finite number (`1e999` is not: the tree translation words its 400).
     fn is_number(v: &RawValue) -> bool {
         matches!(v.get().as_bytes().first(), Some(b'-' | b'0'..=b'9'))
+            && v.get().parse::<f64>().is_ok_and(f64::is_finite)
     }
 
     /// Text blocks' text joined by blank lines; `None` if any block is not text.
