@@ -121,13 +121,45 @@ pub fn for_path(path: &str) -> Option<&'static dyn Dialect> {
 /// A whole answer as a stream of events (a cache hit or the echo provider answering a stream
 /// request): the role, the reasoning, the text, each tool call, the finish, the usage when
 /// asked, the end.
+/// The least a replayed delta carries: a few words, as upstreams send them (one delta per
+/// token or so) without one event per word.
+const REPLAY_PIECE: usize = 24;
+
+/// `text` in pieces of at least [`REPLAY_PIECE`] bytes, each ending where a word does (the
+/// last one holds what is left); joined, they are `text`.
+fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len();
+        if rest.len() > REPLAY_PIECE {
+            // The first whitespace at or after REPLAY_PIECE bytes (a char boundary: ASCII).
+            if let Some(at) = rest.as_bytes()[REPLAY_PIECE..]
+                .iter()
+                .position(u8::is_ascii_whitespace)
+            {
+                end = REPLAY_PIECE + at + 1;
+            }
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 pub fn replay(w: &mut dyn EventWriter, out: &mut BytesMut, answer: &Answer, include_usage: bool) {
     w.role(out, 0);
     if let Some(r) = answer.reasoning.as_deref().filter(|r| !r.is_empty()) {
-        w.reasoning(out, 0, r);
+        for piece in pieces(r) {
+            w.reasoning(out, 0, piece);
+        }
     }
     if let Some(c) = answer.content.as_deref().filter(|c| !c.is_empty()) {
-        w.text(out, 0, c);
+        for piece in pieces(c) {
+            w.text(out, 0, piece);
+        }
     }
     for (i, t) in answer.tool_calls.iter().enumerate() {
         w.tool_start(out, 0, i as u32, &t.id, &t.name);
@@ -152,6 +184,23 @@ mod tests {
     use super::*;
     use crate::api::ChunkWriter;
     use crate::canonical::{ToolCall, Usage};
+
+    #[test]
+    fn replayed_text_comes_in_pieces_that_join_back() {
+        let text = "The capital of France is Paris. Its population is about two million; \
+                    the café on the corner serves croissants.\n\nNext paragraph.";
+        let got: Vec<&str> = pieces(text).collect();
+        assert_eq!(got.concat(), text);
+        assert!(got.len() >= 4, "{got:?}");
+        for p in &got[..got.len() - 1] {
+            assert!(p.len() > REPLAY_PIECE, "{p:?}");
+            assert!(p.ends_with(|c: char| c.is_ascii_whitespace()), "{p:?}");
+        }
+        assert_eq!(pieces("short").collect::<Vec<_>>(), ["short"]);
+        assert_eq!(pieces("").count(), 0);
+        let long_word = "x".repeat(100);
+        assert_eq!(pieces(&long_word).collect::<Vec<_>>(), [long_word.as_str()]);
+    }
 
     #[test]
     fn paths_find_their_dialect() {
