@@ -68,7 +68,9 @@ async fn identical_request_is_a_hit_with_zero_upstream_calls() {
     assert_eq!(second.h("x-request-id"), Some("trace-hit-1"));
     let v = second.json();
     assert_eq!(v["object"], "chat.completion");
-    assert_eq!(v["model"], "openai/gpt-4o");
+    // The model as the miss named it (the upstream's own answer, passed through).
+    assert_eq!(v["model"], "gpt-4o");
+    assert_eq!(v["model"], first.json()["model"]);
     assert_eq!(v["choices"][0]["message"]["content"], "Hello from the mock");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     // The original counts, as the upstream reported them.
@@ -729,4 +731,38 @@ async fn openai_python_sdk_reads_cached_answers_in_both_forms() {
     ] {
         assert!(stdout.contains(check), "{check} did not run:\n{stdout}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_hit_names_the_model_the_miss_named_and_comes_in_pieces() {
+    let mock = Mock::start(openai_handler(
+        "Paris is the capital of France, and it has been for a very long time indeed.",
+    ))
+    .await;
+    let gw = memory(&mock, &[]);
+    let mut body = chat("capital?");
+    body["stream"] = json!(true);
+    let models = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["model"].as_str().map(str::to_string))
+            .collect()
+    };
+    let deltas = |text: &str| -> usize {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|v| v["choices"][0]["delta"]["content"].is_string())
+            .count()
+    };
+    let miss = post(&gw, &body, &[]).await;
+    assert_eq!(miss.cache(), "MISS");
+    let hit = post(&gw, &body, &[]).await;
+    assert_eq!(hit.cache(), "HIT", "{}", hit.body);
+    let (m, h) = (models(&miss.body), models(&hit.body));
+    assert!(!m.is_empty() && !h.is_empty());
+    assert!(h.iter().all(|x| *x == m[0]), "miss {m:?}, hit {h:?}");
+    // A few words a delta, not the whole answer in one.
+    assert!(deltas(&hit.body) >= 3, "{}", hit.body);
 }

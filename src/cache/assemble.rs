@@ -27,6 +27,8 @@ pub struct Assembler {
     tools: Vec<ToolCall>,
     finish: Option<String>,
     usage: Option<Usage>,
+    /// The model the chunks named.
+    model: Option<String>,
     size: usize,
     done: bool,
     /// Something a replay could not reproduce (an error event, a second choice, logprobs, a
@@ -62,6 +64,11 @@ impl Assembler {
         }
     }
 
+    /// The model the stream's chunks named.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
     /// The answer, if the stream ended with `[DONE]` after a finish reason and held nothing
     /// a replay would lose.
     pub fn answer(self) -> Option<Answer> {
@@ -94,6 +101,9 @@ impl Assembler {
         }
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
             self.usage = Usage::from_value(u);
+        }
+        if self.model.is_none() {
+            self.model = v.get("model").and_then(Value::as_str).map(str::to_string);
         }
         let Some(choices) = v.get("choices").and_then(Value::as_array) else {
             return;

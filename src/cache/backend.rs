@@ -180,6 +180,7 @@ mod tests {
     fn entry(text: &str) -> Arc<Entry> {
         Arc::new(Entry {
             provider: "p".into(),
+            model: None,
             answer: Answer {
                 content: Some(text.into()),
                 finish_reason: "stop".into(),

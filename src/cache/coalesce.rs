@@ -104,6 +104,7 @@ mod tests {
         let wa = tokio::spawn(follow(a));
         let entry = Arc::new(Entry {
             provider: "p".into(),
+            model: None,
             answer: Answer::default(),
         });
         leader.publish(Hit {

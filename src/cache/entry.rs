@@ -18,6 +18,9 @@ pub struct Entry {
     pub answer: Answer,
     /// Who produced it (sent back as `X-Provider` on a hit).
     pub provider: String,
+    /// The model the stored answer named, when it named another than the client's (an
+    /// upstream's own answer passed through): a hit names the same.
+    pub model: Option<String>,
 }
 
 impl Entry {
@@ -44,6 +47,7 @@ impl Entry {
         let a = &self.answer;
         let c = Compact {
             p: self.provider.clone(),
+            m: self.model.clone(),
             c: a.content.clone(),
             r: a.reasoning.clone(),
             s: a.stop_sequence.clone(),
@@ -70,6 +74,7 @@ impl Entry {
         let ur = c.ur;
         Some(Entry {
             provider: c.p,
+            model: c.m,
             answer: Answer {
                 reasoning: c.r,
                 stop_sequence: c.s,
@@ -99,6 +104,9 @@ impl Entry {
 #[derive(Serialize, Deserialize)]
 struct Compact {
     p: String,
+    /// The model the answer named (absent: as the client named it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    m: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     c: Option<String>,
     /// Reasoning (absent in entries written before it was kept).
@@ -124,8 +132,13 @@ fn is_zero(n: &u64) -> bool {
 /// Reads the answer out of an OpenAI `chat.completion` body. `None` when the body holds
 /// anything an [`Answer`] cannot carry (several choices, logprobs, audio, a refusal), so a
 /// replay would never lose part of what the upstream said.
-pub fn answer_from_completion(body: &[u8]) -> Option<Answer> {
+pub fn answer_from_completion(body: &[u8]) -> Option<(Answer, Option<String>)> {
     let v: Value = serde_json::from_slice(body).ok()?;
+    let model = v.get("model").and_then(Value::as_str).map(str::to_string);
+    answer_of(&v).map(|a| (a, model))
+}
+
+fn answer_of(v: &Value) -> Option<Answer> {
     let choices = v.get("choices")?.as_array()?;
     if choices.len() != 1 {
         return None;
@@ -194,6 +207,7 @@ mod tests {
     fn compact_round_trip() {
         let e = Entry {
             provider: "openai".into(),
+            model: Some("gpt-4o-2024-08-06".into()),
             answer: Answer {
                 reasoning: None,
                 stop_sequence: None,
@@ -232,12 +246,12 @@ mod tests {
 
     #[test]
     fn plain_bodies() {
-        let a = answer_from_completion(br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#).unwrap();
+        let (a, _) = answer_from_completion(br#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hi","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#).unwrap();
         assert_eq!(a.content.as_deref(), Some("Hi"));
         assert_eq!(a.finish_reason, "stop");
         assert_eq!(a.usage, Some(Usage::new(3, 1)));
 
-        let t = answer_from_completion(br#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#).unwrap();
+        let (t, _) = answer_from_completion(br#"{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"tool_calls"}]}"#).unwrap();
         assert_eq!(t.content, None);
         assert_eq!(t.tool_calls[0].name, "f");
 
@@ -256,6 +270,7 @@ mod tests {
     fn only_complete_answers_are_cacheable() {
         let mut e = Entry {
             provider: "p".into(),
+            model: None,
             answer: Answer {
                 content: Some("x".into()),
                 finish_reason: "stop".into(),

@@ -124,6 +124,8 @@ pub struct Fill {
     semantic: Option<(Key, Arc<[f32]>)>,
     leader: Option<Leader>,
     source: Source,
+    /// The model a passed-through answer named (see [`Entry::model`]).
+    model: Option<String>,
 }
 
 /// Where a fill's answer comes from.
@@ -355,6 +357,7 @@ impl Cache {
                 semantic,
                 leader,
                 source: Source::Nothing,
+                model: None,
             })
         });
         miss(status, fill)
@@ -404,6 +407,7 @@ impl Cache {
                 semantic: None,
                 leader,
                 source: Source::Nothing,
+                model: None,
             })
         });
         miss(status, fill)
@@ -425,6 +429,7 @@ impl Cache {
             semantic,
             leader,
             source,
+            mut model,
         } = *fill;
         let Some(backend) = self.backend.as_ref() else {
             return;
@@ -434,7 +439,10 @@ impl Cache {
         }
         let answer = match source {
             Source::Plain(a) => Some(a),
-            Source::Bytes(a) => a.answer(),
+            Source::Bytes(a) => {
+                model = a.model().map(str::to_string);
+                a.answer()
+            }
             Source::Events(r) => {
                 std::mem::take(&mut *r.lock().unwrap_or_else(PoisonError::into_inner)).answer()
             }
@@ -450,6 +458,7 @@ impl Cache {
         let entry = Entry {
             answer,
             provider: provider.to_string(),
+            model,
         };
         if !entry.cacheable() {
             return;
@@ -527,7 +536,10 @@ impl Fill {
     /// A plain OpenAI `chat.completion` body, passed through to the client.
     pub fn record_body(&mut self, body: &[u8]) {
         self.source = match answer_from_completion(body) {
-            Some(a) => Source::Plain(a),
+            Some((a, model)) => {
+                self.model = model;
+                Source::Plain(a)
+            }
             None => Source::Nothing,
         };
     }

@@ -107,8 +107,10 @@ async fn serve(
     // No upstream tokens were spent; the body still reports the original counts.
     ctx.usage = None;
     let answer = &hit.entry.answer;
+    // The model the stored answer named: a hit says what the miss said.
+    let model = hit.entry.model.as_deref().unwrap_or(&req.model);
     let (content_type, body) = if req.stream {
-        let mut w = dialect.events_for(req, &req.model);
+        let mut w = dialect.events_for(req, model);
         let mut out = BytesMut::with_capacity(512 + answer.content.as_ref().map_or(0, String::len));
         replay(w.as_mut(), &mut out, answer, req.include_usage);
         ("text/event-stream", out.freeze())
@@ -116,7 +118,7 @@ async fn serve(
         let body = dialect.answers_for(req).answer_body(
             "",
             unix_now(),
-            &req.model,
+            model,
             std::slice::from_ref(answer),
             answer.usage.as_ref(),
         );
