@@ -302,7 +302,19 @@ async fn translated_providers_keep_the_conversation() {
     .json()
     .await
     .unwrap();
-    assert_eq!(a["id"], b["id"], "the mock reuses its answer id");
+    // The mock answers every request with the same id: the gateway's ids are its own, so no
+    // two stored responses ever share one.
+    assert_ne!(a["id"], b["id"], "the mock reuses its answer id");
+    let a2: Value = ask(
+        KEY,
+        json!({"model": "vllm/qwen3-8b", "input": "My name is Ada Lovelace."}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_ne!(a["id"], a2["id"]);
     let again: Value = ask(
         KEY,
         json!({"model": "vllm/qwen3-8b", "input": "What is my name?", "previous_response_id": a["id"]}),

@@ -1133,13 +1133,15 @@ fn response_format(format: &Value) -> Result<Option<Value>, GatewayError> {
 // Answers
 
 /// `resp_...` for an upstream's answer id (a fresh one when it gave none).
+/// A translated response's id: the gateway's own, unique (`resp_` and 24 random characters).
+/// Upstream answer ids are not unique everywhere (a mock or a small host may answer every
+/// request with the same one), and a stored response is found by its id: two must never share
+/// one. An upstream that already answers with a Responses id keeps it.
 fn response_id(upstream_id: &str) -> String {
     if upstream_id.starts_with("resp_") {
         upstream_id.to_string()
-    } else if upstream_id.is_empty() {
-        format!("resp_{}", random_token(24))
     } else {
-        format!("resp_{upstream_id}")
+        format!("resp_{}", random_token(24))
     }
 }
 
@@ -2402,14 +2404,20 @@ mod tests {
             &[answer("tool_calls")],
             Some(&u),
         );
-        let v: Value = serde_json::from_slice(&body).unwrap();
+        let mut v: Value = serde_json::from_slice(&body).unwrap();
+        // Ids are the gateway's own, the message's made from the response's.
+        let id = v["id"].as_str().unwrap().to_string();
+        assert!(id.starts_with("resp_") && id.len() == 29, "{id}");
+        assert_eq!(v["output"][0]["id"], format!("msg_{}", &id[5..]));
+        v["id"] = json!("resp_1");
+        v["output"][0]["id"] = json!("msg_1");
         assert_eq!(
             v,
             json!({
-                "id": "resp_chatcmpl-1", "object": "response", "created_at": 7, "status": "completed",
+                "id": "resp_1", "object": "response", "created_at": 7, "status": "completed",
                 "error": null, "incomplete_details": null, "model": "m",
                 "output": [
-                    {"type": "message", "id": "msg_chatcmpl-1", "status": "completed", "role": "assistant",
+                    {"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
                      "content": [{"type": "output_text", "text": "Hi.", "annotations": [], "logprobs": []}]},
                     {"type": "function_call", "id": "fc_call_9", "call_id": "call_9", "name": "get", "arguments": "{\"q\":1}", "status": "completed"}
                 ],
@@ -2477,15 +2485,17 @@ mod tests {
                 "response.completed"
             ]
         );
-        assert_eq!(evs[0]["response"]["id"], "resp_c1");
+        // The gateway's own id, the same in every event; item ids made from it.
+        let rid = evs[0]["response"]["id"].as_str().unwrap().to_string();
+        assert!(rid.starts_with("resp_") && rid != "resp_c1", "{rid}");
         assert_eq!(evs[0]["response"]["status"], "in_progress");
-        assert_eq!(evs[2]["item"]["id"], "msg_c1");
+        assert_eq!(evs[2]["item"]["id"], format!("msg_{}", &rid[5..]));
         assert_eq!(evs[4]["delta"], "Hi.");
         assert_eq!(evs[8]["output_index"], 1);
         assert_eq!(evs[8]["item"]["call_id"], "call_9");
         assert_eq!(evs[10]["arguments"], "{\"q\":1}");
         let r = &evs[12]["response"];
-        assert_eq!(r["id"], "resp_c1");
+        assert_eq!(r["id"], rid);
         assert_eq!(r["status"], "completed");
         assert_eq!(r["output"].as_array().unwrap().len(), 2);
         assert_eq!(r["output"][1]["arguments"], "{\"q\":1}");
@@ -2590,7 +2600,7 @@ mod tests {
         );
         assert_eq!(evs[11]["item_id"], "fc_call_7");
         let r = &evs[16]["response"];
-        assert_eq!(r["id"], "resp_c2");
+        assert_eq!(r["id"], evs[0]["response"]["id"]);
         assert_eq!(r["output"][1]["arguments"], "{\"q\":1}");
         assert_eq!(r["output"][2]["call_id"], "call_8");
         assert_eq!(r["usage"]["input_tokens"], 9);
@@ -2618,7 +2628,7 @@ mod tests {
             let evs = events(&out);
             let last = evs.last().unwrap();
             assert_eq!(last["type"], "response.failed");
-            assert_eq!(last["response"]["id"], "resp_c2");
+            assert_eq!(last["response"]["id"], evs[0]["response"]["id"]);
             assert_eq!(last["response"]["status"], "failed");
             assert!(last["response"]["error"]["message"].is_string());
         }
@@ -2644,7 +2654,8 @@ mod tests {
             .chat_response(body, &c, OpenAiResponses.answers())
             .unwrap();
         let v: Value = serde_json::from_slice(&t.body).unwrap();
-        assert_eq!(v["id"], "resp_chatcmpl-5");
+        assert!(v["id"].as_str().unwrap().starts_with("resp_"), "{v}");
+        assert_ne!(v["id"], "resp_chatcmpl-5", "unique, not the upstream's");
         assert_eq!(v["model"], "vllm/m");
         assert_eq!(v["output"][0]["content"][0]["text"], "Hello");
         assert_eq!(v["usage"]["total_tokens"], 3);
@@ -2820,7 +2831,12 @@ mod tests {
         let body = OpenAiResponses
             .answers_for(&req)
             .answer_body("c1", 7, "vllm/m", &[a], Some(&u));
-        let v: Value = serde_json::from_slice(&body).unwrap();
+        let mut v: Value = serde_json::from_slice(&body).unwrap();
+        let suffix = v["id"].as_str().unwrap()[5..].to_string();
+        assert_eq!(v["output"][0]["id"], format!("rs_{suffix}"));
+        assert_eq!(v["output"][1]["id"], format!("msg_{suffix}"));
+        v["output"][0]["id"] = json!("rs_c1");
+        v["output"][1]["id"] = json!("msg_c1");
         assert_eq!(
             v["output"],
             json!([
@@ -2959,9 +2975,10 @@ mod tests {
         );
         assert_eq!(evs[0]["response"]["tools"][0]["name"], "apply_patch");
         assert_eq!(evs[0]["response"]["temperature"], 0.3);
+        let suffix = evs[0]["response"]["id"].as_str().unwrap()[5..].to_string();
         assert_eq!(
             evs[2]["item"],
-            json!({"type": "reasoning", "id": "rs_c3", "summary": []})
+            json!({"type": "reasoning", "id": format!("rs_{suffix}"), "summary": []})
         );
         assert_eq!(evs[6]["text"], "Let me think \u{e9}.");
         assert_eq!(evs[9]["output_index"], 1);
@@ -3006,9 +3023,24 @@ mod tests {
                 .map(|e| e["delta"].as_str().unwrap())
                 .collect();
             assert_eq!(deltas, patch, "split {split}");
+            // The same output but for the ids made from each run's own response id.
+            let ids = |v: &Value| {
+                let mut v = v.clone();
+                for item in v.as_array_mut().into_iter().flatten() {
+                    if let Some(id) = item["id"].as_str() {
+                        if let Some((prefix, _)) = id
+                            .split_once('_')
+                            .filter(|(p, _)| *p != "ctc" && *p != "fc")
+                        {
+                            item["id"] = json!(prefix);
+                        }
+                    }
+                }
+                v
+            };
             assert_eq!(
-                got.last().unwrap()["response"]["output"],
-                r["output"],
+                ids(&got.last().unwrap()["response"]["output"]),
+                ids(&r["output"]),
                 "split {split}"
             );
         }
