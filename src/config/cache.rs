@@ -199,7 +199,7 @@ pub(super) fn read(r: &mut Reader) -> CacheConfig {
 }
 
 /// A byte count: digits, optionally followed by `k`, `m` or `g` (powers of 1024).
-fn parse_bytes(v: &str) -> Option<u64> {
+pub(super) fn parse_bytes(v: &str) -> Option<u64> {
     let v = v.trim().to_ascii_lowercase();
     let (digits, unit) = match v.strip_suffix(['k', 'm', 'g']) {
         Some(d) => (d, &v[d.len()..]),

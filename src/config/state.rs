@@ -8,7 +8,7 @@ use super::{parse_duration, vars, Reader, Secret};
 /// Where state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateBackend {
-    /// In this process, bounded by [`MEMORY_MAX_BYTES`].
+    /// In this process, bounded by `GATEWAY_STATE_MAX_BYTES`.
     Memory,
     /// Shared by every instance that points at the same Redis.
     Redis,
@@ -21,12 +21,18 @@ pub struct StateConfig {
     pub redis_url: Option<Secret>,
     /// How long a stored Responses response stays retrievable and continuable.
     pub responses_ttl: Duration,
+    /// Most memory the memory backend may take, its bookkeeping included.
+    pub memory_max_bytes: u64,
 }
 
 /// 30 days, as long as OpenAI keeps a stored response.
 pub const DEFAULT_RESPONSES_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Most bytes the memory backend holds (keys and values); the least used go first.
+/// `GATEWAY_STATE_MAX_BYTES`'s default: 256 MiB.
 pub const MEMORY_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// What one record costs the process beside its key and value bytes, measured (`benches/soak.sh`
+/// with Responses only: 3.1 KB of RSS a record of 1.1 KB): moka's entry, its order queues and
+/// expiry timer, the allocations' own overhead.
+pub const MEMORY_RECORD_OVERHEAD: u64 = 2048;
 /// Prefix of every Redis key the state backend writes.
 pub const REDIS_PREFIX: &str = "aigw:state:";
 
@@ -38,8 +44,9 @@ impl StateConfig {
             StateBackend::Redis => format!("redis (***, prefix {REDIS_PREFIX})"),
         };
         format!(
-            "backend={backend} responses_ttl={}s",
-            self.responses_ttl.as_secs()
+            "backend={backend} responses_ttl={}s max_bytes={}",
+            self.responses_ttl.as_secs(),
+            self.memory_max_bytes
         )
     }
 }
@@ -60,6 +67,11 @@ pub(super) fn read(r: &mut Reader) -> StateConfig {
         }
         Ok(d)
     });
+    let memory_max_bytes = r.parse(vars::STATE_MAX_BYTES, MEMORY_MAX_BYTES, |v| {
+        super::cache::parse_bytes(v)
+            .filter(|n| *n >= 1 << 20)
+            .ok_or_else(|| "expected a number of bytes >= 1m (268435456, 512m, 2g)".into())
+    });
     // The URL itself is checked by the cache's reader (the same variable).
     let redis_url = r.get(vars::REDIS_URL).map(Secret::new);
     if backend == StateBackend::Redis && redis_url.is_none() {
@@ -73,6 +85,7 @@ pub(super) fn read(r: &mut Reader) -> StateConfig {
         backend,
         redis_url,
         responses_ttl,
+        memory_max_bytes,
     }
 }
 
@@ -86,6 +99,11 @@ mod tests {
         let c = Config::from_map(&env(&[])).unwrap();
         assert_eq!(c.state.backend, StateBackend::Memory);
         assert_eq!(c.state.responses_ttl, DEFAULT_RESPONSES_TTL);
+        assert_eq!(c.state.memory_max_bytes, 256 << 20);
+        let c = Config::from_map(&env(&[("GATEWAY_STATE_MAX_BYTES", "64m")])).unwrap();
+        assert_eq!(c.state.memory_max_bytes, 64 << 20);
+        let e = Config::from_map(&env(&[("GATEWAY_STATE_MAX_BYTES", "4k")])).unwrap_err();
+        assert!(e.to_string().contains("GATEWAY_STATE_MAX_BYTES"), "{e}");
         let c = Config::from_map(&env(&[
             ("GATEWAY_STATE_BACKEND", "redis"),
             ("GATEWAY_REDIS_URL", "redis://:pw@127.0.0.1:6379"),

@@ -16,7 +16,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::config::state::{StateBackend, StateConfig, MEMORY_MAX_BYTES, REDIS_PREFIX};
+use crate::config::state::{
+    StateBackend, StateConfig, MEMORY_MAX_BYTES, MEMORY_RECORD_OVERHEAD, REDIS_PREFIX,
+};
 use crate::error::GatewayError;
 
 /// Longest one state call may take (a connect included).
@@ -84,9 +86,9 @@ impl State {
             (StateBackend::Redis, Some(url)) => match redis::Client::open(url.expose()) {
                 Ok(client) => Inner::Redis(Arc::new(RedisState::new(client))),
                 // Checked when the configuration was read; a memory store is still a store.
-                Err(_) => Self::memory(),
+                Err(_) => Self::memory(config.memory_max_bytes),
             },
-            _ => Self::memory(),
+            _ => Self::memory(config.memory_max_bytes),
         };
         State { inner }
     }
@@ -94,16 +96,18 @@ impl State {
     /// An in-process store (tests, and the default).
     pub fn in_memory() -> State {
         State {
-            inner: Self::memory(),
+            inner: Self::memory(MEMORY_MAX_BYTES),
         }
     }
 
-    fn memory() -> Inner {
+    /// Bounded by what its records cost the process: their bytes and the measured overhead.
+    fn memory(max_bytes: u64) -> Inner {
         Inner::Memory(
             moka::sync::Cache::builder()
-                .max_capacity(MEMORY_MAX_BYTES)
+                .max_capacity(max_bytes)
                 .weigher(|k: &String, v: &(Bytes, Duration)| {
-                    u32::try_from(k.len() + v.0.len() + 64).unwrap_or(u32::MAX)
+                    u32::try_from(k.len() as u64 + v.0.len() as u64 + MEMORY_RECORD_OVERHEAD)
+                        .unwrap_or(u32::MAX)
                 })
                 .expire_after(PerEntryTtl)
                 .build(),
