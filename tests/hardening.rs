@@ -718,3 +718,58 @@ async fn numbers_out_of_range_are_refused_in_every_api() {
         assert!(message.contains("out of range"), "{path} {body}: {message}");
     }
 }
+
+/// The gateway's peak resident memory (VmHWM), in MB.
+fn peak_rss_mb(gw: &Gateway) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_answers_a_huge_prompt_within_bounds() {
+    let gw = Gateway::start(&[]);
+    let before = peak_rss_mb(&gw);
+    // 2 MB of short words: a stream of one event per word would be hundreds of MB.
+    let prompt = "ab ".repeat(700_000);
+    for stream in [true, false] {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat_body("echo/x", &prompt, stream))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.expect("body");
+        assert!(text.len() < 16 << 20, "{} bytes", text.len());
+        if stream {
+            let mut content = String::new();
+            let mut finish = String::new();
+            for data in text.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                    continue;
+                };
+                if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+                    content.push_str(c);
+                }
+                if let Some(f) = v["choices"][0]["finish_reason"].as_str() {
+                    finish = f.to_string();
+                }
+            }
+            assert_eq!(content.len(), 64 * 1024);
+            assert_eq!(finish, "length");
+        } else {
+            let v: Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(v["choices"][0]["finish_reason"], "length");
+            assert_eq!(
+                v["choices"][0]["message"]["content"].as_str().map(str::len),
+                Some(64 * 1024)
+            );
+        }
+    }
+    let grown = peak_rss_mb(&gw).saturating_sub(before);
+    assert!(grown < 100, "peak RSS grew by {grown} MB");
+}

@@ -63,13 +63,14 @@ pub fn answer(req: &ChatRequest) -> Answer {
             })
             .collect::<Vec<_>>()
             .join("\n");
+        let (text, finish) = capped(text);
         let completion = words(&text);
         return Answer {
             stop_sequence: None,
             reasoning: None,
             content: Some(text),
             tool_calls: Vec::new(),
-            finish_reason: "stop".into(),
+            finish_reason: finish.into(),
             usage: Some(Usage::new(prompt, completion)),
         };
     }
@@ -90,15 +91,33 @@ pub fn answer(req: &ChatRequest) -> Answer {
             usage: Some(Usage::new(prompt, completion)),
         };
     }
+    // A long prompt is echoed up to a bound, as a model stops at its output limit.
+    let (text, finish) = capped(text);
     let completion = words(&text);
     Answer {
         reasoning: None,
         stop_sequence: None,
         content: Some(text),
         tool_calls: Vec::new(),
-        finish_reason: "stop".into(),
+        finish_reason: finish.into(),
         usage: Some(Usage::new(prompt, completion)),
     }
+}
+
+/// The most text an echo answer holds: a longer prompt is cut there (at a character boundary)
+/// and the answer finishes with `length`.
+pub const MAX_ECHO_BYTES: usize = 64 * 1024;
+
+fn capped(mut text: String) -> (String, &'static str) {
+    if text.len() <= MAX_ECHO_BYTES {
+        return (text, "stop");
+    }
+    let mut end = MAX_ECHO_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, "length")
 }
 
 /// The name of the tool call `id` in the conversation's assistant messages.

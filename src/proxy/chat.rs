@@ -677,6 +677,9 @@ impl EventWriter for Passthrough {
 
 /// The offline `echo` provider: its answer written in the client's dialect, streamed word by
 /// word (with `GATEWAY_ECHO_CHUNK_DELAY_MS` between words) when asked.
+/// An `echo` stream is written to the client whenever this much of it is ready.
+const ECHO_FLUSH_BYTES: usize = 32 * 1024;
+
 async fn serve_echo(
     gw: &Gateway,
     session: &mut Session,
@@ -715,12 +718,15 @@ async fn serve_echo(
     let text = answer.content.clone().unwrap_or_default();
     for piece in echo::word_pieces(&text) {
         w.text(&mut out, 0, piece);
-        if !delay.is_zero() {
+        // Written as it is made: a stream's memory stays bounded whatever the answer's length.
+        if !delay.is_zero() || out.len() >= ECHO_FLUSH_BYTES {
             if !write_chunk(session, ctx, &mut out, false).await {
                 ctx.outcome = "client_closed";
                 return;
             }
-            tokio::time::sleep(delay).await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
         }
     }
     for (i, t) in answer.tool_calls.iter().enumerate() {

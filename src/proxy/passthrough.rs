@@ -1096,12 +1096,15 @@ async fn serve_echo(
     for (i, p) in prompts.iter().enumerate() {
         for piece in echo::word_pieces(p) {
             w.chunk(&mut out, i, piece, None);
-            if !delay.is_zero() {
+            // Written as it is made: the stream's memory stays bounded.
+            if !delay.is_zero() || out.len() >= 32 * 1024 {
                 if !write(session, ctx, out.split().freeze(), false).await {
                     ctx.outcome = "client_closed";
                     return Ok(());
                 }
-                tokio::time::sleep(delay).await;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
         w.chunk(&mut out, i, "", Some("stop"));
