@@ -21,8 +21,8 @@ use std::time::Duration;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use prometheus::{
-    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::api::Usage;
@@ -93,6 +93,7 @@ struct Metrics {
     cache_entries: IntGauge,
     rate_limited: IntCounterVec,
     active_streams: IntGauge,
+    connections_refused: IntCounter,
     build_info: GaugeVec,
     start_time: Gauge,
     models: LabelCap,
@@ -179,6 +180,10 @@ impl Metrics {
                 "gateway_active_streams",
                 "Streamed responses being written right now.",
             )?,
+            connections_refused: IntCounter::new(
+                "gateway_connections_refused_total",
+                "Connections closed at once because GATEWAY_MAX_CONNECTIONS were open.",
+            )?,
             build_info: GaugeVec::new(
                 Opts::new("gateway_build_info", "Always 1; the version is a label."),
                 &["version"],
@@ -205,6 +210,7 @@ impl Metrics {
         r.register(Box::new(m.cache_entries.clone()))?;
         r.register(Box::new(m.rate_limited.clone()))?;
         r.register(Box::new(m.active_streams.clone()))?;
+        r.register(Box::new(m.connections_refused.clone()))?;
         r.register(Box::new(m.build_info.clone()))?;
         r.register(Box::new(m.start_time.clone()))?;
         m.build_info
@@ -337,6 +343,11 @@ pub fn upstream_error(provider: &str, reason: &'static str) {
             .with_label_values(&[cut(provider), reason])
             .inc()
     });
+}
+
+/// A connection was refused: `GATEWAY_MAX_CONNECTIONS` were open.
+pub fn connection_refused() {
+    with(|m| m.connections_refused.inc());
 }
 
 /// A request moved from provider `from` to provider `to`.

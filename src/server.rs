@@ -185,6 +185,7 @@ pub fn run(config: Config, args: Args) {
     };
     let metrics_listen = config.metrics_listen.clone();
     let grace = config.shutdown_grace;
+    let max_connections = config.max_connections;
     crate::pricing::set_overrides(config.prices.clone());
     crate::metrics::init(&config);
     let mut app = match App::new(config) {
@@ -222,7 +223,11 @@ pub fn run(config: Config, args: Args) {
         "api keys",
         crate::auth::KeysWatcher(app.auth()),
     ));
-    let mut service = Service::new("ai-gateway".to_string(), app);
+    let limit = max_connections.resolve(descriptor_limit());
+    let mut service = Service::new(
+        "ai-gateway".to_string(),
+        crate::proxy::Limited::new(app, limit),
+    );
     if let Err(e) = crate::tls::add_listeners(&mut server, &mut service, &listeners) {
         log::error!("cannot set up the listeners: {e}");
         crate::telemetry::flush_logs();
@@ -265,6 +270,20 @@ pub fn probe_listen(addr: &str) -> Result<(), String> {
             "cannot listen on {addr}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
         )),
         Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
+}
+
+/// The open-descriptor soft limit (after [`raise_descriptor_limit`]).
+fn descriptor_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
     }
 }
 

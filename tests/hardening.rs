@@ -773,3 +773,40 @@ async fn echo_answers_a_huge_prompt_within_bounds() {
     let grown = peak_rss_mb(&gw).saturating_sub(before);
     assert!(grown < 100, "peak RSS grew by {grown} MB");
 }
+
+#[test]
+fn connections_over_the_limit_get_a_503_and_are_closed() {
+    use std::io::Write;
+    let gw = Gateway::start(&[("GATEWAY_MAX_CONNECTIONS", "3")]);
+    // Three idle connections hold every place (none has sent a request).
+    let mut held: Vec<std::net::TcpStream> = (0..3).map(|_| connect(&gw)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut s = connect(&gw);
+    let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    assert!(got.contains("too_many_connections"), "{got}");
+    assert!(closed, "not closed: {got}");
+    // One of them ends: a new connection is served.
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut s = connect(&gw);
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let (got, _) = read_until_closed(&mut s, Duration::from_secs(5));
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        gw.wait_log("connection limit reached", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
+    let mut m = connect(&gw);
+    m.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let (metrics, _) = read_until_closed(&mut m, Duration::from_secs(5));
+    assert!(
+        metrics.contains("gateway_connections_refused_total 1"),
+        "{metrics}"
+    );
+    drop(held);
+}

@@ -77,6 +77,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// `GATEWAY_MAX_CONNECTIONS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxConnections {
+    Auto,
+    Off,
+    At(usize),
+}
+
+impl MaxConnections {
+    /// The limit for a process allowed `descriptors` open files (`None`: no limit).
+    pub fn resolve(self, descriptors: u64) -> Option<usize> {
+        match self {
+            MaxConnections::Auto => {
+                Some(usize::try_from(descriptors / 4 * 3).unwrap_or(usize::MAX))
+            }
+            MaxConnections::Off => None,
+            MaxConnections::At(n) => Some(n),
+        }
+    }
+}
+
 /// The validated configuration. The rest of the code only sees this.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -98,6 +119,9 @@ pub struct Config {
     pub request_timeout: Option<Duration>,
     /// Longest a client may take to send a request's body.
     pub body_timeout: Duration,
+    /// Most client connections open at once: `Auto` is three quarters of the open-descriptor
+    /// limit (the rest is for upstream connections and files), `Off` none.
+    pub max_connections: MaxConnections,
     pub models_cache_ttl: Duration,
     pub echo_chunk_delay: Duration,
     pub anthropic_max_tokens: u32,
@@ -301,6 +325,16 @@ impl Config {
                 }
             })
         });
+        let max_connections = r.parse(vars::MAX_CONNECTIONS, MaxConnections::Auto, |v| {
+            match v.trim().to_ascii_lowercase().as_str() {
+                "auto" => Ok(MaxConnections::Auto),
+                "off" | "0" => Ok(MaxConnections::Off),
+                n => match n.parse::<usize>() {
+                    Ok(n) => Ok(MaxConnections::At(n)),
+                    Err(_) => Err("expected a number of connections, auto or off".into()),
+                },
+            }
+        });
         let request_timeout = r.parse(vars::REQUEST_TIMEOUT, None, |v| {
             parse_duration_or_off(v).map(|d| d.filter(|d| !d.is_zero()))
         });
@@ -379,6 +413,7 @@ impl Config {
             keepalive_timeout,
             request_timeout,
             body_timeout,
+            max_connections,
             models_cache_ttl,
             echo_chunk_delay,
             anthropic_max_tokens,
@@ -440,6 +475,15 @@ impl Config {
             self.body_timeout,
             self.request_timeout
                 .map_or("off".to_string(), |d| format!("{d:?}"))
+        );
+        let _ = writeln!(
+            s,
+            "connections      max={}",
+            match self.max_connections {
+                MaxConnections::Auto => "auto (3/4 of the open-descriptor limit)".to_string(),
+                MaxConnections::Off => "off".to_string(),
+                MaxConnections::At(n) => n.to_string(),
+            }
         );
         let _ = writeln!(
             s,

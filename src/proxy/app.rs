@@ -1,13 +1,18 @@
 //! What Pingora runs for every connection: read a request's head, hand it to the gateway,
 //! log it, and give the connection back for the next request.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Method;
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::apps::{
+    HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp,
+};
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
+use tokio::io::AsyncWriteExt;
 
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -168,5 +173,87 @@ impl HttpServerApp for App {
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
         self.server_options.as_ref()
+    }
+}
+
+/// The gateway's connections, counted (`GATEWAY_MAX_CONNECTIONS`): Pingora hands each new
+/// connection to [`Limited::process_new`], which serves its requests (through [`App`]) until it
+/// ends. Over the limit, a new connection gets a `503` and is closed at once, and a warning says
+/// so (at most one a second), so a flood of connections cannot take every descriptor.
+pub struct Limited {
+    app: Arc<App>,
+    limit: Option<usize>,
+    open: AtomicUsize,
+    /// The second of the last warning.
+    warned: AtomicU64,
+}
+
+impl Limited {
+    pub fn new(app: App, limit: Option<usize>) -> Self {
+        if let Some(n) = limit {
+            log::info!("connections: at most {n} open at once (GATEWAY_MAX_CONNECTIONS)");
+        }
+        Limited {
+            app: Arc::new(app),
+            limit,
+            open: AtomicUsize::new(0),
+            warned: AtomicU64::new(0),
+        }
+    }
+
+    fn warn_full(&self, limit: usize) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.warned.swap(now, Ordering::Relaxed) != now {
+            log::warn!(
+                "connection limit reached: {limit} connections are open (GATEWAY_MAX_CONNECTIONS); new connections get a 503 and are closed until some end"
+            );
+        }
+        crate::metrics::connection_refused();
+    }
+}
+
+/// Counts a connection for as long as it lives.
+struct Open<'a>(&'a AtomicUsize);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a connection over the limit reads before it is closed.
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 141\r\n\r\n{\"error\":{\"message\":\"the gateway has too many open connections; try again\",\"type\":\"server_error\",\"param\":null,\"code\":\"too_many_connections\"}}";
+
+#[async_trait]
+impl ServerApp for Limited {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let now_open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
+        let _open = Open(&self.open);
+        if let Some(limit) = self.limit.filter(|l| now_open > *l) {
+            self.warn_full(limit);
+            let mut stream = stream;
+            let _ = tokio::time::timeout(Duration::from_millis(200), async {
+                let _ = stream.write_all(FULL).await;
+                let _ = stream.flush().await;
+            })
+            .await;
+            return None;
+        }
+        // Every request of the connection, here: the connection ends when this returns.
+        let mut next = Some(stream);
+        while let Some(s) = next {
+            next = self.app.process_new(s, shutdown).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(&*self.app).await;
     }
 }

@@ -25,7 +25,7 @@ mod multipart;
 mod passthrough;
 mod responses;
 
-pub use app::App;
+pub use app::{App, Limited};
 pub use chat::FAILOVER_HEADER;
 pub use metrics_app::MetricsApp;
 
