@@ -810,3 +810,38 @@ fn connections_over_the_limit_get_a_503_and_are_closed() {
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passed_through_event_that_is_not_json_ends_the_stream_with_an_error() {
+    let handler: Handler = Arc::new(|_: &Recorded| {
+        sse_response(
+            vec![
+                "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}]}\n\n".to_string(),
+                "data: {\"id\":\"c1\",\"choices\":[{\"delta\":\x01\x02 garbage\n\n".to_string(),
+                "data: [DONE]\n\n".to_string(),
+            ],
+            Duration::ZERO,
+            None,
+        )
+    });
+    let mock = Mock::start(handler).await;
+    let url = mock.url();
+    let gw = Gateway::start(&[("OPENAI_BASE_URL", &url), ("OPENAI_API_KEY", OPENAI_KEY)]);
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", "hi", true))
+        .send()
+        .await
+        .expect("send");
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("\"Hi\""), "{text}");
+    assert!(!text.contains("garbage"), "{text}");
+    let last = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|e| e.starts_with("data:"))
+        .last()
+        .expect("events");
+    let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
+    assert_eq!(v["error"]["code"], "invalid_upstream_response", "{v}");
+}

@@ -217,17 +217,17 @@ impl Provider for OpenAiCompatible {
         w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator> {
         if messages_native(call) {
-            return Box::new(SseDriver::new(
+            return Box::new(SseDriver::passthrough(
                 anthropic::passthrough::PassthroughStream::default(),
             ));
         }
         if responses_native(call) {
-            return Box::new(SseDriver::new(
+            return Box::new(SseDriver::passthrough(
                 responses_passthrough::PassthroughStream::default(),
             ));
         }
         if call.passthrough {
-            return Box::new(SseDriver::new(OpenAiStream {
+            return Box::new(SseDriver::passthrough(OpenAiStream {
                 include_usage: call.include_usage,
                 usage: None,
             }));

@@ -35,6 +35,9 @@ pub struct SseDriver<D> {
     framer: SseFramer,
     decoder: D,
     done: bool,
+    /// Every event's data must be JSON (`[DONE]` aside): set for pass-through decoders, which
+    /// copy most events unread (translating ones read each event anyway).
+    check_json: bool,
 }
 
 impl<D: EventDecoder> SseDriver<D> {
@@ -43,6 +46,16 @@ impl<D: EventDecoder> SseDriver<D> {
             framer: SseFramer::new(),
             decoder,
             done: false,
+            check_json: false,
+        }
+    }
+
+    /// A driver for a decoder that passes events through: an event whose data is not JSON ends
+    /// the stream with an error (`invalid_upstream_response`) instead of reaching the client.
+    pub fn passthrough(decoder: D) -> Self {
+        SseDriver {
+            check_json: true,
+            ..Self::new(decoder)
         }
     }
 
@@ -61,6 +74,15 @@ impl<D: EventDecoder> StreamTranslator for SseDriver<D> {
             if ev.data.is_empty() {
                 self.decoder.empty(&ev, out);
                 continue;
+            }
+            if self.check_json
+                && ev.data != "[DONE]"
+                && serde_json::from_str::<serde::de::IgnoredAny>(&ev.data).is_err()
+            {
+                return StreamStatus::Failed(crate::providers::translate::bad_upstream_body(
+                    "the upstream",
+                    "a stream event's data is not JSON",
+                ));
             }
             match self.decoder.event(&ev, out) {
                 StreamStatus::Continue => {}

@@ -132,7 +132,9 @@ impl Provider for Anthropic {
         w: Box<dyn EventWriter>,
     ) -> Box<dyn StreamTranslator> {
         if call.passthrough {
-            return Box::new(SseDriver::new(passthrough::PassthroughStream::default()));
+            return Box::new(SseDriver::passthrough(
+                passthrough::PassthroughStream::default(),
+            ));
         }
         Box::new(SseDriver::new(
             AnthropicStream::new(call, w).provider(&self.cfg.name),
