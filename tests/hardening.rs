@@ -202,6 +202,29 @@ async fn a_hung_redis_costs_requests_milliseconds_not_seconds() {
     }
 }
 
+/// A streamed chat request for `openai/gpt-4o` through `gw`: the whole text of its answer.
+async fn streamed(gw: &Gateway, prompt: &str) -> String {
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", prompt, true))
+        .send()
+        .await
+        .expect("send");
+    r.text().await.unwrap_or_default()
+}
+
+/// The last `data:` event of an SSE text, parsed (each must be an event of its own).
+fn last_event(text: &str) -> Value {
+    let last = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|e| e.starts_with("data:"))
+        .last()
+        .unwrap_or_else(|| panic!("no events in {text}"));
+    serde_json::from_str(last.trim_start_matches("data:").trim())
+        .unwrap_or_else(|e| panic!("{e}: {last}"))
+}
+
 /// Reads from `s` until the peer closes or `limit` passes: (what was read, whether it closed).
 fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (String, bool) {
     use std::io::Read;
@@ -446,23 +469,10 @@ async fn an_error_event_after_an_unterminated_event_starts_on_its_own_line() {
     let mock = Mock::start(handler).await;
     let url = mock.url();
     let gw = Gateway::start(&[("OPENAI_BASE_URL", &url), ("OPENAI_API_KEY", OPENAI_KEY)]);
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("openai/gpt-4o", "hi", true))
-        .send()
-        .await
-        .expect("send");
-    let text = r.text().await.unwrap_or_default();
+    let text = streamed(&gw, "hi").await;
     assert!(!text.contains("}data:"), "error event glued on: {text}");
     // Every `data:` line is an event of its own that parses, the error one included.
-    let events: Vec<&str> = text
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|e| e.starts_with("data:"))
-        .collect();
-    let last = events.last().expect("events");
-    assert!(last.contains("\"error\""), "{text}");
-    let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
+    let v = last_event(&text);
     assert!(v["error"]["message"].is_string(), "{v}");
     // In plain words, with a code of its own (no HTTP library's internals).
     assert_eq!(v["error"]["code"], "upstream_body_interrupted", "{v}");
@@ -490,27 +500,14 @@ async fn an_endless_stream_event_is_cut_at_its_cap() {
     let url = mock.url();
     let gw = Gateway::start(&[("OPENAI_BASE_URL", &url), ("OPENAI_API_KEY", OPENAI_KEY)]);
     let started = Instant::now();
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("openai/gpt-4o", "hi", true))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap_or_default();
+    let text = streamed(&gw, "hi").await;
     assert!(
         text.len() < 1 << 20,
         "{} bytes reached the client",
         text.len()
     );
     assert!(text.contains("\"Hi\""), "{text}");
-    let last = text
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|e| e.starts_with("data:"))
-        .last()
-        .expect("events");
-    let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
+    let v = last_event(&text);
     assert_eq!(v["error"]["code"], "stream_event_too_large", "{v}");
     // Before any byte went out: an error answer in the client's shape.
     let r = client()
@@ -546,24 +543,11 @@ async fn a_trickling_upstream_is_cut_at_the_request_timeout() {
     ]);
     // A stream under way ends with an error event of its own code.
     let started = Instant::now();
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("openai/gpt-4o", "hi", true))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap_or_default();
+    let text = streamed(&gw, "hi").await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(4), "{took:?}");
     assert!(text.contains("\"a\""), "{text}");
-    let last = text
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|e| e.starts_with("data:"))
-        .last()
-        .expect("events");
-    let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
+    let v = last_event(&text);
     assert_eq!(v["error"]["code"], "request_timeout", "{v}");
     // Before any byte: a 504 in the client's shape (the upstream's body never completes).
     let started = Instant::now();
@@ -827,21 +811,9 @@ async fn a_passed_through_event_that_is_not_json_ends_the_stream_with_an_error()
     let mock = Mock::start(handler).await;
     let url = mock.url();
     let gw = Gateway::start(&[("OPENAI_BASE_URL", &url), ("OPENAI_API_KEY", OPENAI_KEY)]);
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("openai/gpt-4o", "hi", true))
-        .send()
-        .await
-        .expect("send");
-    let text = r.text().await.unwrap_or_default();
+    let text = streamed(&gw, "hi").await;
     assert!(text.contains("\"Hi\""), "{text}");
     assert!(!text.contains("garbage"), "{text}");
-    let last = text
-        .split("\n\n")
-        .map(str::trim)
-        .filter(|e| e.starts_with("data:"))
-        .last()
-        .expect("events");
-    let v: Value = serde_json::from_str(last.trim_start_matches("data:").trim()).expect(last);
+    let v = last_event(&text);
     assert_eq!(v["error"]["code"], "invalid_upstream_response", "{v}");
 }
