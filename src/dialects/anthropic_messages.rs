@@ -62,7 +62,8 @@ impl Dialect for AnthropicMessages {
                     true,
                     body.clone(),
                     translate,
-                ));
+                )
+                .with_native_model_span(h.model_span));
             }
         }
         translate_with(body, spans)
@@ -271,6 +272,8 @@ fn translate(body: &Bytes) -> Result<ChatRequest, GatewayError> {
 #[derive(Debug)]
 struct Head {
     model: String,
+    /// Where `model`'s value (JSON text, quotes included) is in the body.
+    model_span: (usize, usize),
     stream: bool,
 }
 
@@ -286,10 +289,17 @@ fn head(body: &[u8]) -> Option<Head> {
     }
     let h: Obj<Request> = serde_json::from_slice(body).ok()?;
     let h = h.0;
-    let model = h.model?.0;
+    let raw = h.model?.get();
+    if !raw.starts_with('"') {
+        return None;
+    }
+    let model: String = serde_json::from_str(raw).ok()?;
     if model.trim().is_empty() {
         return None;
     }
+    // `raw` borrows from `body`: its place in it is a difference of addresses.
+    let start = (raw.as_ptr() as usize).wrapping_sub(body.as_ptr() as usize);
+    let model_span = (start, start + raw.len());
     let first = |r: Option<&RawValue>| r.and_then(|r| r.get().bytes().next());
     if !matches!(first(h.system), None | Some(b'"' | b'[')) {
         return None;
@@ -345,7 +355,8 @@ fn head(body: &[u8]) -> Option<Head> {
         return None;
     }
     Some(Head {
-        model: model.into_owned(),
+        model,
+        model_span,
         stream: h.stream.unwrap_or(false),
     })
 }
@@ -364,8 +375,9 @@ mod light {
 
     #[derive(Deserialize)]
     pub struct Request<'a> {
+        /// As sent: where it is in the body is what a pass-through replaces.
         #[serde(borrow)]
-        pub model: Option<CowStr<'a>>,
+        pub model: Option<&'a RawValue>,
         pub stream: Option<bool>,
         #[serde(borrow)]
         pub system: Option<&'a RawValue>,
@@ -1957,7 +1969,7 @@ mod tests {
     #[test]
     fn the_light_pass_defers_only_what_translates() {
         let bodies = [
-            r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m\u0031","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#,
             r#"{"model":"m","stream":true,"system":"s","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"x"}]}]},{"role":"assistant","content":[{"type":"tool_use","id":"toolu_1","name":"f","input":{}}]}],"tools":[{"name":"f","input_schema":{}}],"tool_choice":{"type":"auto"}}"#,
             r#"{"model":"m","messages":[{"role":"system","content":[{"type":"text","text":"s"}]}],"stop_sequences":["x"],"temperature":1,"top_p":0.5}"#,
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}"#,
@@ -2002,6 +2014,11 @@ mod tests {
                         "{b}"
                     );
                     assert_eq!(l.native_body(), Some(&body));
+                    // A head read notes where the model is, for a pass-through's splice.
+                    if let Some((a, b)) = l.native_model_span() {
+                        let model: String = serde_json::from_slice(&body[a..b]).unwrap();
+                        assert_eq!(model, l.model, "{b}");
+                    }
                 }
                 (Err(e), Err(l)) => {
                     assert_eq!((e.status, &e.param), (l.status, &l.param), "{b}")

@@ -137,7 +137,7 @@ impl Provider for OpenAiCompatible {
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
         if let (true, Some(native)) = (messages_native(call), req.native_body()) {
-            let body = anthropic::passthrough::rewrite_model(native, &call.upstream_model)?;
+            let body = anthropic::passthrough::native_body_for(req, native, &call.upstream_model)?;
             let mut headers = call.client_headers.clone();
             headers.extend(self.headers());
             return Ok(UpstreamRequest::post(
@@ -147,12 +147,7 @@ impl Provider for OpenAiCompatible {
             ));
         }
         if let (true, Some(native)) = (responses_native(call), req.native_body()) {
-            let body = match req.native_model_span() {
-                Some(span) => {
-                    anthropic::passthrough::splice_model(native, span, &call.upstream_model)?
-                }
-                None => anthropic::passthrough::rewrite_model(native, &call.upstream_model)?,
-            };
+            let body = anthropic::passthrough::native_body_for(req, native, &call.upstream_model)?;
             return Ok(UpstreamRequest::post(
                 format!("{}/responses", backend.path),
                 self.headers(),

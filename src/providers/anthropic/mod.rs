@@ -98,7 +98,7 @@ impl Provider for Anthropic {
         backend: &BaseUrl,
     ) -> Result<UpstreamRequest, GatewayError> {
         if let (true, Some(native)) = (call.passthrough, req.native_body()) {
-            let body = passthrough::rewrite_model(native, &call.upstream_model)?;
+            let body = passthrough::native_body_for(req, native, &call.upstream_model)?;
             return Ok(UpstreamRequest::post(
                 format!("{}/v1/messages", backend.path),
                 self.passthrough_headers(call),
@@ -149,7 +149,7 @@ impl Provider for Anthropic {
     ) -> Option<Result<UpstreamRequest, GatewayError>> {
         let native = req.native_body().filter(|_| call.passthrough)?;
         Some(
-            passthrough::rewrite_model(native, &call.upstream_model).map(|body| {
+            passthrough::native_body_for(req, native, &call.upstream_model).map(|body| {
                 UpstreamRequest::post(
                     format!("{}/v1/messages/count_tokens", backend.path),
                     self.passthrough_headers(call),

@@ -23,6 +23,19 @@ struct ModelField<'a> {
     model: &'a RawValue,
 }
 
+/// A passed-through request's body with `model` as the upstream names it: spliced where the
+/// dialect's first pass found it, else found by a scan of the body.
+pub fn native_body_for(
+    req: &crate::api::ChatRequest,
+    native: &Bytes,
+    model: &str,
+) -> Result<Bytes, GatewayError> {
+    match req.native_model_span() {
+        Some(span) => splice_model(native, span, model),
+        None => rewrite_model(native, model),
+    }
+}
+
 /// The client's body with its `model` value replaced by `model`; every other byte as sent.
 pub fn rewrite_model(body: &Bytes, model: &str) -> Result<Bytes, GatewayError> {
     let field: ModelField = serde_json::from_slice(body)
