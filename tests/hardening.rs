@@ -213,6 +213,18 @@ async fn streamed(gw: &Gateway, prompt: &str) -> String {
     r.text().await.unwrap_or_default()
 }
 
+/// A chat request for `openai/gpt-4o` through `gw` whose answer is JSON: its status and body.
+async fn answered(gw: &Gateway, prompt: &str, stream: bool) -> (u16, Value) {
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat_body("openai/gpt-4o", prompt, stream))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("an error in OpenAI's shape"))
+}
+
 /// The last `data:` event of an SSE text, parsed (each must be an event of its own).
 fn last_event(text: &str) -> Value {
     let last = text
@@ -510,14 +522,8 @@ async fn an_endless_stream_event_is_cut_at_its_cap() {
     let v = last_event(&text);
     assert_eq!(v["error"]["code"], "stream_event_too_large", "{v}");
     // Before any byte went out: an error answer in the client's shape.
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("openai/gpt-4o", "straight away", true))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 502);
-    let v: Value = r.json().await.expect("json");
+    let (status, v) = answered(&gw, "straight away", true).await;
+    assert_eq!(status, 502, "{v}");
     assert_eq!(v["error"]["code"], "stream_event_too_large", "{v}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
@@ -551,15 +557,9 @@ async fn a_trickling_upstream_is_cut_at_the_request_timeout() {
     assert_eq!(v["error"]["code"], "request_timeout", "{v}");
     // Before any byte: a 504 in the client's shape (the upstream's body never completes).
     let started = Instant::now();
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("openai/gpt-4o", "hi", false))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 504);
+    let (status, v) = answered(&gw, "hi", false).await;
+    assert_eq!(status, 504, "{v}");
     assert!(started.elapsed() < Duration::from_secs(4));
-    let v: Value = r.json().await.expect("json");
     assert_eq!(v["error"]["code"], "request_timeout", "{v}");
     assert!(
         v["error"]["message"]
@@ -623,23 +623,11 @@ async fn garbage_from_an_upstream_is_never_passed_on_as_an_answer_nor_quoted_who
     let mock = Mock::start(handler).await;
     let url = mock.url();
     let gw = Gateway::start(&[("OPENAI_BASE_URL", &url), ("OPENAI_API_KEY", OPENAI_KEY)]);
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("openai/gpt-4o", "binary", false))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 502);
-    let v: Value = r.json().await.expect("an error in OpenAI's shape");
+    let (status, v) = answered(&gw, "binary", false).await;
+    assert_eq!(status, 502, "{v}");
     assert_eq!(v["error"]["code"], "invalid_upstream_response", "{v}");
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("openai/gpt-4o", "page", false))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(r.status(), 503);
-    let v: Value = r.json().await.expect("an error in OpenAI's shape");
+    let (status, v) = answered(&gw, "page", false).await;
+    assert_eq!(status, 503, "{v}");
     let message = v["error"]["message"].as_str().unwrap_or("");
     assert!(message.len() < 1200, "{} bytes quoted", message.len());
     assert!(message.contains("more bytes not shown"), "{message}");
