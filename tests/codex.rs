@@ -102,23 +102,28 @@ fn scripted() -> Handler {
     })
 }
 
-/// Runs `codex exec` through `gw` with `model` (a throw-away CODEX_HOME with one custom provider,
-/// the gateway, network features off); asserts it succeeded and returns its stdout (JSON lines).
-async fn codex_exec(gw: &Gateway, model: &str) -> String {
+/// What one `codex exec` left: its stdout (JSON lines) and the directory it worked in.
+struct CodexRun {
+    stdout: String,
+    work: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Runs `codex exec "<prompt>"` through `gw` with `model` (a throw-away CODEX_HOME with one
+/// custom provider, the gateway, network features off; hosted web search off unless
+/// `web_search`); asserts it succeeded.
+async fn codex_run(gw: &Gateway, model: &str, prompt: &str, web_search: bool) -> CodexRun {
     let tmp = tempfile::tempdir().unwrap();
     let (home, work) = (tmp.path().join("codex-home"), tmp.path().join("work"));
     std::fs::create_dir_all(&home).unwrap();
     std::fs::create_dir_all(&work).unwrap();
-    // One custom provider (the gateway), network features off, hosted web search off (a
-    // translated provider cannot run it: the gateway would refuse the request).
     let config = format!(
         r#"model = "{model}"
 model_provider = "gateway"
 approval_policy = "never"
 sandbox_mode = "danger-full-access"
 check_for_update_on_startup = false
-web_search = "disabled"
-
+{}
 [model_providers.gateway]
 name = "ai-gateway"
 base_url = "{}"
@@ -131,12 +136,17 @@ enabled = false
 [feedback]
 enabled = false
 "#,
+        if web_search {
+            ""
+        } else {
+            "web_search = \"disabled\"\n"
+        },
         gw.url("/v1")
     );
     std::fs::write(home.join("config.toml"), config).unwrap();
     let mut cmd = Command::new(codex());
     cmd.args(["exec", "--json", "--skip-git-repo-check", "--strict-config"])
-        .arg(format!("Run `echo {MARKER}` and tell me what it printed."))
+        .arg(prompt)
         .current_dir(&work)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -161,7 +171,18 @@ enabled = false
         out.status,
         gw.logs()
     );
-    stdout
+    CodexRun {
+        stdout,
+        work,
+        _tmp: tmp,
+    }
+}
+
+/// The tool turn: `codex exec` asked to run `echo MARKER` (hosted web search off: a translated
+/// provider cannot run it); its stdout.
+async fn codex_exec(gw: &Gateway, model: &str) -> String {
+    let prompt = format!("Run `echo {MARKER}` and tell me what it printed.");
+    codex_run(gw, model, &prompt, false).await.stdout
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -366,60 +387,15 @@ async fn codex_exec_applies_a_patch_through_a_chat_only_upstream() {
         ("GATEWAY_API_KEYS", GATEWAY_KEY),
         ("GATEWAY_MODEL_ALIASES", "gpt-5.5=vllm/qwen3-8b"),
     ]);
-    let tmp = tempfile::tempdir().unwrap();
-    let (home, work) = (tmp.path().join("codex-home"), tmp.path().join("work"));
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::create_dir_all(&work).unwrap();
     // Hosted web search left on: the gateway drops it rather than refuse the request.
-    let config = format!(
-        r#"model = "gpt-5.5"
-model_provider = "gateway"
-approval_policy = "never"
-sandbox_mode = "danger-full-access"
-check_for_update_on_startup = false
-
-[model_providers.gateway]
-name = "ai-gateway"
-base_url = "{}"
-env_key = "AI_GATEWAY_KEY"
-wire_api = "responses"
-
-[analytics]
-enabled = false
-
-[feedback]
-enabled = false
-"#,
-        gw.url("/v1")
-    );
-    std::fs::write(home.join("config.toml"), config).unwrap();
-    let mut cmd = Command::new(codex());
-    cmd.args(["exec", "--json", "--skip-git-repo-check", "--strict-config"])
-        .arg(format!("Create {PATCHED_FILE} containing {MARKER}."))
-        .current_dir(&work)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", tmp.path())
-        .env("CODEX_HOME", &home)
-        .env("AI_GATEWAY_KEY", GATEWAY_KEY)
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .stdin(std::process::Stdio::null());
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::task::spawn_blocking(move || cmd.output().expect("run codex")),
+    let run = codex_run(
+        &gw,
+        "gpt-5.5",
+        &format!("Create {PATCHED_FILE} containing {MARKER}."),
+        true,
     )
-    .await
-    .expect("codex exec finished in time")
-    .expect("codex task");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "codex exec failed ({}):\n{stdout}\n{stderr}\ngateway log:\n{}",
-        out.status,
-        gw.logs()
-    );
+    .await;
+    let (stdout, work) = (&run.stdout, &run.work);
     assert!(stdout.contains("Patched."), "the final answer: {stdout}");
     // Codex applied the patch.
     let written = std::fs::read_to_string(work.join(PATCHED_FILE)).unwrap_or_default();
