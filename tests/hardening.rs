@@ -202,25 +202,24 @@ async fn a_hung_redis_costs_requests_milliseconds_not_seconds() {
     }
 }
 
-/// A streamed chat request for `openai/gpt-4o` through `gw`: the whole text of its answer.
-async fn streamed(gw: &Gateway, prompt: &str) -> String {
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat_body("openai/gpt-4o", prompt, true))
-        .send()
-        .await
-        .expect("send");
-    r.text().await.unwrap_or_default()
-}
-
-/// A chat request for `openai/gpt-4o` through `gw` whose answer is JSON: its status and body.
-async fn answered(gw: &Gateway, prompt: &str, stream: bool) -> (u16, Value) {
-    let r = client()
+/// A chat request for `openai/gpt-4o` through `gw`.
+async fn ask(gw: &Gateway, prompt: &str, stream: bool) -> reqwest::Response {
+    client()
         .post(gw.url("/v1/chat/completions"))
         .json(&chat_body("openai/gpt-4o", prompt, stream))
         .send()
         .await
-        .expect("send");
+        .expect("send")
+}
+
+/// A streamed chat request: the whole text of its answer.
+async fn streamed(gw: &Gateway, prompt: &str) -> String {
+    ask(gw, prompt, true).await.text().await.unwrap_or_default()
+}
+
+/// A chat request whose answer is JSON: its status and body.
+async fn answered(gw: &Gateway, prompt: &str, stream: bool) -> (u16, Value) {
+    let r = ask(gw, prompt, stream).await;
     let status = r.status().as_u16();
     (status, r.json().await.expect("an error in OpenAI's shape"))
 }
