@@ -14,6 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::Response;
 use serde_json::{json, Value};
 
 use common::*;
@@ -38,67 +39,104 @@ fn codex() -> PathBuf {
 
 /// A chat-only upstream scripted like a model: a shell tool call first, then, once the tool's
 /// output is in the conversation, a text answer quoting it. Streams, as Codex always asks.
+/// What a scripted turn answers: a tool call (its arguments sent in two pieces) or text.
+enum Turn<'a> {
+    Call {
+        id: &'a str,
+        name: &'a str,
+        args: String,
+    },
+    Text(String),
+}
+
+/// A chat-only upstream's guard (models list, provider key) for the scripted handlers:
+/// `Some(answer)` when the request is not a chat turn with the right key.
+fn not_a_turn(r: &Recorded) -> Option<Response> {
+    if r.method == "GET" {
+        return Some(json_response(200, json!({"object": "list", "data": []})));
+    }
+    if r.header("authorization") != Some(&format!("Bearer {VLLM_KEY}")) {
+        return Some(json_response(401, json!({"error": {"message": "bad key"}})));
+    }
+    None
+}
+
+/// The OpenAI chat stream of one scripted turn: the role, the reasoning if any, the turn, the
+/// finish reason, a usage chunk (`reasoning_tokens` when there was reasoning), `[DONE]`.
+fn scripted_stream(model: &str, reasoning: Option<&str>, turn: Turn) -> Response {
+    let chunk = |delta: Value, finish: Value| {
+        let v = json!({"id": "chatcmpl-codex", "object": "chat.completion.chunk", "created": 1, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        format!("data: {v}\n\n")
+    };
+    let mut events = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
+    if let Some(r) = reasoning {
+        events.push(chunk(json!({"reasoning_content": r}), Value::Null));
+    }
+    match turn {
+        Turn::Call { id, name, args } => {
+            events.push(chunk(
+                json!({"tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                Value::Null,
+            ));
+            let (a, b) = args.split_at(args.len() / 2);
+            for part in [a, b] {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
+                    Value::Null,
+                ));
+            }
+            events.push(chunk(json!({}), json!("tool_calls")));
+        }
+        Turn::Text(text) => {
+            events.push(chunk(json!({"content": text}), Value::Null));
+            events.push(chunk(json!({}), json!("stop")));
+        }
+    }
+    let mut usage = json!({"prompt_tokens": 1200, "completion_tokens": 12, "total_tokens": 1212});
+    if reasoning.is_some() {
+        usage["completion_tokens_details"] = json!({"reasoning_tokens": 4});
+    }
+    events.push(format!(
+        "data: {}\n\n",
+        json!({"id": "chatcmpl-codex", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage})
+    ));
+    events.push("data: [DONE]\n\n".to_string());
+    sse_response(events, Duration::ZERO, None)
+}
+
 fn scripted() -> Handler {
     Arc::new(|r: &Recorded| {
-        if r.method == "GET" {
-            return json_response(200, json!({"object": "list", "data": []}));
-        }
-        if r.header("authorization") != Some(&format!("Bearer {VLLM_KEY}")) {
-            return json_response(401, json!({"error": {"message": "bad key"}}));
+        if let Some(answer) = not_a_turn(r) {
+            return answer;
         }
         let body = r.json();
-        let model = body["model"].as_str().unwrap_or("").to_string();
+        let model = body["model"].as_str().unwrap_or("");
         let messages = body["messages"].as_array().cloned().unwrap_or_default();
         let result = messages
             .iter()
             .rev()
             .find(|m| m["role"] == "tool")
             .map(|m| m["content"].as_str().unwrap_or("").to_string());
-        let chunk = |delta: Value, finish: Value| {
-            let v = json!({"id": "chatcmpl-codex", "object": "chat.completion.chunk", "created": 1, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-            format!("data: {v}\n\n")
-        };
-        let mut events = vec![chunk(
-            json!({"role": "assistant", "content": ""}),
-            Value::Null,
-        )];
-        match result {
-            None => {
-                let args = json!({"cmd": format!("echo {MARKER}")}).to_string();
-                events.push(chunk(
-                    json!({"tool_calls": [{"index": 0, "id": "call_codex1", "type": "function", "function": {"name": "exec_command", "arguments": ""}}]}),
-                    Value::Null,
-                ));
-                let (a, b) = args.split_at(args.len() / 2);
-                for part in [a, b] {
-                    events.push(chunk(
-                        json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
-                        Value::Null,
-                    ));
-                }
-                events.push(chunk(json!({}), json!("tool_calls")));
-            }
+        let turn = match result {
+            None => Turn::Call {
+                id: "call_codex1",
+                name: "exec_command",
+                args: json!({"cmd": format!("echo {MARKER}")}).to_string(),
+            },
             Some(out) => {
                 let seen = if out.contains(MARKER) {
                     "saw"
                 } else {
                     "missed"
                 };
-                events.push(chunk(
-                    json!({"content": format!("All done, I {seen} the marker.")}),
-                    Value::Null,
-                ));
-                events.push(chunk(json!({}), json!("stop")));
+                Turn::Text(format!("All done, I {seen} the marker."))
             }
-        }
-        let usage = json!({"prompt_tokens": 1200, "completion_tokens": 12, "total_tokens": 1212});
-        events.push(format!(
-            "data: {}\n\n",
-            json!({"id": "chatcmpl-codex", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage})
-        ));
-        events.push("data: [DONE]\n\n".to_string());
-        sse_response(events, Duration::ZERO, None)
+        };
+        scripted_stream(model, None, turn)
     })
 }
 
@@ -310,66 +348,34 @@ const PATCHED_FILE: &str = "gateway-patched.txt";
 /// once the tool's output is in the conversation, a text answer.
 fn scripted_patch() -> Handler {
     Arc::new(|r: &Recorded| {
-        if r.method == "GET" {
-            return json_response(200, json!({"object": "list", "data": []}));
-        }
-        if r.header("authorization") != Some(&format!("Bearer {VLLM_KEY}")) {
-            return json_response(401, json!({"error": {"message": "bad key"}}));
+        if let Some(answer) = not_a_turn(r) {
+            return answer;
         }
         let body = r.json();
-        let model = body["model"].as_str().unwrap_or("").to_string();
+        let model = body["model"].as_str().unwrap_or("");
         let messages = body["messages"].as_array().cloned().unwrap_or_default();
         let done = messages.iter().any(|m| m["role"] == "tool");
         let offered = body["tools"]
             .as_array()
             .is_some_and(|t| t.iter().any(|t| t["function"]["name"] == "apply_patch"));
-        let chunk = |delta: Value, finish: Value| {
-            let v = json!({"id": "chatcmpl-patch", "object": "chat.completion.chunk", "created": 1, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-            format!("data: {v}\n\n")
-        };
-        let mut events = vec![chunk(
-            json!({"role": "assistant", "content": ""}),
-            Value::Null,
-        )];
         if !done && offered {
-            events.push(chunk(
-                json!({"reasoning_content": "Planning the patch."}),
-                Value::Null,
-            ));
             let patch = format!(
                 "*** Begin Patch\n*** Add File: {PATCHED_FILE}\n+{MARKER}\n*** End Patch\n"
             );
-            let args = json!({"input": patch}).to_string();
-            events.push(chunk(
-                json!({"tool_calls": [{"index": 0, "id": "call_patch1", "type": "function", "function": {"name": "apply_patch", "arguments": ""}}]}),
-                Value::Null,
-            ));
-            let (a, b) = args.split_at(args.len() / 2);
-            for part in [a, b] {
-                events.push(chunk(
-                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
-                    Value::Null,
-                ));
-            }
-            events.push(chunk(json!({}), json!("tool_calls")));
+            let turn = Turn::Call {
+                id: "call_patch1",
+                name: "apply_patch",
+                args: json!({"input": patch}).to_string(),
+            };
+            scripted_stream(model, Some("Planning the patch."), turn)
         } else {
             let text = if done {
                 "Patched."
             } else {
                 "No apply_patch tool."
             };
-            events.push(chunk(json!({"content": text}), Value::Null));
-            events.push(chunk(json!({}), json!("stop")));
+            scripted_stream(model, None, Turn::Text(text.to_string()))
         }
-        let usage = json!({"prompt_tokens": 1200, "completion_tokens": 12, "total_tokens": 1212,
-            "completion_tokens_details": {"reasoning_tokens": 4}});
-        events.push(format!(
-            "data: {}\n\n",
-            json!({"id": "chatcmpl-patch", "object": "chat.completion.chunk", "created": 1, "model": model, "choices": [], "usage": usage})
-        ));
-        events.push("data: [DONE]\n\n".to_string());
-        sse_response(events, Duration::ZERO, None)
     })
 }
 
