@@ -438,6 +438,14 @@ struct Probe {
 impl Probe {
     /// One backend's probe, recorded by its breaker.
     async fn probe(&self, bh: &BackendHealth) -> Result<(), String> {
+        // A cloud's access token first (Vertex AI): failing to get one fails the probe.
+        if let Some(wait) = self.provider.ready() {
+            if let Err(e) = wait.await {
+                let why = format!("health probe: {}", e.label);
+                bh.breaker.record_probe_failure(&why);
+                return Err(why);
+            }
+        }
         let Some(req) = self.provider.health_probe(&bh.url) else {
             return Ok(());
         };

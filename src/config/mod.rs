@@ -17,6 +17,7 @@
 //! - [`cache`]: the response cache's backend, TTL, scope and semantic layer.
 //! - [`pricing`]: `GATEWAY_PRICES` overrides and the built-in price table they override.
 //! - [`state`]: the state backend (`GATEWAY_STATE_BACKEND`) and the stored responses' TTL.
+//! - [`vertex`]: Google Vertex AI's service account key file, project and location.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -32,6 +33,7 @@ pub mod routing;
 pub mod state;
 pub mod tls;
 pub mod vars;
+pub mod vertex;
 
 pub use self::providers::{
     canonical_provider_name, enabling_variable, BaseUrl, HostFlavor, ProviderConfig,
@@ -145,6 +147,8 @@ pub struct Config {
     pub h2c: bool,
     /// The state backend (`GATEWAY_STATE_BACKEND`) and what it keeps.
     pub state: state::StateConfig,
+    /// Google Vertex AI's service account, project and location, when `vertex` is configured.
+    pub vertex: Option<vertex::VertexConfig>,
 }
 
 /// Every error found, one per line.
@@ -347,7 +351,8 @@ impl Config {
             }
         });
 
-        let providers = providers::read(&mut r);
+        let mut providers = providers::read(&mut r);
+        let vertex = vertex::read(&mut r, &mut providers);
         let cache = cache::read(&mut r);
         let metrics_listen = r
             .get(vars::METRICS_LISTEN)
@@ -429,6 +434,7 @@ impl Config {
             tls,
             h2c,
             state,
+            vertex,
         })
     }
 }

@@ -30,6 +30,7 @@ pub enum HostFlavor {
     HuggingFace,
     Custom,
     Echo,
+    Vertex,
 }
 
 /// One upstream base URL, split for the connector.
@@ -77,7 +78,7 @@ pub enum UrlStyle {
     Ollama,
 }
 
-fn parse_base_url(raw: &str, style: UrlStyle) -> Result<BaseUrl, String> {
+pub(super) fn parse_base_url(raw: &str, style: UrlStyle) -> Result<BaseUrl, String> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Err("empty URL".into());
@@ -298,6 +299,23 @@ pub const BUILTINS: &[Builtin] = &[
         native_messages_var: None,
         native_responses_var: Some((vars::HF_NATIVE_RESPONSES, false)),
         default_model: None,
+        always: false,
+    },
+    // Google Vertex AI: the key file enables it; its default host depends on the location, so
+    // `config::vertex` fills it in (with the project and the checked key file).
+    Builtin {
+        name: "vertex",
+        aliases: &[],
+        format: "vertex",
+        flavor: HostFlavor::Vertex,
+        base_url_vars: &[(vars::VERTEX_BASE_URL, UrlStyle::Root)],
+        default_base_url: None,
+        key_vars: &[vars::GOOGLE_APPLICATION_CREDENTIALS],
+        key_enables: true,
+        default_model_var: Some(vars::VERTEX_DEFAULT_MODEL),
+        native_messages_var: None,
+        native_responses_var: None,
+        default_model: Some("gemini-2.0-flash"),
         always: false,
     },
 ];
@@ -613,10 +631,11 @@ mod tests {
             "huggingface",
             "hf",
             "echo",
+            "vertex",
         ] {
             assert!(names.contains(&n), "{n}");
         }
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 10);
         assert_eq!(
             enabling_variable("openai"),
             "OPENAI_API_KEY or OPENAI_BASE_URL"

@@ -24,6 +24,7 @@ pub mod openai;
 pub mod responses_passthrough;
 pub mod stream;
 pub mod translate;
+pub mod vertex;
 
 /// A request to send upstream, fully encoded.
 #[derive(Debug, Clone)]
@@ -122,6 +123,20 @@ pub trait StreamTranslator: Send {
 /// One upstream wire format.
 pub trait Provider: Send + Sync {
     fn config(&self) -> &ProviderConfig;
+
+    /// Whether a client whose dialect is wire format `format` passes through to
+    /// `upstream_model` (its bytes go as sent). A host decides by its configuration; one that
+    /// serves several formats decides per model (Vertex AI: its Claude models speak Messages).
+    fn speaks(&self, format: &str, _upstream_model: &str) -> bool {
+        self.config().speaks(format)
+    }
+
+    /// Credentials to fetch before a request can be encoded (a cloud's short-lived access
+    /// token): a future that waits for them, or `None` when there is nothing to wait for (every
+    /// key-based provider, at no cost on their path).
+    fn ready(&self) -> Option<futures::future::BoxFuture<'_, Result<(), GatewayError>>> {
+        None
+    }
 
     /// Encodes a chat request for this upstream.
     fn chat_request(
@@ -262,6 +277,9 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("cohere", |cfg, _| {
         Arc::new(cohere::Cohere::new(cfg.clone()))
     }),
+    ("vertex", |cfg, config| {
+        Arc::new(vertex::Vertex::new(cfg.clone(), config))
+    }),
 ];
 
 /// The constructor of the format named `name`, if there is one.
@@ -358,7 +376,7 @@ mod tests {
     #[test]
     fn every_format_is_registered_once() {
         let names: Vec<&str> = formats().collect();
-        for name in ["openai", "anthropic", "gemini", "echo", "cohere"] {
+        for name in ["openai", "anthropic", "gemini", "echo", "cohere", "vertex"] {
             assert!(format(name).is_some(), "{name}");
         }
         let mut unique = names.clone();

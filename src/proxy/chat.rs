@@ -156,7 +156,9 @@ async fn run_candidates(
             ctx.upstream_model = Some(route.upstream_model.clone());
             // The one place pass-through is decided: the client's dialect is the provider's
             // wire format.
-            let passthrough = route.provider.config().speaks(dialect.native_format());
+            let passthrough = route
+                .provider
+                .speaks(dialect.native_format(), &route.upstream_model);
             let call = CallInfo {
                 client_model: req.model.clone(),
                 upstream_model: route.upstream_model.clone(),
@@ -289,6 +291,16 @@ async fn attempt(
             retryable: true,
         };
     };
+    // A cloud's access token, when it must be fetched first (Vertex AI).
+    if let Some(wait) = route.provider.ready() {
+        if let Err(err) = wait.await {
+            metrics::upstream_error(&cfg.name, err.label);
+            return Attempt::Failed {
+                err,
+                retryable: true,
+            };
+        }
+    }
     let up_req = match route.provider.chat_request(req, call, backend) {
         Ok(r) => r,
         Err(err) => {

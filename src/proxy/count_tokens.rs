@@ -26,7 +26,12 @@ pub async fn handle(
     let cfg = route.provider.config();
     ctx.provider = Some(cfg.name.clone());
     ctx.upstream_model = Some(route.upstream_model.clone());
-    let passthrough = cfg.speaks(dialect.native_format());
+    let passthrough = route
+        .provider
+        .speaks(dialect.native_format(), &route.upstream_model);
+    if let Some(wait) = route.provider.ready() {
+        wait.await?;
+    }
     let call = CallInfo {
         client_model: req.model.clone(),
         upstream_model: route.upstream_model.clone(),

@@ -21,10 +21,11 @@ async fn upstream_models(gw: &Gateway, p: &dyn Provider) -> Vec<String> {
     let Some(backend) = p.config().backends.first() else {
         return Vec::new();
     };
-    let Some(req) = p.models_request(backend) else {
-        return Vec::new();
-    };
     let fetch = async {
+        if let Some(wait) = p.ready() {
+            wait.await.ok()?;
+        }
+        let req = p.models_request(backend)?;
         let mut resp = gw.upstreams.send(backend, &req).await.ok()?;
         if resp.status() != 200 {
             resp.release().await;
