@@ -386,8 +386,8 @@ async fn errors_and_throttling_fail_over() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_exchange_for_many_requests_and_a_refresh_before_expiry() {
-    // Tokens live 8s: used until 7.2s, refreshed from 6s on.
-    let v = VertexMock::start(8).await;
+    // Tokens live 10s: used until 9s, refreshed from 7.5s on.
+    let v = VertexMock::start(10).await;
     let gw = start(&v, &[]);
     let body = json!({"model": GEMINI, "messages": [{"role": "user", "content": "hi"}]});
     // 12 concurrent first requests: one exchange between them.
@@ -401,9 +401,11 @@ async fn one_exchange_for_many_requests_and_a_refresh_before_expiry() {
     let first = v.state.issued()[0].clone();
     // Into the refresh window: the request goes with the old token, which is still good, and a
     // refresh starts behind it.
-    let at = first.at + Duration::from_millis(6300);
+    let at = first.at + Duration::from_millis(7700);
     tokio::time::sleep(at.saturating_duration_since(Instant::now())).await;
     assert_eq!(chat(&gw, &body).await.0, 200);
+    let in_window = v.state.seen_tokens.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(in_window, first.token, "a request waited for the refresh");
     let deadline = Instant::now() + Duration::from_secs(10);
     while v.state.exchanges() < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
