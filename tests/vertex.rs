@@ -156,6 +156,20 @@ async fn gemini_models_plain_streamed_and_with_tools() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "Tool said: sunny");
 
+    // A Responses client is translated through the same codec.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/responses",
+        &json!({"model": GEMINI, "input": "hi"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["output"][0]["content"][0]["text"], "Hello from Gemini",
+        "{body}"
+    );
+    assert_eq!(v.api.last().path, gemini_path("generateContent"));
+
     // One token served every request; the client's own key never travelled.
     assert_eq!(v.state.exchanges(), 1);
     assert!(posts(&v)

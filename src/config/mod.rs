@@ -513,6 +513,13 @@ impl Config {
                 urls.join(", ")
             );
         }
+        if let Some(v) = &self.vertex {
+            let _ = writeln!(
+                s,
+                "vertex           project={} location={} account={} token_uri={}",
+                v.project, v.location, v.account.client_email, v.account.token_uri
+            );
+        }
         let _ = writeln!(
             s,
             "metrics          {}",

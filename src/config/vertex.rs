@@ -283,6 +283,12 @@ VqXwLL4KFXUofw==
             "https://us-central1-aiplatform.googleapis.com"
         );
         assert!(!format!("{v:?}").contains("PRIVATE KEY"));
+        let described = c.describe();
+        assert!(
+            described.contains("vertex           project=key-project location=us-central1"),
+            "{described}"
+        );
+        assert!(!described.contains("PRIVATE KEY"));
 
         let c = Config::from_map(&env(&[
             ("GOOGLE_APPLICATION_CREDENTIALS", path),
