@@ -316,6 +316,9 @@ impl Provider for OpenAiCompatible {
     }
 
     fn models_request(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
+        if !self.cfg.lists_models {
+            return None;
+        }
         Some(UpstreamRequest::get(
             format!("{}/models", backend.path),
             self.headers(),
@@ -349,6 +352,8 @@ impl Provider for OpenAiCompatible {
         let path = match self.cfg.flavor {
             HostFlavor::Ollama => format!("{root}/api/version"),
             HostFlavor::Vllm => format!("{root}/health"),
+            // A host with no listing has no request that costs no tokens: no active probe.
+            _ if !self.cfg.lists_models => return None,
             _ => format!("{}/models", backend.path),
         };
         Some(UpstreamRequest::get(path, self.headers()))
@@ -740,7 +745,12 @@ impl OpenAiDecode {
 
     fn chunk(&mut self, v: &Value, out: &mut BytesMut) {
         if !self.id_seen {
-            if let Some(id) = v.get("id").and_then(Value::as_str) {
+            // Azure's first chunk (its prompt filter results) has an empty id.
+            if let Some(id) = v
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+            {
                 self.id_seen = true;
                 self.w.id(id);
             }
