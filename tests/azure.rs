@@ -591,3 +591,65 @@ async fn openai_python_sdk_through_the_gateway_to_azure() {
     );
     assert!(mock.calls() >= 6, "{}", mock.calls());
 }
+
+/// Azure joins the cache, cost and metrics like any provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_cost_and_metrics() {
+    let mock = Mock::start(azure(Some(VERSION))).await;
+    let gw = Gateway::start(&[
+        ("AZURE_OPENAI_ENDPOINT", &mock.url()),
+        ("AZURE_OPENAI_API_KEY", KEY),
+        ("OPENAI_API_VERSION", VERSION),
+        ("GATEWAY_CACHE_BACKEND", "memory"),
+    ]);
+    let ask = || {
+        post(
+            &gw,
+            "/v1/chat/completions",
+            chat_body("azure/gpt-4o", "cache me", false),
+        )
+    };
+    let (status, first, _) = ask().await;
+    assert_eq!(status, 200);
+    assert_eq!(first["x-cache"], "MISS");
+    let (status, second, body) = ask().await;
+    assert_eq!(status, 200);
+    assert_eq!(second["x-cache"], "HIT");
+    assert_eq!(
+        json_of(&body)["choices"][0]["message"]["content"],
+        "Hello from Azure"
+    );
+    assert_eq!(mock.calls(), 1, "a hit costs no upstream call");
+
+    // A filtered answer is never stored: asked twice, it goes upstream twice.
+    for _ in 0..2 {
+        let (status, headers, _) = post(
+            &gw,
+            "/v1/chat/completions",
+            chat_body("azure/gpt-4o", "filtered-answer", false),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_ne!(headers["x-cache"], "HIT");
+    }
+    assert_eq!(mock.calls(), 3);
+
+    // The deployment named after its model is priced as gpt-4o (9 prompt, 3 completion tokens).
+    let metrics = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cost: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("gateway_cost_usd_total{") && l.contains("provider=\"azure\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no azure cost in:\n{metrics}"));
+    let one = (9.0 * 2.5 + 3.0 * 10.0) / 1e6;
+    assert!((cost - 3.0 * one).abs() < 1e-9, "{cost} != 3 x {one}");
+    assert!(metrics.contains("provider=\"azure\""));
+}
