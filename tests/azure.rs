@@ -487,6 +487,20 @@ async fn v1_api_responses_messages_and_health() {
     assert_eq!(text, "Hello from Azure");
     assert_eq!(events.last().unwrap()["type"], "message_stop");
 
+    // Claude Code's thinking budget, mapped to a reasoning effort, goes only to a deployment
+    // named after a reasoning model: gpt-4o would refuse it.
+    for (deployment, effort) in [("gpt-4o", Value::Null), ("o3-mini", json!("medium"))] {
+        let thinking = json!({"model": format!("azure/{deployment}"), "max_tokens": 8000,
+            "thinking": {"type": "enabled", "budget_tokens": 4000},
+            "messages": [{"role": "user", "content": "hi"}]});
+        post(&gw, "/v1/messages", thinking).await;
+        assert_eq!(
+            mock.last().json()["reasoning_effort"],
+            effort,
+            "{deployment}"
+        );
+    }
+
     // The health probe is the models listing: no tokens spent.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let probed = loop {

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::api::{Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
+use crate::config::providers::AZURE_FORMAT;
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::stream::{EventDecoder, SseDriver};
@@ -158,8 +159,9 @@ impl Provider for OpenAiCompatible {
         // An effort another dialect mapped from its own setting (Claude Code's thinking budget)
         // is a hint: OpenAI refuses `reasoning_effort` for models that do not reason, and a
         // client of another API cannot fix that. An effort the chat client sent itself is kept.
+        // Azure's deployments are OpenAI's models (named after them, as a rule): the same holds.
         let drop_effort = call.client_format != "openai"
-            && self.cfg.name == "openai"
+            && (self.cfg.name == "openai" || self.cfg.format == AZURE_FORMAT)
             && !openai_reasoning_model(&call.upstream_model);
         let fields = req
             .field_texts()
