@@ -39,9 +39,28 @@ async fn chat(gw: &Gateway, body: Value) -> (u16, reqwest::header::HeaderMap, St
     (status, headers, r.text().await.unwrap())
 }
 
+/// An OpenAI-compatible vendor: model `refuse-401`/`refuse-500` answer that status in OpenAI's
+/// error shape; others the text, plain or streamed.
+fn vendor() -> Handler {
+    let ok = openai_handler("Hello from the vendor");
+    Arc::new(move |r: &Recorded| {
+        let model = r.json()["model"].as_str().unwrap_or("").to_string();
+        match model
+            .strip_prefix("refuse-")
+            .and_then(|c| c.parse::<u16>().ok())
+        {
+            Some(code) => json_response(
+                code,
+                json!({"error": {"message": format!("vendor says {code}"), "type": "vendor_error", "code": "nope"}}),
+            ),
+            None => ok(r),
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn each_vendor_is_enabled_by_its_key_alone() {
-    let mock = Mock::start(openai_handler("Hello from the vendor")).await;
+    let mock = Mock::start(vendor()).await;
     for (name, key_var, url_var) in VENDORS {
         let key = format!("sk-{name}-secret");
         let base = format!("{}/{name}/v1", mock.url());
@@ -67,6 +86,27 @@ async fn each_vendor_is_enabled_by_its_key_alone() {
         );
         // The prefix is taken off; the rest, slashes and all, is the vendor's model.
         assert_eq!(seen.json()["model"], "org/some-model-1", "{name}");
+
+        // The same battery for each: a stream passes through; upstream errors keep their
+        // status and message in OpenAI's shape.
+        let (status, _, body) = chat(&gw, chat_body(&format!("{name}/m"), "hi", true)).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert_eq!(
+            sse_data(&body).last().map(String::as_str),
+            Some("[DONE]"),
+            "{name}"
+        );
+        assert!(body.contains("vendor"), "{name}: {body}");
+        for code in [401u16, 500] {
+            let (status, _, body) = chat(
+                &gw,
+                chat_body(&format!("{name}/refuse-{code}"), "hi", false),
+            )
+            .await;
+            assert_eq!(status, code, "{name}: {body}");
+            let e = serde_json::from_str::<Value>(&body).unwrap()["error"].clone();
+            assert_eq!(e["message"], format!("vendor says {code}"), "{name}");
+        }
         assert!(!gw.logs().contains(&key), "{name}: the key reached the log");
     }
     // Not configured: a 404 naming the vendor's key variable.
