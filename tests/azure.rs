@@ -154,6 +154,14 @@ fn azure(version: Option<&'static str>) -> Handler {
                 "usage": {"input_tokens": 5, "output_tokens": 4, "total_tokens": 9}}),
             ),
             "chat/completions" => chat(&deployment, &body),
+            "completions" => json_response(
+                200,
+                json!({"id": "cmpl-az1", "object": "text_completion",
+                "created": 1727346142, "model": "gpt-35-turbo-instruct",
+                "choices": [{"text": " done", "index": 0, "logprobs": null, "finish_reason": "stop",
+                             "content_filter_results": clean()}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}),
+            ),
             _ => azure_error(404, "404", "Resource not found"),
         }
     })
@@ -318,6 +326,18 @@ async fn deployment_urls_plain_stream_tools_embeddings_and_filters() {
         mock.last().path,
         "/openai/deployments/text-embedding-3-small/embeddings"
     );
+
+    // Legacy completions go under the deployment the body names.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/completions",
+        json!({"model": "azure/gpt-4o", "prompt": "say"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["choices"][0]["text"], " done");
+    assert_eq!(mock.last().path, "/openai/deployments/gpt-4o/completions");
+    assert_eq!(mock.last().query.as_deref(), Some("api-version=2024-10-21"));
 
     // A filtered answer: finish_reason content_filter, the filter results kept.
     let (status, _, body) = post(

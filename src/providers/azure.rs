@@ -94,6 +94,18 @@ fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, KEEP).to_string()
 }
 
+/// The `model` of a JSON body.
+fn json_model(content_type: &str, body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Model {
+        model: String,
+    }
+    if !content_type.starts_with("application/json") {
+        return None;
+    }
+    serde_json::from_slice::<Model>(body).ok().map(|m| m.model)
+}
+
 /// A Responses client passed through to Azure's own Responses API.
 fn responses_native(call: &CallInfo) -> bool {
     call.passthrough && call.client_format == RESPONSES_FORMAT
@@ -164,8 +176,10 @@ impl Provider for Azure {
         self.inner.embeddings_response(body, client_model)
     }
 
-    /// The other OpenAI endpoints on the v1 API, where the model travels in the body; the
-    /// dated API puts them under a deployment this call does not know.
+    /// The other OpenAI endpoints (`/completions`, `/images/generations`, `/audio/...`): on a
+    /// dated version under the deployment the JSON body's `model` names; otherwise (the v1 API,
+    /// or a multipart upload, whose deployment is in a form field) on the v1 API, which every
+    /// resource serves beside the dated one, the model in the body.
     fn api_request(
         &self,
         path: &str,
@@ -173,16 +187,21 @@ impl Provider for Azure {
         body: Bytes,
         backend: &BaseUrl,
     ) -> Option<UpstreamRequest> {
-        if self.cfg.api_version.is_some() || path.starts_with("/v2/") {
+        if path.starts_with("/v2/") {
             return None;
         }
+        let dated = self
+            .cfg
+            .api_version
+            .as_ref()
+            .and(json_model(content_type, &body));
+        let full = match dated {
+            Some(d) => self.path(backend, Some(&d), path.trim_start_matches('/')),
+            None => format!("{}/openai/v1{path}", root(backend)),
+        };
         let mut headers = self.headers();
         headers.push(("content-type", content_type.to_string()));
-        Some(UpstreamRequest::post(
-            format!("{}/openai/v1{path}", root(backend)),
-            headers,
-            body,
-        ))
+        Some(UpstreamRequest::post(full, headers, body))
     }
 
     /// The models the resource offers (`/openai/v1/models`, `/openai/models?api-version=`):
@@ -366,9 +385,21 @@ mod tests {
                 .path,
             "/openai/responses/resp_1?include=x&api-version=2025-04-01-preview"
         );
-        assert!(dated
-            .api_request("/images/generations", "application/json", Bytes::new(), &b)
-            .is_none());
+        let images = Bytes::from_static(br#"{"model":"dall-e-3","prompt":"a cat"}"#);
+        assert_eq!(
+            dated
+                .api_request("/images/generations", "application/json", images, &b)
+                .unwrap()
+                .path,
+            "/openai/deployments/dall-e-3/images/generations?api-version=2025-04-01-preview"
+        );
+        let upload = dated.api_request(
+            "/audio/transcriptions",
+            "multipart/form-data; boundary=x",
+            Bytes::new(),
+            &b,
+        );
+        assert_eq!(upload.unwrap().path, "/openai/v1/audio/transcriptions");
         let v1 = azure(None);
         assert_eq!(v1.models_request(&b).unwrap().path, "/openai/v1/models");
         assert_eq!(
