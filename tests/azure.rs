@@ -45,6 +45,10 @@ fn completion(deployment: &str, message: Value, finish: &str, filter: Value) -> 
 /// Azure's stream: a first chunk with only the prompt filter results (empty id and model), then
 /// OpenAI's chunks with their content filter results, the usage chunk when asked, `[DONE]`.
 fn stream(deployment: &str, pieces: &[&str], usage: bool) -> Vec<String> {
+    stream_ending(deployment, pieces, usage, "stop")
+}
+
+fn stream_ending(deployment: &str, pieces: &[&str], usage: bool, finish: &str) -> Vec<String> {
     let model = format!("{deployment}-2024-08-06");
     let mut ev = vec![
         json!({"choices": [], "created": 0, "id": "", "model": "", "object": "",
@@ -64,7 +68,12 @@ fn stream(deployment: &str, pieces: &[&str], usage: bool) -> Vec<String> {
     for p in pieces {
         ev.push(chunk(json!({"content": p}), None, clean()));
     }
-    ev.push(chunk(json!({}), Some("stop"), json!({})));
+    let verdict = if finish == "content_filter" {
+        json!({"violence": {"filtered": true, "severity": "medium"}})
+    } else {
+        json!({})
+    };
+    ev.push(chunk(json!({}), Some(finish), verdict));
     if usage {
         ev.push(json!({"id": "chatcmpl-az1", "object": "chat.completion.chunk", "created": 1727346142,
                        "model": model, "choices": [],
@@ -180,6 +189,10 @@ fn chat(deployment: &str, body: &Value) -> axum::response::Response {
                 "self_harm": {"filtered": false, "severity": "safe"}, "sexual": {"filtered": false, "severity": "safe"},
                 "violence": {"filtered": true, "severity": "medium"}}}}}),
         );
+    }
+    if text.contains("filtered-answer") && body["stream"] == true {
+        let events = stream_ending(deployment, &["I ", "can"], true, "content_filter");
+        return sse_response(events, Duration::ZERO, None);
     }
     if text.contains("filtered-answer") {
         let mut filter = clean();
@@ -362,6 +375,34 @@ async fn deployment_urls_plain_stream_tools_embeddings_and_filters() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(json_of(&body)["stop_reason"], "refusal");
+
+    // ... streamed too: the last choice chunk says content_filter (a Messages stream: refusal).
+    let (status, _, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/gpt-4o", "filtered-answer", true),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let finish: Vec<String> = sse_data(&body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["finish_reason"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(finish, ["content_filter"], "{body}");
+    let (status, _, body) = post(
+        &gw,
+        "/v1/messages",
+        json!({"model": "azure/gpt-4o", "max_tokens": 50, "stream": true,
+               "messages": [{"role": "user", "content": "filtered-answer"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"stop_reason\":\"refusal\""), "{body}");
 
     // A filtered prompt: 400 content_filter in OpenAI's shape, naming what was filtered.
     let (status, _, body) = post(
