@@ -17,7 +17,7 @@ use parking_lot::RwLock;
 
 use crate::api::Usage;
 pub use crate::config::pricing::{parse_overrides, PriceOverride};
-use crate::config::pricing::{BUILTIN_PRICES, SELF_HOSTED};
+use crate::config::pricing::{BUILTIN_HOST_PRICES, BUILTIN_PRICES, MAKER_PRICED, SELF_HOSTED};
 
 static OVERRIDES: Lazy<RwLock<Vec<PriceOverride>>> = Lazy::new(|| RwLock::new(Vec::new()));
 
@@ -46,8 +46,10 @@ fn matches(key: &str, name: &str) -> bool {
     }
 }
 
-/// The price from `overrides`, then the built-in table. The longest matching model name wins;
-/// on a tie a provider-qualified entry beats a bare one, and an override beats the table.
+/// The price from `overrides`, then the built-in tables. The longest matching model name wins;
+/// on a tie a provider-qualified entry beats a bare one, and an override beats the table. On a
+/// host that bills each maker's list price (OpenRouter), `maker/model`
+/// (`anthropic/claude-sonnet-4`) is priced by the bare table as `model`.
 pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Option<(f64, f64)> {
     let provider = provider.to_ascii_lowercase();
     let model = model.to_ascii_lowercase();
@@ -64,11 +66,11 @@ pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Optio
             continue;
         }
         if o.model == "*" {
-            offer(0, 4, (o.input, o.output));
+            offer(0, 5, (o.input, o.output));
         } else if matches(&o.model, &model) {
             offer(
                 o.model.len(),
-                if qualified { 4 } else { 3 },
+                if qualified { 5 } else { 4 },
                 (o.input, o.output),
             );
         }
@@ -76,8 +78,17 @@ pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Optio
     if SELF_HOSTED.contains(&provider.as_str()) {
         offer(0, 1, (0.0, 0.0));
     } else {
+        for (p, k, i, out) in BUILTIN_HOST_PRICES {
+            if *p == provider && matches(k, &model) {
+                offer(k.len(), 3, (*i, *out));
+            }
+        }
+        let bare = match model.rsplit_once('/') {
+            Some((_, m)) if MAKER_PRICED.contains(&provider.as_str()) => m,
+            _ => model.as_str(),
+        };
         for (k, i, out) in BUILTIN_PRICES {
-            if matches(k, &model) {
+            if matches(k, bare) {
                 offer(k.len(), 2, (*i, *out));
             }
         }
@@ -122,6 +133,41 @@ mod tests {
         assert_eq!(lookup(&[], "openai", "gpt-4.5-preview"), None);
         assert_eq!(lookup(&[], "openai", "o10"), None);
         assert_eq!(lookup(&[], "groq", "llama-3.3-70b"), None);
+        assert_eq!(lookup(&[], "other", "llama-3.3-70b-versatile"), None);
+        // Vendors' own models, and hosts' prices for the open models they serve.
+        assert_eq!(
+            lookup(&[], "mistral", "mistral-large-latest"),
+            Some((2.0, 6.0))
+        );
+        assert_eq!(
+            lookup(&[], "xai", "grok-4-fast-reasoning"),
+            Some((0.2, 0.5))
+        );
+        assert_eq!(
+            lookup(&[], "cohere", "command-r7b-12-2024"),
+            Some((0.0375, 0.15))
+        );
+        assert_eq!(
+            lookup(&[], "cohere", "command-r-08-2024"),
+            Some((0.15, 0.6))
+        );
+        assert_eq!(
+            lookup(&[], "groq", "llama-3.3-70b-versatile"),
+            Some((0.59, 0.79))
+        );
+        assert_eq!(
+            lookup(&[], "together", "meta-llama/Llama-3.3-70B-Instruct-Turbo"),
+            Some((0.88, 0.88))
+        );
+        assert_eq!(lookup(&[], "azure", "gpt-4o"), Some((2.5, 10.0)));
+        // OpenRouter's maker/model ids take the maker's list price.
+        assert_eq!(
+            lookup(&[], "openrouter", "anthropic/claude-sonnet-4"),
+            Some((3.0, 15.0))
+        );
+        assert_eq!(lookup(&[], "together", "Qwen/Qwen3-235B"), None);
+        // Elsewhere a maker's name is no price: Together's Mistral Small is not Mistral's.
+        assert_eq!(lookup(&[], "together", "mistralai/mistral-small-24b"), None);
         assert_eq!(
             lookup(&[], "vllm", "meta-llama/Llama-3.1-8B"),
             Some((0.0, 0.0))

@@ -1,6 +1,7 @@
 //! Model name -> provider. `provider/model` picks that provider (the rest, slashes and all, goes
 //! upstream); bare names are detected by prefix (`gpt-*`, `o1*`, `o3*`, `o4*`, `chatgpt-*` ->
-//! openai, `claude-*` -> anthropic, `gemini-*` -> google) or fall to `GATEWAY_DEFAULT_PROVIDER`,
+//! openai, `claude-*` -> anthropic, `gemini-*` -> google; a configured preset's own names,
+//! `mistral-*`, `deepseek-*`, `grok-*`, `command-*`...) or fall to `GATEWAY_DEFAULT_PROVIDER`,
 //! which receives the whole name.
 
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::config::providers::is_builtin;
+use crate::config::providers::{detect_preset, is_builtin, preset};
 use crate::config::{
     canonical_provider_name, enabling_variable, vars, Config, RoutingConfig, Strategy,
 };
@@ -299,7 +300,7 @@ impl Router {
         if let Some((prefix, rest)) = model.split_once('/') {
             let p = prefix.to_ascii_lowercase();
             let name = canonical_provider_name(&p);
-            if is_builtin(&p) || self.providers.contains_key(name) {
+            if is_builtin(&p) || preset(name).is_some() || self.providers.contains_key(name) {
                 if rest.is_empty() {
                     return Err(GatewayError::model_not_found(format!(
                         "model '{model}' names provider '{name}' but no model"
@@ -309,6 +310,11 @@ impl Router {
             }
         }
         if let Some(name) = detect_provider(model) {
+            return self.configured(name, model);
+        }
+        // A vendor's own model names (`grok-4`, `mistral-large-latest`) only while that vendor
+        // is configured: otherwise they stay the default provider's (a local `mistral-7b`).
+        if let Some(name) = detect_preset(model).filter(|n| self.providers.contains_key(*n)) {
             return self.configured(name, model);
         }
         if let Some(d) = &self.default_provider {
@@ -427,5 +433,30 @@ mod tests {
         assert!(e.message.contains("GATEWAY_DEFAULT_PROVIDER"));
         let e = route(&r, "ollama/llama3").unwrap_err();
         assert!(e.message.contains("OLLAMA_HOST"));
+    }
+    #[test]
+    fn preset_names_are_detected_only_while_configured() {
+        let s = |a: &str, b: &str| Ok((a.to_string(), b.to_string()));
+        let r = router(&[
+            ("XAI_API_KEY", "x"),
+            ("MISTRAL_API_KEY", "m"),
+            ("VLLM_BASE_URL", "http://127.0.0.1:8000"),
+            ("GATEWAY_DEFAULT_PROVIDER", "vllm"),
+        ]);
+        assert_eq!(route(&r, "grok-4"), s("xai", "grok-4"));
+        assert_eq!(route(&r, "xai/grok-4"), s("xai", "grok-4"));
+        assert_eq!(
+            route(&r, "mistral-large-latest"),
+            s("mistral", "mistral-large-latest")
+        );
+        // DeepSeek is not configured: its names stay the default provider's.
+        assert_eq!(route(&r, "deepseek-r1"), s("vllm", "deepseek-r1"));
+        assert_eq!(
+            route(&r, "deepseek-ai/DeepSeek-R1"),
+            s("vllm", "deepseek-ai/DeepSeek-R1")
+        );
+        // A preset prefix that is not configured names its key variable.
+        let e = route(&r, "groq/llama-3.3-70b-versatile").unwrap_err();
+        assert!(e.message.contains("GROQ_API_KEY"), "{}", e.message);
     }
 }

@@ -47,7 +47,80 @@ pub const BUILTIN_PRICES: &[(&str, f64, f64)] = &[
     ("gemini-2.0-flash-lite", 0.075, 0.3),
     ("gemini-1.5-pro", 1.25, 5.0),
     ("gemini-1.5-flash", 0.075, 0.3),
+    // Mistral
+    ("mistral-large", 2.0, 6.0),
+    ("mistral-medium", 0.4, 2.0),
+    ("mistral-small", 0.1, 0.3),
+    ("codestral", 0.3, 0.9),
+    ("ministral-8b", 0.1, 0.1),
+    ("ministral-3b", 0.04, 0.04),
+    ("pixtral-large", 2.0, 6.0),
+    ("magistral-medium", 2.0, 5.0),
+    ("magistral-small", 0.5, 1.5),
+    ("devstral-medium", 0.4, 2.0),
+    ("devstral-small", 0.1, 0.3),
+    ("open-mistral-nemo", 0.15, 0.15),
+    ("mistral-embed", 0.1, 0.0),
+    // DeepSeek (cache-miss input)
+    ("deepseek-chat", 0.28, 0.42),
+    ("deepseek-reasoner", 0.28, 0.42),
+    // xAI
+    ("grok-4", 3.0, 15.0),
+    ("grok-4-fast", 0.2, 0.5),
+    ("grok-4-1-fast", 0.2, 0.5),
+    ("grok-3", 3.0, 15.0),
+    ("grok-3-mini", 0.3, 0.5),
+    ("grok-code-fast-1", 0.2, 1.5),
+    // Cohere
+    ("command-a", 2.5, 10.0),
+    ("command-r-plus", 2.5, 10.0),
+    ("command-r", 0.15, 0.6),
+    ("command-r7b", 0.0375, 0.15),
+    ("embed-v4.0", 0.12, 0.0),
+    ("embed-english-v3.0", 0.1, 0.0),
+    ("embed-multilingual-v3.0", 0.1, 0.0),
+    // Perplexity (tokens only; its per-request search fees are not counted)
+    ("sonar", 1.0, 1.0),
+    ("sonar-pro", 3.0, 15.0),
+    ("sonar-reasoning", 1.0, 5.0),
+    ("sonar-reasoning-pro", 2.0, 8.0),
+    ("sonar-deep-research", 2.0, 8.0),
 ];
+
+/// Built-in list prices of hosts that serve other makers' open models, each priced by the host
+/// that serves it: `(provider, lower-case model, input, output)`, USD per 1M tokens.
+pub const BUILTIN_HOST_PRICES: &[(&str, &str, f64, f64)] = &[
+    ("groq", "llama-3.3-70b-versatile", 0.59, 0.79),
+    ("groq", "llama-3.1-8b-instant", 0.05, 0.08),
+    ("groq", "openai/gpt-oss-120b", 0.15, 0.6),
+    (
+        "together",
+        "meta-llama/llama-3.3-70b-instruct-turbo",
+        0.88,
+        0.88,
+    ),
+    ("together", "deepseek-ai/deepseek-v3", 1.25, 1.25),
+    ("together", "deepseek-ai/deepseek-r1", 3.0, 7.0),
+    ("together", "openai/gpt-oss-120b", 0.15, 0.6),
+    (
+        "fireworks",
+        "accounts/fireworks/models/llama-v3p3-70b-instruct",
+        0.9,
+        0.9,
+    ),
+    (
+        "fireworks",
+        "accounts/fireworks/models/gpt-oss-120b",
+        0.15,
+        0.6,
+    ),
+    ("cerebras", "llama3.1-8b", 0.1, 0.1),
+    ("cerebras", "llama-3.3-70b", 0.85, 1.2),
+    ("cerebras", "gpt-oss-120b", 0.25, 0.69),
+];
+
+/// Hosts that bill each maker's list price for its models, named `maker/model`.
+pub const MAKER_PRICED: &[&str] = &["openrouter"];
 
 /// Providers that run on the operator's own hardware: no per-token bill.
 pub const SELF_HOSTED: &[&str] = &["echo", "ollama", "vllm"];
@@ -109,7 +182,7 @@ pub fn parse_overrides(raw: &str) -> Result<Vec<PriceOverride>, String> {
 pub fn describe(overrides: &[PriceOverride]) -> String {
     let mut s = format!(
         "built-in table ({} models; echo, ollama, vllm cost 0)",
-        BUILTIN_PRICES.len()
+        BUILTIN_PRICES.len() + BUILTIN_HOST_PRICES.len()
     );
     if !overrides.is_empty() {
         let list: Vec<String> = overrides

@@ -16,6 +16,9 @@ pub const DEFAULT_GEMINI_BASE_URL: &str = "https://generativelanguage.googleapis
 pub const DEFAULT_OLLAMA_HOST: &str = "http://localhost:11434";
 pub const DEFAULT_HF_BASE_URL: &str = "https://router.huggingface.co/v1";
 
+/// The wire format of Azure OpenAI (`providers/azure.rs`): OpenAI's bodies on Azure's paths.
+pub const AZURE_FORMAT: &str = "azure";
+
 /// The wire format of a custom provider when `GATEWAY_PROVIDER_<NAME>_FORMAT` is not set.
 pub const DEFAULT_CUSTOM_FORMAT: &str = "openai";
 
@@ -28,6 +31,7 @@ pub enum HostFlavor {
     Ollama,
     Vllm,
     HuggingFace,
+    Azure,
     Custom,
     Echo,
     Vertex,
@@ -142,6 +146,13 @@ pub struct ProviderConfig {
     /// An OpenAI-compatible host that also speaks the OpenAI Responses API (`/responses`
     /// beside `/chat/completions`): Responses clients pass through. On by default for OpenAI.
     pub native_responses: bool,
+    /// The API version a versioned API is called with (Azure's `api-version`, from
+    /// `AZURE_OPENAI_API_VERSION` / `OPENAI_API_VERSION`, or `GATEWAY_PROVIDER_<NAME>_API_VERSION`).
+    pub api_version: Option<String>,
+    /// Whether the host lists its models (`<base URL>/models`): the listing in `/v1/models` and
+    /// the no-token health probe. False for presets whose API has none (Perplexity, Cohere's
+    /// compatibility API): they get no active probe, only the passive breaker.
+    pub lists_models: bool,
 }
 
 /// The wire format name of the OpenAI Responses API (the `openai.responses` dialect's own).
@@ -149,10 +160,12 @@ pub const RESPONSES_FORMAT: &str = "openai-responses";
 
 impl ProviderConfig {
     /// Whether the host speaks wire format `format` itself, so a client in that format passes
-    /// through: its own format, Anthropic's when [`ProviderConfig::native_messages`], OpenAI
-    /// Responses when [`ProviderConfig::native_responses`].
+    /// through: its own format (Azure's chat is OpenAI's on the wire), Anthropic's when
+    /// [`ProviderConfig::native_messages`], OpenAI Responses when
+    /// [`ProviderConfig::native_responses`].
     pub fn speaks(&self, format: &str) -> bool {
         self.format == format
+            || (format == "openai" && self.format == AZURE_FORMAT)
             || (self.native_messages && format == "anthropic")
             || (self.native_responses && format == RESPONSES_FORMAT)
     }
@@ -318,7 +331,81 @@ pub const BUILTINS: &[Builtin] = &[
         default_model: Some("gemini-2.0-flash"),
         always: false,
     },
+    // Azure OpenAI: a resource's endpoint enables it (its key alone cannot: the endpoint is
+    // the resource's own host). `azure/<deployment>`; the API version is read in `read_azure`.
+    Builtin {
+        name: "azure",
+        aliases: &[],
+        format: AZURE_FORMAT,
+        flavor: HostFlavor::Azure,
+        base_url_vars: &[(vars::AZURE_OPENAI_ENDPOINT, UrlStyle::Root)],
+        default_base_url: None,
+        key_vars: &[vars::AZURE_OPENAI_API_KEY],
+        key_enables: false,
+        default_model_var: Some(vars::AZURE_OPENAI_DEFAULT_MODEL),
+        native_messages_var: None,
+        native_responses_var: Some((vars::AZURE_OPENAI_NATIVE_RESPONSES, true)),
+        default_model: None,
+        always: false,
+    },
 ];
+
+/// One well-known OpenAI-compatible vendor, enabled by its own key variable alone: a default
+/// for the custom-provider machinery (`GATEWAY_PROVIDER_<NAME>_*`, which still overrides any
+/// part of it). Adding a vendor is one row of [`PRESETS`].
+#[derive(Debug, Clone, Copy)]
+pub struct Preset {
+    /// Lower-case name: the model prefix (`groq/...`) and what `X-Provider` shows.
+    pub name: &'static str,
+    /// The vendor's usual key variable; set, it enables the provider. Sent as
+    /// `Authorization: Bearer`.
+    pub key_var: &'static str,
+    /// Overrides [`Preset::base_url`]; read like `OPENAI_BASE_URL` (the path as given, `/v1`
+    /// when it has none). Set alone, it enables the provider too (a keyless proxy in front).
+    pub base_url_var: &'static str,
+    /// The base URL the vendor documents for OpenAI SDKs, used as given.
+    pub base_url: &'static str,
+    /// Bare model names routed here when this vendor is configured (`grok-4` -> xai): the
+    /// name starts with one of these and has no `/`.
+    pub detect: &'static [&'static str],
+    /// Whether the API lists models at `<base URL>/models` (the no-token health probe).
+    pub lists_models: bool,
+}
+
+/// The OpenAI-compatible vendors that work from their key variable alone.
+#[rustfmt::skip]
+pub const PRESETS: &[Preset] = &[
+    Preset { name: "mistral", key_var: "MISTRAL_API_KEY", base_url_var: "MISTRAL_BASE_URL", base_url: "https://api.mistral.ai/v1", detect: &["mistral-", "codestral-", "ministral-", "magistral-", "pixtral-", "devstral-"], lists_models: true },
+    Preset { name: "groq", key_var: "GROQ_API_KEY", base_url_var: "GROQ_BASE_URL", base_url: "https://api.groq.com/openai/v1", detect: &[], lists_models: true },
+    Preset { name: "deepseek", key_var: "DEEPSEEK_API_KEY", base_url_var: "DEEPSEEK_BASE_URL", base_url: "https://api.deepseek.com", detect: &["deepseek-"], lists_models: true },
+    Preset { name: "xai", key_var: "XAI_API_KEY", base_url_var: "XAI_BASE_URL", base_url: "https://api.x.ai/v1", detect: &["grok-"], lists_models: true },
+    Preset { name: "together", key_var: "TOGETHER_API_KEY", base_url_var: "TOGETHER_BASE_URL", base_url: "https://api.together.xyz/v1", detect: &[], lists_models: true },
+    Preset { name: "fireworks", key_var: "FIREWORKS_API_KEY", base_url_var: "FIREWORKS_BASE_URL", base_url: "https://api.fireworks.ai/inference/v1", detect: &[], lists_models: true },
+    Preset { name: "openrouter", key_var: "OPENROUTER_API_KEY", base_url_var: "OPENROUTER_BASE_URL", base_url: "https://openrouter.ai/api/v1", detect: &[], lists_models: true },
+    Preset { name: "cerebras", key_var: "CEREBRAS_API_KEY", base_url_var: "CEREBRAS_BASE_URL", base_url: "https://api.cerebras.ai/v1", detect: &[], lists_models: true },
+    Preset { name: "perplexity", key_var: "PERPLEXITY_API_KEY", base_url_var: "PERPLEXITY_BASE_URL", base_url: "https://api.perplexity.ai", detect: &[], lists_models: false },
+    Preset { name: "deepinfra", key_var: "DEEPINFRA_API_TOKEN", base_url_var: "DEEPINFRA_BASE_URL", base_url: "https://api.deepinfra.com/v1/openai", detect: &[], lists_models: true },
+    Preset { name: "cohere", key_var: "COHERE_API_KEY", base_url_var: "COHERE_BASE_URL", base_url: "https://api.cohere.ai/compatibility/v1", detect: &["command-"], lists_models: false },
+    Preset { name: "nvidia", key_var: "NVIDIA_API_KEY", base_url_var: "NVIDIA_BASE_URL", base_url: "https://integrate.api.nvidia.com/v1", detect: &[], lists_models: true },
+];
+
+/// The preset named `name`, if there is one.
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+/// The preset vendor a bare model name belongs to by its well-known prefix (`grok-4` -> xai),
+/// whether configured or not; names with a `/` (`deepseek-ai/DeepSeek-R1`) belong to none.
+pub fn detect_preset(model: &str) -> Option<&'static str> {
+    if model.contains('/') {
+        return None;
+    }
+    let m = model.to_ascii_lowercase();
+    PRESETS
+        .iter()
+        .find(|p| p.detect.iter().any(|d| m.starts_with(d)))
+        .map(|p| p.name)
+}
 
 /// The built-in row a name or alias belongs to.
 pub fn builtin(name: &str) -> Option<&'static Builtin> {
@@ -354,6 +441,9 @@ fn custom_var_name(name: &str) -> String {
 
 /// Which variable enables a provider (for `model_not_found` messages).
 pub fn enabling_variable(name: &str) -> String {
+    if let Some(p) = preset(name) {
+        return format!("{} (or {})", p.key_var, p.base_url_var);
+    }
     let Some(b) = builtin(name).filter(|b| !b.always) else {
         return format!(
             "{}{}_BASE_URL",
@@ -462,6 +552,8 @@ fn read_builtin(r: &mut Reader, b: &Builtin) -> Option<ProviderConfig> {
         default_model,
         native_messages,
         native_responses,
+        api_version: None,
+        lists_models: true,
     })
 }
 
@@ -472,54 +564,144 @@ pub(super) fn read(r: &mut Reader) -> BTreeMap<String, ProviderConfig> {
             providers.insert(p.name.clone(), p);
         }
     }
+    if let Some(azure) = providers.get_mut("azure") {
+        read_azure(r, azure);
+    }
 
     // Any other host: GATEWAY_PROVIDER_<NAME>_BASE_URL (+ _API_KEY, _DEFAULT_MODEL, _FORMAT,
-    // _NATIVE_MESSAGES, _NATIVE_RESPONSES).
-    let mut custom: Vec<(String, String)> = r
+    // _NATIVE_MESSAGES, _NATIVE_RESPONSES, _API_VERSION); and the presets, enabled by their
+    // own key (or base URL) variable, each a default the same variables override.
+    let mut custom: BTreeMap<String, Option<String>> = r
         .env
         .iter()
         .filter_map(|(k, v)| {
             let rest = k.strip_prefix(vars::PROVIDER_PREFIX)?;
             let name = rest.strip_suffix("_BASE_URL")?;
-            Some((name.to_string(), v.clone()))
+            Some((name.to_string(), Some(v.clone())))
         })
         .collect();
-    custom.sort();
-    for (upper, raw) in custom {
-        let name = upper.to_ascii_lowercase().replace('_', "-");
-        let var = format!("{}{}_BASE_URL", vars::PROVIDER_PREFIX, upper);
-        if name.is_empty() || is_builtin(&name) {
-            r.error(&var, &raw, "this name is built in; use its own variables");
-            continue;
+    for p in PRESETS {
+        if r.get(p.key_var).is_some() || r.get(p.base_url_var).is_some() {
+            custom.entry(custom_var_name(p.name)).or_insert(None);
         }
-        let format_var = format!("{}{}_FORMAT", vars::PROVIDER_PREFIX, upper);
-        let format = r.parse(&format_var, DEFAULT_CUSTOM_FORMAT.to_string(), parse_format);
-        let backends = read_urls(r, &var, &raw, url_style_for_format(&format));
-        let key = r
-            .get(&format!("{}{}_API_KEY", vars::PROVIDER_PREFIX, upper))
-            .map(Secret::new);
-        let default_model = r
-            .get(&format!("{}{}_DEFAULT_MODEL", vars::PROVIDER_PREFIX, upper))
-            .map(str::to_string);
-        let native_var = format!("{}{}_NATIVE_MESSAGES", vars::PROVIDER_PREFIX, upper);
-        let native_messages = r.parse(&native_var, false, super::parse_switch);
-        let responses_var = format!("{}{}_NATIVE_RESPONSES", vars::PROVIDER_PREFIX, upper);
-        let native_responses = r.parse(&responses_var, false, super::parse_switch);
-        providers.insert(
-            name.clone(),
-            ProviderConfig {
-                name,
-                format,
-                flavor: HostFlavor::Custom,
-                backends,
-                api_key: key,
-                default_model,
-                native_messages,
-                native_responses,
-            },
-        );
+    }
+    for (upper, explicit) in custom {
+        let name = upper.to_ascii_lowercase().replace('_', "-");
+        if let Some(p) = read_custom(r, &name, &upper, explicit.as_deref()) {
+            providers.insert(name, p);
+        }
     }
     providers
+}
+
+/// Azure's API version: `AZURE_OPENAI_API_VERSION`, else `OPENAI_API_VERSION` (the official
+/// SDK's). A dated version (`2024-10-21`, `2025-04-01-preview`) selects the deployment URLs;
+/// none, or `v1`, the v1 API. Responses pass through by default where the API has them: the
+/// v1 API, and dated versions from `2025-03-01-preview` on.
+fn read_azure(r: &mut Reader, azure: &mut ProviderConfig) {
+    let found = [vars::AZURE_OPENAI_API_VERSION, vars::OPENAI_API_VERSION]
+        .iter()
+        .find_map(|v| r.get(v).map(|raw| (*v, raw)));
+    if let Some((var, raw)) = found {
+        match parse_api_version(raw) {
+            Ok(v) => azure.api_version = v,
+            Err(e) => r.error(var, raw, &e),
+        }
+    }
+    let dated_before_responses = azure
+        .api_version
+        .as_deref()
+        .is_some_and(|v| v < "2025-03-01");
+    if dated_before_responses && r.get(vars::AZURE_OPENAI_NATIVE_RESPONSES).is_none() {
+        azure.native_responses = false;
+    }
+}
+
+/// An `api-version`: a date with an optional suffix (`2024-10-21`, `2025-04-01-preview`), or
+/// `v1` (read as none: the v1 API takes no version).
+fn parse_api_version(raw: &str) -> Result<Option<String>, String> {
+    if raw.eq_ignore_ascii_case("v1") {
+        return Ok(None);
+    }
+    let b = raw.as_bytes();
+    let dated = b.len() >= 10
+        && b[..10].iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+        && raw[10..]
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-');
+    if dated {
+        Ok(Some(raw.to_string()))
+    } else {
+        Err("expected an API version like 2024-10-21 or 2025-04-01-preview, or v1".into())
+    }
+}
+
+/// One custom provider (`GATEWAY_PROVIDER_<UPPER>_*`), over its preset's defaults when `name`
+/// is a preset's. `explicit`: the value of `GATEWAY_PROVIDER_<UPPER>_BASE_URL`, if set.
+fn read_custom(
+    r: &mut Reader,
+    name: &str,
+    upper: &str,
+    explicit: Option<&str>,
+) -> Option<ProviderConfig> {
+    let var = |suffix: &str| format!("{}{}_{suffix}", vars::PROVIDER_PREFIX, upper);
+    let preset = preset(name);
+    if name.is_empty() || is_builtin(name) {
+        let raw = explicit.unwrap_or_default();
+        r.error(
+            &var("BASE_URL"),
+            raw,
+            "this name is built in; use its own variables",
+        );
+        return None;
+    }
+    let format = r.parse(
+        &var("FORMAT"),
+        DEFAULT_CUSTOM_FORMAT.to_string(),
+        parse_format,
+    );
+    let backends = match (explicit, preset) {
+        (Some(raw), _) => read_urls(r, &var("BASE_URL"), raw, url_style_for_format(&format)),
+        (None, Some(p)) => {
+            if format != DEFAULT_CUSTOM_FORMAT {
+                // The preset's URL is its OpenAI-compatible API; another format is another API.
+                let why = format!("the {} format needs {}", format, var("BASE_URL"));
+                r.error(&var("FORMAT"), &format, &why);
+                return None;
+            }
+            match r.get(p.base_url_var) {
+                Some(raw) => read_urls(r, p.base_url_var, raw, UrlStyle::OpenAi),
+                None => read_urls(r, p.base_url_var, p.base_url, UrlStyle::Root),
+            }
+        }
+        (None, None) => return None,
+    };
+    let key = r
+        .get(&var("API_KEY"))
+        .or_else(|| preset.and_then(|p| r.get(p.key_var)))
+        .map(Secret::new);
+    let default_model = r.get(&var("DEFAULT_MODEL")).map(str::to_string);
+    let native_messages = r.parse(&var("NATIVE_MESSAGES"), false, super::parse_switch);
+    let native_responses = r.parse(&var("NATIVE_RESPONSES"), false, super::parse_switch);
+    let api_version = r.parse(&var("API_VERSION"), None, parse_api_version);
+    Some(ProviderConfig {
+        name: name.to_string(),
+        format,
+        flavor: HostFlavor::Custom,
+        backends,
+        api_key: key,
+        default_model,
+        native_messages,
+        native_responses,
+        api_version,
+        lists_models: explicit.is_some() || preset.is_none_or(|p| p.lists_models),
+    })
 }
 
 #[cfg(test)]
@@ -632,10 +814,11 @@ mod tests {
             "hf",
             "echo",
             "vertex",
+            "azure",
         ] {
             assert!(names.contains(&n), "{n}");
         }
-        assert_eq!(names.len(), 10);
+        assert_eq!(names.len(), 11);
         assert_eq!(
             enabling_variable("openai"),
             "OPENAI_API_KEY or OPENAI_BASE_URL"
@@ -741,5 +924,136 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.to_string().contains("VLLM_NATIVE_RESPONSES"));
+    }
+    #[test]
+    fn each_preset_is_enabled_by_its_key_alone() {
+        for p in PRESETS {
+            assert!(
+                vars::ALL.contains(&p.key_var),
+                "{} not in vars::ALL",
+                p.key_var
+            );
+            assert!(vars::ALL.contains(&p.base_url_var), "{}", p.base_url_var);
+            let upper = p.name.to_ascii_uppercase();
+            assert_eq!(p.base_url_var, format!("{upper}_BASE_URL"));
+            let c = Config::from_map(&env(&[(p.key_var, "sk-v")])).unwrap();
+            let got = &c.providers[p.name];
+            assert_eq!(got.backends[0].to_string(), p.base_url, "{}", p.name);
+            assert_eq!(got.api_key, Some(Secret::new("sk-v")));
+            assert_eq!(
+                (got.format.as_str(), got.flavor),
+                ("openai", HostFlavor::Custom)
+            );
+            assert_eq!(got.lists_models, p.lists_models);
+            // Its base URL variable moves it (read OpenAI-style: no path gets /v1).
+            let c = Config::from_map(&env(&[
+                (p.key_var, "sk-v"),
+                (p.base_url_var, "http://127.0.0.1:9"),
+            ]))
+            .unwrap();
+            assert_eq!(
+                c.providers[p.name].backends[0].to_string(),
+                "http://127.0.0.1:9/v1"
+            );
+            assert_eq!(
+                enabling_variable(p.name),
+                format!("{} (or {})", p.key_var, p.base_url_var)
+            );
+        }
+        assert!(!Config::from_map(&env(&[]))
+            .unwrap()
+            .providers
+            .contains_key("groq"));
+        // Documented URLs are used as given (Perplexity's has no version path).
+        let c = Config::from_map(&env(&[("PERPLEXITY_API_KEY", "k")])).unwrap();
+        assert_eq!(c.providers["perplexity"].backends[0].path, "");
+        assert_eq!(detect_preset("grok-4"), Some("xai"));
+        assert_eq!(detect_preset("Mistral-Large-Latest"), Some("mistral"));
+        assert_eq!(detect_preset("command-a-03-2025"), Some("cohere"));
+        assert_eq!(detect_preset("deepseek-reasoner"), Some("deepseek"));
+        assert_eq!(detect_preset("deepseek-ai/DeepSeek-R1"), None);
+        assert_eq!(detect_preset("llama-3.3-70b"), None);
+    }
+
+    #[test]
+    fn explicit_custom_variables_override_a_preset() {
+        // Cohere's native API, configured explicitly, stays as it was; COHERE_API_KEY is its
+        // key when GATEWAY_PROVIDER_COHERE_API_KEY is not set.
+        let c = Config::from_map(&env(&[
+            ("COHERE_API_KEY", "co"),
+            ("GATEWAY_PROVIDER_COHERE_BASE_URL", "http://127.0.0.1:9"),
+            ("GATEWAY_PROVIDER_COHERE_FORMAT", "cohere"),
+        ]))
+        .unwrap();
+        let co = &c.providers["cohere"];
+        assert_eq!(co.format, "cohere");
+        assert_eq!(co.backends[0].to_string(), "http://127.0.0.1:9/v1");
+        assert_eq!(co.api_key, Some(Secret::new("co")));
+        let c = Config::from_map(&env(&[
+            ("COHERE_API_KEY", "co"),
+            ("GATEWAY_PROVIDER_COHERE_API_KEY", "explicit"),
+            ("GATEWAY_PROVIDER_COHERE_DEFAULT_MODEL", "command-a-03-2025"),
+        ]))
+        .unwrap();
+        let co = &c.providers["cohere"];
+        assert_eq!(co.format, "openai");
+        assert_eq!(
+            co.backends[0].to_string(),
+            "https://api.cohere.ai/compatibility/v1"
+        );
+        assert_eq!(co.api_key, Some(Secret::new("explicit")));
+        assert_eq!(co.default_model.as_deref(), Some("command-a-03-2025"));
+        // Another format with the preset's OpenAI-compatible URL is refused, naming why.
+        let e = Config::from_map(&env(&[
+            ("COHERE_API_KEY", "co"),
+            ("GATEWAY_PROVIDER_COHERE_FORMAT", "cohere"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("GATEWAY_PROVIDER_COHERE_BASE_URL"), "{e}");
+        // A built-in name still cannot be a custom provider.
+        let e = Config::from_map(&env(&[("GATEWAY_PROVIDER_OPENAI_BASE_URL", "http://x:1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("built in"), "{e}");
+    }
+
+    #[test]
+    fn azure_needs_its_endpoint_and_reads_the_api_version() {
+        let c = Config::from_map(&env(&[("AZURE_OPENAI_API_KEY", "k")])).unwrap();
+        assert!(!c.providers.contains_key("azure"));
+        let az = |extra: &[(&str, &str)]| {
+            let mut vars = vec![
+                ("AZURE_OPENAI_API_KEY", "k"),
+                ("AZURE_OPENAI_ENDPOINT", "https://res.openai.azure.com/"),
+            ];
+            vars.extend_from_slice(extra);
+            Config::from_map(&env(&vars)).map(|c| c.providers["azure"].clone())
+        };
+        let a = az(&[]).unwrap();
+        assert_eq!(a.format, AZURE_FORMAT);
+        assert_eq!(a.backends[0].to_string(), "https://res.openai.azure.com");
+        assert_eq!(a.api_version, None);
+        assert!(a.speaks("openai") && a.speaks(RESPONSES_FORMAT));
+        let a = az(&[("OPENAI_API_VERSION", "2024-10-21")]).unwrap();
+        assert_eq!(a.api_version.as_deref(), Some("2024-10-21"));
+        // No Responses API at that version: translated unless switched on.
+        assert!(!a.speaks(RESPONSES_FORMAT));
+        let a = az(&[
+            ("OPENAI_API_VERSION", "2024-10-21"),
+            ("AZURE_OPENAI_API_VERSION", "2025-04-01-preview"),
+        ])
+        .unwrap();
+        assert_eq!(a.api_version.as_deref(), Some("2025-04-01-preview"));
+        assert!(a.speaks(RESPONSES_FORMAT));
+        assert_eq!(
+            az(&[("OPENAI_API_VERSION", "v1")]).unwrap().api_version,
+            None
+        );
+        let e = az(&[("AZURE_OPENAI_API_VERSION", "latest-ish")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("AZURE_OPENAI_API_VERSION"), "{e}");
+        assert!(enabling_variable("azure").contains("AZURE_OPENAI_ENDPOINT"));
     }
 }

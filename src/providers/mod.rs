@@ -17,6 +17,7 @@ use crate::config::{providers::format_variable, BaseUrl, Config, ProviderConfig}
 use crate::error::GatewayError;
 
 pub mod anthropic;
+pub mod azure;
 pub mod cohere;
 pub mod echo;
 pub mod gemini;
@@ -280,6 +281,7 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("vertex", |cfg, config| {
         Arc::new(vertex::Vertex::new(cfg.clone(), config))
     }),
+    ("azure", |cfg, _| Arc::new(azure::Azure::new(cfg.clone()))),
 ];
 
 /// The constructor of the format named `name`, if there is one.
@@ -376,7 +378,15 @@ mod tests {
     #[test]
     fn every_format_is_registered_once() {
         let names: Vec<&str> = formats().collect();
-        for name in ["openai", "anthropic", "gemini", "echo", "cohere", "vertex"] {
+        for name in [
+            "openai",
+            "anthropic",
+            "gemini",
+            "echo",
+            "cohere",
+            "vertex",
+            "azure",
+        ] {
             assert!(format(name).is_some(), "{name}");
         }
         let mut unique = names.clone();

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::api::{Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
+use crate::config::providers::AZURE_FORMAT;
 use crate::config::{BaseUrl, HostFlavor, ProviderConfig};
 use crate::error::{ErrorKind, GatewayError};
 use crate::providers::stream::{EventDecoder, SseDriver};
@@ -158,8 +159,9 @@ impl Provider for OpenAiCompatible {
         // An effort another dialect mapped from its own setting (Claude Code's thinking budget)
         // is a hint: OpenAI refuses `reasoning_effort` for models that do not reason, and a
         // client of another API cannot fix that. An effort the chat client sent itself is kept.
+        // Azure's deployments are OpenAI's models (named after them, as a rule): the same holds.
         let drop_effort = call.client_format != "openai"
-            && self.cfg.name == "openai"
+            && (self.cfg.name == "openai" || self.cfg.format == AZURE_FORMAT)
             && !openai_reasoning_model(&call.upstream_model);
         let fields = req
             .field_texts()
@@ -316,6 +318,9 @@ impl Provider for OpenAiCompatible {
     }
 
     fn models_request(&self, backend: &BaseUrl) -> Option<UpstreamRequest> {
+        if !self.cfg.lists_models {
+            return None;
+        }
         Some(UpstreamRequest::get(
             format!("{}/models", backend.path),
             self.headers(),
@@ -349,6 +354,8 @@ impl Provider for OpenAiCompatible {
         let path = match self.cfg.flavor {
             HostFlavor::Ollama => format!("{root}/api/version"),
             HostFlavor::Vllm => format!("{root}/health"),
+            // A host with no listing has no request that costs no tokens: no active probe.
+            _ if !self.cfg.lists_models => return None,
             _ => format!("{}/models", backend.path),
         };
         Some(UpstreamRequest::get(path, self.headers()))
@@ -740,7 +747,12 @@ impl OpenAiDecode {
 
     fn chunk(&mut self, v: &Value, out: &mut BytesMut) {
         if !self.id_seen {
-            if let Some(id) = v.get("id").and_then(Value::as_str) {
+            // Azure's first chunk (its prompt filter results) has an empty id.
+            if let Some(id) = v
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+            {
                 self.id_seen = true;
                 self.w.id(id);
             }

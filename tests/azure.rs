@@ -1,0 +1,730 @@
+//! Azure OpenAI (`azure/<deployment>`) against a mock Azure resource: a real HTTP server on
+//! 127.0.0.1 that speaks Azure's format (its `api-key` header, the deployment paths with their
+//! `api-version`, or the v1 API; prompt filter results in answers and as a stream's first chunk;
+//! its error bodies: `401`, `404 DeploymentNotFound`, the `400 content_filter` of a filtered
+//! prompt, `429` with `Retry-After`). Plain, streamed, tools, embeddings, Responses, Messages,
+//! errors, throttling with failover to a second resource, and the real `openai` Python SDK.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const KEY: &str = "azure-key-0123456789";
+const VERSION: &str = "2024-10-21";
+
+/// Azure's filter verdict on clean text.
+fn clean() -> Value {
+    json!({"hate": {"filtered": false, "severity": "safe"}, "self_harm": {"filtered": false, "severity": "safe"},
+           "sexual": {"filtered": false, "severity": "safe"}, "violence": {"filtered": false, "severity": "safe"}})
+}
+
+fn prompt_filter_results() -> Value {
+    json!([{"prompt_index": 0, "content_filter_results": clean()}])
+}
+
+fn azure_error(status: u16, code: &str, message: &str) -> axum::response::Response {
+    json_response(status, json!({"error": {"code": code, "message": message}}))
+}
+
+/// A chat completion as Azure writes it.
+fn completion(deployment: &str, message: Value, finish: &str, filter: Value) -> Value {
+    json!({
+        "id": "chatcmpl-az1", "object": "chat.completion", "created": 1727346142,
+        "model": format!("{deployment}-2024-08-06"), "system_fingerprint": "fp_az",
+        "prompt_filter_results": prompt_filter_results(),
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish,
+                     "content_filter_results": filter}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}
+    })
+}
+
+/// Azure's stream: a first chunk with only the prompt filter results (empty id and model), then
+/// OpenAI's chunks with their content filter results, the usage chunk when asked, `[DONE]`.
+fn stream(deployment: &str, pieces: &[&str], usage: bool) -> Vec<String> {
+    stream_ending(deployment, pieces, usage, "stop")
+}
+
+fn stream_ending(deployment: &str, pieces: &[&str], usage: bool, finish: &str) -> Vec<String> {
+    let model = format!("{deployment}-2024-08-06");
+    let mut ev = vec![
+        json!({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                             "prompt_filter_results": prompt_filter_results()}),
+    ];
+    let chunk = |delta: Value, finish: Option<&str>, filter: Value| {
+        json!({"id": "chatcmpl-az1", "object": "chat.completion.chunk", "created": 1727346142,
+               "model": model, "system_fingerprint": "fp_az",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null,
+                            "content_filter_results": filter}]})
+    };
+    ev.push(chunk(
+        json!({"role": "assistant", "content": ""}),
+        None,
+        json!({}),
+    ));
+    for p in pieces {
+        ev.push(chunk(json!({"content": p}), None, clean()));
+    }
+    let verdict = if finish == "content_filter" {
+        json!({"violence": {"filtered": true, "severity": "medium"}})
+    } else {
+        json!({})
+    };
+    ev.push(chunk(json!({}), Some(finish), verdict));
+    if usage {
+        ev.push(json!({"id": "chatcmpl-az1", "object": "chat.completion.chunk", "created": 1727346142,
+                       "model": model, "choices": [],
+                       "usage": {"prompt_tokens": 9, "completion_tokens": pieces.len(), "total_tokens": 9 + pieces.len()}}));
+    }
+    let mut out: Vec<String> = ev.iter().map(|v| format!("data: {v}\n\n")).collect();
+    out.push("data: [DONE]\n\n".into());
+    out
+}
+
+/// The text of the last user message.
+fn prompt(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(|m| m["content"].to_string())
+        .unwrap_or_default()
+}
+
+/// A mock Azure OpenAI resource. `version`: the `api-version` its deployment URLs require
+/// (`None`: the v1 API). Known deployments: `gpt-4o`, `text-embedding-3-small`; `throttled`
+/// answers 429.
+fn azure(version: Option<&'static str>) -> Handler {
+    Arc::new(move |r: &Recorded| {
+        if r.header("api-key") != Some(KEY) || r.header("authorization").is_some() {
+            return azure_error(401, "401", "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.");
+        }
+        let query = r.query.clone().unwrap_or_default();
+        let body = r.json();
+        // (deployment, operation)
+        let (deployment, op) = match version {
+            Some(v) => {
+                if query != format!("api-version={v}") {
+                    return azure_error(404, "404", "Resource not found");
+                }
+                if let Some(rest) = r.path.strip_prefix("/openai/deployments/") {
+                    match rest.split_once('/') {
+                        Some((d, op)) => (d.to_string(), op.to_string()),
+                        None => return azure_error(404, "404", "Resource not found"),
+                    }
+                } else if let Some(op) = r.path.strip_prefix("/openai/") {
+                    (
+                        body["model"].as_str().unwrap_or("").to_string(),
+                        op.to_string(),
+                    )
+                } else {
+                    return azure_error(404, "404", "Resource not found");
+                }
+            }
+            None => match r.path.strip_prefix("/openai/v1/") {
+                Some(op) if query.is_empty() => (
+                    body["model"].as_str().unwrap_or("").to_string(),
+                    op.to_string(),
+                ),
+                _ => return azure_error(404, "404", "Resource not found"),
+            },
+        };
+        if r.method == "GET" && op == "models" {
+            return json_response(
+                200,
+                json!({"object": "list", "data": [
+                {"id": "gpt-4o", "object": "model", "created": 1, "status": "succeeded"},
+                {"id": "text-embedding-3-small", "object": "model", "created": 1, "status": "succeeded"}]}),
+            );
+        }
+        match deployment.as_str() {
+            "gpt-4o" | "text-embedding-3-small" => {}
+            "throttled" => {
+                let mut resp = azure_error(429, "429", "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-10-21 have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 6 seconds.");
+                resp.headers_mut().insert("retry-after", "6".parse().unwrap());
+                return resp;
+            }
+            _ => return azure_error(404, "DeploymentNotFound", "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again."),
+        }
+        match op.as_str() {
+            "embeddings" => json_response(
+                200,
+                json!({"object": "list", "model": "text-embedding-3-small",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.1, -0.2, 0.3]}],
+                "usage": {"prompt_tokens": 2, "total_tokens": 2}}),
+            ),
+            "responses" => json_response(
+                200,
+                json!({"id": "resp_az1", "object": "response", "created_at": 1727346142,
+                "status": "completed", "model": "gpt-4o", "output": [{"type": "message", "id": "msg_az1", "status": "completed",
+                "role": "assistant", "content": [{"type": "output_text", "text": "hello from azure responses", "annotations": []}]}],
+                "usage": {"input_tokens": 5, "output_tokens": 4, "total_tokens": 9}}),
+            ),
+            "chat/completions" => chat(&deployment, &body),
+            "completions" => json_response(
+                200,
+                json!({"id": "cmpl-az1", "object": "text_completion",
+                "created": 1727346142, "model": "gpt-35-turbo-instruct",
+                "choices": [{"text": " done", "index": 0, "logprobs": null, "finish_reason": "stop",
+                             "content_filter_results": clean()}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}}),
+            ),
+            _ => azure_error(404, "404", "Resource not found"),
+        }
+    })
+}
+
+fn chat(deployment: &str, body: &Value) -> axum::response::Response {
+    let text = prompt(body);
+    if text.contains("forbidden") {
+        return json_response(
+            400,
+            json!({"error": {
+            "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please modify your prompt and retry.",
+            "type": null, "param": "prompt", "code": "content_filter", "status": 400,
+            "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": {
+                "hate": {"filtered": false, "severity": "safe"}, "jailbreak": {"filtered": false, "detected": false},
+                "self_harm": {"filtered": false, "severity": "safe"}, "sexual": {"filtered": false, "severity": "safe"},
+                "violence": {"filtered": true, "severity": "medium"}}}}}),
+        );
+    }
+    if text.contains("filtered-answer") && body["stream"] == true {
+        let events = stream_ending(deployment, &["I ", "can"], true, "content_filter");
+        return sse_response(events, Duration::ZERO, None);
+    }
+    if text.contains("filtered-answer") {
+        let mut filter = clean();
+        filter["violence"] = json!({"filtered": true, "severity": "medium"});
+        return json_response(
+            200,
+            completion(
+                deployment,
+                json!({"role": "assistant", "content": "I can"}),
+                "content_filter",
+                filter,
+            ),
+        );
+    }
+    if body["tools"].is_array() {
+        let call = json!({"id": "call_az1", "type": "function",
+                          "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}});
+        return json_response(
+            200,
+            completion(
+                deployment,
+                json!({"role": "assistant", "content": null, "tool_calls": [call]}),
+                "tool_calls",
+                json!({}),
+            ),
+        );
+    }
+    if body["stream"] == true {
+        let usage = body["stream_options"]["include_usage"] == true;
+        return sse_response(
+            stream(deployment, &["Hello ", "from ", "Azure"], usage),
+            Duration::ZERO,
+            None,
+        );
+    }
+    json_response(
+        200,
+        completion(
+            deployment,
+            json!({"role": "assistant", "content": "Hello from Azure"}),
+            "stop",
+            clean(),
+        ),
+    )
+}
+
+async fn post(gw: &Gateway, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = client()
+        .post(gw.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn json_of(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployment_urls_plain_stream_tools_embeddings_and_filters() {
+    let mock = Mock::start(azure(Some(VERSION))).await;
+    let gw = Gateway::start(&[
+        ("AZURE_OPENAI_ENDPOINT", &format!("{}/", mock.url())),
+        ("AZURE_OPENAI_API_KEY", KEY),
+        ("OPENAI_API_VERSION", VERSION),
+    ]);
+
+    // Plain: Azure's body passes through, its filter results included.
+    let (status, headers, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/gpt-4o", "hi", false),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", gw.logs());
+    assert_eq!(headers["x-provider"], "azure");
+    let v = json_of(&body);
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from Azure");
+    assert_eq!(
+        v["prompt_filter_results"][0]["content_filter_results"]["hate"]["filtered"],
+        false
+    );
+    assert_eq!(v["usage"]["total_tokens"], 12);
+    let seen = mock.last();
+    assert_eq!(seen.path, "/openai/deployments/gpt-4o/chat/completions");
+    assert_eq!(seen.query.as_deref(), Some("api-version=2024-10-21"));
+    assert_eq!(seen.header("api-key"), Some(KEY));
+    assert!(seen.header("authorization").is_none());
+
+    // Streamed: the choice-less first chunk passes, the text arrives, usage only when asked.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/gpt-4o", "hi", true),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(chunks[0]["prompt_filter_results"].is_array(), "{body}");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from Azure");
+    assert!(
+        !body.contains("\"usage\":{"),
+        "usage the client did not ask for: {body}"
+    );
+    assert_eq!(mock.last().json()["stream_options"]["include_usage"], true);
+
+    // Tools.
+    let mut tools = chat_body("azure/gpt-4o", "weather in Paris?", false);
+    tools["tools"] = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let (status, _, body) = post(&gw, "/v1/chat/completions", tools).await;
+    assert_eq!(status, 200, "{body}");
+    let v = json_of(&body);
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    assert!(mock.last().json()["tools"].is_array());
+
+    // Embeddings on the deployment's URL.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/embeddings",
+        json!({"model": "azure/text-embedding-3-small", "input": "hello"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["data"][0]["embedding"][1], -0.2);
+    assert_eq!(
+        mock.last().path,
+        "/openai/deployments/text-embedding-3-small/embeddings"
+    );
+
+    // Legacy completions go under the deployment the body names.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/completions",
+        json!({"model": "azure/gpt-4o", "prompt": "say"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["choices"][0]["text"], " done");
+    assert_eq!(mock.last().path, "/openai/deployments/gpt-4o/completions");
+    assert_eq!(mock.last().query.as_deref(), Some("api-version=2024-10-21"));
+
+    // A filtered answer: finish_reason content_filter, the filter results kept.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/gpt-4o", "filtered-answer", false),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v = json_of(&body);
+    assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(
+        v["choices"][0]["content_filter_results"]["violence"]["filtered"],
+        true
+    );
+    // ... and for a Messages client, a refusal.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/messages",
+        json!({"model": "azure/gpt-4o", "max_tokens": 50, "messages": [{"role": "user", "content": "filtered-answer"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json_of(&body)["stop_reason"], "refusal");
+
+    // ... streamed too: the last choice chunk says content_filter (a Messages stream: refusal).
+    let (status, _, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/gpt-4o", "filtered-answer", true),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let finish: Vec<String> = sse_data(&body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["finish_reason"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(finish, ["content_filter"], "{body}");
+    let (status, _, body) = post(
+        &gw,
+        "/v1/messages",
+        json!({"model": "azure/gpt-4o", "max_tokens": 50, "stream": true,
+               "messages": [{"role": "user", "content": "filtered-answer"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"stop_reason\":\"refusal\""), "{body}");
+
+    // A filtered prompt: 400 content_filter in OpenAI's shape, naming what was filtered.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/gpt-4o", "forbidden", false),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let e = &json_of(&body)["error"];
+    assert_eq!(e["type"], "invalid_request_error");
+    assert_eq!(e["code"], "content_filter");
+    assert_eq!(e["param"], "prompt");
+    let msg = e["message"].as_str().unwrap();
+    assert!(
+        msg.contains("content management policy") && msg.contains("(filtered: violence)"),
+        "{msg}"
+    );
+
+    // An unknown deployment: Azure's 404 and code.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/nope", "hi", false),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(json_of(&body)["error"]["code"], "DeploymentNotFound");
+
+    // Responses at a version without Azure's Responses API: translated to the chat deployment.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/responses",
+        json!({"model": "azure/gpt-4o", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body)["output"][0]["content"][0]["text"],
+        "Hello from Azure"
+    );
+    assert_eq!(
+        mock.last().path,
+        "/openai/deployments/gpt-4o/chat/completions"
+    );
+
+    // The models listing (no tokens): the resource's models, prefixed.
+    let models: Value = client()
+        .get(gw.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(models.to_string().contains("\"azure/gpt-4o\""), "{models}");
+    let listing = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "GET")
+        .unwrap();
+    assert_eq!(
+        (listing.path.as_str(), listing.query.as_deref()),
+        ("/openai/models", Some("api-version=2024-10-21"))
+    );
+    assert!(!gw.logs().contains(KEY), "the key reached the log");
+
+    // A wrong key: Azure's 401 as an authentication error.
+    let gw = Gateway::start(&[
+        ("AZURE_OPENAI_ENDPOINT", &mock.url()),
+        ("AZURE_OPENAI_API_KEY", "wrong"),
+        ("AZURE_OPENAI_API_VERSION", VERSION),
+    ]);
+    let (status, _, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/gpt-4o", "hi", false),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(json_of(&body)["error"]["type"], "authentication_error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v1_api_responses_messages_and_health() {
+    let mock = Mock::start(azure(None)).await;
+    let gw = Gateway::start(&[
+        (
+            "AZURE_OPENAI_ENDPOINT",
+            &format!("{}/openai/v1", mock.url()),
+        ),
+        ("AZURE_OPENAI_API_KEY", KEY),
+        ("GATEWAY_HEALTH_CHECK_INTERVAL", "200ms"),
+    ]);
+    let (status, _, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/gpt-4o", "hi", false),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", gw.logs());
+    let seen = mock.last();
+    assert_eq!(
+        (seen.path.as_str(), seen.query.as_deref()),
+        ("/openai/v1/chat/completions", None)
+    );
+    assert_eq!(seen.json()["model"], "gpt-4o");
+
+    // Responses pass through to Azure's own Responses API.
+    let (status, _, body) = post(
+        &gw,
+        "/v1/responses",
+        json!({"model": "azure/gpt-4o", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json_of(&body)["output"][0]["content"][0]["text"],
+        "hello from azure responses"
+    );
+    assert_eq!(mock.last().path, "/openai/v1/responses");
+    assert_eq!(mock.last().json()["model"], "gpt-4o");
+
+    // A Messages client's stream, decoded from Azure's (its id from the first chunk with one).
+    let (status, _, body) = post(
+        &gw,
+        "/v1/messages",
+        json!({"model": "azure/gpt-4o", "max_tokens": 50, "stream": true,
+               "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<Value> = sse_data(&body)
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert_eq!(events[0]["type"], "message_start");
+    assert_eq!(events[0]["message"]["id"], "msg_chatcmpl-az1", "{body}");
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from Azure");
+    assert_eq!(events.last().unwrap()["type"], "message_stop");
+
+    // Claude Code's thinking budget, mapped to a reasoning effort, goes only to a deployment
+    // named after a reasoning model: gpt-4o would refuse it.
+    for (deployment, effort) in [("gpt-4o", Value::Null), ("o3-mini", json!("medium"))] {
+        let thinking = json!({"model": format!("azure/{deployment}"), "max_tokens": 8000,
+            "thinking": {"type": "enabled", "budget_tokens": 4000},
+            "messages": [{"role": "user", "content": "hi"}]});
+        post(&gw, "/v1/messages", thinking).await;
+        assert_eq!(
+            mock.last().json()["reasoning_effort"],
+            effort,
+            "{deployment}"
+        );
+    }
+
+    // The health probe is the models listing: no tokens spent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let probed = loop {
+        let got = mock.requests().into_iter().find(|r| r.method == "GET");
+        if got.is_some() || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let probe = probed.expect("a health probe");
+    assert_eq!(probe.path, "/openai/v1/models");
+    assert_eq!(probe.header("api-key"), Some(KEY));
+    let health: Value = client()
+        .get(gw.url("/health/providers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(health.to_string().contains("azure"), "{health}");
+}
+
+/// A throttled deployment fails over to a second resource (a custom provider of format
+/// `azure`); without a fallback the 429 and its `Retry-After` reach the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_fails_over_to_a_second_resource() {
+    let primary = Mock::start(azure(Some(VERSION))).await;
+    let second = Mock::start(azure(Some("2025-04-01-preview"))).await;
+    let gw = Gateway::start(&[
+        ("AZURE_OPENAI_ENDPOINT", &primary.url()),
+        ("AZURE_OPENAI_API_KEY", KEY),
+        ("OPENAI_API_VERSION", VERSION),
+        ("GATEWAY_PROVIDER_AZURE_EU_BASE_URL", &second.url()),
+        ("GATEWAY_PROVIDER_AZURE_EU_FORMAT", "azure"),
+        ("GATEWAY_PROVIDER_AZURE_EU_API_KEY", KEY),
+        (
+            "GATEWAY_PROVIDER_AZURE_EU_API_VERSION",
+            "2025-04-01-preview",
+        ),
+        ("GATEWAY_FALLBACK_MODELS", "azure/throttled=azure-eu/gpt-4o"),
+    ]);
+    let (status, headers, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/throttled", "hi", true),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}\n{}", gw.logs());
+    assert_eq!(headers["x-provider"], "azure-eu");
+    assert!(
+        sse_data(&body).iter().any(|d| d.contains("Azure")),
+        "{body}"
+    );
+    assert_eq!(primary.calls(), 1);
+    assert_eq!(second.calls(), 1);
+    let seen = second.last();
+    assert_eq!(seen.path, "/openai/deployments/gpt-4o/chat/completions");
+    assert_eq!(
+        seen.query.as_deref(),
+        Some("api-version=2025-04-01-preview")
+    );
+
+    // No fallback for this one: the client sees Azure's 429, retryable.
+    let gw = Gateway::start(&[
+        ("AZURE_OPENAI_ENDPOINT", &primary.url()),
+        ("AZURE_OPENAI_API_KEY", KEY),
+        ("OPENAI_API_VERSION", VERSION),
+    ]);
+    let (status, headers, body) = post(
+        &gw,
+        "/v1/chat/completions",
+        chat_body("azure/throttled", "hi", false),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(
+        headers.get("retry-after").and_then(|h| h.to_str().ok()),
+        Some("6")
+    );
+    let e = &json_of(&body)["error"];
+    assert_eq!(e["type"], "rate_limit_error");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("exceeded token rate limit"));
+}
+
+/// The official `openai` Python SDK through the gateway to the Azure mock.
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_python_sdk_through_the_gateway_to_azure() {
+    let mock = Mock::start(azure(Some(VERSION))).await;
+    let gw = Gateway::start(&[
+        ("AZURE_OPENAI_ENDPOINT", &mock.url()),
+        ("AZURE_OPENAI_API_KEY", KEY),
+        ("OPENAI_API_VERSION", VERSION),
+    ]);
+    let stdout = run_python(&gw, &["test_azure.py"], &[]).await;
+    assert!(
+        stdout.contains("azure sdk: ") && stdout.contains(" 0 failed"),
+        "{stdout}"
+    );
+    assert!(mock.calls() >= 6, "{}", mock.calls());
+}
+
+/// Azure joins the cache, cost and metrics like any provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_cost_and_metrics() {
+    let mock = Mock::start(azure(Some(VERSION))).await;
+    let gw = Gateway::start(&[
+        ("AZURE_OPENAI_ENDPOINT", &mock.url()),
+        ("AZURE_OPENAI_API_KEY", KEY),
+        ("OPENAI_API_VERSION", VERSION),
+        ("GATEWAY_CACHE_BACKEND", "memory"),
+    ]);
+    let ask = || {
+        post(
+            &gw,
+            "/v1/chat/completions",
+            chat_body("azure/gpt-4o", "cache me", false),
+        )
+    };
+    let (status, first, _) = ask().await;
+    assert_eq!(status, 200);
+    assert_eq!(first["x-cache"], "MISS");
+    let (status, second, body) = ask().await;
+    assert_eq!(status, 200);
+    assert_eq!(second["x-cache"], "HIT");
+    assert_eq!(
+        json_of(&body)["choices"][0]["message"]["content"],
+        "Hello from Azure"
+    );
+    assert_eq!(mock.calls(), 1, "a hit costs no upstream call");
+
+    // A filtered answer is never stored: asked twice, it goes upstream twice.
+    for _ in 0..2 {
+        let (status, headers, _) = post(
+            &gw,
+            "/v1/chat/completions",
+            chat_body("azure/gpt-4o", "filtered-answer", false),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_ne!(headers["x-cache"], "HIT");
+    }
+    assert_eq!(mock.calls(), 3);
+
+    // The deployment named after its model is priced as gpt-4o (9 prompt, 3 completion tokens).
+    let metrics = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let cost: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("gateway_cost_usd_total{") && l.contains("provider=\"azure\""))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no azure cost in:\n{metrics}"));
+    let one = (9.0 * 2.5 + 3.0 * 10.0) / 1e6;
+    assert!((cost - 3.0 * one).abs() < 1e-9, "{cost} != 3 x {one}");
+    assert!(metrics.contains("provider=\"azure\""));
+}
