@@ -37,6 +37,8 @@
 //!   plain data in and out.
 //! - [`auth`]: gateway API keys (env and reloadable file), constant-time check, key names.
 //! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
+//! - [`redis_link`]: how every Redis user reaches it (one node, Cluster, Sentinel; TLS): one
+//!   cloneable connection handle for commands and scripts, `gateway_redis_up`.
 //! - [`state`]: state kept between requests (stored Responses), by key with a TTL, in memory
 //!   or shared through Redis (`GATEWAY_STATE_BACKEND`).
 //! - [`telemetry`]: the logger and the one structured line per request. [`metrics`]:
@@ -49,6 +51,9 @@
 //!   it imports no other module of the gateway.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+// The request future (admit, cache, exchange) nests deeper than the default 128 once the
+// Redis calls go through redis-rs 1.x.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod auth;
@@ -67,6 +72,7 @@ pub mod providers;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;
+pub mod redis_link;
 pub mod routing;
 pub mod server;
 pub mod sse;

@@ -16,6 +16,7 @@
 //! - [`tls`]: the HTTPS listener's certificate and key, checked against each other.
 //! - [`cache`]: the response cache's backend, TTL, scope and semantic layer.
 //! - [`pricing`]: `GATEWAY_PRICES` overrides and the built-in price table they override.
+//! - [`redis`]: how Redis is reached (one node, Cluster, Sentinel; TLS), for every feature.
 //! - [`state`]: the state backend (`GATEWAY_STATE_BACKEND`) and the stored responses' TTL.
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ pub mod cache;
 pub mod pricing;
 pub mod providers;
 pub mod ratelimit;
+pub mod redis;
 pub mod routing;
 pub mod state;
 pub mod tls;
@@ -145,6 +147,8 @@ pub struct Config {
     pub h2c: bool,
     /// The state backend (`GATEWAY_STATE_BACKEND`) and what it keeps.
     pub state: state::StateConfig,
+    /// How Redis is reached (`GATEWAY_REDIS_URL` and its companions), when it is set.
+    pub redis: Option<redis::RedisConfig>,
 }
 
 /// Every error found, one per line.
@@ -348,7 +352,9 @@ impl Config {
         });
 
         let providers = providers::read(&mut r);
-        let cache = cache::read(&mut r);
+        let redis = redis::read(&mut r);
+        let mut cache = cache::read(&mut r);
+        cache.redis = redis.clone();
         let metrics_listen = r
             .get(vars::METRICS_LISTEN)
             .map(|v| match v.parse::<SocketAddr>() {
@@ -392,8 +398,10 @@ impl Config {
         let default_provider = default_provider.map(|d| canonical_provider_name(&d).to_string());
         let routing = routing::read(&mut r, &providers);
         let auth = auth::read(&mut r);
-        let rate_limit = ratelimit::read(&mut r);
-        let state = state::read(&mut r);
+        let mut rate_limit = ratelimit::read(&mut r);
+        rate_limit.redis = redis.clone();
+        let mut state = state::read(&mut r);
+        state.redis = redis.clone();
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -429,6 +437,7 @@ impl Config {
             tls,
             h2c,
             state,
+            redis,
         })
     }
 }
@@ -494,6 +503,9 @@ impl Config {
         let _ = writeln!(s, "api keys         {}", self.auth.describe());
         let _ = writeln!(s, "rate limits      {}", self.rate_limit.describe());
         let _ = writeln!(s, "state            {}", self.state.describe());
+        if let Some(r) = &self.redis {
+            let _ = writeln!(s, "redis            {}", r.describe());
+        }
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();
