@@ -93,6 +93,33 @@ async fn redis_up(c: &reqwest::Client, gw: &Gateway, user: &str) -> Option<i64> 
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// A stored Response made through `made_on`, read back through each of `read_on`.
+async fn stored_response_is_shared(made_on: &Gateway, read_on: &[&Gateway], key: &str) {
+    let c = client();
+    let made: serde_json::Value = c
+        .post(made_on.url("/v1/responses"))
+        .header("authorization", format!("Bearer {key}"))
+        .json(&serde_json::json!({"model": "echo/x", "input": "remember me"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["id"].as_str().expect("a response id").to_string();
+    for g in read_on {
+        let got = c
+            .get(g.url(&format!("/v1/responses/{id}")))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{}", g.logs());
+        let got: serde_json::Value = got.json().await.unwrap();
+        assert_eq!(got["id"], made["id"]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_gateways_share_a_cluster_and_survive_a_master_failover() {
     let mut cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
@@ -104,6 +131,7 @@ async fn three_gateways_share_a_cluster_and_survive_a_master_failover() {
         ("OPENAI_BASE_URL", url.as_str()),
         ("GATEWAY_CACHE_BACKEND", "redis"),
         ("GATEWAY_RATE_LIMIT_BACKEND", "redis"),
+        ("GATEWAY_STATE_BACKEND", "redis"),
         ("GATEWAY_REDIS_URL", seeds.as_str()),
         ("GATEWAY_REDIS_CLUSTER", "on"),
         (
@@ -137,19 +165,21 @@ async fn three_gateways_share_a_cluster_and_survive_a_master_failover() {
     };
     for (i, text) in ["alpha", "beta", "gamma"].iter().enumerate() {
         assert_eq!(ask(i, text).await, (200, "MISS".to_string()));
-        for j in 0..3 {
+        for (j, g) in gws.iter().enumerate() {
             if j != i {
                 let got = ask(j, text).await;
                 assert_eq!(
                     got,
                     (200, "HIT".to_string()),
                     "{text} via {j}: {}",
-                    gws[j].logs()
+                    g.logs()
                 );
             }
         }
     }
     assert_eq!(mock.calls(), 3, "one upstream call per prompt, fleet-wide");
+    // Stored Responses: made through one instance, read through the others.
+    stored_response_is_shared(&gws[0], &[&gws[1], &gws[2]], "sk-free").await;
 
     // Rate limits: one bucket for the whole fleet (5 at once, then 1 a second), over 10 s.
     let shots = hammer(
@@ -233,12 +263,20 @@ async fn three_gateways_share_a_cluster_and_survive_a_master_failover() {
     .await
     .unwrap();
     assert_ne!(cluster.master_of("fleet"), victim, "a replica was promoted");
-    println!("cluster ok again {:?} after the kill", killed_at.elapsed());
+    println!(
+        "cluster checked ok {:?} after the kill (once the traffic ended)",
+        killed_at.elapsed()
+    );
     let degraded = gws
         .iter()
         .filter(|g| g.logs().contains("rate limits: Redis at"))
         .count();
     assert!(degraded > 0, "no gateway noticed the dead master");
+    for (i, g) in gws.iter().enumerate() {
+        for l in g.logs().lines().filter(|l| l.contains("Redis")) {
+            println!("gateway {i}: {l}");
+        }
+    }
     // Limited requests are what probe the limiter's Redis: send some until every gateway
     // says it is back (log line and gauge).
     let deadline = Instant::now() + Duration::from_secs(30);

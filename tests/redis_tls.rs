@@ -95,6 +95,33 @@ fn tls_redis(dir: &Path, server: &Pki) -> Node {
     n
 }
 
+/// A stored Response made through `made_on`, read back through each of `read_on`.
+async fn stored_response_is_shared(made_on: &Gateway, read_on: &[&Gateway], key: &str) {
+    let c = client();
+    let made: serde_json::Value = c
+        .post(made_on.url("/v1/responses"))
+        .header("authorization", format!("Bearer {key}"))
+        .json(&serde_json::json!({"model": "echo/x", "input": "remember me"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["id"].as_str().expect("a response id").to_string();
+    for g in read_on {
+        let got = c
+            .get(g.url(&format!("/v1/responses/{id}")))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{}", g.logs());
+        let got: serde_json::Value = got.json().await.unwrap();
+        assert_eq!(got["id"], made["id"]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_and_limits_over_tls_and_a_wrong_ca_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,12 +135,16 @@ async fn cache_and_limits_over_tls_and_a_wrong_ca_stops_start_up() {
         ("OPENAI_BASE_URL", url.as_str()),
         ("GATEWAY_CACHE_BACKEND", "redis"),
         ("GATEWAY_RATE_LIMIT_BACKEND", "redis"),
+        ("GATEWAY_STATE_BACKEND", "redis"),
         ("GATEWAY_REDIS_URL", redis_url.as_str()),
         ("GATEWAY_REDIS_CA_FILE", s(&pki.ca)),
         // The server's own pair doubles as the client certificate (same CA).
         ("GATEWAY_REDIS_CLIENT_CERT_FILE", s(&pki.cert)),
         ("GATEWAY_REDIS_CLIENT_KEY_FILE", s(&pki.key)),
-        ("GATEWAY_API_KEYS", "tls=sk-tls:rpm=6:burst=3"),
+        (
+            "GATEWAY_API_KEYS",
+            "tls=sk-tls:rpm=6:burst=3,state=sk-tls-state:rpm=off",
+        ),
     ];
     let a = Gateway::start(&vars);
     let b = Gateway::start(&vars);
@@ -139,6 +170,8 @@ async fn cache_and_limits_over_tls_and_a_wrong_ca_stops_start_up() {
     let r = post(&b, &chat("over tls"), &auth).await;
     assert_eq!(r.status, 429, "the shared bucket is empty: {}", b.logs());
     assert_eq!(mock.calls(), 1);
+    // Stored Responses over TLS: made through one instance, read through the other.
+    stored_response_is_shared(&a, &[&b], "sk-tls-state").await;
     for g in [&a, &b] {
         let logs = g.logs();
         assert!(logs.contains("connected to Redis at 127.0.0.1"), "{logs}");
