@@ -331,8 +331,12 @@ pub async fn check_tls(c: &RedisConfig, timeout: Duration) -> Result<(), String>
                 |ca| format!("{}={}", ca.var, ca.path.display()),
             )
         } else {
+            // The server refused ours, or wants one.
             c.client_cert.as_ref().map_or(
-                crate::config::vars::REDIS_CA_FILE.to_string(),
+                format!(
+                    "{} (not set; the server asks for a client certificate)",
+                    crate::config::vars::REDIS_CLIENT_CERT_FILE
+                ),
                 |(cert, _)| format!("{}={}", cert.var, cert.path.display()),
             )
         };

@@ -222,6 +222,15 @@ async fn cache_and_limits_over_tls_and_a_wrong_ca_stops_start_up() {
         "{e}"
     );
 
+    // No client certificate for a server that requires one: named too.
+    let mut anonymous = vars.to_vec();
+    anonymous.retain(|(k, _)| !k.starts_with("GATEWAY_REDIS_CLIENT_"));
+    let e = Gateway::try_start(&anonymous)
+        .err()
+        .expect("start-up must fail");
+    println!("no client certificate: {e}");
+    assert!(e.contains("GATEWAY_REDIS_CLIENT_CERT_FILE"), "{e}");
+
     // An unreachable TLS Redis is no configuration error: the gateway starts and degrades.
     redis.kill();
     let g = Gateway::start(&vars);
