@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cache_support::*;
 use common::*;
-use redis_topology::Cluster;
+use redis_topology::{stored_response_is_shared, Cluster};
 
 struct Shot {
     sent: Instant,
@@ -91,33 +91,6 @@ async fn redis_up(c: &reqwest::Client, gw: &Gateway, user: &str) -> Option<i64> 
     body.lines()
         .find_map(|l| l.strip_prefix(&needle))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// A stored Response made through `made_on`, read back through each of `read_on`.
-async fn stored_response_is_shared(made_on: &Gateway, read_on: &[&Gateway], key: &str) {
-    let c = client();
-    let made: serde_json::Value = c
-        .post(made_on.url("/v1/responses"))
-        .header("authorization", format!("Bearer {key}"))
-        .json(&serde_json::json!({"model": "echo/x", "input": "remember me"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = made["id"].as_str().expect("a response id").to_string();
-    for g in read_on {
-        let got = c
-            .get(g.url(&format!("/v1/responses/{id}")))
-            .header("authorization", format!("Bearer {key}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(got.status(), 200, "{}", g.logs());
-        let got: serde_json::Value = got.json().await.unwrap();
-        assert_eq!(got["id"], made["id"]);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

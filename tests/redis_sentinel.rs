@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cache_support::*;
 use common::*;
-use redis_topology::{cli, SentinelSet};
+use redis_topology::{cli, stored_response_is_shared, SentinelSet};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_follows_a_sentinel_failover() {
@@ -98,6 +98,9 @@ async fn the_gateway_follows_a_sentinel_failover() {
         v
     };
     assert_eq!(codes, [200, 200, 429]);
+    // Stored Responses on the new master, read back through a second instance.
+    let other = Gateway::start(&vars);
+    stored_response_is_shared(&gw, &[&other], "sk-s").await;
     assert!(
         cli(replica, &["KEYS", "gw:rl:*"]).contains("gw:rl:{lim}:r"),
         "the bucket is on the new master"

@@ -13,7 +13,7 @@ use std::time::Duration;
 use cache_support::*;
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use redis_topology::Node;
+use redis_topology::{stored_response_is_shared, Node};
 
 /// A CA, and a certificate + key it signed for `localhost` / `127.0.0.1`, as PEM files.
 struct Pki {
@@ -93,33 +93,6 @@ fn tls_redis(dir: &Path, server: &Pki) -> Node {
         std::thread::sleep(Duration::from_millis(50));
     }
     n
-}
-
-/// A stored Response made through `made_on`, read back through each of `read_on`.
-async fn stored_response_is_shared(made_on: &Gateway, read_on: &[&Gateway], key: &str) {
-    let c = client();
-    let made: serde_json::Value = c
-        .post(made_on.url("/v1/responses"))
-        .header("authorization", format!("Bearer {key}"))
-        .json(&serde_json::json!({"model": "echo/x", "input": "remember me"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = made["id"].as_str().expect("a response id").to_string();
-    for g in read_on {
-        let got = c
-            .get(g.url(&format!("/v1/responses/{id}")))
-            .header("authorization", format!("Bearer {key}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(got.status(), 200, "{}", g.logs());
-        let got: serde_json::Value = got.json().await.unwrap();
-        assert_eq!(got["id"], made["id"]);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

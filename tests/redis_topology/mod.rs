@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::reserved_port;
+use crate::common::{client, reserved_port, Gateway};
 
 /// One `redis-server` process, killed by its PID when dropped.
 pub struct Node {
@@ -278,5 +278,32 @@ impl SentinelSet {
         .lines()
         .nth(1)
         .and_then(|p| p.trim().parse().ok())
+    }
+}
+
+/// A stored Response made through `made_on`, read back through each of `read_on`.
+pub async fn stored_response_is_shared(made_on: &Gateway, read_on: &[&Gateway], key: &str) {
+    let c = client();
+    let made: serde_json::Value = c
+        .post(made_on.url("/v1/responses"))
+        .header("authorization", format!("Bearer {key}"))
+        .json(&serde_json::json!({"model": "echo/x", "input": "remember me"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["id"].as_str().expect("a response id").to_string();
+    for g in read_on {
+        let got = c
+            .get(g.url(&format!("/v1/responses/{id}")))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{}", g.logs());
+        let got: serde_json::Value = got.json().await.unwrap();
+        assert_eq!(got["id"], made["id"]);
     }
 }
