@@ -51,8 +51,8 @@
 //!   it imports no other module of the gateway.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
-// The request future (admit, cache, exchange) nests deeper than the default 128 once the
-// Redis calls go through redis-rs 1.x.
+// rustc's layout query for the request future (admit, cache, exchange, each awaiting Redis
+// calls through redis-rs 1.x) nests deeper than the default 128 since the redis upgrade.
 #![recursion_limit = "256"]
 
 pub mod api;
