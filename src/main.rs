@@ -57,6 +57,12 @@ fn main() {
         return;
     }
     telemetry::init_logging(&config.log_level, config.log_format);
+    // A TLS Redis whose certificate fails verification is a configuration error (an unreachable
+    // one is not: the features that use it degrade until it answers).
+    if let Err(e) = ai_gateway::redis_link::check_at_startup(&config) {
+        eprintln!("ai-gateway: {}", ConfigError(vec![e]));
+        std::process::exit(2);
+    }
     server::run(config, args);
     telemetry::flush_logs();
 }

@@ -89,6 +89,7 @@ struct Metrics {
     upstream_errors: IntCounterVec,
     failovers: IntCounterVec,
     provider_up: IntGaugeVec,
+    redis_up: IntGaugeVec,
     cache_lookups: IntCounterVec,
     cache_entries: IntGauge,
     rate_limited: IntCounterVec,
@@ -162,6 +163,14 @@ impl Metrics {
                 ),
                 &["provider"],
             )?,
+            redis_up: IntGaugeVec::new(
+                Opts::new(
+                    "gateway_redis_up",
+                    "1 while the feature's last Redis call succeeded, 0 from a failed one (or \
+                     before the first) until one succeeds.",
+                ),
+                &["use"],
+            )?,
             cache_lookups: counter(
                 "gateway_cache_lookups_total",
                 "Response cache lookups, by outcome (hit, miss, ...).",
@@ -206,6 +215,7 @@ impl Metrics {
         r.register(Box::new(m.upstream_errors.clone()))?;
         r.register(Box::new(m.failovers.clone()))?;
         r.register(Box::new(m.provider_up.clone()))?;
+        r.register(Box::new(m.redis_up.clone()))?;
         r.register(Box::new(m.cache_lookups.clone()))?;
         r.register(Box::new(m.cache_entries.clone()))?;
         r.register(Box::new(m.rate_limited.clone()))?;
@@ -362,6 +372,11 @@ pub fn provider_health(provider: &str, up: bool) {
             .with_label_values(&[cut(provider)])
             .set(i64::from(up))
     });
+}
+
+/// Whether a feature (`cache`, `rate limits`, `state`) reaches Redis.
+pub fn redis_state(user: &'static str, up: bool) {
+    with(|m| m.redis_up.with_label_values(&[user]).set(i64::from(up)));
 }
 
 /// A response cache lookup and its outcome (`hit`, `miss`, `semantic_hit`, `bypass`, ...).

@@ -24,12 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::breaker::{Breaker, Outcome};
 pub use crate::config::ratelimit::{BackendKind, LimitOverrides, Limits, RateLimitConfig};
-use crate::config::Secret;
+use crate::config::redis::RedisConfig;
 use crate::error::GatewayError;
+use crate::redis_link::RedisLink;
 
 /// Longest wait for one Redis round trip before limiting locally.
 pub const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -254,13 +254,10 @@ if ok == 1 and r ~= nil then save(KEYS[1], r - 1, rcap, rrate) end
 return {ok, s(r), s(tk)}
 "#;
 
-/// The Redis backend: one connection manager (multiplexed, reconnecting), created on first use.
+/// The Redis backend: one connection ([`RedisLink`]: one node, Cluster or Sentinel), made on
+/// first use.
 struct RedisLimiter {
-    client: redis::Client,
-    /// `host:port`, never the password.
-    addr: String,
-    conn: Mutex<Option<ConnectionManager>>,
-    connecting: tokio::sync::Mutex<()>,
+    link: RedisLink,
     /// Open while Redis fails: requests limit locally without waiting on it.
     breaker: Breaker,
     script: redis::Script,
@@ -268,41 +265,35 @@ struct RedisLimiter {
 
 type ScriptReply = (i64, String, String);
 
+/// The two bucket keys of a key name, in one cluster slot: the hash tag is what lies between the
+/// first `{` and the next `}`, so `{<name>}` tags both alike whatever the name holds, unless that
+/// tag would be empty (an empty name, or one starting with `}`), when Redis would hash the whole
+/// key; those names get a length-prefixed tag in their own `gw:rl:!` family (no collision).
+fn bucket_keys(name: &str) -> (String, String) {
+    if name.is_empty() || name.starts_with('}') {
+        let n = name.len();
+        (
+            format!("gw:rl:!{{{n}:{name}}}:r"),
+            format!("gw:rl:!{{{n}:{name}}}:t"),
+        )
+    } else {
+        (format!("gw:rl:{{{name}}}:r"), format!("gw:rl:{{{name}}}:t"))
+    }
+}
+
 impl RedisLimiter {
-    fn new(url: &Secret) -> Option<Self> {
-        let client = match redis::Client::open(url.expose()) {
-            Ok(c) => c,
+    fn new(c: &RedisConfig) -> Option<Self> {
+        match RedisLink::new(c, "ratelimit", REDIS_TIMEOUT) {
+            Ok(link) => Some(RedisLimiter {
+                link,
+                breaker: Breaker::new(),
+                script: redis::Script::new(SCRIPT),
+            }),
             Err(e) => {
                 log::error!("rate limits: GATEWAY_REDIS_URL unusable ({e}); limiting locally");
-                return None;
+                None
             }
-        };
-        let addr = client.get_connection_info().addr.to_string();
-        Some(RedisLimiter {
-            client,
-            addr,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            breaker: Breaker::new(),
-            script: redis::Script::new(SCRIPT),
-        })
-    }
-
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        if let Some(c) = self.conn.lock().clone() {
-            return Ok(c);
         }
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Some(c) = self.conn.lock().clone() {
-            return Ok(c);
-        }
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(REDIS_TIMEOUT)
-            .set_response_timeout(REDIS_TIMEOUT)
-            .set_number_of_retries(1);
-        let c = ConnectionManager::new_with_config(self.client.clone(), cfg).await?;
-        *self.conn.lock() = Some(c.clone());
-        Ok(c)
     }
 
     async fn eval(
@@ -312,7 +303,11 @@ impl RedisLimiter {
         limits: &Limits,
         tokens: u64,
     ) -> redis::RedisResult<ScriptReply> {
-        let mut conn = self.connection().await?;
+        let mut conn = self
+            .link
+            .conn()
+            .await
+            .map_err(|why| redis::RedisError::from((redis::ErrorKind::Io, "Redis", why)))?;
         let (rcap, rrate) = limits
             .requests()
             .map(|r| (r.cap, r.per_sec))
@@ -321,9 +316,10 @@ impl RedisLimiter {
             .tokens()
             .map(|r| (r.cap, r.per_sec))
             .unwrap_or((0.0, 0.0));
+        let (r, t) = bucket_keys(name);
         self.script
-            .key(format!("gw:rl:{{{name}}}:r"))
-            .key(format!("gw:rl:{{{name}}}:t"))
+            .key(r)
+            .key(t)
             .arg(mode)
             .arg(rcap)
             .arg(rrate)
@@ -348,21 +344,23 @@ impl RedisLimiter {
             .await
         {
             Outcome::Done { value, recovered } => {
+                self.link.succeeded();
                 if recovered {
                     log::warn!(
                         "rate limits: Redis at {} is reachable again; limits are shared again",
-                        self.addr
+                        self.link.addrs()
                     );
                 }
                 Some(value)
             }
             Outcome::Failed { why, opened } => {
+                self.link.failed();
                 if opened {
                     log::warn!(
                         "rate limits: Redis at {} is unreachable ({why}); limiting locally on this \
                          instance (each instance then allows the full limit) and probing it every \
                          {:?}",
-                        self.addr,
+                        self.link.addrs(),
                         crate::breaker::PROBE_EVERY
                     );
                 }
@@ -403,8 +401,8 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(config: RateLimitConfig) -> Self {
-        let redis = match (config.backend, &config.redis_url) {
-            (BackendKind::Redis, Some(url)) => RedisLimiter::new(url),
+        let redis = match (config.backend, &config.redis) {
+            (BackendKind::Redis, Some(c)) => RedisLimiter::new(c),
             _ => None,
         };
         Limiter {
@@ -551,6 +549,25 @@ pub fn format_reset(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Redis Cluster's rule: the part between the first `{` and the next `}`, when not empty.
+    fn hash_tag(key: &str) -> Option<&str> {
+        let open = key.find('{')?;
+        let close = key[open + 1..].find('}')? + open + 1;
+        Some(&key[open + 1..close]).filter(|t| !t.is_empty())
+    }
+
+    #[test]
+    fn both_buckets_of_a_name_share_one_cluster_slot() {
+        for name in ["team-a", "", "}", "}x", "a}b", "{", "a{b}c", "{}", "ü{"] {
+            let (r, t) = bucket_keys(name);
+            let (tr, tt) = (hash_tag(&r), hash_tag(&t));
+            assert!(tr.is_some() && tr == tt, "{name:?}: {r} {t}");
+        }
+        assert_eq!(bucket_keys("team-a").0, "gw:rl:{team-a}:r");
+        assert_ne!(bucket_keys("}x").0, bucket_keys("x").0);
+        assert_ne!(bucket_keys("}").0, bucket_keys("").0);
+    }
 
     fn limits(rpm: Option<u64>, burst: Option<u64>, tpm: Option<u64>) -> Limits {
         Limits { rpm, burst, tpm }

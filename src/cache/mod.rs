@@ -83,14 +83,18 @@ impl Cache {
             BackendKind::Memory => Some(Arc::new(Memory::new(c.max_size, c.max_bytes, c.ttl))),
             BackendKind::Redis => {
                 match c
-                    .redis_url
+                    .redis
                     .as_ref()
-                    .map(|u| ::redis::Client::open(u.expose()))
+                    .map(|r| crate::redis_link::RedisLink::new(r, "cache", redis_backend::TIMEOUT))
                 {
-                    Some(Ok(client)) => Some(Arc::new(RedisBackend::new(client, &c.prefix))),
+                    Some(Ok(link)) => Some(Arc::new(RedisBackend::new(link, &c.prefix))),
                     // The configuration was validated: this is not expected.
-                    _ => {
-                        log::error!("cache: the Redis URL is unusable, the cache is off");
+                    Some(Err(e)) => {
+                        log::error!("cache: the Redis setting is unusable ({e}), the cache is off");
+                        None
+                    }
+                    None => {
+                        log::error!("cache: no GATEWAY_REDIS_URL, the cache is off");
                         None
                     }
                 }

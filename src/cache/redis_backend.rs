@@ -7,27 +7,25 @@
 //!
 //! An outage never reaches the client: every call is bounded by [`TIMEOUT`], any failure reads
 //! as "not cached" and drops the write, and a warning is logged (at most every
-//! [`super::WARN_EVERY`]). The connection is made on first use and re-made by the redis crate's
-//! `ConnectionManager` after a failure, so the cache comes back by itself with Redis.
+//! [`super::WARN_EVERY`]). The connection ([`RedisLink`]: one node, Cluster or Sentinel) is
+//! made on first use and re-made after a failure, so the cache comes back by itself with Redis.
+//! Every call touches one key, so a Redis Cluster takes them all.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use once_cell::sync::Lazy;
-use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::backend::{Backend, Hit, MAX_VECTORS_PER_CONTEXT};
 use super::entry::Entry;
 use super::key::Key;
 use super::WarnThrottle;
 use crate::breaker::{Breaker, Outcome};
+use crate::redis_link::{RedisConn, RedisLink};
 
 /// Longest a cache call may add to a request.
 pub const TIMEOUT: Duration = Duration::from_millis(500);
-/// After a failed connect, requests skip Redis this long before the next try.
-const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Adds one vector to a context's hash, replacing a random field when the hash is full, and
 /// keeps the hash alive at least as long as its newest entry.
@@ -48,24 +46,17 @@ return 1
 });
 
 pub struct RedisBackend {
-    client: redis::Client,
+    link: RedisLink,
     prefix: String,
-    conn: Mutex<Option<ConnectionManager>>,
-    /// Serialises connection attempts so a burst of first requests makes one.
-    connecting: tokio::sync::Mutex<()>,
-    next_try: Mutex<Instant>,
     warn: WarnThrottle,
     breaker: Breaker,
 }
 
 impl RedisBackend {
-    pub fn new(client: redis::Client, prefix: &str) -> Self {
+    pub fn new(link: RedisLink, prefix: &str) -> Self {
         RedisBackend {
-            client,
+            link,
             prefix: prefix.to_string(),
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            next_try: Mutex::new(Instant::now()),
             warn: WarnThrottle::new(),
             breaker: Breaker::new(),
         }
@@ -85,73 +76,27 @@ impl RedisBackend {
         }
     }
 
-    /// The shared connection, made on first use. `None` while Redis is unreachable.
-    async fn conn(&self) -> Option<ConnectionManager> {
-        if let Some(c) = self.conn.lock().clone() {
-            return Some(c);
-        }
-        if Instant::now() < *self.next_try.lock() {
-            return None;
-        }
-        let _one = tokio::time::timeout(TIMEOUT, self.connecting.lock())
-            .await
-            .ok()?;
-        if let Some(c) = self.conn.lock().clone() {
-            return Some(c);
-        }
-        if Instant::now() < *self.next_try.lock() {
-            return None;
-        }
-        // No retries inside the manager: a request must not wait through a backoff schedule.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT);
-        let made = tokio::time::timeout(
-            TIMEOUT * 2,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await;
-        match made {
-            Ok(Ok(c)) => {
-                log::info!("cache: connected to Redis");
-                *self.conn.lock() = Some(c.clone());
-                Some(c)
-            }
-            Ok(Err(e)) => {
-                *self.next_try.lock() = Instant::now() + RECONNECT_BACKOFF;
-                self.warn("connect", &e);
-                None
-            }
-            Err(_) => {
-                *self.next_try.lock() = Instant::now() + RECONNECT_BACKOFF;
-                self.warn("connect", &"timed out");
-                None
-            }
-        }
-    }
-
     /// Runs one call under the breaker (at most [`TIMEOUT`] while Redis is healthy; once a call
     /// has failed, at most [`crate::breaker::PROBE_TIMEOUT`], and only for one probing request
     /// at a time): failures are logged and become `None`.
-    async fn run<T, F>(&self, what: &str, f: impl FnOnce(ConnectionManager) -> F) -> Option<T>
+    async fn run<T, F>(&self, what: &str, f: impl FnOnce(RedisConn) -> F) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let call = async {
-            match self.conn().await {
-                Some(c) => f(c).await.map_err(|e| e.to_string()),
-                None => Err("not connected".to_string()),
-            }
+            let c = self.link.conn().await?;
+            f(c).await.map_err(|e| e.to_string())
         };
         match self.breaker.run(TIMEOUT, call).await {
             Outcome::Done { value, recovered } => {
+                self.link.succeeded();
                 if recovered {
                     log::warn!("cache: Redis answers again; the shared cache is back");
                 }
                 Some(value)
             }
             Outcome::Failed { why, opened } => {
+                self.link.failed();
                 if opened {
                     log::warn!(
                         "cache: Redis {what} failed ({why}); serving without the cache, and \

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::{parse_duration, parse_switch, vars, Reader, Secret};
+use super::redis::RedisConfig;
+use super::{parse_duration, parse_switch, vars, Reader};
 
 /// Where entries live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +39,8 @@ pub struct CacheConfig {
     /// Most bytes of answers the memory backend holds.
     pub max_bytes: u64,
     pub scope: Scope,
-    /// May carry a password: printed as `***`.
-    pub redis_url: Option<Secret>,
+    /// `GATEWAY_REDIS_URL` and how to reach it (set by `Config::from_map`).
+    pub redis: Option<RedisConfig>,
     /// Prefix of every Redis key the cache writes.
     pub prefix: String,
     pub semantic: Option<SemanticConfig>,
@@ -127,19 +128,8 @@ pub(super) fn read(r: &mut Reader) -> CacheConfig {
         .unwrap_or(DEFAULT_PREFIX)
         .to_string();
 
-    let redis_url = r.get(vars::REDIS_URL).map(str::to_string);
-    if let Some(url) = &redis_url {
-        if let Err(e) = redis::Client::open(url.as_str()) {
-            // The URL may hold a password: it is not echoed.
-            r.error(
-                vars::REDIS_URL,
-                "***",
-                &format!(
-                    "not a usable Redis URL ({e}); expected redis://[:password@]host:port[/db]"
-                ),
-            );
-        }
-    } else if backend == BackendKind::Redis {
+    // The URL itself is checked by `super::redis` (the same variable, for every feature).
+    if r.get(vars::REDIS_URL).is_none() && backend == BackendKind::Redis {
         r.error(
             vars::CACHE_BACKEND,
             "redis",
@@ -192,7 +182,7 @@ pub(super) fn read(r: &mut Reader) -> CacheConfig {
         max_size,
         max_bytes,
         scope,
-        redis_url: redis_url.map(Secret::new),
+        redis: None,
         prefix,
         semantic,
     }

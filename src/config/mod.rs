@@ -16,6 +16,7 @@
 //! - [`tls`]: the HTTPS listener's certificate and key, checked against each other.
 //! - [`cache`]: the response cache's backend, TTL, scope and semantic layer.
 //! - [`pricing`]: `GATEWAY_PRICES` overrides and the built-in price table they override.
+//! - [`redis`]: how Redis is reached (one node, Cluster, Sentinel; TLS), for every feature.
 //! - [`state`]: the state backend (`GATEWAY_STATE_BACKEND`) and the stored responses' TTL.
 //! - [`vertex`]: Google Vertex AI's service account key file, project and location.
 
@@ -29,6 +30,7 @@ pub mod cache;
 pub mod pricing;
 pub mod providers;
 pub mod ratelimit;
+pub mod redis;
 pub mod routing;
 pub mod state;
 pub mod tls;
@@ -149,6 +151,8 @@ pub struct Config {
     pub state: state::StateConfig,
     /// Google Vertex AI's service account, project and location, when `vertex` is configured.
     pub vertex: Option<vertex::VertexConfig>,
+    /// How Redis is reached (`GATEWAY_REDIS_URL` and its companions), when it is set.
+    pub redis: Option<redis::RedisConfig>,
 }
 
 /// Every error found, one per line.
@@ -353,7 +357,9 @@ impl Config {
 
         let mut providers = providers::read(&mut r);
         let vertex = vertex::read(&mut r, &mut providers);
-        let cache = cache::read(&mut r);
+        let redis = redis::read(&mut r);
+        let mut cache = cache::read(&mut r);
+        cache.redis = redis.clone();
         let metrics_listen = r
             .get(vars::METRICS_LISTEN)
             .map(|v| match v.parse::<SocketAddr>() {
@@ -397,8 +403,10 @@ impl Config {
         let default_provider = default_provider.map(|d| canonical_provider_name(&d).to_string());
         let routing = routing::read(&mut r, &providers);
         let auth = auth::read(&mut r);
-        let rate_limit = ratelimit::read(&mut r);
-        let state = state::read(&mut r);
+        let mut rate_limit = ratelimit::read(&mut r);
+        rate_limit.redis = redis.clone();
+        let mut state = state::read(&mut r);
+        state.redis = redis.clone();
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -435,6 +443,7 @@ impl Config {
             h2c,
             state,
             vertex,
+            redis,
         })
     }
 }
@@ -500,6 +509,9 @@ impl Config {
         let _ = writeln!(s, "api keys         {}", self.auth.describe());
         let _ = writeln!(s, "rate limits      {}", self.rate_limit.describe());
         let _ = writeln!(s, "state            {}", self.state.describe());
+        if let Some(r) = &self.redis {
+            let _ = writeln!(s, "redis            {}", r.describe());
+        }
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();

@@ -2,7 +2,8 @@
 //! limits, a key's own overrides (from its `:rpm=`, `:burst=`, `:tpm=` options) and where the
 //! buckets live.
 
-use super::{vars, Reader, Secret};
+use super::redis::RedisConfig;
+use super::{vars, Reader};
 
 /// Effective limits of one key. `None`: not limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,8 +52,8 @@ pub struct RateLimitConfig {
     /// `GATEWAY_RATE_LIMIT_RPM` / `_BURST` / `_TPM`: every key's limits unless it sets its own.
     pub defaults: Limits,
     pub backend: BackendKind,
-    /// `GATEWAY_REDIS_URL` (may carry a password).
-    pub redis_url: Option<Secret>,
+    /// `GATEWAY_REDIS_URL` and how to reach it (set by `Config::from_map`).
+    pub redis: Option<RedisConfig>,
 }
 
 impl RateLimitConfig {
@@ -62,9 +63,9 @@ impl RateLimitConfig {
             BackendKind::Memory => "memory".to_string(),
             BackendKind::Redis => format!(
                 "redis ({})",
-                self.redis_url
+                self.redis
                     .as_ref()
-                    .map(|u| redact_url(u.expose()))
+                    .map(|r| r.addrs.clone())
                     .unwrap_or_default()
             ),
         };
@@ -113,19 +114,7 @@ pub(super) fn read(r: &mut Reader) -> RateLimitConfig {
             _ => Err("expected memory or redis".into()),
         }
     });
-    let redis_url = r
-        .get(vars::REDIS_URL)
-        .and_then(|u| match redis::Client::open(u) {
-            Ok(_) => Some(Secret::new(u)),
-            Err(_) => {
-                r.error(
-                vars::REDIS_URL,
-                &redact_url(u),
-                "not a Redis URL (redis://[user:password@]host[:port][/db] or redis+unix:///path)",
-            );
-                None
-            }
-        });
+    // The URL itself is checked by `super::redis`.
     if backend == BackendKind::Redis && r.get(vars::REDIS_URL).is_none() {
         r.error(
             vars::RATE_LIMIT_BACKEND,
@@ -136,7 +125,7 @@ pub(super) fn read(r: &mut Reader) -> RateLimitConfig {
     RateLimitConfig {
         defaults: Limits { rpm, burst, tpm },
         backend,
-        redis_url,
+        redis: None,
     }
 }
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::{parse_duration, vars, Reader, Secret};
+use super::redis::RedisConfig;
+use super::{parse_duration, vars, Reader};
 
 /// Where state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,8 +18,8 @@ pub enum StateBackend {
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub backend: StateBackend,
-    /// May carry a password: printed as `***`.
-    pub redis_url: Option<Secret>,
+    /// `GATEWAY_REDIS_URL` and how to reach it (set by `Config::from_map`).
+    pub redis: Option<RedisConfig>,
     /// How long a stored Responses response stays retrievable and continuable.
     pub responses_ttl: Duration,
     /// Most memory the memory backend may take, its bookkeeping included.
@@ -73,8 +74,7 @@ pub(super) fn read(r: &mut Reader) -> StateConfig {
             .ok_or_else(|| "expected a number of bytes >= 1m (268435456, 512m, 2g)".into())
     });
     // The URL itself is checked by the cache's reader (the same variable).
-    let redis_url = r.get(vars::REDIS_URL).map(Secret::new);
-    if backend == StateBackend::Redis && redis_url.is_none() {
+    if backend == StateBackend::Redis && r.get(vars::REDIS_URL).is_none() {
         r.error(
             vars::STATE_BACKEND,
             "redis",
@@ -83,7 +83,7 @@ pub(super) fn read(r: &mut Reader) -> StateConfig {
     }
     StateConfig {
         backend,
-        redis_url,
+        redis: None,
         responses_ttl,
         memory_max_bytes,
     }

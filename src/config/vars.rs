@@ -40,6 +40,13 @@ pub const STATE_BACKEND: &str = "GATEWAY_STATE_BACKEND";
 pub const RESPONSES_TTL: &str = "GATEWAY_RESPONSES_TTL";
 /// Shared by every feature that uses Redis (cache, rate limits, state).
 pub const REDIS_URL: &str = "GATEWAY_REDIS_URL";
+/// How Redis is reached (src/config/redis.rs): Cluster, Sentinel, TLS files.
+pub const REDIS_CLUSTER: &str = "GATEWAY_REDIS_CLUSTER";
+pub const REDIS_SENTINEL_MASTER: &str = "GATEWAY_REDIS_SENTINEL_MASTER";
+pub const REDIS_SENTINEL_PASSWORD: &str = "GATEWAY_REDIS_SENTINEL_PASSWORD";
+pub const REDIS_CA_FILE: &str = "GATEWAY_REDIS_CA_FILE";
+pub const REDIS_CLIENT_CERT_FILE: &str = "GATEWAY_REDIS_CLIENT_CERT_FILE";
+pub const REDIS_CLIENT_KEY_FILE: &str = "GATEWAY_REDIS_CLIENT_KEY_FILE";
 
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
@@ -153,6 +160,12 @@ pub const ALL: &[&str] = &[
     SEMANTIC_CACHE_MODEL,
     SEMANTIC_CACHE_THRESHOLD,
     REDIS_URL,
+    REDIS_CLUSTER,
+    REDIS_SENTINEL_MASTER,
+    REDIS_SENTINEL_PASSWORD,
+    REDIS_CA_FILE,
+    REDIS_CLIENT_CERT_FILE,
+    REDIS_CLIENT_KEY_FILE,
     STATE_BACKEND,
     RESPONSES_TTL,
     API_KEYS,

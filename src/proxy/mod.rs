@@ -72,14 +72,12 @@ fn register_secrets(config: &Config) {
         .values()
         .filter_map(|p| p.api_key.as_ref())
         .map(|k| k.expose().to_string());
-    let urls = [
-        &config.cache.redis_url,
-        &config.rate_limit.redis_url,
-        &config.state.redis_url,
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|u| crate::redact::url_password(u.expose()));
+    let urls = config.redis.iter().flat_map(|r| {
+        std::iter::once(&r.url)
+            .chain(&r.nodes)
+            .filter_map(|u| crate::redact::url_password(u.expose()))
+            .chain(r.sentinel_password.iter().map(|p| p.expose().to_string()))
+    });
     crate::redact::set_group("providers", providers.chain(urls));
 }
 

@@ -10,21 +10,18 @@
 
 use crate::breaker::{Breaker, Outcome};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::state::{
     StateBackend, StateConfig, MEMORY_MAX_BYTES, MEMORY_RECORD_OVERHEAD, REDIS_PREFIX,
 };
 use crate::error::GatewayError;
+use crate::redis_link::{RedisConn, RedisLink};
 
 /// Longest one state call may take (a connect included).
 pub const TIMEOUT: Duration = Duration::from_millis(1000);
-/// After a failed connect, calls fail at once this long before the next try.
-const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The state backend could not be reached or answered wrongly.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,9 +79,9 @@ impl moka::Expiry<String, (Bytes, Duration)> for PerEntryTtl {
 
 impl State {
     pub fn new(config: &StateConfig) -> State {
-        let inner = match (config.backend, &config.redis_url) {
-            (StateBackend::Redis, Some(url)) => match redis::Client::open(url.expose()) {
-                Ok(client) => Inner::Redis(Arc::new(RedisState::new(client))),
+        let inner = match (config.backend, &config.redis) {
+            (StateBackend::Redis, Some(c)) => match RedisLink::new(c, "state", TIMEOUT) {
+                Ok(link) => Inner::Redis(Arc::new(RedisState::new(link))),
                 // Checked when the configuration was read; a memory store is still a store.
                 Err(_) => Self::memory(config.memory_max_bytes),
             },
@@ -176,23 +173,17 @@ impl State {
     }
 }
 
-/// The Redis backend: one connection made on first use, re-made after a failure.
+/// The Redis backend: one connection ([`RedisLink`]: one node, Cluster or Sentinel) made on
+/// first use, re-made after a failure. Every call touches one key.
 struct RedisState {
-    client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
-    /// Serialises connection attempts so a burst of first requests makes one.
-    connecting: tokio::sync::Mutex<()>,
-    next_try: Mutex<Instant>,
+    link: RedisLink,
     breaker: Breaker,
 }
 
 impl RedisState {
-    fn new(client: redis::Client) -> Self {
+    fn new(link: RedisLink) -> Self {
         RedisState {
-            client,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            next_try: Mutex::new(Instant::now()),
+            link,
             breaker: Breaker::new(),
         }
     }
@@ -201,75 +192,27 @@ impl RedisState {
         format!("{REDIS_PREFIX}{key}")
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StateError> {
-        if let Some(c) = self.conn.lock().clone() {
-            return Ok(c);
-        }
-        let unreachable = || StateError("Redis is unreachable".into());
-        if Instant::now() < *self.next_try.lock() {
-            return Err(unreachable());
-        }
-        let _one = tokio::time::timeout(TIMEOUT, self.connecting.lock())
-            .await
-            .map_err(|_| unreachable())?;
-        if let Some(c) = self.conn.lock().clone() {
-            return Ok(c);
-        }
-        if Instant::now() < *self.next_try.lock() {
-            return Err(unreachable());
-        }
-        // No retries inside the manager: a request must not wait through a backoff schedule.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT);
-        let made = tokio::time::timeout(
-            TIMEOUT,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await;
-        match made {
-            Ok(Ok(c)) => {
-                log::info!("state: connected to Redis");
-                *self.conn.lock() = Some(c.clone());
-                Ok(c)
-            }
-            Ok(Err(e)) => {
-                *self.next_try.lock() = Instant::now() + RECONNECT_BACKOFF;
-                log::warn!("state: Redis connect failed: {e}");
-                Err(unreachable())
-            }
-            Err(_) => {
-                *self.next_try.lock() = Instant::now() + RECONNECT_BACKOFF;
-                log::warn!("state: Redis connect timed out");
-                Err(unreachable())
-            }
-        }
-    }
-
     /// Runs one call under the breaker: within [`TIMEOUT`] while Redis is healthy; once a call
     /// has failed, requests fail at once (a 503) but for one probe every
     /// [`crate::breaker::PROBE_EVERY`], bounded by [`crate::breaker::PROBE_TIMEOUT`].
-    async fn run<T, F>(
-        &self,
-        what: &str,
-        f: impl FnOnce(ConnectionManager) -> F,
-    ) -> Result<T, StateError>
+    async fn run<T, F>(&self, what: &str, f: impl FnOnce(RedisConn) -> F) -> Result<T, StateError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let call = async {
-            let c = self.conn().await.map_err(|e| e.0)?;
+            let c = self.link.conn().await?;
             f(c).await.map_err(|e| e.to_string())
         };
         match self.breaker.run(TIMEOUT, call).await {
             Outcome::Done { value, recovered } => {
+                self.link.succeeded();
                 if recovered {
                     log::warn!("state: Redis answers again");
                 }
                 Ok(value)
             }
             Outcome::Failed { why, opened } => {
+                self.link.failed();
                 if opened {
                     log::warn!(
                         "state: Redis {what} failed ({why}); stored responses are unavailable \
@@ -308,6 +251,17 @@ mod tests {
         assert_eq!(s.get("a").await.unwrap(), None);
     }
 
+    fn redis_config(port: u16) -> crate::config::redis::RedisConfig {
+        let env = std::collections::HashMap::from([(
+            "GATEWAY_REDIS_URL".to_string(),
+            format!("redis://127.0.0.1:{port}"),
+        )]);
+        crate::config::Config::from_map(&env)
+            .unwrap()
+            .redis
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn unreachable_redis_is_an_error_in_bounded_time() {
         // A port nothing listens on: refused at once, and a 503 for the client.
@@ -317,10 +271,10 @@ mod tests {
             .port();
         let s = State {
             inner: Inner::Redis(Arc::new(RedisState::new(
-                redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap(),
+                RedisLink::new(&redis_config(port), "state", TIMEOUT).unwrap(),
             ))),
         };
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let e = s.get("x").await.unwrap_err();
         assert!(started.elapsed() < TIMEOUT * 3);
         let g = e.into_gateway();

@@ -1,0 +1,309 @@
+//! Real Redis topologies for the fleet tests: a Redis Cluster (3 masters, 3 replicas), a
+//! TLS-only Redis, and a master + replica watched by one Sentinel. Every process is a
+//! `redis-server` started here on 127.0.0.1 (reserved ports) and killed by its PID on drop.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{client, reserved_port, Gateway};
+
+/// One `redis-server` process, killed by its PID when dropped.
+pub struct Node {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// `redis-server` with these arguments (after a loopback bind, no persistence, `dir`).
+    pub fn spawn(port: u16, dir: &Path, args: &[&str]) -> Node {
+        let log = std::fs::File::create(dir.join(format!("redis-{port}.log"))).expect("log file");
+        let child = Command::new("redis-server")
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        Node {
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Kills it by its PID.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `redis-cli -p <port> <args...>` (plain TCP), its stdout; empty when it fails.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Polls `f` every 50 ms until it holds, for at most `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_ping(port: u16) {
+    wait_until(&format!("redis on {port}"), Duration::from_secs(10), || {
+        cli(port, &["PING"]).trim() == "PONG"
+    });
+}
+
+/// A Redis Cluster of 3 masters and 3 replicas (`--cluster-node-timeout` short, so a replica
+/// takes over a killed master within seconds).
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = Vec::new();
+        for _ in 0..6 {
+            let port = reserved_port();
+            let conf = format!("nodes-{port}.conf");
+            nodes.push(Node::spawn(
+                port,
+                dir.path(),
+                &[
+                    "--port",
+                    &port.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                    "--cluster-node-timeout",
+                    "1000",
+                ],
+            ));
+        }
+        for n in &nodes {
+            wait_ping(n.port);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli is installed");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let c = Cluster { nodes, _dir: dir };
+        c.wait_ok();
+        c
+    }
+
+    /// Every live node says `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        wait_until("cluster_state:ok", Duration::from_secs(30), || {
+            self.nodes
+                .iter()
+                .filter(|n| n.child.is_some())
+                .all(|n| cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        });
+    }
+
+    /// Seed URLs for `GATEWAY_REDIS_URL` (comma-separated, the first `with` a scheme).
+    pub fn seeds(&self, count: usize) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .take(count)
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis://{}", hosts.join(","))
+    }
+
+    /// The port of the master serving `key`'s slot, as a live node sees it.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a live node");
+        let slot: u16 = cli(live.port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("CLUSTER KEYSLOT");
+        for line in cli(live.port, &["CLUSTER", "NODES"]).lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                continue;
+            }
+            let serves = f[8..].iter().any(|r| match r.split_once('-') {
+                Some((a, b)) => {
+                    a.parse::<u16>().is_ok_and(|a| a <= slot)
+                        && b.parse::<u16>().is_ok_and(|b| slot <= b)
+                }
+                None => r.parse::<u16>().is_ok_and(|s| s == slot),
+            });
+            if serves {
+                let port = f[1]
+                    .split('@')
+                    .next()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+                    .expect("a node address");
+                return port;
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    pub fn node(&mut self, port: u16) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster")
+    }
+}
+
+/// One master, one replica, one Sentinel watching them as `mymaster` (down after 1 s).
+pub struct SentinelSet {
+    pub master: Node,
+    pub replica: Node,
+    pub sentinel: Node,
+    _dir: tempfile::TempDir,
+}
+
+impl SentinelSet {
+    pub fn start() -> SentinelSet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mp, rp, sp) = (reserved_port(), reserved_port(), reserved_port());
+        let master = Node::spawn(mp, dir.path(), &["--port", &mp.to_string()]);
+        wait_ping(mp);
+        let replica = Node::spawn(
+            rp,
+            dir.path(),
+            &[
+                "--port",
+                &rp.to_string(),
+                "--replicaof",
+                "127.0.0.1",
+                &mp.to_string(),
+            ],
+        );
+        wait_ping(rp);
+        wait_until("the replica in sync", Duration::from_secs(20), || {
+            cli(rp, &["INFO", "replication"]).contains("master_link_status:up")
+        });
+        let conf: PathBuf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sp}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {mp} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n"
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        let sentinel = Node {
+            port: sp,
+            child: Some(child),
+        };
+        wait_ping(sp);
+        wait_until(
+            "the sentinel to know the replica",
+            Duration::from_secs(20),
+            || cli(sp, &["SENTINEL", "REPLICAS", "mymaster"]).contains(&rp.to_string()),
+        );
+        SentinelSet {
+            master,
+            replica,
+            sentinel,
+            _dir: dir,
+        }
+    }
+
+    /// The master's port as the Sentinel names it.
+    pub fn master_port(&self) -> Option<u16> {
+        cli(
+            self.sentinel.port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"],
+        )
+        .lines()
+        .nth(1)
+        .and_then(|p| p.trim().parse().ok())
+    }
+}
+
+/// A stored Response made through `made_on`, read back through each of `read_on`.
+pub async fn stored_response_is_shared(made_on: &Gateway, read_on: &[&Gateway], key: &str) {
+    let c = client();
+    let made: serde_json::Value = c
+        .post(made_on.url("/v1/responses"))
+        .header("authorization", format!("Bearer {key}"))
+        .json(&serde_json::json!({"model": "echo/x", "input": "remember me"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["id"].as_str().expect("a response id").to_string();
+    for g in read_on {
+        let got = c
+            .get(g.url(&format!("/v1/responses/{id}")))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{}", g.logs());
+        let got: serde_json::Value = got.json().await.unwrap();
+        assert_eq!(got["id"], made["id"]);
+    }
+}
