@@ -60,8 +60,16 @@ impl Drop for Node {
 
 /// `redis-cli -p <port> <args...>` (plain TCP), its stdout; empty when it fails.
 pub fn cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+    // coreutils `timeout` bounds every call: a hung node cannot hang the test.
+    Command::new("timeout")
+        .args([
+            "10",
+            "redis-cli",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .args(args)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -121,8 +129,8 @@ impl Cluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
-            .arg("--cluster")
+        let out = Command::new("timeout")
+            .args(["60", "redis-cli", "--cluster"])
             .arg("create")
             .args(&addrs)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
