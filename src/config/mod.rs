@@ -16,6 +16,7 @@
 //! - [`tls`]: the HTTPS listener's certificate and key, checked against each other.
 //! - [`cache`]: the response cache's backend, TTL, scope and semantic layer.
 //! - [`pricing`]: `GATEWAY_PRICES` overrides and the built-in price table they override.
+//! - [`aws`]: AWS credentials and region, and Bedrock's regional endpoint.
 //! - [`state`]: the state backend (`GATEWAY_STATE_BACKEND`) and the stored responses' TTL.
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +25,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub mod auth;
+pub mod aws;
 pub mod cache;
 pub mod pricing;
 pub mod providers;
@@ -145,6 +147,8 @@ pub struct Config {
     pub h2c: bool,
     /// The state backend (`GATEWAY_STATE_BACKEND`) and what it keeps.
     pub state: state::StateConfig,
+    /// AWS credentials and region (`AWS_*`), for the `bedrock` format.
+    pub aws: aws::AwsConfig,
 }
 
 /// Every error found, one per line.
@@ -347,7 +351,8 @@ impl Config {
             }
         });
 
-        let providers = providers::read(&mut r);
+        let mut providers = providers::read(&mut r);
+        let aws = aws::read(&mut r, &mut providers);
         let cache = cache::read(&mut r);
         let metrics_listen = r
             .get(vars::METRICS_LISTEN)
@@ -429,6 +434,7 @@ impl Config {
             tls,
             h2c,
             state,
+            aws,
         })
     }
 }

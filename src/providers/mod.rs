@@ -17,6 +17,7 @@ use crate::config::{providers::format_variable, BaseUrl, Config, ProviderConfig}
 use crate::error::GatewayError;
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod cohere;
 pub mod echo;
 pub mod gemini;
@@ -172,6 +173,17 @@ pub trait Provider: Send + Sync {
     /// Maps an upstream error response to the OpenAI error object, keeping a meaningful status.
     fn error(&self, status: u16, body: &[u8]) -> GatewayError;
 
+    /// The response header an upstream names its error type in (AWS's `x-amzn-errortype`),
+    /// whose value the proxy hands to [`Provider::typed_error`].
+    fn error_type_header(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// [`Provider::error`] with the value of [`Provider::error_type_header`], if it came.
+    fn typed_error(&self, status: u16, body: &[u8], _error_type: Option<&str>) -> GatewayError {
+        self.error(status, body)
+    }
+
     /// Encodes an embeddings request (`body` is the client's JSON object).
     fn embeddings_request(
         &self,
@@ -261,6 +273,9 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
     ("echo", |cfg, _| Arc::new(echo::Echo::new(cfg.clone()))),
     ("cohere", |cfg, _| {
         Arc::new(cohere::Cohere::new(cfg.clone()))
+    }),
+    ("bedrock", |cfg, config| {
+        Arc::new(bedrock::Bedrock::build(cfg, config))
     }),
 ];
 
@@ -358,7 +373,7 @@ mod tests {
     #[test]
     fn every_format_is_registered_once() {
         let names: Vec<&str> = formats().collect();
-        for name in ["openai", "anthropic", "gemini", "echo", "cohere"] {
+        for name in ["openai", "anthropic", "gemini", "echo", "cohere", "bedrock"] {
             assert!(format(name).is_some(), "{name}");
         }
         let mut unique = names.clone();
