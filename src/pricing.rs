@@ -46,11 +46,24 @@ fn matches(key: &str, name: &str) -> bool {
     }
 }
 
+/// A Bedrock inference profile (`us.anthropic.claude-...`, `global.`, `eu.`, `apac.`...) is
+/// priced as its model (`anthropic.claude-...`).
+fn bedrock_model(model: &str) -> &str {
+    const GEOS: &[&str] = &[
+        "us.", "eu.", "apac.", "global.", "jp.", "au.", "ca.", "us-gov.",
+    ];
+    GEOS.iter()
+        .find_map(|g| model.strip_prefix(g))
+        .filter(|rest| rest.contains('.'))
+        .unwrap_or(model)
+}
+
 /// The price from `overrides`, then the built-in table. The longest matching model name wins;
 /// on a tie a provider-qualified entry beats a bare one, and an override beats the table.
 pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Option<(f64, f64)> {
     let provider = provider.to_ascii_lowercase();
     let model = model.to_ascii_lowercase();
+    let model = bedrock_model(&model);
     // (length of the matched model name, rank of the source, price)
     let mut best: Option<(usize, u8, (f64, f64))> = None;
     let mut offer = |len: usize, rank: u8, p: (f64, f64)| {
@@ -127,6 +140,26 @@ mod tests {
             Some((0.0, 0.0))
         );
         assert_eq!(lookup(&[], "echo", "anything"), Some((0.0, 0.0)));
+        // Bedrock model ids and inference profiles.
+        for m in [
+            "anthropic.claude-sonnet-4-20250514-v1:0",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        ] {
+            assert_eq!(lookup(&[], "bedrock", m), Some((3.0, 15.0)), "{m}");
+        }
+        assert_eq!(
+            lookup(&[], "bedrock", "us.anthropic.claude-opus-4-5-20251101-v1:0"),
+            Some((5.0, 25.0))
+        );
+        assert_eq!(
+            lookup(&[], "bedrock", "amazon.nova-lite-v1:0"),
+            Some((0.06, 0.24))
+        );
+        assert_eq!(
+            lookup(&[], "bedrock", "us.amazon.nova-pro-v1:0"),
+            Some((0.8, 3.2))
+        );
     }
 
     #[test]

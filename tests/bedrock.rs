@@ -534,3 +534,56 @@ print("bedrock sdk: ok")
     let out = run_python(&s.gw, &["-c", code], &[("MODEL", MODEL)]).await;
     assert!(out.contains("bedrock sdk: ok"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_cost_and_metrics_count_bedrock() {
+    let s = setup(SECRET_ACCESS_KEY, &[("GATEWAY_CACHE_BACKEND", "memory")]).await;
+    let body = chat_body(MODEL, "cache me", false);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let r = client()
+            .post(s.gw.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        seen.push(
+            r.headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap().to_string()),
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "Hello from Bedrock");
+    }
+    assert_eq!(
+        s.mock.calls(),
+        1,
+        "the second answer is a cache hit: {seen:?}"
+    );
+    assert_eq!(seen[1].as_deref(), Some("HIT"));
+
+    let metrics = client()
+        .get(s.gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sum = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("provider=\"bedrock\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // One upstream answer counted (the hit is not billed): 16 prompt tokens, 7 completion, at
+    // Claude Sonnet 4's Bedrock price (3 / 15 USD per 1M).
+    assert_eq!(sum("gateway_prompt_tokens_total"), 16.0, "{metrics}");
+    assert_eq!(sum("gateway_completion_tokens_total"), 7.0);
+    let cost = sum("gateway_cost_usd_total");
+    let expected = (16.0 * 3.0 + 7.0 * 15.0) / 1e6;
+    assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+    assert!(sum("gateway_requests_total") >= 1.0);
+}
