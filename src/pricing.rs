@@ -62,8 +62,8 @@ fn bedrock_model(model: &str) -> &str {
 /// on a tie a provider-qualified entry beats a bare one, and an override beats the table.
 pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Option<(f64, f64)> {
     let provider = provider.to_ascii_lowercase();
-    let model = model.to_ascii_lowercase();
-    let model = bedrock_model(&model);
+    let lower = model.to_ascii_lowercase();
+    let model = bedrock_model(&lower);
     // (length of the matched model name, rank of the source, price)
     let mut best: Option<(usize, u8, (f64, f64))> = None;
     let mut offer = |len: usize, rank: u8, p: (f64, f64)| {
@@ -78,7 +78,7 @@ pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Optio
         }
         if o.model == "*" {
             offer(0, 4, (o.input, o.output));
-        } else if matches(&o.model, &model) {
+        } else if matches(&o.model, model) {
             offer(
                 o.model.len(),
                 if qualified { 4 } else { 3 },
@@ -90,7 +90,7 @@ pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Optio
         offer(0, 1, (0.0, 0.0));
     } else {
         for (k, i, out) in BUILTIN_PRICES {
-            if matches(k, &model) {
+            if matches(k, model) {
                 offer(k.len(), 2, (*i, *out));
             }
         }
