@@ -3,9 +3,11 @@
 //! decoded into canonical stream events.
 //!
 //! Choices (README, "AWS Bedrock"): `temperature` above 1 is clamped to 1 (the most random
-//! every Bedrock family accepts); `n > 1`, `response_format` JSON modes, `reasoning_effort`
-//! other than `none`, `top_k` and http(s) image URLs are 400s naming the field (Converse takes
-//! images inline or from S3 only); `tool_choice: "none"` sends no tools (Converse has no such
+//! every Bedrock family accepts); `n > 1`, `response_format` JSON modes, `top_k` and http(s)
+//! image URLs are 400s naming the field (Converse takes images inline or from S3 only);
+//! `reasoning_effort` is Claude's `thinking` (3.7 and later) in `additionalModelRequestFields`,
+//! and is dropped for other models and for a tool loop's continuation (the thinking block,
+//! which Claude wants back there, is not carried between turns); `tool_choice: "none"` sends no tools (Converse has no such
 //! choice), which a conversation holding tool calls cannot do (a 400); `parallel_tool_calls:
 //! false` keeps only the first call of an answer; `seed`, `user` and the fields of
 //! [`translate::harmless`] are dropped. An Anthropic-style `cache_control` on a text part
@@ -25,6 +27,7 @@ use super::{map_error, status_for_type, NAME};
 use crate::api::{unix_now, Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
 use crate::error::GatewayError;
+use crate::providers::anthropic::Thinking;
 use crate::providers::translate::{
     self, unsupported, Args, Conversation, Effort, Fields, Msg, Part, Raw, ResponseFormat, Source,
     Str, Text, ToolChoice,
@@ -46,6 +49,12 @@ struct ConverseBody<'a> {
     inference_config: InferenceConfig<'a>,
     #[serde(rename = "toolConfig", skip_serializing_if = "Option::is_none")]
     tool_config: Option<ToolConfig<'a>>,
+    /// The model family's own fields (Claude's `thinking`).
+    #[serde(
+        rename = "additionalModelRequestFields",
+        skip_serializing_if = "Option::is_none"
+    )]
+    additional_model_request_fields: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -152,7 +161,7 @@ enum SchemaJson<'a> {
 }
 
 /// The Converse body for an OpenAI chat request.
-pub fn encode_request(req: &ChatRequest, _call: &CallInfo) -> Result<Bytes, GatewayError> {
+pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, GatewayError> {
     let b = Fields::of(req);
     for (k, raw) in b.fields {
         check_field(k, raw)?;
@@ -170,13 +179,7 @@ pub fn encode_request(req: &ChatRequest, _call: &CallInfo) -> Result<Bytes, Gate
             "the Converse API has no JSON mode; ask for JSON in the prompt or use a tool",
         ));
     }
-    if matches!(translate::effort(&b)?, Some(e) if e != Effort::None) {
-        return Err(unsupported(
-            NAME,
-            "reasoning_effort",
-            "the gateway does not set reasoning for Bedrock models; remove it",
-        ));
-    }
+    let effort = translate::effort(&b)?;
     let conv = Conversation::of(&b)?;
     let messages = encode_messages(&conv)?;
     if messages.is_empty() {
@@ -237,19 +240,79 @@ pub fn encode_request(req: &ChatRequest, _call: &CallInfo) -> Result<Bytes, Gate
 
     let mut stop_sequences = translate::stop_sequences(&b);
     stop_sequences.retain(|s| !s.is_empty());
+    let mut inference_config = InferenceConfig {
+        max_tokens: translate::max_tokens(&b)?,
+        temperature: translate::temperature(&b)?.map(|t| t.min(1.0)),
+        top_p: b.raw("top_p").filter(|v| !translate::is_null(v)).map(Raw),
+        stop_sequences,
+    };
+    let forced = matches!(
+        choice,
+        Some(ToolChoice::Required) | Some(ToolChoice::Named(_))
+    ) && tool_config.is_some();
+    let continues_loop = matches!(conv.turns.last(), Some(Msg::Tool { .. }));
+    let additional_model_request_fields = match effort {
+        Some(e) if claude_thinks(&call.upstream_model) && !forced && !continues_loop => {
+            thinking(e, &call.upstream_model, &mut inference_config)
+        }
+        _ => None,
+    };
     let body = ConverseBody {
         messages,
         system,
-        inference_config: InferenceConfig {
-            max_tokens: translate::max_tokens(&b)?,
-            temperature: translate::temperature(&b)?.map(|t| t.min(1.0)),
-            top_p: b.raw("top_p").filter(|v| !translate::is_null(v)).map(Raw),
-            stop_sequences,
-        },
+        inference_config,
         tool_config,
+        additional_model_request_fields,
     };
     translate::to_bytes(&body, b.messages().len() + 512)
 }
+
+/// Whether a Bedrock model id is a Claude that can think (3.7 and later).
+fn claude_thinks(model: &str) -> bool {
+    const OLDER: &[&str] = &[
+        "claude-3-5-",
+        "claude-3-haiku",
+        "claude-3-sonnet",
+        "claude-3-opus",
+        "claude-instant",
+        "claude-v2",
+    ];
+    model.contains("anthropic.claude-") && !OLDER.iter().any(|o| model.contains(o))
+}
+
+/// Claude's `thinking` for `reasoning_effort`, as the Anthropic provider sets it (a budget, or
+/// adaptive for Claude 4.6+), in `additionalModelRequestFields`; what thinking refuses
+/// (a temperature other than 1, `top_p` below 0.95) is dropped, and `maxTokens` is raised past
+/// the budget when it would not leave the answer room.
+fn thinking(effort: Effort, model: &str, cfg: &mut InferenceConfig) -> Option<Value> {
+    let fields = match crate::providers::anthropic::thinking_for(model, effort)? {
+        Thinking::Budget(budget) => {
+            cfg.max_tokens = Some(match cfg.max_tokens {
+                Some(m) if m > budget => m,
+                Some(m) => m + budget,
+                None => budget + DEFAULT_ANSWER_TOKENS,
+            });
+            serde_json::json!({"thinking": {"type": "enabled", "budget_tokens": budget}})
+        }
+        Thinking::Adaptive(level) => serde_json::json!({
+            "thinking": {"type": "adaptive"},
+            "output_config": {"effort": level}
+        }),
+    };
+    if cfg.temperature.is_some_and(|t| t != 1.0) {
+        cfg.temperature = None;
+    }
+    if cfg
+        .top_p
+        .is_some_and(|p| translate::value(p.0).as_f64().is_none_or(|p| p < 0.95))
+    {
+        cfg.top_p = None;
+    }
+    Some(fields)
+}
+
+/// The room left for the answer past a thinking budget when the client set no limit.
+const DEFAULT_ANSWER_TOKENS: u64 = 4096;
 
 /// A top-level request field is translated, harmless, or a 400 naming it.
 fn check_field(k: &str, raw: &RawValue) -> Result<(), GatewayError> {
@@ -1011,6 +1074,33 @@ mod tests {
     }
 
     #[test]
+    fn reasoning_effort_is_claudes_thinking() {
+        let v = encode(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "reasoning_effort": "medium", "max_tokens": 100, "temperature": 0.3, "top_p": 0.5}),
+        )
+        .unwrap();
+        assert_eq!(
+            v["additionalModelRequestFields"],
+            json!({"thinking": {"type": "enabled", "budget_tokens": 8192}})
+        );
+        assert_eq!(v["inferenceConfig"], json!({"maxTokens": 8292}));
+        // Not for a tool loop's continuation (its thinking block cannot be sent back), nor
+        // for models that do not think: served without.
+        let v = encode(json!({"model": "m", "reasoning_effort": "high", "tools": [{"type": "function", "function": {"name": "f"}}],
+            "messages": [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "t1", "content": "ok"}]}))
+        .unwrap();
+        assert!(v.get("additionalModelRequestFields").is_none(), "{v}");
+        assert!(!claude_thinks("anthropic.claude-3-5-sonnet-20240620-v1:0"));
+        assert!(!claude_thinks("amazon.nova-pro-v1:0"));
+        assert!(claude_thinks(
+            "us.anthropic.claude-3-7-sonnet-20250219-v1:0"
+        ));
+    }
+
+    #[test]
     fn untranslatable_fields_are_400s_naming_them() {
         for (extra, param) in [
             (json!({"n": 2}), "n"),
@@ -1020,7 +1110,7 @@ mod tests {
                 json!({"response_format": {"type": "json_object"}}),
                 "response_format",
             ),
-            (json!({"reasoning_effort": "high"}), "reasoning_effort"),
+            (json!({"reasoning_effort": "extreme"}), "reasoning_effort"),
             (
                 json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/a.png"}}]}]}),
                 "messages",
