@@ -587,3 +587,66 @@ async fn cache_cost_and_metrics_count_bedrock() {
     assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
     assert!(sum("gateway_requests_total") >= 1.0);
 }
+
+/// A Claude Code-shaped Messages request (system with `cache_control`, tools, thinking) and
+/// its tool-result continuation, streamed, through Bedrock.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claude_code_tool_loop_through_bedrock() {
+    let s = setup(SECRET_ACCESS_KEY, &[]).await;
+    let tools = json!([{"name": "get_weather", "description": "Weather for a city",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let messages = |extra: Vec<Value>| {
+        let mut m = vec![
+            json!({"role": "user", "content": [{"type": "text", "text": "weather in Paris?", "cache_control": {"type": "ephemeral"}}]}),
+        ];
+        m.extend(extra);
+        json!({"model": MODEL, "max_tokens": 1024, "stream": true,
+            "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+            "thinking": {"type": "enabled", "budget_tokens": 4000},
+            "tools": tools, "messages": m})
+    };
+    let send = |body: Value| {
+        let url = s.gw.url("/v1/messages");
+        async move {
+            let r = client()
+                .post(url)
+                .header("anthropic-version", "2023-06-01")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let first = send(messages(vec![])).await;
+    assert!(first.contains("event: message_stop"), "{first}");
+    assert!(
+        first.contains(r#""type":"tool_use""#) && first.contains("tooluse_mock1"),
+        "{first}"
+    );
+    let sent = s.mock.last().json();
+    // (The Messages dialect drops `cache_control` when it translates; chat clients' reach
+    // Bedrock as `cachePoint` blocks: see the unit tests.)
+    assert_eq!(sent["system"], json!([{"text": "You are Claude Code."}]));
+    assert_eq!(
+        sent["additionalModelRequestFields"]["thinking"]["type"], "enabled",
+        "{sent}"
+    );
+
+    let second = send(messages(vec![
+        json!({"role": "assistant", "content": [{"type": "tool_use", "id": "tooluse_mock1", "name": "get_weather", "input": {"city": "Paris"}}]}),
+        json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tooluse_mock1", "content": "18C"}]}),
+    ]))
+    .await;
+    assert!(
+        second.contains("said: ") && second.contains("18C"),
+        "{second}"
+    );
+    assert!(second.contains("event: message_stop"), "{second}");
+    let sent = s.mock.last().json();
+    assert!(
+        sent.get("additionalModelRequestFields").is_none(),
+        "a loop's continuation goes without thinking: {sent}"
+    );
+}
