@@ -312,6 +312,19 @@ async fn aws_errors_are_openai_errors() {
         }
         assert!(v["error"]["message"].as_str().unwrap().len() > 10);
     }
+    // A credential an upstream echoes never reaches the client.
+    let (status, v) = post(
+        &s.gw,
+        "/v1/chat/completions",
+        &chat_body(&format!("bedrock/{ECHO_TOKEN_MODEL}"), "hi", false),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(!v.to_string().contains(SESSION_TOKEN), "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("is not valid"));
     // A ValidationException: the mock refuses a conversation that starts with the assistant.
     let (status, v) = post(
         &s.gw,

@@ -36,6 +36,9 @@ pub const API_KEY: &str = "ABSKbW9jay1iZWRyb2NrLWFwaS1rZXk=";
 /// User text that makes a stream fail with a `throttlingException` frame after the first text.
 pub const FAIL_MID_STREAM: &str = "please fail mid-stream";
 
+/// A model id whose error message repeats the request's session token.
+pub const ECHO_TOKEN_MODEL: &str = "mock.echo-token-v1:0";
+
 /// Model ids that answer with an AWS error: (model, status, x-amzn-ErrorType, message).
 pub const ERROR_MODELS: &[(&str, u16, &str, &str)] = &[
     (
@@ -251,6 +254,12 @@ pub fn bedrock(secret: &'static str, counters: Arc<Counters>) -> Handler {
         let model = percent_encoding::percent_decode_str(raw_id)
             .decode_utf8_lossy()
             .into_owned();
+        if model == ECHO_TOKEN_MODEL {
+            let token = r.header("x-amz-security-token").unwrap_or_default();
+            return validation(format!(
+                "the session token {token} is not valid for this model"
+            ));
+        }
         if let Some((_, status, kind, msg)) = ERROR_MODELS.iter().find(|(m, ..)| *m == model) {
             return aws_error(*status, kind, msg);
         }
