@@ -663,3 +663,58 @@ async fn a_claude_code_tool_loop_through_bedrock() {
         "a loop's continuation goes without thinking: {sent}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_throttled_before_any_output_fails_over() {
+    let openai = Mock::start(openai_handler("Hello from the fallback")).await;
+    let ourl = openai.url();
+    let fallback = format!("bedrock/{STREAM_THROTTLED_MODEL}=openai/gpt-4o-mini");
+    let s = setup(
+        SECRET_ACCESS_KEY,
+        &[
+            ("OPENAI_BASE_URL", ourl.as_str()),
+            ("OPENAI_API_KEY", "sk-fallback"),
+            ("GATEWAY_FALLBACK_MODELS", fallback.as_str()),
+        ],
+    )
+    .await;
+    let (status, events) = stream(
+        &s.gw,
+        &chat_body(&format!("bedrock/{STREAM_THROTTLED_MODEL}"), "hi", true),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(text(&events), "Hello from the fallback", "{events:?}");
+    assert_eq!(events.last().unwrap(), &json!("[DONE]"));
+    assert_eq!(s.mock.calls(), 1);
+    assert_eq!(openai.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_host_speaks_bedrock_with_its_own_api_key_and_streams_responses() {
+    let counters = Arc::new(Counters::default());
+    let mock = Mock::start(bedrock(SECRET_ACCESS_KEY, counters.clone())).await;
+    let gw = Gateway::start(&[
+        ("GATEWAY_PROVIDER_BEDROCK_WEST_BASE_URL", &mock.url()),
+        ("GATEWAY_PROVIDER_BEDROCK_WEST_FORMAT", "bedrock"),
+        ("GATEWAY_PROVIDER_BEDROCK_WEST_API_KEY", API_KEY),
+    ]);
+    let r = client()
+        .post(gw.url("/v1/responses"))
+        .json(&json!({"model": "bedrock-west/amazon.nova-pro-v1:0", "input": "hi", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-provider"], "bedrock-west");
+    let body = r.text().await.unwrap();
+    assert!(body.contains("response.completed"), "{body}");
+    assert!(body.contains("Bedrock"), "{body}");
+    let last = mock.last();
+    assert_eq!(last.path, "/model/amazon.nova-pro-v1%3A0/converse-stream");
+    assert_eq!(
+        last.header("authorization"),
+        Some(format!("Bearer {API_KEY}").as_str())
+    );
+    assert_eq!(counters.refused.load(Ordering::SeqCst), 0);
+}

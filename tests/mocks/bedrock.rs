@@ -39,6 +39,10 @@ pub const FAIL_MID_STREAM: &str = "please fail mid-stream";
 /// A model id whose error message repeats the request's session token.
 pub const ECHO_TOKEN_MODEL: &str = "mock.echo-token-v1:0";
 
+/// A model id whose ConverseStream answers 200 and then, first thing, a throttlingException
+/// frame.
+pub const STREAM_THROTTLED_MODEL: &str = "mock.stream-throttled-v1:0";
+
 /// Model ids that answer with an AWS error: (model, status, x-amzn-ErrorType, message).
 pub const ERROR_MODELS: &[(&str, u16, &str, &str)] = &[
     (
@@ -258,6 +262,16 @@ pub fn bedrock(secret: &'static str, counters: Arc<Counters>) -> Handler {
             let token = r.header("x-amz-security-token").unwrap_or_default();
             return validation(format!(
                 "the session token {token} is not valid for this model"
+            ));
+        }
+        if model == STREAM_THROTTLED_MODEL && action == "converse-stream" {
+            return binary(frame(
+                &[
+                    (":exception-type", "throttlingException"),
+                    (":content-type", "application/json"),
+                    (":message-type", "exception"),
+                ],
+                &json!({"message": "Too many requests, please wait before trying again."}),
             ));
         }
         if let Some((_, status, kind, msg)) = ERROR_MODELS.iter().find(|(m, ..)| *m == model) {
