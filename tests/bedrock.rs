@@ -718,3 +718,22 @@ async fn a_custom_host_speaks_bedrock_with_its_own_api_key_and_streams_responses
     );
     assert_eq!(counters.refused.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_mode_is_emulated_with_a_forced_tool() {
+    let s = setup(SECRET_ACCESS_KEY, &[]).await;
+    let mut body = chat_body(MODEL, "answer in JSON", false);
+    body["response_format"] = json!({"type": "json_object"});
+    let (status, v) = post(&s.gw, "/v1/chat/completions", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "{\"answer\":\"Hello from Bedrock\"}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["choices"][0]["message"]["tool_calls"].is_null());
+    body["stream"] = json!(true);
+    let (status, events) = stream(&s.gw, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(text(&events), "{\"answer\":\"Hello from Bedrock\"}");
+}

@@ -415,6 +415,11 @@ fn converse(body: &Value) -> Result<Value, Response> {
             json!([{"text": format!("Tool said: {}", last_results.join(", "))}]),
             "end_turn",
         )
+    } else if let Some(forced) = body["toolConfig"]["toolChoice"]["tool"]["name"].as_str() {
+        (
+            json!([{"toolUse": {"toolUseId": "tooluse_forced", "name": forced, "input": {"answer": "Hello from Bedrock"}}}]),
+            "tool_use",
+        )
     } else if body.get("toolConfig").is_some() {
         (
             json!([{"text": "Let me check."}, {"toolUse": {"toolUseId": "tooluse_mock1", "name": "get_weather", "input": {"city": "Paris"}}}]),

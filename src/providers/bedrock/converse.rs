@@ -3,8 +3,9 @@
 //! decoded into canonical stream events.
 //!
 //! Choices (README, "AWS Bedrock"): `temperature` above 1 is clamped to 1 (the most random
-//! every Bedrock family accepts); `n > 1`, `response_format` JSON modes, `top_k` and http(s)
-//! image URLs are 400s naming the field (Converse takes images inline or from S3 only);
+//! every Bedrock family accepts); `n > 1`, `top_k` and http(s) image URLs are 400s naming the
+//! field (Converse takes images inline or from S3 only); `response_format` JSON is one forced
+//! tool whose input is the answer, as for Anthropic;
 //! `reasoning_effort` is Claude's `thinking` (3.7 and later) in `additionalModelRequestFields`,
 //! and is dropped for other models and for a tool loop's continuation (the thinking block,
 //! which Claude wants back there, is not carried between turns); `tool_choice: "none"` sends no tools (Converse has no such
@@ -27,7 +28,7 @@ use super::{map_error, status_for_type, NAME};
 use crate::api::{unix_now, Answer, ChatRequest, ToolCall, Usage};
 use crate::canonical::{AnswerWriter, EventWriter};
 use crate::error::GatewayError;
-use crate::providers::anthropic::Thinking;
+use crate::providers::anthropic::{Thinking, JSON_TOOL};
 use crate::providers::translate::{
     self, unsupported, Args, Conversation, Effort, Fields, Msg, Part, Raw, ResponseFormat, Source,
     Str, Text, ToolChoice,
@@ -143,7 +144,7 @@ struct ToolOut<'a> {
 struct ToolSpec<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
+    description: Option<Cow<'a, str>>,
     #[serde(rename = "inputSchema")]
     input_schema: InputSchema<'a>,
 }
@@ -172,13 +173,7 @@ pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, Gatew
             "Bedrock's Converse API returns one choice per request: 'n' must be 1",
         ));
     }
-    if translate::response_format(&b)? != ResponseFormat::Text {
-        return Err(unsupported(
-            NAME,
-            "response_format",
-            "the Converse API has no JSON mode; ask for JSON in the prompt or use a tool",
-        ));
-    }
+    let format = translate::response_format(&b)?;
     let effort = translate::effort(&b)?;
     let conv = Conversation::of(&b)?;
     let messages = encode_messages(&conv)?;
@@ -199,7 +194,16 @@ pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, Gatew
         matches!(t, Msg::Tool { .. })
             || matches!(t, Msg::Assistant { calls, .. } if !calls.is_empty())
     });
-    let tool_config = if tools.is_empty() {
+    if tools.iter().any(|t| t.name == JSON_TOOL) {
+        return Err(GatewayError::bad_request(
+            "tools",
+            format!("the tool name {JSON_TOOL:?} is reserved by the gateway"),
+        ));
+    }
+    let json_mode = format != ResponseFormat::Text;
+    let tool_config = if json_mode {
+        Some(json_tool(format, !tools.is_empty())?)
+    } else if tools.is_empty() {
         None
     } else if choice == Some(ToolChoice::None) {
         if has_tool_blocks {
@@ -222,7 +226,11 @@ pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, Gatew
                 .map(|t| ToolOut {
                     tool_spec: ToolSpec {
                         name: &t.name,
-                        description: t.description.as_deref().filter(|d| !d.is_empty()),
+                        description: t
+                            .description
+                            .as_deref()
+                            .filter(|d| !d.is_empty())
+                            .map(Cow::Borrowed),
                         input_schema: InputSchema {
                             json: match t.parameters {
                                 Some(p) => SchemaJson::Raw(p),
@@ -246,10 +254,11 @@ pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, Gatew
         top_p: b.raw("top_p").filter(|v| !translate::is_null(v)).map(Raw),
         stop_sequences,
     };
-    let forced = matches!(
-        choice,
-        Some(ToolChoice::Required) | Some(ToolChoice::Named(_))
-    ) && tool_config.is_some();
+    let forced = json_mode
+        || matches!(
+            choice,
+            Some(ToolChoice::Required) | Some(ToolChoice::Named(_))
+        ) && tool_config.is_some();
     let continues_loop = matches!(conv.turns.last(), Some(Msg::Tool { .. }));
     let additional_model_request_fields = match effort {
         Some(e) if claude_thinks(&call.upstream_model) && !forced && !continues_loop => {
@@ -265,6 +274,48 @@ pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, Gatew
         additional_model_request_fields,
     };
     translate::to_bytes(&body, b.messages().len() + 512)
+}
+
+/// `response_format` JSON, emulated as for Anthropic: one forced tool whose input is the
+/// answer (Converse has no JSON mode). It cannot be combined with the client's tools.
+fn json_tool(format: ResponseFormat, has_tools: bool) -> Result<ToolConfig<'static>, GatewayError> {
+    if has_tools {
+        return Err(GatewayError::bad_request(
+            "response_format",
+            "the Converse API has no JSON mode; the gateway emulates 'response_format' with a forced tool call, which cannot be combined with 'tools'",
+        ));
+    }
+    let (schema, description) = match format {
+        ResponseFormat::JsonSchema {
+            schema,
+            description,
+            name,
+        } => (schema, description.unwrap_or(name)),
+        _ => (
+            serde_json::json!({"type": "object"}),
+            "a JSON object".to_string(),
+        ),
+    };
+    if schema.get("type").is_some_and(|t| t != "object") {
+        return Err(GatewayError::bad_request(
+            "response_format.json_schema.schema",
+            "the schema's root must be an object for Bedrock models",
+        ));
+    }
+    Ok(ToolConfig {
+        tools: vec![ToolOut {
+            tool_spec: ToolSpec {
+                name: JSON_TOOL,
+                description: Some(Cow::Owned(format!(
+                    "Give the final answer by calling this tool with {description}."
+                ))),
+                input_schema: InputSchema {
+                    json: SchemaJson::Empty(schema),
+                },
+            },
+        }],
+        tool_choice: Some(serde_json::json!({"tool": {"name": JSON_TOOL}})),
+    })
 }
 
 /// Whether a Bedrock model id is a Claude that can think (3.7 and later).
@@ -608,6 +659,7 @@ pub(super) fn decode_response(
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
+    let mut json_answer = false;
     let blocks = r
         .output
         .and_then(|o| o.message)
@@ -618,7 +670,10 @@ pub(super) fn decode_response(
             text.push_str(&t);
         }
         if let Some(t) = b.tool_use {
-            if call.parallel_tool_calls || calls.is_empty() {
+            if t.name == JSON_TOOL {
+                json_answer = true;
+                text.push_str(&t.input.to_string());
+            } else if call.parallel_tool_calls || calls.is_empty() {
                 calls.push(ToolCall {
                     id: t.tool_use_id,
                     name: t.name,
@@ -643,7 +698,11 @@ pub(super) fn decode_response(
         },
         reasoning: (!reasoning.is_empty()).then_some(reasoning),
         tool_calls: calls,
-        finish_reason: finish_reason(r.stop_reason.as_deref()).to_string(),
+        finish_reason: match finish_reason(r.stop_reason.as_deref()) {
+            "tool_calls" if json_answer => "stop",
+            other => other,
+        }
+        .to_string(),
         stop_sequence: None,
         usage,
     };
@@ -722,6 +781,8 @@ enum BlockKind {
     Tool { index: u32, args: bool },
     /// A call dropped (`parallel_tool_calls: false` and one went out already).
     Hidden,
+    /// The forced JSON tool: its input is the answer's content.
+    Json,
 }
 
 /// ConverseStream's event-stream frames -> the client's stream events. Frames are decoded by
@@ -738,6 +799,8 @@ pub struct ConverseStream {
     role_sent: bool,
     blocks: HashMap<u64, BlockKind>,
     next_tool: u32,
+    /// The answer comes as the forced JSON tool's input.
+    json_answer: bool,
     stop_reason: Option<String>,
     stopped: bool,
     usage: Option<TokenUsage>,
@@ -755,6 +818,7 @@ impl ConverseStream {
             role_sent: false,
             blocks: HashMap::new(),
             next_tool: 0,
+            json_answer: false,
             stop_reason: None,
             stopped: false,
             usage: None,
@@ -771,8 +835,11 @@ impl ConverseStream {
 
     fn finish(&mut self, out: &mut BytesMut) -> StreamStatus {
         self.role(out);
-        self.w
-            .finish(out, 0, finish_reason(self.stop_reason.as_deref()));
+        let reason = match finish_reason(self.stop_reason.as_deref()) {
+            "tool_calls" if self.json_answer => "stop",
+            other => other,
+        };
+        self.w.finish(out, 0, reason);
         if self.include_usage {
             let u = self.usage.unwrap_or_default().usage();
             self.w.usage(out, &u);
@@ -829,7 +896,10 @@ impl ConverseStream {
         match header(":event-type").as_deref() {
             Some("contentBlockStart") => {
                 if let Some(t) = payload.start.and_then(|s| s.tool_use) {
-                    let kind = if self.parallel || self.next_tool == 0 {
+                    let kind = if t.name == JSON_TOOL {
+                        self.json_answer = true;
+                        BlockKind::Json
+                    } else if self.parallel || self.next_tool == 0 {
                         self.role(out);
                         let i = self.next_tool;
                         self.next_tool += 1;
@@ -853,7 +923,11 @@ impl ConverseStream {
                     self.w.text(out, 0, &t);
                 }
                 if let Some(frag) = d.tool_use.map(|t| t.input).filter(|s| !s.is_empty()) {
-                    if let Some(BlockKind::Tool { index: i, .. }) = self.blocks.get(&index).copied()
+                    if let Some(BlockKind::Json) = self.blocks.get(&index) {
+                        self.role(out);
+                        self.w.text(out, 0, &frag);
+                    } else if let Some(BlockKind::Tool { index: i, .. }) =
+                        self.blocks.get(&index).copied()
                     {
                         self.w.tool_args(out, 0, i, &frag);
                         self.blocks.insert(
@@ -1101,13 +1175,80 @@ mod tests {
     }
 
     #[test]
+    fn json_mode_is_a_forced_tool_whose_input_is_the_answer() {
+        let v = encode(json!({"model": "m", "messages": [{"role": "user", "content": "a person"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}}}))
+        .unwrap();
+        assert_eq!(
+            v["toolConfig"]["toolChoice"],
+            json!({"tool": {"name": JSON_TOOL}})
+        );
+        assert_eq!(
+            v["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"]["properties"]["name"]
+                ["type"],
+            "string"
+        );
+        let body = json!({"output": {"message": {"role": "assistant", "content": [
+            {"toolUse": {"toolUseId": "t", "name": JSON_TOOL, "input": {"name": "Ada"}}}]}},
+            "stopReason": "tool_use", "usage": {"inputTokens": 1, "outputTokens": 2}});
+        let t = decode_response(
+            body.to_string().as_bytes(),
+            &call(false),
+            &ChatCompletionsWriter,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&t.body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "{\"name\":\"Ada\"}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        // Streamed: the tool's input fragments are the content.
+        let mut input = Vec::new();
+        for (t, p) in [
+            (
+                "contentBlockStart",
+                json!({"contentBlockIndex": 0, "start": {"toolUse": {"toolUseId": "t", "name": JSON_TOOL}}}),
+            ),
+            (
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{\"name\":"}}}),
+            ),
+            (
+                "contentBlockDelta",
+                json!({"contentBlockIndex": 0, "delta": {"toolUse": {"input": "\"Ada\"}"}}}),
+            ),
+            ("contentBlockStop", json!({"contentBlockIndex": 0})),
+            ("messageStop", json!({"stopReason": "tool_use"})),
+            (
+                "metadata",
+                json!({"usage": {"inputTokens": 1, "outputTokens": 2}}),
+            ),
+        ] {
+            input.extend(frame(t, &p));
+        }
+        let mut s = ConverseStream::new(&call(false), writer());
+        let mut out = BytesMut::new();
+        assert_eq!(feed_split(&mut s, &input, 10, &mut out), StreamStatus::Done);
+        let events = data_events(&out);
+        let text: String = events
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "{\"name\":\"Ada\"}");
+        assert!(events
+            .iter()
+            .all(|e| e["choices"][0]["delta"]["tool_calls"].is_null()));
+        assert!(events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "stop"));
+    }
+
+    #[test]
     fn untranslatable_fields_are_400s_naming_them() {
         for (extra, param) in [
             (json!({"n": 2}), "n"),
             (json!({"top_k": 5}), "top_k"),
             (json!({"logprobs": true}), "logprobs"),
             (
-                json!({"response_format": {"type": "json_object"}}),
+                json!({"response_format": {"type": "json_object"}, "tools": [{"type": "function", "function": {"name": "f"}}]}),
                 "response_format",
             ),
             (json!({"reasoning_effort": "extreme"}), "reasoning_effort"),
