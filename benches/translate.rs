@@ -34,6 +34,8 @@ fn config() -> Config {
         ("OPENAI_API_KEY", "sk-bench"),
         ("ANTHROPIC_API_KEY", "sk-ant-bench"),
         ("GEMINI_API_KEY", "g-bench"),
+        ("AWS_ACCESS_KEY_ID", "AKIDBENCH"),
+        ("AWS_SECRET_ACCESS_KEY", "bench-secret"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -61,7 +63,8 @@ fn bench(c: &mut Criterion) {
         client_format: "openai",
         client_headers: Vec::new(),
     };
-    for name in ["openai", "anthropic", "google"] {
+    // Bedrock's includes its SigV4 signature (made per attempt).
+    for name in ["openai", "anthropic", "google", "bedrock"] {
         let p = providers::build(&config.providers[name], &config).expect("provider");
         // An OpenAI chat client and an OpenAI upstream: the pass-through path.
         let call = CallInfo {

@@ -21,9 +21,10 @@
 //!   events and errors in the client's format (`openai_chat`, `anthropic_messages`).
 //! - [`providers`]: outbound wire formats, one file (or folder: `wire.rs` types apart from
 //!   `translate.rs`) each, registered by name in `providers::REGISTRY` (`openai`,
-//!   `anthropic/`, `gemini/`, `cohere`, `azure`, `echo`): encode the canonical request, decode
-//!   answers and streams into the dialect's writers; `stream` is the one SSE stream driver,
-//!   `translate` what the translating formats share. OpenAI-compatible vendors are rows of
+//!   `anthropic/`, `gemini/`, `cohere`, `azure`, `bedrock/`, `vertex/`, `echo`): encode the
+//!   canonical request, decode answers and streams into the dialect's writers; `stream` is the
+//!   one SSE stream driver (Bedrock's event-stream frames have their own decoder), `translate`
+//!   what the translating formats share. OpenAI-compatible vendors are rows of
 //!   `config::providers::PRESETS`, not code.
 //! - [`canonical`]: the canonical answer, usage and stream events; the writer traits a dialect
 //!   implements. [`api`]: the OpenAI types (the canonical request `ChatRequest`, its parser,

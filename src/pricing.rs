@@ -46,13 +46,27 @@ fn matches(key: &str, name: &str) -> bool {
     }
 }
 
+/// A Bedrock inference profile (`us.anthropic.claude-...`, `global.`, `eu.`, `apac.`...) is
+/// priced as its model (`anthropic.claude-...`).
+fn bedrock_model(model: &str) -> &str {
+    const GEOS: &[&str] = &[
+        "us.", "eu.", "apac.", "global.", "jp.", "au.", "ca.", "us-gov.",
+    ];
+    GEOS.iter()
+        .find_map(|g| model.strip_prefix(g))
+        .filter(|rest| rest.contains('.'))
+        .unwrap_or(model)
+}
+
 /// The price from `overrides`, then the built-in tables. The longest matching model name wins;
 /// on a tie a provider-qualified entry beats a bare one, and an override beats the table. On a
 /// host that bills each maker's list price (OpenRouter), `maker/model`
-/// (`anthropic/claude-sonnet-4`) is priced by the bare table as `model`.
+/// (`anthropic/claude-sonnet-4`) is priced by the bare table as `model`; a Bedrock inference
+/// profile as its model.
 pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Option<(f64, f64)> {
     let provider = provider.to_ascii_lowercase();
-    let model = model.to_ascii_lowercase();
+    let lower = model.to_ascii_lowercase();
+    let model = bedrock_model(&lower);
     // (length of the matched model name, rank of the source, price)
     let mut best: Option<(usize, u8, (f64, f64))> = None;
     let mut offer = |len: usize, rank: u8, p: (f64, f64)| {
@@ -67,7 +81,7 @@ pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Optio
         }
         if o.model == "*" {
             offer(0, 5, (o.input, o.output));
-        } else if matches(&o.model, &model) {
+        } else if matches(&o.model, model) {
             offer(
                 o.model.len(),
                 if qualified { 5 } else { 4 },
@@ -79,13 +93,13 @@ pub fn lookup(overrides: &[PriceOverride], provider: &str, model: &str) -> Optio
         offer(0, 1, (0.0, 0.0));
     } else {
         for (p, k, i, out) in BUILTIN_HOST_PRICES {
-            if *p == provider && matches(k, &model) {
+            if *p == provider && matches(k, model) {
                 offer(k.len(), 3, (*i, *out));
             }
         }
         let bare = match model.rsplit_once('/') {
             Some((_, m)) if MAKER_PRICED.contains(&provider.as_str()) => m,
-            _ => model.as_str(),
+            _ => model,
         };
         for (k, i, out) in BUILTIN_PRICES {
             if matches(k, bare) {
@@ -173,6 +187,26 @@ mod tests {
             Some((0.0, 0.0))
         );
         assert_eq!(lookup(&[], "echo", "anything"), Some((0.0, 0.0)));
+        // Bedrock model ids and inference profiles.
+        for m in [
+            "anthropic.claude-sonnet-4-20250514-v1:0",
+            "us.anthropic.claude-sonnet-4-20250514-v1:0",
+            "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+        ] {
+            assert_eq!(lookup(&[], "bedrock", m), Some((3.0, 15.0)), "{m}");
+        }
+        assert_eq!(
+            lookup(&[], "bedrock", "us.anthropic.claude-opus-4-5-20251101-v1:0"),
+            Some((5.0, 25.0))
+        );
+        assert_eq!(
+            lookup(&[], "bedrock", "amazon.nova-lite-v1:0"),
+            Some((0.06, 0.24))
+        );
+        assert_eq!(
+            lookup(&[], "bedrock", "us.amazon.nova-pro-v1:0"),
+            Some((0.8, 3.2))
+        );
     }
 
     #[test]

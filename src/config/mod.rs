@@ -17,6 +17,7 @@
 //! - [`cache`]: the response cache's backend, TTL, scope and semantic layer.
 //! - [`pricing`]: `GATEWAY_PRICES` overrides and the built-in price table they override.
 //! - [`redis`]: how Redis is reached (one node, Cluster, Sentinel; TLS), for every feature.
+//! - [`aws`]: AWS credentials and region, and Bedrock's regional endpoint.
 //! - [`state`]: the state backend (`GATEWAY_STATE_BACKEND`) and the stored responses' TTL.
 //! - [`vertex`]: Google Vertex AI's service account key file, project and location.
 
@@ -26,6 +27,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub mod auth;
+pub mod aws;
 pub mod cache;
 pub mod pricing;
 pub mod providers;
@@ -153,6 +155,8 @@ pub struct Config {
     pub vertex: Option<vertex::VertexConfig>,
     /// How Redis is reached (`GATEWAY_REDIS_URL` and its companions), when it is set.
     pub redis: Option<redis::RedisConfig>,
+    /// AWS credentials and region (`AWS_*`), for the `bedrock` format.
+    pub aws: aws::AwsConfig,
 }
 
 /// Every error found, one per line.
@@ -358,6 +362,7 @@ impl Config {
         let mut providers = providers::read(&mut r);
         let vertex = vertex::read(&mut r, &mut providers);
         let redis = redis::read(&mut r);
+        let aws = aws::read(&mut r, &mut providers);
         let mut cache = cache::read(&mut r);
         cache.redis = redis.clone();
         let metrics_listen = r
@@ -444,6 +449,7 @@ impl Config {
             state,
             vertex,
             redis,
+            aws,
         })
     }
 }

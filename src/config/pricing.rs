@@ -85,6 +85,29 @@ pub const BUILTIN_PRICES: &[(&str, f64, f64)] = &[
     ("sonar-reasoning", 1.0, 5.0),
     ("sonar-reasoning-pro", 2.0, 8.0),
     ("sonar-deep-research", 2.0, 8.0),
+    // AWS Bedrock (on-demand, us-east-1; model ids as Bedrock names them; `pricing` reads an
+    // inference profile such as `us.anthropic.claude-...` as its model).
+    ("anthropic.claude-opus-4", 15.0, 75.0),
+    ("anthropic.claude-opus-4-5", 5.0, 25.0),
+    ("anthropic.claude-sonnet-4", 3.0, 15.0),
+    ("anthropic.claude-haiku-4-5", 1.0, 5.0),
+    ("anthropic.claude-3-7-sonnet", 3.0, 15.0),
+    ("anthropic.claude-3-5-sonnet", 3.0, 15.0),
+    ("anthropic.claude-3-5-haiku", 0.8, 4.0),
+    ("anthropic.claude-3-haiku", 0.25, 1.25),
+    ("amazon.nova-premier", 2.5, 12.5),
+    ("amazon.nova-pro", 0.8, 3.2),
+    ("amazon.nova-lite", 0.06, 0.24),
+    ("amazon.nova-micro", 0.035, 0.14),
+    ("meta.llama3-3-70b-instruct", 0.72, 0.72),
+    ("meta.llama3-1-70b-instruct", 0.72, 0.72),
+    ("meta.llama3-1-8b-instruct", 0.22, 0.22),
+    ("meta.llama4-maverick-17b-instruct", 0.24, 0.97),
+    ("meta.llama4-scout-17b-instruct", 0.17, 0.66),
+    ("deepseek.r1", 1.35, 5.4),
+    ("amazon.titan-embed-text-v2", 0.02, 0.0),
+    ("cohere.embed-english-v3", 0.1, 0.0),
+    ("cohere.embed-multilingual-v3", 0.1, 0.0),
 ];
 
 /// Built-in list prices of hosts that serve other makers' open models, each priced by the host

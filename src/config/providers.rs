@@ -348,6 +348,26 @@ pub const BUILTINS: &[Builtin] = &[
         default_model: None,
         always: false,
     },
+    // AWS Bedrock: enabled by a Bedrock API key or an access key; without a base URL variable
+    // the endpoint is the region's (`config::aws`, which also reads the secret and region).
+    Builtin {
+        name: "bedrock",
+        aliases: &[],
+        format: "bedrock",
+        flavor: HostFlavor::Custom,
+        base_url_vars: &[
+            (vars::BEDROCK_BASE_URL, UrlStyle::Root),
+            (vars::AWS_ENDPOINT_URL_BEDROCK_RUNTIME, UrlStyle::Root),
+        ],
+        default_base_url: None,
+        key_vars: &[vars::AWS_BEARER_TOKEN_BEDROCK, vars::AWS_ACCESS_KEY_ID],
+        key_enables: true,
+        default_model_var: Some(vars::BEDROCK_DEFAULT_MODEL),
+        native_messages_var: None,
+        native_responses_var: None,
+        default_model: None,
+        always: false,
+    },
 ];
 
 /// One well-known OpenAI-compatible vendor, enabled by its own key variable alone: a default
@@ -818,7 +838,7 @@ mod tests {
         ] {
             assert!(names.contains(&n), "{n}");
         }
-        assert_eq!(names.len(), 11);
+        assert_eq!(names.len(), 12);
         assert_eq!(
             enabling_variable("openai"),
             "OPENAI_API_KEY or OPENAI_BASE_URL"

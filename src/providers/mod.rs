@@ -18,6 +18,7 @@ use crate::error::GatewayError;
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod cohere;
 pub mod echo;
 pub mod gemini;
@@ -188,6 +189,17 @@ pub trait Provider: Send + Sync {
     /// Maps an upstream error response to the OpenAI error object, keeping a meaningful status.
     fn error(&self, status: u16, body: &[u8]) -> GatewayError;
 
+    /// The response header an upstream names its error type in (AWS's `x-amzn-errortype`),
+    /// whose value the proxy hands to [`Provider::typed_error`].
+    fn error_type_header(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// [`Provider::error`] with the value of [`Provider::error_type_header`], if it came.
+    fn typed_error(&self, status: u16, body: &[u8], _error_type: Option<&str>) -> GatewayError {
+        self.error(status, body)
+    }
+
     /// Encodes an embeddings request (`body` is the client's JSON object).
     fn embeddings_request(
         &self,
@@ -282,6 +294,9 @@ pub const REGISTRY: &[(&str, Constructor)] = &[
         Arc::new(vertex::Vertex::new(cfg.clone(), config))
     }),
     ("azure", |cfg, _| Arc::new(azure::Azure::new(cfg.clone()))),
+    ("bedrock", |cfg, config| {
+        Arc::new(bedrock::Bedrock::build(cfg, config))
+    }),
 ];
 
 /// The constructor of the format named `name`, if there is one.
@@ -386,6 +401,7 @@ mod tests {
             "cohere",
             "vertex",
             "azure",
+            "bedrock",
         ] {
             assert!(format(name).is_some(), "{name}");
         }

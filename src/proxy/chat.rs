@@ -335,9 +335,16 @@ async fn attempt(
     let status = resp.status();
     if !(200..300).contains(&status) {
         let retry_after = resp.header("retry-after").map(str::to_string);
+        let error_type = route
+            .provider
+            .error_type_header()
+            .and_then(|h| resp.header(h))
+            .map(str::to_string);
         let body = resp.read_all(MAX_ERROR_BODY).await.unwrap_or_default();
         resp.release().await;
-        let mut err = route.provider.error(status, &body);
+        let mut err = route
+            .provider
+            .typed_error(status, &body, error_type.as_deref());
         err.upstream = true;
         if call.passthrough && dialect.is_error_body(&body) {
             // Untouched but for secrets the upstream echoed.

@@ -74,6 +74,11 @@ pub async fn embed(
         err
     })?;
     let status = resp.status();
+    let error_type = route
+        .provider
+        .error_type_header()
+        .and_then(|h| resp.header(h))
+        .map(str::to_string);
     let limit = if (200..300).contains(&status) {
         MAX_RESPONSE_BODY
     } else {
@@ -85,7 +90,9 @@ pub async fn embed(
         .map_err(|e| e.into_gateway(&cfg.name))?;
     resp.release().await;
     if !(200..300).contains(&status) {
-        let err = route.provider.error(status, &body);
+        let err = route
+            .provider
+            .typed_error(status, &body, error_type.as_deref());
         metrics::upstream_error(&cfg.name, err.label);
         return Err(err);
     }

@@ -78,7 +78,16 @@ fn register_secrets(config: &Config) {
             .filter_map(|u| crate::redact::url_password(u.expose()))
             .chain(r.sentinel_password.iter().map(|p| p.expose().to_string()))
     });
-    crate::redact::set_group("providers", providers.chain(urls));
+    let aws = &config.aws;
+    let aws = [
+        aws.bearer_token.as_ref(),
+        aws.keys.as_ref().map(|k| &k.secret_access_key),
+        aws.keys.as_ref().and_then(|k| k.session_token.as_ref()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|k| k.expose().to_string());
+    crate::redact::set_group("providers", providers.chain(urls).chain(aws));
 }
 
 impl Gateway {
