@@ -87,6 +87,11 @@ impl Router {
                     rc.failure_threshold,
                     rc.cooldown,
                     rc.health_check_interval,
+                )
+                .with_strategy(
+                    rc.pool_strategy_for(p.config()),
+                    rc.pool_affinity_bound,
+                    rc.pool_metrics_interval,
                 );
                 (name.clone(), Arc::new(pool))
             })
