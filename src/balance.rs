@@ -282,7 +282,8 @@ impl Replica {
         put(&self.running, s.running);
         put(
             &self.kv_milli,
-            s.kv_cache.map(|k| (k.clamp(0.0, 1.0) * 1000.0).round() as u32),
+            s.kv_cache
+                .map(|k| (k.clamp(0.0, 1.0) * 1000.0).round() as u32),
         );
         self.scraped_at.store(at, Ordering::Relaxed);
         *self.scrape_error.lock() = error;
@@ -686,7 +687,10 @@ mod tests {
         assert_ne!(other, home);
         assert_eq!(why, PickReason::Spillover);
         let key = PromptKey::new(&[text(7).as_bytes()]);
-        assert_eq!(arc.pick(Some(&key), all), Some((other, PickReason::Affinity)));
+        assert_eq!(
+            arc.pick(Some(&key), all),
+            Some((other, PickReason::Affinity))
+        );
         // Unhealthy: not eligible, and forgotten.
         let key = PromptKey::new(&[text(8).as_bytes()]);
         let (next, why) = arc.pick(Some(&key), |i| i != other).unwrap();
@@ -721,10 +725,7 @@ mod tests {
         let b = Arc::new(balancer(2, PoolStrategy::LeastRequests));
         let _g = b.start(0).unwrap();
         for _ in 0..10 {
-            assert_eq!(
-                b.pick(None, |_| true),
-                Some((1, PickReason::LeastRequests))
-            );
+            assert_eq!(b.pick(None, |_| true), Some((1, PickReason::LeastRequests)));
         }
         assert_eq!(
             b.pick(None, |i| i == 0),
@@ -755,8 +756,16 @@ mod tests {
         assert_eq!(parse_metrics(old).unwrap().kv_cache, Some(0.7));
         let sglang = "sglang:num_queue_reqs{model_name=\"m\"} 7\nsglang:num_running_reqs 2\nsglang:token_usage 0.5\n";
         let s = parse_metrics(sglang).unwrap();
-        assert_eq!((s.waiting, s.running, s.kv_cache), (Some(7), Some(2), Some(0.5)));
-        for garbage in ["", "<html>nope</html>", "vllm:num_requests_waiting NaN\n", "\u{0}\u{1}{{{"] {
+        assert_eq!(
+            (s.waiting, s.running, s.kv_cache),
+            (Some(7), Some(2), Some(0.5))
+        );
+        for garbage in [
+            "",
+            "<html>nope</html>",
+            "vllm:num_requests_waiting NaN\n",
+            "\u{0}\u{1}{{{",
+        ] {
             assert!(parse_metrics(garbage).is_err(), "{garbage:?}");
         }
         assert_eq!(metrics_path(&url(1)), "/metrics");

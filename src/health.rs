@@ -330,7 +330,10 @@ impl Pool {
             let eligible = |i: usize| {
                 !tried.contains(&i)
                     && !lost.contains(i)
-                    && self.backends.get(i).is_some_and(|b| b.breaker.is_available())
+                    && self
+                        .backends
+                        .get(i)
+                        .is_some_and(|b| b.breaker.is_available())
             };
             let (i, reason) = self.balance.pick(key, eligible)?;
             match self.backends.get(i).map(|b| b.breaker.admit()) {

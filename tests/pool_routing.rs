@@ -16,9 +16,15 @@ use serde_json::{json, Value};
 #[derive(Clone, Debug)]
 enum Metrics {
     /// vLLM's gauges with these waiting, running and KV-cache figures.
-    Vllm { waiting: u32, running: u32, kv: f64 },
+    Vllm {
+        waiting: u32,
+        running: u32,
+        kv: f64,
+    },
     /// The older vLLM name for KV-cache use.
-    OldVllm { kv: f64 },
+    OldVllm {
+        kv: f64,
+    },
     Status(u16),
     /// Head at once, the body after much longer than any scrape waits.
     Slow,
@@ -76,14 +82,16 @@ impl Replica {
 fn metrics_response(m: &Metrics) -> Response {
     let text = |s: String| {
         let mut r = Response::new(axum::body::Body::from(s));
-        r.headers_mut().insert(
-            "content-type",
-            "text/plain; version=0.0.4".parse().unwrap(),
-        );
+        r.headers_mut()
+            .insert("content-type", "text/plain; version=0.0.4".parse().unwrap());
         r
     };
     match m {
-        Metrics::Vllm { waiting, running, kv } => text(format!(
+        Metrics::Vllm {
+            waiting,
+            running,
+            kv,
+        } => text(format!(
             "# HELP vllm:num_requests_waiting Number of requests waiting.\n\
              # TYPE vllm:num_requests_waiting gauge\n\
              vllm:num_requests_waiting{{engine=\"0\",model_name=\"m\"}} {waiting}.0\n\
@@ -100,7 +108,9 @@ fn metrics_response(m: &Metrics) -> Response {
             Duration::from_secs(5),
             None,
         ),
-        Metrics::Garbage => text("<html>\u{1}\u{2} not prometheus {{{ vllm:num_requests_waiting NaN\n".into()),
+        Metrics::Garbage => {
+            text("<html>\u{1}\u{2} not prometheus {{{ vllm:num_requests_waiting NaN\n".into())
+        }
     }
 }
 
@@ -169,7 +179,10 @@ async fn wait_pool(gw: &Gateway, what: &str, done: impl Fn(&Value) -> bool) -> V
 async fn wait_chats(replicas: &[&Replica], n: usize) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while replicas.iter().map(|r| r.chats()).sum::<usize>() < n {
-        assert!(Instant::now() < deadline, "the replicas never got {n} requests");
+        assert!(
+            Instant::now() < deadline,
+            "the replicas never got {n} requests"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -188,13 +201,26 @@ fn conversation(system: &str, turns: usize) -> Value {
 }
 
 fn system(name: &str) -> String {
-    format!("You are {name}, a careful assistant. {}", "Follow the house rules. ".repeat(30))
+    format!(
+        "You are {name}, a careful assistant. {}",
+        "Follow the house rules. ".repeat(30)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn round_robin_takes_turns_whatever_the_metrics_say() {
-    let a = Replica::start(Metrics::Vllm { waiting: 50, running: 8, kv: 0.99 }).await;
-    let b = Replica::start(Metrics::Vllm { waiting: 0, running: 0, kv: 0.0 }).await;
+    let a = Replica::start(Metrics::Vllm {
+        waiting: 50,
+        running: 8,
+        kv: 0.99,
+    })
+    .await;
+    let b = Replica::start(Metrics::Vllm {
+        waiting: 0,
+        running: 0,
+        kv: 0.0,
+    })
+    .await;
     let u = urls(&[&a, &b]);
     let gw = Gateway::start(&pool_vars(&u, &[("VLLM_POOL_STRATEGY", "round_robin")]));
     let p = vllm_pool(&gw).await;
@@ -205,7 +231,11 @@ async fn round_robin_takes_turns_whatever_the_metrics_say() {
     }
     assert_eq!((a.chats(), b.chats()), (5, 5));
     assert_eq!(a.mock.all_calls(), 5, "round_robin scrapes nothing");
-    assert!(gw.wait_log("pick=round_robin", Duration::from_secs(5)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("pick=round_robin", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,7 +243,10 @@ async fn least_requests_avoids_the_replica_with_a_stream_in_flight() {
     let a = Replica::start(Metrics::Status(404)).await;
     let b = Replica::start(Metrics::Status(404)).await;
     let u = urls(&[&a, &b]);
-    let gw = Gateway::start(&pool_vars(&u, &[("GATEWAY_POOL_STRATEGY", "least_requests")]));
+    let gw = Gateway::start(&pool_vars(
+        &u,
+        &[("GATEWAY_POOL_STRATEGY", "least_requests")],
+    ));
     // A stream in flight until its last byte, seconds later.
     let slow = json!([{"role": "user", "content": "slow please"}]);
     let gw_url = gw.url("/v1/chat/completions");
@@ -229,11 +262,20 @@ async fn least_requests_avoids_the_replica_with_a_stream_in_flight() {
     wait_chats(&[&a, &b], 1).await;
     let busy_is_a = a.chats() == 1;
     for i in 0..6 {
-        let (s, body) = chat(&gw, &json!([{"role": "user", "content": format!("q{i}")}]), false).await;
+        let (s, body) = chat(
+            &gw,
+            &json!([{"role": "user", "content": format!("q{i}")}]),
+            false,
+        )
+        .await;
         assert_eq!(s, 200, "{body}");
     }
     let (busy, idle) = if busy_is_a { (&a, &b) } else { (&b, &a) };
-    assert_eq!((busy.chats(), idle.chats()), (1, 6), "every quick request avoided the busy one");
+    assert_eq!(
+        (busy.chats(), idle.chats()),
+        (1, 6),
+        "every quick request avoided the busy one"
+    );
     let (s, body) = stream.await.unwrap();
     assert_eq!(s, 200);
     assert!(body.contains("[DONE]"), "{body}");
@@ -247,31 +289,73 @@ async fn least_requests_avoids_the_replica_with_a_stream_in_flight() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inference_is_the_vllm_default_and_reads_queue_and_kv_cache_from_metrics() {
-    let a = Replica::start(Metrics::Vllm { waiting: 6, running: 4, kv: 0.9 }).await;
+    let a = Replica::start(Metrics::Vllm {
+        waiting: 6,
+        running: 4,
+        kv: 0.9,
+    })
+    .await;
     let b = Replica::start(Metrics::OldVllm { kv: 0.1 }).await;
-    let c = Replica::start(Metrics::Vllm { waiting: 0, running: 1, kv: 0.5 }).await;
+    let c = Replica::start(Metrics::Vllm {
+        waiting: 0,
+        running: 1,
+        kv: 0.5,
+    })
+    .await;
     let u = urls(&[&a, &b, &c]);
-    let gw = Gateway::start(&pool_vars(&u, &[("GATEWAY_POOL_METRICS_INTERVAL", "200ms")]));
+    let gw = Gateway::start(&pool_vars(
+        &u,
+        &[("GATEWAY_POOL_METRICS_INTERVAL", "200ms")],
+    ));
     let p = wait_pool(&gw, "scraped figures", |p| {
         let b = &p["backends"];
-        b[0]["load"]["waiting"] == 6 && b[1]["load"]["kv_cache_usage"] == 0.1 && b[2]["load"]["running"] == 1
+        b[0]["load"]["waiting"] == 6
+            && b[1]["load"]["kv_cache_usage"] == 0.1
+            && b[2]["load"]["running"] == 1
     })
     .await;
     assert_eq!(p["strategy"], "inference", "{p}");
-    assert_eq!(p["backends"][1]["load"]["waiting"], Value::Null, "not exposed: unknown");
+    assert_eq!(
+        p["backends"][1]["load"]["waiting"],
+        Value::Null,
+        "not exposed: unknown"
+    );
     assert!(p["affinity"]["bound"].is_number(), "{p}");
-    assert!(a.mock.requests().iter().any(|r| r.path == "/metrics"), "scraped at the host root");
+    assert!(
+        a.mock.requests().iter().any(|r| r.path == "/metrics"),
+        "scraped at the host root"
+    );
     // Short prompts (no full block): least load, which is b (KV 10%, nothing queued).
     for i in 0..6 {
-        let (s, body) = chat(&gw, &json!([{"role": "user", "content": format!("q{i}")}]), false).await;
+        let (s, body) = chat(
+            &gw,
+            &json!([{"role": "user", "content": format!("q{i}")}]),
+            false,
+        )
+        .await;
         assert_eq!(s, 200, "{body}");
     }
     assert_eq!((a.chats(), b.chats(), c.chats()), (0, 6, 0));
-    assert!(gw.wait_log("pick=least_load", Duration::from_secs(5)), "{}", gw.logs());
-    assert!(gw.logs().contains(&format!("backend={}/v1", b.mock.url())), "{}", gw.logs());
+    assert!(
+        gw.wait_log("pick=least_load", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
+    assert!(
+        gw.logs().contains(&format!("backend={}/v1", b.mock.url())),
+        "{}",
+        gw.logs()
+    );
     // b's queue grows: c is now the least loaded.
-    *b.metrics.lock().unwrap() = Metrics::Vllm { waiting: 9, running: 4, kv: 0.95 };
-    wait_pool(&gw, "b's new figures", |p| p["backends"][1]["load"]["waiting"] == 9).await;
+    *b.metrics.lock().unwrap() = Metrics::Vllm {
+        waiting: 9,
+        running: 4,
+        kv: 0.95,
+    };
+    wait_pool(&gw, "b's new figures", |p| {
+        p["backends"][1]["load"]["waiting"] == 9
+    })
+    .await;
     let (s, _) = chat(&gw, &json!([{"role": "user", "content": "next"}]), false).await;
     assert_eq!(s, 200);
     assert_eq!(c.chats(), 1);
@@ -295,7 +379,10 @@ async fn turns_of_one_conversation_land_on_one_replica() {
             assert_eq!(s, 200, "{body}");
         }
         let got: Vec<usize> = rs.iter().zip(&before).map(|(r, b)| r.chats() - b).collect();
-        assert!(got.contains(&5), "conversation {conv}: every turn on one replica: {got:?}");
+        assert!(
+            got.contains(&5),
+            "conversation {conv}: every turn on one replica: {got:?}"
+        );
     }
     let p = vllm_pool(&gw).await;
     let hits: u64 = p["backends"]
@@ -306,8 +393,18 @@ async fn turns_of_one_conversation_land_on_one_replica() {
         .sum();
     assert_eq!(hits, 12, "four later turns of three conversations: {p}");
     assert!(gw.wait_log("pick=affinity", Duration::from_secs(5)));
-    let metrics = client().get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("gateway_pool_affinity_hits_total{"), "{metrics}");
+    let metrics = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gateway_pool_affinity_hits_total{"),
+        "{metrics}"
+    );
     assert!(metrics.contains("pick=\"affinity\""), "{metrics}");
     assert!(metrics.contains("gateway_pool_picks_total{"), "{metrics}");
 }
@@ -326,7 +423,9 @@ async fn a_hot_prefix_spills_over_beyond_the_bound() {
     let mut streams = Vec::new();
     for i in 0..2 {
         let mut m = conversation(&sys, 2);
-        m.as_array_mut().unwrap().push(json!({"role": "user", "content": format!("slow {i}")}));
+        m.as_array_mut()
+            .unwrap()
+            .push(json!({"role": "user", "content": format!("slow {i}")}));
         let gw_url = gw.url("/v1/chat/completions");
         streams.push(tokio::spawn(async move {
             let r = client()
@@ -340,12 +439,20 @@ async fn a_hot_prefix_spills_over_beyond_the_bound() {
         wait_chats(&[&a, &b], 2 + i).await;
     }
     let (home, other) = if home_is_a { (&a, &b) } else { (&b, &a) };
-    assert_eq!((home.chats(), other.chats()), (3, 0), "the hot prefix stays home within the bound");
+    assert_eq!(
+        (home.chats(), other.chats()),
+        (3, 0),
+        "the hot prefix stays home within the bound"
+    );
     // Two in flight at home, none elsewhere: beyond the bound, the next one spills over.
     let (s, _) = chat(&gw, &conversation(&sys, 3), false).await;
     assert_eq!(s, 200);
     assert_eq!(other.chats(), 1, "spilled over");
-    assert!(gw.wait_log("pick=spillover", Duration::from_secs(5)), "{}", gw.logs());
+    assert!(
+        gw.wait_log("pick=spillover", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
     for s in streams {
         assert!(s.await.unwrap().contains("[DONE]"));
     }
@@ -385,13 +492,23 @@ async fn failed_slow_and_garbage_scrapes_never_fail_a_request() {
     let slow = Replica::start(Metrics::Slow).await;
     let garbage = Replica::start(Metrics::Garbage).await;
     let u = urls(&[&down, &slow, &garbage]);
-    let gw = Gateway::start(&pool_vars(&u, &[("GATEWAY_POOL_METRICS_INTERVAL", "100ms")]));
+    let gw = Gateway::start(&pool_vars(
+        &u,
+        &[("GATEWAY_POOL_METRICS_INTERVAL", "100ms")],
+    ));
     let p = wait_pool(&gw, "every scrape failed", |p| {
-        p["backends"].as_array().unwrap().iter().all(|b| b["load"]["scrape_error"].is_string())
+        p["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["load"]["scrape_error"].is_string())
     })
     .await;
     for b in p["backends"].as_array().unwrap() {
-        assert_eq!(b["state"], "healthy", "a failed scrape is not a failed replica: {p}");
+        assert_eq!(
+            b["state"], "healthy",
+            "a failed scrape is not a failed replica: {p}"
+        );
         assert_eq!(b["load"]["waiting"], Value::Null, "{p}");
         assert_eq!(b["load"]["kv_cache_usage"], Value::Null, "{p}");
     }
@@ -427,7 +544,10 @@ fn an_invalid_pool_strategy_stops_start_up_naming_the_variable() {
         ("GATEWAY_POOL_METRICS_INTERVAL", "soon"),
     ] {
         let mut child = Gateway::command(&[
-            ("VLLM_BASE_URL", "http://127.0.0.1:9/v1,http://127.0.0.1:10/v1"),
+            (
+                "VLLM_BASE_URL",
+                "http://127.0.0.1:9/v1,http://127.0.0.1:10/v1",
+            ),
             (var, value),
         ])
         .stdout(std::process::Stdio::piped())

@@ -81,7 +81,10 @@ pub const FALLBACK_MODELS: &str = "GATEWAY_FALLBACK_MODELS";
 pub const POOL_STRATEGY: &str = "GATEWAY_POOL_STRATEGY";
 pub const POOL_METRICS_INTERVAL: &str = "GATEWAY_POOL_METRICS_INTERVAL";
 pub const POOL_AFFINITY_BOUND: &str = "GATEWAY_POOL_AFFINITY_BOUND";
-// `<PROVIDER>_POOL_STRATEGY` (`VLLM_POOL_STRATEGY`, ...): see `routing::pool_strategy_variable`.
+/// `<PROVIDER>_POOL_STRATEGY` for any provider (`routing::pool_strategy_variable`); the
+/// self-hosted ones are listed.
+pub const VLLM_POOL_STRATEGY: &str = "VLLM_POOL_STRATEGY";
+pub const OLLAMA_POOL_STRATEGY: &str = "OLLAMA_POOL_STRATEGY";
 /// `GATEWAY_PROVIDER_<NAME>_BASE_URL` / `_API_KEY` / `_DEFAULT_MODEL` / `_FORMAT` /
 /// `_NATIVE_MESSAGES` / `_NATIVE_RESPONSES`.
 pub const PROVIDER_PREFIX: &str = "GATEWAY_PROVIDER_";
@@ -139,7 +142,8 @@ pub const ALL: &[&str] = &[
     POOL_STRATEGY,
     POOL_METRICS_INTERVAL,
     POOL_AFFINITY_BOUND,
-    "<PROVIDER>_POOL_STRATEGY",
+    VLLM_POOL_STRATEGY,
+    OLLAMA_POOL_STRATEGY,
     CACHE_BACKEND,
     CACHE_TTL,
     CACHE_MAX_SIZE,
