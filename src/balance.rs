@@ -143,7 +143,7 @@ impl AffinityTable {
     fn get(&self, h: u64) -> Option<usize> {
         let v = self.slot(h).load(Ordering::Relaxed);
         (v != 0 && v >> REPLICA_BITS == h >> REPLICA_BITS)
-            .then(|| (v & REPLICA_MASK) as usize)
+            .then_some((v & REPLICA_MASK) as usize)
             .and_then(|r| r.checked_sub(1))
     }
 
