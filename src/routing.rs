@@ -91,7 +91,9 @@ impl Router {
                 .with_strategy(
                     rc.pool_strategy_for(p.config()),
                     rc.pool_affinity_bound,
-                    rc.pool_metrics_interval,
+                    // Ollama has no Prometheus `/metrics`: nothing to scrape.
+                    rc.pool_metrics_interval
+                        .filter(|_| p.config().flavor != crate::config::HostFlavor::Ollama),
                 );
                 (name.clone(), Arc::new(pool))
             })

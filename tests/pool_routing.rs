@@ -572,3 +572,41 @@ fn an_invalid_pool_strategy_stops_start_up_naming_the_variable() {
         assert!(err.contains(var), "{var}={value}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ollama_pool_is_inference_by_default_and_never_scraped() {
+    let a = Replica::start(Metrics::Status(404)).await;
+    let b = Replica::start(Metrics::Status(404)).await;
+    let u = urls(&[&a, &b]);
+    let gw = Gateway::start(&[
+        ("OLLAMA_BASE_URL", u.as_str()),
+        ("GATEWAY_POOL_METRICS_INTERVAL", "100ms"),
+    ]);
+    let v = providers(&gw).await;
+    let p = v["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "ollama")
+        .cloned()
+        .unwrap();
+    assert_eq!(p["strategy"], "inference", "{p}");
+    assert_eq!(p["metrics_interval_ms"], Value::Null, "{p}");
+    for turn in 1..=3 {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&json!({"model": "ollama/llama3", "messages": conversation(&system("llama"), turn)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        a.chats() == 3 || b.chats() == 3,
+        "one conversation, one replica"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for r in [&a, &b] {
+        assert!(r.mock.requests().iter().all(|q| q.path != "/metrics"));
+    }
+}
