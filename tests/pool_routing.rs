@@ -39,7 +39,7 @@ struct Replica {
     failing: Arc<Mutex<bool>>,
 }
 
-const SLOW_STREAM: Duration = Duration::from_millis(2500);
+const SLOW_STREAM: Duration = Duration::from_millis(4000);
 
 impl Replica {
     async fn start(metrics: Metrics) -> Replica {
@@ -303,10 +303,7 @@ async fn inference_is_the_vllm_default_and_reads_queue_and_kv_cache_from_metrics
     })
     .await;
     let u = urls(&[&a, &b, &c]);
-    let gw = Gateway::start(&pool_vars(
-        &u,
-        &[("GATEWAY_POOL_METRICS_INTERVAL", "200ms")],
-    ));
+    let gw = Gateway::start(&pool_vars(&u, &[("GATEWAY_POOL_METRICS_INTERVAL", "1s")]));
     let p = wait_pool(&gw, "scraped figures", |p| {
         let b = &p["backends"];
         b[0]["load"]["waiting"] == 6
