@@ -284,3 +284,60 @@ pub(super) fn read(r: &mut Reader, providers: &BTreeMap<String, ProviderConfig>)
         fallbacks,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{test_env as env, Config};
+    use super::*;
+
+    fn strategies(pairs: &[(&str, &str)]) -> BTreeMap<String, &'static str> {
+        let c = Config::from_map(&env(pairs)).unwrap();
+        c.providers
+            .values()
+            .map(|p| (p.name.clone(), c.routing.pool_strategy_for(p).as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn pool_strategy_defaults_global_and_per_provider() {
+        let base = [
+            ("VLLM_BASE_URL", "http://127.0.0.1:1,http://127.0.0.1:2"),
+            ("OLLAMA_HOST", "127.0.0.1:3"),
+            ("OPENAI_API_KEY", "k"),
+            ("GATEWAY_PROVIDER_SGLANG_BASE_URL", "http://127.0.0.1:4"),
+            ("GATEWAY_PROVIDER_GROQ_BASE_URL", "http://127.0.0.1:5"),
+        ];
+        let s = strategies(&base);
+        assert_eq!(s["vllm"], "inference");
+        assert_eq!(s["ollama"], "inference");
+        assert_eq!(s["sglang"], "inference");
+        assert_eq!(s["openai"], "round_robin");
+        assert_eq!(s["groq"], "round_robin");
+        let mut with = base.to_vec();
+        with.push(("GATEWAY_POOL_STRATEGY", "least_requests"));
+        with.push(("SGLANG_POOL_STRATEGY", "Round-Robin"));
+        let s = strategies(&with);
+        assert_eq!(
+            s["vllm"], "least_requests",
+            "the global one over the default"
+        );
+        assert_eq!(s["sglang"], "round_robin", "the provider's own wins");
+        assert_eq!(
+            pool_strategy_variable("together-ai"),
+            "TOGETHER_AI_POOL_STRATEGY"
+        );
+        let c = Config::from_map(&env(&base)).unwrap();
+        assert_eq!(c.routing.pool_affinity_bound, 4);
+        assert_eq!(
+            c.routing.pool_metrics_interval,
+            Some(Duration::from_millis(500))
+        );
+        let e = Config::from_map(&env(&[
+            ("VLLM_BASE_URL", "http://127.0.0.1:1"),
+            ("VLLM_POOL_STRATEGY", "fastest"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("VLLM_POOL_STRATEGY"), "{e}");
+    }
+}
