@@ -25,7 +25,8 @@ use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use serde_json::{json, Value};
 
-use crate::config::BaseUrl;
+use crate::balance::{Balancer, PickReason, PromptKey};
+use crate::config::{BaseUrl, PoolStrategy};
 use crate::discovery::{BackendIndices, UrlDiscovery, DNS_TTL};
 use crate::providers::Provider;
 use crate::upstream::{Upstreams, MAX_ERROR_BODY};
@@ -184,6 +185,9 @@ pub struct Pool {
     turn: AtomicUsize,
     /// The discovery's switch for name lookups (off while [`Pool::load`] runs).
     lookups: Arc<AtomicBool>,
+    /// The strategy and each backend's load figures (`src/balance.rs`).
+    pub balance: Arc<Balancer>,
+    upstreams: Arc<Upstreams>,
 }
 
 /// The backends a pick has already looked at through the load balancer.
@@ -261,7 +265,7 @@ impl Pool {
         if check_interval.is_some() {
             lb_backends.set_health_check(Box::new(Probe {
                 provider: provider.clone(),
-                upstreams,
+                upstreams: upstreams.clone(),
                 backends: backends.clone(),
             }));
         }
@@ -276,6 +280,96 @@ impl Pool {
             latency_us: AtomicU64::new(0),
             turn: AtomicUsize::new(0),
             lookups,
+            balance: Arc::new(Balancer::new(
+                &cfg.name,
+                &cfg.backends,
+                PoolStrategy::RoundRobin,
+                0,
+                None,
+            )),
+            upstreams,
+        }
+    }
+
+    /// Sets how the pool picks a backend: `strategy`, the affinity `bound` (requests) and how
+    /// often `inference` reads the backends' `/metrics`.
+    pub fn with_strategy(
+        mut self,
+        strategy: PoolStrategy,
+        bound: u32,
+        metrics_interval: Option<Duration>,
+    ) -> Pool {
+        let urls: Vec<BaseUrl> = self.backends.iter().map(|b| b.url.clone()).collect();
+        self.balance = Arc::new(Balancer::new(
+            &self.provider,
+            &urls,
+            strategy,
+            bound,
+            metrics_interval,
+        ));
+        self
+    }
+
+    /// Picks a backend by the pool's strategy for a request whose prompt is `key` (read only
+    /// by `inference`), leaving out those `tried`: see [`Pool::pick`]. Says why it chose it.
+    pub fn pick_for(
+        &self,
+        tried: &[usize],
+        key: Option<&PromptKey>,
+    ) -> Option<(usize, Admission, PickReason)> {
+        if self.balance.strategy == PoolStrategy::RoundRobin {
+            let (i, a) = self.pick_round_robin(tried)?;
+            self.balance.counted(i, PickReason::RoundRobin);
+            return Some((i, a, PickReason::RoundRobin));
+        }
+        // Breakers (which active checks open and close too) say who may take the request; a
+        // breaker taken by another request between the look and the admission is left out.
+        let n = self.backends.len();
+        let lost = Seen::default();
+        for _ in 0..n.max(1) {
+            let eligible = |i: usize| {
+                !tried.contains(&i)
+                    && !lost.contains(i)
+                    && self
+                        .backends
+                        .get(i)
+                        .is_some_and(|b| b.breaker.is_available())
+            };
+            let (i, reason) = self.balance.pick(key, eligible)?;
+            match self.backends.get(i).map(|b| b.breaker.admit()) {
+                Some(Admission::Open) | None => {
+                    lost.insert(i);
+                }
+                Some(a) => return Some((i, a, reason)),
+            }
+        }
+        None
+    }
+
+    /// Counts a request on backend `i` as in flight until the guard drops.
+    pub fn start(&self, i: usize) -> Option<crate::balance::InFlight> {
+        self.balance.start(i)
+    }
+
+    /// Reads every backend's `/metrics` every `every` until shutdown; a backend whose breaker
+    /// opened loses the prefixes it held.
+    async fn scrape_loop(&self, every: Duration, mut shutdown: pingora::server::ShutdownWatch) {
+        let urls: Vec<BaseUrl> = self.backends.iter().map(|b| b.url.clone()).collect();
+        let timeout = every.clamp(Duration::from_millis(50), Duration::from_secs(2));
+        let mut was_up: Vec<bool> = vec![true; urls.len()];
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            crate::balance::scrape(&self.balance, &urls, &self.upstreams, timeout).await;
+            for (i, b) in self.backends.iter().enumerate() {
+                let up = b.breaker.is_available();
+                if was_up[i] && !up {
+                    self.balance.forget(i);
+                }
+                was_up[i] = up;
+            }
         }
     }
 
@@ -301,6 +395,10 @@ impl Pool {
     /// this pass did not reach, is still picked when no backend the pass saw can be: its breaker
     /// decides, as for any other, and a failed connection opens it.
     pub fn pick(&self, tried: &[usize]) -> Option<(usize, Admission)> {
+        self.pick_for(tried, None).map(|(i, a, _)| (i, a))
+    }
+
+    fn pick_round_robin(&self, tried: &[usize]) -> Option<(usize, Admission)> {
         let admitted = Cell::new(None);
         let seen = Seen::default();
         let n = self.backends.len().max(1);
@@ -400,15 +498,20 @@ impl Pool {
                 let mut v = b.breaker.status();
                 v["url"] = json!(b.url.to_string());
                 v["address"] = json!(self.address(i));
+                v["load"] = self.balance.replica_status(i);
                 v
             })
             .collect();
-        json!({
+        let mut v = json!({
             "name": self.provider,
             "healthy": self.is_available(),
             "latency_ms": self.latency().map(|d| d.as_secs_f64() * 1000.0),
             "backends": backends,
-        })
+        });
+        if let (Some(o), Value::Object(b)) = (v.as_object_mut(), self.balance.status()) {
+            o.extend(b);
+        }
+        v
     }
 }
 
@@ -418,7 +521,16 @@ pub struct PoolService(pub Arc<Pool>);
 #[async_trait]
 impl pingora::services::background::BackgroundService for PoolService {
     async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
-        self.0.lb.start(shutdown).await
+        let pool = &self.0;
+        match pool.balance.metrics_interval {
+            None => pool.lb.start(shutdown).await,
+            Some(every) => {
+                tokio::join!(
+                    pool.lb.start(shutdown.clone()),
+                    pool.scrape_loop(every, shutdown)
+                );
+            }
+        }
     }
 }
 

@@ -31,6 +31,8 @@
 //!   and the OpenAI chat writers).
 //! - [`routing`]: model name -> ordered candidates (strategies, aliases, failover order).
 //! - [`health`]: per-backend breakers, active checks through Pingora's load balancer.
+//! - [`balance`]: how a pool picks a replica (`round_robin`, `least_requests`, `inference`):
+//!   in-flight counts, scraped queue and KV-cache figures, the prefix affinity table.
 //! - [`discovery`]: backend URL -> real address (one cached resolver), for the connector and
 //!   the pools' load balancers.
 //! - [`upstream`]: Pingora's connectors: pooled connections, TLS, h2, timeouts.
@@ -59,6 +61,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod balance;
 pub mod breaker;
 pub mod cache;
 pub mod canonical;

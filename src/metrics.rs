@@ -95,6 +95,8 @@ struct Metrics {
     rate_limited: IntCounterVec,
     active_streams: IntGauge,
     connections_refused: IntCounter,
+    pool_picks: IntCounterVec,
+    pool_affinity_hits: IntCounterVec,
     build_info: GaugeVec,
     start_time: Gauge,
     models: LabelCap,
@@ -193,6 +195,16 @@ impl Metrics {
                 "gateway_connections_refused_total",
                 "Connections closed at once because GATEWAY_MAX_CONNECTIONS were open.",
             )?,
+            pool_picks: counter(
+                "gateway_pool_picks_total",
+                "Requests given to each backend of a provider's pool, by why it was picked (affinity, least_load, spillover, least_requests, round_robin).",
+                &["provider", "backend", "pick"],
+            )?,
+            pool_affinity_hits: counter(
+                "gateway_pool_affinity_hits_total",
+                "Requests sent to the backend that held their prompt's prefix (inference pools).",
+                &["provider", "backend"],
+            )?,
             build_info: GaugeVec::new(
                 Opts::new("gateway_build_info", "Always 1; the version is a label."),
                 &["version"],
@@ -221,6 +233,8 @@ impl Metrics {
         r.register(Box::new(m.rate_limited.clone()))?;
         r.register(Box::new(m.active_streams.clone()))?;
         r.register(Box::new(m.connections_refused.clone()))?;
+        r.register(Box::new(m.pool_picks.clone()))?;
+        r.register(Box::new(m.pool_affinity_hits.clone()))?;
         r.register(Box::new(m.build_info.clone()))?;
         r.register(Box::new(m.start_time.clone()))?;
         m.build_info
@@ -400,6 +414,48 @@ pub fn rate_limited(key_name: &str, limit: &'static str) {
         let key = if m.keys.admit(key) { key } else { "other" };
         m.rate_limited.with_label_values(&[key, limit]).inc()
     });
+}
+
+/// One pool backend's pick counters, made once when the pool is built so that counting a
+/// pick is an atomic add (no label lookup on the request path).
+pub struct PoolCounters {
+    /// One per pick reason, in the order given to [`pool_counters`].
+    picks: Vec<IntCounter>,
+    affinity_hits: IntCounter,
+}
+
+impl PoolCounters {
+    /// Counts a pick for reason number `reason`; `affinity` also counts an affinity hit.
+    pub fn count(&self, reason: usize, affinity: bool) {
+        if let Some(c) = self.picks.get(reason) {
+            c.inc();
+        }
+        if affinity {
+            self.affinity_hits.inc();
+        }
+    }
+}
+
+/// The counters of `backend` (its URL) in `provider`'s pool, one per pick reason.
+pub fn pool_counters(provider: &str, backend: &str, reasons: &[&str]) -> Option<PoolCounters> {
+    let m = METRICS.as_ref()?;
+    let (provider, backend) = (cut(provider), cut(backend));
+    let picks = reasons
+        .iter()
+        .map(|r| {
+            m.pool_picks
+                .get_metric_with_label_values(&[provider, backend, r])
+                .ok()
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let affinity_hits = m
+        .pool_affinity_hits
+        .get_metric_with_label_values(&[provider, backend])
+        .ok()?;
+    Some(PoolCounters {
+        picks,
+        affinity_hits,
+    })
 }
 
 /// Counts a stream as active for as long as it lives.

@@ -88,6 +88,13 @@ impl Router {
                     rc.failure_threshold,
                     rc.cooldown,
                     rc.health_check_interval,
+                )
+                .with_strategy(
+                    rc.pool_strategy_for(p.config()),
+                    rc.pool_affinity_bound,
+                    // Ollama has no Prometheus `/metrics`: nothing to scrape.
+                    rc.pool_metrics_interval
+                        .filter(|_| p.config().flavor != crate::config::HostFlavor::Ollama),
                 );
                 (name.clone(), Arc::new(pool))
             })

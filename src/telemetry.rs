@@ -289,6 +289,11 @@ pub struct RequestLog<'a> {
     /// Tools a translated request left out (comma-separated).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped_tools: Option<&'a str>,
+    /// The backend of a pool of several that served the request, and why it was picked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pick: Option<&'a str>,
 }
 
 /// `1.23ms` under 10 ms, `320ms` above, written with integer arithmetic (float formatting with
@@ -413,6 +418,12 @@ impl RequestLog<'_> {
             &[b" stream=", if self.stream { b"true" } else { b"false" }],
         );
         put(s, &[b" attempts=", n.format(self.attempts).as_bytes()]);
+        if let Some(b) = self.backend {
+            put(s, &[b" backend=", quote_if_needed(b).as_bytes()]);
+        }
+        if let Some(p) = self.pick {
+            put(s, &[b" pick=", p.as_bytes()]);
+        }
         put(s, &[b" bytes=", n.format(self.bytes).as_bytes()]);
         put(s, &[b" method=", self.method.as_bytes()]);
         put(s, &[b" path=", quote_if_needed(self.path).as_bytes()]);
@@ -544,12 +555,15 @@ mod tests {
             attempts: 2,
             error: Some("boom \"x\""),
             dropped_tools: None,
+            backend: Some("http://10.0.0.5:8000/v1"),
+            pick: Some("affinity"),
         };
         assert_eq!(
             l.text(),
             "model=gpt-4o provider=openai cache=miss status=200 outcome=ok latency=1.23ms \
              ttfb=95ms tokens=847 prompt_tokens=800 completion_tokens=47 cost_usd=0.001235 \
-             key=\"team a\" stream=true attempts=2 bytes=1234 method=POST \
+             key=\"team a\" stream=true attempts=2 backend=http://10.0.0.5:8000/v1 \
+             pick=affinity bytes=1234 method=POST \
              path=/v1/chat/completions req=req_1 error=\"boom \\\"x\\\"\""
         );
         let bare = RequestLog {

@@ -543,6 +543,8 @@ async fn a_pool_of_identical_backends_is_balanced_and_survives_one_down() {
             &format!("{},{}", x.mock.url(), y.mock.url()),
         ),
         ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
+        // vLLM pools default to `inference` (tests/pool_routing.rs); this one is about turns.
+        ("VLLM_POOL_STRATEGY", "round_robin"),
     ]);
     let c = client();
     for _ in 0..20 {

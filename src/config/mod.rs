@@ -44,7 +44,7 @@ pub use self::providers::{
     DEFAULT_ANTHROPIC_BASE_URL, DEFAULT_GEMINI_BASE_URL, DEFAULT_HF_BASE_URL, DEFAULT_OLLAMA_HOST,
     DEFAULT_OPENAI_BASE_URL,
 };
-pub use self::routing::{RoutingConfig, Strategy};
+pub use self::routing::{pool_strategy_variable, PoolStrategy, RoutingConfig, Strategy};
 
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/ai-gateway-upgrade.sock";
 pub const DEFAULT_PID_FILE: &str = "/tmp/ai-gateway.pid";
@@ -521,7 +521,7 @@ impl Config {
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();
-            let _ = writeln!(
+            let _ = write!(
                 s,
                 "  {:<12} format={} key={} default_model={} backends=[{}]",
                 p.name,
@@ -530,6 +530,14 @@ impl Config {
                 p.default_model.as_deref().unwrap_or("(none)"),
                 urls.join(", ")
             );
+            if p.backends.len() > 1 {
+                let _ = write!(
+                    s,
+                    " pool_strategy={}",
+                    self.routing.pool_strategy_for(p).as_str()
+                );
+            }
+            let _ = writeln!(s);
         }
         if let Some(v) = &self.vertex {
             let _ = writeln!(

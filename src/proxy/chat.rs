@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{cache, read_body, respond, response_head, Ctx, Gateway, Session};
 use crate::api::{unix_now, ChatRequest};
+use crate::balance::PromptKey;
 use crate::canonical::{AnswerWriter, EventWriter, Usage};
 use crate::config::BaseUrl;
 use crate::dialects::{Dialect, KEEPALIVE_EVERY};
@@ -120,6 +121,8 @@ async fn run_candidates(
     let mut last_upstream_err: Option<GatewayError> = None;
     let mut last_err: Option<GatewayError> = None;
     let mut previous: Option<(String, Duration)> = None;
+    // The prompt's block hashes, made once, when a pool that routes by prefix is reached.
+    let mut prompt: Option<PromptKey> = None;
     'routes: for route in routes {
         let name = route.provider_name().to_string();
         let pool = gw.router.pool(&name);
@@ -132,11 +135,21 @@ async fn run_candidates(
             // candidate whose backends all cool down is still tried: there is no alternative.
             let backend = match pool {
                 None => None,
-                Some(p) => match p.pick(&tried) {
-                    Some((i, _)) => Some(i),
-                    None if lone && tried.is_empty() => Some(0),
-                    None => continue 'routes,
-                },
+                Some(p) => {
+                    if prompt.is_none() && p.balance.wants_prompt() {
+                        prompt = Some(prompt_key(req));
+                    }
+                    match p.pick_for(&tried, prompt.as_ref()) {
+                        Some((i, _, why)) => {
+                            if p.backends.len() > 1 {
+                                ctx.pick = Some(why.as_str());
+                            }
+                            Some(i)
+                        }
+                        None if lone && tried.is_empty() => Some(0),
+                        None => continue 'routes,
+                    }
+                }
             };
             if let Some(i) = backend {
                 tried.push(i);
@@ -177,6 +190,16 @@ async fn run_candidates(
             let started = Instant::now();
             let target = backend.and_then(|i| pool.and_then(|p| p.backends.get(i)));
             let url = target.map(|b| &b.url);
+            // In flight on its backend until the attempt ends (a stream: after its last byte).
+            let _in_flight = match (pool, backend) {
+                (Some(p), Some(i)) => {
+                    if p.backends.len() > 1 {
+                        ctx.backend = p.balance.replica(i).map(|r| r.label().clone());
+                    }
+                    p.start(i)
+                }
+                _ => None,
+            };
             match attempt(gw, session, ctx, req, route, &call, url, dialect).await {
                 Attempt::Served => {
                     if let (Some(p), Some(b)) = (pool, target) {
@@ -229,6 +252,20 @@ async fn run_candidates(
         e.message = format!("{} (last error: {})", e.message, last.message);
     }
     Err(e)
+}
+
+/// The prompt text a pool's prefix affinity hashes: the client's body as sent when it came in
+/// another dialect (no translation is run for it), else the tools and messages as sent.
+fn prompt_key(req: &ChatRequest) -> PromptKey {
+    if let Some(native) = req.native_body() {
+        return PromptKey::new(&[native]);
+    }
+    let tools = req
+        .fields()
+        .iter()
+        .find(|(k, _)| k == "tools")
+        .map_or(&b""[..], |(_, v)| v.get().as_bytes());
+    PromptKey::new(&[tools, req.messages_raw().as_bytes()])
 }
 
 /// Client headers a pass-through forwards upstream: the Messages API's version and beta flags.

@@ -168,6 +168,10 @@ pub struct Ctx {
     pub responses: Option<Box<responses::Turn>>,
     /// The endpoint family, for metrics (`chat`, `responses`, `messages`, ...).
     pub endpoint: &'static str,
+    /// The backend of a pool of several that served (or last tried) the request, and why the
+    /// pool picked it (the log line's `backend=` and `pick=`).
+    pub backend: Option<std::sync::Arc<str>>,
+    pub pick: Option<&'static str>,
     _inflight: InflightGuard,
 }
 
@@ -620,6 +624,8 @@ impl Gateway {
             rate_limit: None,
             dialect: None,
             dropped_tools: None,
+            backend: None,
+            pick: None,
             responses: None,
             endpoint: "other",
             _inflight: InflightGuard(self.inflight.clone()),
@@ -696,6 +702,8 @@ impl Gateway {
             attempts: ctx.attempts,
             error: ctx.error.as_deref(),
             dropped_tools: ctx.dropped_tools.as_deref(),
+            backend: ctx.backend.as_deref(),
+            pick: ctx.pick,
         };
         line.emit(self.config.log_format);
     }

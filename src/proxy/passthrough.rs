@@ -452,12 +452,20 @@ async fn run(
         let pool = gw.router.pool(&name);
         let backend = match pool {
             None => None,
-            Some(p) => match p.pick(&[]) {
-                Some((i, _)) => Some(i),
+            Some(p) => match p.pick_for(&[], None) {
+                Some((i, _, why)) => {
+                    if p.backends.len() > 1 {
+                        ctx.pick = Some(why.as_str());
+                        ctx.backend = p.balance.replica(i).map(|r| r.label().clone());
+                    }
+                    Some(i)
+                }
                 None if lone => Some(0),
                 None => continue,
             },
         };
+        // In flight on its backend until the attempt ends.
+        let _in_flight = backend.and_then(|i| pool.and_then(|p| p.start(i)));
         ctx.attempts += 1;
         if let Some(from) = &previous {
             metrics::failover(from, &name);
