@@ -17,6 +17,7 @@
 //! - [`cache`]: the response cache's backend, TTL, scope and semantic layer.
 //! - [`pricing`]: `GATEWAY_PRICES` overrides and the built-in price table they override.
 //! - [`state`]: the state backend (`GATEWAY_STATE_BACKEND`) and the stored responses' TTL.
+//! - [`tracing`]: OpenTelemetry traces (the standard `OTEL_*` variables).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -31,6 +32,7 @@ pub mod ratelimit;
 pub mod routing;
 pub mod state;
 pub mod tls;
+pub mod tracing;
 pub mod vars;
 
 pub use self::providers::{
@@ -145,6 +147,8 @@ pub struct Config {
     pub h2c: bool,
     /// The state backend (`GATEWAY_STATE_BACKEND`) and what it keeps.
     pub state: state::StateConfig,
+    /// OpenTelemetry traces over OTLP (`None`: off).
+    pub tracing: Option<tracing::TracingConfig>,
 }
 
 /// Every error found, one per line.
@@ -265,7 +269,10 @@ impl<'a> Reader<'a> {
 }
 
 fn is_secret_var(name: &str) -> bool {
-    name.ends_with("_KEY") || name.ends_with("_TOKEN") || name.ends_with("_KEYS")
+    name.ends_with("_KEY")
+        || name.ends_with("_TOKEN")
+        || name.ends_with("_KEYS")
+        || name.ends_with("_HEADERS")
 }
 
 impl Config {
@@ -394,6 +401,7 @@ impl Config {
         let auth = auth::read(&mut r);
         let rate_limit = ratelimit::read(&mut r);
         let state = state::read(&mut r);
+        let tracing = tracing::read(&mut r);
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -429,6 +437,7 @@ impl Config {
             tls,
             h2c,
             state,
+            tracing,
         })
     }
 }
@@ -494,6 +503,13 @@ impl Config {
         let _ = writeln!(s, "api keys         {}", self.auth.describe());
         let _ = writeln!(s, "rate limits      {}", self.rate_limit.describe());
         let _ = writeln!(s, "state            {}", self.state.describe());
+        let _ = writeln!(
+            s,
+            "tracing          {}",
+            self.tracing
+                .as_ref()
+                .map_or("off".to_string(), |t| t.describe())
+        );
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();
