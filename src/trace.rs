@@ -255,9 +255,12 @@ fn export_loop(config: &TracingConfig, queue: &Queue) {
             let batch: Vec<SpanData> = s.spans.drain(..n).collect();
             (batch, s.asked)
         };
-        for chunk in batch.chunks(config.max_batch) {
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let later = rest.split_off(rest.len().min(config.max_batch));
+            let chunk = std::mem::replace(&mut rest, later);
             let n = chunk.len() as u64;
-            match futures::executor::block_on(exporter.export(chunk.to_vec())) {
+            match futures::executor::block_on(exporter.export(chunk)) {
                 Ok(()) => crate::metrics::trace_spans("exported", n),
                 Err(e) => {
                     crate::metrics::trace_spans("failed", n);
@@ -367,7 +370,7 @@ pub struct Summary<'a> {
     pub path: &'a str,
     pub endpoint: &'a str,
     pub status: u16,
-    pub outcome: &'a str,
+    pub outcome: &'static str,
     pub request_id: &'a str,
     pub model: Option<&'a str>,
     pub provider: Option<&'a str>,
@@ -380,6 +383,17 @@ pub struct Summary<'a> {
     pub cost_usd: Option<f64>,
     pub ttfb: Option<Duration>,
     pub error: Option<&'a str>,
+}
+
+/// The method as a static value (no allocation) when it is a standard one.
+fn static_method(m: &str) -> Value {
+    match m {
+        "POST" => "POST".into(),
+        "GET" => "GET".into(),
+        "DELETE" => "DELETE".into(),
+        "HEAD" => "HEAD".into(),
+        other => other.to_string().into(),
+    }
 }
 
 fn string_array(v: &[String]) -> Value {
@@ -553,7 +567,10 @@ impl RequestTrace {
                 format!("{} {route}", s.method)
             });
             let mut a = Vec::with_capacity(20);
-            a.push(KeyValue::new("http.request.method", s.method.to_string()));
+            a.push(KeyValue::new(
+                "http.request.method",
+                static_method(s.method),
+            ));
             a.push(KeyValue::new("url.path", s.path.to_string()));
             a.push(KeyValue::new(
                 "http.response.status_code",
@@ -563,7 +580,7 @@ impl RequestTrace {
                 "gateway.request_id",
                 s.request_id.to_string(),
             ));
-            a.push(KeyValue::new("gateway.outcome", s.outcome.to_string()));
+            a.push(KeyValue::new("gateway.outcome", s.outcome));
             a.push(KeyValue::new("gateway.stream", s.stream));
             a.push(KeyValue::new("gateway.attempts", i64::from(s.attempts)));
             if let Some(op) = operation(s.endpoint) {

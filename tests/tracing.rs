@@ -651,3 +651,77 @@ fn bad_tracing_variables_stop_start_up_naming_them() {
         assert!(err.contains(var), "{var}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn samplers_follow_the_clients_decision_or_the_ratio() {
+    let collector = Collector::start(false).await;
+    let up = Mock::start(openai_handler("ok")).await;
+    let mut vars = otel_vars(&collector.base());
+    vars.retain(|(k, _)| k != "OTEL_TRACES_SAMPLER");
+    vars.extend([
+        ("GATEWAY_PROVIDER_A_BASE_URL".into(), up.url()),
+        ("GATEWAY_PROVIDER_A_DEFAULT_MODEL".into(), "m".into()),
+    ]);
+    // The default, parentbased_always_on: a client that says "not sampled" is not traced, and
+    // the upstream is told so, in the client's trace.
+    let gw = start(&vars);
+    let c = client();
+    let send = |tp: Option<String>| {
+        let mut r = c
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat_body("a/m", "hi", false));
+        if let Some(tp) = tp {
+            r = r.header("traceparent", tp);
+        }
+        r.send()
+    };
+    let r = send(Some(format!("00-{TRACE_ID}-{CLIENT_SPAN}-00")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let tp = up.last().header("traceparent").unwrap().to_string();
+    assert!(
+        tp.starts_with(&format!("00-{TRACE_ID}-")) && tp.ends_with("-00"),
+        "{tp}"
+    );
+    // A sampled client and one without context are traced.
+    let r = send(Some(format!("00-{TRACE_ID}-{CLIENT_SPAN}-01")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = send(None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let spans = collector.wait_servers(2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let servers: Vec<Span> = collector
+        .spans()
+        .into_iter()
+        .filter(|s| s.kind == SERVER)
+        .collect();
+    assert_eq!(servers.len(), 2, "{spans:#?}");
+    assert!(servers.iter().any(|s| s.parent == CLIENT_SPAN));
+    drop(gw);
+    // traceidratio 0: nothing is sampled, the context still goes upstream.
+    vars.push(("OTEL_TRACES_SAMPLER".into(), "traceidratio".into()));
+    vars.push(("OTEL_TRACES_SAMPLER_ARG".into(), "0".into()));
+    let gw = start(&vars);
+    for _ in 0..5 {
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat_body("a/m", "hi", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(up.last().header("traceparent").unwrap().ends_with("-00"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        collector
+            .spans()
+            .iter()
+            .filter(|s| s.kind == SERVER)
+            .count(),
+        2
+    );
+}
