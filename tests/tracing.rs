@@ -246,7 +246,10 @@ async fn failover_attempts_are_sibling_spans_in_the_clients_trace() {
         ("GATEWAY_PROVIDER_B_DEFAULT_MODEL".into(), "m".into()),
         ("GATEWAY_PROVIDERS".into(), "a,b".into()),
         ("GATEWAY_STRATEGY".into(), "priority".into()),
-        ("GATEWAY_API_KEYS".into(), format!("team-a={GATEWAY_KEY}")),
+        (
+            "GATEWAY_API_KEYS".into(),
+            format!("team-a={GATEWAY_KEY}:rpm=1000"),
+        ),
         ("GATEWAY_CACHE_BACKEND".into(), "memory".into()),
         ("GATEWAY_PRICES".into(), "m=1000/2000".into()),
         (
@@ -518,6 +521,8 @@ async fn streams_messages_responses_and_embeddings_are_traced() {
         attempt_of(resp).str("gen_ai.request.model"),
         Some("gpt-4o-mini")
     );
+    // No limits configured: nothing to check, no rate-limit span.
+    assert!(!spans.iter().any(|s| s.name == "gateway.rate_limit"));
     let e = server_for("/v1/embeddings");
     assert_eq!(e.str("gen_ai.operation.name"), Some("embeddings"));
     assert_eq!(
