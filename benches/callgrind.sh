@@ -15,6 +15,7 @@
 #   CG_OUT=/tmp/cg.out benches/callgrind.sh       # keep callgrind's file (callgrind_annotate)
 #   OTEL=on benches/callgrind.sh                  # tracing on, every request sampled, spans
 #                                                 # exported to the mock's /v1/traces
+#   OTEL=on OTEL_RATIO=0.1 benches/callgrind.sh   # ... a tenth of the requests sampled
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -82,7 +83,11 @@ PY
 
 # OTEL=on: OpenTelemetry traces, every request sampled, batches POSTed to the mock.
 OTEL_VARS=()
-[ "$OTEL" = on ] && OTEL_VARS=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on)
+# OTEL_RATIO=0.1: sample a tenth of the requests instead (traceidratio).
+if [ "$OTEL" = on ]; then
+  OTEL_VARS=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on)
+  [ -z "${OTEL_RATIO:-}" ] || OTEL_VARS+=(OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG="$OTEL_RATIO")
+fi
 
 env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \
   GATEWAY_UPGRADE_SOCK="$WORK/up.sock" GATEWAY_PID_FILE="$WORK/gw.pid" \
@@ -117,7 +122,7 @@ kill "$GW"; wait "$GW" 2>/dev/null || true; GW=
 
 # CG_OUT: keep callgrind's output there, for callgrind_annotate.
 [ -z "${CG_OUT:-}" ] || cp "$WORK/cg.out" "$CG_OUT"
-echo "api=$API model=$MODEL cache=$CACHE native_responses=$NATIVE otel=$OTEL requests=$N (instructions per request, inclusive)"
+echo "api=$API model=$MODEL cache=$CACHE native_responses=$NATIVE otel=$OTEL${OTEL_RATIO:+ ratio=$OTEL_RATIO} requests=$N (instructions per request, inclusive)"
 callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/dev/null | awk -v n="$N" '
   # A function can be listed more than once (inlined code from other files, or its own file
   # under two paths); its largest inclusive entry is the one that holds its calls.
