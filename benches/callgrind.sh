@@ -13,6 +13,9 @@
 #   API=completions benches/callgrind.sh          # the conversation as one prompt, /v1/completions
 #   BIN=/tmp/old-build benches/callgrind.sh       # another build, to compare in one sitting
 #   CG_OUT=/tmp/cg.out benches/callgrind.sh       # keep callgrind's file (callgrind_annotate)
+#   OTEL=on benches/callgrind.sh                  # tracing on, every request sampled, spans
+#                                                 # exported to the mock's /v1/traces
+#   OTEL=on OTEL_RATIO=0.1 benches/callgrind.sh   # ... a tenth of the requests sampled
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -32,6 +35,7 @@ case "$API" in
   completions) REQ_PATH=/v1/completions ;;
   *) echo "API must be chat, messages, responses or completions" >&2; exit 1 ;;
 esac
+OTEL=${OTEL:-off}
 MOCK_PORT=${MOCK_PORT:-18191}
 GW_PORT=${GW_PORT:-18193}
 for tool in valgrind callgrind_annotate callgrind_control nginx python3 curl; do
@@ -77,12 +81,20 @@ else:
     print(json.dumps({"model":sys.argv[1],"messages":msgs,"temperature":0.2,"max_tokens":64}))
 PY
 
+# OTEL=on: OpenTelemetry traces, every request sampled, batches POSTed to the mock.
+OTEL_VARS=()
+# OTEL_RATIO=0.1: sample a tenth of the requests instead (traceidratio).
+if [ "$OTEL" = on ]; then
+  OTEL_VARS=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on)
+  [ -z "${OTEL_RATIO:-}" ] || OTEL_VARS+=(OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG="$OTEL_RATIO")
+fi
+
 env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \
   GATEWAY_UPGRADE_SOCK="$WORK/up.sock" GATEWAY_PID_FILE="$WORK/gw.pid" \
   GATEWAY_HEALTH_CHECK_INTERVAL=off GATEWAY_API_KEYS="bench=sk-gw-bench-key" GATEWAY_CACHE_BACKEND="$CACHE" \
   OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT" OPENAI_API_KEY=sk-upstream OPENAI_NATIVE_RESPONSES="$NATIVE" \
   ANTHROPIC_BASE_URL="http://127.0.0.1:$MOCK_PORT" ANTHROPIC_API_KEY=sk-ant-upstream \
-  valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no \
+  "${OTEL_VARS[@]}" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no \
   "$BIN" > "$WORK/gw.log" 2>&1 &
 GW=$!
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
@@ -110,7 +122,7 @@ kill "$GW"; wait "$GW" 2>/dev/null || true; GW=
 
 # CG_OUT: keep callgrind's output there, for callgrind_annotate.
 [ -z "${CG_OUT:-}" ] || cp "$WORK/cg.out" "$CG_OUT"
-echo "api=$API model=$MODEL cache=$CACHE native_responses=$NATIVE requests=$N (instructions per request, inclusive)"
+echo "api=$API model=$MODEL cache=$CACHE native_responses=$NATIVE otel=$OTEL${OTEL_RATIO:+ ratio=$OTEL_RATIO} requests=$N (instructions per request, inclusive)"
 callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/dev/null | awk -v n="$N" '
   # A function can be listed more than once (inlined code from other files, or its own file
   # under two paths); its largest inclusive entry is the one that holds its calls.
@@ -135,4 +147,7 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("  response translation / usage", "Provider>::chat_response( |$)")
     show("  response to the client", "proxy::respond::\\{\\{closure\\}\\}( |$)")
     show("  auth", "auth::Auth::authenticate( |$)")
+    show("  trace: server span started", "ai_gateway::trace::start( |$)")
+    show("  trace: server span ended", "ai_gateway::trace::RequestTrace::finish( |$)")
+    show("trace export thread (encode + POST)", "ai_gateway::trace::export_loop( |$)")
   }'

@@ -136,6 +136,12 @@ run "gateway pass-through, 1 conn" "http://127.0.0.1:$GW_PORT/v1/chat/completion
 run "gateway -> anthropic" "http://127.0.0.1:$GW_PORT/v1/chat/completions" anthropic/claude-3-5-haiku-latest "$GW" "$CONNS"
 stop_gw
 
+# Tracing on, every request sampled, spans exported to the mock's /v1/traces (the export
+# thread runs on the gateway's core too, so its CPU is counted).
+start_gw GATEWAY_CACHE_BACKEND=off OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on
+run "gateway pass-through, traced" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
+stop_gw
+
 start_gw GATEWAY_CACHE_BACKEND=memory
 run "gateway cache hit" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
 stop_gw
@@ -155,6 +161,9 @@ def ms(s):
 n, g = rows.get("nginx proxy_pass"), rows.get("gateway pass-through")
 if n and g:
     print(f"gateway pass-through / nginx proxy_pass: req/s {g['rps'] / n['rps']:.2f}x, cpu/req {g['cpu'] / n['cpu']:.2f}x")
+t = rows.get("gateway pass-through, traced")
+if g and t and g["cpu"] and t["cpu"]:
+    print(f"tracing on (always_on, exported) / off: cpu/req {t['cpu'] / g['cpu']:.2f}x, req/s {t['rps'] / g['rps']:.2f}x")
 n1, g1 = rows.get("nginx proxy_pass, 1 conn"), rows.get("gateway pass-through, 1 conn")
 if n1 and g1:
     print(f"added latency at 1 connection (p50): gateway {ms(g1['p50']):.3f} ms vs nginx {ms(n1['p50']):.3f} ms: {ms(g1['p50']) - ms(n1['p50']):+.3f} ms")

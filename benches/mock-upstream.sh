@@ -2,7 +2,8 @@
 #
 #   write_mock_conf DIR PORT    writes DIR/mock.conf (pid DIR/nginx-mock.pid, loopback PORT)
 #
-# Fixed answers in each provider's format, keep-alive, one worker.
+# Fixed answers in each provider's format, keep-alive, one worker; `/v1/traces` accepts OTLP
+# exports.
 
 OPENAI_BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1727346142,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":9,"total_tokens":23}}'
 RESPONSES_BODY='{"id":"resp_bench","object":"response","created_at":1727346142,"status":"completed","error":null,"incomplete_details":null,"model":"gpt-4o-mini","output":[{"type":"message","id":"msg_bench","status":"completed","role":"assistant","content":[{"type":"output_text","text":"Hello! How can I help you today?","annotations":[]}]}],"usage":{"input_tokens":14,"input_tokens_details":{"cached_tokens":0},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":23}}'
@@ -25,6 +26,8 @@ http {
     location = /v1/responses { default_type application/json; return 200 '$RESPONSES_BODY'; }
     location = /v1/completions { default_type application/json; return 200 '$COMPLETION_BODY'; }
     location = /v1/messages { default_type application/json; return 200 '$ANTHROPIC_BODY'; }
+    # An OTLP collector that takes every export (benches with tracing on).
+    location = /v1/traces { default_type application/x-protobuf; return 200 ''; }
     location / { default_type application/json; return 200 '{"object":"list","data":[]}'; }
   }
 }

@@ -47,6 +47,7 @@
 //!   or shared through Redis (`GATEWAY_STATE_BACKEND`).
 //! - [`telemetry`]: the logger and the one structured line per request. [`metrics`]:
 //!   Prometheus metrics and the hooks other parts call. [`pricing`]: estimated cost in USD.
+//!   [`trace`]: OpenTelemetry spans (server, attempts, cache, limits) exported over OTLP.
 //! - [`tls`]: the client listeners: HTTPS (rustls, ALPN h2/http1.1, SIGHUP reload) and h2c.
 //! - [`error`]: the error every client sees (an `ErrorKind`, boxed details, a metrics label).
 //! - [`sse`]: SSE framing over arbitrary body chunks.
@@ -84,4 +85,5 @@ pub mod sse;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod upstream;

@@ -97,6 +97,7 @@ struct Metrics {
     connections_refused: IntCounter,
     pool_picks: IntCounterVec,
     pool_affinity_hits: IntCounterVec,
+    trace_spans: IntCounterVec,
     build_info: GaugeVec,
     start_time: Gauge,
     models: LabelCap,
@@ -205,6 +206,11 @@ impl Metrics {
                 "Requests sent to the backend that held their prompt's prefix (inference pools).",
                 &["provider", "backend"],
             )?,
+            trace_spans: counter(
+                "gateway_trace_spans_total",
+                "Finished trace spans by outcome: exported, failed (the collector refused or was unreachable), dropped (the export queue was full).",
+                &["outcome"],
+            )?,
             build_info: GaugeVec::new(
                 Opts::new("gateway_build_info", "Always 1; the version is a label."),
                 &["version"],
@@ -235,6 +241,7 @@ impl Metrics {
         r.register(Box::new(m.connections_refused.clone()))?;
         r.register(Box::new(m.pool_picks.clone()))?;
         r.register(Box::new(m.pool_affinity_hits.clone()))?;
+        r.register(Box::new(m.trace_spans.clone()))?;
         r.register(Box::new(m.build_info.clone()))?;
         r.register(Box::new(m.start_time.clone()))?;
         m.build_info
@@ -372,6 +379,11 @@ pub fn upstream_error(provider: &str, reason: &'static str) {
 /// A connection was refused: `GATEWAY_MAX_CONNECTIONS` were open.
 pub fn connection_refused() {
     with(|m| m.connections_refused.inc());
+}
+
+/// Trace spans that were `exported`, `failed` or `dropped` (see `trace`).
+pub fn trace_spans(outcome: &'static str, n: u64) {
+    with(|m| m.trace_spans.with_label_values(&[outcome]).inc_by(n));
 }
 
 /// A request moved from provider `from` to provider `to`.

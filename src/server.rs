@@ -80,6 +80,7 @@ impl Signals {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            crate::trace::flush(Duration::from_secs(1));
             crate::telemetry::flush_logs();
             std::process::exit(0);
         });
@@ -94,7 +95,9 @@ struct LogWriter;
 impl BackgroundService for LogWriter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         crate::telemetry::start_log_writer();
+        crate::trace::start_export();
         let _ = shutdown.changed().await;
+        crate::trace::flush(Duration::from_secs(1));
         crate::telemetry::flush_logs();
     }
 }
@@ -188,6 +191,9 @@ pub fn run(config: Config, args: Args) {
     let max_connections = config.max_connections;
     crate::pricing::set_overrides(config.prices.clone());
     crate::metrics::init(&config);
+    if let Some(t) = &config.tracing {
+        crate::trace::init(t);
+    }
     let mut app = match App::new(config) {
         Ok(a) => a,
         Err(e) => {

@@ -20,6 +20,7 @@
 //! - [`aws`]: AWS credentials and region, and Bedrock's regional endpoint.
 //! - [`state`]: the state backend (`GATEWAY_STATE_BACKEND`) and the stored responses' TTL.
 //! - [`vertex`]: Google Vertex AI's service account key file, project and location.
+//! - [`tracing`]: OpenTelemetry traces (the standard `OTEL_*` variables).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -36,6 +37,7 @@ pub mod redis;
 pub mod routing;
 pub mod state;
 pub mod tls;
+pub mod tracing;
 pub mod vars;
 pub mod vertex;
 
@@ -157,6 +159,8 @@ pub struct Config {
     pub redis: Option<redis::RedisConfig>,
     /// AWS credentials and region (`AWS_*`), for the `bedrock` format.
     pub aws: aws::AwsConfig,
+    /// OpenTelemetry traces over OTLP (`None`: off).
+    pub tracing: Option<tracing::TracingConfig>,
 }
 
 /// Every error found, one per line.
@@ -277,7 +281,10 @@ impl<'a> Reader<'a> {
 }
 
 fn is_secret_var(name: &str) -> bool {
-    name.ends_with("_KEY") || name.ends_with("_TOKEN") || name.ends_with("_KEYS")
+    name.ends_with("_KEY")
+        || name.ends_with("_TOKEN")
+        || name.ends_with("_KEYS")
+        || name.ends_with("_HEADERS")
 }
 
 impl Config {
@@ -412,6 +419,7 @@ impl Config {
         rate_limit.redis = redis.clone();
         let mut state = state::read(&mut r);
         state.redis = redis.clone();
+        let tracing = tracing::read(&mut r);
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -450,6 +458,7 @@ impl Config {
             vertex,
             redis,
             aws,
+            tracing,
         })
     }
 }
@@ -518,6 +527,13 @@ impl Config {
         if let Some(r) = &self.redis {
             let _ = writeln!(s, "redis            {}", r.describe());
         }
+        let _ = writeln!(
+            s,
+            "tracing          {}",
+            self.tracing
+                .as_ref()
+                .map_or("off".to_string(), |t| t.describe())
+        );
         let _ = writeln!(s, "providers:");
         for p in self.providers.values() {
             let urls: Vec<String> = p.backends.iter().map(|b| b.to_string()).collect();

@@ -29,7 +29,14 @@ pub async fn admit(gw: &Gateway, session: &Session, ctx: &mut Ctx) -> Result<(),
             return Err(refusal.error());
         }
     };
+    // A span only when limits apply (without them nothing is checked).
+    let span = ctx
+        .trace
+        .as_ref()
+        .filter(|_| limits.is_limited())
+        .map(|t| t.child("gateway.rate_limit"));
     let (headers, admitted) = gw.limiter.admit(name, limits).await;
+    crate::trace::end_rate_limit(span, admitted.is_ok());
     ctx.headers.extend(headers);
     ctx.rate_limit = admitted?;
     Ok(())

@@ -29,7 +29,7 @@ impl Embedder for Gateway {
             serde_json::Value::Object(o) => o,
             _ => return Err("internal: request is not an object".into()),
         };
-        let (body, _usage) = super::embeddings::embed(self, &route, &obj, model)
+        let (body, _usage) = super::embeddings::embed(self, &route, &obj, model, Vec::new())
             .await
             .map_err(GatewayError::into_message)?;
         cache::semantic::parse_embedding(&body)
@@ -103,6 +103,12 @@ async fn serve(
         push_header(ctx, k, v);
     }
     ctx.provider = Some(hit.entry.provider.clone());
+    if let Some(t) = ctx.trace.as_deref_mut() {
+        t.answered(
+            hit.entry.model.as_deref(),
+            Some(&hit.entry.answer.finish_reason),
+        );
+    }
     super::chat::note_dropped_tools(ctx, req, true);
     // No upstream tokens were spent; the body still reports the original counts.
     ctx.usage = None;

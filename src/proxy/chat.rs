@@ -42,6 +42,9 @@ pub async fn handle(
     dialect: &'static dyn Dialect,
 ) -> Result<(), GatewayError> {
     let body = read_body(session, gw.config.max_body_bytes, gw.config.body_timeout).await?;
+    if let Some(t) = &ctx.trace {
+        t.prompt(&body);
+    }
     let req = dialect.parse(&body, gw.cache.enabled())?;
     run(gw, session, ctx, dialect, req, &Options::default()).await
 }
@@ -90,12 +93,13 @@ pub(super) async fn run(
     // The cache key names the first candidate (the model's own provider, or for a pool the
     // one the strategy picked). A request only its own dialect's format can carry has no
     // canonical form to key.
-    if !options.bypass_cache
-        && gw.cache.enabled()
-        && req.untranslatable().is_none()
-        && cache::lookup(gw, session, ctx, &req, first, dialect).await?
-    {
-        return Ok(());
+    if !options.bypass_cache && gw.cache.enabled() && req.untranslatable().is_none() {
+        let span = ctx.trace.as_ref().map(|t| t.child("gateway.cache.lookup"));
+        let hit = cache::lookup(gw, session, ctx, &req, first, dialect).await;
+        crate::trace::end_cache_lookup(span, ctx.cache);
+        if hit? {
+            return Ok(());
+        }
     }
     let result = run_candidates(gw, session, ctx, &req, &routes, dialect).await;
     // Releases coalesced followers and stores the answer, whatever the outcome.
@@ -200,7 +204,26 @@ async fn run_candidates(
                 }
                 _ => None,
             };
-            match attempt(gw, session, ctx, req, route, &call, url, dialect).await {
+            if let Some(t) = ctx.trace.as_deref_mut() {
+                let op = crate::trace::operation(ctx.endpoint).unwrap_or("chat");
+                t.start_attempt(op, &name, &route.upstream_model, ctx.attempts);
+            }
+            let result = attempt(gw, session, ctx, req, route, &call, url, dialect).await;
+            if let Some(t) = ctx.trace.as_deref_mut() {
+                match &result {
+                    Attempt::Served if ctx.outcome == "stream_error" => {
+                        let msg = ctx.error.as_deref().unwrap_or_default();
+                        t.end_attempt(Some(("stream_error", msg)), None, ctx.usage)
+                    }
+                    Attempt::Served => t.end_attempt(None, None, ctx.usage),
+                    Attempt::Failed { err, .. } => t.end_attempt(
+                        Some((err.label, &err.message)),
+                        err.upstream.then_some(err.status),
+                        None,
+                    ),
+                }
+            }
+            match result {
                 Attempt::Served => {
                     if let (Some(p), Some(b)) = (pool, target) {
                         b.breaker.record_success();
@@ -338,7 +361,7 @@ async fn attempt(
             };
         }
     }
-    let up_req = match route.provider.chat_request(req, call, backend) {
+    let mut up_req = match route.provider.chat_request(req, call, backend) {
         Ok(r) => r,
         Err(err) => {
             return Attempt::Failed {
@@ -347,6 +370,9 @@ async fn attempt(
             }
         }
     };
+    if let Some(t) = &ctx.trace {
+        up_req.headers.extend(t.upstream_headers());
+    }
     // Wait for the response head, or for the client to hang up (which cancels the upstream
     // request by dropping it).
     let asked = Instant::now();
@@ -417,6 +443,9 @@ async fn attempt(
         // upstream's own bytes, before a translation adds the gateway's (a Responses answer
         // echoes the request's settings: three times the bytes to scan).
         let body = crate::redact::body(body);
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            t.observe(&body);
+        }
         // A pass-through writes no answer: its writer is the plain one, so a deferred
         // request is never translated for it.
         let for_req;
@@ -627,7 +656,12 @@ async fn stream_response(
             return Attempt::Served;
         };
         let status = match next {
-            Ok(Some(chunk)) => tr.feed(&chunk, &mut out),
+            Ok(Some(chunk)) => {
+                if let Some(t) = ctx.trace.as_deref_mut() {
+                    t.observe(&chunk);
+                }
+                tr.feed(&chunk, &mut out)
+            }
             Ok(None) => tr.finish(&mut out),
             Err(e) => StreamStatus::Failed(
                 cut_short(e, &provider, "the stream", gw.upstreams.timeouts.idle)
@@ -746,6 +780,9 @@ async fn serve_echo(
 ) {
     let answer = echo::answer(req);
     ctx.usage = answer.usage;
+    if let Some(t) = ctx.trace.as_deref_mut() {
+        t.answered(Some(&call.client_model), Some(&answer.finish_reason));
+    }
     if !call.stream {
         cache::record_answer(ctx, &answer);
         cache::store_complete(gw, ctx).await;

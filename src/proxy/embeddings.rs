@@ -42,18 +42,45 @@ pub async fn handle(
     ctx.provider = Some(route.provider_name().to_string());
     ctx.upstream_model = Some(route.upstream_model.clone());
     ctx.attempts = 1;
-    let (bytes, usage) = embed(gw, &route, &obj, &model).await?;
+    if let Some(t) = ctx.trace.as_deref_mut() {
+        t.prompt(&body);
+        t.start_attempt(
+            "embeddings",
+            route.provider_name(),
+            &route.upstream_model,
+            1,
+        );
+    }
+    let propagate = ctx
+        .trace
+        .as_ref()
+        .map(|t| t.upstream_headers())
+        .unwrap_or_default();
+    let result = embed(gw, &route, &obj, &model, propagate).await;
+    if let Some(t) = ctx.trace.as_deref_mut() {
+        match &result {
+            Ok((_, usage)) => t.end_attempt(None, None, *usage),
+            Err(e) => t.end_attempt(
+                Some((e.label, &e.message)),
+                e.upstream.then_some(e.status),
+                None,
+            ),
+        }
+    }
+    let (bytes, usage) = result?;
     ctx.usage = usage;
     respond(session, ctx, 200, "application/json", &[], bytes).await;
     Ok(())
 }
 
-/// One embeddings exchange (also used by the semantic cache).
+/// One embeddings exchange (also used by the semantic cache); `propagate`: trace headers for
+/// the upstream.
 pub async fn embed(
     gw: &Gateway,
     route: &Route,
     obj: &serde_json::Map<String, serde_json::Value>,
     client_model: &str,
+    propagate: Vec<(&'static str, String)>,
 ) -> Result<(Bytes, Option<crate::api::Usage>), GatewayError> {
     let cfg = route.provider.config();
     if cfg.format == "echo" {
@@ -65,9 +92,10 @@ pub async fn embed(
             format!("provider {} does not offer embeddings", cfg.name),
         )
     })?;
-    let up = route
+    let mut up = route
         .provider
         .embeddings_request(obj, &route.upstream_model, backend)?;
+    up.headers.extend(propagate);
     let mut resp = gw.upstreams.send(backend, &up).await.map_err(|e| {
         let err = e.into_gateway(&cfg.name);
         metrics::upstream_error(&cfg.name, err.label);

@@ -172,6 +172,8 @@ pub struct Ctx {
     /// pool picked it (the log line's `backend=` and `pick=`).
     pub backend: Option<std::sync::Arc<str>>,
     pub pick: Option<&'static str>,
+    /// The request's trace spans, while tracing is on (`crate::trace`).
+    pub trace: Option<Box<crate::trace::RequestTrace>>,
     _inflight: InflightGuard,
 }
 
@@ -628,6 +630,7 @@ impl Gateway {
             pick: None,
             responses: None,
             endpoint: "other",
+            trace: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
@@ -641,6 +644,11 @@ impl Gateway {
             }
             _ => format!("req_{}", random_token(24)),
         };
+        let h = session.req_header();
+        // Health probes and scrapes are not traced (nor counted in metrics).
+        if crate::trace::enabled() && !crate::metrics::is_probe(h.uri.path()) {
+            ctx.trace = crate::trace::start(&h.headers, h.method.as_str());
+        }
         let routed = match self.config.request_timeout {
             None => self.route(session, ctx).await,
             Some(limit) => match tokio::time::timeout(limit, self.route(session, ctx)).await {
@@ -706,6 +714,27 @@ impl Gateway {
             pick: ctx.pick,
         };
         line.emit(self.config.log_format);
+        if let Some(t) = ctx.trace.take() {
+            (*t).finish(&crate::trace::Summary {
+                method: h.method.as_str(),
+                path: h.uri.path(),
+                endpoint: ctx.endpoint,
+                status: ctx.status,
+                outcome: ctx.outcome,
+                request_id: &ctx.request_id,
+                model: ctx.model.as_deref(),
+                provider: ctx.provider.as_deref(),
+                upstream_model,
+                key_name: ctx.key_name.as_deref(),
+                cache: ctx.cache,
+                stream: ctx.stream,
+                attempts: ctx.attempts,
+                usage,
+                cost_usd,
+                ttfb: ctx.ttfb,
+                error: ctx.error.as_deref(),
+            });
+        }
     }
 }
 

@@ -363,6 +363,9 @@ pub async fn handle(
     api: &'static Api,
 ) -> Result<(), GatewayError> {
     let body = read_body(session, gw.config.max_body_bytes, gw.config.body_timeout).await?;
+    if let (Some(t), "completions") = (&ctx.trace, api.name) {
+        t.prompt(&body);
+    }
     let content_type = session
         .req_header()
         .headers
@@ -478,7 +481,22 @@ async fn run(
         ctx.provider = Some(name.clone());
         ctx.upstream_model = Some(route.upstream_model.clone());
         let target = backend.and_then(|i| pool.and_then(|p| p.backends.get(i)));
-        match attempt(gw, session, ctx, api, req, route, target.map(|b| &b.url)).await {
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            let op = crate::trace::operation(ctx.endpoint).unwrap_or(api.name);
+            t.start_attempt(op, &name, &route.upstream_model, ctx.attempts);
+        }
+        let result = attempt(gw, session, ctx, api, req, route, target.map(|b| &b.url)).await;
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            match &result {
+                Ok(()) => t.end_attempt(None, None, ctx.usage),
+                Err((err, _)) => t.end_attempt(
+                    Some((err.label, &err.message)),
+                    err.upstream.then_some(err.status),
+                    None,
+                ),
+            }
+        }
+        match result {
             Ok(()) => {
                 if let (Some(p), Some(b)) = (pool, target) {
                     b.breaker.record_success();
@@ -537,7 +555,7 @@ async fn attempt(
     let body = req
         .upstream_body(&route.upstream_model)
         .map_err(|e| (e, false))?;
-    let Some(up) = route
+    let Some(mut up) = route
         .provider
         .api_request(api.upstream, &req.content_type, body, backend)
     else {
@@ -549,6 +567,9 @@ async fn attempt(
             false,
         ));
     };
+    if let Some(t) = &ctx.trace {
+        up.headers.extend(t.upstream_headers());
+    }
     let asked = Instant::now();
     let sent = tokio::select! {
         r = gw.upstreams.send(backend, &up) => r,
@@ -597,6 +618,9 @@ async fn attempt(
         };
         resp.release().await;
         ctx.usage = openai::usage_of(&body);
+        if let Some(t) = ctx.trace.as_deref_mut() {
+            t.observe(&body);
+        }
         if let Some(answer) = ctx
             .cache_fill
             .is_some()

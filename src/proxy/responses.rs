@@ -109,6 +109,9 @@ pub async fn handle(
     dialect: &'static dyn Dialect,
 ) -> Result<(), GatewayError> {
     let mut body = read_body(session, gw.config.max_body_bytes, gw.config.body_timeout).await?;
+    if let Some(t) = &ctx.trace {
+        t.prompt(&body);
+    }
     let mut head = responses_head::read(&body);
     let mut options = Options::default();
     if let Some(mut h) = head.clone() {
