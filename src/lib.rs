@@ -37,6 +37,8 @@
 //!   plain data in and out.
 //! - [`auth`]: gateway API keys (env and reloadable file), constant-time check, key names.
 //! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
+//! - [`tenants`]: per-key USD budgets with reservations, model allow-lists, admin-made keys
+//!   and their usage (local file with `GATEWAY_STATE_DIR`, or Redis); the admin API.
 //! - [`state`]: state kept between requests (stored Responses), by key with a TTL, in memory
 //!   or shared through Redis (`GATEWAY_STATE_BACKEND`).
 //! - [`telemetry`]: the logger and the one structured line per request. [`metrics`]:
@@ -72,5 +74,6 @@ pub mod server;
 pub mod sse;
 pub mod state;
 pub mod telemetry;
+pub mod tenants;
 pub mod tls;
 pub mod upstream;

@@ -92,6 +92,7 @@ struct Metrics {
     cache_lookups: IntCounterVec,
     cache_entries: IntGauge,
     rate_limited: IntCounterVec,
+    spend: CounterVec,
     active_streams: IntGauge,
     connections_refused: IntCounter,
     build_info: GaugeVec,
@@ -176,6 +177,13 @@ impl Metrics {
                 "Requests refused by a rate limit, by key name and limit.",
                 &["key", "limit"],
             )?,
+            spend: CounterVec::new(
+                Opts::new(
+                    "gateway_spend_usd_total",
+                    "Spend recorded against each key (estimated USD of real usage), by key name.",
+                ),
+                &["key"],
+            )?,
             active_streams: IntGauge::new(
                 "gateway_active_streams",
                 "Streamed responses being written right now.",
@@ -209,6 +217,7 @@ impl Metrics {
         r.register(Box::new(m.cache_lookups.clone()))?;
         r.register(Box::new(m.cache_entries.clone()))?;
         r.register(Box::new(m.rate_limited.clone()))?;
+        r.register(Box::new(m.spend.clone()))?;
         r.register(Box::new(m.active_streams.clone()))?;
         r.register(Box::new(m.connections_refused.clone()))?;
         r.register(Box::new(m.build_info.clone()))?;
@@ -384,6 +393,15 @@ pub fn rate_limited(key_name: &str, limit: &'static str) {
         let key = cut(key_name);
         let key = if m.keys.admit(key) { key } else { "other" };
         m.rate_limited.with_label_values(&[key, limit]).inc()
+    });
+}
+
+/// Adds a request's settled cost to its key's spend.
+pub fn spend(key_name: &str, usd: f64) {
+    with(|m| {
+        let key = cut(key_name);
+        let key = if m.keys.admit(key) { key } else { "other" };
+        m.spend.with_label_values(&[key]).inc_by(usd)
     });
 }
 

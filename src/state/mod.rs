@@ -21,6 +21,9 @@ use crate::config::state::{
 };
 use crate::error::GatewayError;
 
+/// The connection every state call (stored Responses, tenants) runs on.
+pub type RedisConn = ConnectionManager;
+
 /// Longest one state call may take (a connect included).
 pub const TIMEOUT: Duration = Duration::from_millis(1000);
 /// After a failed connect, calls fail at once this long before the next try.
@@ -140,6 +143,22 @@ impl State {
                 })
                 .await
             }
+        }
+    }
+
+    /// Runs `f` on the shared Redis connection under the state breaker and [`TIMEOUT`] (the
+    /// tenants' scripts); `None` when the backend is memory.
+    pub async fn with_redis<T, F>(
+        &self,
+        what: &str,
+        f: impl FnOnce(RedisConn) -> F,
+    ) -> Option<Result<T, StateError>>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match &self.inner {
+            Inner::Memory(_) => None,
+            Inner::Redis(r) => Some(r.run(what, f).await),
         }
     }
 
@@ -272,7 +291,7 @@ impl RedisState {
             Outcome::Failed { why, opened } => {
                 if opened {
                     log::warn!(
-                        "state: Redis {what} failed ({why}); stored responses are unavailable \
+                        "state: Redis {what} failed ({why}); stored responses and tenant state are unavailable \
                          until it answers (probed every {:?})",
                         crate::breaker::PROBE_EVERY
                     );
