@@ -331,7 +331,8 @@ impl Tenants {
             day: day_id(now),
             model: model.unwrap_or("unknown").to_string(),
             counters: Counters {
-                requests: 1,
+                // A request refused before it was sent (allow-list, budget) is not usage.
+                requests: u64::from(answered || usage.is_some() || micro > 0),
                 prompt_tokens: u.prompt_tokens,
                 completion_tokens: u.completion_tokens,
                 cost: micro,

@@ -60,6 +60,7 @@ if cost > 0 then
   redis.call('INCRBY', KEYS[1], cost)
   if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 end
+if tonumber(ARGV[5]) == 0 and cost == 0 then return 1 end
 local m = '\t' .. ARGV[4]
 redis.call('HINCRBY', KEYS[3], 'requests' .. m, ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'prompt' .. m, ARGV[6])

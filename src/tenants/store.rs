@@ -164,6 +164,10 @@ impl Local {
                     .or_default() += s.counters.cost;
             }
         }
+        if s.counters.requests == 0 && s.counters.cost == 0 {
+            drop(d);
+            return;
+        }
         d.usage
             .entry(s.day.clone())
             .or_default()
