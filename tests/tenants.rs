@@ -145,8 +145,10 @@ async fn a_budget_serves_exactly_what_it_pays_for_then_429_insufficient_quota() 
     let r = client()
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth("sk-gw-aaa")
-        .json(&json!({"model":"openai/m","messages":[{"role":"user","content":"hi"}],
-            "max_completion_tokens": 2, "stream": true, "stream_options": {"include_usage": true}}))
+        .json(
+            &json!({"model":"openai/m","messages":[{"role":"user","content":"hi"}],
+            "max_completion_tokens": 2, "stream": true, "stream_options": {"include_usage": true}}),
+        )
         .send()
         .await
         .unwrap();
@@ -241,7 +243,10 @@ async fn fifty_concurrent_requests_overshoot_no_more_than_the_bound() {
     let v = settled(&gw, "under").await;
     let spend = v["usage"]["spend_usd"].as_f64().unwrap();
     assert!((5..=10).contains(&ok), "{ok} admitted");
-    assert!(spend <= 10.0 + ok as f64, "spend {spend} with {ok} admitted");
+    assert!(
+        spend <= 10.0 + ok as f64,
+        "spend {spend} with {ok} admitted"
+    );
     assert_eq!(spend, 2.0 * ok as f64);
     assert_eq!(mock.calls(), 5 + ok);
 }
@@ -282,7 +287,11 @@ async fn allow_lists_refuse_other_models_with_403_everywhere_and_filter_the_mode
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    let (s, t) = post("/v1/responses", json!({"model":"openai/other","input":"hi"})).await;
+    let (s, t) = post(
+        "/v1/responses",
+        json!({"model":"openai/other","input":"hi"}),
+    )
+    .await;
     assert_eq!(s, 403, "{t}");
     assert!(t.contains("model_not_allowed"), "{t}");
     let (s, t) = post(
@@ -291,8 +300,15 @@ async fn allow_lists_refuse_other_models_with_403_everywhere_and_filter_the_mode
     )
     .await;
     assert_eq!(s, 403, "{t}");
-    assert!(t.contains("model_not_allowed") || t.contains("permission_error"), "{t}");
-    let (s, t) = post("/v1/embeddings", json!({"model":"openai/other","input":"hi"})).await;
+    assert!(
+        t.contains("model_not_allowed") || t.contains("permission_error"),
+        "{t}"
+    );
+    let (s, t) = post(
+        "/v1/embeddings",
+        json!({"model":"openai/other","input":"hi"}),
+    )
+    .await;
     assert_eq!(s, 403, "{t}");
     assert!(t.contains("model_not_allowed"), "{t}");
     assert_eq!(mock.calls(), calls, "nothing refused reached the upstream");
@@ -341,7 +357,10 @@ async fn admin_api_every_verb_secret_shown_once_rotation_and_revocation() {
         ("OPENAI_BASE_URL", &mock.url()),
         ("GATEWAY_PRICES", PRICES),
         ("GATEWAY_ADMIN_KEY", ADMIN),
-        ("GATEWAY_API_KEYS", "team-a=sk-gw-aaa:budget=50/month:models=openai/*"),
+        (
+            "GATEWAY_API_KEYS",
+            "team-a=sk-gw-aaa:budget=50/month:models=openai/*",
+        ),
     ]);
     let keys = gw.url("/admin/keys");
     // 401 without or with a wrong admin key (a gateway key is not an admin key).
@@ -363,7 +382,10 @@ async fn admin_api_every_verb_secret_shown_once_rotation_and_revocation() {
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["name"], "team-b");
     let secret = v["key"].as_str().unwrap().to_string();
-    assert!(secret.starts_with("sk-gw-") && secret.len() > 40, "{secret}");
+    assert!(
+        secret.starts_with("sk-gw-") && secret.len() > 40,
+        "{secret}"
+    );
     let (s, v) = admin(&gw, "POST", "/admin/keys", Some(json!({"name":"team-b"}))).await;
     assert_eq!(s, 409, "{v}");
     let (s, _) = admin(&gw, "POST", "/admin/keys", Some(json!({"name":"team-a"}))).await;
@@ -394,11 +416,20 @@ async fn admin_api_every_verb_secret_shown_once_rotation_and_revocation() {
     assert_eq!(one["usage"]["spend_usd"], 2.0, "{one}");
     assert_eq!(one["usage"]["budget_usd"], 5.0);
     assert_eq!(one["usage"]["requests"], 1);
-    assert_eq!(one["usage"]["by_model"]["m"]["completion_tokens"], 2, "{one}");
-    assert!(one["usage"]["resets_at"].as_str().unwrap().ends_with("T00:00:00Z"));
+    assert_eq!(
+        one["usage"]["by_model"]["m"]["completion_tokens"], 2,
+        "{one}"
+    );
+    assert!(one["usage"]["resets_at"]
+        .as_str()
+        .unwrap()
+        .ends_with("T00:00:00Z"));
     let (s, a) = admin(&gw, "GET", "/admin/keys/team-a", None).await;
     assert_eq!(s, 200);
-    assert_eq!(a["usage"]["requests"], 1, "configured keys' usage is reported: {a}");
+    assert_eq!(
+        a["usage"]["requests"], 1,
+        "configured keys' usage is reported: {a}"
+    );
     assert_eq!(a["budget"]["usd"], 50.0);
     let (s, _) = admin(&gw, "GET", "/admin/keys/nope", None).await;
     assert_eq!(s, 404);
@@ -413,7 +444,13 @@ async fn admin_api_every_verb_secret_shown_once_rotation_and_revocation() {
     assert_eq!(s, 200, "{v}");
     let (s, v, _) = chat(&gw, &secret, "openai/m2", json!({"max_tokens": 2})).await;
     assert_eq!(s, 429, "the new $2 budget is spent: {v}");
-    let (s, _) = admin(&gw, "PATCH", "/admin/keys/team-b", Some(json!({"budget":null}))).await;
+    let (s, _) = admin(
+        &gw,
+        "PATCH",
+        "/admin/keys/team-b",
+        Some(json!({"budget":null})),
+    )
+    .await;
     assert_eq!(s, 200);
     let (s, _, _) = chat(&gw, &secret, "openai/m2", json!({})).await;
     assert_eq!(s, 200);
@@ -485,7 +522,10 @@ async fn admin_api_every_verb_secret_shown_once_rotation_and_revocation() {
     }
     assert!(!logs.contains(ADMIN));
     for action in ["created", "updated", "rotated", "revoked"] {
-        assert!(logs.contains(&format!("admin: {action} key=team-b")), "{logs}");
+        assert!(
+            logs.contains(&format!("admin: {action} key=team-b")),
+            "{logs}"
+        );
     }
 }
 
@@ -523,7 +563,10 @@ async fn the_local_state_file_keeps_spend_and_admin_made_keys_across_a_restart()
         ("GATEWAY_PRICES", PRICES.to_string()),
         ("GATEWAY_ADMIN_KEY", ADMIN.to_string()),
         ("GATEWAY_STATE_DIR", state_s.clone()),
-        ("GATEWAY_API_KEYS", "env=sk-gw-env:budget=6/total".to_string()),
+        (
+            "GATEWAY_API_KEYS",
+            "env=sk-gw-env:budget=6/total".to_string(),
+        ),
     ];
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut gw = Gateway::start(&vars);
@@ -543,7 +586,10 @@ async fn the_local_state_file_keeps_spend_and_admin_made_keys_across_a_restart()
     let (s, _, _) = chat(&gw, "sk-gw-env", "openai/m", json!({"max_tokens": 2})).await;
     assert_eq!(s, 200);
     let file = std::fs::read_to_string(state.join("tenants.json")).unwrap();
-    assert!(!file.contains(&secret), "the file holds the key's hash, not the key");
+    assert!(
+        !file.contains(&secret),
+        "the file holds the key's hash, not the key"
+    );
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(20)).is_some());
 
@@ -574,7 +620,11 @@ async fn bad_tenant_settings_stop_the_start_naming_the_variable() {
     for (k, v, needle) in [
         ("GATEWAY_API_KEYS", "a=k:budget=5/year", "GATEWAY_API_KEYS"),
         ("GATEWAY_API_KEYS", "a=k:models=", "GATEWAY_API_KEYS"),
-        ("GATEWAY_BUDGET_RESERVE_TOKENS", "0", "GATEWAY_BUDGET_RESERVE_TOKENS"),
+        (
+            "GATEWAY_BUDGET_RESERVE_TOKENS",
+            "0",
+            "GATEWAY_BUDGET_RESERVE_TOKENS",
+        ),
         ("GATEWAY_PRICES", "m=1/2/x", "GATEWAY_PRICES"),
     ] {
         let e = Gateway::try_start(&[(k, v)]).err().unwrap_or_default();

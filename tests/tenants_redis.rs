@@ -42,7 +42,9 @@ async fn chat(gw: &Gateway, key: &str) -> (u16, Value) {
     let r = client()
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth(key)
-        .json(&json!({"model":"openai/m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}))
+        .json(
+            &json!({"model":"openai/m","messages":[{"role":"user","content":"hi"}],"max_tokens":2}),
+        )
         .send()
         .await
         .unwrap();
@@ -156,9 +158,11 @@ async fn two_instances_share_keys_budgets_and_revocations_through_redis() {
     let revoked_at = Instant::now();
     let (s, _) = chat(&b, &secret).await;
     assert_eq!(s, 401, "refused at once where it was revoked");
-    let took = within(Duration::from_secs(3), || async { chat(&a, &secret).await.0 == 401 })
-        .await
-        .expect("A refuses the revoked key");
+    let took = within(Duration::from_secs(3), || async {
+        chat(&a, &secret).await.0 == 401
+    })
+    .await
+    .expect("A refuses the revoked key");
     assert!(
         revoked_at.elapsed() < Duration::from_millis(1500) && took < Duration::from_secs(1),
         "A took {took:?}"
@@ -185,7 +189,10 @@ async fn with_redis_gone_admin_keys_are_refused_and_spend_is_replayed_later() {
         ("GATEWAY_ADMIN_KEY", ADMIN),
         ("GATEWAY_STATE_BACKEND", "redis"),
         ("GATEWAY_REDIS_URL", &redis.url()),
-        ("GATEWAY_API_KEYS", "env=sk-gw-env:budget=10/month,free=sk-gw-free"),
+        (
+            "GATEWAY_API_KEYS",
+            "env=sk-gw-env:budget=10/month,free=sk-gw-free",
+        ),
     ]);
     let (s, v) = admin(&gw, "POST", "/admin/keys", Some(json!({"name":"made"}))).await;
     assert_eq!(s, 201);
@@ -197,7 +204,10 @@ async fn with_redis_gone_admin_keys_are_refused_and_spend_is_replayed_later() {
         chat(&gw, &secret).await.0 == 401
     })
     .await;
-    assert!(refused.is_some(), "admin-made keys refused while Redis is away");
+    assert!(
+        refused.is_some(),
+        "admin-made keys refused while Redis is away"
+    );
     // A budgeted key cannot be checked: 503, nothing sent upstream.
     let calls = mock.calls();
     let (s, v) = chat(&gw, "sk-gw-env").await;

@@ -198,7 +198,11 @@ pub(super) fn read(r: &mut Reader) -> AuthConfig {
     }
     if let Some(k) = r.get(vars::ADMIN_KEY) {
         if k.trim().is_empty() || k.contains(char::is_whitespace) {
-            r.error(vars::ADMIN_KEY, "***", "the admin key must be non-empty, without spaces");
+            r.error(
+                vars::ADMIN_KEY,
+                "***",
+                "the admin key must be non-empty, without spaces",
+            );
         } else {
             cfg.admin_key = Some(Secret::new(k.to_string()));
         }
@@ -429,7 +433,10 @@ mod tests {
             Some(&["openai/gpt-4o-mini".to_string(), "vllm/*".to_string()][..])
         );
         let (_, _, _, p) = parse_entry("b=k:budget=0.5/total").unwrap();
-        assert_eq!(p.budget.map(|b| (b.micro_usd, b.period)), Some((500_000, Period::Total)));
+        assert_eq!(
+            p.budget.map(|b| (b.micro_usd, b.period)),
+            Some((500_000, Period::Total))
+        );
         let f = parse_file("t=k:budget=5/day:models=anthropic/*\n").unwrap();
         assert_eq!(f[0].policy.budget.map(|b| b.period), Some(Period::Day));
     }

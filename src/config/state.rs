@@ -89,7 +89,9 @@ pub(super) fn read(r: &mut Reader) -> StateConfig {
             &format!("the Redis state backend needs {}", vars::REDIS_URL),
         );
     }
-    let dir = r.get(vars::STATE_DIR).map(|d| std::path::PathBuf::from(d.trim()));
+    let dir = r
+        .get(vars::STATE_DIR)
+        .map(|d| std::path::PathBuf::from(d.trim()));
     if dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
         r.error(vars::STATE_DIR, "", "expected a directory path");
     }

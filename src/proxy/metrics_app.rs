@@ -18,10 +18,7 @@ const MAX_ADMIN_BODY: usize = 1 << 20;
 pub struct MetricsApp(pub Option<std::sync::Arc<crate::tenants::Tenants>>);
 
 impl MetricsApp {
-    async fn admin(
-        t: &crate::tenants::Tenants,
-        session: &mut Session,
-    ) -> (u16, String, Vec<u8>) {
+    async fn admin(t: &crate::tenants::Tenants, session: &mut Session) -> (u16, String, Vec<u8>) {
         let mut body = Vec::new();
         let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
             while let Ok(Some(chunk)) = session.read_request_body().await {

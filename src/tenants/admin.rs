@@ -16,8 +16,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::{
-    day_name, parse_day, period_days, period_end, rfc3339, BudgetJson, Counters, KeyRecord,
-    Tenants,
+    day_name, parse_day, period_days, period_end, rfc3339, BudgetJson, Counters, KeyRecord, Tenants,
 };
 use crate::api::unix_now;
 use crate::auth::{KeyEntry, Period};
@@ -98,7 +97,9 @@ pub async fn handle(
         ("DELETE", ["admin", "keys", name]) => revoke(t, name).await,
         ("POST", ["admin", "keys", name, "rotate"]) => rotate(t, name).await,
         ("GET", ["admin", "usage"]) => usage(t, query.unwrap_or("")).await,
-        (_, ["admin", "keys"]) | (_, ["admin", "keys", _]) | (_, ["admin", "keys", _, "rotate"])
+        (_, ["admin", "keys"])
+        | (_, ["admin", "keys", _])
+        | (_, ["admin", "keys", _, "rotate"])
         | (_, ["admin", "usage"]) => Err(err(GatewayError::method_not_allowed(method, path))),
         _ => Err(err(GatewayError::not_found(format!(
             "no admin route for {method} {path} (/admin/keys, /admin/keys/{{name}}, \
@@ -168,10 +169,8 @@ fn apply(rec: &mut KeyRecord, m: &Map<String, Value>) -> Result<(), Reply> {
                 rec.models = match v {
                     Value::Null => None,
                     Value::Array(a) => {
-                        let pats: Option<Vec<String>> = a
-                            .iter()
-                            .map(|p| p.as_str().map(str::to_string))
-                            .collect();
+                        let pats: Option<Vec<String>> =
+                            a.iter().map(|p| p.as_str().map(str::to_string)).collect();
                         let pats = pats.ok_or_else(|| bad("models must be strings"))?;
                         if pats.is_empty() {
                             return Err(bad("models must name at least one model or pattern"));
@@ -188,7 +187,11 @@ fn apply(rec: &mut KeyRecord, m: &Map<String, Value>) -> Result<(), Reply> {
                     Value::String(s) if s.eq_ignore_ascii_case("off") && k != "burst" => Some(0),
                     v => match v.as_u64() {
                         Some(n) if n >= 1 => Some(n),
-                        _ => return Err(bad(format!("{k} must be a whole number >= 1, \"off\" or null"))),
+                        _ => {
+                            return Err(bad(format!(
+                                "{k} must be a whole number >= 1, \"off\" or null"
+                            )))
+                        }
                     },
                 };
                 match k.as_str() {
@@ -247,8 +250,7 @@ fn configured_settings(e: &KeyEntry) -> Value {
 }
 
 async fn find(t: &Tenants, name: &str) -> Result<Option<KeyRecord>, Reply> {
-    Ok(t
-        .records()
+    Ok(t.records()
         .await
         .map_err(state_err)?
         .into_iter()
@@ -306,7 +308,11 @@ async fn create(t: &Tenants, body: &[u8]) -> Result<Reply, Reply> {
 }
 
 async fn list(t: &Tenants) -> Result<Reply, Reply> {
-    let mut data: Vec<Value> = t.configured().iter().map(|e| configured_settings(e)).collect();
+    let mut data: Vec<Value> = t
+        .configured()
+        .iter()
+        .map(|e| configured_settings(e))
+        .collect();
     let mut recs = t.records().await.map_err(state_err)?;
     recs.sort_by(|a, b| a.name.cmp(&b.name));
     data.extend(recs.iter().map(settings));
@@ -384,7 +390,10 @@ async fn live(t: &Tenants, name: &str) -> Result<KeyRecord, Reply> {
 async fn patch(t: &Tenants, name: &str, body: &[u8]) -> Result<Reply, Reply> {
     let mut rec = live(t, name).await?;
     let m = body_object(body)?;
-    if m.get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
+    if m.get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n != name)
+    {
         return Err(bad("a key cannot be renamed"));
     }
     apply(&mut rec, &m)?;
@@ -459,7 +468,13 @@ async fn usage(t: &Tenants, query: &str) -> Result<Reply, Reply> {
     }
     let days: Vec<String> = (from..=to).map(day_name).collect();
     let mut names: Vec<String> = t.configured().iter().map(|e| e.name.to_string()).collect();
-    names.extend(t.records().await.map_err(state_err)?.into_iter().map(|r| r.name));
+    names.extend(
+        t.records()
+            .await
+            .map_err(state_err)?
+            .into_iter()
+            .map(|r| r.name),
+    );
     names.sort();
     names.dedup();
     // (day, key, model) -> counters, the dimensions not grouped by left empty.

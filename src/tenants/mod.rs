@@ -273,7 +273,9 @@ impl Tenants {
         let id = crate::api::random_token(16);
         let expires = now_ms() + self.reserve_ttl.as_millis() as u64;
         let outcome = match &self.backend {
-            Backend::Local(l) => Ok(l.reserve(&adm.key, &period, budget.micro_usd, worst, &id, expires)),
+            Backend::Local(l) => {
+                Ok(l.reserve(&adm.key, &period, budget.micro_usd, worst, &id, expires))
+            }
             Backend::Redis(r) => {
                 r.reserve(&adm.key, &period, budget, worst, &id, expires)
                     .await
@@ -419,33 +421,29 @@ impl Tenants {
         match &self.backend {
             Backend::Local(l) => l.flush_if_dirty(),
             Backend::Redis(r) => {
-                match r.version().await {
-                    Ok(v) => {
-                        let ok = if v != self.version.load(Ordering::Relaxed) {
-                            match r.records().await {
-                                Ok(recs) => {
-                                    self.install(recs);
-                                    self.version.store(v, Ordering::Relaxed);
-                                    true
-                                }
-                                Err(_) => false,
+                if let Ok(v) = r.version().await {
+                    let ok = if v != self.version.load(Ordering::Relaxed) {
+                        match r.records().await {
+                            Ok(recs) => {
+                                self.install(recs);
+                                self.version.store(v, Ordering::Relaxed);
+                                true
                             }
-                        } else {
-                            true
-                        };
-                        if ok {
-                            *self.synced.lock() = Some(Instant::now());
-                            if self.stale_logged.swap(false, Ordering::Relaxed) {
-                                log::warn!("tenants: Redis answers again; admin-made keys back in force");
-                            }
+                            Err(_) => false,
+                        }
+                    } else {
+                        true
+                    };
+                    if ok {
+                        *self.synced.lock() = Some(Instant::now());
+                        if self.stale_logged.swap(false, Ordering::Relaxed) {
+                            log::warn!(
+                                "tenants: Redis answers again; admin-made keys back in force"
+                            );
                         }
                     }
-                    Err(_) => {}
                 }
-                let stale = self
-                    .synced
-                    .lock()
-                    .is_none_or(|t| t.elapsed() > STALE_AFTER);
+                let stale = self.synced.lock().is_none_or(|t| t.elapsed() > STALE_AFTER);
                 if stale && !self.stale_logged.swap(true, Ordering::Relaxed) {
                     log::warn!(
                         "tenants: admin-made keys could not be read from Redis for {STALE_AFTER:?}; \
@@ -469,7 +467,10 @@ impl Tenants {
                     left.append(&mut j);
                     *j = left;
                 } else if !pending.is_empty() {
-                    log::info!("tenants: {} journalled settlement(s) replayed", pending.len());
+                    log::info!(
+                        "tenants: {} journalled settlement(s) replayed",
+                        pending.len()
+                    );
                 }
             }
         }
@@ -702,13 +703,25 @@ mod tests {
         assert_eq!(period_id(Period::Week, t), "w2026-11-30");
         assert_eq!(period_id(Period::Month, t), "2026-12");
         assert_eq!(period_id(Period::Total, t), "total");
-        assert_eq!(rfc3339(period_end(Period::Day, t).unwrap()), "2026-12-06T00:00:00Z");
-        assert_eq!(rfc3339(period_end(Period::Week, t).unwrap()), "2026-12-07T00:00:00Z");
-        assert_eq!(rfc3339(period_end(Period::Month, t).unwrap()), "2027-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(period_end(Period::Day, t).unwrap()),
+            "2026-12-06T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(period_end(Period::Week, t).unwrap()),
+            "2026-12-07T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(period_end(Period::Month, t).unwrap()),
+            "2027-01-01T00:00:00Z"
+        );
         assert_eq!(period_end(Period::Total, t), None);
         assert_eq!(period_days(Period::Week, t).len(), 6);
         assert_eq!(parse_day("2026-02-31"), None);
-        assert_eq!(parse_day("2024-02-29").map(day_name).as_deref(), Some("2024-02-29"));
+        assert_eq!(
+            parse_day("2024-02-29").map(day_name).as_deref(),
+            Some("2024-02-29")
+        );
     }
 
     #[test]

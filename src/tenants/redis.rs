@@ -268,13 +268,17 @@ impl RedisTenants {
             .await?;
         Ok(all
             .into_iter()
-            .filter_map(|(name, json)| match serde_json::from_str::<KeyRecord>(&json) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    log::warn!("tenants: key record {name:?} in Redis is unreadable ({e}); skipped");
-                    None
-                }
-            })
+            .filter_map(
+                |(name, json)| match serde_json::from_str::<KeyRecord>(&json) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        log::warn!(
+                            "tenants: key record {name:?} in Redis is unreadable ({e}); skipped"
+                        );
+                        None
+                    }
+                },
+            )
             .collect())
     }
 

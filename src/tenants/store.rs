@@ -72,9 +72,7 @@ impl Local {
                 let probe = d.join(".tenants.probe");
                 std::fs::write(&probe, b"")
                     .and_then(|_| std::fs::remove_file(&probe))
-                    .map_err(|e| {
-                        format!("GATEWAY_STATE_DIR={}: not writable: {e}", d.display())
-                    })?;
+                    .map_err(|e| format!("GATEWAY_STATE_DIR={}: not writable: {e}", d.display()))?;
                 Some(p)
             }
         };
@@ -221,9 +219,8 @@ impl Local {
         let bytes = {
             let mut d = self.data.lock();
             // Old daily rows go (the file stays bounded).
-            let oldest = super::day_name(
-                (super::unix_now() / 86_400) as i64 - super::USAGE_DAYS as i64,
-            );
+            let oldest =
+                super::day_name((super::unix_now() / 86_400) as i64 - super::USAGE_DAYS as i64);
             d.usage = std::mem::take(&mut d.usage).split_off(&oldest);
             serde_json::to_vec(&*d)
         };
@@ -278,7 +275,9 @@ mod tests {
         // $10 budget, $2 worst case each: exactly five.
         let mut ok = 0;
         for i in 0..8 {
-            if l.reserve("a", "total", 10, 2, &format!("r{i}"), far).is_ok() {
+            if l.reserve("a", "total", 10, 2, &format!("r{i}"), far)
+                .is_ok()
+            {
                 ok += 1;
             }
         }
@@ -286,7 +285,13 @@ mod tests {
         for i in 0..5 {
             l.settle(&settlement("a", 2, Some(format!("r{i}:2"))));
         }
-        assert_eq!(l.spend("a", "total"), Spend { spent: 10, reserved: 0 });
+        assert_eq!(
+            l.spend("a", "total"),
+            Spend {
+                spent: 10,
+                reserved: 0
+            }
+        );
         assert!(l.reserve("a", "total", 10, 0, "z", far).is_err(), "spent");
         // Expired reservations stop counting.
         assert!(l.reserve("b", "total", 10, 9, "x", now_ms() - 1).is_ok());
