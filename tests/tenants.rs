@@ -163,15 +163,18 @@ async fn a_budget_serves_exactly_what_it_pays_for_then_429_insufficient_quota() 
     // Even a request that could cost nothing is refused once the budget is spent.
     let (s, v, _) = chat(&gw, "sk-gw-aaa", "openai/m", json!({"max_tokens": 0})).await;
     assert_quota(s, &v, "resets at");
-    // A total budget says it never resets; $4 is two requests.
+    // A worst case larger than the whole budget is refused before anything is spent ($4
+    // total; 5 tokens reserve $5), and a total budget says it never resets.
+    let (s, v, _) = chat(&gw, "sk-gw-ttt", "openai/m", json!({"max_tokens": 5})).await;
+    assert_quota(s, &v, "never resets");
+    assert_eq!(mock.calls(), 5);
+    // $4 is two $2 requests.
     for _ in 0..2 {
         let (s, v, _) = chat(&gw, "sk-gw-ttt", "openai/m", json!({"max_tokens": 2})).await;
         assert_eq!(s, 200, "{v}");
     }
     let (s, v, _) = chat(&gw, "sk-gw-ttt", "openai/m", json!({"max_tokens": 2})).await;
     assert_quota(s, &v, "never resets");
-    // A worst case larger than what is left is refused before anything is spent: $4 total,
-    // reserve for 5 tokens = $5.
     // A key without a budget is not limited.
     for _ in 0..8 {
         let (s, _, _) = chat(&gw, "sk-gw-free", "openai/m", json!({"max_tokens": 2})).await;
@@ -392,6 +395,25 @@ async fn admin_api_every_verb_secret_shown_once_rotation_and_revocation() {
     assert_eq!(s, 409, "a configured name");
     let (s, _) = admin(&gw, "POST", "/admin/keys", Some(json!({"name":"bad name"}))).await;
     assert_eq!(s, 400);
+    let (s, _) = admin(
+        &gw,
+        "POST",
+        "/admin/keys",
+        Some(json!({"name":"x","rpm":-1})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    // A key past its expiry is refused.
+    let (s, v) = admin(
+        &gw,
+        "POST",
+        "/admin/keys",
+        Some(json!({"name":"expired","expires_at": 1_000_000_000u64})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _, _) = chat(&gw, v["key"].as_str().unwrap(), "openai/m", json!({})).await;
+    assert_eq!(s, 401);
     // The key works at once, within its allow-list and budget.
     let (s, v, h) = chat(&gw, &secret, "openai/m", json!({"max_tokens": 2})).await;
     assert_eq!(s, 200, "{v}");
@@ -409,7 +431,7 @@ async fn admin_api_every_verb_secret_shown_once_rotation_and_revocation() {
         .iter()
         .map(|k| k["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["team-a", "team-b"]);
+    assert_eq!(names, ["team-a", "expired", "team-b"]);
     assert_eq!(list["data"][0]["read_only"], true);
     // Get: settings and usage by model.
     let one = settled(&gw, "team-b").await;

@@ -702,8 +702,14 @@ impl Gateway {
         };
         if let Some(t) = ctx.tenant.take() {
             let answered = (200..300).contains(&ctx.status);
+            // A cache hit cost the provider nothing: usage, but no spend.
+            let spent = if ctx.cache == Some("hit") {
+                Some(0.0)
+            } else {
+                cost_usd
+            };
             self.tenants
-                .settle(t, upstream_model, usage, cost_usd, answered)
+                .settle(t, upstream_model, usage, spent, answered)
                 .await;
         }
         if !crate::metrics::is_probe(h.uri.path()) {
