@@ -13,6 +13,7 @@
 #   API=completions benches/callgrind.sh          # the conversation as one prompt, /v1/completions
 #   BIN=/tmp/old-build benches/callgrind.sh       # another build, to compare in one sitting
 #   CG_OUT=/tmp/cg.out benches/callgrind.sh       # keep callgrind's file (callgrind_annotate)
+#   KEY_OPTS=:budget=1000000/total benches/callgrind.sh   # a budgeted key (reservation + settle)
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -79,7 +80,7 @@ PY
 
 env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \
   GATEWAY_UPGRADE_SOCK="$WORK/up.sock" GATEWAY_PID_FILE="$WORK/gw.pid" \
-  GATEWAY_HEALTH_CHECK_INTERVAL=off GATEWAY_API_KEYS="bench=sk-gw-bench-key" GATEWAY_CACHE_BACKEND="$CACHE" \
+  GATEWAY_HEALTH_CHECK_INTERVAL=off GATEWAY_API_KEYS="bench=sk-gw-bench-key${KEY_OPTS:-}" GATEWAY_CACHE_BACKEND="$CACHE" \
   OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT" OPENAI_API_KEY=sk-upstream OPENAI_NATIVE_RESPONSES="$NATIVE" \
   ANTHROPIC_BASE_URL="http://127.0.0.1:$MOCK_PORT" ANTHROPIC_API_KEY=sk-ant-upstream \
   valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no \

@@ -304,7 +304,7 @@ async fn create(t: &Tenants, body: &[u8]) -> Result<Reply, Reply> {
     log::info!("admin: created key={name}");
     let mut v = settings(&rec);
     v["key"] = Value::String(secret);
-    Ok(ok(201, v))
+    Ok(ok(200, v))
 }
 
 async fn list(t: &Tenants) -> Result<Reply, Reply> {
