@@ -476,6 +476,10 @@ async fn admin_api_every_verb_secret_shown_once_rotation_and_revocation() {
     assert_eq!(s, 200);
     let (s, _, _) = chat(&gw, &secret, "openai/m2", json!({})).await;
     assert_eq!(s, 200);
+    // Without a budget, spend is reported by month.
+    let one = settled(&gw, "team-b").await;
+    assert_eq!(one["usage"]["period"], "month", "{one}");
+    assert_eq!(one["usage"]["spend_usd"], 4.0, "{one}");
     let (s, v) = admin(&gw, "PATCH", "/admin/keys/team-a", Some(json!({"rpm":1}))).await;
     assert_eq!(s, 403, "{v}");
     assert_eq!(v["error"]["code"], "key_read_only");

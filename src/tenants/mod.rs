@@ -6,7 +6,8 @@
 //!   admitted while `spend + open reservations + worst case <= budget`, else `429
 //!   insufficient_quota`. After the answer (streams included) the reservation is settled to the
 //!   real cost ([`Tenants::settle`]).
-//! - Spend is counted in whole micro-dollars per key and period (calendar-aligned in UTC);
+//! - Spend is counted in whole micro-dollars per key in each of its current day, week, month
+//!   and total (calendar-aligned in UTC), so a budget of any period, set at any time, sees it;
 //!   usage in daily rows per key and model.
 //! - Admin-made keys are records holding the key's SHA-256, never the secret; `auth` checks
 //!   them beside the configured keys ([`crate::auth::Auth::set_dynamic`]).
@@ -162,7 +163,9 @@ pub struct Admission {
 #[derive(Debug, Clone)]
 pub struct Settlement {
     pub key: String,
-    pub period: Option<String>,
+    /// The ids of the day, week, month and total periods it is counted in (so any budget
+    /// period, including one set later, sees it).
+    pub periods: [String; 4],
     pub reservation: Option<String>,
     pub day: String,
     pub model: String,
@@ -319,16 +322,11 @@ impl Tenants {
             crate::metrics::spend(&adm.key, micro as f64 / MICRO);
         }
         let now = unix_now();
-        let period = adm
-            .policy
-            .as_ref()
-            .and_then(|p| p.budget)
-            .map(|b| period_id(b.period, now))
-            .or_else(|| adm.reservation.as_ref().map(|r| r.period.clone()));
         let u = usage.unwrap_or_default();
         let s = Settlement {
             key: adm.key.to_string(),
-            period,
+            periods: [Period::Day, Period::Week, Period::Month, Period::Total]
+                .map(|p| period_id(p, now)),
             reservation: adm.reservation.as_ref().map(|r| r.member()),
             day: day_id(now),
             model: model.unwrap_or("unknown").to_string(),

@@ -5,7 +5,8 @@
 //!
 //! - `aigw:tenants:{keys}`: hash, key name -> [`KeyRecord`] JSON; `aigw:tenants:{keys}:version`:
 //!   bumped on every write (instances poll it every [`super::SYNC_EVERY`]).
-//! - `aigw:tenants:{k:NAME}:spend:PERIOD`: micro-dollars spent in a period.
+//! - `aigw:tenants:{k:NAME}:spend:PERIOD`: micro-dollars spent in a period (each settlement
+//!   adds to its day `2026-12-05`, week `w2026-11-30`, month `2026-12` and `total`).
 //! - `aigw:tenants:{k:NAME}:res`: open reservations, a sorted set of `id:micro` scored by
 //!   expiry (unix ms), so a crashed instance's reservations lapse.
 //! - `aigw:tenants:{k:NAME}:usage:DAY`: hash of `requests|prompt|completion|cost` + tab + model.
@@ -49,24 +50,27 @@ return {1, spent, open}
     )
 });
 
-/// KEYS: spend, res, usage. ARGV: member or '', cost, spend ttl (0: none), model, requests,
-/// prompt, completion, usage ttl.
+/// KEYS: res, usage, then the spend of the day, week, month (expiring after ARGV[3] seconds)
+/// and total. ARGV: member or '', cost, spend ttl, model, requests, prompt, completion, usage
+/// ttl.
 static SETTLE: Lazy<redis::Script> = Lazy::new(|| {
     redis::Script::new(
         r"
-if ARGV[1] ~= '' then redis.call('ZREM', KEYS[2], ARGV[1]) end
+if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
-  redis.call('INCRBY', KEYS[1], cost)
-  if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+  for i = 3, 6 do
+    redis.call('INCRBY', KEYS[i], cost)
+    if i < 6 then redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+  end
 end
 if tonumber(ARGV[5]) == 0 and cost == 0 then return 1 end
 local m = '\t' .. ARGV[4]
-redis.call('HINCRBY', KEYS[3], 'requests' .. m, ARGV[5])
-redis.call('HINCRBY', KEYS[3], 'prompt' .. m, ARGV[6])
-redis.call('HINCRBY', KEYS[3], 'completion' .. m, ARGV[7])
-redis.call('HINCRBY', KEYS[3], 'cost' .. m, cost)
-redis.call('EXPIRE', KEYS[3], ARGV[8])
+redis.call('HINCRBY', KEYS[2], 'requests' .. m, ARGV[5])
+redis.call('HINCRBY', KEYS[2], 'prompt' .. m, ARGV[6])
+redis.call('HINCRBY', KEYS[2], 'completion' .. m, ARGV[7])
+redis.call('HINCRBY', KEYS[2], 'cost' .. m, cost)
+redis.call('EXPIRE', KEYS[2], ARGV[8])
 return 1
 ",
     )
@@ -155,25 +159,18 @@ impl RedisTenants {
 
     pub async fn settle(&self, s: &Settlement) -> Result<(), StateError> {
         let t = tag(&s.key);
-        let period = s.period.clone().unwrap_or_else(|| "none".into());
-        let spend_ttl = if period == "total" { 0 } else { SPEND_TTL };
-        let keys = [
-            format!("{t}:spend:{period}"),
-            format!("{t}:res"),
-            format!("{t}:usage:{}", s.day),
-        ];
+        let mut keys = vec![format!("{t}:res"), format!("{t}:usage:{}", s.day)];
+        keys.extend(s.periods.iter().map(|p| format!("{t}:spend:{p}")));
         let member = s.reservation.clone().unwrap_or_default();
         let c = s.counters;
         let model = s.model.clone();
         let _: i64 = self
             .call("tenants settle", move |mut conn| async move {
                 SETTLE
-                    .key(&keys[0])
-                    .key(&keys[1])
-                    .key(&keys[2])
+                    .key(&keys)
                     .arg(member)
                     .arg(c.cost)
-                    .arg(spend_ttl)
+                    .arg(SPEND_TTL)
                     .arg(model)
                     .arg(c.requests)
                     .arg(c.prompt_tokens)

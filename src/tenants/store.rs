@@ -153,13 +153,10 @@ impl Local {
                 open.remove(id);
             }
         }
-        if let Some(p) = &s.period {
-            if s.counters.cost > 0 {
-                *d.spend
-                    .entry(s.key.clone())
-                    .or_default()
-                    .entry(p.clone())
-                    .or_default() += s.counters.cost;
+        if s.counters.cost > 0 {
+            let spend = d.spend.entry(s.key.clone()).or_default();
+            for p in &s.periods {
+                *spend.entry(p.clone()).or_default() += s.counters.cost;
             }
         }
         if s.counters.requests == 0 && s.counters.cost == 0 {
@@ -255,7 +252,7 @@ mod tests {
     fn settlement(key: &str, cost: u64, res: Option<String>) -> Settlement {
         Settlement {
             key: key.into(),
-            period: Some("total".into()),
+            periods: ["d", "w", "m", "total"].map(String::from),
             reservation: res,
             day: "2026-12-05".into(),
             model: "m".into(),
