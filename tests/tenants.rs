@@ -257,13 +257,18 @@ async fn fifty_concurrent_requests_overshoot_no_more_than_the_bound() {
 #[tokio::test(flavor = "multi_thread")]
 async fn allow_lists_refuse_other_models_with_403_everywhere_and_filter_the_model_list() {
     let mock = Mock::start(handler()).await;
+    // The keys file takes the same options as GATEWAY_API_KEYS.
+    let keys = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        keys.path(),
+        "# tenants\nlim=sk-gw-lim:models=openai/m|openai/m2*|fast:rpm=100\n",
+    )
+    .unwrap();
     let gw = Gateway::start(&[
         ("OPENAI_BASE_URL", &mock.url()),
         ("GATEWAY_MODEL_ALIASES", "fast=openai/m;slow=openai/other"),
-        (
-            "GATEWAY_API_KEYS",
-            "lim=sk-gw-lim:models=openai/m|openai/m2*|fast,all=sk-gw-all",
-        ),
+        ("GATEWAY_API_KEYS_FILE", keys.path().to_str().unwrap()),
+        ("GATEWAY_API_KEYS", "all=sk-gw-all"),
     ]);
     for model in ["openai/m", "openai/m2", "fast"] {
         let (s, v, _) = chat(&gw, "sk-gw-lim", model, json!({})).await;
