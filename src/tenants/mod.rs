@@ -326,6 +326,13 @@ impl Tenants {
         if micro > 0 {
             crate::metrics::spend(&adm.key, micro as f64 / MICRO);
         }
+        // An allow-list-only key with the admin API off has nothing to record.
+        if adm.reservation.is_none()
+            && !self.tracking()
+            && adm.policy.as_ref().is_none_or(|p| p.budget.is_none())
+        {
+            return;
+        }
         let now = unix_now();
         let u = usage.unwrap_or_default();
         let s = Settlement {
