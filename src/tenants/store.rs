@@ -135,7 +135,12 @@ impl Local {
             .and_then(|p| p.get(period))
             .copied()
             .unwrap_or(0);
-        let open = d.open.entry(key.to_string()).or_default();
+        if !d.open.contains_key(key) {
+            d.open.insert(key.to_string(), HashMap::new());
+        }
+        let Some(open) = d.open.get_mut(key) else {
+            return Err(Spend { spent, reserved: 0 });
+        };
         open.retain(|_, (_, exp)| *exp > now);
         let reserved: u64 = open.values().map(|(m, _)| *m).sum();
         if spent >= budget || spent + reserved + worst > budget {
@@ -154,23 +159,24 @@ impl Local {
             }
         }
         if s.counters.cost > 0 {
-            let spend = d.spend.entry(s.key.clone()).or_default();
-            for p in &s.periods {
-                *spend.entry(p.clone()).or_default() += s.counters.cost;
+            if let Some(spend) = slot(&mut d.spend, &s.key) {
+                for p in &s.periods {
+                    if let Some(v) = slot(spend, p) {
+                        *v += s.counters.cost;
+                    }
+                }
             }
         }
         if s.counters.requests == 0 && s.counters.cost == 0 {
             drop(d);
             return;
         }
-        d.usage
-            .entry(s.day.clone())
-            .or_default()
-            .entry(s.key.clone())
-            .or_default()
-            .entry(s.model.clone())
-            .or_default()
-            .add(&s.counters);
+        let row = slot(&mut d.usage, &s.day)
+            .and_then(|keys| slot(keys, &s.key))
+            .and_then(|models| slot(models, &s.model));
+        if let Some(c) = row {
+            c.add(&s.counters);
+        }
         drop(d);
         self.dirty.store(true, Ordering::Release);
     }
@@ -230,6 +236,15 @@ impl Local {
             log::error!("tenants: cannot write {}: {e}", path.display());
         }
     }
+}
+
+/// The value under `k`, made (and its key allocated) only when missing: the request path
+/// finds its key, period and model rows already there.
+fn slot<'a, V: Default>(m: &'a mut BTreeMap<String, V>, k: &str) -> Option<&'a mut V> {
+    if !m.contains_key(k) {
+        m.insert(k.to_string(), V::default());
+    }
+    m.get_mut(k)
 }
 
 /// Writes `bytes` to `path` so a reader (or a crash) sees the old file or the new one whole.
