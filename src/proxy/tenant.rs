@@ -103,7 +103,14 @@ pub(super) fn worst_tokens(gw: &Gateway, req: &ChatRequest) -> (u64, u64) {
                     _ => {}
                 }
             }
-            (crate::providers::translate::estimate_prompt_tokens(req), m)
+            // About four bytes a token of the messages and tools as sent (bytes, not
+            // characters: as conservative, and no pass over the text).
+            let tools = req
+                .fields()
+                .iter()
+                .find(|(k, _)| k == "tools")
+                .map_or(0, |(_, v)| v.get().len());
+            (((req.messages_raw().len() + tools) as u64).div_ceil(4), m)
         }
     };
     let max = m

@@ -277,7 +277,7 @@ impl Tenants {
             return Ok(());
         };
         let now = unix_now();
-        let period = period_id(budget.period, now);
+        let period = current_id(budget.period, now);
         let id = crate::api::random_token(16);
         let expires = now_ms() + self.reserve_ttl.as_millis() as u64;
         let outcome = match &self.backend {
@@ -335,12 +335,12 @@ impl Tenants {
         }
         let now = unix_now();
         let u = usage.unwrap_or_default();
+        let ids = current_ids(now);
         let s = Settlement {
             key: adm.key.to_string(),
-            periods: [Period::Day, Period::Week, Period::Month, Period::Total]
-                .map(|p| period_id(p, now)),
+            periods: (*ids).clone(),
             reservation: adm.reservation.as_ref().map(|r| r.member()),
-            day: day_id(now),
+            day: ids[0].clone(),
             model: model.unwrap_or("unknown").to_string(),
             counters: Counters {
                 // A request refused before it was sent (allow-list, budget) is not usage.
@@ -372,7 +372,7 @@ impl Tenants {
 
     /// The key's spend and open reservations in the current period of `budget`.
     pub async fn spend(&self, key: &str, period: Period) -> Result<Spend, StateError> {
-        let p = period_id(period, unix_now());
+        let p = current_id(period, unix_now());
         match &self.backend {
             Backend::Local(l) => Ok(l.spend(key, &p)),
             Backend::Redis(r) => r.spend(key, &p).await,
@@ -645,6 +645,35 @@ pub fn period_id(p: Period, t: u64) -> String {
     }
 }
 
+/// The ids of the day, week, month and total periods holding `t` (made once a day: the
+/// request path clones them).
+fn current_ids(t: u64) -> Arc<[String; 4]> {
+    static CACHE: Mutex<Option<(u64, Arc<[String; 4]>)>> = Mutex::new(None);
+    let day = t / 86_400;
+    let mut c = CACHE.lock();
+    match &*c {
+        Some((d, ids)) if *d == day => ids.clone(),
+        _ => {
+            let ids = Arc::new(
+                [Period::Day, Period::Week, Period::Month, Period::Total].map(|p| period_id(p, t)),
+            );
+            *c = Some((day, ids.clone()));
+            ids
+        }
+    }
+}
+
+/// [`period_id`] through the daily cache.
+fn current_id(p: Period, t: u64) -> String {
+    let i = match p {
+        Period::Day => 0,
+        Period::Week => 1,
+        Period::Month => 2,
+        Period::Total => 3,
+    };
+    current_ids(t)[i].clone()
+}
+
 /// When the period holding `t` ends (unix seconds); `None` for `total`.
 pub fn period_end(p: Period, t: u64) -> Option<u64> {
     let start = period_start_day(p, t)?;
@@ -713,6 +742,8 @@ mod tests {
         assert_eq!(period_id(Period::Week, t), "w2026-11-30");
         assert_eq!(period_id(Period::Month, t), "2026-12");
         assert_eq!(period_id(Period::Total, t), "total");
+        assert_eq!(current_id(Period::Week, t), "w2026-11-30");
+        assert_eq!(current_ids(t)[0], day_id(t));
         assert_eq!(
             rfc3339(period_end(Period::Day, t).unwrap()),
             "2026-12-06T00:00:00Z"
