@@ -40,7 +40,7 @@ end
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
 local budget = tonumber(ARGV[1])
 local worst = tonumber(ARGV[2])
-if spent >= budget or spent + open + worst > budget then
+if spent + open >= budget or spent + open + worst > budget then
   return {0, spent, open}
 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[5]), ARGV[3])

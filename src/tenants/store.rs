@@ -116,7 +116,7 @@ impl Local {
         true
     }
 
-    /// Admits `worst` if `spent + open + worst <= budget` (and the budget is not spent);
+    /// Admits `worst` if `spent + open + worst <= budget` (and `spent + open < budget`);
     /// `Err` carries what was spent and reserved.
     pub fn reserve(
         &self,
@@ -143,7 +143,7 @@ impl Local {
         };
         open.retain(|_, (_, exp)| *exp > now);
         let reserved: u64 = open.values().map(|(m, _)| *m).sum();
-        if spent >= budget || spent + reserved + worst > budget {
+        if spent + reserved >= budget || spent + reserved + worst > budget {
             return Err(Spend { spent, reserved });
         }
         open.insert(id.to_string(), (worst, expires_ms));
