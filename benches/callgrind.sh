@@ -16,6 +16,7 @@
 #   OTEL=on benches/callgrind.sh                  # tracing on, every request sampled, spans
 #                                                 # exported to the mock's /v1/traces
 #   OTEL=on OTEL_RATIO=0.1 benches/callgrind.sh   # ... a tenth of the requests sampled
+#   KEY_OPTS=:budget=1000000/total benches/callgrind.sh   # a budgeted key (reservation + settle)
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -91,7 +92,7 @@ fi
 
 env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \
   GATEWAY_UPGRADE_SOCK="$WORK/up.sock" GATEWAY_PID_FILE="$WORK/gw.pid" \
-  GATEWAY_HEALTH_CHECK_INTERVAL=off GATEWAY_API_KEYS="bench=sk-gw-bench-key" GATEWAY_CACHE_BACKEND="$CACHE" \
+  GATEWAY_HEALTH_CHECK_INTERVAL=off GATEWAY_API_KEYS="bench=sk-gw-bench-key${KEY_OPTS:-}" GATEWAY_CACHE_BACKEND="$CACHE" \
   OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT" OPENAI_API_KEY=sk-upstream OPENAI_NATIVE_RESPONSES="$NATIVE" \
   ANTHROPIC_BASE_URL="http://127.0.0.1:$MOCK_PORT" ANTHROPIC_API_KEY=sk-ant-upstream \
   "${OTEL_VARS[@]}" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no \

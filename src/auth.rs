@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::auth::check_unique;
-pub use crate::config::auth::{load_file, parse_file, AuthConfig, KeySpec};
+pub use crate::config::auth::{load_file, parse_file, AuthConfig, Budget, KeySpec, Period, Policy};
 use crate::config::vars;
 use crate::error::GatewayError;
 use crate::ratelimit::{Limits, RateLimitConfig};
@@ -42,7 +42,36 @@ fn digest(key: &str) -> [u8; 32] {
 pub struct KeyEntry {
     pub name: Arc<str>,
     pub limits: Limits,
+    /// Budget and allow-list (`None`: neither, the key costs nothing extra per request).
+    pub policy: Option<Arc<Policy>>,
+    /// Unix seconds after which the key is refused (admin-made keys only).
+    pub expires_at: Option<u64>,
     digest: [u8; 32],
+}
+
+impl KeyEntry {
+    /// An entry for a key known by its SHA-256 digest (admin-made keys: the secret is never
+    /// kept).
+    pub fn from_digest(
+        name: &str,
+        digest: [u8; 32],
+        limits: Limits,
+        policy: Policy,
+        expires_at: Option<u64>,
+    ) -> KeyEntry {
+        KeyEntry {
+            name: Arc::from(name),
+            limits,
+            policy: (!policy.is_empty()).then(|| Arc::new(policy)),
+            expires_at,
+            digest,
+        }
+    }
+}
+
+/// The SHA-256 digest a key is kept as.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    digest(key)
 }
 
 /// The current keys, replaced whole on reload.
@@ -80,6 +109,8 @@ pub struct Auth {
     config: AuthConfig,
     defaults: RateLimitConfig,
     set: RwLock<Arc<KeySet>>,
+    /// Admin-made keys (`tenants` keeps them in step with the state backend).
+    dynamic: RwLock<Arc<KeySet>>,
 }
 
 impl Auth {
@@ -88,6 +119,7 @@ impl Auth {
             config,
             defaults,
             set: RwLock::new(Arc::new(KeySet::default())),
+            dynamic: RwLock::new(Arc::new(KeySet::default())),
         };
         let keys: Vec<KeySpec> = auth
             .config
@@ -117,6 +149,8 @@ impl Auth {
                 let entry = KeyEntry {
                     name: Arc::from(k.name.as_str()),
                     limits: k.overrides.apply(&self.defaults.defaults),
+                    policy: (!k.policy.is_empty()).then(|| Arc::new(k.policy.clone())),
+                    expires_at: None,
                     digest: d,
                 };
                 (d, Arc::new(entry))
@@ -161,8 +195,50 @@ impl Auth {
         let set = self.set.read().clone();
         match set.by_digest.get(&d) {
             Some(e) if bool::from(e.digest.ct_eq(&d)) => Ok(Some(e.clone())),
-            _ => Err(Refusal::Invalid),
+            _ => {
+                let dynamic = self.dynamic.read().clone();
+                match dynamic.by_digest.get(&d) {
+                    Some(e) if bool::from(e.digest.ct_eq(&d)) => {
+                        if e.expires_at.is_some_and(|t| crate::api::unix_now() >= t) {
+                            return Err(Refusal::Invalid);
+                        }
+                        Ok(Some(e.clone()))
+                    }
+                    _ => Err(Refusal::Invalid),
+                }
+            }
         }
+    }
+
+    /// Replaces the admin-made keys in force (a name also configured in the environment or
+    /// the keys file is left out: configuration wins).
+    pub fn set_dynamic(&self, entries: Vec<KeyEntry>) {
+        let configured: HashSet<Arc<str>> = self
+            .set
+            .read()
+            .by_digest
+            .values()
+            .map(|e| e.name.clone())
+            .collect();
+        let by_digest = entries
+            .into_iter()
+            .filter(|e| !configured.contains(&e.name))
+            .map(|e| (e.digest, Arc::new(e)))
+            .collect();
+        *self.dynamic.write() = Arc::new(KeySet { by_digest });
+    }
+
+    /// The keys from the environment and the keys file (configuration, read-only for the
+    /// admin API).
+    pub fn configured(&self) -> Vec<Arc<KeyEntry>> {
+        let mut v: Vec<Arc<KeyEntry>> = self.set.read().by_digest.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Defaults an admin-made key's limits start from.
+    pub fn default_limits(&self) -> Limits {
+        self.defaults.defaults
     }
 
     pub fn key_names(&self) -> Vec<String> {

@@ -43,6 +43,8 @@
 //! - [`ratelimit`]: per-key request and token buckets, in memory or shared through Redis.
 //! - [`redis_link`]: how every Redis user reaches it (one node, Cluster, Sentinel; TLS): one
 //!   cloneable connection handle for commands and scripts, `gateway_redis_up`.
+//! - [`tenants`]: per-key USD budgets with reservations, model allow-lists, admin-made keys
+//!   and their usage (local file with `GATEWAY_STATE_DIR`, or Redis); the admin API.
 //! - [`state`]: state kept between requests (stored Responses), by key with a TTL, in memory
 //!   or shared through Redis (`GATEWAY_STATE_BACKEND`).
 //! - [`telemetry`]: the logger and the one structured line per request. [`metrics`]:
@@ -84,6 +86,7 @@ pub mod server;
 pub mod sse;
 pub mod state;
 pub mod telemetry;
+pub mod tenants;
 pub mod tls;
 pub mod trace;
 pub mod upstream;

@@ -93,6 +93,7 @@ struct Metrics {
     cache_lookups: IntCounterVec,
     cache_entries: IntGauge,
     rate_limited: IntCounterVec,
+    spend: CounterVec,
     active_streams: IntGauge,
     connections_refused: IntCounter,
     pool_picks: IntCounterVec,
@@ -188,6 +189,13 @@ impl Metrics {
                 "Requests refused by a rate limit, by key name and limit.",
                 &["key", "limit"],
             )?,
+            spend: CounterVec::new(
+                Opts::new(
+                    "gateway_spend_usd_total",
+                    "Spend recorded against each key (estimated USD of real usage), by key name.",
+                ),
+                &["key"],
+            )?,
             active_streams: IntGauge::new(
                 "gateway_active_streams",
                 "Streamed responses being written right now.",
@@ -237,6 +245,7 @@ impl Metrics {
         r.register(Box::new(m.cache_lookups.clone()))?;
         r.register(Box::new(m.cache_entries.clone()))?;
         r.register(Box::new(m.rate_limited.clone()))?;
+        r.register(Box::new(m.spend.clone()))?;
         r.register(Box::new(m.active_streams.clone()))?;
         r.register(Box::new(m.connections_refused.clone()))?;
         r.register(Box::new(m.pool_picks.clone()))?;
@@ -468,6 +477,15 @@ pub fn pool_counters(provider: &str, backend: &str, reasons: &[&str]) -> Option<
         picks,
         affinity_hits,
     })
+}
+
+/// Adds a request's settled cost to its key's spend.
+pub fn spend(key_name: &str, usd: f64) {
+    with(|m| {
+        let key = cut(key_name);
+        let key = if m.keys.admit(key) { key } else { "other" };
+        m.spend.with_label_values(&[key]).inc_by(usd)
+    });
 }
 
 /// Counts a stream as active for as long as it lives.

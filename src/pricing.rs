@@ -10,14 +10,19 @@
 //! `GATEWAY_PRICES="gpt-4o=2.5/10,groq/llama-3.3-70b-versatile=0.59/0.79,vllm/*=0.1/0.1"`:
 //! entries are `MODEL=INPUT/OUTPUT`; `MODEL` may be qualified by its provider
 //! (`provider/model`), and `provider/*` prices every model of that provider that has no more
-//! specific price. The estimate ignores cached-input discounts and batch pricing.
+//! specific price. `MODEL=INPUT/OUTPUT/CACHE_READ` also prices cached prompt tokens
+//! (`prompt_tokens_details.cached_tokens`); without it the built-in cache-read price applies
+//! where the table has one ([`crate::config::pricing::BUILTIN_CACHE_READ`]), else the input
+//! price. Batch pricing is ignored.
 
 use once_cell::sync::Lazy;
 use parking_lot::RwLock;
 
 use crate::api::Usage;
 pub use crate::config::pricing::{parse_overrides, PriceOverride};
-use crate::config::pricing::{BUILTIN_HOST_PRICES, BUILTIN_PRICES, MAKER_PRICED, SELF_HOSTED};
+use crate::config::pricing::{
+    BUILTIN_CACHE_READ, BUILTIN_HOST_PRICES, BUILTIN_PRICES, MAKER_PRICED, SELF_HOSTED,
+};
 
 static OVERRIDES: Lazy<RwLock<Vec<PriceOverride>>> = Lazy::new(|| RwLock::new(Vec::new()));
 
@@ -31,10 +36,59 @@ pub fn price(provider: &str, model: &str) -> Option<(f64, f64)> {
     lookup(&OVERRIDES.read(), provider, model)
 }
 
-/// Estimated cost of one request in USD, if the model's price is known.
+/// Estimated cost of one request in USD, if the model's price is known. Cached prompt tokens
+/// are priced at the cache-read price ([`cache_read_price`]).
 pub fn cost_usd(provider: &str, model: &str, usage: &Usage) -> Option<f64> {
     let (input, output) = price(provider, model)?;
-    Some((usage.prompt_tokens as f64 * input + usage.completion_tokens as f64 * output) / 1e6)
+    let cached = usage.cached_tokens.min(usage.prompt_tokens);
+    let cache_in = if cached > 0 {
+        cache_read_price(provider, model).unwrap_or(input)
+    } else {
+        input
+    };
+    Some(
+        ((usage.prompt_tokens - cached) as f64 * input
+            + cached as f64 * cache_in
+            + usage.completion_tokens as f64 * output)
+            / 1e6,
+    )
+}
+
+/// USD per 1M cached prompt tokens: the `GATEWAY_PRICES` entry's third price, else the
+/// built-in table's (for providers that are not self-hosted).
+pub fn cache_read_price(provider: &str, model: &str) -> Option<f64> {
+    let provider = provider.to_ascii_lowercase();
+    let model = model.to_ascii_lowercase();
+    let mut best: Option<(usize, u8, Option<f64>)> = None;
+    for o in OVERRIDES.read().iter() {
+        let qualified = o.provider.is_some();
+        if qualified && o.provider.as_deref() != Some(provider.as_str()) {
+            continue;
+        }
+        let len = if o.model == "*" {
+            0
+        } else if matches(&o.model, &model) {
+            o.model.len()
+        } else {
+            continue;
+        };
+        let rank = if qualified { 4 } else { 3 };
+        if best.is_none_or(|(l, r, _)| (len, rank) > (l, r)) {
+            best = Some((len, rank, o.cache_read));
+        }
+    }
+    if let Some((_, _, c)) = best {
+        // The override that prices the model decides: without a third price, the input price.
+        return c;
+    }
+    if SELF_HOSTED.contains(&provider.as_str()) {
+        return None;
+    }
+    BUILTIN_CACHE_READ
+        .iter()
+        .filter(|(k, _)| matches(k, &model))
+        .max_by_key(|(k, _)| k.len())
+        .map(|(_, p)| *p)
 }
 
 /// Whether `key` prices `name`: the same name, or a variant of it (`-2024-08-06`, `:8b`, `@001`).
@@ -240,5 +294,10 @@ mod tests {
         assert_eq!(c, Some(7.5));
         assert_eq!(cost_usd("echo", "x", &u), Some(0.0));
         assert_eq!(cost_usd("groq", "unknown-model", &u), None);
+        // Cached prompt tokens at the cache-read price: 1M prompt of which 800k cached.
+        let mut u = Usage::new(1_000_000, 0);
+        u.cached_tokens = 800_000;
+        let c = cost_usd("openai", "gpt-4o-2024-08-06", &u).unwrap();
+        assert!((c - (0.2 * 2.5 + 0.8 * 1.25)).abs() < 1e-9, "{c}");
     }
 }

@@ -229,6 +229,11 @@ pub fn run(config: Config, args: Args) {
         "api keys",
         crate::auth::KeysWatcher(app.auth()),
     ));
+    let tenants = app.tenants();
+    server.add_service(background_service(
+        "tenants",
+        crate::tenants::TenantsService(tenants.clone()),
+    ));
     let limit = max_connections.resolve(descriptor_limit());
     let mut service = Service::new(
         "ai-gateway".to_string(),
@@ -244,7 +249,10 @@ pub fn run(config: Config, args: Args) {
         handle.add_dependency(b);
     }
     if let Some(addr) = &metrics_listen {
-        let mut metrics = Service::new("metrics".to_string(), crate::proxy::MetricsApp);
+        let mut metrics = Service::new(
+            "metrics".to_string(),
+            crate::proxy::MetricsApp(Some(tenants.clone())),
+        );
         metrics.add_tcp(addr);
         let handle = server.add_service(metrics);
         if let Some(b) = &bootstrap {

@@ -157,19 +157,50 @@ pub struct PriceOverride {
     pub model: String,
     pub input: f64,
     pub output: f64,
+    /// USD per 1M cached prompt tokens (`MODEL=INPUT/OUTPUT/CACHE_READ`).
+    pub cache_read: Option<f64>,
 }
+
+/// Built-in cache-read prices (USD per 1M cached prompt tokens) where the provider publishes
+/// one; a model missing here prices its cached tokens at the input price.
+pub const BUILTIN_CACHE_READ: &[(&str, f64)] = &[
+    ("gpt-4o", 1.25),
+    ("gpt-4o-mini", 0.075),
+    ("gpt-4.1", 0.5),
+    ("gpt-4.1-mini", 0.1),
+    ("gpt-4.1-nano", 0.025),
+    ("o1", 7.5),
+    ("o3", 0.5),
+    ("o3-mini", 0.55),
+    ("o4-mini", 0.275),
+    ("claude-opus-4", 1.5),
+    ("claude-opus-4-5", 0.5),
+    ("claude-sonnet-4", 0.3),
+    ("claude-haiku-4-5", 0.1),
+    ("claude-3-7-sonnet", 0.3),
+    ("claude-3-5-sonnet", 0.3),
+    ("claude-3-5-haiku", 0.08),
+    ("claude-3-haiku", 0.03),
+    ("gemini-2.5-pro", 0.31),
+    ("gemini-2.5-flash", 0.075),
+    ("gemini-2.0-flash", 0.025),
+];
 
 /// Parses `GATEWAY_PRICES`.
 pub fn parse_overrides(raw: &str) -> Result<Vec<PriceOverride>, String> {
     let mut out = Vec::new();
     for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let bad = |why: &str| {
-            format!("entry {entry:?}: {why} (expected MODEL=INPUT/OUTPUT in USD per 1M tokens, e.g. gpt-4o=2.5/10)")
+            format!("entry {entry:?}: {why} (expected MODEL=INPUT/OUTPUT[/CACHE_READ] in USD per 1M tokens, e.g. gpt-4o=2.5/10/1.25)")
         };
         let (name, prices) = entry.split_once('=').ok_or_else(|| bad("no '='"))?;
         let (i, o) = prices
             .split_once('/')
             .ok_or_else(|| bad("no '/' between the two prices"))?;
+        let (o, c) = match o.split_once('/') {
+            Some((o, c)) => (o, Some(c)),
+            None => (o, None),
+        };
         let num = |s: &str| -> Result<f64, String> {
             match s.trim().parse::<f64>() {
                 Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
@@ -177,6 +208,7 @@ pub fn parse_overrides(raw: &str) -> Result<Vec<PriceOverride>, String> {
             }
         };
         let (input, output) = (num(i)?, num(o)?);
+        let cache_read = c.map(num).transpose()?;
         let name = name.trim().to_ascii_lowercase();
         if name.is_empty() {
             return Err(bad("empty model name"));
@@ -196,6 +228,7 @@ pub fn parse_overrides(raw: &str) -> Result<Vec<PriceOverride>, String> {
             model,
             input,
             output,
+            cache_read,
         });
     }
     Ok(out)
@@ -234,10 +267,15 @@ mod tests {
             "=1/1",
             "*=1/1",
             "/x=1/1",
+            "x=1/1/a",
         ] {
             assert!(parse_overrides(bad).is_err(), "{bad}");
         }
         assert!(parse_overrides("").unwrap().is_empty());
+        assert_eq!(
+            parse_overrides("x=1/2/0.5").unwrap()[0].cache_read,
+            Some(0.5)
+        );
         let o = parse_overrides("gemini/x=1/2").unwrap();
         assert_eq!(o[0].provider.as_deref(), Some("google"));
         assert!(describe(&o).contains("google/x=1/2"));

@@ -24,7 +24,15 @@ pub struct StateConfig {
     pub responses_ttl: Duration,
     /// Most memory the memory backend may take, its bookkeeping included.
     pub memory_max_bytes: u64,
+    /// `GATEWAY_STATE_DIR`: where the local tenant state file lives (without Redis).
+    pub dir: Option<std::path::PathBuf>,
+    /// `GATEWAY_BUDGET_RESERVE_TOKENS`: completion tokens a budgeted request without a max
+    /// reserves.
+    pub reserve_tokens: u64,
 }
+
+/// `GATEWAY_BUDGET_RESERVE_TOKENS`'s default.
+pub const DEFAULT_RESERVE_TOKENS: u64 = 4096;
 
 /// 30 days, as long as OpenAI keeps a stored response.
 pub const DEFAULT_RESPONSES_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -81,11 +89,26 @@ pub(super) fn read(r: &mut Reader) -> StateConfig {
             &format!("the Redis state backend needs {}", vars::REDIS_URL),
         );
     }
+    let dir = r
+        .get(vars::STATE_DIR)
+        .map(|d| std::path::PathBuf::from(d.trim()));
+    if dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+        r.error(vars::STATE_DIR, "", "expected a directory path");
+    }
+    let reserve_tokens = r.parse(vars::BUDGET_RESERVE_TOKENS, DEFAULT_RESERVE_TOKENS, |v| {
+        v.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| "expected a whole number of tokens >= 1".into())
+    });
     StateConfig {
         backend,
         redis: None,
         responses_ttl,
         memory_max_bytes,
+        dir,
+        reserve_tokens,
     }
 }
 

@@ -21,6 +21,7 @@ pub async fn admit(gw: &Gateway, session: &Session, ctx: &mut Ctx) -> Result<(),
     let (name, limits) = match result {
         Ok(Some(e)) => {
             ctx.key_name = Some(e.name.to_string());
+            ctx.tenant = gw.tenants.admission(&e);
             (e.name.clone(), e.limits)
         }
         Ok(None) => (Arc::from(ANONYMOUS), gw.limiter.config().defaults),

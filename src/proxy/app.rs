@@ -80,12 +80,30 @@ impl App {
         self.gateway.auth.clone()
     }
 
+    /// Budgets, allow-lists and admin-made keys, for their background service and the
+    /// metrics listener's admin API.
+    pub fn tenants(&self) -> Arc<crate::tenants::Tenants> {
+        self.gateway.tenants.clone()
+    }
+
     /// Start-up lines: providers, keys (names only) or a loud warning, rate limits.
     pub fn log_startup(&self) {
         let gw = &self.gateway;
         let names: Vec<&str> = gw.router.providers.keys().map(String::as_str).collect();
         log::info!("providers: {}", names.join(", "));
         crate::auth::log_startup(&gw.auth, gw.limiter.config(), &gw.config.listen);
+        if gw.tenants.admin_enabled() {
+            log::info!(
+                "admin API: on ({}), tenant state: {}",
+                match &gw.config.metrics_listen {
+                    Some(a) => format!("http://{a}/admin/"),
+                    None => format!("http://{}/admin/", gw.config.listen),
+                },
+                gw.tenants.describe()
+            );
+        } else {
+            log::info!("tenant state: {}", gw.tenants.describe());
+        }
     }
 }
 

@@ -85,6 +85,11 @@ pub(super) async fn run(
             return Err(err.clone());
         }
     }
+    if ctx.tenant.is_some() {
+        super::tenant::allow(ctx, &req.model, &mut routes)?;
+        let (prompt, completion) = super::tenant::worst_tokens(gw, &req);
+        super::tenant::reserve(gw, ctx, &routes, prompt, completion).await?;
+    }
     let Some(first) = routes.first() else {
         return Err(all_unavailable(Duration::from_secs(1)));
     };

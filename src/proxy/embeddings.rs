@@ -38,7 +38,16 @@ pub async fn handle(
         }
     }
     ctx.model = Some(model.clone());
-    let route = gw.router.resolve(&model)?;
+    let mut route = gw.router.resolve(&model)?;
+    if ctx.tenant.is_some() {
+        let mut routes = vec![route];
+        super::tenant::allow(ctx, &model, &mut routes)?;
+        let prompt = (body.len() as u64).div_ceil(4);
+        super::tenant::reserve(gw, ctx, &routes, prompt, 0).await?;
+        route = routes
+            .pop()
+            .ok_or_else(|| GatewayError::internal("no route left"))?;
+    }
     ctx.provider = Some(route.provider_name().to_string());
     ctx.upstream_model = Some(route.upstream_model.clone());
     ctx.attempts = 1;

@@ -24,6 +24,7 @@ mod models;
 mod multipart;
 mod passthrough;
 mod responses;
+mod tenant;
 
 pub use app::{App, Limited};
 pub use chat::FAILOVER_HEADER;
@@ -61,7 +62,9 @@ pub struct Gateway {
     pub auth: Arc<crate::auth::Auth>,
     pub limiter: crate::ratelimit::Limiter,
     /// State kept between requests (stored Responses).
-    pub state: crate::state::State,
+    pub state: Arc<crate::state::State>,
+    /// Budgets, allow-lists and admin-made keys.
+    pub tenants: Arc<crate::tenants::Tenants>,
 }
 
 /// Provider keys and Redis passwords, for [`crate::redact`] (gateway keys register themselves
@@ -106,9 +109,15 @@ impl Gateway {
             config.rate_limit.clone(),
         ));
         let limiter = crate::ratelimit::Limiter::new(config.rate_limit.clone());
-        let state = crate::state::State::new(&config.state);
+        let state = Arc::new(crate::state::State::new(&config.state));
+        let tenants = Arc::new(crate::tenants::Tenants::new(
+            &config,
+            auth.clone(),
+            state.clone(),
+        )?);
         Ok(Gateway {
             state,
+            tenants,
             cache,
             config: Arc::new(config),
             router,
@@ -174,6 +183,9 @@ pub struct Ctx {
     pub pick: Option<&'static str>,
     /// The request's trace spans, while tracing is on (`crate::trace`).
     pub trace: Option<Box<crate::trace::RequestTrace>>,
+    /// The key's budget reservation and allow-list (keys with a policy, or all while the admin
+    /// API is on): settled in `logging`.
+    pub tenant: Option<Box<crate::tenants::Admission>>,
     _inflight: InflightGuard,
 }
 
@@ -334,6 +346,8 @@ enum Endpoint {
     Ready,
     ProvidersHealth,
     Metrics,
+    /// `/admin/...` (the admin API, when on and no metrics listener serves it).
+    Admin,
 }
 
 /// Paths are accepted with or without the `/v1` prefix.
@@ -358,6 +372,9 @@ fn endpoint(path: &str) -> Option<Endpoint> {
     }
     if p.starts_with("/models/") {
         return Some(Endpoint::Model);
+    }
+    if crate::tenants::admin::is_admin_path(path.trim_end_matches('/')) {
+        return Some(Endpoint::Admin);
     }
     match p {
         "/embeddings" => Some(Endpoint::Embeddings),
@@ -401,6 +418,7 @@ fn endpoint_label(ep: Endpoint) -> &'static str {
         Endpoint::Models | Endpoint::Model => "models",
         Endpoint::Health | Endpoint::Ready | Endpoint::ProvidersHealth => "health",
         Endpoint::Metrics => "metrics",
+        Endpoint::Admin => "admin",
     }
 }
 
@@ -566,6 +584,33 @@ impl Gateway {
             Endpoint::Metrics if self.config.metrics_listen.is_some() => Err(
                 GatewayError::not_found(format!("no route for {method} {path}")),
             ),
+            Endpoint::Admin
+                if self.config.metrics_listen.is_none() && self.tenants.admin_enabled() =>
+            {
+                let body = read_body(session, 1 << 20, self.config.body_timeout).await?;
+                let h = session.req_header();
+                let (status, out) = crate::tenants::admin::handle(
+                    &self.tenants,
+                    h.method.as_str(),
+                    h.uri.path(),
+                    h.uri.query(),
+                    h.headers
+                        .get(http::header::AUTHORIZATION)
+                        .map(|v| v.as_bytes()),
+                    &body,
+                )
+                .await;
+                respond(session, ctx, status, "application/json", &[], out).await;
+                Ok(())
+            }
+            Endpoint::Admin => Err(GatewayError::not_found(format!(
+                "no route for {method} {path}{}",
+                if self.tenants.admin_enabled() {
+                    " (the admin API is on the GATEWAY_METRICS_LISTEN listener)"
+                } else {
+                    " (the admin API is off: set GATEWAY_ADMIN_KEY)"
+                }
+            ))),
             Endpoint::Metrics if is_get => {
                 let (ctype, body) = crate::metrics::render();
                 respond(session, ctx, 200, &ctype, &[], Bytes::from(body)).await;
@@ -631,6 +676,7 @@ impl Gateway {
             responses: None,
             endpoint: "other",
             trace: None,
+            tenant: None,
             _inflight: InflightGuard(self.inflight.clone()),
         }
     }
@@ -675,6 +721,18 @@ impl Gateway {
             (Some(p), Some(m), Some(u)) => crate::pricing::cost_usd(p, m, &u),
             _ => None,
         };
+        if let Some(t) = ctx.tenant.take() {
+            let answered = (200..300).contains(&ctx.status);
+            // A cache hit cost the provider nothing: usage, but no spend.
+            let spent = if ctx.cache == Some("hit") {
+                Some(0.0)
+            } else {
+                cost_usd
+            };
+            self.tenants
+                .settle(t, upstream_model, usage, spent, answered)
+                .await;
+        }
         if !crate::metrics::is_probe(h.uri.path()) {
             crate::metrics::request(&crate::metrics::RequestRecord {
                 endpoint: ctx.endpoint,

@@ -86,7 +86,7 @@ async fn listing(gw: &Gateway) -> Bytes {
 }
 
 pub async fn list(gw: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
-    let body = listing(gw).await;
+    let body = super::tenant::filter_models(ctx, listing(gw).await);
     let dialect = crate::dialects::for_headers(&session.req_header().headers);
     let body = dialect.model_list(&body);
     respond(session, ctx, 200, "application/json", &[], body).await;
@@ -109,7 +109,7 @@ pub async fn retrieve(
         .map_err(|_| GatewayError::bad_request("model", "the model id is not UTF-8"))?
         .into_owned();
     ctx.model = Some(id.clone());
-    let body = listing(gw).await;
+    let body = super::tenant::filter_models(ctx, listing(gw).await);
     let list: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let found = list
         .get("data")

@@ -410,6 +410,12 @@ pub async fn handle(
         )
         .with_label("unsupported_endpoint"));
     }
+    if ctx.tenant.is_some() {
+        // Allow-list as for chat; the budget must not be spent (these APIs have no token
+        // maximum to reserve: their real cost is added after the answer).
+        super::tenant::allow(ctx, &req.model, &mut routes)?;
+        super::tenant::reserve(gw, ctx, &routes, 0, 0).await?;
+    }
     ctx.provider = Some(routes[0].provider_name().to_string());
     ctx.upstream_model = Some(routes[0].upstream_model.clone());
     if api.name == "completions" && lookup(gw, session, ctx, &req, &routes[0]).await? {

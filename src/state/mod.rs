@@ -18,7 +18,11 @@ use crate::config::state::{
     StateBackend, StateConfig, MEMORY_MAX_BYTES, MEMORY_RECORD_OVERHEAD, REDIS_PREFIX,
 };
 use crate::error::GatewayError;
-use crate::redis_link::{RedisConn, RedisLink};
+use crate::redis_link::RedisLink;
+
+/// The connection every state call (stored Responses, tenants) runs on: one node, Cluster or
+/// Sentinel (`crate::redis_link`).
+pub use crate::redis_link::RedisConn;
 
 /// Longest one state call may take (a connect included).
 pub const TIMEOUT: Duration = Duration::from_millis(1000);
@@ -140,6 +144,22 @@ impl State {
         }
     }
 
+    /// Runs `f` on the shared Redis connection under the state breaker and [`TIMEOUT`] (the
+    /// tenants' scripts); `None` when the backend is memory.
+    pub async fn with_redis<T, F>(
+        &self,
+        what: &str,
+        f: impl FnOnce(RedisConn) -> F,
+    ) -> Option<Result<T, StateError>>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match &self.inner {
+            Inner::Memory(_) => None,
+            Inner::Redis(r) => Some(r.run(what, f).await),
+        }
+    }
+
     /// The value under `key`, if it is there and has not expired.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StateError> {
         match &self.inner {
@@ -215,7 +235,7 @@ impl RedisState {
                 self.link.failed();
                 if opened {
                     log::warn!(
-                        "state: Redis {what} failed ({why}); stored responses are unavailable \
+                        "state: Redis {what} failed ({why}); stored responses and tenant state are unavailable \
                          until it answers (probed every {:?})",
                         crate::breaker::PROBE_EVERY
                     );
