@@ -710,21 +710,34 @@ async fn cache_cost_and_metrics() {
     assert_eq!(mock.calls(), 3);
 
     // The deployment named after its model is priced as gpt-4o (9 prompt, 3 completion tokens).
-    let metrics = client()
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let cost: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("gateway_cost_usd_total{") && l.contains("provider=\"azure\""))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no azure cost in:\n{metrics}"));
-    let one = (9.0 * 2.5 + 3.0 * 10.0) / 1e6;
-    assert!((cost - 3.0 * one).abs() < 1e-9, "{cost} != 3 x {one}");
+    // Cost is counted when the request's log line is written, just after the answer's last
+    // byte: poll the metrics until the third request shows (bounded: 50 x 100 ms).
+    let one: f64 = (9.0 * 2.5 + 3.0 * 10.0) / 1e6;
+    let mut cost: f64 = 0.0;
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = client()
+            .get(gw.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        cost = metrics
+            .lines()
+            .find(|l| l.starts_with("gateway_cost_usd_total{") && l.contains("provider=\"azure\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if (cost - 3.0 * one).abs() < 1e-9 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        (cost - 3.0 * one).abs() < 1e-9,
+        "{cost} != 3 x {one}:\n{metrics}"
+    );
     assert!(metrics.contains("provider=\"azure\""));
 }
