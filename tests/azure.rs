@@ -9,7 +9,6 @@
 mod azure_mock;
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use azure_mock::*;

@@ -528,7 +528,8 @@ async fn error(gw: &Gateway, row: &Row) -> Result<(), String> {
     Ok(())
 }
 
-/// The log line and the metrics of the `plain`, `stream` and `tools` requests made before.
+/// The log line and the metrics of the `plain`, `stream` and `tools` requests made before (four
+/// 2xx requests), and the failover of the `failover` check.
 async fn observed(gw: &Gateway, row: &Row) -> Result<(), String> {
     let model_field = format!("model={}", row.model);
     let provider_field = format!("provider={}", row.provider);
@@ -567,7 +568,7 @@ async fn observed(gw: &Gateway, row: &Row) -> Result<(), String> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     ensure!(
-        counted >= 2.0,
+        counted.total_cmp(&4.0).is_ge(),
         "gateway_requests_total counts {counted} 2xx requests for {provider_label} {model_label}:\n{}",
         metrics
             .lines()
