@@ -293,6 +293,31 @@ async fn rows() -> Vec<Row> {
         });
     }
 
+    // The self-hosted OpenAI-compatible servers and a custom `GATEWAY_PROVIDER_<NAME>_*` host.
+    for (name, url_var, extra) in [
+        ("ollama", "OLLAMA_BASE_URL", None),
+        ("vllm", "VLLM_BASE_URL", None),
+        (
+            "huggingface",
+            "HF_BASE_URL",
+            Some(("HF_TOKEN", "hf_conformance")),
+        ),
+        ("sidecar", "GATEWAY_PROVIDER_SIDECAR_BASE_URL", None),
+    ] {
+        let mock = Mock::start(openai_upstream()).await;
+        let mut env = vars(&[(url_var, &format!("{}/v1", mock.url()))]);
+        env.extend(extra.map(|(k, v)| (k.to_string(), v.to_string())));
+        rows.push(Row {
+            name,
+            provider: name,
+            model: format!("{name}/some-model-1"),
+            throttled: Some(format!("{name}/refuse-429")),
+            refused: (chat_body(&format!("{name}/refuse-400"), "hi", false), 400),
+            env,
+            _mocks: vec![Box::new(mock)],
+        });
+    }
+
     rows.push(Row {
         name: "echo",
         provider: "echo",
