@@ -6,6 +6,8 @@
 //! - `stream`: chunks, a final `finish_reason`, usage (`stream_options.include_usage`), `[DONE]`;
 //! - `tools`: a tool call (id, name, JSON arguments, `finish_reason: tool_calls`), then the tool
 //!   result turn accepted;
+//! - `streamtools`: the same tool call streamed (id and name once, arguments in fragments that
+//!   join into a JSON object, `finish_reason: tool_calls`, `[DONE]`);
 //! - `failover`: an upstream 429 moves a plain and a streamed request to the `echo` provider;
 //! - `error`: an upstream 400-class error comes back OpenAI-shaped with the upstream's status;
 //! - `observed`: `X-Provider` names the provider, the request log line carries the model, and
@@ -37,15 +39,17 @@ enum Check {
     Plain,
     Stream,
     Tools,
+    StreamTools,
     Failover,
     Error,
     Observed,
 }
 
-const CHECKS: [Check; 6] = [
+const CHECKS: [Check; 7] = [
     Check::Plain,
     Check::Stream,
     Check::Tools,
+    Check::StreamTools,
     Check::Failover,
     Check::Error,
     Check::Observed,
@@ -116,6 +120,31 @@ fn openai_upstream() -> Handler {
             .and_then(|m| m.last())
             .cloned()
             .unwrap_or(Value::Null);
+        if body["tools"].is_array() && body["stream"] == true && last["role"] != "tool" {
+            let chunk = |delta: Value, finish: Value| {
+                let v = json!({"id": "chatcmpl-up", "object": "chat.completion.chunk", "created": 1,
+                    "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+                format!("data: {v}\n\n")
+            };
+            let events = vec![
+                chunk(
+                    json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_up1",
+                    "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                    Value::Null,
+                ),
+                chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+                    Value::Null,
+                ),
+                chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+                    Value::Null,
+                ),
+                chunk(json!({}), json!("tool_calls")),
+                "data: [DONE]\n\n".to_string(),
+            ];
+            return sse_response(events, Duration::ZERO, None);
+        }
         if body["tools"].is_array() && body["stream"] != true {
             let message = if last["role"] == "tool" {
                 json!({"role": "assistant", "content": format!("Tool said: {}", last["content"].as_str().unwrap_or(""))})
@@ -506,6 +535,56 @@ async fn tools(gw: &Gateway, row: &Row) -> Result<(), String> {
     Ok(())
 }
 
+/// The tool call streamed: the id and name once, the arguments in fragments that join into a
+/// JSON object, `finish_reason: tool_calls`, `[DONE]`.
+async fn stream_tools(gw: &Gateway, row: &Row) -> Result<(), String> {
+    let mut body = chat_body(&row.model, "call get_weather {\"city\":\"Paris\"}", true);
+    body["tools"] = weather_tool();
+    let (status, _, text) = post(gw, &body).await?;
+    ensure!(status == 200, "status {status}: {text}");
+    let data = sse_data(&text);
+    ensure!(
+        data.last().map(String::as_str) == Some("[DONE]"),
+        "no [DONE] at the end: {text}"
+    );
+    let (mut id, mut name, mut args, mut finish) =
+        (String::new(), String::new(), String::new(), None);
+    for d in &data[..data.len() - 1] {
+        let c = parse(d)?;
+        ensure!(c.get("error").is_none(), "error event: {c}");
+        for call in c["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            ensure!(call["index"] == 0, "a second tool call: {text}");
+            if let Some(i) = call["id"].as_str() {
+                ensure!(id.is_empty(), "the id twice: {text}");
+                id = i.to_string();
+            }
+            if let Some(n) = call["function"]["name"].as_str() {
+                name.push_str(n);
+            }
+            if let Some(a) = call["function"]["arguments"].as_str() {
+                args.push_str(a);
+            }
+        }
+        if let Some(f) = c["choices"][0]["finish_reason"].as_str() {
+            finish = Some(f.to_string());
+        }
+    }
+    ensure!(!id.is_empty(), "no tool call id: {text}");
+    ensure!(name == "get_weather", "name {name:?}: {text}");
+    let parsed: Value = serde_json::from_str(&args)
+        .map_err(|e| format!("arguments {args:?} not JSON ({e}): {text}"))?;
+    ensure!(parsed.is_object(), "arguments not an object: {text}");
+    ensure!(
+        finish.as_deref() == Some("tool_calls"),
+        "finish_reason {finish:?}: {text}"
+    );
+    Ok(())
+}
+
 async fn failover(gw: &Gateway, row: &Row) -> Result<(), String> {
     let throttled = row.throttled.as_deref().ok_or("no throttled model")?;
     for stream in [false, true] {
@@ -621,6 +700,7 @@ async fn run(gw: &Gateway, row: &Row, check: Check) -> Result<(), String> {
         Check::Plain => plain(gw, row).await,
         Check::Stream => stream(gw, row).await,
         Check::Tools => tools(gw, row).await,
+        Check::StreamTools => stream_tools(gw, row).await,
         Check::Failover => failover(gw, row).await,
         Check::Error => error(gw, row).await,
         Check::Observed => observed(gw, row).await,
@@ -657,7 +737,12 @@ async fn run_row(row: &Row) -> Vec<(Check, Result<(), String>)> {
     };
     let mut out = Vec::new();
     for phase in [
-        &[Check::Plain, Check::Stream, Check::Tools][..],
+        &[
+            Check::Plain,
+            Check::Stream,
+            Check::Tools,
+            Check::StreamTools,
+        ][..],
         &[Check::Failover, Check::Error][..],
         &[Check::Observed][..],
     ] {

@@ -206,6 +206,33 @@ pub fn chat(deployment: &str, body: &Value) -> axum::response::Response {
             ),
         );
     }
+    if body["tools"].is_array() && body["stream"] == true {
+        let model = format!("{deployment}-2024-08-06");
+        let chunk = |delta: Value, finish: Value| {
+            let v = json!({"id": "chatcmpl-az1", "object": "chat.completion.chunk", "created": 1727346142,
+                "model": model, "system_fingerprint": "fp_az",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null,
+                             "content_filter_results": {}}]});
+            format!("data: {v}\n\n")
+        };
+        let first = json!({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                           "prompt_filter_results": prompt_filter_results()});
+        let events = vec![
+            format!("data: {first}\n\n"),
+            chunk(
+                json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": "call_az1",
+                       "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+                Value::Null,
+            ),
+            chunk(
+                json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":\"Paris\"}"}}]}),
+                Value::Null,
+            ),
+            chunk(json!({}), json!("tool_calls")),
+            "data: [DONE]\n\n".to_string(),
+        ];
+        return sse_response(events, Duration::ZERO, None);
+    }
     if body["tools"].is_array() {
         let call = json!({"id": "call_az1", "type": "function",
                           "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}});
