@@ -28,6 +28,12 @@ pub const CUT_STREAM: &str = "please cut the stream";
 pub const STAMP_EVERY_CHUNK: &str = "stamp every chunk";
 /// User text that asks for two tool calls at once.
 pub const TWO_CITIES: &str = "weather in two cities";
+/// User text answered with the provider's own 400 (invalid request), wherever it appears.
+pub const REFUSE_400: &str = "please refuse with a 400";
+
+fn asks_refusal(r: &Recorded) -> bool {
+    String::from_utf8_lossy(&r.body).contains(REFUSE_400)
+}
 
 fn text_of(v: &Value) -> String {
     v.as_str().unwrap_or("").to_string()
@@ -99,6 +105,13 @@ fn anthropic_answer(r: &Recorded) -> Response {
             400,
             "invalid_request_error",
             "content-type must be application/json",
+        );
+    }
+    if asks_refusal(r) {
+        return a_error(
+            400,
+            "invalid_request_error",
+            "messages: the mock refuses this",
         );
     }
     let body = r.json();
@@ -507,6 +520,13 @@ fn gemini_answer(r: &Recorded) -> Response {
     let Some((model, method)) = rest.split_once(':') else {
         return g_error(404, "NOT_FOUND", "Not found");
     };
+    if asks_refusal(r) {
+        return g_error(
+            400,
+            "INVALID_ARGUMENT",
+            "Invalid JSON payload: the mock refuses this",
+        );
+    }
     if model == "gemini-exhausted" {
         return g_error(
             429,
@@ -998,6 +1018,9 @@ fn cohere_answer(r: &Recorded) -> Response {
             400,
             "invalid request: content-type must be application/json",
         );
+    }
+    if asks_refusal(r) {
+        return c_error(400, "invalid request: the mock refuses this");
     }
     let body = r.json();
     if let Err(m) = validate_cohere(&body) {
