@@ -239,7 +239,10 @@ impl Journal {
             if m.written == m.entries.len() {
                 drop(m);
                 if let Err(e) = std::fs::remove_file(&p) {
-                    log::warn!("tenants: cannot remove the adopted journal {}: {e}", p.display());
+                    log::warn!(
+                        "tenants: cannot remove the adopted journal {}: {e}",
+                        p.display()
+                    );
                 }
                 if n > 0 {
                     log::warn!(

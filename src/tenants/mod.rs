@@ -255,8 +255,9 @@ impl Tenants {
         match &self.backend {
             Backend::Redis(_) => match self.journal.path() {
                 Some(p) => format!("redis (shared), journal {}", p.display()),
-                None => "redis (shared), journal in memory (set GATEWAY_STATE_DIR to keep it)"
-                    .into(),
+                None => {
+                    "redis (shared), journal in memory (set GATEWAY_STATE_DIR to keep it)".into()
+                }
             },
             Backend::Local(l) => l.describe(),
         }
