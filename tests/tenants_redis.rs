@@ -2,7 +2,7 @@
 //! counts spend from both, a key made on one works on the other, a key revoked on one is
 //! refused by both within a second; Redis holds key hashes, never secrets; with Redis gone,
 //! admin-made keys are refused and budgeted requests get 503, and spend recorded meanwhile is
-//! replayed when it is back.
+//! replayed when it is back (from `GATEWAY_STATE_DIR` across a restart, counted once).
 
 mod common;
 mod redis_support;
