@@ -78,8 +78,7 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(|e| fail("cannot create the journal file", e))?;
-        file.lock()
-            .map_err(|e| fail("cannot lock the journal file", e))?;
+        flock(&file, true).map_err(|e| fail("cannot lock the journal file", e))?;
         let j = Arc::new(Journal {
             mem: Mutex::new(Pending::default()),
             own: Some(Mutex::new(Own { path, file })),
@@ -213,7 +212,7 @@ impl Journal {
             let Ok(f) = OpenOptions::new().read(true).write(true).open(&p) else {
                 continue;
             };
-            if f.try_lock().is_err() {
+            if flock(&f, false).is_err() {
                 continue; // a live process's journal
             }
             let mut found = Vec::new();
@@ -255,6 +254,19 @@ impl Journal {
     }
 }
 
+/// An exclusive `flock` on `f` (held until it is closed); `wait: false` fails at once when
+/// another process holds it. (`File::lock` is newer than the crate's minimum Rust.)
+fn flock(f: &File, wait: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let op = libc::LOCK_EX | if wait { 0 } else { libc::LOCK_NB };
+    // SAFETY: flock on a descriptor `f` owns for the duration of the call.
+    if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Writes `entries` to `path` atomically (temporary file locked before it takes the name, so
 /// no other process sees it unowned) and returns the new file, open for appending.
 fn rewrite(path: &Path, entries: &[Entry]) -> std::io::Result<File> {
@@ -268,7 +280,7 @@ fn rewrite(path: &Path, entries: &[Entry]) -> std::io::Result<File> {
         .truncate(true)
         .write(true)
         .open(&tmp)?;
-    f.lock()?;
+    flock(&f, true)?;
     let mut b = Vec::new();
     for e in entries {
         serde_json::to_writer(&mut b, e).map_err(std::io::Error::other)?;
@@ -280,7 +292,7 @@ fn rewrite(path: &Path, entries: &[Entry]) -> std::io::Result<File> {
     File::open(dir)?.sync_all()?;
     drop(f);
     let f = OpenOptions::new().append(true).open(path)?;
-    f.lock()?;
+    flock(&f, true)?;
     Ok(f)
 }
 
