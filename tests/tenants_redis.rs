@@ -329,3 +329,51 @@ async fn spend_journalled_while_redis_is_down_survives_a_restart_and_counts_once
     assert_eq!(mock.calls(), calls + 2);
     drop(redis);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_with_redis_away_keeps_the_journal_only_with_a_state_dir() {
+    let mut redis = RedisServer::start();
+    let mock = Mock::start(handler()).await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_string_lossy().to_string();
+    let url = redis.url();
+    let base = [
+        ("OPENAI_BASE_URL", mock.url()),
+        ("GATEWAY_PRICES", PRICES.to_string()),
+        ("GATEWAY_ADMIN_KEY", ADMIN.to_string()),
+        ("GATEWAY_STATE_BACKEND", "redis".to_string()),
+        ("GATEWAY_REDIS_URL", url),
+        ("GATEWAY_API_KEYS", "team=sk-gw-team".to_string()),
+    ];
+    let base = base.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let mut with_dir = base.to_vec();
+    with_dir.push(("GATEWAY_STATE_DIR", &dir));
+    let mut kept = Gateway::start(&with_dir);
+    let mut lost = Gateway::start(&base);
+    redis.stop();
+    for gw in [&kept, &lost] {
+        assert_eq!(chat(gw, "sk-gw-team").await.0, 200);
+        assert!(gw.wait_log("kept in the local journal", Duration::from_secs(10)));
+    }
+    for gw in [&mut kept, &mut lost] {
+        gw.signal("TERM");
+        assert!(
+            gw.wait_exit(Duration::from_secs(30)).is_some(),
+            "{}",
+            gw.logs()
+        );
+    }
+    assert!(
+        kept.logs()
+            .contains("1 settlement(s) not yet in Redis stay in"),
+        "{}",
+        kept.logs()
+    );
+    assert_eq!(journal_lines(state.path()).1, 1);
+    assert!(
+        lost.logs()
+            .contains("1 settlement(s) not yet in Redis are lost with this process"),
+        "{}",
+        lost.logs()
+    );
+}
