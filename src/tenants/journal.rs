@@ -17,6 +17,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -54,6 +55,8 @@ pub struct Journal {
     mem: Mutex<Pending>,
     /// This process's file; held while writing it (one writer at a time).
     own: Option<Mutex<Own>>,
+    /// A write is scheduled (one blocking task at a time, however many entries arrive).
+    scheduled: AtomicBool,
 }
 
 impl Journal {
@@ -63,6 +66,7 @@ impl Journal {
             return Ok(Arc::new(Journal {
                 mem: Mutex::new(Pending::default()),
                 own: None,
+                scheduled: AtomicBool::new(false),
             }));
         };
         let fail = |what: &str, e: std::io::Error| {
@@ -82,6 +86,7 @@ impl Journal {
         let j = Arc::new(Journal {
             mem: Mutex::new(Pending::default()),
             own: Some(Mutex::new(Own { path, file })),
+            scheduled: AtomicBool::new(false),
         });
         j.adopt();
         Ok(j)
@@ -108,7 +113,7 @@ impl Journal {
                 s,
             });
         }
-        if self.own.is_some() {
+        if self.own.is_some() && !self.scheduled.swap(true, Ordering::AcqRel) {
             let j = self.clone();
             match tokio::runtime::Handle::try_current() {
                 Ok(h) => drop(h.spawn_blocking(move || j.persist())),
@@ -126,6 +131,8 @@ impl Journal {
         let mut o = own.lock();
         // Bounded: each pass writes everything pending when it started.
         for _ in 0..16 {
+            // Entries journalled from here on are taken by this pass or schedule another.
+            self.scheduled.store(false, Ordering::Release);
             let (bytes, upto) = {
                 let m = self.mem.lock();
                 if m.written >= m.entries.len() {
@@ -142,7 +149,7 @@ impl Journal {
             let done = o.file.write_all(&bytes).and_then(|_| o.file.sync_data());
             if let Err(e) = done {
                 log::error!(
-                    "tenants: cannot write the journal {} ({e}); kept in memory, retried",
+                    "tenants: cannot write the journal {} ({e}); kept in memory, retried with the next entry and at shutdown",
                     o.path.display()
                 );
                 return;
