@@ -2,7 +2,7 @@
 //! counts spend from both, a key made on one works on the other, a key revoked on one is
 //! refused by both within a second; Redis holds key hashes, never secrets; with Redis gone,
 //! admin-made keys are refused and budgeted requests get 503, and spend recorded meanwhile is
-//! replayed when it is back.
+//! replayed when it is back (from `GATEWAY_STATE_DIR` across a restart, counted once).
 
 mod common;
 mod redis_support;
@@ -226,4 +226,154 @@ async fn with_redis_gone_admin_keys_are_refused_and_spend_is_replayed_later() {
     .await;
     assert!(replayed.is_some(), "{}", gw.logs());
     drop(redis);
+}
+
+/// The journal files in a state directory, and how many entries they hold.
+fn journal_lines(dir: &std::path::Path) -> (Vec<std::path::PathBuf>, usize) {
+    let mut files = Vec::new();
+    let mut lines = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("tenants-journal-") && name.ends_with(".jsonl") {
+            lines += std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .count();
+            files.push(e.path());
+        }
+    }
+    (files, lines)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spend_journalled_while_redis_is_down_survives_a_restart_and_counts_once() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let mock = Mock::start(handler()).await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().join("state");
+    let (dir_s, url, upstream) = (dir.to_string_lossy().to_string(), redis.url(), mock.url());
+    let vars = |keys: &'static str| {
+        [
+            ("OPENAI_BASE_URL", upstream.clone()),
+            ("GATEWAY_PRICES", PRICES.to_string()),
+            ("GATEWAY_ADMIN_KEY", ADMIN.to_string()),
+            ("GATEWAY_STATE_BACKEND", "redis".to_string()),
+            ("GATEWAY_REDIS_URL", url.clone()),
+            ("GATEWAY_STATE_DIR", dir_s.clone()),
+            ("GATEWAY_API_KEYS", keys.to_string()),
+        ]
+    };
+    let v1 = vars("team=sk-gw-team");
+    let mut first = Gateway::start(&v1.each_ref().map(|(k, v)| (*k, v.as_str())));
+    assert_eq!(chat(&first, "sk-gw-team").await.0, 200);
+    let settled = within(Duration::from_secs(5), || async {
+        admin(&first, "GET", "/admin/keys/team", None).await.1["usage"]["requests"] == 1
+    })
+    .await;
+    assert!(settled.is_some(), "{}", first.logs());
+    redis.stop();
+    // Three requests of $2 each (2 completion tokens at $1) served and settled with Redis away.
+    for _ in 0..3 {
+        assert_eq!(chat(&first, "sk-gw-team").await.0, 200);
+    }
+    let on_disk = within(Duration::from_secs(10), || async {
+        journal_lines(&dir).1 == 3
+    })
+    .await;
+    assert!(
+        on_disk.is_some(),
+        "{:?}\n{}",
+        journal_lines(&dir),
+        first.logs()
+    );
+    // As if a crash had hit between adopting a journal and removing it: the same entries twice.
+    let (files, _) = journal_lines(&dir);
+    assert_eq!(files.len(), 1);
+    std::fs::copy(&files[0], dir.join("tenants-journal-copy.jsonl")).unwrap();
+    // No graceful shutdown: what was acknowledged as written must already be on disk.
+    first.signal("KILL");
+    assert!(first.wait_exit(Duration::from_secs(10)).is_some());
+
+    // Started again (Redis still away), now with a $10 budget on the key.
+    let v2 = vars("team=sk-gw-team:budget=10/month");
+    let gw = Gateway::start(&v2.each_ref().map(|(k, v)| (*k, v.as_str())));
+    assert!(
+        gw.wait_log("taken from", Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
+    // Redis back, empty: the spend in it is the replay, counted once although the entries were
+    // in two files (and the first request's $2, settled before Redis went, is gone with it).
+    let redis = RedisServer::start_on(port);
+    let replayed = within(Duration::from_secs(15), || async {
+        let (s, u) = admin(&gw, "GET", "/admin/keys/team", None).await;
+        s == 200 && u["usage"]["requests"] == 3 && journal_lines(&dir).1 == 0
+    })
+    .await;
+    assert!(
+        replayed.is_some(),
+        "{:?}\n{}",
+        journal_lines(&dir),
+        gw.logs()
+    );
+    let (_, u) = admin(&gw, "GET", "/admin/keys/team", None).await;
+    assert_eq!(u["usage"]["spend_usd"], 6.0, "{u}");
+    // $6 of $10 spent: two more $2 requests, then refused.
+    let calls = mock.calls();
+    assert_eq!(chat(&gw, "sk-gw-team").await.0, 200);
+    assert_eq!(chat(&gw, "sk-gw-team").await.0, 200);
+    let (s, v) = chat(&gw, "sk-gw-team").await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"]["code"], "insufficient_quota");
+    assert_eq!(mock.calls(), calls + 2);
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_with_redis_away_keeps_the_journal_only_with_a_state_dir() {
+    let mut redis = RedisServer::start();
+    let mock = Mock::start(handler()).await;
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_string_lossy().to_string();
+    let url = redis.url();
+    let base = [
+        ("OPENAI_BASE_URL", mock.url()),
+        ("GATEWAY_PRICES", PRICES.to_string()),
+        ("GATEWAY_ADMIN_KEY", ADMIN.to_string()),
+        ("GATEWAY_STATE_BACKEND", "redis".to_string()),
+        ("GATEWAY_REDIS_URL", url),
+        ("GATEWAY_API_KEYS", "team=sk-gw-team".to_string()),
+    ];
+    let base = base.each_ref().map(|(k, v)| (*k, v.as_str()));
+    let mut with_dir = base.to_vec();
+    with_dir.push(("GATEWAY_STATE_DIR", &dir));
+    let mut kept = Gateway::start(&with_dir);
+    let mut lost = Gateway::start(&base);
+    redis.stop();
+    for gw in [&kept, &lost] {
+        assert_eq!(chat(gw, "sk-gw-team").await.0, 200);
+        assert!(gw.wait_log("kept in the local journal", Duration::from_secs(10)));
+    }
+    for gw in [&mut kept, &mut lost] {
+        gw.signal("TERM");
+        assert!(
+            gw.wait_exit(Duration::from_secs(30)).is_some(),
+            "{}",
+            gw.logs()
+        );
+    }
+    assert!(
+        kept.logs()
+            .contains("1 settlement(s) not yet in Redis stay in"),
+        "{}",
+        kept.logs()
+    );
+    assert_eq!(journal_lines(state.path()).1, 1);
+    assert!(
+        lost.logs()
+            .contains("1 settlement(s) not yet in Redis are lost with this process"),
+        "{}",
+        lost.logs()
+    );
 }

@@ -16,6 +16,7 @@
 //! `admin.rs` the admin API over plain data.
 
 pub mod admin;
+mod journal;
 mod redis;
 mod store;
 
@@ -41,8 +42,6 @@ pub const SYNC_EVERY: Duration = Duration::from_millis(250);
 /// Without a successful read of the keys for this long, admin-made keys are refused (a key
 /// revoked meanwhile must never get in).
 pub const STALE_AFTER: Duration = Duration::from_secs(1);
-/// Settlements kept while Redis is unreachable, replayed when it answers.
-const JOURNAL_MAX: usize = 100_000;
 /// Daily usage rows kept.
 pub const USAGE_DAYS: u64 = 400;
 
@@ -160,7 +159,7 @@ pub struct Admission {
 }
 
 /// One settled request, as the backends record it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settlement {
     pub key: String,
     /// The ids of the day, week, month and total periods it is counted in (so any budget
@@ -184,7 +183,10 @@ pub struct Tenants {
     admin_key: Option<[u8; 32]>,
     reserve_tokens: u64,
     reserve_ttl: Duration,
-    journal: Mutex<Vec<Settlement>>,
+    /// Settlements Redis did not take, replayed when it answers (a file in
+    /// `GATEWAY_STATE_DIR` when set).
+    journal: Arc<journal::Journal>,
+    ticks: AtomicU64,
     /// Admin-made keys: last version read, and when the last read succeeded.
     version: AtomicU64,
     synced: Mutex<Option<Instant>>,
@@ -194,10 +196,17 @@ pub struct Tenants {
 impl Tenants {
     /// Fails when `GATEWAY_STATE_DIR` cannot be created or its file cannot be read.
     pub fn new(config: &Config, auth: Arc<Auth>, state: Arc<State>) -> Result<Tenants, String> {
-        let backend = if config.state.backend == StateBackend::Redis && state.shared() {
-            Backend::Redis(redis::RedisTenants::new(state))
+        let redis = config.state.backend == StateBackend::Redis && state.shared();
+        let (backend, journal) = if redis {
+            (
+                Backend::Redis(redis::RedisTenants::new(state)),
+                journal::Journal::open(config.state.dir.as_deref())?,
+            )
         } else {
-            Backend::Local(store::Local::open(config.state.dir.as_deref())?)
+            (
+                Backend::Local(store::Local::open(config.state.dir.as_deref())?),
+                journal::Journal::open(None)?,
+            )
         };
         let t = Tenants {
             auth,
@@ -213,7 +222,8 @@ impl Tenants {
                 .unwrap_or(Duration::from_secs(900))
                 .max(Duration::from_secs(60))
                 + Duration::from_secs(60),
-            journal: Mutex::new(Vec::new()),
+            journal,
+            ticks: AtomicU64::new(0),
             version: AtomicU64::new(u64::MAX),
             synced: Mutex::new(None),
             stale_logged: std::sync::atomic::AtomicBool::new(false),
@@ -243,7 +253,12 @@ impl Tenants {
     /// Where the state lives, for the start-up line.
     pub fn describe(&self) -> String {
         match &self.backend {
-            Backend::Redis(_) => "redis (shared)".into(),
+            Backend::Redis(_) => match self.journal.path() {
+                Some(p) => format!("redis (shared), journal {}", p.display()),
+                None => {
+                    "redis (shared), journal in memory (set GATEWAY_STATE_DIR to keep it)".into()
+                }
+            },
             Backend::Local(l) => l.describe(),
         }
     }
@@ -353,17 +368,15 @@ impl Tenants {
         match &self.backend {
             Backend::Local(l) => l.settle(&s),
             Backend::Redis(r) => {
-                if let Err(e) = r.settle(&s).await {
+                if let Err(e) = r.settle(&s, None).await {
                     log::warn!(
                         "tenants: spend of key={} kept in the local journal until Redis answers ({})",
                         s.key,
                         e.0
                     );
-                    let mut j = self.journal.lock();
-                    if j.len() < JOURNAL_MAX {
-                        j.push(s);
-                    } else {
-                        log::error!("tenants: journal full, spend of key={} dropped", s.key);
+                    let key = s.key.clone();
+                    if !self.journal.push(s) {
+                        log::error!("tenants: journal full, spend of key={key} dropped");
                     }
                 }
             }
@@ -464,23 +477,24 @@ impl Tenants {
                 } else if stale {
                     self.auth.set_dynamic(Vec::new());
                 }
-                let pending: Vec<Settlement> = std::mem::take(&mut *self.journal.lock());
-                let mut left = Vec::new();
-                for (i, s) in pending.iter().enumerate() {
-                    if r.settle(s).await.is_err() {
-                        left.extend(pending[i..].iter().cloned());
+                if self.ticks.fetch_add(1, Ordering::Relaxed) % journal::ADOPT_EVERY
+                    == journal::ADOPT_EVERY - 1
+                {
+                    self.journal.adopt();
+                }
+                let pending = self.journal.pending();
+                let mut done = 0;
+                for e in &pending {
+                    if r.settle(&e.s, Some(&e.id)).await.is_err() {
                         break;
                     }
+                    done += 1;
                 }
-                if !left.is_empty() {
-                    let mut j = self.journal.lock();
-                    left.append(&mut j);
-                    *j = left;
-                } else if !pending.is_empty() {
-                    log::info!(
-                        "tenants: {} journalled settlement(s) replayed",
-                        pending.len()
-                    );
+                if done > 0 {
+                    // Cut only after Redis took them (a crash before: replayed again, counted
+                    // once through their ids).
+                    self.journal.replayed(done);
+                    log::info!("tenants: {done} journalled settlement(s) replayed");
                 }
             }
         }
@@ -488,8 +502,24 @@ impl Tenants {
 
     /// Writes what is pending (at shutdown).
     pub fn flush(&self) {
-        if let Backend::Local(l) = &self.backend {
-            l.flush_if_dirty();
+        match &self.backend {
+            Backend::Local(l) => l.flush_if_dirty(),
+            Backend::Redis(_) => {
+                self.journal.persist();
+                let n = self.journal.len();
+                if n > 0 {
+                    match self.journal.path() {
+                        Some(p) => log::warn!(
+                            "tenants: {n} settlement(s) not yet in Redis stay in {} for the next start",
+                            p.display()
+                        ),
+                        None => log::error!(
+                            "tenants: {n} settlement(s) not yet in Redis are lost with this process \
+                             (set GATEWAY_STATE_DIR to keep them)"
+                        ),
+                    }
+                }
+            }
         }
     }
 

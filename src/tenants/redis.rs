@@ -10,6 +10,8 @@
 //! - `aigw:tenants:{k:NAME}:res`: open reservations, a sorted set of `id:micro` scored by
 //!   expiry (unix ms), so a crashed instance's reservations lapse.
 //! - `aigw:tenants:{k:NAME}:usage:DAY`: hash of `requests|prompt|completion|cost` + tab + model.
+//! - `aigw:tenants:{k:NAME}:journal:ID`: a replayed journal entry (`SET NX` in the settle
+//!   script, kept as long as spend, 40 days), so a second replay of it counts nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,11 +53,15 @@ return {1, spent, open}
 });
 
 /// KEYS: res, usage, then the spend of the day, week, month (expiring after ARGV[3] seconds)
-/// and total. ARGV: member or '', cost, spend ttl, model, requests, prompt, completion, usage
-/// ttl.
+/// and total, then (a journalled settlement) its marker. ARGV: member or '', cost, spend ttl,
+/// model, requests, prompt, completion, usage ttl, journal id or ''. Returns 1, or 2 when the
+/// journalled settlement was already counted.
 static SETTLE: Lazy<redis::Script> = Lazy::new(|| {
     redis::Script::new(
         r"
+if ARGV[9] ~= '' and not redis.call('SET', KEYS[7], '1', 'NX', 'EX', ARGV[3]) then
+  return 2
+end
 if ARGV[1] ~= '' then redis.call('ZREM', KEYS[1], ARGV[1]) end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
@@ -157,10 +163,15 @@ impl RedisTenants {
         })
     }
 
-    pub async fn settle(&self, s: &Settlement) -> Result<(), StateError> {
+    /// `id`: a journalled settlement's id, counted once however often it is replayed.
+    pub async fn settle(&self, s: &Settlement, id: Option<&str>) -> Result<(), StateError> {
         let t = tag(&s.key);
         let mut keys = vec![format!("{t}:res"), format!("{t}:usage:{}", s.day)];
         keys.extend(s.periods.iter().map(|p| format!("{t}:spend:{p}")));
+        if let Some(id) = id {
+            keys.push(format!("{t}:journal:{id}"));
+        }
+        let id = id.unwrap_or_default().to_string();
         let member = s.reservation.clone().unwrap_or_default();
         let c = s.counters;
         let model = s.model.clone();
@@ -176,6 +187,7 @@ impl RedisTenants {
                     .arg(c.prompt_tokens)
                     .arg(c.completion_tokens)
                     .arg(USAGE_TTL)
+                    .arg(id)
                     .invoke_async(&mut conn)
                     .await
             })
