@@ -16,6 +16,8 @@
 #   OTEL=on benches/callgrind.sh                  # tracing on, every request sampled, spans
 #                                                 # exported to the mock's /v1/traces
 #   OTEL=on OTEL_RATIO=0.1 benches/callgrind.sh   # ... a tenth of the requests sampled
+#   OTEL=on OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048 OTEL_BSP_MAX_QUEUE_SIZE=8192 benches/callgrind.sh
+#                                                 # ... batching variables passed through
 #   KEY_OPTS=:budget=1000000/total benches/callgrind.sh   # a budgeted key (reservation + settle)
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
@@ -88,6 +90,10 @@ OTEL_VARS=()
 if [ "$OTEL" = on ]; then
   OTEL_VARS=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on)
   [ -z "${OTEL_RATIO:-}" ] || OTEL_VARS+=(OTEL_TRACES_SAMPLER=traceidratio OTEL_TRACES_SAMPLER_ARG="$OTEL_RATIO")
+  # Batching (OTEL_BSP_*) passed through when set, to measure the per-batch share.
+  for v in OTEL_BSP_SCHEDULE_DELAY OTEL_BSP_MAX_QUEUE_SIZE OTEL_BSP_MAX_EXPORT_BATCH_SIZE; do
+    [ -z "${!v:-}" ] || OTEL_VARS+=("$v=${!v}")
+  done
 fi
 
 env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \

@@ -222,8 +222,17 @@ fn export_loop(config: &TracingConfig, queue: &Queue) {
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(config.endpoint.clone())
         .with_headers(headers)
-        .with_timeout(config.export_timeout)
-        .build();
+        .with_timeout(config.export_timeout);
+    let built = match http_client(config) {
+        Ok(client) => built.with_http_client(client).build(),
+        Err(e) => {
+            log::error!(
+                "tracing: cannot set up TLS for {}: {e}; no spans are exported",
+                config.endpoint
+            );
+            return;
+        }
+    };
     let mut exporter = match built {
         Ok(e) => e,
         Err(e) => {
@@ -282,6 +291,44 @@ fn export_loop(config: &TracingConfig, queue: &Queue) {
             queue.done.notify_all();
         }
     }
+}
+
+/// The exporter's blocking HTTP client (built on the export thread, outside any async runtime):
+/// rustls on the ring provider Pingora uses, trusting the system roots and the configured CA file.
+fn http_client(config: &TracingConfig) -> Result<reqwest_otlp::blocking::Client, String> {
+    let builder = reqwest_otlp::blocking::Client::builder().timeout(config.export_timeout);
+    if !config.endpoint.starts_with("https://") {
+        return builder.build().map_err(|e| e.to_string());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    for c in &config.ca_certs {
+        roots
+            .add(c.clone())
+            .map_err(|e| format!("the CA file holds a certificate rustls refuses: {e}"))?;
+    }
+    log::debug!(
+        "tracing: trusting {added} system root certificates and {} from the CA file",
+        config.ca_certs.len()
+    );
+    if roots.is_empty() {
+        return Err(
+            "no system root certificates and no OTEL_EXPORTER_OTLP_CERTIFICATE file".to_string(),
+        );
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    builder
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 fn describe(e: &OTelSdkError) -> String {

@@ -730,3 +730,186 @@ async fn samplers_follow_the_clients_decision_or_the_ratio() {
         2
     );
 }
+
+/// A CA (PEM) and a `ServerConfig` for `localhost`/`127.0.0.1` signed by it.
+fn tls_pair() -> (String, rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "collector test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "collector");
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf_cert.der().clone(), ca_cert.der().clone()], key)
+    .unwrap();
+    (ca_cert.pem(), config)
+}
+
+/// TLS in front of a collector stand-in: accepts on 127.0.0.1, terminates TLS and relays the
+/// bytes to the plain collector. Counts handshakes that completed.
+struct TlsFront {
+    port: u16,
+    handshakes: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsFront {
+    async fn start(config: rustls::ServerConfig, backend: u16) -> TlsFront {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let handshakes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = handshakes.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, count) = (acceptor.clone(), count.clone());
+                tokio::spawn(async move {
+                    let accepted =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    let Ok(Ok(mut tls)) = accepted else { return };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut plain) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(60),
+                        tokio::io::copy_bidirectional(&mut tls, &mut plain),
+                    )
+                    .await;
+                });
+            }
+        });
+        TlsFront {
+            port,
+            handshakes,
+            task,
+        }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `gateway_trace_spans_total{outcome="<outcome>"}` on `/metrics`.
+async fn spans_counted(gw: &Gateway, outcome: &str) -> f64 {
+    let m = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("gateway_trace_spans_total{{outcome=\"{outcome}\"}}");
+    m.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_collectors_are_verified_with_the_configured_ca() {
+    let collector = Collector::start(false).await;
+    let (ca_pem, server_config) = tls_pair();
+    let front = TlsFront::start(server_config, collector.port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("collector-ca.pem");
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    let endpoint = format!("https://localhost:{}", front.port);
+
+    // The right CA (the traces variable wins over the general one, which names no file).
+    let mut vars = otel_vars(&endpoint);
+    vars.extend([
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE".into(),
+            ca_file.to_str().unwrap().to_string(),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_CERTIFICATE".into(),
+            dir.path().join("absent.pem").to_str().unwrap().to_string(),
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_HEADERS".into(),
+            "x-honeycomb-team=tls-secret".into(),
+        ),
+    ]);
+    let gw = start(&vars);
+    unaffected(&gw, 3).await;
+    let spans = collector.wait_servers(3).await;
+    assert!(spans.iter().all(|s| s.service == "gw-under-test"));
+    assert!(front.handshakes.load(Ordering::SeqCst) >= 1);
+    let posts = collector.posts.lock().unwrap().clone();
+    assert_eq!(posts[0].0, "/v1/traces");
+    assert_eq!(
+        posts[0].1.get("x-honeycomb-team").map(String::as_str),
+        Some("tls-secret")
+    );
+    assert_eq!(spans_counted(&gw, "failed").await, 0.0);
+    drop(gw);
+
+    // A CA that did not sign the collector's certificate: requests are unaffected, the
+    // handshake is refused, the spans are counted as failed and never arrive.
+    let (other_ca, _) = tls_pair();
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong, other_ca).unwrap();
+    let before = collector.posts.lock().unwrap().len();
+    let handshakes = front.handshakes.load(Ordering::SeqCst);
+    let mut vars = otel_vars(&endpoint);
+    vars.extend([
+        (
+            "OTEL_EXPORTER_OTLP_CERTIFICATE".into(),
+            wrong.to_str().unwrap().to_string(),
+        ),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT".into(), "2000".into()),
+    ]);
+    let gw = start(&vars);
+    unaffected(&gw, 5).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while spans_counted(&gw, "failed").await < 1.0 {
+        assert!(Instant::now() < deadline, "no failed spans counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(spans_counted(&gw, "exported").await, 0.0);
+    assert_eq!(collector.posts.lock().unwrap().len(), before);
+    assert_eq!(front.handshakes.load(Ordering::SeqCst), handshakes);
+    unaffected(&gw, 2).await;
+}
+
+#[test]
+fn an_unreadable_collector_ca_file_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    for path in [dir.path().join("absent.pem"), not_pem] {
+        let out = Gateway::command(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", path.to_str().unwrap()),
+        ])
+        .arg("--check-config")
+        .output()
+        .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"), "{err}");
+    }
+}

@@ -40,6 +40,9 @@ pub struct TracingConfig {
     pub max_batch: usize,
     /// Longest a finished span waits before its batch is exported.
     pub schedule_delay: Duration,
+    /// CA certificates trusted for an `https://` collector besides the system roots
+    /// (`OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, else `OTEL_EXPORTER_OTLP_CERTIFICATE`: a PEM file).
+    pub ca_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Prompts and answers exported (`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`).
     pub capture_content: bool,
 }
@@ -73,12 +76,10 @@ fn traces_url(base: Option<&str>, traces: Option<&str>) -> Option<String> {
 
 fn check_url(v: &str) -> Result<(), String> {
     match url::Url::parse(v) {
-        Ok(u) if u.scheme() == "http" && u.host_str().is_some() => Ok(()),
-        Ok(u) if u.scheme() == "https" => Err(
-            "https collectors are not supported yet: use http:// (a collector or agent next to the gateway)"
-                .into(),
-        ),
-        _ => Err("expected an http:// URL, e.g. http://127.0.0.1:4318".into()),
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some() => {
+            Ok(())
+        }
+        _ => Err("expected an http:// or https:// URL, e.g. http://127.0.0.1:4318".into()),
     }
 }
 
@@ -101,6 +102,18 @@ fn parse_headers(v: &str) -> Result<Vec<(String, Secret)>, String> {
         out.push((k.to_string(), Secret::new(val.into_owned())));
     }
     Ok(out)
+}
+
+/// The CA certificates of a PEM file (at least one).
+fn read_ca_file(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut std::io::BufReader::new(pem.as_slice()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not a PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok(certs)
 }
 
 fn parse_ratio(arg: Option<&str>) -> Result<f64, String> {
@@ -172,6 +185,12 @@ pub(super) fn read(r: &mut Reader) -> Option<TracingConfig> {
     let max_batch = r.parse(vars::OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512, positive);
     let schedule_delay =
         Duration::from_millis(r.number(vars::OTEL_BSP_SCHEDULE_DELAY, 5000u64).max(1));
+    let ca_var = if r.get(vars::OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE).is_some() {
+        vars::OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE
+    } else {
+        vars::OTEL_EXPORTER_OTLP_CERTIFICATE
+    };
+    let ca_certs = r.parse(ca_var, Vec::new(), read_ca_file);
     let capture_content = r.parse(
         vars::OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT,
         false,
@@ -200,6 +219,7 @@ pub(super) fn read(r: &mut Reader) -> Option<TracingConfig> {
         max_queue,
         max_batch: max_batch.min(max_queue),
         schedule_delay,
+        ca_certs,
         capture_content,
     })
 }
@@ -268,6 +288,22 @@ mod tests {
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e.iter().any(|m| m.starts_with("OTEL_TRACES_SAMPLER=")));
         assert!(e.iter().all(|m| !m.contains("secretvalue")), "{e:?}");
+        let (c, e) = read_map(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://api.honeycomb.io")]);
+        assert!(e.is_empty(), "{e:?}");
+        let c = c.unwrap();
+        assert_eq!(c.endpoint, "https://api.honeycomb.io/v1/traces");
+        assert!(c.ca_certs.is_empty());
+        let (_, e) = read_map(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "/nonexistent/ca.pem",
+            ),
+        ]);
+        assert!(
+            e[0].starts_with("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE="),
+            "{e:?}"
+        );
         let (_, e) = read_map(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "not a url")]);
         assert!(e[0].starts_with("OTEL_EXPORTER_OTLP_ENDPOINT="), "{e:?}");
     }
