@@ -185,19 +185,7 @@ impl Provider for Cohere {
 /// The `/v2/chat` body for an OpenAI chat request, serialized.
 pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, GatewayError> {
     let b = Fields::of(req);
-    for (k, raw) in b.fields {
-        if TRANSLATED.contains(&k.as_str()) {
-            continue;
-        }
-        let v = translate::value(raw);
-        if !v.is_null() && !translate::harmless(k, &v) {
-            return Err(unsupported(
-                NAME,
-                k,
-                "Cohere's chat API has no equivalent and dropping it could change the answer; remove it",
-            ));
-        }
-    }
+    translate::check_fields(&b, TRANSLATED, &[], NAME, "Cohere's chat API")?;
     if translate::choices(&b)? > 1 {
         return Err(GatewayError::bad_request(
             "n",

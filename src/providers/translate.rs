@@ -30,6 +30,36 @@ pub fn unsupported(provider: &str, field: &str, why: &str) -> GatewayError {
     e
 }
 
+/// Every top-level field of the request is translated (named in `translated`), null, harmless,
+/// a zero penalty where the upstream has no penalties (`zero_ok`), or a 400 naming it; `api`
+/// names the upstream API in that message.
+pub fn check_fields(
+    b: &Fields,
+    translated: &[&str],
+    zero_ok: &[&str],
+    provider: &str,
+    api: &str,
+) -> Result<(), GatewayError> {
+    for (k, raw) in b.fields {
+        if translated.contains(&k.as_str()) {
+            continue;
+        }
+        let v = value(raw);
+        if v.is_null()
+            || harmless(k, &v)
+            || (zero_ok.contains(&k.as_str()) && v.as_f64() == Some(0.0))
+        {
+            continue;
+        }
+        return Err(unsupported(
+            provider,
+            k,
+            &format!("{api} has no equivalent and dropping it could change the answer; remove it"),
+        ));
+    }
+    Ok(())
+}
+
 /// Fields no upstream needs and that cannot change the answer: accepted and dropped.
 pub fn harmless(field: &str, v: &Value) -> bool {
     match field {

@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::wire::*;
@@ -43,9 +42,7 @@ pub fn encode_request_for(
     provider: &str,
 ) -> Result<Bytes, GatewayError> {
     let b = Fields::of(req);
-    for (k, raw) in b.fields {
-        check_field(k, raw)?;
-    }
+    translate::check_fields(&b, TRANSLATED, PENALTIES, NAME, "the Messages API")?;
     if translate::choices(&b)? > 1 {
         return Err(GatewayError::bad_request(
             "n",
@@ -215,45 +212,31 @@ pub fn encode_request_for(
     translate::to_bytes(&body, size)
 }
 
-/// A top-level request field is translated, harmless, or a 400 naming it.
-fn check_field(k: &str, raw: &RawValue) -> Result<(), GatewayError> {
-    /// Fields with an equivalent upstream, and `seed`, which is sampling determinism only:
-    /// it cannot change what is asked.
-    const TRANSLATED: &[&str] = &[
-        "model",
-        "messages",
-        "stream",
-        "stream_options",
-        "temperature",
-        "top_p",
-        "top_k",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "n",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "response_format",
-        "user",
-        "seed",
-        "reasoning_effort",
-    ];
-    if TRANSLATED.contains(&k) {
-        return Ok(());
-    }
-    let v = translate::value(raw);
-    match k {
-        _ if v.is_null() => Ok(()),
-        "presence_penalty" | "frequency_penalty" if v.as_f64() == Some(0.0) => Ok(()),
-        k if translate::harmless(k, &v) => Ok(()),
-        other => Err(unsupported(
-            NAME,
-            other,
-            "the Messages API has no equivalent and dropping it could change the answer; remove it",
-        )),
-    }
-}
+/// Fields with an equivalent upstream, and `seed`, which is sampling determinism only:
+/// it cannot change what is asked.
+const TRANSLATED: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "n",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "user",
+    "seed",
+    "reasoning_effort",
+];
+
+/// Penalties the upstream has no field for: accepted when zero (no effect), else a 400.
+const PENALTIES: &[&str] = &["presence_penalty", "frequency_penalty"];
 
 /// The Messages API request body; fields in the order Anthropic documents them.
 fn object_schema(mut schema: Value) -> Value {

@@ -21,7 +21,6 @@ use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use aws_smithy_types::event_stream::Message;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{map_error, status_for_type, NAME};
@@ -164,9 +163,7 @@ enum SchemaJson<'a> {
 /// The Converse body for an OpenAI chat request.
 pub fn encode_request(req: &ChatRequest, call: &CallInfo) -> Result<Bytes, GatewayError> {
     let b = Fields::of(req);
-    for (k, raw) in b.fields {
-        check_field(k, raw)?;
-    }
+    translate::check_fields(&b, TRANSLATED, PENALTIES, NAME, "the Converse API")?;
     if translate::choices(&b)? > 1 {
         return Err(GatewayError::bad_request(
             "n",
@@ -365,42 +362,30 @@ fn thinking(effort: Effort, model: &str, cfg: &mut InferenceConfig) -> Option<Va
 /// The room left for the answer past a thinking budget when the client set no limit.
 const DEFAULT_ANSWER_TOKENS: u64 = 4096;
 
-/// A top-level request field is translated, harmless, or a 400 naming it.
-fn check_field(k: &str, raw: &RawValue) -> Result<(), GatewayError> {
-    const TRANSLATED: &[&str] = &[
-        "model",
-        "messages",
-        "stream",
-        "stream_options",
-        "temperature",
-        "top_p",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "n",
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "response_format",
-        "reasoning_effort",
-        "user",
-        "seed",
-    ];
-    if TRANSLATED.contains(&k) {
-        return Ok(());
-    }
-    let v = translate::value(raw);
-    match k {
-        _ if v.is_null() => Ok(()),
-        "presence_penalty" | "frequency_penalty" if v.as_f64() == Some(0.0) => Ok(()),
-        k if translate::harmless(k, &v) => Ok(()),
-        other => Err(unsupported(
-            NAME,
-            other,
-            "the Converse API has no equivalent and dropping it could change the answer; remove it",
-        )),
-    }
-}
+/// Fields with an equivalent in the Converse API, and `user` and `seed`, which cannot change
+/// what is asked.
+const TRANSLATED: &[&str] = &[
+    "model",
+    "messages",
+    "stream",
+    "stream_options",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "n",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "reasoning_effort",
+    "user",
+    "seed",
+];
+
+/// Penalties the upstream has no field for: accepted when zero (no effect), else a 400.
+const PENALTIES: &[&str] = &["presence_penalty", "frequency_penalty"];
 
 /// A text block, and a cache point after it when the client marked the part for caching.
 fn push_text<'a>(out: &mut Vec<Block<'a>>, t: &'a Text<'a>) {

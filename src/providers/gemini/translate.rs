@@ -62,19 +62,7 @@ pub fn encode_request_for(
         "reasoning_effort",
         "user",
     ];
-    for (k, raw) in b.fields {
-        if TRANSLATED.contains(&k.as_str()) {
-            continue;
-        }
-        let v = translate::value(raw);
-        if !v.is_null() && !translate::harmless(k, &v) {
-            return Err(unsupported(
-                NAME,
-                k,
-                "the Gemini API has no equivalent and dropping it could change the answer; remove it",
-            ));
-        }
-    }
+    translate::check_fields(&b, TRANSLATED, &[], NAME, "the Gemini API")?;
 
     let conv = Conversation::of(&b)?;
     let contents = encode_contents(&conv, provider, model);
