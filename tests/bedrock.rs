@@ -55,29 +55,6 @@ async fn post(gw: &Gateway, path: &str, body: &Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn stream(gw: &Gateway, body: &Value) -> (u16, Vec<Value>) {
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    let data = sse_data(&text)
-        .into_iter()
-        .map(|d| serde_json::from_str(&d).unwrap_or(Value::String(d)))
-        .collect();
-    (status, data)
-}
-
-fn text(events: &[Value]) -> String {
-    events
-        .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
-        .collect()
-}
-
 fn tools() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
@@ -147,7 +124,7 @@ async fn streams_are_decoded_from_event_stream_frames() {
     let s = setup(SECRET_ACCESS_KEY, &[]).await;
     let mut body = chat_body(MODEL, "hi", true);
     body["stream_options"] = json!({"include_usage": true});
-    let (status, events) = stream(&s.gw, &body).await;
+    let (status, events) = chat_stream(&s.gw, &body).await;
     assert_eq!(status, 200);
     assert_eq!(s.mock.last().path, format!("{ENCODED}/converse-stream"));
     assert_eq!(
@@ -155,7 +132,7 @@ async fn streams_are_decoded_from_event_stream_frames() {
         Some("application/vnd.amazon.eventstream")
     );
     assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
-    assert_eq!(text(&events), "Hello from Bedrock");
+    assert_eq!(delta_text(&events), "Hello from Bedrock");
     let finish: Vec<&Value> = events
         .iter()
         .filter(|e| e["choices"][0]["finish_reason"].is_string())
@@ -171,9 +148,9 @@ async fn streams_are_decoded_from_event_stream_frames() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exception_frame_mid_stream_is_the_clients_stream_error() {
     let s = setup(SECRET_ACCESS_KEY, &[]).await;
-    let (status, events) = stream(&s.gw, &chat_body(MODEL, FAIL_MID_STREAM, true)).await;
+    let (status, events) = chat_stream(&s.gw, &chat_body(MODEL, FAIL_MID_STREAM, true)).await;
     assert_eq!(status, 200);
-    assert_eq!(text(&events), "Hello ");
+    assert_eq!(delta_text(&events), "Hello ");
     let err = events.last().unwrap();
     assert_eq!(err["error"]["code"], "ThrottlingException", "{events:?}");
     assert!(err["error"]["message"]
@@ -218,9 +195,9 @@ async fn tools_round_trip_plain_and_streamed() {
     // Streamed: the call's id and name, then its arguments in fragments.
     let mut streamed = ask.clone();
     streamed["stream"] = json!(true);
-    let (status, events) = stream(&s.gw, &streamed).await;
+    let (status, events) = chat_stream(&s.gw, &streamed).await;
     assert_eq!(status, 200);
-    assert_eq!(text(&events), "Let me check.");
+    assert_eq!(delta_text(&events), "Let me check.");
     let calls: Vec<&Value> = events
         .iter()
         .filter_map(|e| e["choices"][0]["delta"]["tool_calls"].get(0))
@@ -678,13 +655,13 @@ async fn a_stream_throttled_before_any_output_fails_over() {
         ],
     )
     .await;
-    let (status, events) = stream(
+    let (status, events) = chat_stream(
         &s.gw,
         &chat_body(&format!("bedrock/{STREAM_THROTTLED_MODEL}"), "hi", true),
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(text(&events), "Hello from the fallback", "{events:?}");
+    assert_eq!(delta_text(&events), "Hello from the fallback", "{events:?}");
     assert_eq!(events.last().unwrap(), &json!("[DONE]"));
     assert_eq!(s.mock.calls(), 1);
     assert_eq!(openai.calls(), 1);
@@ -733,7 +710,7 @@ async fn json_mode_is_emulated_with_a_forced_tool() {
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["choices"][0]["message"]["tool_calls"].is_null());
     body["stream"] = json!(true);
-    let (status, events) = stream(&s.gw, &body).await;
+    let (status, events) = chat_stream(&s.gw, &body).await;
     assert_eq!(status, 200);
-    assert_eq!(text(&events), "{\"answer\":\"Hello from Bedrock\"}");
+    assert_eq!(delta_text(&events), "{\"answer\":\"Hello from Bedrock\"}");
 }

@@ -34,29 +34,6 @@ async fn post(gw: &Gateway, body: &Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn stream(gw: &Gateway, body: &Value) -> (u16, Vec<Value>) {
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    let data = sse_data(&text)
-        .into_iter()
-        .map(|d| serde_json::from_str(&d).unwrap_or(Value::String(d)))
-        .collect();
-    (status, data)
-}
-
-fn text(events: &[Value]) -> String {
-    events
-        .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_answer_is_openai_shaped() {
     let (mock, gw) = setup().await;
@@ -108,10 +85,10 @@ async fn streamed_answer_in_openai_order() {
     let (mock, gw) = setup().await;
     let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": true,
                       "stream_options": {"include_usage": true}});
-    let (status, events) = stream(&gw, &body).await;
+    let (status, events) = chat_stream(&gw, &body).await;
     assert_eq!(status, 200, "{events:?}");
     assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
-    assert_eq!(text(&events), "Hello from Command");
+    assert_eq!(delta_text(&events), "Hello from Command");
     let n = events.len();
     assert_eq!(events[n - 1], "[DONE]");
     assert_eq!(
@@ -128,7 +105,7 @@ async fn streamed_answer_in_openai_order() {
     // Usage is known to the gateway even when the client did not ask for it.
     let body =
         json!({"model": MODEL, "messages": [{"role": "user", "content": "again"}], "stream": true});
-    let (_, events) = stream(&gw, &body).await;
+    let (_, events) = chat_stream(&gw, &body).await;
     assert!(events.iter().all(|e| e.get("usage").is_none()));
     assert!(
         gw.wait_log("prompt_tokens=12", std::time::Duration::from_secs(10)),
@@ -188,7 +165,7 @@ async fn tool_calls_round_trip_plain_and_streamed() {
     // Streamed: OpenAI tool-call deltas, indexes from 0, arguments reassembled.
     let mut streamed = first.clone();
     streamed["stream"] = json!(true);
-    let (status, events) = stream(&gw, &streamed).await;
+    let (status, events) = chat_stream(&gw, &streamed).await;
     assert_eq!(status, 200);
     let mut assembled: Vec<(String, String)> = Vec::new();
     for e in &events[..events.len() - 1] {
@@ -242,7 +219,7 @@ async fn upstream_errors_are_openai_shaped() {
 
     // An error at the end of a stream, after text went out: an error event, never a finish.
     let body = json!({"model": MODEL, "messages": [{"role": "user", "content": FAIL_MID_STREAM}], "stream": true});
-    let (status, events) = stream(&gw, &body).await;
+    let (status, events) = chat_stream(&gw, &body).await;
     assert_eq!(status, 200);
     let err_at = events
         .iter()

@@ -32,33 +32,10 @@ async fn post(gw: &Gateway, body: &Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn stream(gw: &Gateway, body: &Value) -> (u16, Vec<Value>) {
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    let data = sse_data(&text)
-        .into_iter()
-        .map(|d| serde_json::from_str(&d).unwrap_or(Value::String(d)))
-        .collect();
-    (status, data)
-}
-
 fn finish_chunks(events: &[Value]) -> Vec<&Value> {
     events
         .iter()
         .filter(|e| e["choices"][0]["finish_reason"].is_string())
-        .collect()
-}
-
-fn text(events: &[Value]) -> String {
-    events
-        .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
         .collect()
 }
 
@@ -124,7 +101,7 @@ async fn stream_is_translated_in_openai_order() {
     let (mock, gw) = setup().await;
     for (user, include_usage) in [("hi", false), ("hi", true), (STAMP_EVERY_CHUNK, true)] {
         let body = json!({"model": MODEL, "messages": [{"role": "user", "content": user}], "stream": true, "stream_options": {"include_usage": include_usage}});
-        let (status, events) = stream(&gw, &body).await;
+        let (status, events) = chat_stream(&gw, &body).await;
         assert_eq!(status, 200);
         let sent = mock.last();
         assert_eq!(
@@ -137,7 +114,7 @@ async fn stream_is_translated_in_openai_order() {
             events[0]["choices"][0]["delta"],
             json!({"role": "assistant", "content": ""})
         );
-        assert_eq!(text(&events), "Hello from Gemini");
+        assert_eq!(delta_text(&events), "Hello from Gemini");
         let fin = finish_chunks(&events);
         assert_eq!(
             fin.len(),
@@ -250,7 +227,7 @@ async fn tools_round_trip_recovers_function_names() {
 
     // Streamed, with parallel_tool_calls false: one call, index 0, then finish tool_calls.
     let streamed = json!({"model": MODEL, "messages": [{"role": "user", "content": TWO_CITIES}], "tools": tools, "stream": true, "parallel_tool_calls": false});
-    let (status, events) = stream(&gw, &streamed).await;
+    let (status, events) = chat_stream(&gw, &streamed).await;
     assert_eq!(status, 200);
     let deltas: Vec<&Value> = events
         .iter()
@@ -380,7 +357,7 @@ async fn mid_stream_error_and_missing_finish_reason_end_with_an_error_event() {
         (CUT_STREAM, "finishReason"),
     ] {
         let body = json!({"model": MODEL, "messages": [{"role": "user", "content": user}], "stream": true, "stream_options": {"include_usage": true}});
-        let (status, events) = stream(&gw, &body).await;
+        let (status, events) = chat_stream(&gw, &body).await;
         assert_eq!(status, 200, "{user}");
         assert_eq!(
             events[0]["choices"][0]["delta"]["role"], "assistant",

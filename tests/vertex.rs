@@ -54,29 +54,6 @@ async fn chat(gw: &Gateway, body: &Value) -> (u16, Value) {
     (s, v)
 }
 
-async fn stream(gw: &Gateway, body: &Value) -> (u16, Vec<Value>) {
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    let data = sse_data(&text)
-        .into_iter()
-        .map(|d| serde_json::from_str(&d).unwrap_or(Value::String(d)))
-        .collect();
-    (status, data)
-}
-
-fn text(events: &[Value]) -> String {
-    events
-        .iter()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
-        .collect()
-}
-
 fn weather_tools() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather",
         "parameters": {"type": "object", "properties": {"location": {"type": "string"}, "unit": {"type": "string"}}, "required": ["location"]}}}])
@@ -123,13 +100,13 @@ async fn gemini_models_plain_streamed_and_with_tools() {
         Some(format!("Bearer {TOKEN_PREFIX}1").as_str())
     );
 
-    let (status, events) = stream(
+    let (status, events) = chat_stream(
         &gw,
         &json!({"model": GEMINI, "messages": [{"role": "user", "content": "hi"}], "stream": true}),
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(text(&events), "Hello from Gemini");
+    assert_eq!(delta_text(&events), "Hello from Gemini");
     assert_eq!(events.last().unwrap(), &Value::String("[DONE]".into()));
     let last = v.api.last();
     assert_eq!(last.path, gemini_path("streamGenerateContent"));
@@ -205,9 +182,9 @@ async fn claude_models_plain_streamed_and_with_tools() {
     );
     assert!(last.header("anthropic-version").is_none());
 
-    let (status, events) = stream(&gw, &json!({"model": CLAUDE, "messages": [{"role": "user", "content": "hi"}], "stream": true, "stream_options": {"include_usage": true}})).await;
+    let (status, events) = chat_stream(&gw, &json!({"model": CLAUDE, "messages": [{"role": "user", "content": "hi"}], "stream": true, "stream_options": {"include_usage": true}})).await;
     assert_eq!(status, 200);
-    assert_eq!(text(&events), "Hello from Claude");
+    assert_eq!(delta_text(&events), "Hello from Claude");
     assert_eq!(events.last().unwrap(), &Value::String("[DONE]".into()));
     assert!(
         events.iter().any(|e| e["usage"]["completion_tokens"] == 9),
@@ -215,7 +192,7 @@ async fn claude_models_plain_streamed_and_with_tools() {
     );
     assert_eq!(v.api.last().path, claude_path("streamRawPredict"));
 
-    let (status, events) = stream(&gw, &json!({"model": CLAUDE, "messages": [{"role": "user", "content": "weather in Paris?"}], "tools": weather_tools(), "stream": true})).await;
+    let (status, events) = chat_stream(&gw, &json!({"model": CLAUDE, "messages": [{"role": "user", "content": "weather in Paris?"}], "tools": weather_tools(), "stream": true})).await;
     assert_eq!(status, 200);
     let args: String = events
         .iter()
@@ -351,13 +328,13 @@ async fn errors_and_throttling_fail_over() {
     );
     assert_eq!(fallback.calls(), 1);
     // Streamed too: the fallback's stream, nothing of the refused attempt.
-    let (status, events) = stream(
+    let (status, events) = chat_stream(
         &gw,
         &json!({"model": quota, "messages": [{"role": "user", "content": "hi"}], "stream": true}),
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(text(&events), "Hello from Claude");
+    assert_eq!(delta_text(&events), "Hello from Claude");
     assert_eq!(fallback.calls(), 2);
     assert!(posts(&v)
         .iter()
@@ -389,7 +366,7 @@ async fn errors_and_throttling_fail_over() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["param"], "model");
     // A Gemini stream that fails mid-way ends with an error event, not a silent end.
-    let (status, events) = stream(&gw, &json!({"model": GEMINI, "messages": [{"role": "user", "content": mocks::FAIL_MID_STREAM}], "stream": true})).await;
+    let (status, events) = chat_stream(&gw, &json!({"model": GEMINI, "messages": [{"role": "user", "content": mocks::FAIL_MID_STREAM}], "stream": true})).await;
     assert_eq!(status, 200);
     assert!(
         events.iter().any(|e| e.get("error").is_some()),

@@ -572,3 +572,29 @@ pub async fn run_python(gw: &Gateway, args: &[&str], env: &[(&str, &str)]) -> St
     );
     stdout
 }
+
+/// A streamed chat completion: the status and every `data:` payload, parsed as JSON where it is
+/// JSON (`[DONE]` stays a string).
+pub async fn chat_stream(gw: &Gateway, body: &serde_json::Value) -> (u16, Vec<serde_json::Value>) {
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    let data = sse_data(&text)
+        .into_iter()
+        .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)))
+        .collect();
+    (status, data)
+}
+
+/// The text of a chat stream's deltas, joined.
+pub fn delta_text(events: &[serde_json::Value]) -> String {
+    events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
