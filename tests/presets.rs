@@ -192,20 +192,8 @@ async fn vendors_join_detection_streams_listing_and_failover() {
     assert!(body.contains("\"usage\""));
 
     // Listing: each vendor's own /models, prefixed.
-    let models: Value = client()
-        .get(gw.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
+    let ids = model_ids(&gw).await;
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     for want in [
         "xai/mock-model",
         "groq/llama-3.3-70b-versatile",

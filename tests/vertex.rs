@@ -560,20 +560,8 @@ async fn models_health_probes_pools_cache_and_metrics() {
     assert_eq!(v.api.calls(), 0, "probes must not POST");
 
     // /v1/models lists the Gemini models of the listing and the default.
-    let models: Value = client()
-        .get(gw.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
+    let ids = model_ids(&gw).await;
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     for id in [
         "vertex/gemini-2.0-flash-001",
         "vertex/gemini-2.5-pro",

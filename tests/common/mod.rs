@@ -598,3 +598,21 @@ pub fn delta_text(events: &[serde_json::Value]) -> String {
         .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
         .collect()
 }
+
+/// The ids `GET /v1/models` lists.
+pub async fn model_ids(gw: &Gateway) -> Vec<String> {
+    let models: serde_json::Value = client()
+        .get(gw.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect()
+}
