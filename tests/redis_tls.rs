@@ -55,44 +55,37 @@ const PASSWORD: &str = "tls-redis-pw-9f3e";
 /// `redis-server` serving TLS only, requiring a client certificate from `server.ca`'s CA and
 /// the user `gw` with [`PASSWORD`].
 fn tls_redis(dir: &Path, server: &Pki) -> Node {
-    let port = reserved_port();
     let password = format!(">{PASSWORD}");
-    let n = Node::spawn(
-        port,
-        dir,
-        &[
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--tls-cert-file",
-            s(&server.cert),
-            "--tls-key-file",
-            s(&server.key),
-            "--tls-ca-cert-file",
-            s(&server.ca),
-            "--tls-auth-clients",
-            "yes",
-            "--user",
-            "gw",
-            "on",
-            &password,
-            "~*",
-            "&*",
-            "+@all",
-        ],
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let log =
-            std::fs::read_to_string(dir.join(format!("redis-{port}.log"))).unwrap_or_default();
-        assert!(
-            std::time::Instant::now() < deadline,
-            "TLS redis did not start: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    n
+    let spawn = |port: u16| {
+        Node::spawn(
+            port,
+            dir,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                s(&server.cert),
+                "--tls-key-file",
+                s(&server.key),
+                "--tls-ca-cert-file",
+                s(&server.ca),
+                "--tls-auth-clients",
+                "yes",
+                "--user",
+                "gw",
+                "on",
+                &password,
+                "~*",
+                "&*",
+                "+@all",
+            ],
+        )
+    };
+    Node::start(dir, spawn, |port| {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]

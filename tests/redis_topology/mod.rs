@@ -16,14 +16,49 @@ pub struct Node {
 }
 
 impl Node {
+    /// A server `spawn(port)` starts on a reserved port, once `ready(port)` holds. A port can
+    /// be taken between its reservation and the server's bind (or a cluster bus port can be),
+    /// so a server that exits or stays silent for 10 s is stopped and started again on another
+    /// port, up to five times; then its last log is shown.
+    pub fn start(dir: &Path, spawn: impl Fn(u16) -> Node, ready: impl Fn(u16) -> bool) -> Node {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = reserved_port();
+            let mut n = spawn(port);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if ready(port) {
+                    return n;
+                }
+                if !n.alive() || Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            n.kill();
+            last =
+                std::fs::read_to_string(dir.join(format!("redis-{port}.log"))).unwrap_or_default();
+        }
+        panic!("redis-server did not start on five ports; its last log:\n{last}");
+    }
+
     /// `redis-server` with these arguments (after a loopback bind, no persistence, `dir`).
     pub fn spawn(port: u16, dir: &Path, args: &[&str]) -> Node {
+        Self::spawn_raw(
+            port,
+            dir,
+            args.iter()
+                .copied()
+                .chain(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .chain(["--dir", dir.to_str().expect("a UTF-8 temp dir")]),
+        )
+    }
+
+    /// `redis-server` with exactly these arguments, its output in `dir/redis-<port>.log`.
+    pub fn spawn_raw<'a>(port: u16, dir: &Path, args: impl IntoIterator<Item = &'a str>) -> Node {
         let log = std::fs::File::create(dir.join(format!("redis-{port}.log"))).expect("log file");
         let child = Command::new("redis-server")
             .args(args)
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::null())
@@ -87,10 +122,9 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn wait_ping(port: u16) {
-    wait_until(&format!("redis on {port}"), Duration::from_secs(10), || {
-        cli(port, &["PING"]).trim() == "PONG"
-    });
+/// `PING` answered over plain TCP.
+pub fn pings(port: u16) -> bool {
+    cli(port, &["PING"]).trim() == "PONG"
 }
 
 /// A Redis Cluster of 3 masters and 3 replicas (`--cluster-node-timeout` short, so a replica
@@ -103,28 +137,35 @@ pub struct Cluster {
 impl Cluster {
     pub fn start() -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut nodes = Vec::new();
-        for _ in 0..6 {
-            let port = reserved_port();
-            let conf = format!("nodes-{port}.conf");
-            nodes.push(Node::spawn(
-                port,
-                dir.path(),
-                &[
-                    "--port",
-                    &port.to_string(),
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &conf,
-                    "--cluster-node-timeout",
-                    "1000",
-                ],
-            ));
-        }
-        for n in &nodes {
-            wait_ping(n.port);
-        }
+        let nodes: Vec<Node> = (0..6)
+            .map(|_| {
+                Node::start(
+                    dir.path(),
+                    |port| {
+                        // The bus port is reserved too: the default (port + 10000) can land in
+                        // the kernel's ephemeral range, where an outgoing connection may hold it.
+                        let bus = reserved_port();
+                        Node::spawn(
+                            port,
+                            dir.path(),
+                            &[
+                                "--port",
+                                &port.to_string(),
+                                "--cluster-port",
+                                &bus.to_string(),
+                                "--cluster-enabled",
+                                "yes",
+                                "--cluster-config-file",
+                                &format!("nodes-{port}.conf"),
+                                "--cluster-node-timeout",
+                                "1000",
+                            ],
+                        )
+                    },
+                    pings,
+                )
+            })
+            .collect();
         let addrs: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
@@ -223,47 +264,49 @@ pub struct SentinelSet {
 impl SentinelSet {
     pub fn start() -> SentinelSet {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mp, rp, sp) = (reserved_port(), reserved_port(), reserved_port());
-        let master = Node::spawn(mp, dir.path(), &["--port", &mp.to_string()]);
-        wait_ping(mp);
-        let replica = Node::spawn(
-            rp,
-            dir.path(),
-            &[
-                "--port",
-                &rp.to_string(),
-                "--replicaof",
-                "127.0.0.1",
-                &mp.to_string(),
-            ],
+        let d = dir.path();
+        let master = Node::start(
+            d,
+            |mp| Node::spawn(mp, d, &["--port", &mp.to_string()]),
+            pings,
         );
-        wait_ping(rp);
+        let mp = master.port;
+        let replica = Node::start(
+            d,
+            |rp| {
+                let args = [
+                    "--port",
+                    &rp.to_string(),
+                    "--replicaof",
+                    "127.0.0.1",
+                    &mp.to_string(),
+                ];
+                Node::spawn(rp, d, &args)
+            },
+            pings,
+        );
+        let rp = replica.port;
         wait_until("the replica in sync", Duration::from_secs(20), || {
             cli(rp, &["INFO", "replication"]).contains("master_link_status:up")
         });
-        let conf: PathBuf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {sp}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {mp} 1\n\
-                 sentinel down-after-milliseconds mymaster 1000\n\
-                 sentinel failover-timeout mymaster 5000\n"
-            ),
-        )
-        .expect("write sentinel.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server --sentinel");
-        let sentinel = Node {
-            port: sp,
-            child: Some(child),
-        };
-        wait_ping(sp);
+        let sentinel = Node::start(
+            d,
+            |sp| {
+                let conf: PathBuf = d.join(format!("sentinel-{sp}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {sp}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {mp} 1\n\
+                         sentinel down-after-milliseconds mymaster 1000\n\
+                         sentinel failover-timeout mymaster 5000\n"
+                    ),
+                )
+                .expect("write sentinel.conf");
+                Node::spawn_raw(sp, d, [conf.to_str().expect("UTF-8 path"), "--sentinel"])
+            },
+            pings,
+        );
+        let sp = sentinel.port;
         wait_until(
             "the sentinel to know the replica",
             Duration::from_secs(20),
