@@ -156,5 +156,5 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("  auth", "auth::Auth::authenticate( |$)")
     show("  trace: server span started", "ai_gateway::trace::start( |$)")
     show("  trace: server span ended", "ai_gateway::trace::RequestTrace::finish( |$)")
-    show("trace export thread (encode + POST)", "ai_gateway::trace::export_loop( |$)")
+    show("trace export thread (frame + POST)", "ai_gateway::trace::export_loop( |$)")
   }'

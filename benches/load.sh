@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark: the gateway against nginx as a plain reverse proxy, on loopback.
 #
-#   benches/load.sh            # ~2.5 minutes; prints one table
+#   benches/load.sh                  # ~2.5 minutes; prints one table
+#   TRACE_ROUNDS=5 benches/load.sh   # ... and 5 more tracing off/on pairs (+20 s each), median ratio
 #
 # Layout (2 cores): core 0 runs wrk and the nginx mock upstream; core 1 runs the thing under
 # test (the gateway with GATEWAY_THREADS=1, or nginx proxy_pass with one worker), so the CPU
@@ -142,6 +143,17 @@ start_gw GATEWAY_CACHE_BACKEND=off OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1
 run "gateway pass-through, traced" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
 stop_gw
 
+# TRACE_ROUNDS=N: N more pairs, tracing off then on, each on a fresh gateway, for the median of
+# the per-pair CPU ratios (one pair moves by several percent on a busy machine).
+for i in $(seq "${TRACE_ROUNDS:-0}"); do
+  start_gw GATEWAY_CACHE_BACKEND=off
+  run "tracing pair $i: off" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
+  stop_gw
+  start_gw GATEWAY_CACHE_BACKEND=off OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on
+  run "tracing pair $i: on" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
+  stop_gw
+done
+
 start_gw GATEWAY_CACHE_BACKEND=memory
 run "gateway cache hit" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
 stop_gw
@@ -164,6 +176,17 @@ if n and g:
 t = rows.get("gateway pass-through, traced")
 if g and t and g["cpu"] and t["cpu"]:
     print(f"tracing on (always_on, exported) / off: cpu/req {t['cpu'] / g['cpu']:.2f}x, req/s {t['rps'] / g['rps']:.2f}x")
+pairs = []
+i = 1
+while f"tracing pair {i}: off" in rows:
+    a, b = rows[f"tracing pair {i}: off"], rows.get(f"tracing pair {i}: on")
+    if b and a["cpu"] and b["cpu"]:
+        pairs.append(b["cpu"] / a["cpu"])
+    i += 1
+if pairs:
+    pairs.sort()
+    median = pairs[len(pairs) // 2] if len(pairs) % 2 else (pairs[len(pairs) // 2 - 1] + pairs[len(pairs) // 2]) / 2
+    print(f"tracing on / off over {len(pairs)} pairs: cpu/req median {median:.2f}x (each: {', '.join(f'{r:.2f}' for r in pairs)})")
 n1, g1 = rows.get("nginx proxy_pass, 1 conn"), rows.get("gateway pass-through, 1 conn")
 if n1 and g1:
     print(f"added latency at 1 connection (p50): gateway {ms(g1['p50']):.3f} ms vs nginx {ms(n1['p50']):.3f} ms: {ms(g1['p50']) - ms(n1['p50']):+.3f} ms")

@@ -39,6 +39,11 @@ struct Span {
     end: u64,
     attrs: HashMap<String, Value>,
     service: String,
+    /// The instrumentation scope's name.
+    scope: String,
+    /// W3C trace flags (bits 0-7) and whether the parent is remote (bits 8 and 9).
+    flags: u32,
+    trace_state: String,
 }
 
 impl Span {
@@ -116,6 +121,7 @@ async fn collect(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         for ss in rs.scope_spans {
+            let scope = ss.scope.map(|s| s.name).unwrap_or_default();
             for s in ss.spans {
                 out.push(Span {
                     name: s.name,
@@ -132,6 +138,9 @@ async fn collect(
                         .map(|kv| (kv.key, any(kv.value.and_then(|v| v.value))))
                         .collect(),
                     service: service.clone(),
+                    scope: scope.clone(),
+                    flags: s.flags,
+                    trace_state: s.trace_state,
                 });
             }
         }
@@ -276,6 +285,12 @@ async fn failover_attempts_are_sibling_spans_in_the_clients_trace() {
         "the client's span is the parent"
     );
     assert_eq!(server.service, "gw-under-test");
+    assert_eq!(server.scope, "ai-gateway");
+    assert_eq!(server.trace_state, "vendor=abc", "the client's tracestate");
+    assert_eq!(
+        server.flags, 0x301,
+        "sampled, and the parent known to be remote"
+    );
     assert_eq!(server.name, "POST /v1/chat/completions");
     assert_eq!(server.str("gen_ai.operation.name"), Some("chat"));
     assert_eq!(server.str("gen_ai.request.model"), Some("auto"));
@@ -311,6 +326,7 @@ async fn failover_attempts_are_sibling_spans_in_the_clients_trace() {
     assert_eq!(attempts.len(), 2, "{attempts:#?}");
     for s in &attempts {
         assert_eq!(s.parent, server.span_id);
+        assert_eq!(s.flags, 0x101, "sampled, and the parent known to be local");
         assert_eq!(s.trace_id, TRACE_ID);
         assert_eq!(s.str("gen_ai.request.model"), Some("m"));
         assert!(s.start >= server.start && s.end <= server.end);

@@ -42,7 +42,7 @@ pub async fn handle(
     dialect: &'static dyn Dialect,
 ) -> Result<(), GatewayError> {
     let body = read_body(session, gw.config.max_body_bytes, gw.config.body_timeout).await?;
-    if let Some(t) = &ctx.trace {
+    if let Some(t) = ctx.trace.as_deref_mut() {
         t.prompt(&body);
     }
     let req = dialect.parse(&body, gw.cache.enabled())?;

@@ -363,7 +363,7 @@ pub async fn handle(
     api: &'static Api,
 ) -> Result<(), GatewayError> {
     let body = read_body(session, gw.config.max_body_bytes, gw.config.body_timeout).await?;
-    if let (Some(t), "completions") = (&ctx.trace, api.name) {
+    if let (Some(t), "completions") = (ctx.trace.as_deref_mut(), api.name) {
         t.prompt(&body);
     }
     let content_type = session
