@@ -375,10 +375,13 @@ pub fn upstream_error_message(body: &[u8]) -> (String, Option<String>, Option<St
                 .and_then(as_string)
                 .or_else(|| v.get("message").and_then(as_string))
                 .unwrap_or_else(text);
-            let kind = o
-                .get("type")
-                .and_then(as_string)
-                .or_else(|| o.get("status").and_then(as_string));
+            // Google's `status` names the error (`INVALID_ARGUMENT`); a number there is an HTTP
+            // status some hosts repeat in the body, not a type.
+            let kind = o.get("type").and_then(as_string).or_else(|| {
+                o.get("status")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string)
+            });
             let code = o.get("code").and_then(as_string);
             (msg, kind, code)
         }
@@ -410,5 +413,29 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
         assert!(format("nope").is_none());
+    }
+
+    #[test]
+    fn upstream_error_fields() {
+        let (m, t, c) = upstream_error_message(
+            br#"{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}"#,
+        );
+        assert_eq!(
+            (m.as_str(), t.as_deref(), c.as_deref()),
+            ("bad", Some("INVALID_ARGUMENT"), Some("400"))
+        );
+        // A numeric `status` is the HTTP status repeated, not the error's type.
+        let (m, t, _) =
+            upstream_error_message(br#"{"error":{"message":"slow down","status":429}}"#);
+        assert_eq!((m.as_str(), t), ("slow down", None));
+        let (m, t, c) = upstream_error_message(
+            br#"{"error":{"message":"no","type":"invalid_request_error","code":"x"}}"#,
+        );
+        assert_eq!(
+            (m.as_str(), t.as_deref(), c.as_deref()),
+            ("no", Some("invalid_request_error"), Some("x"))
+        );
+        let (m, t, _) = upstream_error_message(b"upstream exploded");
+        assert_eq!((m.as_str(), t), ("upstream exploded", None));
     }
 }
