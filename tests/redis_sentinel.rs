@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use cache_support::*;
 use common::*;
-use redis_topology::{cli, stored_response_is_shared, SentinelSet};
+use redis_topology::{cli, stored_response_is_shared, stored_response_reads_back, SentinelSet};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_follows_a_sentinel_failover() {
@@ -102,30 +102,8 @@ async fn the_gateway_follows_a_sentinel_failover() {
     // has its own link and breaker: the state link, unused since the kill, finds the new master
     // on its first probes (a response made before that is served but not stored, as the README
     // says), so first wait until one made here is read back here.
-    let c = client();
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let made: serde_json::Value = c
-            .post(gw.url("/v1/responses"))
-            .header("authorization", "Bearer sk-s")
-            .json(&serde_json::json!({"model": "echo/x", "input": "probe"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = made["id"].as_str().unwrap_or_default().to_string();
-        let back = c
-            .get(gw.url(&format!("/v1/responses/{id}")))
-            .header("authorization", "Bearer sk-s")
-            .send()
-            .await
-            .unwrap()
-            .status();
-        if back == 200 {
-            break;
-        }
+    while !stored_response_reads_back(&gw, "sk-s").await {
         assert!(
             Instant::now() < deadline,
             "stored responses never back on Redis: {}",

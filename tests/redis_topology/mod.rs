@@ -332,10 +332,9 @@ impl SentinelSet {
     }
 }
 
-/// A stored Response made through `made_on`, read back through each of `read_on`.
-pub async fn stored_response_is_shared(made_on: &Gateway, read_on: &[&Gateway], key: &str) {
-    let c = client();
-    let made: serde_json::Value = c
+/// Makes a stored Response through `made_on`: its id.
+async fn make_response(made_on: &Gateway, key: &str) -> String {
+    let made: serde_json::Value = client()
         .post(made_on.url("/v1/responses"))
         .header("authorization", format!("Bearer {key}"))
         .json(&serde_json::json!({"model": "echo/x", "input": "remember me"}))
@@ -345,16 +344,34 @@ pub async fn stored_response_is_shared(made_on: &Gateway, read_on: &[&Gateway], 
         .json()
         .await
         .unwrap();
-    let id = made["id"].as_str().expect("a response id").to_string();
+    made["id"].as_str().expect("a response id").to_string()
+}
+
+/// `GET /v1/responses/<id>` through `gw`: its status and the id its body names.
+async fn read_response(gw: &Gateway, id: &str, key: &str) -> (u16, Option<String>) {
+    let r = client()
+        .get(gw.url(&format!("/v1/responses/{id}")))
+        .header("authorization", format!("Bearer {key}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap_or_default();
+    (status, body["id"].as_str().map(str::to_string))
+}
+
+/// Whether a stored Response made through `gw` is read back through it (the state link works).
+pub async fn stored_response_reads_back(gw: &Gateway, key: &str) -> bool {
+    let id = make_response(gw, key).await;
+    read_response(gw, &id, key).await.0 == 200
+}
+
+/// A stored Response made through `made_on`, read back through each of `read_on`.
+pub async fn stored_response_is_shared(made_on: &Gateway, read_on: &[&Gateway], key: &str) {
+    let id = make_response(made_on, key).await;
     for g in read_on {
-        let got = c
-            .get(g.url(&format!("/v1/responses/{id}")))
-            .header("authorization", format!("Bearer {key}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(got.status(), 200, "{}", g.logs());
-        let got: serde_json::Value = got.json().await.unwrap();
-        assert_eq!(got["id"], made["id"]);
+        let (status, got) = read_response(g, &id, key).await;
+        assert_eq!(status, 200, "{}", g.logs());
+        assert_eq!(got.as_deref(), Some(id.as_str()));
     }
 }
