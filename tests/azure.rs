@@ -15,6 +15,17 @@ use azure_mock::*;
 use common::*;
 use serde_json::{json, Value};
 
+/// A gateway in front of one Azure resource at `endpoint`, with a dated API version.
+fn azure_gateway(endpoint: &str, extra: &[(&str, &str)]) -> Gateway {
+    let mut vars = vec![
+        ("AZURE_OPENAI_ENDPOINT", endpoint),
+        ("AZURE_OPENAI_API_KEY", KEY),
+        ("OPENAI_API_VERSION", VERSION),
+    ];
+    vars.extend_from_slice(extra);
+    Gateway::start(&vars)
+}
+
 async fn post(gw: &Gateway, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, String) {
     let r = client()
         .post(gw.url(path))
@@ -34,11 +45,7 @@ fn json_of(body: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn deployment_urls_plain_stream_tools_embeddings_and_filters() {
     let mock = Mock::start(azure(Some(VERSION))).await;
-    let gw = Gateway::start(&[
-        ("AZURE_OPENAI_ENDPOINT", &format!("{}/", mock.url())),
-        ("AZURE_OPENAI_API_KEY", KEY),
-        ("OPENAI_API_VERSION", VERSION),
-    ]);
+    let gw = azure_gateway(&format!("{}/", mock.url()), &[]);
 
     // Plain: Azure's body passes through, its filter results included.
     let (status, headers, body) = post(
@@ -367,19 +374,19 @@ async fn v1_api_responses_messages_and_health() {
 async fn throttling_fails_over_to_a_second_resource() {
     let primary = Mock::start(azure(Some(VERSION))).await;
     let second = Mock::start(azure(Some("2025-04-01-preview"))).await;
-    let gw = Gateway::start(&[
-        ("AZURE_OPENAI_ENDPOINT", &primary.url()),
-        ("AZURE_OPENAI_API_KEY", KEY),
-        ("OPENAI_API_VERSION", VERSION),
-        ("GATEWAY_PROVIDER_AZURE_EU_BASE_URL", &second.url()),
-        ("GATEWAY_PROVIDER_AZURE_EU_FORMAT", "azure"),
-        ("GATEWAY_PROVIDER_AZURE_EU_API_KEY", KEY),
-        (
-            "GATEWAY_PROVIDER_AZURE_EU_API_VERSION",
-            "2025-04-01-preview",
-        ),
-        ("GATEWAY_FALLBACK_MODELS", "azure/throttled=azure-eu/gpt-4o"),
-    ]);
+    let gw = azure_gateway(
+        &primary.url(),
+        &[
+            ("GATEWAY_PROVIDER_AZURE_EU_BASE_URL", &second.url()),
+            ("GATEWAY_PROVIDER_AZURE_EU_FORMAT", "azure"),
+            ("GATEWAY_PROVIDER_AZURE_EU_API_KEY", KEY),
+            (
+                "GATEWAY_PROVIDER_AZURE_EU_API_VERSION",
+                "2025-04-01-preview",
+            ),
+            ("GATEWAY_FALLBACK_MODELS", "azure/throttled=azure-eu/gpt-4o"),
+        ],
+    );
     let (status, headers, body) = post(
         &gw,
         "/v1/chat/completions",
@@ -402,11 +409,7 @@ async fn throttling_fails_over_to_a_second_resource() {
     );
 
     // No fallback for this one: the client sees Azure's 429, retryable.
-    let gw = Gateway::start(&[
-        ("AZURE_OPENAI_ENDPOINT", &primary.url()),
-        ("AZURE_OPENAI_API_KEY", KEY),
-        ("OPENAI_API_VERSION", VERSION),
-    ]);
+    let gw = azure_gateway(&primary.url(), &[]);
     let (status, headers, body) = post(
         &gw,
         "/v1/chat/completions",
@@ -430,11 +433,7 @@ async fn throttling_fails_over_to_a_second_resource() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_sdk_through_the_gateway_to_azure() {
     let mock = Mock::start(azure(Some(VERSION))).await;
-    let gw = Gateway::start(&[
-        ("AZURE_OPENAI_ENDPOINT", &mock.url()),
-        ("AZURE_OPENAI_API_KEY", KEY),
-        ("OPENAI_API_VERSION", VERSION),
-    ]);
+    let gw = azure_gateway(&mock.url(), &[]);
     let stdout = run_python(&gw, &["test_azure.py"], &[]).await;
     assert!(
         stdout.contains("azure sdk: ") && stdout.contains(" 0 failed"),
@@ -447,12 +446,7 @@ async fn openai_python_sdk_through_the_gateway_to_azure() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cache_cost_and_metrics() {
     let mock = Mock::start(azure(Some(VERSION))).await;
-    let gw = Gateway::start(&[
-        ("AZURE_OPENAI_ENDPOINT", &mock.url()),
-        ("AZURE_OPENAI_API_KEY", KEY),
-        ("OPENAI_API_VERSION", VERSION),
-        ("GATEWAY_CACHE_BACKEND", "memory"),
-    ]);
+    let gw = azure_gateway(&mock.url(), &[("GATEWAY_CACHE_BACKEND", "memory")]);
     let ask = || {
         post(
             &gw,
