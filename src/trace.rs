@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId};
 use opentelemetry::Context;
@@ -65,6 +66,7 @@ struct Tracing {
     sampler: SdkSampler,
     ids: RandomIdGenerator,
     queue: Arc<Queue>,
+    encoder: Arc<Encoder>,
     config: TracingConfig,
     propagator: TraceContextPropagator,
     started: AtomicBool,
@@ -90,10 +92,16 @@ pub fn init(config: &TracingConfig) {
             Root::Ratio(r) => SdkSampler::TraceIdRatioBased(r),
         })),
     };
+    let encoder = Encoder::new(&config.service_name);
     let _ = TRACING.set(Tracing {
         sampler,
         ids: RandomIdGenerator::default(),
-        queue: Arc::new(Queue::new(config.max_queue, config.max_batch)),
+        queue: Arc::new(Queue::new(
+            config.max_queue,
+            config.max_batch,
+            encoder.room(),
+        )),
+        encoder: Arc::new(encoder),
         config: config.clone(),
         propagator: TraceContextPropagator::new(),
         started: AtomicBool::new(false),
@@ -114,9 +122,10 @@ pub fn start_export() {
     }
     let config = t.config.clone();
     let queue = t.queue.clone();
+    let encoder = t.encoder.clone();
     let spawned = std::thread::Builder::new()
         .name("trace-export".into())
-        .spawn(move || export_loop(&config, &queue));
+        .spawn(move || export_loop(&config, &queue, &encoder));
     if let Err(e) = spawned {
         log::error!("tracing: cannot start the export thread: {e}");
     }
@@ -154,8 +163,21 @@ impl Attrs {
         Attrs(Vec::with_capacity(n))
     }
 
+    /// Inlined at each call site: the key is a constant there, and so is its copy.
+    #[inline(always)]
     fn push(&mut self, (k, v): (&str, Attr<'_>)) {
         put_attribute(k, v, &mut self.0);
+    }
+
+    /// The span's name, `first second`, as its `Span.name` field (protobuf reads fields in any
+    /// order): a name made of two parts costs no string of its own. The record's own `name`
+    /// is then empty.
+    fn name(&mut self, first: &str, second: &str) {
+        let len = first.len() + 1 + second.len();
+        frame(field::NAME, len, &mut self.0);
+        self.0.extend_from_slice(first.as_bytes());
+        self.0.push(b' ');
+        self.0.extend_from_slice(second.as_bytes());
     }
 }
 
@@ -175,6 +197,7 @@ struct Record {
     /// `SpanId::INVALID` for a root span.
     parent: SpanId,
     parent_remote: bool,
+    /// Empty when the name was written with the attributes ([`Attrs::name`]).
     name: Cow<'static, str>,
     kind: proto::span::SpanKind,
     start: u64,
@@ -192,7 +215,7 @@ fn unix_nanos() -> u64 {
 
 /// A span the caller ends (cache lookup, rate limits); `None` inside when the trace is not
 /// sampled.
-pub struct Span(Option<Box<Record>>);
+pub struct Span(Option<Record>);
 
 impl Span {
     fn set(&mut self, key: &'static str, value: Attr<'_>) {
@@ -214,7 +237,9 @@ impl Span {
 /// Finished spans, already encoded: a span is written into the batch being filled the moment it
 /// ends (under a short lock), so nothing of it outlives the request but its bytes; a batch of
 /// `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` spans is sealed for the export thread, which only frames it
-/// and POSTs it.
+/// and POSTs it. A batch's buffer starts with room for the request's envelope
+/// ([`Encoder::room`]), so the body is sent from the buffer as it is, and the buffer comes back
+/// when the HTTP client drops the body ([`Lent`]).
 struct Queue {
     state: Mutex<QueueState>,
     /// Wakes the export thread (a sealed batch, or a flush).
@@ -225,9 +250,11 @@ struct Queue {
     max: usize,
     /// Spans per batch (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
     batch: usize,
+    /// Bytes kept at the start of a batch's buffer for the envelope.
+    room: usize,
 }
 
-/// `ScopeSpans.spans` fields, encoded, and how many spans they hold.
+/// `ScopeSpans.spans` fields, encoded after `Queue::room` bytes, and how many spans they hold.
 #[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
@@ -252,14 +279,27 @@ struct QueueState {
 }
 
 impl Queue {
-    fn new(max: usize, batch: usize) -> Self {
+    fn new(max: usize, batch: usize, room: usize) -> Self {
+        let mut state = QueueState::default();
+        state.current.bytes = vec![0; room];
         Queue {
-            state: Mutex::new(QueueState::default()),
+            state: Mutex::new(state),
             wake: Condvar::new(),
             done: Condvar::new(),
             max,
             batch: batch.max(1),
+            room,
         }
+    }
+
+    /// An empty batch: a buffer given back, or a new one with room for `capacity` bytes.
+    fn next_batch(&self, spare: &mut Vec<Vec<u8>>, capacity: usize) -> Batch {
+        let bytes = spare.pop().unwrap_or_else(|| {
+            let mut b = Vec::with_capacity(capacity.max(self.room));
+            b.resize(self.room, 0);
+            b
+        });
+        Batch { bytes, spans: 0 }
     }
 
     /// Encodes a finished span into the batch being filled (or drops it, counted, when the
@@ -280,10 +320,9 @@ impl Queue {
         s.queued += 1;
         let mut wake = false;
         if s.current.spans >= self.batch {
-            let next = Batch {
-                bytes: s.spare.pop().unwrap_or_default(),
-                spans: 0,
-            };
+            // A new buffer is made as large as this batch, so it does not grow span by span.
+            let capacity = s.current.bytes.len();
+            let next = self.next_batch(&mut s.spare, capacity);
             let full = std::mem::replace(&mut s.current, next);
             s.ready.push_back(full);
             wake = s.idle;
@@ -311,10 +350,7 @@ impl Queue {
         s.idle = false;
         let mut out: Vec<Batch> = s.ready.drain(..).collect();
         if (timed_out || s.asked > s.flushed) && s.current.spans > 0 {
-            let next = Batch {
-                bytes: s.spare.pop().unwrap_or_default(),
-                spans: 0,
-            };
+            let next = self.next_batch(&mut s.spare, 0);
             out.push(std::mem::replace(&mut s.current, next));
         }
         s.queued -= out.iter().map(|b| b.spans).sum::<usize>();
@@ -324,6 +360,7 @@ impl Queue {
     /// A batch's buffer, emptied, for a later batch (two are kept).
     fn give_back(&self, mut bytes: Vec<u8>) {
         bytes.clear();
+        bytes.resize(self.room, 0);
         let mut s = self.state.lock();
         if s.spare.len() < 2 {
             s.spare.push(bytes);
@@ -429,20 +466,62 @@ impl Encoder {
         }
     }
 
-    /// The request body around a batch's encoded spans.
-    fn body(&self, spans: &[u8]) -> Vec<u8> {
+    /// The most bytes the envelope before the spans takes: the resource, the scope and two
+    /// frames (a one-byte key and a varint length each).
+    fn room(&self) -> usize {
+        self.resource.len() + self.scope.len() + 2 * (1 + 10)
+    }
+
+    /// The request body: a sealed batch's buffer, the envelope written into the room at its
+    /// start, handed to the HTTP client as it is (no copy); the buffer goes back to `queue`
+    /// when the client drops the body.
+    fn body(&self, batch: Batch, queue: &Arc<Queue>) -> Bytes {
+        let mut bytes = batch.bytes;
+        let room = queue.room;
+        let spans = bytes.len().saturating_sub(room);
         // ScopeSpans { scope = 1, spans = 2 }
-        let scope_spans_len = self.scope.len() + spans.len();
+        let scope_spans_len = self.scope.len() + spans;
         // ResourceSpans { resource = 1, scope_spans = 2 }
         let resource_spans_len =
             self.resource.len() + framed_len(field::SCOPE_SPANS, scope_spans_len);
-        let mut out = Vec::with_capacity(framed_len(field::RESOURCE_SPANS, resource_spans_len));
-        frame(field::RESOURCE_SPANS, resource_spans_len, &mut out);
-        out.extend_from_slice(&self.resource);
-        frame(field::SCOPE_SPANS, scope_spans_len, &mut out);
-        out.extend_from_slice(&self.scope);
-        out.extend_from_slice(spans);
-        out
+        let mut head = Vec::with_capacity(room);
+        frame(field::RESOURCE_SPANS, resource_spans_len, &mut head);
+        head.extend_from_slice(&self.resource);
+        frame(field::SCOPE_SPANS, scope_spans_len, &mut head);
+        head.extend_from_slice(&self.scope);
+        // `room` is the envelope's largest size, and every buffer starts with it (else: a copy).
+        let start = match room.checked_sub(head.len()) {
+            Some(start) if bytes.len() >= room => start,
+            _ => {
+                head.extend_from_slice(bytes.get(room..).unwrap_or_default());
+                return Bytes::from(head);
+            }
+        };
+        bytes[start..room].copy_from_slice(&head);
+        Bytes::from_owner(Lent {
+            bytes,
+            queue: queue.clone(),
+        })
+        .slice(start..)
+    }
+}
+
+/// A batch's buffer while the HTTP client holds it as a request body: back to the queue when
+/// dropped.
+struct Lent {
+    bytes: Vec<u8>,
+    queue: Arc<Queue>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.queue.give_back(std::mem::take(&mut self.bytes));
     }
 }
 
@@ -484,6 +563,7 @@ fn put_bytes(tag: u32, b: &[u8], out: &mut Vec<u8>) {
 }
 
 /// An `AnyValue`'s length (its `value` oneof, always set).
+#[inline(always)]
 fn value_len(v: Attr<'_>) -> usize {
     match v {
         Attr::Str(t) => framed_len(field::STRING_VALUE, t.len()),
@@ -501,6 +581,7 @@ fn array_len(list: &[String]) -> usize {
         .sum()
 }
 
+#[inline(always)]
 fn write_value(v: Attr<'_>, out: &mut Vec<u8>) {
     match v {
         Attr::Str(t) => {
@@ -522,6 +603,7 @@ fn write_value(v: Attr<'_>, out: &mut Vec<u8>) {
 }
 
 /// One `Span.attributes` field: a `KeyValue` of this key and value.
+#[inline(always)]
 fn put_attribute(k: &str, v: Attr<'_>, out: &mut Vec<u8>) {
     let value = value_len(v);
     let kv = framed_len(field::KEY, k.len()) + framed_len(field::VALUE, value);
@@ -613,7 +695,7 @@ fn write_span(r: &Record, out: &mut Vec<u8>) {
     fixed32::encode(field::FLAGS, &span_flags(r), out);
 }
 
-fn export_loop(config: &TracingConfig, queue: &Queue) {
+fn export_loop(config: &TracingConfig, queue: &Arc<Queue>, encoder: &Encoder) {
     let client = match http_client(config) {
         Ok(c) => c,
         Err(e) => {
@@ -640,14 +722,12 @@ fn export_loop(config: &TracingConfig, queue: &Queue) {
             _ => log::warn!("tracing: the OTLP header {k:?} is not a valid HTTP header; left out"),
         }
     }
-    let encoder = Encoder::new(&config.service_name);
     let mut last_warning: Option<Instant> = None;
     loop {
         let (batches, flush_to) = queue.take(config.schedule_delay);
         for batch in batches {
             let n = batch.spans as u64;
-            let body = encoder.body(&batch.bytes);
-            queue.give_back(batch.bytes);
+            let body = encoder.body(batch, queue);
             match post(&client, config, &headers, body) {
                 Ok(()) => crate::metrics::trace_spans("exported", n),
                 Err(e) => {
@@ -674,7 +754,7 @@ fn post(
     client: &reqwest_otlp::blocking::Client,
     config: &TracingConfig,
     headers: &reqwest_otlp::header::HeaderMap,
-    body: Vec<u8>,
+    body: Bytes,
 ) -> Result<(), String> {
     let r = client
         .post(&config.endpoint)
@@ -745,7 +825,7 @@ pub struct RequestTrace {
     /// The server span's attributes set before it ends (the prompt).
     server_attrs: Attrs,
     /// The upstream attempt under way (its span id, and its record when sampled).
-    attempt: Option<(SpanId, Option<Box<Record>>)>,
+    attempt: Option<(SpanId, Option<Record>)>,
     response_model: Option<String>,
     finish_reasons: Vec<String>,
     /// The answer's bytes, when content capture is on.
@@ -880,8 +960,8 @@ impl RequestTrace {
         span_id: SpanId,
         parent: SpanId,
         attrs: Attrs,
-    ) -> Box<Record> {
-        Box::new(Record {
+    ) -> Record {
+        Record {
             trace: self.trace.clone(),
             span_id,
             parent,
@@ -892,7 +972,7 @@ impl RequestTrace {
             end: 0,
             attrs,
             error: None,
-        })
+        }
     }
 
     /// A child of the server span, started now (the caller sets its attributes and ends it).
@@ -935,17 +1015,15 @@ impl RequestTrace {
         }
         let id = self.t.ids.new_span_id();
         let record = self.sampled.then(|| {
-            let mut attrs = Attrs::with_capacity(256);
+            // Room for the name, these and the answer's attributes (~330 bytes).
+            let mut attrs = Attrs::with_capacity(512);
+            attrs.name(operation, upstream_model);
             attrs.push(("gen_ai.operation.name", Attr::Str(operation)));
             attrs.push(("gen_ai.provider.name", Attr::Str(provider)));
             attrs.push(("gen_ai.request.model", Attr::Str(upstream_model)));
             attrs.push(("gateway.attempt", Attr::Int(i64::from(number))));
-            let mut name = String::with_capacity(operation.len() + 1 + upstream_model.len());
-            name.push_str(operation);
-            name.push(' ');
-            name.push_str(upstream_model);
             self.record(
-                Cow::Owned(name),
+                Cow::Borrowed(""),
                 proto::span::SpanKind::Client,
                 id,
                 self.server_id,
@@ -1097,7 +1175,8 @@ impl RequestTrace {
             }
         };
         let mut a = std::mem::take(&mut self.server_attrs);
-        a.0.reserve(512);
+        // The attributes below take ~560 bytes with a short model name and key name.
+        a.0.reserve(768);
 
         a.push(("http.request.method", Attr::Str(s.method)));
         a.push((
@@ -1241,7 +1320,8 @@ mod tests {
             t: Box::leak(Box::new(Tracing {
                 sampler: SdkSampler::AlwaysOn,
                 ids: RandomIdGenerator::default(),
-                queue: Arc::new(Queue::new(8, 8)),
+                queue: Arc::new(Queue::new(8, 8, 0)),
+                encoder: Arc::new(Encoder::new("t")),
                 config: TracingConfig {
                     endpoint: "http://127.0.0.1:1/v1/traces".into(),
                     headers: Vec::new(),
@@ -1288,8 +1368,12 @@ mod tests {
         L(Vec<String>),
     }
 
+    /// A record of these attributes; span 3's name is written with them (`Attrs::name`).
     fn record(id: u64, parent: u64, attrs: &[(&str, Val)]) -> Record {
         let mut encoded = Attrs::default();
+        if id == 3 {
+            encoded.name("chat", "some-model");
+        }
         for (k, v) in attrs {
             encoded.push((
                 k,
@@ -1311,7 +1395,7 @@ mod tests {
             span_id: SpanId::from(id),
             parent: SpanId::from(parent),
             parent_remote: parent == 7,
-            name: Cow::Borrowed("span"),
+            name: Cow::Borrowed(if id == 3 { "" } else { "span" }),
             kind: proto::span::SpanKind::Client,
             start: 10 + id,
             end: 20 + id,
@@ -1322,8 +1406,9 @@ mod tests {
 
     /// What the encoder writes decodes, with `opentelemetry-proto`'s types, to exactly what was
     /// recorded: every span field, every attribute type (zero, negative, empty values too,
-    /// lengths past one varint byte), remote and local parents, a root span, an error status;
-    /// twice over the same buffers.
+    /// lengths past one varint byte), remote and local parents, a root span, an error status, a
+    /// name written with the attributes; twice, the second time in the buffers the first
+    /// bodies gave back.
     #[test]
     fn encodes_a_batch_that_decodes_to_the_records() {
         use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -1357,32 +1442,53 @@ mod tests {
             record(3, 0, &attrs[2]),
         ];
         let enc = Encoder::new("svc");
-        let queue = Queue::new(10, 2);
-        for r in &records {
-            queue.push(r);
-        }
-        // Two spans make a sealed batch, taken at once; the third waits for the delay.
-        let (mut batches, _) = queue.take(Duration::from_secs(30));
-        batches.extend(queue.take(Duration::from_millis(1)).0);
-        assert_eq!(batches.iter().map(|b| b.spans).collect::<Vec<_>>(), [2, 1]);
-        let spans: Vec<u8> = batches.iter().flat_map(|b| b.bytes.clone()).collect();
-        for _ in 0..2 {
-            let body = enc.body(&spans);
-            let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-            assert_eq!(req.resource_spans.len(), 1);
-            let rs = &req.resource_spans[0];
-            let resource = &rs.resource.as_ref().unwrap().attributes;
-            assert!(resource.iter().any(|kv| kv.key == "service.name"
-                && kv.value.as_ref().and_then(|v| v.value.clone())
-                    == Some(any_value::Value::StringValue("svc".into()))));
-            assert_eq!(rs.scope_spans.len(), 1);
-            assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, SCOPE);
-            let spans = &rs.scope_spans[0].spans;
+        let queue = Arc::new(Queue::new(10, 2, enc.room()));
+        for round in 0..2 {
+            for r in &records {
+                queue.push(r);
+            }
+            // Two spans make a sealed batch, taken at once; the third waits for the delay.
+            let (mut batches, _) = queue.take(Duration::from_secs(30));
+            batches.extend(queue.take(Duration::from_millis(1)).0);
+            assert_eq!(batches.iter().map(|b| b.spans).collect::<Vec<_>>(), [2, 1]);
+            let buffers: Vec<usize> = batches.iter().map(|b| b.bytes.as_ptr() as usize).collect();
+            let bodies: Vec<Bytes> = batches.into_iter().map(|b| enc.body(b, &queue)).collect();
+            for (body, buffer) in bodies.iter().zip(&buffers) {
+                let at = body.as_ptr() as usize;
+                assert!(
+                    (*buffer..*buffer + enc.room()).contains(&at),
+                    "the body starts in the room of the batch's own buffer"
+                );
+            }
+            let mut spans = Vec::new();
+            for body in &bodies {
+                let req = ExportTraceServiceRequest::decode(body.as_ref()).unwrap();
+                assert_eq!(req.resource_spans.len(), 1);
+                let rs = &req.resource_spans[0];
+                let resource = &rs.resource.as_ref().unwrap().attributes;
+                assert!(resource.iter().any(|kv| kv.key == "service.name"
+                    && kv.value.as_ref().and_then(|v| v.value.clone())
+                        == Some(any_value::Value::StringValue("svc".into()))));
+                assert_eq!(rs.scope_spans.len(), 1);
+                assert_eq!(rs.scope_spans[0].scope.as_ref().unwrap().name, SCOPE);
+                spans.extend(rs.scope_spans[0].spans.iter().cloned());
+            }
+            drop(bodies);
+            assert_eq!(
+                queue.state.lock().spare.len(),
+                2,
+                "dropped bodies give their buffers back (round {round})"
+            );
             assert_eq!(spans.len(), 3);
             for ((sp, r), want) in spans.iter().zip(&records).zip(&attrs) {
                 assert_eq!(sp.span_id, r.span_id.to_bytes());
                 assert_eq!(sp.trace_id, r.trace.trace_id.to_bytes());
-                assert_eq!(sp.name, "span");
+                let name = if r.span_id == SpanId::from(3u64) {
+                    "chat some-model"
+                } else {
+                    "span"
+                };
+                assert_eq!(sp.name, name);
                 assert_eq!(sp.start_time_unix_nano, r.start);
                 assert_eq!(sp.end_time_unix_nano, r.end);
                 assert_eq!(sp.kind, proto::span::SpanKind::Client as i32);
@@ -1428,7 +1534,7 @@ mod tests {
     /// without waiting for the delay; buffers given back are reused.
     #[test]
     fn the_queue_seals_batches_and_drops_past_its_bound() {
-        let queue = Queue::new(3, 2);
+        let queue = Queue::new(3, 2, 40);
         let r = record(1, 0, &[("a", Val::I(1))]);
         for _ in 0..5 {
             queue.push(&r);
