@@ -186,8 +186,9 @@ impl Attrs {
 struct TraceIds {
     trace_id: TraceId,
     flags: TraceFlags,
-    /// The client's `tracestate`, as it sent it.
-    state: Option<Arc<str>>,
+    /// The client's `tracestate`, as the propagator read it (a header value: sent upstream as
+    /// it is, and its bytes exported).
+    state: Option<http::HeaderValue>,
 }
 
 /// One span while it is open: its ids, times and name, and its attributes already encoded.
@@ -638,7 +639,7 @@ fn span_len(r: &Record) -> usize {
         + bytes_len(field::SPAN_ID, &r.span_id.to_bytes())
         + bytes_len(
             field::TRACE_STATE,
-            r.trace.state.as_deref().unwrap_or("").as_bytes(),
+            r.trace.state.as_ref().map_or(&[][..], |v| v.as_bytes()),
         )
         + bytes_len(field::NAME, r.name.as_bytes())
         + int32::encoded_len(field::KIND, &(r.kind as i32))
@@ -672,7 +673,7 @@ fn write_span(r: &Record, out: &mut Vec<u8>) {
     put_bytes(field::SPAN_ID, &r.span_id.to_bytes(), out);
     put_bytes(
         field::TRACE_STATE,
-        r.trace.state.as_deref().unwrap_or("").as_bytes(),
+        r.trace.state.as_ref().map_or(&[][..], |v| v.as_bytes()),
         out,
     );
     if r.parent != SpanId::INVALID {
@@ -843,6 +844,16 @@ impl Extractor for Headers<'_> {
     }
 }
 
+/// The W3C Trace Context headers for one upstream attempt.
+#[derive(Debug, Clone)]
+pub struct Propagation {
+    pub traceparent: http::HeaderValue,
+    pub tracestate: Option<http::HeaderValue>,
+}
+
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 /// Whether tracing is on in this process.
 pub fn enabled() -> bool {
     TRACING.get().is_some()
@@ -864,7 +875,9 @@ pub fn start(headers: &http::HeaderMap, method: &str) -> Option<Box<RequestTrace
             let span = cx.span();
             let sc = span.span_context();
             let state = sc.trace_state().header();
-            let state = (!state.is_empty()).then(|| Arc::from(state));
+            let state = (!state.is_empty())
+                .then(|| http::HeaderValue::from_str(&state).ok())
+                .flatten();
             (sc.trace_id(), Some(sc.span_id()), state)
         }
         None => (t.ids.new_trace_id(), None, None),
@@ -1035,7 +1048,7 @@ impl RequestTrace {
 
     /// `traceparent` (and `tracestate`) for the upstream: the attempt's span as parent (the
     /// W3C `traceparent` written as hex digits into one stack buffer).
-    pub fn upstream_headers(&self) -> Vec<(&'static str, String)> {
+    pub fn propagation(&self) -> Propagation {
         let span_id = self.attempt.as_ref().map_or(self.server_id, |(id, _)| *id);
         let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-00";
         let hex = |bytes: &[u8], out: &mut [u8]| {
@@ -1048,15 +1061,12 @@ impl RequestTrace {
         hex(&self.trace.trace_id.to_bytes(), &mut tp[3..35]);
         hex(&span_id.to_bytes(), &mut tp[36..52]);
         hex(&[self.trace.flags.to_u8()], &mut tp[53..55]);
-        let mut out = Vec::with_capacity(2);
-        out.push((
-            "traceparent",
-            std::str::from_utf8(&tp).unwrap_or_default().to_string(),
-        ));
-        if let Some(state) = &self.trace.state {
-            out.push(("tracestate", state.to_string()));
+        Propagation {
+            // Hex digits and dashes: always a valid header value.
+            traceparent: http::HeaderValue::from_bytes(&tp)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("")),
+            tracestate: self.trace.state.clone(),
         }
-        out
     }
 
     /// Reads the upstream's answer as it passes (the model it names, finish reasons; the text
@@ -1390,7 +1400,7 @@ mod tests {
             trace: TraceIds {
                 trace_id: TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736_u128),
                 flags: TraceFlags::SAMPLED,
-                state: (parent == 7).then(|| Arc::from("vendor=abc")),
+                state: (parent == 7).then(|| http::HeaderValue::from_static("vendor=abc")),
             },
             span_id: SpanId::from(id),
             parent: SpanId::from(parent),

@@ -310,6 +310,13 @@ fn request_head(base: &BaseUrl, req: &UpstreamRequest) -> pingora::Result<Reques
     for (k, v) in &req.headers {
         head.insert_header(*k, v.as_str())?;
     }
+    if let Some(p) = &req.propagation {
+        // Names known at compile time and values already checked: nothing parsed here.
+        head.insert_header(crate::trace::TRACEPARENT, p.traceparent.clone())?;
+        if let Some(state) = &p.tracestate {
+            head.insert_header(crate::trace::TRACESTATE, state.clone())?;
+        }
+    }
     if req.method != "GET" {
         // JSON unless the request names its own type (a multipart upload's boundary).
         if !req.headers.iter().any(|(k, _)| *k == "content-type") {

@@ -238,6 +238,7 @@ impl Provider for Azure {
             path,
             headers: self.headers(),
             body: Bytes::new(),
+            propagation: None,
         })
     }
 

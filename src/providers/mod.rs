@@ -38,6 +38,8 @@ pub struct UpstreamRequest {
     /// the connector layer.
     pub headers: Vec<(&'static str, String)>,
     pub body: Bytes,
+    /// W3C `traceparent` / `tracestate` for this attempt, when the request is traced.
+    pub propagation: Option<crate::trace::Propagation>,
 }
 
 impl UpstreamRequest {
@@ -47,6 +49,7 @@ impl UpstreamRequest {
             path,
             headers,
             body: Bytes::new(),
+            propagation: None,
         }
     }
 
@@ -56,6 +59,7 @@ impl UpstreamRequest {
             path,
             headers,
             body,
+            propagation: None,
         }
     }
 }

@@ -342,6 +342,7 @@ impl Provider for OpenAiCompatible {
             path: format!("{}/responses/{id_and_query}", backend.path),
             headers: self.headers(),
             body: Bytes::new(),
+            propagation: None,
         })
     }
 

@@ -29,7 +29,7 @@ impl Embedder for Gateway {
             serde_json::Value::Object(o) => o,
             _ => return Err("internal: request is not an object".into()),
         };
-        let (body, _usage) = super::embeddings::embed(self, &route, &obj, model, Vec::new())
+        let (body, _usage) = super::embeddings::embed(self, &route, &obj, model, None)
             .await
             .map_err(GatewayError::into_message)?;
         cache::semantic::parse_embedding(&body)

@@ -376,7 +376,7 @@ async fn attempt(
         }
     };
     if let Some(t) = &ctx.trace {
-        up_req.headers.extend(t.upstream_headers());
+        up_req.propagation = Some(t.propagation());
     }
     // Wait for the response head, or for the client to hang up (which cancels the upstream
     // request by dropping it).

@@ -60,11 +60,7 @@ pub async fn handle(
             1,
         );
     }
-    let propagate = ctx
-        .trace
-        .as_ref()
-        .map(|t| t.upstream_headers())
-        .unwrap_or_default();
+    let propagate = ctx.trace.as_ref().map(|t| t.propagation());
     let result = embed(gw, &route, &obj, &model, propagate).await;
     if let Some(t) = ctx.trace.as_deref_mut() {
         match &result {
@@ -89,7 +85,7 @@ pub async fn embed(
     route: &Route,
     obj: &serde_json::Map<String, serde_json::Value>,
     client_model: &str,
-    propagate: Vec<(&'static str, String)>,
+    propagate: Option<crate::trace::Propagation>,
 ) -> Result<(Bytes, Option<crate::api::Usage>), GatewayError> {
     let cfg = route.provider.config();
     if cfg.format == "echo" {
@@ -104,7 +100,7 @@ pub async fn embed(
     let mut up = route
         .provider
         .embeddings_request(obj, &route.upstream_model, backend)?;
-    up.headers.extend(propagate);
+    up.propagation = propagate;
     let mut resp = gw.upstreams.send(backend, &up).await.map_err(|e| {
         let err = e.into_gateway(&cfg.name);
         metrics::upstream_error(&cfg.name, err.label);

@@ -574,7 +574,7 @@ async fn attempt(
         ));
     };
     if let Some(t) = &ctx.trace {
-        up.headers.extend(t.upstream_headers());
+        up.propagation = Some(t.propagation());
     }
     let asked = Instant::now();
     let sent = tokio::select! {

@@ -128,6 +128,7 @@ impl Bedrock {
             path,
             headers,
             body,
+            propagation: None,
         })
     }
 }
