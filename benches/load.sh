@@ -143,15 +143,20 @@ start_gw GATEWAY_CACHE_BACKEND=off OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1
 run "gateway pass-through, traced" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
 stop_gw
 
-# TRACE_ROUNDS=N: N more pairs, tracing off then on, each on a fresh gateway, for the median of
-# the per-pair CPU ratios (one pair moves by several percent on a busy machine).
+# TRACE_ROUNDS=N: N more pairs, each side on a fresh gateway, for the median of the per-pair CPU
+# ratios (one pair moves by several percent on a busy machine). The order alternates (off then
+# on, on then off), so a machine that drifts during the run favours neither side.
+trace_side() { # off|on
+  if [ "$1" = on ]; then
+    start_gw GATEWAY_CACHE_BACKEND=off OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on
+  else
+    start_gw GATEWAY_CACHE_BACKEND=off
+  fi
+  run "tracing pair $i: $1" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
+  stop_gw
+}
 for i in $(seq "${TRACE_ROUNDS:-0}"); do
-  start_gw GATEWAY_CACHE_BACKEND=off
-  run "tracing pair $i: off" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
-  stop_gw
-  start_gw GATEWAY_CACHE_BACKEND=off OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on
-  run "tracing pair $i: on" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
-  stop_gw
+  if [ $((i % 2)) = 1 ]; then trace_side off; trace_side on; else trace_side on; trace_side off; fi
 done
 
 start_gw GATEWAY_CACHE_BACKEND=memory

@@ -707,6 +707,17 @@ fn export_loop(config: &TracingConfig, queue: &Arc<Queue>, encoder: &Encoder) {
             return;
         }
     };
+    // Parsed once, not for every batch.
+    let url = match reqwest_otlp::Url::parse(&config.endpoint) {
+        Ok(u) => u,
+        Err(e) => {
+            log::error!(
+                "tracing: the endpoint {} is not a URL ({e}); no spans are exported",
+                config.endpoint
+            );
+            return;
+        }
+    };
     let mut headers = reqwest_otlp::header::HeaderMap::new();
     headers.insert(
         reqwest_otlp::header::CONTENT_TYPE,
@@ -729,7 +740,7 @@ fn export_loop(config: &TracingConfig, queue: &Arc<Queue>, encoder: &Encoder) {
         for batch in batches {
             let n = batch.spans as u64;
             let body = encoder.body(batch, queue);
-            match post(&client, config, &headers, body) {
+            match post(&client, &url, &headers, body) {
                 Ok(()) => crate::metrics::trace_spans("exported", n),
                 Err(e) => {
                     crate::metrics::trace_spans("failed", n);
@@ -753,12 +764,12 @@ fn export_loop(config: &TracingConfig, queue: &Arc<Queue>, encoder: &Encoder) {
 /// names spans the collector refused, which are not sent again).
 fn post(
     client: &reqwest_otlp::blocking::Client,
-    config: &TracingConfig,
+    url: &reqwest_otlp::Url,
     headers: &reqwest_otlp::header::HeaderMap,
     body: Bytes,
 ) -> Result<(), String> {
     let r = client
-        .post(&config.endpoint)
+        .post(url.clone())
         .headers(headers.clone())
         .body(body)
         .send()
