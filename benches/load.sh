@@ -2,7 +2,7 @@
 # Load benchmark: the gateway against nginx as a plain reverse proxy, on loopback.
 #
 #   benches/load.sh                  # ~2.5 minutes; prints one table
-#   TRACE_ROUNDS=5 benches/load.sh   # ... and 5 more tracing off/on pairs (+20 s each), median ratio
+#   TRACE_ROUNDS=9 benches/load.sh   # ... and 9 more tracing off/on pairs (+14 s each), median ratio
 #
 # Layout (2 cores): core 0 runs wrk and the nginx mock upstream; core 1 runs the thing under
 # test (the gateway with GATEWAY_THREADS=1, or nginx proxy_pass with one worker), so the CPU
@@ -143,16 +143,20 @@ start_gw GATEWAY_CACHE_BACKEND=off OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1
 run "gateway pass-through, traced" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
 stop_gw
 
-# TRACE_ROUNDS=N: N more pairs, each side on a fresh gateway, for the median of the per-pair CPU
-# ratios (one pair moves by several percent on a busy machine). The order alternates (off then
-# on, on then off), so a machine that drifts during the run favours neither side.
+# TRACE_ROUNDS=N: N more pairs, each side on a fresh gateway for TRACE_DURATION seconds, for the
+# median of the per-pair CPU ratios (one pair moves by several percent on a busy machine: many
+# short pairs close together vary less than a few long ones). The order alternates (off then on,
+# on then off), so a machine that drifts during the run favours neither side.
+TRACE_DURATION=${TRACE_DURATION:-5}
 trace_side() { # off|on
   if [ "$1" = on ]; then
     start_gw GATEWAY_CACHE_BACKEND=off OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$MOCK_PORT" OTEL_TRACES_SAMPLER=always_on
   else
     start_gw GATEWAY_CACHE_BACKEND=off
   fi
-  run "tracing pair $i: $1" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS"
+  # One unmeasured second first (the upstream connections, the span buffers, the collector's).
+  taskset -c 0 wrk -t1 -c"$CONNS" -d1s -s "$(lua_for openai/gpt-4o-mini)" "http://127.0.0.1:$GW_PORT/v1/chat/completions" >/dev/null
+  run "tracing pair $i: $1" "http://127.0.0.1:$GW_PORT/v1/chat/completions" openai/gpt-4o-mini "$GW" "$CONNS" "$TRACE_DURATION"
   stop_gw
 }
 for i in $(seq "${TRACE_ROUNDS:-0}"); do
