@@ -149,3 +149,71 @@ async fn ollama_embeddings_pass_through() {
         gw.logs()
     );
 }
+
+/// Ollama as above, but an input of `"reject"` is refused with a 400 (the client's error).
+fn rejecting_ollama() -> Handler {
+    let inner = ollama();
+    Arc::new(move |r: &Recorded| {
+        if r.path == "/v1/embeddings" && r.json()["input"] == "reject" {
+            return json_response(
+                400,
+                json!({"error": {"message": "rejected input", "type": "invalid_request_error"}}),
+            );
+        }
+        inner(r)
+    })
+}
+
+/// A provider with several backends (a replica pool) is asked through its pool: round robin
+/// spreads the calls, a backend that cannot be reached is passed over for the next one, and a
+/// client error is not retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_of_embedding_backends_is_balanced_and_fails_over() {
+    let a = Mock::start(rejecting_ollama()).await;
+    let b = Mock::start(rejecting_ollama()).await;
+    let gw = Gateway::start(&[
+        ("OLLAMA_BASE_URL", &format!("{},{}", a.url(), b.url())),
+        ("GATEWAY_POOL_STRATEGY", "round_robin"),
+        ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
+    ]);
+    for _ in 0..4 {
+        let (status, v) = embed(
+            &gw,
+            json!({"model": "ollama/nomic-embed-text", "input": "hi"}),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+    }
+    assert_eq!(
+        (a.calls(), b.calls()),
+        (2, 2),
+        "round robin over both backends"
+    );
+    // The upstream's 400 is the client's answer, not a reason to ask the other backend.
+    let (status, v) = embed(
+        &gw,
+        json!({"model": "ollama/nomic-embed-text", "input": "reject"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(a.calls() + b.calls(), 5, "asked once");
+
+    // The first backend refuses connections: every request is served by the second.
+    let live = Mock::start(ollama()).await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let gw = Gateway::start(&[
+        ("OLLAMA_BASE_URL", &format!("{dead},{}", live.url())),
+        ("GATEWAY_POOL_STRATEGY", "round_robin"),
+        ("GATEWAY_HEALTH_CHECK_INTERVAL", "off"),
+    ]);
+    for _ in 0..3 {
+        let (status, v) = embed(
+            &gw,
+            json!({"model": "ollama/nomic-embed-text", "input": ["x", "yz"]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["data"][1]["embedding"], json!([2.0, 0.5]));
+    }
+    assert_eq!(live.calls(), 3);
+}

@@ -317,7 +317,7 @@ pub(super) fn forwarded_headers(session: &Session) -> Vec<(&'static str, String)
 }
 
 /// How a failure reads in the health log line.
-fn failure_reason(err: &GatewayError) -> String {
+pub(super) fn failure_reason(err: &GatewayError) -> String {
     if err.upstream {
         format!("{} from upstream", err.status)
     } else {

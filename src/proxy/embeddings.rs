@@ -1,6 +1,7 @@
-//! `/v1/embeddings`: one exchange with the model's provider (no failover, no cache), the
-//! answer translated to OpenAI's shape where the provider's differs. The semantic cache embeds
-//! through the same exchange.
+//! `/v1/embeddings`: the model's provider only (no failover to other providers, no cache); a
+//! provider with several backends is asked through its pool, the next backend when one fails.
+//! The answer is translated to OpenAI's shape where the provider's differs. The semantic cache
+//! embeds through the same path.
 
 use bytes::Bytes;
 
@@ -78,8 +79,11 @@ pub async fn handle(
     Ok(())
 }
 
-/// One embeddings exchange (also used by the semantic cache); `propagate`: trace headers for
-/// the upstream.
+/// Embeddings from the route's provider (also used by the semantic cache); `propagate`: trace
+/// headers for the upstream. A provider with several backends (a replica pool) is asked through
+/// its pool: the pool's pick, counted in flight, and the next backend when one fails (it cannot
+/// be reached, or answers 429 or 5xx), at most `GATEWAY_RETRY_MAX` times; the breakers learn
+/// from each answer as for chat.
 pub async fn embed(
     gw: &Gateway,
     route: &Route,
@@ -91,12 +95,75 @@ pub async fn embed(
     if cfg.format == "echo" {
         return crate::providers::echo::embeddings(obj, client_model);
     }
-    let backend = cfg.backends.first().ok_or_else(|| {
-        GatewayError::bad_request(
+    if cfg.backends.is_empty() {
+        return Err(GatewayError::bad_request(
             "model",
             format!("provider {} does not offer embeddings", cfg.name),
-        )
-    })?;
+        ));
+    }
+    let pool = gw.router.pool(&cfg.name);
+    let tries = cfg.backends.len().min(1 + gw.config.routing.retry_max);
+    let mut tried: Vec<usize> = Vec::with_capacity(tries);
+    let mut last: Option<GatewayError> = None;
+    while tried.len() < tries {
+        let i = match pool.and_then(|p| p.pick_for(&tried, None)) {
+            Some((i, _, _)) => i,
+            // Every backend cooling down: the first is still tried, as for chat.
+            None if tried.is_empty() => 0,
+            None => break,
+        };
+        tried.push(i);
+        let Some(backend) = cfg.backends.get(i) else {
+            break;
+        };
+        let _in_flight = pool.and_then(|p| p.start(i));
+        let breaker = pool.and_then(|p| p.backends.get(i)).map(|b| &b.breaker);
+        match exchange(gw, route, obj, client_model, backend, propagate.clone()).await {
+            Ok(answer) => {
+                if let Some(b) = breaker {
+                    b.record_success();
+                }
+                return Ok(answer);
+            }
+            Err(err) => {
+                let retryable = !err.upstream || err.status == 429 || err.status >= 500;
+                if let Some(b) = breaker {
+                    if retryable {
+                        b.record_failure(&super::chat::failure_reason(&err));
+                    } else {
+                        b.record_success();
+                    }
+                }
+                if !retryable {
+                    return Err(err);
+                }
+                if tried.len() < tries {
+                    log::info!(
+                        "embeddings: backend {} of provider {} failed ({}); trying another",
+                        i,
+                        cfg.name,
+                        err.label
+                    );
+                }
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        GatewayError::bad_gateway(format!("no backend of provider {} is available", cfg.name))
+    }))
+}
+
+/// One embeddings exchange with one backend.
+async fn exchange(
+    gw: &Gateway,
+    route: &Route,
+    obj: &serde_json::Map<String, serde_json::Value>,
+    client_model: &str,
+    backend: &crate::config::BaseUrl,
+    propagate: Option<crate::trace::Propagation>,
+) -> Result<(Bytes, Option<crate::api::Usage>), GatewayError> {
+    let cfg = route.provider.config();
     let mut up = route
         .provider
         .embeddings_request(obj, &route.upstream_model, backend)?;
