@@ -612,3 +612,111 @@ async fn cost_strategy_prefers_the_cheap_model() {
     }
     assert_eq!(pricey.mock.calls(), 0);
 }
+
+/// An upstream that ignores `stream` and answers one JSON completion (some OpenAI-compatible
+/// servers do): the client still gets its dialect's stream (chat chunks with usage and
+/// `[DONE]`, Messages events), the usage is counted and the provider stays healthy; a JSON
+/// answer of two choices is refused with a 502 that says why, before anything is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_answer_to_a_streamed_request_reaches_the_client_as_a_stream() {
+    let mock = Mock::start(Arc::new(|r: &Recorded| {
+        let choice = |i: u32| {
+            json!({"index": i, "message": {"role": "assistant", "content": "Hi there"}, "finish_reason": "stop"})
+        };
+        let choices = if r.json()["n"] == 2 {
+            vec![choice(0), choice(1)]
+        } else {
+            vec![choice(0)]
+        };
+        json_response(
+            200,
+            json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+                   "choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}),
+        )
+    }))
+    .await;
+    let gw = Gateway::start(&[
+        ("OPENAI_BASE_URL", &mock.url()),
+        ("OPENAI_API_KEY", "sk-test"),
+        ("GATEWAY_CACHE_BACKEND", "off"),
+    ]);
+    let (status, events) = chat_stream(
+        &gw,
+        &json!({"model": "openai/gpt-4o-mini", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{events:?}");
+    assert_eq!(mock.last().json()["stream"], true, "asked as a stream");
+    assert_eq!(delta_text(&events), "Hi there", "{events:?}");
+    assert!(
+        events.iter().all(|e| e.get("error").is_none()),
+        "{events:?}"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .find_map(|e| e["choices"][0]["finish_reason"].as_str()),
+        Some("stop")
+    );
+    assert!(
+        events.iter().any(|e| e["usage"]["total_tokens"] == 5),
+        "{events:?}"
+    );
+    assert_eq!(events.last(), Some(&Value::String("[DONE]".into())));
+
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .json(
+            &json!({"model": "openai/gpt-4o-mini", "stream": true, "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains(r#""delta":{"type":"text_delta","text":"Hi there"}"#),
+        "{text}"
+    );
+    assert!(text.contains("event: message_stop"), "{text}");
+    assert!(!text.contains("\"error\""), "{text}");
+    assert!(
+        gw.wait_log("path=/v1/messages", Duration::from_secs(5)),
+        "{}",
+        gw.logs()
+    );
+    let logs = gw.logs();
+    assert_eq!(
+        logs.matches("prompt_tokens=3 completion_tokens=2").count(),
+        2,
+        "{logs}"
+    );
+    assert!(!logs.contains("unhealthy"), "{logs}");
+
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(
+            &json!({"model": "openai/gpt-4o-mini", "stream": true, "n": 2,
+                      "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "upstream_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 choices"),
+        "{v}"
+    );
+}

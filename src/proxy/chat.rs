@@ -594,6 +594,111 @@ async fn write_last(
     write_chunk(session, ctx, out, true).await
 }
 
+/// The answer a provider's decoder writes, kept instead of written (see [`json_as_stream`]).
+#[derive(Default)]
+struct Kept(parking_lot::Mutex<Option<(Vec<crate::canonical::Answer>, Option<Usage>)>>);
+
+impl AnswerWriter for Kept {
+    fn answer_body(
+        &self,
+        _id: &str,
+        _created: u64,
+        _model: &str,
+        answers: &[crate::canonical::Answer],
+        usage: Option<&Usage>,
+    ) -> bytes::Bytes {
+        *self.0.lock() = Some((answers.to_vec(), usage.copied()));
+        bytes::Bytes::new()
+    }
+}
+
+/// An upstream that answered a streamed request with one complete JSON answer (some
+/// OpenAI-compatible servers ignore `stream`): decoded as the complete answer it is and sent to
+/// the client as its dialect's stream, the way a cache hit is, instead of JSON bytes inside an
+/// event stream and a truncated-stream error. A body that is no chat completion, or one of
+/// several choices, fails the attempt.
+#[allow(clippy::too_many_arguments)]
+async fn json_as_stream(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    req: &ChatRequest,
+    route: &Route,
+    call: &CallInfo,
+    mut resp: UpstreamResponse<'_>,
+    dialect: &'static dyn Dialect,
+) -> Attempt {
+    let provider = route.provider_name();
+    let body = match resp.read_all(MAX_RESPONSE_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            resp.abort().await;
+            let err = cut_short(e, provider, "its answer", gw.upstreams.timeouts.idle);
+            metrics::upstream_error(provider, err.label);
+            return Attempt::Failed {
+                err,
+                retryable: true,
+            };
+        }
+    };
+    resp.release().await;
+    let body = crate::redact::body(body);
+    if let Some(t) = ctx.trace.as_deref_mut() {
+        t.observe(&body);
+    }
+    // Decoded as the non-streamed answer it is, into canonical answers.
+    let decode = CallInfo {
+        stream: false,
+        passthrough: false,
+        ..call.clone()
+    };
+    let kept = Kept::default();
+    if let Err(err) = route.provider.chat_response(body, &decode, &kept) {
+        metrics::upstream_error(provider, err.label);
+        return Attempt::Failed {
+            err,
+            retryable: true,
+        };
+    }
+    let Some((answers, usage)) = kept.0.lock().take() else {
+        let err = crate::providers::translate::bad_upstream_body(
+            provider,
+            "it answered a streamed request with JSON that is not a chat completion",
+        );
+        metrics::upstream_error(provider, err.label);
+        return Attempt::Failed {
+            err,
+            retryable: true,
+        };
+    };
+    let [answer] = answers.as_slice() else {
+        let err = crate::providers::translate::bad_upstream_body(
+            provider,
+            format!(
+                "it answered a streamed request with one JSON answer of {} choices, which the \
+                 gateway does not replay as a stream",
+                answers.len()
+            ),
+        );
+        metrics::upstream_error(provider, err.label);
+        return Attempt::Failed {
+            err,
+            retryable: false,
+        };
+    };
+    log::debug!("provider {provider}: answered a streamed request with JSON; sent as a stream");
+    ctx.usage = usage;
+    let mut answer = answer.clone();
+    answer.usage = usage;
+    let mut w = cache::tee_events(ctx, dialect.events_for(req, &call.client_model));
+    let mut out = BytesMut::with_capacity(512 + answer.content.as_ref().map_or(0, String::len));
+    crate::dialects::replay(w.as_mut(), &mut out, &answer, req.include_usage);
+    if !write_stream_head(session, ctx).await || !write_last(gw, session, ctx, &mut out).await {
+        ctx.outcome = "client_closed";
+    }
+    Attempt::Served
+}
+
 /// Forwards a successful upstream stream, translated, chunk by chunk. Nothing is written to
 /// the client until the first translated bytes exist, so a stream that dies before that can
 /// still be retried elsewhere.
@@ -608,6 +713,12 @@ async fn stream_response(
     mut resp: UpstreamResponse<'_>,
     dialect: &'static dyn Dialect,
 ) -> Attempt {
+    if resp
+        .header("content-type")
+        .is_some_and(|t| !t.starts_with("text/event-stream") && t.contains("json"))
+    {
+        return json_as_stream(gw, session, ctx, req, route, call, resp, dialect).await;
+    }
     let provider = route.provider_name().to_string();
     let _active = metrics::StreamGuard::new();
     // Between a dialect and its own wire format the provider forwards the upstream's bytes and
