@@ -431,26 +431,10 @@ async fn attempt(
     if call.stream {
         stream_response(gw, session, ctx, req, route, call, resp, dialect).await
     } else {
-        let body = match resp.read_all(MAX_RESPONSE_BODY).await {
+        let body = match read_answer(gw, ctx, &cfg.name, resp).await {
             Ok(b) => b,
-            Err(e) => {
-                resp.abort().await;
-                let err = cut_short(e, &cfg.name, "its answer", gw.upstreams.timeouts.idle);
-                metrics::upstream_error(&cfg.name, err.label);
-                return Attempt::Failed {
-                    err,
-                    retryable: true,
-                };
-            }
+            Err(failed) => return failed,
         };
-        resp.release().await;
-        // Secrets an upstream echoed never reach the client (nor the cache): cut out of the
-        // upstream's own bytes, before a translation adds the gateway's (a Responses answer
-        // echoes the request's settings: three times the bytes to scan).
-        let body = crate::redact::body(body);
-        if let Some(t) = ctx.trace.as_deref_mut() {
-            t.observe(&body);
-        }
         // A pass-through writes no answer: its writer is the plain one, so a deferred
         // request is never translated for it.
         let for_req;
@@ -594,6 +578,37 @@ async fn write_last(
     write_chunk(session, ctx, out, true).await
 }
 
+/// A complete upstream answer, read whole (the connection back to the pool) with the secrets
+/// it echoed cut out, and seen by the trace; a body cut short fails the attempt.
+async fn read_answer(
+    gw: &Gateway,
+    ctx: &mut Ctx,
+    provider: &str,
+    mut resp: UpstreamResponse<'_>,
+) -> Result<bytes::Bytes, Attempt> {
+    let body = match resp.read_all(MAX_RESPONSE_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            resp.abort().await;
+            let err = cut_short(e, provider, "its answer", gw.upstreams.timeouts.idle);
+            metrics::upstream_error(provider, err.label);
+            return Err(Attempt::Failed {
+                err,
+                retryable: true,
+            });
+        }
+    };
+    resp.release().await;
+    // Secrets an upstream echoed never reach the client (nor the cache): cut out of the
+    // upstream's own bytes, before a translation adds the gateway's (a Responses answer echoes
+    // the request's settings: three times the bytes to scan).
+    let body = crate::redact::body(body);
+    if let Some(t) = ctx.trace.as_deref_mut() {
+        t.observe(&body);
+    }
+    Ok(body)
+}
+
 /// The answer a provider's decoder writes, kept instead of written (see [`json_as_stream`]).
 #[derive(Default)]
 struct Kept(parking_lot::Mutex<Option<(Vec<crate::canonical::Answer>, Option<Usage>)>>);
@@ -625,27 +640,14 @@ async fn json_as_stream(
     req: &ChatRequest,
     route: &Route,
     call: &CallInfo,
-    mut resp: UpstreamResponse<'_>,
+    resp: UpstreamResponse<'_>,
     dialect: &'static dyn Dialect,
 ) -> Attempt {
     let provider = route.provider_name();
-    let body = match resp.read_all(MAX_RESPONSE_BODY).await {
+    let body = match read_answer(gw, ctx, provider, resp).await {
         Ok(b) => b,
-        Err(e) => {
-            resp.abort().await;
-            let err = cut_short(e, provider, "its answer", gw.upstreams.timeouts.idle);
-            metrics::upstream_error(provider, err.label);
-            return Attempt::Failed {
-                err,
-                retryable: true,
-            };
-        }
+        Err(failed) => return failed,
     };
-    resp.release().await;
-    let body = crate::redact::body(body);
-    if let Some(t) = ctx.trace.as_deref_mut() {
-        t.observe(&body);
-    }
     // Decoded as the non-streamed answer it is, into canonical answers.
     let decode = CallInfo {
         stream: false,
