@@ -5,6 +5,7 @@
 //! - [`TeeEvents`] from the canonical events a translating provider writes, on their way to
 //!   the client's dialect ([`Recorder`]), and [`RecordAnswers`] from a translated plain answer.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{Bytes, BytesMut};
@@ -339,10 +340,11 @@ impl EventWriter for TeeEvents {
 }
 
 /// An [`AnswerWriter`] that has the client's dialect write a translated plain answer and keeps
-/// the answer (when there is exactly one) for the cache.
+/// the answer (when there is exactly one) for the cache, and how many choices there were.
 pub struct RecordAnswers<'a> {
     inner: &'a dyn AnswerWriter,
     answer: Mutex<Option<Answer>>,
+    choices: AtomicUsize,
 }
 
 impl<'a> RecordAnswers<'a> {
@@ -350,7 +352,13 @@ impl<'a> RecordAnswers<'a> {
         RecordAnswers {
             inner,
             answer: Mutex::new(None),
+            choices: AtomicUsize::new(0),
         }
+    }
+
+    /// How many choices the answer written had (0: none was written).
+    pub fn choices(&self) -> usize {
+        self.choices.load(Ordering::Relaxed)
     }
 
     /// The answer written, its usage filled in.
@@ -371,6 +379,7 @@ impl AnswerWriter for RecordAnswers<'_> {
         usage: Option<&Usage>,
     ) -> Bytes {
         let body = self.inner.answer_body(id, created, model, answers, usage);
+        self.choices.store(answers.len(), Ordering::Relaxed);
         if let [one] = answers {
             let mut a = one.clone();
             a.usage = usage.copied();

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::{cache, read_body, respond, response_head, Ctx, Gateway, Session};
 use crate::api::{unix_now, ChatRequest};
 use crate::balance::PromptKey;
+use crate::cache::assemble::RecordAnswers;
 use crate::canonical::{AnswerWriter, EventWriter, Usage};
 use crate::config::BaseUrl;
 use crate::dialects::{Dialect, KEEPALIVE_EVERY};
@@ -609,24 +610,6 @@ async fn read_answer(
     Ok(body)
 }
 
-/// The answer a provider's decoder writes, kept instead of written (see [`json_as_stream`]).
-#[derive(Default)]
-struct Kept(parking_lot::Mutex<Option<(Vec<crate::canonical::Answer>, Option<Usage>)>>);
-
-impl AnswerWriter for Kept {
-    fn answer_body(
-        &self,
-        _id: &str,
-        _created: u64,
-        _model: &str,
-        answers: &[crate::canonical::Answer],
-        usage: Option<&Usage>,
-    ) -> bytes::Bytes {
-        *self.0.lock() = Some((answers.to_vec(), usage.copied()));
-        bytes::Bytes::new()
-    }
-}
-
 /// An upstream that answered a streamed request with one complete JSON answer (some
 /// OpenAI-compatible servers ignore `stream`): decoded as the complete answer it is and sent to
 /// the client as its dialect's stream, the way a cache hit is, instead of JSON bytes inside an
@@ -654,7 +637,9 @@ async fn json_as_stream(
         passthrough: false,
         ..call.clone()
     };
-    let kept = Kept::default();
+    // The cache's recorder keeps the one canonical answer (its usage filled in) that the
+    // dialect's plain writer is given; that body itself is not sent.
+    let kept = RecordAnswers::new(dialect.answers());
     if let Err(err) = route.provider.chat_response(body, &decode, &kept) {
         metrics::upstream_error(provider, err.label);
         return Attempt::Failed {
@@ -662,36 +647,28 @@ async fn json_as_stream(
             retryable: true,
         };
     }
-    let Some((answers, usage)) = kept.0.lock().take() else {
-        let err = crate::providers::translate::bad_upstream_body(
-            provider,
-            "it answered a streamed request with JSON that is not a chat completion",
-        );
-        metrics::upstream_error(provider, err.label);
-        return Attempt::Failed {
-            err,
-            retryable: true,
+    let choices = kept.choices();
+    let Some(answer) = kept.take() else {
+        let (why, retryable) = if choices > 1 {
+            (
+                format!(
+                    "it answered a streamed request with one JSON answer of {choices} choices, \
+                     which the gateway does not replay as a stream"
+                ),
+                false,
+            )
+        } else {
+            (
+                "it answered a streamed request with JSON that is not a chat completion".into(),
+                true,
+            )
         };
-    };
-    let [answer] = answers.as_slice() else {
-        let err = crate::providers::translate::bad_upstream_body(
-            provider,
-            format!(
-                "it answered a streamed request with one JSON answer of {} choices, which the \
-                 gateway does not replay as a stream",
-                answers.len()
-            ),
-        );
+        let err = crate::providers::translate::bad_upstream_body(provider, why);
         metrics::upstream_error(provider, err.label);
-        return Attempt::Failed {
-            err,
-            retryable: false,
-        };
+        return Attempt::Failed { err, retryable };
     };
     log::debug!("provider {provider}: answered a streamed request with JSON; sent as a stream");
-    ctx.usage = usage;
-    let mut answer = answer.clone();
-    answer.usage = usage;
+    ctx.usage = answer.usage;
     let mut w = cache::tee_events(ctx, dialect.events_for(req, &call.client_model));
     let mut out = BytesMut::with_capacity(512 + answer.content.as_ref().map_or(0, String::len));
     crate::dialects::replay(w.as_mut(), &mut out, &answer, req.include_usage);
