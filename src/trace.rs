@@ -838,8 +838,14 @@ pub struct RequestTrace {
     server_attrs: Attrs,
     /// The upstream attempt under way (its span id, and its record when sampled).
     attempt: Option<(SpanId, Option<Record>)>,
-    response_model: Option<String>,
+    /// An ended attempt's attribute buffer, emptied, for the next attempt.
+    spare_attrs: Vec<u8>,
+    /// The model the answer names (empty when none was seen yet).
+    response_model: String,
+    /// The finish reasons seen: the first `reasons` of these (the strings are kept, emptied,
+    /// for the next answer, as the whole trace is: see [`SPARE`]).
     finish_reasons: Vec<String>,
+    reasons: usize,
     /// The answer's bytes, when content capture is on.
     answer: Option<Vec<u8>>,
 }
@@ -875,7 +881,7 @@ pub fn enabled() -> bool {
 pub fn start(headers: &http::HeaderMap, method: &str) -> Option<Box<RequestTrace>> {
     let t = TRACING.get()?;
     let parent = headers
-        .contains_key("traceparent")
+        .contains_key(TRACEPARENT)
         .then(|| {
             t.propagator
                 .extract_with_context(&Context::new(), &Headers(headers))
@@ -905,28 +911,64 @@ pub fn start(headers: &http::HeaderMap, method: &str) -> Option<Box<RequestTrace
         )
         .decision;
     let sampled = decision == SamplingDecision::RecordAndSample;
-    Some(Box::new(RequestTrace {
-        t,
-        trace: TraceIds {
-            trace_id,
-            flags: if sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::default()
-            },
-            state,
+    let trace = TraceIds {
+        trace_id,
+        flags: if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
         },
-        server_id: t.ids.new_span_id(),
-        remote_parent,
-        server_start: unix_nanos(),
-        sampled,
-        server_attrs: Attrs::default(),
-        attempt: None,
-        response_model: None,
-        finish_reasons: Vec::new(),
-        answer: None,
-    }))
+        state,
+    };
+    let server_id = t.ids.new_span_id();
+    let server_start = unix_nanos();
+    // A trace this thread ended before, with its buffers (emptied when it was put back).
+    let spare = SPARE.with(|s| s.borrow_mut().pop());
+    Some(match spare {
+        Some(mut r) => {
+            r.trace = trace;
+            r.server_id = server_id;
+            r.remote_parent = remote_parent;
+            r.server_start = server_start;
+            r.sampled = sampled;
+            r
+        }
+        None => Box::new(RequestTrace {
+            t,
+            trace,
+            server_id,
+            remote_parent,
+            server_start,
+            sampled,
+            server_attrs: Attrs::with_capacity(SERVER_ATTRS),
+            attempt: None,
+            spare_attrs: Vec::new(),
+            response_model: String::new(),
+            finish_reasons: Vec::new(),
+            reasons: 0,
+            answer: None,
+        }),
+    })
 }
+
+thread_local! {
+    /// Request traces ended on this thread, their buffers kept (emptied) for the next
+    /// requests: a traced request then allocates nothing for its spans, and writes them into
+    /// memory the thread used a moment ago. At most [`SPARE_MAX`] a thread.
+    // The boxes are what is reused: a request's context holds its trace boxed.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<RequestTrace>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+const SPARE_MAX: usize = 64;
+/// The most a kept buffer may hold (larger ones are freed, not kept).
+const KEEP_MAX: usize = 4096;
+
+/// The server span's attribute buffer: its ~16 attributes take ~560 bytes with a short model
+/// name and key name.
+const SERVER_ATTRS: usize = 768;
+/// An attempt span's: its name, its attributes and the answer's (~330 bytes).
+const ATTEMPT_ATTRS: usize = 512;
 
 /// `chat`, `embeddings`, `text_completion` (GenAI `gen_ai.operation.name`) for an endpoint
 /// family; `None` for those that ask no model.
@@ -1031,16 +1073,17 @@ impl RequestTrace {
         if let Some((_, Some(mut prev))) = self.attempt.take() {
             prev.end = unix_nanos();
             self.t.queue.push(&prev);
+            self.keep_attrs(prev.attrs);
         }
-        self.response_model = None;
-        self.finish_reasons.clear();
+        self.response_model.clear();
+        self.reasons = 0;
         if self.t.config.capture_content {
             self.answer = Some(Vec::new());
         }
         let id = self.t.ids.new_span_id();
         let record = self.sampled.then(|| {
-            // Room for the name, these and the answer's attributes (~330 bytes).
-            let mut attrs = Attrs::with_capacity(512);
+            let mut attrs = Attrs(std::mem::take(&mut self.spare_attrs));
+            attrs.0.reserve(ATTEMPT_ATTRS);
             attrs.name(operation, upstream_model);
             attrs.push(("gen_ai.operation.name", Attr::Str(operation)));
             attrs.push(("gen_ai.provider.name", Attr::Str(provider)));
@@ -1055,6 +1098,15 @@ impl RequestTrace {
             )
         });
         self.attempt = Some((id, record));
+    }
+
+    /// An ended span's attribute buffer, emptied, for the next attempt (unless a large value
+    /// grew it: kept buffers stay small).
+    fn keep_attrs(&mut self, mut attrs: Attrs) {
+        if attrs.0.capacity() <= KEEP_MAX {
+            attrs.0.clear();
+            self.spare_attrs = attrs.0;
+        }
     }
 
     /// `traceparent` (and `tracestate`) for the upstream: the attempt's span as parent (the
@@ -1086,20 +1138,20 @@ impl RequestTrace {
         if self.attempt.is_none() || !self.sampled {
             return;
         }
-        if self.response_model.is_none() {
-            self.response_model = json_strings(bytes, &FIND_MODEL)
-                .next()
-                .map(|(_, m)| m.to_string());
+        if self.response_model.is_empty() {
+            if let Some((_, m)) = json_strings(bytes, &FIND_MODEL).next() {
+                self.response_model.push_str(m);
+            }
         }
         // `finish_reason` (OpenAI, Gemini's compatible API) and `stop_reason` (Anthropic) in one
         // scan for their common tail.
         for (at, r) in json_strings(bytes, &FIND_REASON) {
             let key = &bytes[..at];
             if (key.ends_with(b"\"finish") || key.ends_with(b"\"stop"))
-                && self.finish_reasons.len() < MAX_FINISH_REASONS
-                && !self.finish_reasons.iter().any(|f| f == r)
+                && self.reasons < MAX_FINISH_REASONS
+                && !self.finish_reasons[..self.reasons].iter().any(|f| f == r)
             {
-                self.finish_reasons.push(r.to_string());
+                self.add_reason(r);
             }
         }
         if let Some(a) = self.answer.as_mut() {
@@ -1132,20 +1184,33 @@ impl RequestTrace {
         }
         r.end = unix_nanos();
         self.t.queue.push(&r);
+        self.keep_attrs(r.attrs);
+    }
+
+    /// One more finish reason (its string reused from an earlier answer when there is one).
+    fn add_reason(&mut self, reason: &str) {
+        match self.finish_reasons.get_mut(self.reasons) {
+            Some(kept) => {
+                kept.clear();
+                kept.push_str(reason);
+            }
+            None => self.finish_reasons.push(reason.to_string()),
+        }
+        self.reasons += 1;
     }
 
     /// The answer's GenAI attributes: the model it names (else `fallback`, the model asked of
     /// the upstream, when it answered with usage), finish reasons, token counts.
     fn gen_ai_answer(&self, a: &mut Attrs, usage: Option<Usage>, fallback: Option<&str>) {
-        if let Some(m) = &self.response_model {
-            a.push(("gen_ai.response.model", Attr::Str(m)));
+        if !self.response_model.is_empty() {
+            a.push(("gen_ai.response.model", Attr::Str(&self.response_model)));
         } else if let (Some(m), Some(_)) = (fallback, usage) {
             a.push(("gen_ai.response.model", Attr::Str(m)));
         }
-        if !self.finish_reasons.is_empty() {
+        if self.reasons > 0 {
             a.push((
                 "gen_ai.response.finish_reasons",
-                Attr::Strs(&self.finish_reasons),
+                Attr::Strs(&self.finish_reasons[..self.reasons]),
             ));
         }
         if let Some(u) = usage {
@@ -1163,22 +1228,53 @@ impl RequestTrace {
     /// A cache hit or the echo provider answered: the answer's model and finish reason, known.
     pub fn answered(&mut self, model: Option<&str>, finish_reason: Option<&str>) {
         if let Some(m) = model {
-            self.response_model = Some(m.to_string());
+            self.response_model.clear();
+            self.response_model.push_str(m);
         }
         if let Some(f) = finish_reason {
-            self.finish_reasons = vec![f.to_string()];
+            self.reasons = 0;
+            self.add_reason(f);
         }
     }
 
     /// Ends the server span with what the request came to.
-    pub fn finish(mut self, s: &Summary) {
+    pub fn finish(mut self: Box<Self>, s: &Summary) {
         if self.attempt.is_some() {
             // An attempt the request left half-way (a timeout dropped it).
             self.end_attempt(Some(("cancelled", "the request ended first")), None, None);
         }
-        if !self.sampled {
-            return;
+        if self.sampled {
+            self.end_server_span(s);
         }
+        self.recycle();
+    }
+
+    /// Puts this trace back for the thread's next request, its buffers emptied.
+    fn recycle(mut self: Box<Self>) {
+        self.server_attrs.0.clear();
+        if self.server_attrs.0.capacity() > KEEP_MAX {
+            // Content capture, or a long value: not kept for every request after.
+            self.server_attrs = Attrs::with_capacity(SERVER_ATTRS);
+        }
+        self.response_model.clear();
+        if self.response_model.capacity() > KEEP_MAX
+            || self.finish_reasons.iter().any(|r| r.capacity() > KEEP_MAX)
+        {
+            self.response_model = String::new();
+            self.finish_reasons = Vec::new();
+        }
+        self.reasons = 0;
+        self.answer = None;
+        self.trace.state = None;
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_MAX {
+                spare.push(self);
+            }
+        });
+    }
+
+    fn end_server_span(&mut self, s: &Summary) {
         let route = if s.endpoint == "other" { "" } else { s.path };
         // The model endpoints' names and paths as static strings (nothing copied).
         let known = (s.method == "POST")
@@ -1196,8 +1292,7 @@ impl RequestTrace {
             }
         };
         let mut a = std::mem::take(&mut self.server_attrs);
-        // The attributes below take ~560 bytes with a short model name and key name.
-        a.0.reserve(768);
+        a.0.reserve(SERVER_ATTRS);
 
         a.push(("http.request.method", Attr::Str(s.method)));
         a.push((
@@ -1255,6 +1350,7 @@ impl RequestTrace {
             error,
         };
         self.t.queue.push(&record);
+        self.server_attrs = record.attrs;
     }
 }
 
@@ -1369,14 +1465,53 @@ mod tests {
             sampled: true,
             server_attrs: Attrs::default(),
             attempt: Some((SpanId::from(2u64), None)),
-            response_model: None,
+            spare_attrs: Vec::new(),
+            response_model: String::new(),
             finish_reasons: Vec::new(),
+            reasons: 0,
             answer: None,
         };
         t.observe(br#"{"model":"m1","refusal_reason":"x","finish_reason":"stop","stop_reason":"end_turn","x_stop_reason":"no"}"#);
         t.observe(br#"{"model":"m2","finish_reason":"stop"}"#);
-        assert_eq!(t.response_model.as_deref(), Some("m1"));
-        assert_eq!(t.finish_reasons, ["stop", "end_turn"]);
+        assert_eq!(t.response_model, "m1");
+        assert_eq!(t.finish_reasons[..t.reasons], ["stop", "end_turn"]);
+
+        // The next attempt starts from nothing: its answer's reasons only, no earlier model,
+        // though the strings are kept for reuse.
+        t.start_attempt("chat", "openai", "m", 2);
+        t.observe(br#"{"finish_reason":"length"}"#);
+        assert_eq!(t.response_model, "");
+        assert_eq!(t.finish_reasons[..t.reasons], ["length"]);
+        let mut attrs = Attrs::default();
+        t.gen_ai_answer(&mut attrs, None, None);
+        let mut kept = Attrs::default();
+        kept.push((
+            "gen_ai.response.finish_reasons",
+            Attr::Strs(&["length".to_string()]),
+        ));
+        assert_eq!(attrs.0, kept.0);
+
+        // A trace put back for the thread's next request keeps its buffers, emptied.
+        t.end_attempt(None, Some(200), None);
+        Box::new(t).recycle();
+        let again = SPARE
+            .with(|s| s.borrow_mut().pop())
+            .expect("the trace was kept");
+        assert!(again.attempt.is_none());
+        assert!(again.server_attrs.0.is_empty());
+        assert!(again.response_model.is_empty() && again.reasons == 0);
+        assert!(again.spare_attrs.is_empty() && again.spare_attrs.capacity() >= ATTEMPT_ATTRS);
+
+        // One that a long value grew is not kept at that size.
+        let mut big = again;
+        big.server_attrs.0.reserve(KEEP_MAX * 4);
+        big.response_model.push_str(&"m".repeat(KEEP_MAX * 2));
+        big.recycle();
+        let again = SPARE
+            .with(|s| s.borrow_mut().pop())
+            .expect("the trace was kept");
+        assert!(again.server_attrs.0.capacity() <= KEEP_MAX);
+        assert!(again.response_model.capacity() <= KEEP_MAX);
     }
 
     /// An attribute value the test owns (what a decoder should find).

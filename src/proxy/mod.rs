@@ -773,7 +773,7 @@ impl Gateway {
         };
         line.emit(self.config.log_format);
         if let Some(t) = ctx.trace.take() {
-            (*t).finish(&crate::trace::Summary {
+            t.finish(&crate::trace::Summary {
                 method: h.method.as_str(),
                 path: h.uri.path(),
                 endpoint: ctx.endpoint,
