@@ -19,6 +19,8 @@
 #   OTEL=on OTEL_BSP_MAX_EXPORT_BATCH_SIZE=2048 OTEL_BSP_MAX_QUEUE_SIZE=8192 benches/callgrind.sh
 #                                                 # ... batching variables passed through
 #   KEY_OPTS=:budget=1000000/total benches/callgrind.sh   # a budgeted key (reservation + settle)
+#   CACHE_SIM=on benches/callgrind.sh             # also simulate the caches (this machine's L1s, a
+#                                                 # 2 MB last level) and print misses per request
 #
 # Needs: valgrind, nginx (the mock upstream), python3, a release build. Loopback only; the
 # request loop is bounded by N. valgrind has no SHA-NI: SHA-256 (auth, cache keys) counts far
@@ -96,12 +98,16 @@ if [ "$OTEL" = on ]; then
   done
 fi
 
+# CACHE_SIM=on: valgrind's cache simulation (I1 and D1 as on this host, LL as one core's 2 MB L2).
+SIM_OPTS=()
+[ "${CACHE_SIM:-off}" != on ] || SIM_OPTS=(--cache-sim=yes --LL=2097152,16,64)
+
 env -i PATH="$PATH" GATEWAY_LISTEN="127.0.0.1:$GW_PORT" GATEWAY_THREADS=1 \
   GATEWAY_UPGRADE_SOCK="$WORK/up.sock" GATEWAY_PID_FILE="$WORK/gw.pid" \
   GATEWAY_HEALTH_CHECK_INTERVAL=off GATEWAY_API_KEYS="bench=sk-gw-bench-key${KEY_OPTS:-}" GATEWAY_CACHE_BACKEND="$CACHE" \
   OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT" OPENAI_API_KEY=sk-upstream OPENAI_NATIVE_RESPONSES="$NATIVE" \
   ANTHROPIC_BASE_URL="http://127.0.0.1:$MOCK_PORT" ANTHROPIC_API_KEY=sk-ant-upstream \
-  "${OTEL_VARS[@]}" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" --instr-atstart=no \
+  "${OTEL_VARS[@]}" valgrind --tool=callgrind "${SIM_OPTS[@]}" --callgrind-out-file="$WORK/cg.out" --instr-atstart=no \
   "$BIN" > "$WORK/gw.log" 2>&1 &
 GW=$!
 for _ in $(seq 300); do curl -fs "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
@@ -158,3 +164,10 @@ callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$WORK/cg.out" 2>/d
     show("  trace: server span ended", "ai_gateway::trace::RequestTrace::finish( |$)")
     show("trace export thread (frame + POST)", "ai_gateway::trace::export_loop( |$)")
   }'
+if [ "${CACHE_SIM:-off}" = on ]; then
+  # Misses per request: instruction fetches that missed L1 (I1mr), data reads and writes that
+  # missed L1 (D1mr + D1mw), and everything that missed the last level (ILmr + DLmr + DLmw).
+  callgrind_annotate --auto=no --threshold=100 "$WORK/cg.out" 2>/dev/null | awk -v n="$N" '/PROGRAM TOTALS/ {
+    gsub(/\([ 0-9.]+%\)/, ""); for (i = 1; i <= 9; i++) { v[i] = $i; gsub(",", "", v[i]) }
+    printf "%9.1f  I1 misses a request\n%9.1f  D1 misses a request\n%9.1f  LL misses a request\n", v[4] / n, (v[5] + v[6]) / n, (v[7] + v[8] + v[9]) / n }'
+fi
